@@ -1,0 +1,2 @@
+export { fileSignature } from "./auth/access-token.js";
+export { type Envd, type EnvdOptions, startEnvd } from "./server.js";

@@ -1,0 +1,98 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { getRequestListener } from "@hono/node-server";
+import { createNoopLogger, type Logger } from "@moat/shared";
+import { Filesystem } from "@moat/shared/gen/envd/filesystem";
+import { Process } from "@moat/shared/gen/envd/process";
+import { tokenMatches } from "./auth/access-token.js";
+import { UserDirectory } from "./auth/users.js";
+import type { EnvdContext } from "./context.js";
+import { createHTTPApp } from "./http/app.js";
+import { FilesystemService } from "./services/filesystem/service.js";
+import { ProcessService } from "./services/process/service.js";
+import { EnvdState } from "./state.js";
+
+export interface EnvdOptions {
+  port: number;
+  host?: string;
+  /** The user requests act as when they name none; defaults to `user` when it exists, else `root`. */
+  defaultUser?: string;
+  /** Whether `/init`'s timestamp may set the system clock (only inside a sandbox, never on a host). */
+  setClock?: boolean;
+  logger?: Logger;
+  passwdPath?: string;
+  groupPath?: string;
+}
+
+export interface Envd {
+  readonly server: http.Server;
+  readonly port: number;
+  readonly context: EnvdContext;
+  close(): Promise<void>;
+}
+
+/** Largest unary request body; bigger bodies are refused with resource_exhausted. */
+const MAX_RPC_BODY_BYTES = 16 * 1024 * 1024;
+
+/** Starts envd: Connect RPC services and the REST routes on one port. */
+export async function startEnvd(options: EnvdOptions): Promise<Envd> {
+  const logger = options.logger ?? createNoopLogger();
+  const users = new UserDirectory(options.passwdPath, options.groupPath);
+  const defaultUser = options.defaultUser ?? (users.lookup("user") ? "user" : "root");
+  const context: EnvdContext = { state: new EnvdState(defaultUser), users, logger };
+
+  const processes = new ProcessService(context);
+  const filesystem = new FilesystemService(context);
+  const app = createHTTPApp(context, { setClock: options.setClock ?? false });
+
+  const restListener = getRequestListener(app.fetch);
+  const handler = connectNodeAdapter({
+    routes(router) {
+      router.service(Process, processes.implementation());
+      router.service(Filesystem, filesystem.implementation());
+    },
+    interceptors: [accessTokenInterceptor(context)],
+    readMaxBytes: MAX_RPC_BODY_BYTES,
+    fallback: (req, res) => void restListener(req as http.IncomingMessage, res as http.ServerResponse),
+  });
+
+  const server = http.createServer(handler);
+  // Streams (process output, watches) may stay open indefinitely; keepalive messages keep them busy.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 640_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host ?? "0.0.0.0", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  logger.info({ port, defaultUser }, "envd listening");
+
+  return {
+    server,
+    port,
+    context,
+    async close() {
+      await filesystem.close();
+      await processes.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Once `/init` set an access token, every RPC must present it in `X-Access-Token`. */
+function accessTokenInterceptor(ctx: EnvdContext): Interceptor {
+  return (next) => async (req) => {
+    const expected = ctx.state.accessToken;
+    if (expected !== undefined && !tokenMatches(expected, req.header.get("x-access-token"))) {
+      throw new ConnectError("invalid access token", Code.Unauthenticated);
+    }
+    return next(req);
+  };
+}

@@ -1,0 +1,260 @@
+/**
+ * A process started through envd: a plain child with pipes, or a child on a pseudo-terminal. It
+ * fans its output out to every stream attached to it (the Start stream and any Connect streams) and
+ * keeps its end event so that a Connect after exit can still report it.
+ *
+ * Every process runs in a session and process group of its own, so a signal reaches the whole tree
+ * the command started (`bash -c "a | b"`), not just the shell.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { constants as osConstants } from "node:os";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
+import * as pty from "node-pty";
+import type { User } from "../../auth/users.js";
+import { Channel } from "../../util/channel.js";
+
+export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
+export type EndEventInit = { exitCode: number; exited: boolean; status: string; error?: string };
+
+export interface SpawnOptions {
+  config: ProcessConfig;
+  tag: string | undefined;
+  user: User;
+  /** Whether to switch to the user's uid/gid (only possible when envd runs as root). */
+  switchUser: boolean;
+  env: Record<string, string>;
+  cwd: string;
+  /** Keep a stdin pipe open for SendInput; otherwise stdin is /dev/null. */
+  stdin: boolean;
+  pty: { cols: number; rows: number } | undefined;
+}
+
+/** How long to wait for the output pipes to drain after the process exited, before ending anyway. */
+const DRAIN_GRACE_MS = 200;
+
+export class ProcessHandle {
+  readonly pid: number;
+  readonly config: ProcessConfig;
+  readonly tag: string | undefined;
+  readonly isPTY: boolean;
+  private readonly child: ChildProcess | undefined;
+  private readonly terminal: pty.IPty | undefined;
+  private readonly subscribers = new Set<Channel<ProcessEventInit>>();
+  private endEvent: EndEventInit | undefined;
+  private readonly ended: Promise<void>;
+  private markEnded!: () => void;
+
+  private constructor(
+    options: SpawnOptions,
+    child: ChildProcess | undefined,
+    terminal: pty.IPty | undefined,
+  ) {
+    this.config = options.config;
+    this.tag = options.tag;
+    this.isPTY = terminal !== undefined;
+    this.child = child;
+    this.terminal = terminal;
+    this.pid = (child?.pid ?? terminal?.pid)!;
+    this.ended = new Promise((resolve) => {
+      this.markEnded = resolve;
+    });
+  }
+
+  /** Starts the process. Fails with invalid_argument when the command cannot be executed. */
+  static async spawn(options: SpawnOptions): Promise<ProcessHandle> {
+    const ids = options.switchUser ? { uid: options.user.uid, gid: options.user.gid } : {};
+    if (options.pty) {
+      let terminal: pty.IPty;
+      try {
+        terminal = pty.spawn(options.config.cmd, options.config.args, {
+          name: options.env.TERM ?? "xterm-256color",
+          cols: options.pty.cols,
+          rows: options.pty.rows,
+          cwd: options.cwd,
+          env: options.env,
+          encoding: null,
+          ...ids,
+        });
+      } catch (err) {
+        throw new ConnectError(`failed to start process: ${errorMessage(err)}`, Code.InvalidArgument);
+      }
+      const handle = new ProcessHandle(options, undefined, terminal);
+      handle.attachPTY(terminal);
+      return handle;
+    }
+
+    const child = spawn(options.config.cmd, options.config.args, {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+      detached: true,
+      ...ids,
+    });
+    if (child.pid === undefined) {
+      const err = await new Promise<Error>((resolve) => child.once("error", resolve));
+      throw new ConnectError(`failed to start process: ${err.message}`, Code.InvalidArgument);
+    }
+    const handle = new ProcessHandle(options, child, undefined);
+    handle.attachChild(child);
+    return handle;
+  }
+
+  get running(): boolean {
+    return this.endEvent === undefined;
+  }
+
+  get exit(): EndEventInit | undefined {
+    return this.endEvent;
+  }
+
+  /** Resolves once the end event has been emitted. */
+  whenEnded(): Promise<void> {
+    return this.ended;
+  }
+
+  /** A channel of every event from now on; the caller must `unsubscribe` it. */
+  subscribe(): Channel<ProcessEventInit> {
+    const channel = new Channel<ProcessEventInit>();
+    if (this.endEvent) {
+      channel.push({ event: { case: "end", value: this.endEvent } });
+      channel.close();
+    } else {
+      this.subscribers.add(channel);
+    }
+    return channel;
+  }
+
+  unsubscribe(channel: Channel<ProcessEventInit>): void {
+    this.subscribers.delete(channel);
+    channel.close();
+  }
+
+  writeStdin(data: Uint8Array): void {
+    if (this.isPTY)
+      throw new ConnectError("process has a pty: send pty input instead", Code.FailedPrecondition);
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.destroyed || stdin.writableEnded) {
+      throw new ConnectError("stdin is not enabled or was closed for this process", Code.Internal);
+    }
+    stdin.write(data);
+  }
+
+  writePTY(data: Uint8Array): void {
+    if (!this.terminal)
+      throw new ConnectError("process has no pty: send stdin input instead", Code.FailedPrecondition);
+    if (!this.running) throw new ConnectError("process has exited", Code.NotFound);
+    this.terminal.write(Buffer.from(data));
+  }
+
+  closeStdin(): void {
+    if (this.isPTY) throw new ConnectError("cannot close stdin of a pty process", Code.FailedPrecondition);
+    const stdin = this.child?.stdin;
+    if (!stdin) throw new ConnectError("stdin is not enabled for this process", Code.FailedPrecondition);
+    stdin.end();
+  }
+
+  resize(cols: number, rows: number): void {
+    if (!this.terminal) throw new ConnectError("process has no pty to resize", Code.FailedPrecondition);
+    if (cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
+      throw new ConnectError(`invalid pty size ${cols}x${rows}`, Code.InvalidArgument);
+    }
+    this.terminal.resize(cols, rows);
+  }
+
+  /** Signals the process group; a process that already exited is not an error. */
+  signal(signal: NodeJS.Signals): void {
+    if (!this.running) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+      try {
+        process.kill(this.pid, signal);
+      } catch (inner) {
+        if ((inner as NodeJS.ErrnoException).code !== "ESRCH") throw inner;
+      }
+    }
+  }
+
+  private broadcast(event: ProcessEventInit): void {
+    for (const channel of this.subscribers) channel.push(event);
+  }
+
+  private finish(end: EndEventInit): void {
+    if (this.endEvent) return;
+    this.endEvent = end;
+    this.broadcast({ event: { case: "end", value: end } });
+    for (const channel of this.subscribers) channel.close();
+    this.subscribers.clear();
+    this.markEnded();
+  }
+
+  private attachChild(child: ChildProcess): void {
+    child.stdout!.on("data", (chunk: Buffer) =>
+      this.broadcast({ event: { case: "data", value: { output: { case: "stdout", value: chunk } } } }),
+    );
+    child.stderr!.on("data", (chunk: Buffer) =>
+      this.broadcast({ event: { case: "data", value: { output: { case: "stderr", value: chunk } } } }),
+    );
+    // A stdin write to a process that exited must not crash envd.
+    child.stdin?.on("error", () => {});
+    let exitEvent: EndEventInit | undefined;
+    child.once("exit", (code, signal) => {
+      exitEvent = endEventFor(code, signal);
+      // Output pipes can stay open in grandchildren (`cmd &`); do not wait for them forever.
+      setTimeout(() => this.finish(exitEvent!), DRAIN_GRACE_MS).unref();
+    });
+    child.once("close", (code, signal) => this.finish(exitEvent ?? endEventFor(code, signal)));
+    child.once("error", (err) =>
+      this.finish({ exitCode: -1, exited: false, status: "error", error: err.message }),
+    );
+  }
+
+  private attachPTY(terminal: pty.IPty): void {
+    terminal.onData((chunk) =>
+      this.broadcast({
+        event: { case: "data", value: { output: { case: "pty", value: chunk as unknown as Buffer } } },
+      }),
+    );
+    terminal.onExit(({ exitCode, signal }) => {
+      const name = signal ? signalName(signal) : null;
+      this.finish(endEventFor(name ? null : exitCode, name));
+    });
+  }
+}
+
+function signalName(signal: number): NodeJS.Signals | null {
+  for (const [name, number] of Object.entries(osConstants.signals)) {
+    if (number === signal) return name as NodeJS.Signals;
+  }
+  return null;
+}
+
+/** Go's wording for a wait status (`os.ProcessState.String()`), which envd reports. */
+const SIGNAL_WORDS: Partial<Record<NodeJS.Signals, string>> = {
+  SIGHUP: "hangup",
+  SIGINT: "interrupt",
+  SIGQUIT: "quit",
+  SIGILL: "illegal instruction",
+  SIGABRT: "aborted",
+  SIGBUS: "bus error",
+  SIGFPE: "floating point exception",
+  SIGKILL: "killed",
+  SIGUSR1: "user defined signal 1",
+  SIGSEGV: "segmentation fault",
+  SIGUSR2: "user defined signal 2",
+  SIGPIPE: "broken pipe",
+  SIGALRM: "alarm clock",
+  SIGTERM: "terminated",
+};
+
+function endEventFor(code: number | null, signal: NodeJS.Signals | null): EndEventInit {
+  if (signal) return { exitCode: -1, exited: false, status: `signal: ${SIGNAL_WORDS[signal] ?? signal}` };
+  return { exitCode: code ?? -1, exited: true, status: `exit status ${code ?? -1}` };
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
