@@ -1,0 +1,35 @@
+import { getAttribute, listAttributes, removeAttribute, setAttribute } from "@napi-rs/xattr";
+
+/** File metadata lives in extended attributes under this prefix, as in E2B's envd. */
+const PREFIX = "user.e2b.";
+
+/** The metadata of a file (`user.e2b.*` xattrs); empty when it has none or the filesystem has no xattrs. */
+export async function readMetadata(path: string): Promise<Record<string, string>> {
+  let names: string[];
+  try {
+    names = await listAttributes(path);
+  } catch {
+    return {};
+  }
+  const out: Record<string, string> = {};
+  for (const name of names) {
+    if (!name.startsWith(PREFIX)) continue;
+    try {
+      const value = await getAttribute(path, name);
+      if (value) out[name.slice(PREFIX.length)] = Buffer.from(value).toString("utf8");
+    } catch {
+      // removed between list and get
+    }
+  }
+  return out;
+}
+
+/** Replaces all metadata of a file with `metadata`. */
+export async function writeMetadata(path: string, metadata: Record<string, string>): Promise<void> {
+  for (const name of await listAttributes(path).catch(() => [] as string[])) {
+    if (name.startsWith(PREFIX)) await removeAttribute(path, name);
+  }
+  for (const [key, value] of Object.entries(metadata)) {
+    await setAttribute(path, PREFIX + key, Buffer.from(value, "utf8"));
+  }
+}
