@@ -178,6 +178,13 @@ export class ProcessHandle {
     }
   }
 
+  /** SIGKILLs the process group after `ms` unless it ended before. */
+  killAfter(ms: number): void {
+    const timer = setTimeout(() => this.signal("SIGKILL"), ms);
+    timer.unref();
+    void this.ended.then(() => clearTimeout(timer));
+  }
+
   private broadcast(event: ProcessEventInit): void {
     for (const channel of this.subscribers) channel.push(event);
   }

@@ -64,14 +64,12 @@ export class ProcessService {
 
   /**
    * The stream a Start or Connect answers with: start{pid}, the process's events from now on with
-   * keepalives while it is quiet, and its end. The deadline of a Start bounds the process's life:
-   * when it passes the process is killed and the stream fails with deadline_exceeded. A client that
-   * goes away only detaches; the process keeps running.
+   * keepalives while it is quiet, and its end. A client that goes away only detaches; the process
+   * keeps running.
    */
   async *follow(
     handle: ProcessHandle,
     hctx: HandlerContext,
-    { killOnDeadline }: { killOnDeadline: boolean },
   ): AsyncGenerator<{ event: ProcessEventInit }> {
     const channel = handle.subscribe();
     const idleMs = keepaliveIntervalMs(hctx.requestHeader);
@@ -82,9 +80,6 @@ export class ProcessService {
         if (next.kind === "done") return;
         yield { event: next.kind === "idle" ? { event: { case: "keepalive", value: {} } } : next.value };
       }
-    } catch (err) {
-      if (killOnDeadline && ConnectError.from(err).code === Code.DeadlineExceeded) handle.signal("SIGKILL");
-      throw err;
     } finally {
       handle.unsubscribe(channel);
     }

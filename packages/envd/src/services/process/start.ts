@@ -43,11 +43,15 @@ export async function* start(service: ProcessService, req: StartRequest, hctx: H
     pty: req.pty ? { cols: size?.cols || 80, rows: size?.rows || 24 } : undefined,
   });
   service.register(handle);
+  // The call's deadline (Connect-Timeout-Ms) bounds the process's life, whether or not the client
+  // is still attached when it passes.
+  const timeoutMs = hctx.timeoutMs();
+  if (timeoutMs !== undefined) handle.killAfter(timeoutMs);
   service.ctx.logger.debug(
     { pid: handle.pid, cmd: config.cmd, user: user.name, pty: handle.isPTY },
     "process started",
   );
-  yield* service.follow(handle, hctx, { killOnDeadline: true });
+  yield* service.follow(handle, hctx);
 }
 
 /** PATH, HOME, USER, then the sandbox's global env vars, then the request's own. */
