@@ -1,0 +1,145 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { ENVD_VERSION } from "@moat/shared";
+import type { Handler } from "hono";
+import type { EnvdContext } from "../context.js";
+import { type HTTPEnv, nodeRequest } from "./bindings.js";
+import { readJSON } from "./body.js";
+import { HTTPError } from "./errors.js";
+
+const execFileAsync = promisify(execFile);
+
+/** /init bodies are small (env vars, a token, maybe a CA bundle); anything bigger is refused. */
+const MAX_INIT_BODY_BYTES = 4 * 1024 * 1024;
+
+export interface InitOptions {
+  /** Whether `timestamp` may set the system clock (inside a sandbox only). */
+  setClock: boolean;
+}
+
+/** What an /init body may carry once validated; absent or null fields leave the state alone. */
+export interface InitRequest {
+  envVars?: Record<string, string>;
+  accessToken?: string;
+  timestamp?: Date;
+  defaultUser?: string;
+  defaultWorkdir?: string;
+}
+
+/**
+ * POST /init: the orchestrator's configuration call, on start and again after every resume. It
+ * must stay idempotent: the same body twice gives the same state. Answers 204 with the envd
+ * version, as the orchestrator checks it.
+ */
+export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
+  return async (c) => {
+    const body = parseInitRequest(await readJSON(nodeRequest(c), MAX_INIT_BODY_BYTES));
+    const { state, logger } = ctx;
+    if (body.defaultUser !== undefined && !ctx.users.lookup(body.defaultUser)) {
+      throw new HTTPError(400, `defaultUser: unknown user '${body.defaultUser}'`);
+    }
+    // A running sandbox's token cannot be swapped by whoever reaches /init (as in envd).
+    if (
+      body.accessToken !== undefined &&
+      state.accessToken !== undefined &&
+      body.accessToken !== state.accessToken
+    ) {
+      throw new HTTPError(409, "access token is already set and cannot be changed");
+    }
+
+    if (body.timestamp && options.setClock) await setClock(body.timestamp, ctx);
+    for (const [key, value] of Object.entries(body.envVars ?? {})) state.envVars.set(key, value);
+    if (body.accessToken !== undefined) state.accessToken = body.accessToken;
+    if (body.defaultUser !== undefined) state.defaultUser = body.defaultUser;
+    if (body.defaultWorkdir !== undefined) state.defaultWorkdir = body.defaultWorkdir;
+    logger.debug(
+      {
+        envVars: Object.keys(body.envVars ?? {}).length,
+        secured: state.accessToken !== undefined,
+        defaultUser: state.defaultUser,
+        defaultWorkdir: state.defaultWorkdir,
+      },
+      "envd initialised",
+    );
+    c.header("X-Envd-Version", ENVD_VERSION);
+    c.header("Cache-Control", "no-store");
+    return c.body(null, 204);
+  };
+}
+
+/** Checks the shape of an /init body; every wrong type is a 400 naming the field. */
+export function parseInitRequest(raw: unknown): InitRequest {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new HTTPError(400, "body must be a JSON object");
+  const body = raw as Record<string, unknown>;
+  const out: InitRequest = {};
+
+  const envVars = body.envVars;
+  if (envVars != null) {
+    if (typeof envVars !== "object" || Array.isArray(envVars)) {
+      throw new HTTPError(400, "envVars must be an object of strings");
+    }
+    for (const [key, value] of Object.entries(envVars)) {
+      if (typeof value !== "string") throw new HTTPError(400, `envVars.${key} must be a string`);
+      if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
+        throw new HTTPError(400, `envVars: invalid variable '${key}'`);
+      }
+    }
+    out.envVars = envVars as Record<string, string>;
+  }
+  const accessToken = optionalString(body, "accessToken");
+  if (accessToken !== undefined) {
+    if (accessToken === "") throw new HTTPError(400, "accessToken must not be empty");
+    out.accessToken = accessToken;
+  }
+  const timestamp = optionalString(body, "timestamp");
+  if (timestamp !== undefined) {
+    const date = new Date(timestamp);
+    if (Number.isNaN(date.getTime())) throw new HTTPError(400, "timestamp must be an RFC 3339 date");
+    out.timestamp = date;
+  }
+  const defaultUser = optionalString(body, "defaultUser");
+  if (defaultUser !== undefined && defaultUser !== "") out.defaultUser = defaultUser;
+  const defaultWorkdir = optionalString(body, "defaultWorkdir");
+  if (defaultWorkdir !== undefined && defaultWorkdir !== "") {
+    if (!defaultWorkdir.startsWith("/") || defaultWorkdir.includes("\0")) {
+      throw new HTTPError(400, "defaultWorkdir must be an absolute path");
+    }
+    out.defaultWorkdir = defaultWorkdir;
+  }
+  // Accepted for compatibility, not used by moat.
+  for (const key of ["hyperloopIP", "lifecycleID", "caBundle"]) optionalString(body, key);
+  const mounts = body.volumeMounts;
+  if (mounts != null) {
+    const valid =
+      Array.isArray(mounts) &&
+      mounts.every(
+        (m: unknown) =>
+          typeof m === "object" &&
+          m !== null &&
+          typeof (m as Record<string, unknown>).nfs_target === "string" &&
+          typeof (m as Record<string, unknown>).path === "string",
+      );
+    if (!valid) throw new HTTPError(400, "volumeMounts must be an array of {nfs_target, path}");
+  }
+  return out;
+}
+
+function optionalString(body: Record<string, unknown>, key: string): string | undefined {
+  const value = body[key];
+  if (value == null) return undefined;
+  if (typeof value !== "string") throw new HTTPError(400, `${key} must be a string`);
+  return value;
+}
+
+/** Sets the system clock after a resume (the snapshot's clock is stale); failures are only logged. */
+async function setClock(timestamp: Date, ctx: EnvdContext): Promise<void> {
+  if (Math.abs(Date.now() - timestamp.getTime()) < 1000) return;
+  try {
+    await execFileAsync("date", ["-u", "-s", `@${(timestamp.getTime() / 1000).toFixed(3)}`], {
+      timeout: 5000,
+    });
+  } catch (err) {
+    ctx.logger.error({ err }, "failed to set the system clock");
+  }
+}

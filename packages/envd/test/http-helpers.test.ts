@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { negotiateEncoding } from "../src/http/encoding.js";
+import { HTTPError } from "../src/http/errors.js";
+import { contentDisposition } from "../src/http/files-download.js";
+import { parseInitRequest } from "../src/http/init.js";
+import { parseRange } from "../src/http/range.js";
+import { MAX_METADATA_KEY_BYTES, metadataFromHeaders } from "../src/http/upload-metadata.js";
+
+function httpStatus(status: number) {
+  return (err: unknown) => err instanceof HTTPError && err.status === status;
+}
+
+describe("parseRange", () => {
+  test("no header or another unit serves the whole file", () => {
+    assert.deepEqual(parseRange(undefined, 100), { kind: "full" });
+    assert.deepEqual(parseRange("items=0-1", 100), { kind: "full" });
+  });
+  test("closed, open-ended and suffix ranges", () => {
+    assert.deepEqual(parseRange("bytes=0-9", 100), { kind: "partial", start: 0, end: 9 });
+    assert.deepEqual(parseRange("bytes=90-", 100), { kind: "partial", start: 90, end: 99 });
+    assert.deepEqual(parseRange("bytes=-10", 100), { kind: "partial", start: 90, end: 99 });
+    assert.deepEqual(parseRange("bytes=-500", 100), { kind: "partial", start: 0, end: 99 });
+    assert.deepEqual(parseRange("bytes=50-5000", 100), { kind: "partial", start: 50, end: 99 });
+  });
+  test("a range past the end is unsatisfiable", () => {
+    assert.deepEqual(parseRange("bytes=100-", 100), { kind: "unsatisfiable" });
+    assert.deepEqual(parseRange("bytes=-0", 100), { kind: "unsatisfiable" });
+    assert.deepEqual(parseRange("bytes=0-0", 0), { kind: "unsatisfiable" });
+  });
+  test("malformed and multi-range headers are ignored", () => {
+    assert.deepEqual(parseRange("bytes=9-1", 100), { kind: "full" });
+    assert.deepEqual(parseRange("bytes=a-b", 100), { kind: "full" });
+    assert.deepEqual(parseRange("bytes=0-1,5-6", 100), { kind: "full" });
+    assert.deepEqual(parseRange("bytes=99999999999999999999-", 100), { kind: "full" });
+  });
+});
+
+describe("negotiateEncoding", () => {
+  test("gzip only when the client singles it out", () => {
+    assert.equal(negotiateEncoding(undefined), "identity");
+    assert.equal(negotiateEncoding("gzip"), "gzip");
+    assert.equal(negotiateEncoding("GZIP"), "gzip");
+    assert.equal(negotiateEncoding("gzip, identity;q=0.5"), "gzip");
+    // Node's fetch sends this on every request by itself.
+    assert.equal(negotiateEncoding("gzip, deflate"), "identity");
+    assert.equal(negotiateEncoding("gzip;q=0.5"), "identity");
+    assert.equal(negotiateEncoding("br"), "identity");
+    assert.equal(negotiateEncoding("*"), "identity");
+  });
+  test("refusing identity forces gzip, or 406 when gzip is refused too", () => {
+    assert.equal(negotiateEncoding("gzip, deflate, identity;q=0"), "gzip");
+    assert.equal(negotiateEncoding("*;q=0, gzip"), "gzip");
+    assert.throws(() => negotiateEncoding("identity;q=0"), httpStatus(406));
+    assert.throws(() => negotiateEncoding("br, *;q=0"), httpStatus(406));
+  });
+});
+
+describe("metadataFromHeaders", () => {
+  test("takes X-Metadata-* headers, lower-cases keys, keeps the first value", () => {
+    const md = metadataFromHeaders({
+      "x-metadata-author": ["me", "you"],
+      "X-Metadata-Purpose": ["test"],
+      "x-metadata-": ["dropped"],
+      "content-type": ["text/plain"],
+    });
+    assert.deepEqual(md, { author: "me", purpose: "test" });
+  });
+  test("refuses non-printable values, long keys and oversize totals", () => {
+    assert.throws(() => metadataFromHeaders({ "x-metadata-k": ["caf\u00e9"] }), httpStatus(400));
+    const longKey = `x-metadata-${"k".repeat(MAX_METADATA_KEY_BYTES + 1)}`;
+    assert.throws(() => metadataFromHeaders({ [longKey]: ["v"] }), httpStatus(400));
+    const many: Record<string, string[]> = {};
+    for (let i = 0; i < 5; i++) many[`x-metadata-k${i}`] = ["v".repeat(1000)];
+    assert.throws(() => metadataFromHeaders(many), httpStatus(400));
+  });
+});
+
+describe("contentDisposition", () => {
+  test("plain names are quoted, others get an RFC 8187 filename*", () => {
+    assert.equal(contentDisposition("a.txt"), 'inline; filename="a.txt"');
+    assert.equal(
+      contentDisposition('ñ "x".txt'),
+      `inline; filename="_ _x_.txt"; filename*=UTF-8''%C3%B1%20%22x%22.txt`,
+    );
+  });
+});
+
+describe("parseInitRequest", () => {
+  test("accepts an empty body and ignores nulls and unknown fields", () => {
+    assert.deepEqual(parseInitRequest(undefined), {});
+    assert.deepEqual(parseInitRequest({ accessToken: null, other: 1, hyperloopIP: "10.0.0.1" }), {});
+  });
+  test("parses every known field", () => {
+    const parsed = parseInitRequest({
+      envVars: { A: "1" },
+      accessToken: "t",
+      timestamp: "2025-01-01T00:00:00Z",
+      defaultUser: "user",
+      defaultWorkdir: "/work",
+      volumeMounts: [{ nfs_target: "x", path: "/mnt" }],
+    });
+    assert.deepEqual(parsed.envVars, { A: "1" });
+    assert.equal(parsed.accessToken, "t");
+    assert.equal(parsed.timestamp?.toISOString(), "2025-01-01T00:00:00.000Z");
+    assert.equal(parsed.defaultUser, "user");
+    assert.equal(parsed.defaultWorkdir, "/work");
+  });
+  test("wrong types are 400", () => {
+    for (const body of [
+      [],
+      "x",
+      { envVars: [] },
+      { envVars: { A: 1 } },
+      { accessToken: 5 },
+      { timestamp: "yesterday" },
+      { defaultUser: true },
+      { defaultWorkdir: "relative" },
+      { volumeMounts: [{ path: 1 }] },
+    ]) {
+      assert.throws(() => parseInitRequest(body), httpStatus(400), JSON.stringify(body));
+    }
+  });
+});
