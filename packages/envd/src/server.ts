@@ -58,9 +58,17 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
     fallback: (req, res) => void restListener(req as http.IncomingMessage, res as http.ServerResponse),
   });
 
-  const server = http.createServer(handler);
+  // CORS preflights for RPC paths go to the REST app, which answers them; the Connect adapter
+  // would refuse OPTIONS.
+  const server = http.createServer((req, res) => {
+    if (req.method === "OPTIONS") void restListener(req, res);
+    else handler(req, res);
+  });
   // Streams (process output, watches) may stay open indefinitely; keepalive messages keep them busy.
   server.requestTimeout = 0;
+  // A client that goes silent (mid-upload, say) is dropped after this long without any bytes, so
+  // its temp file and descriptor are released. Streams stay busy through keepalives.
+  server.timeout = 10 * 60_000;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 640_000;
   await new Promise<void>((resolve, reject) => {
