@@ -7,6 +7,7 @@ import type { Logger } from "@moat/shared";
 import type { User } from "../auth/users.js";
 import { readMetadata, writeMetadata } from "../fs/metadata.js";
 import { chownTo, makeDirsAs } from "../fs/ownership.js";
+import { UPLOAD_TEMP_PREFIX } from "../fs/upload-temp.js";
 import { isDecompressionError, pump } from "./body.js";
 import { HTTPError, toHTTPError } from "./errors.js";
 
@@ -66,7 +67,7 @@ export async function writeFileAs(
   } catch (err) {
     throw toHTTPError(err, `error creating directory '${dir}'`);
   }
-  const tmp = path.join(dir, `.moat-upload-${randomBytes(8).toString("hex")}`);
+  const tmp = path.join(dir, `${UPLOAD_TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
   try {
     await pump(
       source(),

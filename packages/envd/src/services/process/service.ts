@@ -67,10 +67,7 @@ export class ProcessService {
    * keepalives while it is quiet, and its end. A client that goes away only detaches; the process
    * keeps running.
    */
-  async *follow(
-    handle: ProcessHandle,
-    hctx: HandlerContext,
-  ): AsyncGenerator<{ event: ProcessEventInit }> {
+  async *follow(handle: ProcessHandle, hctx: HandlerContext): AsyncGenerator<{ event: ProcessEventInit }> {
     const channel = handle.subscribe();
     const idleMs = keepaliveIntervalMs(hctx.requestHeader);
     try {
