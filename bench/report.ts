@@ -25,7 +25,9 @@ export function printFigure(f: Figure): void {
   if (f.target) {
     const checks: string[] = [];
     if (f.target.median !== undefined) {
-      checks.push(`median ≤ ${f.target.median} ${f.unit}: ${f.value.median <= f.target.median ? "met" : "MISSED"}`);
+      checks.push(
+        `median ≤ ${f.target.median} ${f.unit}: ${f.value.median <= f.target.median ? "met" : "MISSED"}`,
+      );
     }
     if (f.target.p99 !== undefined) {
       checks.push(`p99 ≤ ${f.target.p99} ${f.unit}: ${f.value.p99 <= f.target.p99 ? "met" : "MISSED"}`);

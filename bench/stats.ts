@@ -11,7 +11,13 @@ export function summarize(samples: number[]): Summary {
   if (samples.length === 0) throw new Error("no samples");
   const sorted = [...samples].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
-  return { n: sorted.length, median: at(0.5), p99: at(0.99), min: sorted[0]!, max: sorted[sorted.length - 1]! };
+  return {
+    n: sorted.length,
+    median: at(0.5),
+    p99: at(0.99),
+    min: sorted[0]!,
+    max: sorted[sorted.length - 1]!,
+  };
 }
 
 /** Runs `fn` `warmup` times unmeasured, then `runs` times measured; returns the durations in ms. */

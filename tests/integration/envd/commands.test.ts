@@ -41,13 +41,15 @@ describe("envd commands through the e2b SDK", () => {
   test("cwd and envs apply to one command and do not leak into the next", async () => {
     const result = await sbx.commands.run("pwd; echo $FOO", { cwd: "/tmp", envs: { FOO: "bar" } });
     assert.equal(result.stdout, "/tmp\nbar\n");
-    const next = await sbx.commands.run("echo \"[$FOO]\"");
+    const next = await sbx.commands.run('echo "[$FOO]"');
     assert.equal(next.stdout, "[]\n");
   });
 
   test("streams output through callbacks as it is produced", async () => {
     const chunks: string[] = [];
-    await sbx.commands.run("for i in 1 2 3; do echo $i; sleep 0.05; done", { onStdout: (d) => chunks.push(d) });
+    await sbx.commands.run("for i in 1 2 3; do echo $i; sleep 0.05; done", {
+      onStdout: (d) => chunks.push(d),
+    });
     assert.equal(chunks.join(""), "1\n2\n3\n");
     assert.ok(chunks.length >= 2, `expected several chunks, got ${chunks.length}`);
   });
@@ -77,7 +79,10 @@ describe("envd commands through the e2b SDK", () => {
     });
     assert.equal(await sbx.commands.kill(handle.pid), false);
     const listed = await sbx.commands.list();
-    assert.equal(listed.find((p) => p.pid === handle.pid), undefined);
+    assert.equal(
+      listed.find((p) => p.pid === handle.pid),
+      undefined,
+    );
   });
 
   test("kill reaches the whole process tree of a command", async () => {
@@ -112,7 +117,10 @@ describe("envd commands through the e2b SDK", () => {
     await handle.disconnect();
     const seen: string[] = [];
     const attached = await sbx.commands.connect(handle.pid, { onStdout: (d) => seen.push(d) });
-    await assert.rejects(attached.wait(), (err: unknown) => err instanceof CommandExitError && err.exitCode === 3);
+    await assert.rejects(
+      attached.wait(),
+      (err: unknown) => err instanceof CommandExitError && err.exitCode === 3,
+    );
     assert.equal(seen.join(""), "late\n");
   });
 
@@ -124,7 +132,9 @@ describe("envd commands through the e2b SDK", () => {
     const handle = await sbx.commands.run("sleep 0.3; touch /tmp/moat-test-outlived", { background: true });
     await handle.disconnect();
     await new Promise((r) => setTimeout(r, 800));
-    const check = await sbx.commands.run("test -f /tmp/moat-test-outlived && echo yes; rm -f /tmp/moat-test-outlived");
+    const check = await sbx.commands.run(
+      "test -f /tmp/moat-test-outlived && echo yes; rm -f /tmp/moat-test-outlived",
+    );
     assert.equal(check.stdout, "yes\n");
   });
 

@@ -24,7 +24,10 @@ function collector() {
     waitFor(marker: string, ms = 10_000): Promise<void> {
       if (text.includes(marker)) return Promise.resolve();
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no '${marker}' in pty output: ${JSON.stringify(text)}`)), ms);
+        const timer = setTimeout(
+          () => reject(new Error(`no '${marker}' in pty output: ${JSON.stringify(text)}`)),
+          ms,
+        );
         waiters.push({ marker, resolve: () => (clearTimeout(timer), resolve()) });
       });
     },
