@@ -1,0 +1,126 @@
+import { CommandError, runCommand } from "@moat/shared";
+import { deleteLink, deleteNamespace, inNamespace, ip } from "./netns.js";
+import { HOST_ADDRESS_CIDR, INNER_ADDRESS, INNER_GATEWAY, INNER_PREFIX, type Slot } from "./slot.js";
+
+export interface NetworkOptions {
+  /** When false, the sandbox can answer the host but cannot open connections outward. */
+  allowInternetAccess: boolean;
+}
+
+/**
+ * Creates the two namespaces, two veth pairs, routes and NAT of a slot (see slot.ts). On failure it
+ * removes what it made, so the caller holds either a whole network or nothing.
+ */
+export async function createSandboxNetwork(slot: Slot, options: NetworkOptions): Promise<void> {
+  const outer = slot.outerNamespace;
+  const guest = slot.guestNamespace;
+  try {
+    await ip(["netns", "add", outer]);
+    await ip(["netns", "add", guest]);
+    await ip(
+      [],
+      [
+        `link add ${slot.hostVeth} type veth peer name vpeer netns ${outer}`,
+        `addr add ${slot.transferHostIP}/30 dev ${slot.hostVeth}`,
+        `link set ${slot.hostVeth} up`,
+        `route add ${slot.hostAddress}/32 via ${slot.transferPeerIP} dev ${slot.hostVeth}`,
+      ],
+    );
+    await ip(
+      ["-n", outer],
+      [
+        "link set lo up",
+        `addr add ${slot.transferPeerIP}/30 dev vpeer`,
+        "link set vpeer up",
+        `route add default via ${slot.transferHostIP}`,
+        `link add tap0 type veth peer name eth0 netns ${guest}`,
+        `addr add ${INNER_GATEWAY}/${INNER_PREFIX} dev tap0`,
+        "link set tap0 up",
+      ],
+    );
+    await ip(
+      ["-n", guest],
+      [
+        "link set lo up",
+        `addr add ${INNER_ADDRESS}/${INNER_PREFIX} dev eth0`,
+        "link set eth0 up",
+        `route add default via ${INNER_GATEWAY}`,
+      ],
+    );
+    await inNamespace(outer, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    await inNamespace(outer, ["nft", "-f", "-"], outerRuleset(slot, options));
+  } catch (err) {
+    await destroySandboxNetwork(slot).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Removes everything createSandboxNetwork made; what is already gone is skipped. */
+export async function destroySandboxNetwork(slot: Slot): Promise<void> {
+  // Deleting the outer namespace destroys both veth pairs and with them the host route.
+  await deleteNamespace(slot.outerNamespace);
+  await deleteNamespace(slot.guestNamespace);
+  await deleteLink(slot.hostVeth);
+}
+
+/** NAT between the slot's host address and the inner address, and the egress policy. */
+function outerRuleset(slot: Slot, options: NetworkOptions): string {
+  const egress = options.allowInternetAccess
+    ? ""
+    : `
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "tap0" ct state established,related accept
+    iifname "tap0" drop
+  }`;
+  return `table ip moat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat;
+    ip daddr ${slot.hostAddress} dnat to ${INNER_ADDRESS}
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    oifname "vpeer" ip saddr ${INNER_ADDRESS} snat to ${slot.hostAddress}
+  }${egress}
+}
+`;
+}
+
+/**
+ * The node-wide rules in the root namespace: sandboxes cannot reach each other or the host's own
+ * services, nothing outside may open connections to them, and their egress is masqueraded.
+ * Replaces the table each time, so it is idempotent.
+ */
+export async function setupHostNetwork(): Promise<void> {
+  await runCommand(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+  const ruleset = `table inet moat
+delete table inet moat
+table inet moat {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "moat-v*" ct state established,related accept
+    iifname "moat-v*" drop
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    iifname "moat-v*" oifname "moat-v*" drop
+    oifname "moat-v*" ct state established,related accept
+    oifname "moat-v*" drop
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    ip saddr ${HOST_ADDRESS_CIDR} oifname != "moat-v*" masquerade
+  }
+}
+`;
+  await runCommand(["nft", "-f", "-"], { input: ruleset });
+}
+
+/** Removes the node-wide rules (used when the node is taken down for good). */
+export async function teardownHostNetwork(): Promise<void> {
+  try {
+    await runCommand(["nft", "delete", "table", "inet", "moat"]);
+  } catch (err) {
+    if (!(err instanceof CommandError)) throw err;
+  }
+}

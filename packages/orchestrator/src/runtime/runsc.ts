@@ -1,0 +1,113 @@
+import { spawn } from "node:child_process";
+import { open } from "node:fs/promises";
+import { CommandError, runCommand } from "@moat/shared";
+
+export interface RunscOptions {
+  /** The runsc binary (see install.ts). */
+  binary: string;
+  /** runsc's state directory (--root): only moat's containers live there. */
+  stateDir: string;
+  platform: "systrap" | "ptrace";
+}
+
+export interface ContainerState {
+  id: string;
+  pid: number;
+  status: "created" | "running" | "stopped" | "paused" | string;
+  bundle: string;
+}
+
+/**
+ * The runsc CLI, for one state directory. Containers use gVisor's own network stack in the netns
+ * named in their spec, and no rootfs overlay of gVisor's own: writes go through to the host overlay
+ * so that they survive pause and resume.
+ */
+export class Runsc {
+  constructor(private readonly options: RunscOptions) {}
+
+  private globalFlags(): string[] {
+    return [
+      "--root",
+      this.options.stateDir,
+      `--platform=${this.options.platform}`,
+      "--network=sandbox",
+      "--overlay2=none",
+    ];
+  }
+
+  /**
+   * `runsc run --detach`. runsc hands its stdout/stderr to the sandbox, so a caller reading them
+   * would wait for the sandbox's whole life: they go to `logFile` instead.
+   */
+  async run(id: string, bundle: string, logFile: string): Promise<void> {
+    const log = await open(logFile, "a");
+    try {
+      const child = spawn(
+        this.options.binary,
+        [...this.globalFlags(), "run", "--detach", "--bundle", bundle, id],
+        {
+          stdio: ["ignore", log.fd, log.fd],
+        },
+      );
+      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+        child.once("error", reject);
+        child.once("exit", (c, s) => resolve([c, s]));
+      });
+      if (code !== 0) {
+        const { readFile } = await import("node:fs/promises");
+        const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
+        throw new CommandError(["runsc", "run", id], code, signal, tail);
+      }
+    } finally {
+      await log.close();
+    }
+  }
+
+  async kill(id: string, signal = "KILL"): Promise<void> {
+    try {
+      await runCommand([this.options.binary, ...this.globalFlags(), "kill", "--all", id, signal], {
+        timeoutMs: 10_000,
+      });
+    } catch (err) {
+      if (isGone(err)) return;
+      throw err;
+    }
+  }
+
+  /** Kills and deletes a container; one that does not exist is not an error. */
+  async destroy(id: string): Promise<void> {
+    try {
+      await runCommand([this.options.binary, ...this.globalFlags(), "delete", "--force", id], {
+        timeoutMs: 20_000,
+      });
+    } catch (err) {
+      if (isGone(err)) return;
+      throw err;
+    }
+  }
+
+  async state(id: string): Promise<ContainerState | undefined> {
+    try {
+      const { stdout } = await runCommand([this.options.binary, ...this.globalFlags(), "state", id]);
+      return JSON.parse(stdout) as ContainerState;
+    } catch (err) {
+      if (isGone(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async list(): Promise<ContainerState[]> {
+    const { stdout } = await runCommand([
+      this.options.binary,
+      ...this.globalFlags(),
+      "list",
+      "--format=json",
+    ]);
+    const parsed = JSON.parse(stdout || "[]") as ContainerState[] | null;
+    return parsed ?? [];
+  }
+}
+
+function isGone(err: unknown): boolean {
+  return err instanceof CommandError && /does not exist|not found|no such/i.test(err.stderrTail);
+}
