@@ -1,0 +1,106 @@
+/**
+ * The OCI runtime spec (config.json) of a sandbox. The first process is tini (reaping the orphans
+ * an agent's commands leave) running envd from the host's moat install, bind-mounted read-only:
+ * nothing of envd is copied into the sandbox.
+ */
+export interface SandboxSpecInput {
+  sandboxID: string;
+  rootfs: string;
+  /** Path of the guest network namespace (the one gVisor takes over). */
+  netnsPath: string;
+  vcpu: number;
+  memoryMB: number;
+  pidsLimit: number;
+  /** The host's node binary and moat checkout, mounted at /opt/moat/node and /opt/moat/app. */
+  nodeBinary: string;
+  appDir: string;
+  envdPort: number;
+}
+
+export const SANDBOX_NODE_PATH = "/opt/moat/node";
+export const SANDBOX_APP_PATH = "/opt/moat/app";
+
+/** A full machine's root inside the sandbox: gVisor, not capabilities, is the boundary. */
+const CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_DAC_READ_SEARCH",
+  "CAP_FOWNER",
+  "CAP_FSETID",
+  "CAP_KILL",
+  "CAP_SETGID",
+  "CAP_SETUID",
+  "CAP_SETPCAP",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_NET_RAW",
+  "CAP_NET_ADMIN",
+  "CAP_IPC_LOCK",
+  "CAP_SYS_CHROOT",
+  "CAP_SYS_PTRACE",
+  "CAP_SYS_ADMIN",
+  "CAP_SYS_NICE",
+  "CAP_SYS_RESOURCE",
+  "CAP_MKNOD",
+  "CAP_AUDIT_WRITE",
+  "CAP_SETFCAP",
+];
+
+export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
+  const cpuPeriod = 100_000;
+  return {
+    ociVersion: "1.0.0",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: [
+        "/usr/bin/tini",
+        "--",
+        SANDBOX_NODE_PATH,
+        `${SANDBOX_APP_PATH}/packages/cli/bin/moat.js`,
+        "envd",
+        "--port",
+        String(input.envdPort),
+      ],
+      env: [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+        "MOAT_LOG_LEVEL=info",
+      ],
+      cwd: "/",
+      capabilities: {
+        bounding: CAPABILITIES,
+        effective: CAPABILITIES,
+        permitted: CAPABILITIES,
+      },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1_048_576, soft: 1_048_576 }],
+      noNewPrivileges: false,
+    },
+    root: { path: input.rootfs, readonly: false },
+    hostname: input.sandboxID,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs" },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "nodev", "mode=1777"] },
+      { destination: "/tmp", type: "bind", source: `${input.rootfs}/tmp`, options: ["rbind", "rw"] },
+      { destination: SANDBOX_NODE_PATH, type: "bind", source: input.nodeBinary, options: ["rbind", "ro"] },
+      { destination: SANDBOX_APP_PATH, type: "bind", source: input.appDir, options: ["rbind", "ro"] },
+    ],
+    linux: {
+      namespaces: [
+        { type: "pid" },
+        { type: "network", path: input.netnsPath },
+        { type: "ipc" },
+        { type: "uts" },
+        { type: "mount" },
+      ],
+      resources: {
+        memory: { limit: input.memoryMB * 1024 * 1024 },
+        cpu: { quota: input.vcpu * cpuPeriod, period: cpuPeriod },
+        pids: { limit: input.pidsLimit },
+      },
+      cgroupsPath: `/moat/${input.sandboxID}`,
+    },
+  };
+}

@@ -1,0 +1,49 @@
+import type { CleanupStack } from "@moat/shared";
+import type { Slot } from "../network/slot.js";
+import type { SandboxRecord } from "./record.js";
+
+export type SandboxState = "starting" | "running" | "stopping";
+
+/**
+ * A sandbox on this node and every OS resource it holds. The resources were pushed onto `cleanup`
+ * as they were acquired (slot, network, rootfs mount, runsc container), so releasing the sandbox
+ * is running that stack, on kill, on a failed create, and after an orchestrator restart.
+ */
+export class Sandbox {
+  state: SandboxState = "starting";
+  private endTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    public record: SandboxRecord,
+    readonly slot: Slot,
+    readonly dir: string,
+    readonly cleanup: CleanupStack,
+  ) {}
+
+  get id(): string {
+    return this.record.sandboxID;
+  }
+
+  get hostAddress(): string {
+    return this.slot.hostAddress;
+  }
+
+  get endTime(): Date {
+    return new Date(this.record.endTime);
+  }
+
+  /** Arms (or re-arms) the timer that ends the sandbox at its end time. */
+  scheduleEnd(onEnd: () => void): void {
+    this.clearEnd();
+    // setTimeout caps at ~24.8 days; re-arm in steps for longer lives.
+    const delay = Math.max(0, this.endTime.getTime() - Date.now());
+    const step = Math.min(delay, 2 ** 31 - 1);
+    this.endTimer = setTimeout(() => (step < delay ? this.scheduleEnd(onEnd) : onEnd()), step);
+    this.endTimer.unref();
+  }
+
+  clearEnd(): void {
+    if (this.endTimer) clearTimeout(this.endTimer);
+    this.endTimer = undefined;
+  }
+}

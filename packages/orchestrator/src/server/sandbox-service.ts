@@ -1,0 +1,152 @@
+/**
+ * The orchestrator's RPC service (orchestrator.SandboxService): a thin transport over the sandbox
+ * manager. Domain errors become status codes here and nowhere else.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ENVD_VERSION } from "@moat/shared";
+import {
+  type SandboxConfigSchema,
+  SandboxEventType,
+  type SandboxInfoSchema,
+  type SandboxService,
+  SandboxState,
+} from "@moat/shared/gen/orchestrator";
+import {
+  InvalidSandboxConfigError,
+  NodeBusyError,
+  SandboxExistsError,
+  SandboxNotFoundError,
+  SandboxTransitionError,
+  TemplateNotFoundError,
+} from "../sandbox/errors.js";
+import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
+import type { Sandbox } from "../sandbox/sandbox.js";
+
+const STATES = {
+  starting: SandboxState.STARTING,
+  running: SandboxState.RUNNING,
+  stopping: SandboxState.STOPPING,
+};
+const EVENT_TYPES = {
+  created: SandboxEventType.CREATED,
+  killed: SandboxEventType.KILLED,
+  expired: SandboxEventType.EXPIRED,
+  failed: SandboxEventType.FAILED,
+};
+
+export function sandboxService(manager: SandboxManager): ServiceImpl<typeof SandboxService> {
+  return {
+    async create(req) {
+      const config = req.sandbox;
+      if (!config) throw new ConnectError("sandbox config is required", Code.InvalidArgument);
+      if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
+      const endTime = timestampDate(req.endTime);
+      const sandbox = await mapErrors(() =>
+        manager.create({
+          sandboxID: config.sandboxId,
+          templateID: config.templateId,
+          teamID: config.teamId,
+          vcpu: config.vcpu || 2,
+          memoryMB: config.memoryMb || 512,
+          diskSizeMB: config.diskSizeMb,
+          envVars: config.envVars,
+          metadata: config.metadata,
+          envdAccessToken: config.envdAccessToken,
+          allowInternetAccess: config.allowInternetAccess,
+          defaultUser: config.defaultUser,
+          defaultWorkdir: config.defaultWorkdir,
+          endTime,
+        }),
+      );
+      return { sandbox: info(sandbox) };
+    },
+    async get(req) {
+      return { sandbox: info(await mapErrors(async () => manager.get(req.sandboxId))) };
+    },
+    list() {
+      return { sandboxes: manager.list().map(info) };
+    },
+    async delete(req) {
+      await mapErrors(() => manager.kill(req.sandboxId, "killed", "request"));
+      return {};
+    },
+    async updateEndTime(req) {
+      if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
+      const endTime = timestampDate(req.endTime);
+      await mapErrors(async () => manager.updateEndTime(req.sandboxId, endTime));
+      return {};
+    },
+    async *watchEvents(_req, ctx) {
+      const queue: SandboxEvent[] = [];
+      let wake: (() => void) | undefined;
+      const unsubscribe = manager.subscribe((event) => {
+        queue.push(event);
+        wake?.();
+      });
+      try {
+        while (!ctx.signal.aborted) {
+          const event = queue.shift();
+          if (event) {
+            yield {
+              sandboxId: event.sandboxID,
+              type: EVENT_TYPES[event.type],
+              time: timestampFromDate(event.time),
+              reason: event.reason,
+            };
+            continue;
+          }
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            ctx.signal.addEventListener("abort", () => resolve(), { once: true });
+          });
+          wake = undefined;
+        }
+      } finally {
+        unsubscribe();
+      }
+    },
+  };
+}
+
+function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
+  const r = sandbox.record;
+  const config: MessageInitShape<typeof SandboxConfigSchema> = {
+    sandboxId: r.sandboxID,
+    templateId: r.templateID,
+    teamId: r.teamID,
+    vcpu: r.vcpu,
+    memoryMb: r.memoryMB,
+    diskSizeMb: r.diskSizeMB,
+    envVars: r.envVars,
+    metadata: r.metadata,
+    allowInternetAccess: r.allowInternetAccess,
+    defaultUser: r.defaultUser,
+    defaultWorkdir: r.defaultWorkdir,
+  };
+  return {
+    config,
+    state: STATES[sandbox.state],
+    startTime: timestampFromDate(new Date(r.startTime)),
+    endTime: timestampFromDate(sandbox.endTime),
+    hostAddress: sandbox.hostAddress,
+    envdVersion: ENVD_VERSION,
+    lifecycleId: r.lifecycleID,
+  };
+}
+
+async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ConnectError) throw err;
+    if (err instanceof SandboxNotFoundError) throw new ConnectError(err.message, Code.NotFound);
+    if (err instanceof TemplateNotFoundError) throw new ConnectError(err.message, Code.NotFound);
+    if (err instanceof SandboxExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
+    if (err instanceof SandboxTransitionError) throw new ConnectError(err.message, Code.FailedPrecondition);
+    if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
+    if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
+    throw new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+  }
+}
