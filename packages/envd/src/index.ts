@@ -1,2 +1,3 @@
 export { fileSignature } from "./auth/access-token.js";
+export { parseEnvdArgs, type RunEnvdOptions, runEnvd } from "./main.js";
 export { type Envd, type EnvdOptions, startEnvd } from "./server.js";

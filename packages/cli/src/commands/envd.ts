@@ -1,5 +1,5 @@
-import { startEnvd } from "@moat/envd";
-import { createLogger, ENVD_PORT } from "@moat/shared";
+import { runEnvd } from "@moat/envd";
+import { ENVD_PORT } from "@moat/shared";
 import { Command, InvalidArgumentError } from "commander";
 
 /** `moat envd`: runs the in-sandbox daemon standalone (the orchestrator starts it inside sandboxes). */
@@ -13,22 +13,7 @@ export function envdCommand(): Command {
       "user for requests that name none (default: user if it exists, else root)",
     )
     .option("--set-clock", "let /init set the system clock (inside a sandbox only)", false)
-    .action(async (opts: { port: number; host: string; defaultUser?: string; setClock: boolean }) => {
-      const logger = createLogger("envd");
-      const envd = await startEnvd({ ...opts, logger });
-      const stop = (signal: string) => {
-        logger.info({ signal }, "envd stopping");
-        envd.close().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, "envd failed to stop cleanly");
-            process.exit(1);
-          },
-        );
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
-    });
+    .action((opts: { port: number; host: string; defaultUser?: string; setClock: boolean }) => runEnvd(opts));
 }
 
 function parsePort(value: string): number {

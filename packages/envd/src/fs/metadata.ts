@@ -1,10 +1,16 @@
-import { getAttribute, listAttributes, removeAttribute, setAttribute } from "@napi-rs/xattr";
-
 /** File metadata lives in extended attributes under this prefix, as in E2B's envd. */
 const PREFIX = "user.e2b.";
 
+/** The native xattr binding, loaded on first use to keep it off envd's startup path. */
+let binding: Promise<typeof import("@napi-rs/xattr")> | undefined;
+function xattr() {
+  binding ??= import("@napi-rs/xattr");
+  return binding;
+}
+
 /** The metadata of a file (`user.e2b.*` xattrs); empty when it has none or the filesystem has no xattrs. */
 export async function readMetadata(path: string): Promise<Record<string, string>> {
+  const { getAttribute, listAttributes } = await xattr();
   let names: string[];
   try {
     names = await listAttributes(path);
@@ -26,6 +32,7 @@ export async function readMetadata(path: string): Promise<Record<string, string>
 
 /** Replaces all metadata of a file with `metadata`. */
 export async function writeMetadata(path: string, metadata: Record<string, string>): Promise<void> {
+  const { listAttributes, removeAttribute, setAttribute } = await xattr();
   for (const name of await listAttributes(path).catch(() => [] as string[])) {
     if (name.startsWith(PREFIX)) await removeAttribute(path, name);
   }

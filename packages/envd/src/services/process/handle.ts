@@ -11,7 +11,7 @@ import { constants as osConstants } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
-import * as pty from "node-pty";
+import type * as pty from "node-pty";
 import type { User } from "../../auth/users.js";
 import { Channel } from "../../util/channel.js";
 
@@ -66,9 +66,12 @@ export class ProcessHandle {
   static async spawn(options: SpawnOptions): Promise<ProcessHandle> {
     const ids = options.switchUser ? { uid: options.user.uid, gid: options.user.gid } : {};
     if (options.pty) {
+      // node-pty is loaded on the first terminal only: it is a native module and envd's startup
+      // inside a sandbox is on every create's critical path.
+      const { spawn: spawnPTY } = await import("node-pty");
       let terminal: pty.IPty;
       try {
-        terminal = pty.spawn(options.config.cmd, options.config.args, {
+        terminal = spawnPTY(options.config.cmd, options.config.args, {
           name: options.env.TERM ?? "xterm-256color",
           cols: options.pty.cols,
           rows: options.pty.rows,

@@ -1,0 +1,3 @@
+import { parseEnvdArgs, runEnvd } from "./main.js";
+
+await runEnvd(parseEnvdArgs(process.argv.slice(2)));
