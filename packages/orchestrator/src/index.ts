@@ -1,1 +1,23 @@
-export {};
+export { defaultDataDir } from "./config.js";
+export { type DoctorCheck, runDoctor } from "./doctor.js";
+export { type DebianMirror, findDebianMirror } from "./host/apt-sources.js";
+export { SetupError } from "./host/setup-error.js";
+export { listLinks, listNamespaces } from "./network/netns.js";
+export { APP_DIR, type Orchestrator, type OrchestratorOptions, startOrchestrator } from "./orchestrator.js";
+export {
+  ensureRunsc,
+  RUNSC_PLATFORM,
+  type RunscInstall,
+  readRunscInstall,
+  runtimeDir,
+} from "./runtime/install.js";
+export type { SandboxEvent, SandboxManager } from "./sandbox/manager.js";
+export { mountsUnder } from "./storage/overlay.js";
+export { BASE_DEFINITION, definitionHash } from "./template/base-definition.js";
+export {
+  type BaseTemplate,
+  baseTemplateDir,
+  ensureBaseTemplate,
+  findBaseTemplate,
+  type TemplateProgress,
+} from "./template/base-template.js";

@@ -28,7 +28,13 @@ function collector() {
           () => reject(new Error(`no '${marker}' in pty output: ${JSON.stringify(text)}`)),
           ms,
         );
-        waiters.push({ marker, resolve: () => (clearTimeout(timer), resolve()) });
+        waiters.push({
+          marker,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
       });
     },
   };

@@ -1,6 +1,7 @@
 import { runEnvd } from "@moat/envd";
 import { ENVD_PORT } from "@moat/shared";
-import { Command, InvalidArgumentError } from "commander";
+import { Command } from "commander";
+import { parsePort } from "../args/port.js";
 
 /** `moat envd`: runs the in-sandbox daemon standalone (the orchestrator starts it inside sandboxes). */
 export function envdCommand(): Command {
@@ -14,12 +15,4 @@ export function envdCommand(): Command {
     )
     .option("--set-clock", "let /init set the system clock (inside a sandbox only)", false)
     .action((opts: { port: number; host: string; defaultUser?: string; setClock: boolean }) => runEnvd(opts));
-}
-
-function parsePort(value: string): number {
-  const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError("expected a port number between 0 and 65535");
-  }
-  return port;
 }

@@ -1,7 +1,7 @@
 /**
  * The OCI runtime spec (config.json) of a sandbox. The first process is tini (reaping the orphans
- * an agent's commands leave) running envd from the host's moat install, bind-mounted read-only:
- * nothing of envd is copied into the sandbox.
+ * an agent's commands leave) running envd's single-file bundle from the host's moat install,
+ * bind-mounted read-only: nothing of envd is copied into the sandbox.
  */
 export interface SandboxSpecInput {
   sandboxID: string;
@@ -56,8 +56,7 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         "/usr/bin/tini",
         "--",
         SANDBOX_NODE_PATH,
-        `${SANDBOX_APP_PATH}/packages/cli/bin/moat.js`,
-        "envd",
+        `${SANDBOX_APP_PATH}/packages/envd/dist/envd.mjs`,
         "--port",
         String(input.envdPort),
       ],
@@ -73,7 +72,10 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         effective: CAPABILITIES,
         permitted: CAPABILITIES,
       },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1_048_576, soft: 1_048_576 }],
+      rlimits: [
+        { type: "RLIMIT_NOFILE", hard: 1_048_576, soft: 1_048_576 },
+        { type: "RLIMIT_NPROC", hard: input.pidsLimit, soft: input.pidsLimit },
+      ],
       noNewPrivileges: false,
     },
     root: { path: input.rootfs, readonly: false },

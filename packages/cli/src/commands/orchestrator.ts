@@ -1,0 +1,43 @@
+import { defaultDataDir, ensureBaseTemplate, ensureRunsc, startOrchestrator } from "@moat/orchestrator";
+import { createLogger } from "@moat/shared";
+import { Command } from "commander";
+import { parsePort } from "../args/port.js";
+
+/**
+ * `moat orchestrator`: the node agent on its own (`moat up` runs it beside the API and proxy).
+ * Stopping it leaves sandboxes running; the next start adopts them.
+ */
+export function orchestratorCommand(): Command {
+  return new Command("orchestrator")
+    .description("run the node agent: gVisor sandboxes served over gRPC/Connect")
+    .option("--data-dir <dir>", "where runtime, templates and sandboxes live", defaultDataDir())
+    .option("--port <port>", "gRPC/Connect port", parsePort, 5008)
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .action(async (opts: { dataDir: string; port: number; host: string }) => {
+      const logger = createLogger("orchestrator");
+      const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger });
+      const base = await ensureBaseTemplate({
+        dataDir: opts.dataDir,
+        logger,
+        onProgress: (ev) => logger.info({ phase: ev.phase }, ev.message),
+      });
+      const orchestrator = await startOrchestrator({
+        dataDir: opts.dataDir,
+        port: opts.port,
+        host: opts.host,
+        logger,
+        runscBinary: runsc.path,
+        platform: runsc.platform,
+        templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+      });
+      const stop = (signal: string) => {
+        logger.info({ signal }, "orchestrator stopping; sandboxes keep running");
+        orchestrator.close().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.once("SIGTERM", () => stop("SIGTERM"));
+      process.once("SIGINT", () => stop("SIGINT"));
+    });
+}

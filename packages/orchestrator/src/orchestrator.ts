@@ -1,0 +1,87 @@
+/**
+ * The node agent: sets up the node's network rules, adopts or reaps what a previous run left,
+ * then serves orchestrator.SandboxService (gRPC and Connect over h2c).
+ */
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "@moat/shared";
+import { SandboxService } from "@moat/shared/gen/orchestrator";
+import { setupHostNetwork } from "./network/sandbox-network.js";
+import { Runsc } from "./runtime/runsc.js";
+import { SandboxManager, type TemplateResolver } from "./sandbox/manager.js";
+import { sandboxService } from "./server/sandbox-service.js";
+
+export interface OrchestratorOptions {
+  dataDir: string;
+  /** gRPC/Connect port; 0 picks a free one. */
+  port: number;
+  host: string;
+  logger: Logger;
+  runscBinary: string;
+  platform: "systrap" | "ptrace";
+  templates: TemplateResolver;
+  maxSandboxes?: number;
+  maxStarting?: number;
+  pidsLimit?: number;
+}
+
+export interface Orchestrator {
+  readonly port: number;
+  readonly manager: SandboxManager;
+  /** Stops serving; running sandboxes stay up for the next orchestrator to adopt. */
+  close(): Promise<void>;
+}
+
+/** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
+export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
+  const { logger } = options;
+  await setupHostNetwork();
+  const runsc = new Runsc({
+    binary: options.runscBinary,
+    stateDir: path.join(options.dataDir, "runsc"),
+    platform: options.platform,
+  });
+  const manager = new SandboxManager({
+    dataDir: options.dataDir,
+    runsc,
+    templates: options.templates,
+    nodeBinary: process.execPath,
+    appDir: APP_DIR,
+    logger,
+    maxSandboxes: options.maxSandboxes ?? 1000,
+    maxStarting: options.maxStarting ?? 16,
+    pidsLimit: options.pidsLimit ?? 1024,
+    envdReadyTimeoutMs: 20_000,
+  });
+  await manager.reclaim();
+
+  const server = http2.createServer(
+    connectNodeAdapter({ routes: (router) => router.service(SandboxService, sandboxService(manager)) }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  logger.info({ port, dataDir: options.dataDir }, "orchestrator listening");
+  return {
+    port,
+    manager,
+    async close() {
+      manager.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Open streams (WatchEvents) would hold close() forever.
+        setTimeout(resolve, 1000).unref();
+      });
+    },
+  };
+}

@@ -1,0 +1,307 @@
+import { createHash } from "node:crypto";
+import { constants } from "node:fs";
+import { access, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { type Logger, runCommand } from "@moat/shared";
+import { findDebianMirror } from "../host/apt-sources.js";
+import { findOnPath, readJSON, writeFileAtomic } from "../host/files.js";
+import { SetupError } from "../host/setup-error.js";
+import { DOWNLOADED_RUNSC, downloadDebianRunsc, RUNSC_SUITE } from "./debian-download.js";
+import { patchRunscNetnsCheck } from "./netns-patch.js";
+import { probeNetns } from "./netns-probe.js";
+import {
+  hasNetnsCheckBug,
+  isSupportedVersion,
+  MIN_RUNSC_DATE,
+  NETNS_CHECK_FIXED_DATE,
+  parseRunscVersion,
+  type RunscVersion,
+} from "./runsc-version.js";
+import { smokeTestRunsc } from "./smoke-test.js";
+
+/** The runsc moat runs sandboxes with, as decided (and cached) by ensureRunsc. */
+export interface RunscInstall {
+  /** The binary to execute: the found one, or moat's patched copy of it. */
+  path: string;
+  /** As runsc prints it, e.g. `0.0~20240729.0` or `release-20240807.0`. */
+  version: string;
+  /** `path`: MOAT_RUNSC or a runsc on PATH; `debian-trixie`: downloaded by moat. */
+  source: "path" | "debian-trixie";
+  /** How the root-netns misdetection of runsc < 20240801 is handled on this host. */
+  netnsFix: "not-needed" | "patched-binary";
+  /** `kvm` hangs on hosts with nested KVM; systrap needs no hardware support. */
+  platform: "systrap";
+}
+
+export const RUNSC_PLATFORM = "systrap";
+
+/** What ensureRunsc caches in `<dataDir>/runtime/runsc.json`. */
+interface InstallRecord {
+  schema: typeof RECORD_SCHEMA;
+  /** The candidates and kernel the decision was made for; any change re-runs it. */
+  fingerprint: string;
+  /** The binary that was found or downloaded (before patching). */
+  origin: string;
+  install: RunscInstall;
+  checkedAt: string;
+  smokeMs: number;
+}
+
+const RECORD_SCHEMA = 1;
+const RECORD_FILE = "runsc.json";
+const PATCHED_PREFIX = "runsc-netns-patched-";
+
+/** Where runsc, its patched copy and the install record live. */
+export function runtimeDir(dataDir: string): string {
+  return path.join(dataDir, "runtime");
+}
+
+interface Candidate {
+  path: string;
+  source: RunscInstall["source"];
+  /** How it was found, for messages. */
+  from: "MOAT_RUNSC" | "PATH" | "download";
+}
+
+/**
+ * Finds, checks and caches the runsc to use. In order: `MOAT_RUNSC` (an explicit choice, used or
+ * rejected, never skipped), a runsc on PATH that is new enough, a runsc moat downloaded earlier,
+ * else one downloaded now from Debian trixie (with `allowDownload`, the default). Then it detects
+ * the root-netns misdetection (design.md) and, when this runsc has it, uses a patched private copy;
+ * and it runs a smoke sandbox with the chosen binary before trusting it.
+ *
+ * The decision is cached in `<dataDir>/runtime/runsc.json`, keyed by the candidates' identity and
+ * the kernel release, so a later call is a few stat calls. Files are written to temp names and
+ * renamed, so concurrent calls are safe and an interrupted one leaves nothing half-written.
+ */
+export async function ensureRunsc(opts: {
+  dataDir: string;
+  logger: Logger;
+  onProgress?: (msg: string) => void;
+  /** When false, fail instead of downloading (moat doctor). */
+  allowDownload?: boolean;
+}): Promise<RunscInstall> {
+  const { logger } = opts;
+  requireRoot();
+  const dir = runtimeDir(opts.dataDir);
+  const candidates = await findCandidates(opts.dataDir);
+  const record = await readRecord(dir);
+  if (
+    record &&
+    record.fingerprint === (await fingerprint(candidates)) &&
+    (await isExecutable(record.install.path))
+  ) {
+    return record.install;
+  }
+
+  await mkdir(dir, { recursive: true });
+  let chosen = await chooseCandidate(candidates, logger, opts.onProgress);
+  if (!chosen) {
+    if (opts.allowDownload === false) {
+      throw new SetupError(
+        "no usable runsc (MOAT_RUNSC is unset, none on PATH is new enough, none was downloaded)",
+        "Run `moat setup`, which downloads Debian trixie's runsc, or install gVisor and set MOAT_RUNSC",
+      );
+    }
+    const mirror = await findDebianMirror();
+    const deb = await downloadDebianRunsc({ runtimeDir: dir, mirror, logger, onProgress: opts.onProgress });
+    const downloaded: Candidate = {
+      path: path.join(dir, DOWNLOADED_RUNSC),
+      source: "debian-trixie",
+      from: "download",
+    };
+    const version = await runscVersion(downloaded.path);
+    if (!version) throw new SetupError(`${deb} unpacked a runsc that does not run`, installHint());
+    chosen = { candidate: downloaded, version };
+  }
+  const { candidate, version } = chosen;
+
+  opts.onProgress?.("checking how this kernel shows /proc/sys/net in a network namespace");
+  const probe = await probeNetns();
+  let binary = candidate.path;
+  let netnsFix: RunscInstall["netnsFix"] = "not-needed";
+  if (probe.rootProbeLeaks && hasNetnsCheckBug(version)) {
+    logger.info(
+      { version: version.raw },
+      "runsc misdetects every netns as the root one here; patching a copy",
+    );
+    binary = await writePatchedCopy(candidate.path, version, dir, probe.patchedProbeWorks);
+    netnsFix = "patched-binary";
+  }
+
+  opts.onProgress?.(`smoke-testing runsc ${version.raw} (platform ${RUNSC_PLATFORM})`);
+  let smoke = await smokeTestRunsc({ binary, runtimeDir: dir, platform: RUNSC_PLATFORM });
+  if (!smoke.ok && smoke.netnsMisdetected && netnsFix === "not-needed") {
+    // The version or the probe said no fix was needed, but runsc itself says otherwise.
+    logger.warn({ version: version.raw }, "runsc refused a fresh netns as the root one; patching a copy");
+    binary = await writePatchedCopy(candidate.path, version, dir, probe.patchedProbeWorks);
+    netnsFix = "patched-binary";
+    smoke = await smokeTestRunsc({ binary, runtimeDir: dir, platform: RUNSC_PLATFORM });
+  }
+  if (!smoke.ok) {
+    throw new SetupError(
+      `runsc ${version.raw} (${binary}) failed its smoke test: ${smoke.message}`,
+      installHint(),
+    );
+  }
+
+  const install: RunscInstall = {
+    path: binary,
+    version: version.raw,
+    source: candidate.source,
+    netnsFix,
+    platform: RUNSC_PLATFORM,
+  };
+  const fresh: InstallRecord = {
+    schema: RECORD_SCHEMA,
+    // Recomputed: a download just added a candidate.
+    fingerprint: await fingerprint(await findCandidates(opts.dataDir)),
+    origin: candidate.path,
+    install,
+    checkedAt: new Date().toISOString(),
+    smokeMs: smoke.ms,
+  };
+  await writeFileAtomic(path.join(dir, RECORD_FILE), `${JSON.stringify(fresh, null, 2)}\n`);
+  await removeOtherPatchedCopies(dir, binary);
+  logger.info({ ...install, smokeMs: smoke.ms }, "runsc ready");
+  return install;
+}
+
+/** The cached install, without checking it (for reports); undefined before the first setup. */
+export async function readRunscInstall(dataDir: string): Promise<RunscInstall | undefined> {
+  return (await readRecord(runtimeDir(dataDir)))?.install;
+}
+
+/** `runsc --version` of a binary; undefined when it does not run or does not look like runsc. */
+export async function runscVersion(binary: string): Promise<RunscVersion | undefined> {
+  try {
+    const { stdout } = await runCommand([binary, "--version"], { timeoutMs: 10_000 });
+    return parseRunscVersion(stdout);
+  } catch {
+    return undefined;
+  }
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new SetupError("runsc needs root to create sandboxes", "Run moat as root (e.g. with sudo)");
+  }
+}
+
+function installHint(): string {
+  return `Install gVisor ${NETNS_CHECK_FIXED_DATE} or newer (https://gvisor.dev/docs/user_guide/install/) and set MOAT_RUNSC to its runsc`;
+}
+
+async function findCandidates(dataDir: string): Promise<Candidate[]> {
+  const explicit = process.env.MOAT_RUNSC;
+  if (explicit) {
+    const resolved = path.resolve(explicit);
+    if (!(await isExecutable(resolved))) {
+      throw new SetupError(
+        `MOAT_RUNSC=${explicit} is not an executable file`,
+        "Point MOAT_RUNSC at a runsc binary, or unset it to let moat find or download one",
+      );
+    }
+    return [{ path: resolved, source: "path", from: "MOAT_RUNSC" }];
+  }
+  const candidates: Candidate[] = [];
+  const onPath = await findOnPath("runsc");
+  if (onPath) candidates.push({ path: onPath, source: "path", from: "PATH" });
+  const downloaded = path.join(runtimeDir(dataDir), DOWNLOADED_RUNSC);
+  if (await isExecutable(downloaded))
+    candidates.push({ path: downloaded, source: "debian-trixie", from: "download" });
+  return candidates;
+}
+
+/** The first candidate that runs and is new enough; MOAT_RUNSC failing either is an error. */
+async function chooseCandidate(
+  candidates: Candidate[],
+  logger: Logger,
+  onProgress?: (msg: string) => void,
+): Promise<{ candidate: Candidate; version: RunscVersion } | undefined> {
+  for (const candidate of candidates) {
+    const version = await runscVersion(candidate.path);
+    const problem = !version
+      ? "does not run `runsc --version`"
+      : !isSupportedVersion(version)
+        ? `is ${version.raw}, older than ${MIN_RUNSC_DATE}`
+        : undefined;
+    if (!problem && version) return { candidate, version };
+    if (candidate.from === "MOAT_RUNSC") {
+      throw new SetupError(`MOAT_RUNSC=${candidate.path} ${problem}`, installHint());
+    }
+    logger.warn({ path: candidate.path, problem }, "skipping this runsc");
+    onProgress?.(`${candidate.path} ${problem}; falling back to Debian ${RUNSC_SUITE}'s runsc`);
+  }
+  return undefined;
+}
+
+/**
+ * Writes `<runtimeDir>/runsc-netns-patched-<hash of original>` (see netns-patch.ts), reusing it when
+ * already there. Throws when the patch cannot work here: the binary has no such check, or the
+ * replacement file is not root-netns-only on this kernel.
+ */
+async function writePatchedCopy(
+  original: string,
+  version: RunscVersion,
+  dir: string,
+  patchedProbeWorks: boolean,
+): Promise<string> {
+  if (!patchedProbeWorks) {
+    throw new SetupError(
+      `runsc ${version.raw} misdetects every netns as the root one on this kernel, and moat's binary patch relies on /proc/sys/net/core/dev_weight being root-netns-only, which it is not here`,
+      installHint(),
+    );
+  }
+  const binary = await readFile(original);
+  const hash = createHash("sha256").update(binary).digest("hex").slice(0, 16);
+  const target = path.join(dir, `${PATCHED_PREFIX}${hash}`);
+  if (await isExecutable(target)) return target;
+  const { patched, count } = patchRunscNetnsCheck(binary);
+  if (count === 0) {
+    throw new SetupError(
+      `runsc ${version.raw} (${original}) misdetects the root netns but has no check moat knows how to patch`,
+      installHint(),
+    );
+  }
+  await writeFileAtomic(target, patched, 0o755);
+  return target;
+}
+
+async function removeOtherPatchedCopies(dir: string, keep: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(PATCHED_PREFIX) && path.join(dir, name) !== keep) {
+      // A running runsc keeps its inode; unlinking the file does not disturb it.
+      await rm(path.join(dir, name), { force: true });
+    }
+  }
+}
+
+/** Identity of everything the decision depends on: the candidates' files and the kernel. */
+async function fingerprint(candidates: Candidate[]): Promise<string> {
+  const parts: unknown[] = [RECORD_SCHEMA, os.release(), RUNSC_PLATFORM];
+  for (const candidate of candidates) {
+    const st = await stat(candidate.path).catch(() => undefined);
+    parts.push([candidate.from, candidate.path, st?.ino, st?.size, st?.mtimeMs]);
+  }
+  return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
+}
+
+async function readRecord(dir: string): Promise<InstallRecord | undefined> {
+  const value = await readJSON(path.join(dir, RECORD_FILE));
+  if (typeof value !== "object" || value === null) return undefined;
+  const record = value as Partial<InstallRecord>;
+  if (record.schema !== RECORD_SCHEMA || typeof record.fingerprint !== "string" || !record.install)
+    return undefined;
+  return record as InstallRecord;
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  try {
+    await access(file, constants.X_OK);
+    return (await stat(file)).isFile();
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Runs a real orchestrator (`moat orchestrator`, the built CLI) on a temporary data directory. The
+ * runtime and base template are shared with the machine's cache (MOAT_DATA_DIR, default
+ * /var/lib/moat, filled by `moat setup`) through symlinks, so tests do not rebuild a template;
+ * everything a test creates stays under the temporary directory.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readdir, rm, symlink } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { listLinks, listNamespaces, mountsUnder } from "@moat/orchestrator";
+import { runCommand } from "@moat/shared";
+import { type SandboxInfo, SandboxService } from "@moat/shared/gen/orchestrator";
+import { Sandbox } from "e2b";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
+export const CACHE_DIR = process.env.MOAT_DATA_DIR ?? "/var/lib/moat";
+
+export interface RunningOrchestrator {
+  readonly dataDir: string;
+  readonly port: number;
+  readonly client: Client<typeof SandboxService>;
+  child: ChildProcess;
+  log(): string;
+  /** SIGTERM (clean stop) or SIGKILL (crash); sandboxes keep running either way. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a new orchestrator process on the same data directory and port. */
+  restart(): Promise<void>;
+}
+
+export async function makeDataDir(): Promise<string> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "moat-test-"));
+  await mkdir(path.join(dataDir, "templates"), { recursive: true });
+  await symlink(path.join(CACHE_DIR, "runtime"), path.join(dataDir, "runtime"));
+  await symlink(path.join(CACHE_DIR, "templates", "base"), path.join(dataDir, "templates", "base"));
+  return dataDir;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export async function startOrchestrator(dataDir?: string): Promise<RunningOrchestrator> {
+  const dir = dataDir ?? (await makeDataDir());
+  const port = await freePort();
+  let output = "";
+  const launch = async () => {
+    const child = spawn(
+      process.execPath,
+      [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+        env: { ...process.env, MOAT_LOG_LEVEL: "debug" },
+      },
+    );
+    child.stderr!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    const deadline = Date.now() + 120_000;
+    while (!output.includes("orchestrator listening")) {
+      if (child.exitCode !== null) throw new Error(`orchestrator exited with ${child.exitCode}: ${output}`);
+      if (Date.now() > deadline) throw new Error(`orchestrator did not start: ${output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return child;
+  };
+  const handle: RunningOrchestrator = {
+    dataDir: dir,
+    port,
+    client: createClient(SandboxService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` })),
+    child: await launch(),
+    log: () => output,
+    async stop(signal = "SIGTERM") {
+      const { child } = handle;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill(signal);
+      await once(child, "exit");
+    },
+    async restart() {
+      await handle.stop();
+      handle.child = await launch();
+    },
+  };
+  return handle;
+}
+
+export interface CreateOptions {
+  sandboxID?: string;
+  vcpu?: number;
+  memoryMB?: number;
+  timeoutMs?: number;
+  envVars?: Record<string, string>;
+  accessToken?: string;
+  allowInternetAccess?: boolean;
+}
+
+let counter = 0;
+export function newSandboxID(): string {
+  return `t${Date.now().toString(36)}${(counter++).toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+}
+
+export async function createSandbox(
+  orch: RunningOrchestrator,
+  options: CreateOptions = {},
+): Promise<SandboxInfo> {
+  const res = await orch.client.create({
+    sandbox: {
+      sandboxId: options.sandboxID ?? newSandboxID(),
+      templateId: "base",
+      vcpu: options.vcpu ?? 1,
+      memoryMb: options.memoryMB ?? 512,
+      envVars: options.envVars ?? {},
+      envdAccessToken: options.accessToken ?? "",
+      allowInternetAccess: options.allowInternetAccess ?? true,
+    },
+    endTime: timestampFromDate(new Date(Date.now() + (options.timeoutMs ?? 300_000))),
+  });
+  return res.sandbox!;
+}
+
+/** The official SDK's Sandbox, talking to the sandbox's envd directly at its host address. */
+export function sdkFor(info: SandboxInfo): Sandbox {
+  return new Sandbox({
+    sandboxId: info.config!.sandboxId,
+    envdVersion: info.envdVersion,
+    envdAccessToken: info.config?.envdAccessToken || undefined,
+    sandboxUrl: `http://${info.hostAddress}:49983`,
+    apiKey: "e2b_unused",
+  });
+}
+
+/** What the host holds that a sandbox could leak: namespaces, links, addresses, containers, mounts, dirs. */
+export async function hostResources(orch: RunningOrchestrator) {
+  const runscPath = JSON.parse(
+    (
+      await runCommand(["cat", path.join(orch.dataDir, "runtime", "runsc.json")]).catch(() => ({
+        stdout: "{}",
+      }))
+    ).stdout,
+  ) as { install?: { path?: string } };
+  const runsc = runscPath.install?.path;
+  const containers = runsc
+    ? (
+        await runCommand([runsc, "--root", path.join(orch.dataDir, "runsc"), "list", "--quiet"]).catch(
+          () => ({ stdout: "" }),
+        )
+      ).stdout
+        .split("\n")
+        .filter(Boolean)
+        .sort()
+    : [];
+  const addresses = (await runCommand(["ip", "-o", "addr", "show"])).stdout
+    .split("\n")
+    .map((l) => l.split(/\s+/).slice(1, 4).join(" "))
+    .filter(Boolean)
+    .sort();
+  const routes = (await runCommand(["ip", "route", "show"])).stdout.split("\n").filter(Boolean).sort();
+  const dirs = await readdir(path.join(orch.dataDir, "sandboxes")).catch(() => [] as string[]);
+  return {
+    namespaces: (await listNamespaces()).sort(),
+    links: (await listLinks()).sort(),
+    addresses,
+    routes,
+    containers,
+    mounts: (await mountsUnder(orch.dataDir)).sort(),
+    dirs: dirs.sort(),
+  };
+}
+
+export async function removeDataDir(dataDir: string): Promise<void> {
+  await rm(dataDir, { recursive: true, force: true });
+}
