@@ -56,6 +56,7 @@ export async function startOrchestrator(dataDir?: string): Promise<RunningOrches
   const port = await freePort();
   let output = "";
   const launch = async () => {
+    const logStart = output.length;
     const child = spawn(
       process.execPath,
       [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
@@ -68,7 +69,7 @@ export async function startOrchestrator(dataDir?: string): Promise<RunningOrches
       output += chunk.toString();
     });
     const deadline = Date.now() + 120_000;
-    while (!output.includes("orchestrator listening")) {
+    while (!output.slice(logStart).includes("orchestrator listening")) {
       if (child.exitCode !== null) throw new Error(`orchestrator exited with ${child.exitCode}: ${output}`);
       if (Date.now() > deadline) throw new Error(`orchestrator did not start: ${output}`);
       await new Promise((r) => setTimeout(r, 50));

@@ -5,7 +5,7 @@
  * what was taken.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
@@ -72,14 +72,20 @@ export interface SandboxEvent {
 }
 
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
+/** How often running sandboxes are checked for a runtime that died (out of memory, crash). */
+const WATCHDOG_INTERVAL_MS = 1000;
 
 export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly slots = new SlotPool();
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private starting = 0;
+  private readonly watchdog: NodeJS.Timeout;
 
-  constructor(private readonly options: SandboxManagerOptions) {}
+  constructor(private readonly options: SandboxManagerOptions) {
+    this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
+    this.watchdog.unref();
+  }
 
   get(sandboxID: string): Sandbox {
     const sandbox = this.sandboxes.get(sandboxID);
@@ -138,9 +144,11 @@ export class SandboxManager {
       cleanup.push("network", () => destroySandboxNetwork(slot));
       const rootfs = await mountRootfs(templateRootfs, dir);
       cleanup.push("rootfs mount", () => unmountRootfs(dir));
+      await addHostsEntry(rootfs.merged, input.sandboxID);
       const bundle = await this.writeBundle(sandbox, rootfs.merged);
       await options.runsc.run(record.lifecycleID, bundle, path.join(dir, "runsc.log"));
       cleanup.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
+      sandbox.runtimePID = (await options.runsc.state(record.lifecycleID))?.pid;
       const booted = performance.now();
 
       await waitForEnvd(slot.hostAddress, options.envdReadyTimeoutMs);
@@ -186,7 +194,7 @@ export class SandboxManager {
   }
 
   /** Kills a sandbox and releases everything it holds. */
-  async kill(sandboxID: string, type: "killed" | "expired" = "killed", reason = "request"): Promise<void> {
+  async kill(sandboxID: string, type: "killed" | "expired" | "failed" = "killed", reason = "request"): Promise<void> {
     const sandbox = this.get(sandboxID);
     if (sandbox.state === "starting") throw new SandboxTransitionError(sandboxID, "starting");
     if (sandbox.state === "stopping") {
@@ -238,7 +246,7 @@ export class SandboxManager {
         namespaces.has(slot.outerNamespace) &&
         namespaces.has(slot.guestNamespace);
       if (alive && record && slot) {
-        this.adopt(record, dir);
+        this.adopt(record, dir, container.pid);
         keptContainers.add(record.lifecycleID);
         keptSlots.add(slot.index);
         adopted.push(sandboxID);
@@ -277,8 +285,28 @@ export class SandboxManager {
     return { adopted, released, reaped };
   }
 
+  /**
+   * A sandbox whose runtime process is gone (the host killed it at its memory limit, or it
+   * crashed) is released like a kill, with a `failed` event.
+   */
+  private reapDead(): void {
+    for (const sandbox of this.sandboxes.values()) {
+      if (sandbox.state !== "running" || sandbox.runtimePID === undefined) continue;
+      try {
+        process.kill(sandbox.runtimePID, 0);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
+        this.options.logger.warn({ sandboxID: sandbox.id, pid: sandbox.runtimePID }, "sandbox runtime exited");
+        void this.kill(sandbox.id, "failed", "sandbox runtime exited (out of memory or crashed)").catch(
+          (killErr: unknown) => this.options.logger.error({ err: killErr, sandboxID: sandbox.id }, "release failed"),
+        );
+      }
+    }
+  }
+
   /** Stops the end timers; sandboxes keep running for the next orchestrator to adopt. */
   close(): void {
+    clearInterval(this.watchdog);
     for (const sandbox of this.sandboxes.values()) sandbox.clearEnd();
     this.listeners.clear();
   }
@@ -288,7 +316,7 @@ export class SandboxManager {
     await Promise.allSettled(this.list().map((s) => this.kill(s.id, "killed", "node shutdown")));
   }
 
-  private adopt(record: SandboxRecord, dir: string): void {
+  private adopt(record: SandboxRecord, dir: string, runtimePID: number): void {
     const { options } = this;
     const slot = this.slots.claim(record.slotIndex);
     const cleanup = new CleanupStack();
@@ -299,6 +327,7 @@ export class SandboxManager {
     cleanup.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
     const sandbox = new Sandbox(record, slot, dir, cleanup);
     sandbox.state = "running";
+    sandbox.runtimePID = runtimePID;
     this.sandboxes.set(record.sandboxID, sandbox);
     sandbox.scheduleEnd(() => void this.kill(record.sandboxID, "expired", "end time reached"));
   }
@@ -326,6 +355,13 @@ export class SandboxManager {
     const full = { ...event, time: new Date() };
     for (const listener of this.listeners) listener(full);
   }
+}
+
+/** Makes the sandbox's hostname (its id) resolve inside it, as a VM's would. */
+async function addHostsEntry(rootfs: string, hostname: string): Promise<void> {
+  const file = path.join(rootfs, "etc", "hosts");
+  const current = await readFile(file, "utf8").catch(() => "127.0.0.1 localhost\n");
+  await writeFile(file, `${current.trimEnd()}\n127.0.1.1 ${hostname}\n`);
 }
 
 function validate(input: CreateInput): void {

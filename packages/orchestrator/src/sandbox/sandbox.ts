@@ -11,6 +11,8 @@ export type SandboxState = "starting" | "running" | "stopping";
  */
 export class Sandbox {
   state: SandboxState = "starting";
+  /** Host pid of the runsc sandbox process, watched so that a sandbox that dies is noticed. */
+  runtimePID: number | undefined;
   private endTimer: NodeJS.Timeout | undefined;
 
   constructor(
