@@ -1,0 +1,24 @@
+/**
+ * The routing catalog: what the client proxy needs to know to send traffic to a sandbox. The API
+ * owns it (it knows every sandbox and its node); the proxy only reads it. In `moat up` both run in
+ * one process and share one implementation; split across processes, the proxy reads it over HTTP.
+ */
+export interface CatalogEntry {
+  sandboxID: string;
+  /** running: traffic flows; paused: resumable (auto-resume may apply); other states get 502. */
+  state: "running" | "paused" | "starting" | "stopping";
+  /** Where the sandbox's node reaches it, e.g. "10.11.0.7"; ports are the sandbox's own. */
+  hostAddress: string;
+  /** Required in X-Access-Token by envd (port 49983) when set. */
+  envdAccessToken?: string;
+  /** Required in e2b-traffic-access-token on non-envd ports when set. */
+  trafficAccessToken?: string;
+  /** Whether traffic to a paused sandbox may resume it. */
+  autoResume: boolean;
+}
+
+export interface SandboxCatalog {
+  lookup(sandboxID: string): Promise<CatalogEntry | undefined>;
+  /** Resumes a paused sandbox for the proxy (auto-resume); undefined when it cannot. */
+  resume?(sandboxID: string): Promise<CatalogEntry | undefined>;
+}
