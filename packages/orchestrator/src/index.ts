@@ -3,6 +3,8 @@ export { type DoctorCheck, runDoctor } from "./doctor.js";
 export { type DebianMirror, findDebianMirror } from "./host/apt-sources.js";
 export { SetupError } from "./host/setup-error.js";
 export { listLinks, listNamespaces } from "./network/netns.js";
+export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
+export { Slot } from "./network/slot.js";
 export { APP_DIR, type Orchestrator, type OrchestratorOptions, startOrchestrator } from "./orchestrator.js";
 export {
   ensureRunsc,
@@ -11,8 +13,10 @@ export {
   readRunscInstall,
   runtimeDir,
 } from "./runtime/install.js";
+export { sandboxSpec } from "./runtime/oci-spec.js";
+export { Runsc } from "./runtime/runsc.js";
 export type { SandboxEvent, SandboxManager } from "./sandbox/manager.js";
-export { mountsUnder } from "./storage/overlay.js";
+export { mountRootfs, mountsUnder, removeSandboxDir } from "./storage/overlay.js";
 export { BASE_DEFINITION, definitionHash } from "./template/base-definition.js";
 export {
   type BaseTemplate,

@@ -194,7 +194,11 @@ export class SandboxManager {
   }
 
   /** Kills a sandbox and releases everything it holds. */
-  async kill(sandboxID: string, type: "killed" | "expired" | "failed" = "killed", reason = "request"): Promise<void> {
+  async kill(
+    sandboxID: string,
+    type: "killed" | "expired" | "failed" = "killed",
+    reason = "request",
+  ): Promise<void> {
     const sandbox = this.get(sandboxID);
     if (sandbox.state === "starting") throw new SandboxTransitionError(sandboxID, "starting");
     if (sandbox.state === "stopping") {
@@ -296,9 +300,13 @@ export class SandboxManager {
         process.kill(sandbox.runtimePID, 0);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
-        this.options.logger.warn({ sandboxID: sandbox.id, pid: sandbox.runtimePID }, "sandbox runtime exited");
+        this.options.logger.warn(
+          { sandboxID: sandbox.id, pid: sandbox.runtimePID },
+          "sandbox runtime exited",
+        );
         void this.kill(sandbox.id, "failed", "sandbox runtime exited (out of memory or crashed)").catch(
-          (killErr: unknown) => this.options.logger.error({ err: killErr, sandboxID: sandbox.id }, "release failed"),
+          (killErr: unknown) =>
+            this.options.logger.error({ err: killErr, sandboxID: sandbox.id }, "release failed"),
         );
       }
     }
