@@ -12,6 +12,7 @@ export interface RunEnvdOptions {
   host: string;
   defaultUser?: string;
   setClock: boolean;
+  trustLoopback?: boolean;
 }
 
 /** Starts envd with a structured logger and stops it cleanly on SIGTERM/SIGINT. */
@@ -40,9 +41,16 @@ export function parseEnvdArgs(argv: string[]): RunEnvdOptions {
       host: { type: "string", default: "0.0.0.0" },
       "default-user": { type: "string" },
       "set-clock": { type: "boolean", default: false },
+      "trust-loopback": { type: "boolean", default: false },
     },
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid --port '${values.port}'`);
-  return { port, host: values.host!, defaultUser: values["default-user"], setClock: values["set-clock"]! };
+  return {
+    port,
+    host: values.host!,
+    defaultUser: values["default-user"],
+    setClock: values["set-clock"]!,
+    trustLoopback: values["trust-loopback"]!,
+  };
 }

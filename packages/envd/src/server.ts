@@ -1,6 +1,12 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { getRequestListener } from "@hono/node-server";
 import { createNoopLogger, type Logger } from "@moat/shared";
@@ -21,6 +27,11 @@ export interface EnvdOptions {
   defaultUser?: string;
   /** Whether `/init`'s timestamp may set the system clock (only inside a sandbox, never on a host). */
   setClock?: boolean;
+  /**
+   * Let RPCs from loopback skip the access token. Inside a sandbox only: its own processes may act
+   * as any user there anyway (passwordless sudo), and moat's sudo stand-in goes through envd.
+   */
+  trustLoopback?: boolean;
   logger?: Logger;
   passwdPath?: string;
   groupPath?: string;
@@ -53,7 +64,8 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
       router.service(Process, processes.implementation());
       router.service(Filesystem, filesystem.implementation());
     },
-    interceptors: [accessTokenInterceptor(context)],
+    interceptors: [accessTokenInterceptor(context, options.trustLoopback ?? false)],
+    contextValues: (req) => createContextValues().set(kRemoteAddress, req.socket.remoteAddress ?? ""),
     readMaxBytes: MAX_RPC_BODY_BYTES,
     fallback: (req, res) => void restListener(req as http.IncomingMessage, res as http.ServerResponse),
   });
@@ -94,10 +106,14 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
   };
 }
 
+const kRemoteAddress = createContextKey("");
+const LOOPBACK = new Set(["127.0.0.1", "::1", "::ffff:127.0.0.1"]);
+
 /** Once `/init` set an access token, every RPC must present it in `X-Access-Token`. */
-function accessTokenInterceptor(ctx: EnvdContext): Interceptor {
+function accessTokenInterceptor(ctx: EnvdContext, trustLoopback: boolean): Interceptor {
   return (next) => async (req) => {
     const expected = ctx.state.accessToken;
+    if (trustLoopback && LOOPBACK.has(req.contextValues.get(kRemoteAddress))) return next(req);
     if (expected !== undefined && !tokenMatches(expected, req.header.get("x-access-token"))) {
       throw new ConnectError("invalid access token", Code.Unauthenticated);
     }

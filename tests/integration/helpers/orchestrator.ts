@@ -127,6 +127,8 @@ export async function createSandbox(
     },
     endTime: timestampFromDate(new Date(Date.now() + (options.timeoutMs ?? 300_000))),
   });
+  // The orchestrator never echoes the token; keep it with the info for sdkFor.
+  res.sandbox!.config!.envdAccessToken = options.accessToken ?? "";
   return res.sandbox!;
 }
 

@@ -77,6 +77,26 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
     assert.equal(await probe("http://127.0.0.1:49983/health"), "204");
   });
 
+  test("a secured sandbox: the host needs the token; sudo works for user inside", async () => {
+    const info = await createSandbox(orch, { accessToken: "secret-token-1" });
+    const noToken = await fetch(`http://${info.hostAddress}:49983/process.Process/List`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(noToken.status, 401);
+    const sbx = sdkFor(info);
+    const out = await sbx.commands.run(
+      "whoami; sudo whoami; echo piped | sudo cat; sudo sh -c 'exit 3'; echo rc=$?",
+    );
+    assert.equal(out.stdout, "user\nroot\npiped\nrc=3\n");
+    const owned = await sbx.commands.run(
+      "sudo touch /root/made-by-sudo && sudo stat -c %U /root/made-by-sudo",
+    );
+    assert.equal(owned.stdout, "root\n");
+    await orch.client.delete({ sandboxId: info.config!.sandboxId });
+  });
+
   /** Waits until the orchestrator no longer lists the sandbox (it reaped a dead runtime). */
   async function waitUntilGone(sandboxID: string, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms;

@@ -59,6 +59,7 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         `${SANDBOX_APP_PATH}/packages/envd/dist/envd.mjs`,
         "--port",
         String(input.envdPort),
+        "--trust-loopback",
       ],
       env: [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -88,6 +89,13 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
       { destination: "/tmp", type: "bind", source: `${input.rootfs}/tmp`, options: ["rbind", "rw"] },
       { destination: SANDBOX_NODE_PATH, type: "bind", source: input.nodeBinary, options: ["rbind", "ro"] },
       { destination: SANDBOX_APP_PATH, type: "bind", source: input.appDir, options: ["rbind", "ro"] },
+      // setuid sudo cannot work under gVisor's no-new-privileges; this one goes through envd.
+      {
+        destination: "/usr/local/bin/sudo",
+        type: "bind",
+        source: `${input.appDir}/packages/envd/bin/sudo`,
+        options: ["rbind", "ro"],
+      },
     ],
     linux: {
       namespaces: [
