@@ -118,6 +118,13 @@ export class SandboxManager {
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const started = performance.now();
+    const timings: Record<string, number> = {};
+    let mark = started;
+    const lap = (phase: string) => {
+      const now = performance.now();
+      timings[phase] = Math.round(now - mark);
+      mark = now;
+    };
     const cleanup = new CleanupStack();
     this.starting++;
     try {
@@ -140,18 +147,22 @@ export class SandboxManager {
       this.sandboxes.set(input.sandboxID, sandbox);
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
 
+      lap("record");
       await createSandboxNetwork(slot, { allowInternetAccess: input.allowInternetAccess });
       cleanup.push("network", () => destroySandboxNetwork(slot));
+      lap("network");
       const rootfs = await mountRootfs(templateRootfs, dir);
       cleanup.push("rootfs mount", () => unmountRootfs(dir));
       await addHostsEntry(rootfs.merged, input.sandboxID);
       const bundle = await this.writeBundle(sandbox, rootfs.merged);
+      lap("rootfs");
       await options.runsc.run(record.lifecycleID, bundle, path.join(dir, "runsc.log"));
       cleanup.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
       sandbox.runtimePID = (await options.runsc.state(record.lifecycleID))?.pid;
-      const booted = performance.now();
+      lap("runtime");
 
       await waitForEnvd(slot.hostAddress, options.envdReadyTimeoutMs);
+      lap("envdReady");
       await initEnvd(slot.hostAddress, {
         envVars: {
           ...input.envVars,
@@ -162,6 +173,7 @@ export class SandboxManager {
         defaultUser: input.defaultUser || undefined,
         defaultWorkdir: input.defaultWorkdir || undefined,
       });
+      lap("init");
       record.state = "running";
       await writeRecord(options.dataDir, record);
       sandbox.state = "running";
@@ -170,8 +182,8 @@ export class SandboxManager {
         {
           slot: slot.index,
           hostAddress: slot.hostAddress,
-          bootMs: Math.round(booted - started),
-          readyMs: Math.round(performance.now() - started),
+          totalMs: Math.round(performance.now() - started),
+          ...timings,
         },
         "sandbox created",
       );
