@@ -108,9 +108,20 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
     return false;
   }
 
+  /**
+   * Every other sandbox answers (within a grace period: a bomb next door competes for the node's two
+   * cores while the node reaps it) and runs commands, and the host's own service still answers.
+   */
   async function othersAndHostStillWork(): Promise<void> {
     for (const info of sandboxes) {
-      assert.equal((await fetch(`http://${info.hostAddress}:49983/health`)).status, 204);
+      const deadline = Date.now() + 30_000;
+      let status: number | string = "no answer";
+      while (status !== 204 && Date.now() < deadline) {
+        status = await fetch(`http://${info.hostAddress}:49983/health`, { signal: AbortSignal.timeout(2000) })
+          .then((r) => r.status)
+          .catch((err: Error) => err.message);
+      }
+      assert.equal(status, 204, `sandbox ${info.config!.sandboxId} answers`);
       assert.equal((await sdkFor(info).commands.run("echo ok")).stdout, "ok\n");
     }
     const host = await fetch(`http://127.0.0.1:${(hostServer.address() as AddressInfo).port}/`);
