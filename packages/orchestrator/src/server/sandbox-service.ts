@@ -85,6 +85,9 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
         queue.push(event);
         wake?.();
       });
+      // One abort listener for the stream's whole life (not one per wait).
+      const onAbort = () => wake?.();
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
       try {
         while (!ctx.signal.aborted) {
           const event = queue.shift();
@@ -99,11 +102,11 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           }
           await new Promise<void>((resolve) => {
             wake = resolve;
-            ctx.signal.addEventListener("abort", () => resolve(), { once: true });
           });
           wake = undefined;
         }
       } finally {
+        ctx.signal.removeEventListener("abort", onAbort);
         unsubscribe();
       }
     },

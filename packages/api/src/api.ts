@@ -1,0 +1,182 @@
+/**
+ * The API as a library: `openAPI` wires configuration, database, nodes and the HTTP app (tests
+ * drive `app.request()` on it); `startAPI` also listens. Closing runs the closers in reverse
+ * order of acquisition: stop listening (in-flight requests finish), stop watching nodes, close
+ * the node connections, close the database.
+ */
+import type { AddressInfo } from "node:net";
+import { createAdaptorServer } from "@hono/node-server";
+import type { Logger, SandboxCatalog } from "@moat/shared";
+import { createApp } from "./app.js";
+import {
+  type BootstrapResult,
+  bootstrap,
+  createAccessToken,
+  createAPIKey,
+  createTeam,
+} from "./auth/teams.js";
+import { type APIConfig, type APIOptions, parseConfig } from "./config.js";
+import type { APIContext } from "./context.js";
+import { type DB, openDatabase } from "./db/database.js";
+import type { App } from "./http/env.js";
+import { APIMetrics } from "./http/metrics.js";
+import { NodeClient } from "./orchestrator/node-client.js";
+import { NodeWatcher } from "./orchestrator/node-watcher.js";
+import { RoundRobinPlacement } from "./placement/placement.js";
+import { APICatalog } from "./sandbox/catalog.js";
+import { KeyedLock } from "./sandbox/keyed-lock.js";
+
+export interface API {
+  readonly config: APIConfig;
+  /** The HTTP application (Hono): `app.request(path, init)` serves a request in-process. */
+  readonly app: App;
+  /** The routing catalog for the client proxy. */
+  readonly catalog: SandboxCatalog;
+  readonly db: DB;
+  /**
+   * The default team, made with its first API key on the first start. `apiKey` is set only by the
+   * call that created it; keep it then (it is stored only as a hash).
+   */
+  bootstrap(): Promise<BootstrapResult>;
+  createTeam(name: string): Promise<{ teamID: string }>;
+  /** A new API key for a team, answered once. */
+  createAPIKey(teamID: string, name?: string): Promise<string>;
+  /** A new access token (sk_e2b_…) for a team, answered once. */
+  createAccessToken(teamID: string, name?: string): Promise<string>;
+  /** Stops watching nodes and closes the node connections and the database. */
+  close(): Promise<void>;
+}
+
+export interface RunningAPI extends API {
+  readonly port: number;
+  /** Base URL clients use, e.g. http://127.0.0.1:3000 (E2B_API_URL). */
+  readonly url: string;
+}
+
+export interface OpenAPIOptions extends APIOptions {
+  /** Watch the nodes' events and reconcile with them (default true; tests of the app alone turn it off). */
+  watchNodes?: boolean;
+  /** Collect Node process metrics into /metrics (default true for startAPI, false for openAPI). */
+  processMetrics?: boolean;
+}
+
+/** Builds the API without listening. */
+export async function openAPI(options: OpenAPIOptions): Promise<API> {
+  const config = parseConfig(options);
+  const logger = config.logger;
+  const db = await openDatabase(config.database, logger);
+  const nodes = new Map(config.orchestrators.map((o) => [o.id, new NodeClient(o)]));
+  const catalog = new APICatalog(db);
+  const ctx: APIContext = {
+    config,
+    db,
+    nodes,
+    placement: new RoundRobinPlacement(),
+    catalog,
+    logger,
+    locks: new KeyedLock(),
+  };
+  const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });
+  const app = createApp(ctx, metrics);
+  const watchers =
+    options.watchNodes === false ? [] : [...nodes.values()].map((n) => new NodeWatcher(ctx, n));
+  for (const watcher of watchers) watcher.start();
+  logger.info(
+    { database: config.database.kind, nodes: [...nodes.keys()], watching: watchers.length > 0 },
+    "API ready",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    app,
+    catalog,
+    db,
+    bootstrap: () => bootstrap(db),
+    createTeam: (name) => createTeam(db, name),
+    createAPIKey: (teamID, name) => createAPIKey(db, teamID, name),
+    createAccessToken: (teamID, name) => createAccessToken(db, teamID, name),
+    close() {
+      closing ??= (async () => {
+        await closeAll(logger, [
+          ["node watchers", () => Promise.all(watchers.map((w) => w.stop()))],
+          [
+            "node connections",
+            () => {
+              for (const node of nodes.values()) node.close();
+            },
+          ],
+          ["database", () => db.destroy()],
+        ]);
+      })();
+      return closing;
+    },
+  };
+}
+
+/** How long close() lets in-flight requests finish before it cuts their connections. */
+const DRAIN_MS = 5_000;
+
+/**
+ * Starts the API: opens the database (migrating it), connects to the orchestrators, starts
+ * watching their events and listens on `host:port`.
+ */
+export async function startAPI(options: OpenAPIOptions): Promise<RunningAPI> {
+  const api = await openAPI({ processMetrics: true, ...options });
+  const { config } = api;
+  const server = createAdaptorServer({ fetch: api.app.fetch, overrideGlobalObjects: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await api.close();
+    throw err;
+  }
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+  const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
+  config.logger.info({ url }, "API listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    ...api,
+    port,
+    url,
+    close() {
+      closing ??= (async () => {
+        await closeAll(config.logger, [
+          [
+            "http server",
+            async () => {
+              const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+              if ("closeIdleConnections" in server) server.closeIdleConnections();
+              const timer = setTimeout(() => {
+                if ("closeAllConnections" in server) server.closeAllConnections();
+              }, DRAIN_MS);
+              await closed;
+              clearTimeout(timer);
+            },
+          ],
+          ["api", () => api.close()],
+        ]);
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Runs named closers in order; a failure is logged by name and the rest still run. */
+async function closeAll(logger: Logger, closers: Array<[string, () => unknown]>): Promise<void> {
+  for (const [name, close] of closers) {
+    try {
+      await close();
+    } catch (err) {
+      logger.error({ err, closer: name }, "close failed");
+    }
+  }
+}

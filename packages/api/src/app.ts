@@ -1,0 +1,108 @@
+/**
+ * The HTTP application: middleware (metrics, CORS, body limit, auth), the routes, and the single
+ * error edge. Routes are defined with @hono/zod-openapi, so the schemas that validate requests
+ * are the ones GET /openapi.json documents.
+ */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { cors } from "hono/cors";
+import type { APIContext } from "./context.js";
+import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
+import { registerHealth } from "./handlers/health.js";
+import { registerInternalCatalog } from "./handlers/internal-catalog.js";
+import { registerSandboxConnect } from "./handlers/sandbox-connect.js";
+import { registerSandboxCreate } from "./handlers/sandbox-create.js";
+import { registerSandboxGet } from "./handlers/sandbox-get.js";
+import { registerSandboxKill } from "./handlers/sandbox-kill.js";
+import { registerSandboxLogs } from "./handlers/sandbox-logs.js";
+import { registerSandboxMetrics } from "./handlers/sandbox-metrics.js";
+import { registerSandboxPause } from "./handlers/sandbox-pause.js";
+import { registerSandboxRefresh } from "./handlers/sandbox-refresh.js";
+import { registerSandboxTimeout } from "./handlers/sandbox-timeout.js";
+import { registerSandboxesList } from "./handlers/sandboxes-list.js";
+import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
+import { registerTeamsList } from "./handlers/teams-list.js";
+import { requireTeam } from "./http/auth.js";
+import { bodyLimit } from "./http/body-limit.js";
+import type { App, AppEnv } from "./http/env.js";
+import { errorResponse, onError, validationMessage } from "./http/errors.js";
+import type { APIMetrics } from "./http/metrics.js";
+
+/** Paths whose routes belong to a team: everything but health, metrics, docs and internal. */
+const TEAM_ROUTES = ["/sandboxes", "/sandboxes/*", "/v2/*", "/teams"];
+
+export function createApp(ctx: APIContext, metrics: APIMetrics): App {
+  const { logger } = ctx;
+  const app = new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) return errorResponse(c, 400, validationMessage(result.error, result.target));
+    },
+  });
+
+  app.use(metrics.middleware());
+  app.use(async (c, next) => {
+    const started = performance.now();
+    await next();
+    logger.debug(
+      {
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: Math.round(performance.now() - started),
+      },
+      "request",
+    );
+  });
+  // Browsers may call the API directly with the SDK (as E2B's API allows).
+  app.use(
+    cors({
+      origin: "*",
+      allowHeaders: ["Content-Type", "X-API-Key", "Authorization", "X-Team-ID"],
+      exposeHeaders: ["X-Next-Token", "X-Total-Running"],
+    }),
+  );
+  app.use(bodyLimit(ctx.config.maxBodyBytes));
+  for (const path of TEAM_ROUTES) app.use(path, requireTeam(ctx.db));
+
+  registerHealth(app, ctx);
+  app.get("/metrics", async (c) =>
+    c.text(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType }),
+  );
+  app.openAPIRegistry.registerComponent("securitySchemes", "ApiKeyAuth", {
+    type: "apiKey",
+    in: "header",
+    name: "X-API-Key",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "AccessTokenAuth", {
+    type: "http",
+    scheme: "bearer",
+    description: "An access token, sk_e2b_…",
+  });
+  app.doc("/openapi.json", {
+    openapi: "3.0.3",
+    info: {
+      title: "moat API",
+      version: "0.1.0",
+      description: "E2B-compatible control plane of moat: sandboxes, teams and their keys",
+    },
+  });
+
+  registerSandboxCreate(app, ctx);
+  registerSandboxesList(app, ctx);
+  registerSandboxesListV1(app, ctx);
+  // GET /sandboxes/metrics before GET /sandboxes/{sandboxID}, which would match it too.
+  registerSandboxMetrics(app, ctx);
+  registerSandboxGet(app, ctx);
+  registerSandboxKill(app, ctx);
+  registerSandboxTimeout(app, ctx);
+  registerSandboxRefresh(app, ctx);
+  registerSandboxConnect(app, ctx);
+  registerSandboxPause(app, ctx);
+  registerSandboxLogs(app, ctx);
+  registerTeamsList(app, ctx);
+  registerInternalCatalog(app, ctx);
+  registerAdminTeamsCreate(app, ctx);
+
+  app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.method} ${c.req.path}`));
+  app.onError(onError(logger));
+  return app;
+}

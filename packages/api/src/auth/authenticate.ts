@@ -1,0 +1,51 @@
+/**
+ * Who is calling: a team, identified by an API key (`X-API-Key`) or an access token
+ * (`Authorization: Bearer sk_e2b_…`, optionally with `X-Team-ID` naming the token's team).
+ */
+import type { DB } from "../db/database.js";
+import type { TeamRow } from "../db/schema.js";
+import { findAccessToken, findTeamByAPIKeyHash } from "../db/teams.js";
+import { UnauthenticatedError } from "../errors.js";
+import { hashSecret } from "./secrets.js";
+
+export type Credential =
+  | { kind: "apiKey"; apiKey: string }
+  | { kind: "accessToken"; accessToken: string; accessTokenID: string };
+
+export interface Caller {
+  team: TeamRow;
+  credential: Credential;
+}
+
+export interface PresentedCredentials {
+  apiKey?: string;
+  authorization?: string;
+  teamID?: string;
+}
+
+export async function authenticate(db: DB, presented: PresentedCredentials): Promise<Caller> {
+  const apiKey = presented.apiKey?.trim();
+  if (apiKey) {
+    const team = await findTeamByAPIKeyHash(db, hashSecret(apiKey));
+    if (!team) throw new UnauthenticatedError("invalid API key");
+    if (presented.teamID && presented.teamID !== team.team_id) {
+      throw new UnauthenticatedError(`the API key does not belong to team '${presented.teamID}'`);
+    }
+    return { team, credential: { kind: "apiKey", apiKey } };
+  }
+  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(presented.authorization ?? "")?.[1];
+  if (bearer) {
+    const found = await findAccessToken(db, hashSecret(bearer));
+    if (!found) throw new UnauthenticatedError("invalid access token");
+    if (presented.teamID && presented.teamID !== found.team.team_id) {
+      throw new UnauthenticatedError(`the access token does not belong to team '${presented.teamID}'`);
+    }
+    return {
+      team: found.team,
+      credential: { kind: "accessToken", accessToken: bearer, accessTokenID: found.accessTokenID },
+    };
+  }
+  throw new UnauthenticatedError(
+    "missing API key: send it in the X-API-Key header (E2B_API_KEY), or an access token as Authorization: Bearer",
+  );
+}

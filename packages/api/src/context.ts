@@ -1,0 +1,22 @@
+/**
+ * What every operation works with: configuration, the database, the nodes and the routing cache.
+ * Built once by `openAPI`; handlers and the sandbox code receive it, never globals.
+ */
+import type { Logger } from "@moat/shared";
+import type { APIConfig } from "./config.js";
+import type { DB } from "./db/database.js";
+import type { NodeClient } from "./orchestrator/node-client.js";
+import type { PlacementStrategy } from "./placement/placement.js";
+import type { APICatalog } from "./sandbox/catalog.js";
+import type { KeyedLock } from "./sandbox/keyed-lock.js";
+
+export interface APIContext {
+  readonly config: APIConfig;
+  readonly db: DB;
+  readonly nodes: ReadonlyMap<string, NodeClient>;
+  readonly placement: PlacementStrategy;
+  readonly catalog: APICatalog;
+  readonly logger: Logger;
+  /** Serialises end-time changes per sandbox. */
+  readonly locks: KeyedLock;
+}

@@ -1,0 +1,10 @@
+/**
+ * Every migration, in order. Listed by hand rather than read from the directory, so the set is
+ * fixed at build time and works from a bundle; names sort in the order they run.
+ */
+import type { Migration } from "kysely";
+import * as m0001 from "./0001-initial.js";
+
+export const migrations: Record<string, Migration> = {
+  "0001-initial": m0001,
+};

@@ -1,0 +1,68 @@
+/**
+ * The API's domain errors. Code below the HTTP edge throws these; `http/errors.ts` alone turns them
+ * into statuses and `{code, message}` bodies. The message of each is safe to show to the client.
+ */
+
+/** The request is malformed or breaks a rule (400). */
+export class InvalidRequestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidRequestError";
+  }
+}
+
+/** No credentials, or credentials that match nothing (401). */
+export class UnauthenticatedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnauthenticatedError";
+  }
+}
+
+/**
+ * The sandbox does not exist for this team: missing, killed, or another team's. All three read the
+ * same, so that a team cannot learn whether another team's sandbox id exists (404).
+ */
+export class SandboxNotFoundError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    message = `sandbox '${sandboxID}' not found`,
+  ) {
+    super(message);
+    this.name = "SandboxNotFoundError";
+  }
+}
+
+export class TemplateNotFoundError extends Error {
+  constructor(readonly templateID: string) {
+    super(`template '${templateID}' not found`);
+    this.name = "TemplateNotFoundError";
+  }
+}
+
+/** The sandbox is between states (starting, being killed); try again in a moment (409). */
+export class SandboxConflictError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    readonly state: string,
+  ) {
+    super(`sandbox '${sandboxID}' is ${state}; try again in a moment`);
+    this.name = "SandboxConflictError";
+  }
+}
+
+/** A feature this moat version does not have yet (501). */
+export class NotSupportedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotSupportedError";
+  }
+}
+
+/** No node can take the sandbox now: all are full, starting too many, or unreachable (503). */
+export class CapacityError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CapacityError";
+  }
+}

@@ -1,0 +1,19 @@
+import type { MiddlewareHandler } from "hono";
+import { authenticate } from "../auth/authenticate.js";
+import type { DB } from "../db/database.js";
+import type { AppEnv } from "./env.js";
+
+/** Resolves the calling team from X-API-Key or a bearer access token; 401 otherwise. */
+export function requireTeam(db: DB): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    c.set(
+      "caller",
+      await authenticate(db, {
+        apiKey: c.req.header("x-api-key"),
+        authorization: c.req.header("authorization"),
+        teamID: c.req.header("x-team-id"),
+      }),
+    );
+    await next();
+  };
+}

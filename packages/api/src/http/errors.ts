@@ -1,0 +1,86 @@
+/**
+ * The HTTP edge of errors: the one place domain errors become statuses. Every error body is
+ * `{code, message}` with `code` equal to the status, because the SDK reads `body.code` (not the
+ * status) to tell "not found" from other failures. Unexpected errors are logged with their cause
+ * and answered as a bare 500, so internals never reach the client.
+ */
+import type { Logger } from "@moat/shared";
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { ZodError } from "zod";
+import {
+  CapacityError,
+  InvalidRequestError,
+  NotSupportedError,
+  SandboxConflictError,
+  SandboxNotFoundError,
+  TemplateNotFoundError,
+  UnauthenticatedError,
+} from "../errors.js";
+
+export interface ErrorBody {
+  code: number;
+  message: string;
+}
+
+export function errorResponse(c: Context, status: ContentfulStatusCode, message: string): Response {
+  return c.json({ code: status, message } satisfies ErrorBody, status);
+}
+
+/** The status and client message of a thrown error; undefined for an unexpected one. */
+export function statusOf(err: unknown): { status: ContentfulStatusCode; message: string } | undefined {
+  if (err instanceof InvalidRequestError) return { status: 400, message: err.message };
+  if (err instanceof UnauthenticatedError) return { status: 401, message: err.message };
+  if (err instanceof SandboxNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
+  if (err instanceof NotSupportedError) return { status: 501, message: err.message };
+  if (err instanceof CapacityError) return { status: 503, message: err.message };
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    return { status, message: MESSAGES[status] ?? (err.message || "request failed") };
+  }
+  return undefined;
+}
+
+/** Hono's `onError`: known errors get their status, anything else a logged 500. */
+export function onError(logger: Logger) {
+  return (err: Error, c: Context): Response => {
+    const known = statusOf(err);
+    if (known) {
+      if (known.status >= 500) logger.warn({ err, path: c.req.path }, known.message);
+      return errorResponse(c, known.status, known.message);
+    }
+    logger.error({ err, method: c.req.method, path: c.req.path }, "request failed");
+    return errorResponse(c, 500, "internal error");
+  };
+}
+
+/** What the client reads for a request that failed validation: every problem, with its place. */
+export function validationMessage(error: ZodError, target: string): string {
+  const where = TARGETS[target] ?? target;
+  const problems = error.issues.map((issue) => {
+    const path = issue.path.map(String).join(".");
+    let text = issue.message;
+    if (issue.code === "invalid_type" && / received undefined$/.test(text)) {
+      text = `required (${issue.expected})`;
+    } else if (issue.code === "unrecognized_keys") {
+      text = `unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
+    }
+    return path ? `${path}: ${text}` : text;
+  });
+  return `invalid ${where}: ${problems.join("; ")}`;
+}
+
+const TARGETS: Record<string, string> = {
+  json: "request body",
+  query: "query parameters",
+  param: "path parameters",
+  header: "headers",
+};
+
+/** Clearer words for what Hono's validators throw. */
+const MESSAGES: Partial<Record<number, string>> = {
+  415: "unsupported media type: send the body as application/json",
+};

@@ -1,0 +1,180 @@
+/**
+ * The API's side of one node: a client of its orchestrator's SandboxService. RPC failures become
+ * the typed node errors below, so the sandbox code never looks at Connect codes.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import {
+  type SandboxConfigSchema,
+  type SandboxEvent,
+  type SandboxInfo,
+  SandboxService,
+} from "@moat/shared/gen/orchestrator";
+import type { OrchestratorNodeOptions } from "../config.js";
+
+/** The node does not have the sandbox (it was killed, expired, or never placed there). */
+export class NodeSandboxNotFoundError extends Error {
+  constructor(
+    readonly nodeID: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "NodeSandboxNotFoundError";
+  }
+}
+
+/** The node is full or starting too many sandboxes; another node (or a retry) may take it. */
+export class NodeBusyError extends Error {
+  constructor(
+    readonly nodeID: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "NodeBusyError";
+  }
+}
+
+/** The node cannot be reached (down, restarting, network). */
+export class NodeUnavailableError extends Error {
+  constructor(
+    readonly nodeID: string,
+    message: string,
+  ) {
+    super(`node '${nodeID}' is unavailable: ${message}`);
+    this.name = "NodeUnavailableError";
+  }
+}
+
+/** The node refused the request as invalid (bad config, unknown template, duplicate id). */
+export class NodeRejectedError extends Error {
+  constructor(
+    readonly nodeID: string,
+    readonly code: "invalid" | "not-found" | "exists",
+    message: string,
+  ) {
+    super(message);
+    this.name = "NodeRejectedError";
+  }
+}
+
+/** The sandbox is between states on the node (starting, stopping). */
+export class NodeTransitionError extends Error {
+  constructor(
+    readonly nodeID: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "NodeTransitionError";
+  }
+}
+
+/** Creates boot a sandbox and wait for envd: allow them far longer than the other calls. */
+const CREATE_TIMEOUT_MS = 90_000;
+const CALL_TIMEOUT_MS = 15_000;
+
+export class NodeClient {
+  readonly id: string;
+  private readonly client: Client<typeof SandboxService>;
+  private readonly sessions: Http2SessionManager | undefined;
+
+  constructor(options: OrchestratorNodeOptions) {
+    this.id = options.id;
+    let transport: Transport;
+    if (options.transport) {
+      transport = options.transport;
+    } else {
+      const url = options.url!;
+      this.sessions = new Http2SessionManager(url, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 });
+      transport = createGrpcTransport({ baseUrl: url, sessionManager: this.sessions });
+    }
+    this.client = createClient(SandboxService, transport);
+  }
+
+  async create(config: MessageInitShape<typeof SandboxConfigSchema>, endTime: Date): Promise<SandboxInfo> {
+    const res = await this.call("create", () =>
+      this.client.create(
+        { sandbox: config, endTime: timestampFromDate(endTime) },
+        { timeoutMs: CREATE_TIMEOUT_MS },
+      ),
+    );
+    if (!res.sandbox) throw new Error(`node '${this.id}' answered Create without a sandbox`);
+    return res.sandbox;
+  }
+
+  async get(sandboxID: string): Promise<SandboxInfo> {
+    const res = await this.call("get", () =>
+      this.client.get({ sandboxId: sandboxID }, { timeoutMs: CALL_TIMEOUT_MS }),
+    );
+    if (!res.sandbox) throw new NodeSandboxNotFoundError(this.id, `sandbox '${sandboxID}' not found`);
+    return res.sandbox;
+  }
+
+  async list(): Promise<SandboxInfo[]> {
+    const res = await this.call("list", () => this.client.list({}, { timeoutMs: CALL_TIMEOUT_MS }));
+    return res.sandboxes;
+  }
+
+  async delete(sandboxID: string): Promise<void> {
+    await this.call("delete", () =>
+      this.client.delete({ sandboxId: sandboxID }, { timeoutMs: CALL_TIMEOUT_MS }),
+    );
+  }
+
+  async updateEndTime(sandboxID: string, endTime: Date): Promise<void> {
+    await this.call("updateEndTime", () =>
+      this.client.updateEndTime(
+        { sandboxId: sandboxID, endTime: timestampFromDate(endTime) },
+        { timeoutMs: CALL_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  /** The node's lifecycle events from now on, until `signal` aborts or the stream breaks. */
+  async *events(signal: AbortSignal): AsyncGenerator<SandboxEvent> {
+    try {
+      for await (const event of this.client.watchEvents({}, { signal })) yield event;
+    } catch (err) {
+      if (signal.aborted) return;
+      throw this.mapError(err);
+    }
+  }
+
+  /** Closes the node's connection; calls after this fail. */
+  close(): void {
+    this.sessions?.abort();
+  }
+
+  private async call<T>(method: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.mapError(err, method);
+    }
+  }
+
+  private mapError(err: unknown, method = "watchEvents"): Error {
+    const connectErr = ConnectError.from(err);
+    const message = connectErr.rawMessage;
+    switch (connectErr.code) {
+      case Code.NotFound:
+        return method === "create"
+          ? new NodeRejectedError(this.id, "not-found", message)
+          : new NodeSandboxNotFoundError(this.id, message);
+      case Code.InvalidArgument:
+        return new NodeRejectedError(this.id, "invalid", message);
+      case Code.AlreadyExists:
+        return new NodeRejectedError(this.id, "exists", message);
+      case Code.ResourceExhausted:
+        return new NodeBusyError(this.id, message);
+      case Code.FailedPrecondition:
+        return new NodeTransitionError(this.id, message);
+      case Code.Unavailable:
+      case Code.DeadlineExceeded:
+        return new NodeUnavailableError(this.id, message);
+      default:
+        return new Error(`node '${this.id}' ${method} failed: ${connectErr.message}`, { cause: err });
+    }
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Creating a sandbox: resolve the template, record the sandbox as starting, place it on a node and
+ * have that node start it with its end time, then record it running. A node that is full or
+ * unreachable is skipped for the next one (up to MAX_PLACEMENT_ATTEMPTS); any other failure ends
+ * the create, and the record is closed as killed with the reason.
+ *
+ * The record is written before the node is asked, so that a node reconcile never mistakes a
+ * sandbox being created for an orphan, and so that the proxy can answer "starting" for it.
+ */
+import type { APIContext } from "../context.js";
+import { insertSandbox, updateSandbox } from "../db/sandboxes.js";
+import type { SandboxNetworkRecord, SandboxRow, TeamRow } from "../db/schema.js";
+import { CapacityError, InvalidRequestError, TemplateNotFoundError } from "../errors.js";
+import {
+  NodeBusyError,
+  type NodeClient,
+  NodeRejectedError,
+  NodeUnavailableError,
+} from "../orchestrator/node-client.js";
+import { MAX_PLACEMENT_ATTEMPTS, placeSandbox } from "../placement/placement.js";
+import { newEnvdAccessToken, newSandboxID, newTrafficAccessToken } from "./ids.js";
+import { logSandbox, markKilled } from "./lifecycle.js";
+import { resolveTemplate } from "./templates.js";
+
+export interface CreateSandboxInput {
+  team: TeamRow;
+  /** Template id or alias as the client named it. */
+  template: string;
+  timeoutSeconds: number;
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+  /** null: the request did not say; the sandbox gets internet access. */
+  allowInternetAccess: boolean | null;
+  /** Issue an envd access token (always for v2 creates; v1 when `secure`). */
+  secure: boolean;
+  network: SandboxNetworkRecord | null;
+  autoPause: boolean;
+  autoResume: boolean;
+}
+
+export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
+  const template = resolveTemplate(input.template);
+  const sandboxID = newSandboxID();
+  const envdAccessToken = input.secure ? newEnvdAccessToken() : null;
+  const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
+  const log = ctx.logger.child({ sandboxID, teamID: input.team.team_id });
+  const nodes = [...ctx.nodes.values()];
+  const tried = new Set<string>();
+  let lastError: Error | undefined;
+
+  for (let attempt = 0; attempt < MAX_PLACEMENT_ATTEMPTS; attempt++) {
+    const node = placeSandbox(ctx.placement, nodes, tried);
+    if (!node) break;
+    tried.add(node.id);
+    const now = new Date();
+    const endAt = new Date(now.getTime() + input.timeoutSeconds * 1000);
+    if (attempt === 0) {
+      await insertSandbox(ctx.db, {
+        sandbox_id: sandboxID,
+        team_id: input.team.team_id,
+        template_id: template.templateID,
+        alias: template.alias,
+        node_id: node.id,
+        state: "starting",
+        host_address: null,
+        envd_version: null,
+        envd_access_token: envdAccessToken,
+        traffic_access_token: trafficAccessToken,
+        metadata: JSON.stringify(input.metadata),
+        cpu_count: template.cpuCount,
+        memory_mb: template.memoryMB,
+        disk_size_mb: template.diskSizeMB,
+        allow_internet_access: input.allowInternetAccess,
+        network: input.network ? JSON.stringify(input.network) : null,
+        auto_pause: input.autoPause,
+        auto_resume: input.autoResume,
+        started_at: now,
+        end_at: endAt,
+      });
+    } else {
+      await ctx.db
+        .updateTable("sandboxes")
+        .set({ node_id: node.id, started_at: now, end_at: endAt })
+        .where("sandbox_id", "=", sandboxID)
+        .execute();
+    }
+    try {
+      const row = await startOnNode(ctx, node, sandboxID, input, template, envdAccessToken, endAt);
+      log.info({ nodeID: node.id, attempt }, "sandbox created");
+      await logSandbox(ctx, row, "info", "sandbox created", {
+        templateID: template.templateID,
+        nodeID: node.id,
+      });
+      return row;
+    } catch (err) {
+      lastError = err as Error;
+      if (err instanceof NodeBusyError || err instanceof NodeUnavailableError) {
+        log.warn({ err, nodeID: node.id, attempt }, "node could not take the sandbox; trying another");
+        continue;
+      }
+      await markKilled(ctx, sandboxID, `create failed: ${lastError.message}`);
+      if (err instanceof NodeRejectedError) {
+        if (err.code === "not-found") throw new TemplateNotFoundError(input.template);
+        throw new InvalidRequestError(err.message);
+      }
+      throw err;
+    }
+  }
+  if (tried.size > 0) await markKilled(ctx, sandboxID, `create failed: ${lastError?.message ?? "no node"}`);
+  throw new CapacityError(
+    lastError
+      ? `no node can start the sandbox now (${lastError.message}); retry in a moment`
+      : "no node is available to start the sandbox",
+  );
+}
+
+async function startOnNode(
+  ctx: APIContext,
+  node: NodeClient,
+  sandboxID: string,
+  input: CreateSandboxInput,
+  template: ReturnType<typeof resolveTemplate>,
+  envdAccessToken: string | null,
+  endAt: Date,
+): Promise<SandboxRow> {
+  const info = await node.create(
+    {
+      sandboxId: sandboxID,
+      templateId: template.templateID,
+      teamId: input.team.team_id,
+      vcpu: template.cpuCount,
+      memoryMb: template.memoryMB,
+      diskSizeMb: template.diskSizeMB,
+      envVars: input.envVars,
+      metadata: input.metadata,
+      envdAccessToken: envdAccessToken ?? "",
+      allowInternetAccess: input.allowInternetAccess ?? true,
+    },
+    endAt,
+  );
+  const row = await updateSandbox(ctx.db, sandboxID, ["starting"], {
+    state: "running",
+    host_address: info.hostAddress,
+    envd_version: info.envdVersion,
+  });
+  if (!row) {
+    // A node event closed the record while the create was in flight (the sandbox failed right
+    // away); make sure nothing stays behind on the node.
+    await node.delete(sandboxID).catch(() => undefined);
+    throw new Error(`sandbox '${sandboxID}' stopped while it was being created`);
+  }
+  ctx.catalog.update(sandboxID, row);
+  return row;
+}

@@ -1,0 +1,56 @@
+/**
+ * Recording what happens to a sandbox: its lifecycle log (served as the sandbox's logs) and the
+ * transition to killed, whoever learns of it first (a kill request, a node event, a reconcile).
+ */
+import type { APIContext } from "../context.js";
+import { insertSandboxLog } from "../db/sandbox-logs.js";
+import { updateSandbox } from "../db/sandboxes.js";
+import type { SandboxLogsTable, SandboxRow, SandboxRowState } from "../db/schema.js";
+
+/** Every state a sandbox can leave for killed. */
+const LIVE_STATES: readonly SandboxRowState[] = ["starting", "running", "paused", "killing"];
+
+export async function logSandbox(
+  ctx: APIContext,
+  row: Pick<SandboxRow, "sandbox_id" | "team_id">,
+  level: SandboxLogsTable["level"],
+  message: string,
+  fields: Record<string, string> = {},
+): Promise<void> {
+  try {
+    await insertSandboxLog(ctx.db, {
+      sandboxID: row.sandbox_id,
+      teamID: row.team_id,
+      level,
+      message,
+      fields,
+    });
+  } catch (err) {
+    // The log is a convenience; losing a line must not fail the operation it describes.
+    ctx.logger.warn({ err, sandboxID: row.sandbox_id }, "could not write sandbox log");
+  }
+}
+
+/**
+ * Marks a sandbox killed unless it already is; answers the row when this call made the change
+ * (so only one of several witnesses logs it).
+ */
+export async function markKilled(
+  ctx: APIContext,
+  sandboxID: string,
+  reason: string,
+  at = new Date(),
+  from: readonly SandboxRowState[] = LIVE_STATES,
+): Promise<SandboxRow | undefined> {
+  const row = await updateSandbox(ctx.db, sandboxID, from, {
+    state: "killed",
+    stopped_at: at,
+    stop_reason: reason,
+  });
+  ctx.catalog.forget(sandboxID);
+  if (row) {
+    ctx.logger.info({ sandboxID, reason }, "sandbox stopped");
+    await logSandbox(ctx, row, "info", "sandbox stopped", { reason });
+  }
+  return row;
+}

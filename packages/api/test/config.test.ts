@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { createNoopLogger } from "@moat/shared";
+import { ConfigError, parseConfig } from "../src/config.js";
+
+const logger = createNoopLogger();
+const node = { id: "node-1", url: "http://127.0.0.1:5008" };
+
+describe("config", () => {
+  test("defaults: PGlite under <dataDir>/db, 127.0.0.1:3000, 1 MiB bodies, no domain", () => {
+    const config = parseConfig({ dataDir: "/var/lib/moat", orchestrators: [node], logger }, {});
+    assert.deepEqual(config.database, { kind: "pglite", dir: "/var/lib/moat/db" });
+    assert.equal(config.port, 3000);
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.maxBodyBytes, 1024 * 1024);
+    assert.equal(config.domain, null);
+    assert.equal(config.adminToken, undefined);
+  });
+
+  test("DATABASE_URL selects PostgreSQL unless an option says otherwise", () => {
+    const env = { DATABASE_URL: "postgres://u:p@db:5432/moat", MOAT_ADMIN_TOKEN: "0123456789abcdef0123" };
+    const fromEnv = parseConfig({ dataDir: "/d", orchestrators: [node], logger }, env);
+    assert.deepEqual(fromEnv.database, { kind: "postgres", url: env.DATABASE_URL });
+    assert.equal(fromEnv.adminToken, env.MOAT_ADMIN_TOKEN);
+    const explicit = parseConfig(
+      { dataDir: "/d", orchestrators: [node], logger, databaseURL: "memory://" },
+      env,
+    );
+    assert.deepEqual(explicit.database, { kind: "pglite-memory" });
+  });
+
+  test("every problem is reported at once", () => {
+    assert.throws(
+      () =>
+        parseConfig(
+          {
+            dataDir: "",
+            port: 70_000,
+            databaseURL: "mysql://x",
+            orchestrators: [{ id: "a b" }, { id: "n", url: "http://x", transport: {} as never }],
+            adminToken: "short",
+            logger,
+          },
+          {},
+        ),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const text = err.problems.join("\n");
+        for (const field of [
+          "dataDir",
+          "port",
+          "databaseURL",
+          "orchestrators.0",
+          "orchestrators.1",
+          "adminToken",
+        ]) {
+          assert.match(text, new RegExp(field.replace(".", "\\.")), field);
+        }
+        return true;
+      },
+    );
+    assert.throws(
+      () => parseConfig({ dataDir: "/d", orchestrators: [], logger }, {}),
+      /at least one orchestrator/,
+    );
+    assert.throws(
+      () => parseConfig({ dataDir: "/d", orchestrators: [node, node], logger }, {}),
+      /orchestrator ids must be unique/,
+    );
+  });
+});

@@ -1,0 +1,132 @@
+/**
+ * Builds an API for a test on a fake orchestrator, on each database the run can reach: an
+ * in-memory PGlite always, and PostgreSQL when MOAT_TEST_POSTGRES_URL is set (each API then gets
+ * a schema of its own, dropped on close).
+ */
+import { randomBytes } from "node:crypto";
+import { createNoopLogger } from "@moat/shared";
+import pg from "pg";
+import { type API, type OpenAPIOptions, openAPI } from "../src/index.js";
+import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
+
+export interface Backend {
+  name: string;
+  /** A database URL for one API, and how to remove what it left. */
+  database(): Promise<{ url: string; drop(): Promise<void> }>;
+}
+
+const POSTGRES_URL = process.env.MOAT_TEST_POSTGRES_URL;
+
+export const backends: Backend[] = [
+  { name: "pglite", database: async () => ({ url: "memory://", drop: async () => undefined }) },
+  ...(POSTGRES_URL
+    ? [
+        {
+          name: "postgres",
+          async database() {
+            const schema = `moat_test_${randomBytes(6).toString("hex")}`;
+            await adminQuery(POSTGRES_URL, `create schema ${schema}`);
+            const url = new URL(POSTGRES_URL);
+            url.searchParams.set("options", `-c search_path=${schema}`);
+            return {
+              url: url.toString(),
+              drop: () => adminQuery(POSTGRES_URL, `drop schema ${schema} cascade`),
+            };
+          },
+        },
+      ]
+    : []),
+];
+
+async function adminQuery(url: string, text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestAPI {
+  api: API;
+  fake: FakeOrchestrator;
+  /** The default team's id and API key. */
+  teamID: string;
+  apiKey: string;
+  /** A request with the default team's key (override `X-API-Key` in `init.headers`). */
+  request(path: string, init?: RequestInit & { json?: unknown; key?: string | null }): Promise<Response>;
+  /** A second team, with its own key. */
+  newTeam(name?: string): Promise<{ teamID: string; apiKey: string }>;
+  close(): Promise<void>;
+}
+
+export async function startTestAPI(
+  backend: Backend,
+  options: Partial<OpenAPIOptions> = {},
+): Promise<TestAPI> {
+  const fake = new FakeOrchestrator();
+  const database = await backend.database();
+  const api = await openAPI({
+    dataDir: "/nonexistent-moat-test",
+    databaseURL: database.url,
+    orchestrators: [{ id: "node-1", transport: fake.transport() }],
+    logger: createNoopLogger(),
+    ...options,
+  });
+  const boot = await api.bootstrap();
+  if (!boot.apiKey) throw new Error("bootstrap of a fresh database must answer a key");
+  const apiKey = boot.apiKey;
+  return {
+    api,
+    fake,
+    teamID: boot.teamID,
+    apiKey,
+    request(path, init = {}) {
+      const { json, key, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (key !== null && !headers.has("x-api-key")) headers.set("X-API-KEY", key ?? apiKey);
+      if (json !== undefined) headers.set("Content-Type", "application/json");
+      return Promise.resolve(
+        api.app.request(path, {
+          ...rest,
+          headers,
+          body: json !== undefined ? JSON.stringify(json) : rest.body,
+        }),
+      );
+    },
+    async newTeam(name = "other") {
+      const { teamID } = await api.createTeam(name);
+      return { teamID, apiKey: await api.createAPIKey(teamID) };
+    },
+    async close() {
+      await api.close();
+      fake.close();
+      await database.drop();
+    },
+  };
+}
+
+/** Creates a sandbox through the API and answers its JSON. */
+export async function createSandbox(
+  t: TestAPI,
+  body: Record<string, unknown> = {},
+  key?: string,
+): Promise<{ sandboxID: string; envdAccessToken?: string; [k: string]: unknown }> {
+  const res = await t.request("/v2/sandboxes", {
+    method: "POST",
+    json: { templateID: "base", ...body },
+    key,
+  });
+  if (res.status !== 201) throw new Error(`create answered ${res.status}: ${await res.text()}`);
+  return (await res.json()) as { sandboxID: string };
+}
+
+/** Polls `check` until it holds or `timeoutMs` passes. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

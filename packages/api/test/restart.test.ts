@@ -1,0 +1,99 @@
+/**
+ * The embedded database under the data directory across restarts, and the reconcile with the node
+ * that follows: what changed on the node while the API was down reaches the records.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createNoopLogger } from "@moat/shared";
+import { SandboxService } from "@moat/shared/gen/orchestrator";
+import { sql } from "kysely";
+import { type API, openAPI } from "../src/index.js";
+import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
+import { eventually } from "./helpers.js";
+
+describe("restart on the same data directory (PGlite on disk)", () => {
+  const fake = new FakeOrchestrator();
+  let dataDir: string;
+  const open = () =>
+    openAPI({
+      dataDir,
+      orchestrators: [{ id: "node-1", transport: fake.transport() }],
+      logger: createNoopLogger(),
+    });
+
+  before(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), "moat-api-test-"));
+  });
+  after(async () => {
+    fake.close();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test("keys and sandboxes survive; the node's changes while down are reconciled", async () => {
+    let api: API = await open();
+    const { teamID, apiKey } = await api.bootstrap();
+    assert.ok(apiKey);
+    assert.ok(
+      (await readdir(path.join(dataDir, "db"))).includes("PG_VERSION"),
+      "the database lives in <dataDir>/db",
+    );
+    const headers = { "X-API-Key": apiKey, "Content-Type": "application/json" };
+    const create = async () => {
+      const res = await api.app.request("/v2/sandboxes", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ templateID: "base" }),
+      });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { sandboxID: string }).sandboxID;
+    };
+    const diedWhileDown = await create();
+    const survivor = await create();
+    const abandoned = await create();
+    const interrupted = await create();
+    // A create the API gave up on although the node went on to start it.
+    await api.db
+      .updateTable("sandboxes")
+      .set({ state: "killed" })
+      .where("sandbox_id", "=", abandoned)
+      .execute();
+    // A create that was under way when a previous API process died, long ago.
+    await sql`update sandboxes set state = 'starting', created_at = now() - interval '1 hour'
+      where sandbox_id = ${interrupted}`.execute(api.db);
+    await api.close();
+
+    fake.dropSilently(diedWhileDown);
+    const bare = "startedbysomethingelse";
+    await createClient(SandboxService, fake.transport()).create({
+      sandbox: { sandboxId: bare, templateId: "base" },
+      endTime: timestampFromDate(new Date(Date.now() + 60_000)),
+    });
+
+    api = await open();
+    try {
+      assert.deepEqual(await api.bootstrap(), { teamID }, "the same team, no new key");
+      const get = (id: string) => api.app.request(`/sandboxes/${id}`, { headers });
+      assert.equal((await get(survivor)).status, 200, "the old key still works");
+      await eventually(async () => (await get(diedWhileDown)).status === 404);
+      await eventually(async () => !fake.sandboxes.has(abandoned));
+      await eventually(async () => !fake.sandboxes.has(interrupted));
+      const stuck = await api.db
+        .selectFrom("sandboxes")
+        .select(["state", "stop_reason"])
+        .where("sandbox_id", "=", interrupted)
+        .executeTakeFirst();
+      assert.deepEqual(stuck, { state: "killed", stop_reason: "create did not finish" });
+      assert.ok(fake.sandboxes.has(survivor));
+      assert.ok(fake.sandboxes.has(bare), "sandboxes the API never made are left alone");
+      const kill = await api.app.request(`/sandboxes/${survivor}`, { method: "DELETE", headers });
+      assert.equal(kill.status, 204);
+    } finally {
+      await api.close();
+    }
+  });
+});

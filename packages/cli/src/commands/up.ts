@@ -1,0 +1,151 @@
+/**
+ * `moat up`: the whole platform on one box. First run checks prerequisites and builds what is
+ * missing (runsc, the base template) with progress; then the orchestrator, the API and the client
+ * proxy start in this process, a default team and API key exist, and the three lines an E2B SDK
+ * user needs are printed and written to <data-dir>/.env. Ctrl-C stops everything and kills the
+ * sandboxes; teams, keys and templates stay for the next `moat up`.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { startAPI } from "@moat/api";
+import { startClientProxy } from "@moat/client-proxy";
+import {
+  defaultDataDir,
+  ensureBaseTemplate,
+  ensureRunsc,
+  runDoctor,
+  startOrchestrator,
+} from "@moat/orchestrator";
+import { createLogger } from "@moat/shared";
+import { Command } from "commander";
+import { parsePort } from "../args/port.js";
+
+interface UpOptions {
+  dataDir: string;
+  host: string;
+  apiPort: number;
+  proxyPort: number;
+  orchestratorPort: number;
+  domain: string;
+}
+
+export function upCommand(): Command {
+  return new Command("up")
+    .description("start moat on this machine: orchestrator, API and client proxy")
+    .option("--data-dir <dir>", "where state, runtime, templates and sandboxes live", defaultDataDir())
+    .option("--host <host>", "address the API and proxy listen on", "127.0.0.1")
+    .option("--api-port <port>", "API port (E2B_API_URL)", parsePort, 3000)
+    .option("--proxy-port <port>", "client proxy port (E2B_SANDBOX_URL)", parsePort, 3002)
+    .option("--orchestrator-port <port>", "orchestrator gRPC port (loopback only)", parsePort, 5008)
+    .option("--domain <domain>", "domain of sandbox hosts: <port>-<sandboxID>.<domain>", "moat.local")
+    .action((opts: UpOptions) => up(opts));
+}
+
+async function up(opts: UpOptions): Promise<void> {
+  const logger = createLogger("moat");
+  const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);
+  if (process.getuid?.() !== 0) {
+    progress(
+      "moat up must run as root (it creates network namespaces and runs gVisor). Try: sudo npx moat up",
+    );
+    process.exit(1);
+  }
+  await mkdir(opts.dataDir, { recursive: true });
+
+  const failing = (await runDoctor({ dataDir: opts.dataDir })).filter(
+    (c) => !c.ok && !["runsc", "base-template"].includes(c.name),
+  );
+  for (const check of failing)
+    progress(`prerequisite missing: ${check.name}: ${check.detail}${check.fix ? ` → ${check.fix}` : ""}`);
+  if (failing.length > 0) process.exit(1);
+
+  progress("checking the gVisor runtime");
+  const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger, onProgress: (m) => progress(m) });
+  progress(`runsc ${runsc.version} (${runsc.platform}, netns fix: ${runsc.netnsFix})`);
+  progress("checking the base template (the first build takes about a minute)");
+  const base = await ensureBaseTemplate({
+    dataDir: opts.dataDir,
+    logger,
+    onProgress: (ev) => progress(`[${ev.phase}] ${ev.message}`),
+  });
+
+  const orchestrator = await startOrchestrator({
+    dataDir: opts.dataDir,
+    port: opts.orchestratorPort,
+    host: "127.0.0.1",
+    logger: logger.child({ component: "orchestrator" }),
+    runscBinary: runsc.path,
+    platform: runsc.platform,
+    templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+  });
+  const envFile = path.join(opts.dataDir, ".env");
+  const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
+  // The operator's token for admin routes (POST /admin/teams), kept across restarts.
+  const adminToken = previous.MOAT_ADMIN_TOKEN || randomBytes(24).toString("hex");
+  const api = await startAPI({
+    dataDir: opts.dataDir,
+    adminToken,
+    port: opts.apiPort,
+    host: opts.host,
+    domain: opts.domain,
+    orchestrators: [{ id: "local", url: `http://127.0.0.1:${orchestrator.port}` }],
+    logger: logger.child({ component: "api" }),
+  });
+  const proxy = await startClientProxy({
+    port: opts.proxyPort,
+    host: opts.host,
+    domain: opts.domain,
+    catalog: api.catalog,
+    logger: logger.child({ component: "client-proxy" }),
+  });
+
+  const team = await api.bootstrap();
+  const apiKey = team.apiKey ?? previous.E2B_API_KEY;
+  if (!apiKey) {
+    progress(
+      `the default team exists but its key is not in ${envFile}: create a team with POST /admin/teams`,
+    );
+  }
+  const env = {
+    E2B_API_KEY: apiKey ?? "",
+    E2B_API_URL: api.url,
+    E2B_SANDBOX_URL: `http://${opts.host}:${proxy.port}`,
+    E2B_DOMAIN: opts.domain,
+    MOAT_ADMIN_TOKEN: adminToken,
+  };
+  await writeFile(
+    envFile,
+    `${Object.entries(env)
+      .map(([k, v]) => `${k}=${v}`)
+      .join("\n")}\n`,
+    { mode: 0o600 },
+  );
+  process.stdout.write(
+    `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\n\n(also written to ${envFile})\n`,
+  );
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    progress(`${signal}: stopping (killing sandboxes)`);
+    await proxy.close().catch((err: unknown) => logger.error({ err }, "proxy close"));
+    await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
+    await orchestrator.manager.killAll();
+    await orchestrator.close();
+    progress("stopped");
+    process.exit(0);
+  };
+  process.once("SIGINT", () => void stop("SIGINT"));
+  process.once("SIGTERM", () => void stop("SIGTERM"));
+}
+
+function parseEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const eq = line.indexOf("=");
+    if (eq > 0) out[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
+  }
+  return out;
+}

@@ -1,0 +1,334 @@
+/**
+ * The client proxy's HTTP server: the edge every SDK call and every browser visit to a sandbox port
+ * goes through (design.md, "Walk of a create"; e2b-protocol.md §6.4).
+ *
+ * One request, HTTP or Upgrade, goes:
+ *   route (routing.ts: host or headers → sandboxID, port)
+ *   → catalog lookup (unknown or stopped → 502, starting/stopping → 409, paused → auto-resume)
+ *   → guards (envd's internal paths → 404, traffic token → 403, per-sandbox connection cap → 429)
+ *   → forward (forward.ts: stream both ways, or tunnel an upgrade).
+ * Every refusal is a typed ProxyError rendered here, as JSON or, for browsers, HTML.
+ */
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { performance } from "node:perf_hooks";
+import { type CatalogEntry, createLogger, type Logger, type SandboxCatalog } from "@moat/shared";
+import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js";
+import {
+  InternalProxyError,
+  InvalidRouteError,
+  ProxyError,
+  ReservedPathError,
+  rawHTTPResponse,
+  renderError,
+  SandboxNotFoundError,
+  SandboxTransitioningError,
+  TooManyConnectionsError,
+  TRAFFIC_ACCESS_TOKEN_HEADER,
+  wantsHTML,
+} from "./errors.js";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type ForwardOptions,
+  type ForwardOutcome,
+  forwardHTTP,
+  forwardUpgrade,
+  type Upstream,
+  UpstreamPool,
+} from "./forward.js";
+import { ProxyMetrics, type ProxyMetricsSnapshot } from "./metrics.js";
+import {
+  isReservedEnvdPath,
+  normalisePath,
+  type Route,
+  resolveRoute,
+  SANDBOX_ID_HEADER,
+  SANDBOX_PORT_HEADER,
+} from "./routing.js";
+
+export interface ClientProxyOptions {
+  /** Port to listen on; 0 picks a free one (the chosen port is in the result). */
+  port: number;
+  /** Address to listen on. Default 127.0.0.1; "0.0.0.0" to serve other machines. */
+  host?: string;
+  /**
+   * The sandbox domain, e.g. "moat.local": hosts `<port>-<sandboxID>.<domain>` name a sandbox, and
+   * `sandbox.<domain>` is a shared host on which the routing headers are honoured.
+   */
+  domain: string;
+  /** Where sandboxes are and whether they run; the API owns it, the proxy only reads it. */
+  catalog: SandboxCatalog;
+  /** Default: createLogger("client-proxy"). */
+  logger?: Logger;
+  /**
+   * Requests and tunnels one sandbox may have in flight through this proxy at once; beyond it the
+   * proxy answers 429. Default 1000; 0 means no limit.
+   */
+  maxConnectionsPerSandbox?: number;
+  /** How long connecting to a sandbox's port may take before the proxy answers 502. Default 10 s. */
+  connectTimeoutMs?: number;
+}
+
+export interface ClientProxy {
+  /** The port the proxy listens on. */
+  readonly port: number;
+  metrics(): ProxyMetricsSnapshot;
+  /** Stops listening and cuts every open request and tunnel. Idempotent. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX = 1000;
+
+/** A request admitted to a sandbox; `release` returns its connection slot (idempotent). */
+interface Admitted {
+  upstream: Upstream;
+  release(): void;
+}
+
+export async function startClientProxy(options: ClientProxyOptions): Promise<ClientProxy> {
+  const { catalog, domain } = options;
+  const log = options.logger ?? createLogger("client-proxy");
+  const maxConnections = options.maxConnectionsPerSandbox ?? DEFAULT_MAX_CONNECTIONS_PER_SANDBOX;
+  const metrics = new ProxyMetrics();
+  const pool = new UpstreamPool();
+  const forwarding: ForwardOptions = {
+    pool,
+    connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+  };
+  /** In-flight requests and tunnels per sandbox, for the connection cap. */
+  const active = new Map<string, number>();
+  /** One resume per paused sandbox at a time; concurrent requests wait on the same one. */
+  const resuming = new Map<string, Promise<CatalogEntry | undefined>>();
+  /** Sockets taken over by an upgrade: the HTTP server no longer closes them itself. */
+  const tunnels = new Set<Socket>();
+
+  function routeOf(req: IncomingMessage): Route {
+    return resolveRoute(
+      {
+        host: req.headers.host,
+        sandboxIDHeader: headerValue(req.headers[SANDBOX_ID_HEADER]),
+        portHeader: headerValue(req.headers[SANDBOX_PORT_HEADER]),
+      },
+      domain,
+    );
+  }
+
+  async function lookup(sandboxID: string): Promise<CatalogEntry | undefined> {
+    try {
+      return await catalog.lookup(sandboxID);
+    } catch (error) {
+      throw new InternalProxyError(error);
+    }
+  }
+
+  async function resume(entry: CatalogEntry, port: number, req: IncomingMessage): Promise<CatalogEntry> {
+    const { sandboxID } = entry;
+    if (!entry.autoResume || !catalog.resume) throw new SandboxNotFoundError(sandboxID);
+    const denied = checkResumeAllowed(entry, port, {
+      accessToken: headerValue(req.headers["x-access-token"]),
+      trafficToken: headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]),
+    });
+    if (denied) throw denied;
+    let pending = resuming.get(sandboxID);
+    if (!pending) {
+      log.info({ sandboxID }, "auto-resuming a paused sandbox");
+      pending = catalog.resume(sandboxID).finally(() => resuming.delete(sandboxID));
+      resuming.set(sandboxID, pending);
+    }
+    let resumed: CatalogEntry | undefined;
+    try {
+      resumed = await pending;
+    } catch (error) {
+      log.warn({ sandboxID, err: error }, "auto-resume failed");
+      throw new SandboxNotFoundError(sandboxID);
+    }
+    if (!resumed) throw new SandboxNotFoundError(sandboxID);
+    return resumed;
+  }
+
+  /** Looks the sandbox up and applies every guard; the result holds a connection slot. */
+  async function admit(req: IncomingMessage, sandboxID: string, port: number): Promise<Admitted> {
+    let entry = await lookup(sandboxID);
+    if (entry?.state !== "running") pool.forget(sandboxID);
+    if (!entry) throw new SandboxNotFoundError(sandboxID);
+    if (isReservedEnvdPath(port, req.url ?? "/")) throw new ReservedPathError(normalisePath(req.url ?? "/"));
+    const tokenError = checkTrafficToken(entry, port, headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]));
+    if (tokenError) throw tokenError;
+    if (entry.state === "paused") entry = await resume(entry, port, req);
+    if (entry.state !== "running") throw new SandboxTransitioningError(sandboxID);
+
+    const count = active.get(sandboxID) ?? 0;
+    if (maxConnections > 0 && count >= maxConnections)
+      throw new TooManyConnectionsError(sandboxID, maxConnections);
+    active.set(sandboxID, count + 1);
+    metrics.active++;
+    let released = false;
+    return {
+      upstream: { sandboxID, address: entry.hostAddress, port },
+      release() {
+        if (released) return;
+        released = true;
+        metrics.active--;
+        const left = (active.get(sandboxID) ?? 1) - 1;
+        if (left > 0) active.set(sandboxID, left);
+        else active.delete(sandboxID);
+      },
+    };
+  }
+
+  function asProxyError(error: unknown): ProxyError {
+    if (error instanceof ProxyError) return error;
+    return new InternalProxyError(error);
+  }
+
+  function logRefusal(req: IncomingMessage, route: Route | undefined, error: ProxyError): void {
+    const fields = {
+      ...(route?.kind === "sandbox" ? { sandboxID: route.sandboxID, port: route.port } : {}),
+      method: req.method,
+      path: pathOf(req.url),
+      status: error.status,
+    };
+    if (error instanceof InternalProxyError) log.error({ ...fields, err: error.cause }, error.message);
+    else log.debug({ ...fields, reason: error.message }, "refused");
+  }
+
+  function logForwarded(req: IncomingMessage, upstream: Upstream, outcome: ForwardOutcome, started: number) {
+    const fields = {
+      sandboxID: upstream.sandboxID,
+      port: upstream.port,
+      method: req.method,
+      path: pathOf(req.url),
+      status: outcome.status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+      ...(outcome.upstreamError ? { upstreamError: outcome.upstreamError } : {}),
+      ...(outcome.clientAborted ? { clientAborted: true } : {}),
+    };
+    if (outcome.upstreamError) metrics.recordUpstreamError(outcome.upstreamError);
+    if (outcome.clientAborted) metrics.recordClientAbort();
+    // A closed port is routine (an app still starting); a sandbox failing mid-exchange is not.
+    if (outcome.upstreamError && outcome.upstreamError !== "ECONNREFUSED")
+      log.warn(fields, "upstream failed");
+    else log.debug(fields, "forwarded");
+  }
+
+  function serveSelf(req: IncomingMessage, res: ServerResponse): void {
+    const path = pathOf(req.url);
+    let body: unknown;
+    if ((req.method === "GET" || req.method === "HEAD") && path === "/health") body = { status: "ok" };
+    else if (req.method === "GET" && path === "/metrics") body = metrics.snapshot();
+    else {
+      throw new InvalidRouteError(
+        `This request names no sandbox: send E2b-Sandbox-Id and E2b-Sandbox-Port, or use a <port>-<sandboxID>.${domain} host`,
+      );
+    }
+    const bytes = Buffer.from(JSON.stringify(body));
+    metrics.recordStatus(200);
+    res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": bytes.length });
+    res.end(req.method === "HEAD" ? undefined : bytes);
+  }
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    let route: Route | undefined;
+    let admitted: Admitted | undefined;
+    try {
+      route = routeOf(req);
+      if (route.kind === "proxy") {
+        serveSelf(req, res);
+        return;
+      }
+      admitted = await admit(req, route.sandboxID, route.port);
+      const outcome = await forwardHTTP(req, res, admitted.upstream, forwarding);
+      metrics.recordStatus(outcome.status);
+      logForwarded(req, admitted.upstream, outcome, started);
+    } catch (error) {
+      const proxyError = asProxyError(error);
+      logRefusal(req, route, proxyError);
+      metrics.recordStatus(proxyError.status);
+      if (res.headersSent || res.destroyed) {
+        res.destroy();
+        return;
+      }
+      const rendered = renderError(proxyError, wantsHTML(req.headers.accept));
+      res.writeHead(rendered.status, rendered.headers).end(rendered.body);
+    } finally {
+      admitted?.release();
+    }
+  }
+
+  async function handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const started = performance.now();
+    tunnels.add(socket);
+    socket.on("close", () => tunnels.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let route: Route | undefined;
+    let admitted: Admitted | undefined;
+    try {
+      route = routeOf(req);
+      if (route.kind === "proxy") {
+        throw new InvalidRouteError(
+          "This upgrade request names no sandbox: send E2b-Sandbox-Id and E2b-Sandbox-Port",
+        );
+      }
+      admitted = await admit(req, route.sandboxID, route.port);
+      if (socket.destroyed) return;
+      const outcome = await forwardUpgrade(req, socket, head, admitted.upstream, forwarding);
+      metrics.recordStatus(outcome.status);
+      if (outcome.status === 101) metrics.recordTunnel();
+      logForwarded(req, admitted.upstream, outcome, started);
+    } catch (error) {
+      const proxyError = asProxyError(error);
+      logRefusal(req, route, proxyError);
+      metrics.recordStatus(proxyError.status);
+      if (!socket.destroyed)
+        socket.end(rawHTTPResponse(renderError(proxyError, wantsHTML(req.headers.accept))));
+    } finally {
+      admitted?.release();
+    }
+  }
+
+  const server = http.createServer({
+    noDelay: true,
+    // Uploads and streams may legitimately take longer than Node's default of 300 s to arrive;
+    // headersTimeout still bounds clients that never finish their headers.
+    requestTimeout: 0,
+  });
+  server.on("request", (req, res) => void handleRequest(req, res));
+  server.on(
+    "upgrade",
+    (req: IncomingMessage, socket: Socket, head: Buffer) => void handleUpgrade(req, socket, head),
+  );
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host ?? "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (error) => log.error({ err: error }, "client proxy server error"));
+  const { port } = server.address() as AddressInfo;
+  log.info({ host: options.host ?? "127.0.0.1", port, domain }, "client proxy listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    metrics: () => metrics.snapshot(),
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of tunnels) socket.destroy();
+        server.closeAllConnections();
+        pool.close();
+      });
+      return closing;
+    },
+  };
+}
+
+/** The path of a request target without its query: queries can carry file-URL signatures. */
+function pathOf(target: string | undefined): string {
+  const path = target ?? "/";
+  const cut = path.indexOf("?");
+  return cut === -1 ? path : path.slice(0, cut);
+}

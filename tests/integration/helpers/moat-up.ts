@@ -1,0 +1,113 @@
+/**
+ * Runs `moat up` (the built CLI) on a temporary data directory sharing the machine's runtime and
+ * base template cache, and points the e2b SDK at it through the variables it prints.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFile } from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { makeDataDir, removeDataDir } from "./orchestrator.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
+
+export interface RunningMoat {
+  readonly dataDir: string;
+  readonly env: Record<string, string>;
+  child: ChildProcess;
+  log(): string;
+  /** Ctrl-C: stops everything, killing the sandboxes. */
+  stop(): Promise<void>;
+  /** A second `moat up` on the same data directory (after stop). */
+  restart(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export async function startMoat(): Promise<RunningMoat> {
+  const dataDir = await makeDataDir();
+  const ports = { api: await freePort(), proxy: await freePort(), orchestrator: await freePort() };
+  let output = "";
+  const launch = async () => {
+    const from = output.length;
+    const child = spawn(
+      process.execPath,
+      [
+        moatBin,
+        "up",
+        "--data-dir",
+        dataDir,
+        "--api-port",
+        String(ports.api),
+        "--proxy-port",
+        String(ports.proxy),
+        "--orchestrator-port",
+        String(ports.orchestrator),
+      ],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MOAT_LOG_LEVEL: "info" } },
+    );
+    const collect = (chunk: Buffer) => {
+      output += chunk.toString();
+    };
+    child.stdout!.on("data", collect);
+    child.stderr!.on("data", collect);
+    const deadline = Date.now() + 180_000;
+    while (!output.slice(from).includes("moat is up")) {
+      if (child.exitCode !== null)
+        throw new Error(`moat up exited with ${child.exitCode}: ${output.slice(from)}`);
+      if (Date.now() > deadline) throw new Error(`moat up did not come up: ${output.slice(from)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return child;
+  };
+  const readEnv = async () => {
+    const text = await readFile(path.join(dataDir, ".env"), "utf8");
+    return Object.fromEntries(
+      text
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+  };
+  const child = await launch();
+  const handle: RunningMoat = {
+    dataDir,
+    env: await readEnv(),
+    child,
+    log: () => output,
+    async stop() {
+      const c = handle.child;
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      c.kill("SIGINT");
+      await once(c, "exit");
+    },
+    async restart() {
+      await handle.stop();
+      handle.child = await launch();
+      Object.assign(handle.env, await readEnv());
+    },
+    async cleanup() {
+      await handle.stop();
+      await removeDataDir(dataDir);
+    },
+  };
+  return handle;
+}
+
+/** Points the SDK (through its environment variables) at a running moat. */
+export function useMoat(moat: RunningMoat): void {
+  delete process.env.E2B_DEBUG;
+  process.env.E2B_API_KEY = moat.env.E2B_API_KEY;
+  process.env.E2B_API_URL = moat.env.E2B_API_URL;
+  process.env.E2B_SANDBOX_URL = moat.env.E2B_SANDBOX_URL;
+  process.env.E2B_DOMAIN = moat.env.E2B_DOMAIN;
+}
