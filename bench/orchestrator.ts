@@ -37,6 +37,29 @@ async function waitForHTTP(url: string): Promise<void> {
   }
 }
 
+/**
+ * Start → serving of a bare runsc container running a Node HTTP server, with the same rootfs,
+ * network and flags as a sandbox: the runtime's own floor, the baseline of the create figures.
+ */
+export async function bareRuntimeStarts(runs: number): Promise<number[]> {
+  const dataDir = await makeDataDir();
+  try {
+    const logger = createNoopLogger();
+    const install = await ensureRunsc({ dataDir, logger });
+    const base = await ensureBaseTemplate({ dataDir, logger });
+    const runsc = new Runsc({
+      binary: install.path,
+      stateDir: path.join(dataDir, "runsc"),
+      platform: install.platform,
+    });
+    const out: number[] = [];
+    for (let i = 0; i < runs; i++) out.push(await bareRunscStart(dataDir, runsc, base.rootfs, i));
+    return out;
+  } finally {
+    await removeDataDir(dataDir);
+  }
+}
+
 /** A bare runsc container running a Node HTTP server, with the same rootfs, network and flags. */
 async function bareRunscStart(
   dataDir: string,

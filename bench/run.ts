@@ -7,11 +7,13 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
+import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
 
 const suites: Record<string, () => Promise<Figure[]>> = {
   envd: benchEnvd,
   orchestrator: benchOrchestrator,
+  platform: benchPlatform,
 };
 
 const filters = process.argv.slice(2);

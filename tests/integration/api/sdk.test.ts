@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { type RunningAPI, startAPI } from "@moat/api";
-import { createLogger, createNoopLogger, ENVD_VERSION } from "@moat/shared";
+import { createLogger, ENVD_VERSION } from "@moat/shared";
 import { NotFoundError, Sandbox } from "e2b";
 import { type RunningOrchestrator, removeDataDir, startOrchestrator } from "../helpers/orchestrator.js";
 
@@ -41,7 +41,7 @@ describe("API: the e2b SDK on a real node", { timeout: 600_000 }, () => {
       port: 0,
       host: "127.0.0.1",
       orchestrators: [{ id: "node-1", url: `http://127.0.0.1:${orch.port}` }],
-      logger: process.env.MOAT_TEST_API_LOGS ? createLogger("api", "debug") : createNoopLogger(),
+      logger: createLogger("api", process.env.MOAT_TEST_API_LOGS ? "debug" : "warn"),
     });
     const boot = await api.bootstrap();
     assert.ok(boot.apiKey, "a fresh data directory bootstraps a key");

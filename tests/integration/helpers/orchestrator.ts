@@ -66,7 +66,11 @@ export async function startOrchestrator(dataDir?: string): Promise<RunningOrches
       },
     );
     child.stderr!.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
+      const text = chunk.toString();
+      output += text;
+      // Warnings and errors reach the test output, so a failure in CI can be understood.
+      for (const line of text.split("\n"))
+        if (/"level":(40|50|60)/.test(line)) process.stderr.write(`${line}\n`);
     });
     const deadline = Date.now() + 120_000;
     while (!output.slice(logStart).includes("orchestrator listening")) {
