@@ -90,7 +90,10 @@ export class UpstreamPool {
     return agent;
   }
 
-  /** Closes a sandbox's pooled connections (it is gone or not running). */
+  /**
+   * Closes a sandbox's connections, in flight ones included: it is gone, paused or moving, so they
+   * lead nowhere.
+   */
   forget(sandboxID: string): void {
     this.#pools.get(sandboxID)?.agent.destroy();
     this.#pools.delete(sandboxID);
@@ -117,10 +120,10 @@ export class UpstreamPool {
 }
 
 /**
- * One sandbox's keep-alive pool. The `timeout` matters beyond idleness: Node shortens a free
- * socket's lifetime to one second under the server's `Keep-Alive: timeout=N` hint only when an agent
- * timeout is set, and without that a reused socket can meet the sandbox's close (ECONNRESET).
- * Active sockets are not destroyed by this timeout.
+ * One sandbox's keep-alive pool. The `timeout` matters beyond idleness: Node retires a free socket
+ * one second before the server's `Keep-Alive: timeout=N` hint only when an agent timeout is set, and
+ * without that a reused socket can meet the sandbox's own close (ECONNRESET). Active sockets are not
+ * destroyed by this timeout, so long streams are unaffected.
  */
 function createUpstreamAgent(): http.Agent {
   return new http.Agent({ keepAlive: true, keepAliveMsecs: 10_000, timeout: 60_000, scheduling: "lifo" });
@@ -247,32 +250,47 @@ export function forwardHTTP(
       limitConnectTime(upstreamReq, socket, options.connectTimeoutMs);
     });
 
+    /** Ends the exchange without a clean end on either side, because the sandbox side failed. */
+    let cut = false;
+    const cutBoth = (code: string) => {
+      outcome.upstreamError ??= code;
+      cut = true;
+      upstreamReq.destroy();
+      res.destroy();
+    };
+
     upstreamReq.on("response", (upstreamRes) => {
       outcome.status = upstreamRes.statusCode ?? 502;
-      res.writeHead(
-        outcome.status,
-        upstreamRes.statusMessage,
-        downstreamResponseHeaders(upstreamRes.headers),
-      );
-      res.flushHeaders();
+      try {
+        res.writeHead(
+          outcome.status,
+          upstreamRes.statusMessage,
+          downstreamResponseHeaders(upstreamRes.headers),
+        );
+        res.flushHeaders();
+      } catch (error) {
+        // Node refuses to send a reason phrase or header it considers invalid: the sandbox's answer
+        // cannot be relayed faithfully, so it is not relayed at all.
+        outcome.status = 502;
+        cutBoth((error as NodeJS.ErrnoException).code ?? "ERR_INVALID_RESPONSE");
+        return;
+      }
+      // A sandbox that resets mid-response fails upstreamRes (ECONNRESET, "aborted"); a client that
+      // leaves fails res. Either way pipeline destroys the other stream; the close handler below
+      // tells the two apart for the outcome.
       upstreamRes.on("error", (error: NodeJS.ErrnoException) => {
-        if (!outcome.clientAborted) outcome.upstreamError ??= error.code ?? "ERR_UPSTREAM";
+        if (!res.destroyed) cutBoth(error.code ?? "ERR_UPSTREAM");
       });
-      pipeline(upstreamRes, res, (error) => {
-        if (!error) return;
-        // The sandbox reset mid-response, or the client went away: neither side may see a clean end.
-        res.destroy();
-        upstreamReq.destroy();
-      });
+      pipeline(upstreamRes, res, () => undefined);
     });
 
     upstreamReq.on("error", (error: NodeJS.ErrnoException) => {
-      if (outcome.clientAborted) return;
-      outcome.upstreamError = error.code ?? "ERR_UPSTREAM";
+      if (cut || outcome.clientAborted) return;
       if (res.headersSent) {
-        res.destroy();
+        cutBoth(error.code ?? "ERR_UPSTREAM");
         return;
       }
+      outcome.upstreamError = error.code ?? "ERR_UPSTREAM";
       // Drain what the client still sends so its connection stays usable for the next request.
       req.unpipe(upstreamReq);
       req.resume();
@@ -282,7 +300,7 @@ export function forwardHTTP(
     });
 
     res.on("close", () => {
-      if (!res.writableFinished) {
+      if (!res.writableFinished && !cut) {
         outcome.clientAborted = true;
         if (outcome.status === 0) outcome.status = CLIENT_CLOSED_REQUEST;
         upstreamReq.destroy();

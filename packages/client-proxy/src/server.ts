@@ -158,8 +158,9 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     if (entry.state !== "running") throw new SandboxTransitioningError(sandboxID);
 
     const count = active.get(sandboxID) ?? 0;
-    if (maxConnections > 0 && count >= maxConnections)
+    if (maxConnections > 0 && count >= maxConnections) {
       throw new TooManyConnectionsError(sandboxID, maxConnections);
+    }
     active.set(sandboxID, count + 1);
     metrics.active++;
     let released = false;
@@ -206,9 +207,11 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     if (outcome.upstreamError) metrics.recordUpstreamError(outcome.upstreamError);
     if (outcome.clientAborted) metrics.recordClientAbort();
     // A closed port is routine (an app still starting); a sandbox failing mid-exchange is not.
-    if (outcome.upstreamError && outcome.upstreamError !== "ECONNREFUSED")
+    if (outcome.upstreamError && outcome.upstreamError !== "ECONNREFUSED") {
       log.warn(fields, "upstream failed");
-    else log.debug(fields, "forwarded");
+    } else {
+      log.debug(fields, "forwarded");
+    }
   }
 
   function serveSelf(req: IncomingMessage, res: ServerResponse): void {
@@ -280,8 +283,9 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       const proxyError = asProxyError(error);
       logRefusal(req, route, proxyError);
       metrics.recordStatus(proxyError.status);
-      if (!socket.destroyed)
+      if (!socket.destroyed) {
         socket.end(rawHTTPResponse(renderError(proxyError, wantsHTML(req.headers.accept))));
+      }
     } finally {
       admitted?.release();
     }
@@ -293,11 +297,21 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     // headersTimeout still bounds clients that never finish their headers.
     requestTimeout: 0,
   });
-  server.on("request", (req, res) => void handleRequest(req, res));
-  server.on(
-    "upgrade",
-    (req: IncomingMessage, socket: Socket, head: Buffer) => void handleUpgrade(req, socket, head),
-  );
+  // The handlers answer every failure themselves; anything that still escapes is a bug, logged
+  // here rather than left to crash the process that hosts the proxy.
+  const escaped = (error: unknown) => log.error({ err: error }, "unhandled error in the client proxy");
+  server.on("request", (req, res) => {
+    handleRequest(req, res).catch((error) => {
+      escaped(error);
+      res.destroy();
+    });
+  });
+  server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    handleUpgrade(req, socket, head).catch((error) => {
+      escaped(error);
+      socket.destroy();
+    });
+  });
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -583,6 +583,7 @@ describe("client proxy", { timeout: 60_000 }, () => {
     });
 
     test("a sandbox that resets mid-response truncates the client's response (no clean end)", async () => {
+      const aborts = proxy.metrics().clientAborts;
       const req = open("/reset", { headers: via("web") });
       req.end();
       const [res] = (await once(req, "response")) as [http.IncomingMessage];
@@ -597,6 +598,9 @@ describe("client proxy", { timeout: 60_000 }, () => {
       assert.notEqual(ended, "end");
       assert.equal(Buffer.concat(received).toString(), "partial");
       assert.ok(!res.complete);
+      await sleep(20);
+      assert.equal(proxy.metrics().upstreamErrors.ECONNRESET, 1, "counted as the sandbox's failure");
+      assert.equal(proxy.metrics().clientAborts, aborts, "not as the client's");
     });
 
     test("upstream connections are kept alive and reused", async () => {
