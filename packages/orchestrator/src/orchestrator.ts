@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
+import { acquireHostLock } from "./host-lock.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager, type TemplateResolver } from "./sandbox/manager.js";
@@ -39,6 +40,17 @@ export interface Orchestrator {
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
 export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
+  const { logger } = options;
+  const releaseLock = await acquireHostLock();
+  try {
+    return await start(options, releaseLock);
+  } catch (err) {
+    await releaseLock();
+    throw err;
+  }
+}
+
+async function start(options: OrchestratorOptions, releaseLock: () => Promise<void>): Promise<Orchestrator> {
   const { logger } = options;
   await setupHostNetwork();
   const runsc = new Runsc({
@@ -82,6 +94,7 @@ export async function startOrchestrator(options: OrchestratorOptions): Promise<O
         // Open streams (WatchEvents) would hold close() forever.
         setTimeout(resolve, 1000).unref();
       });
+      await releaseLock();
     },
   };
 }

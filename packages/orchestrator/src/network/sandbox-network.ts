@@ -1,6 +1,13 @@
 import { CommandError, runCommand } from "@moat/shared";
 import { deleteLink, deleteNamespace, inNamespace, ip } from "./netns.js";
-import { HOST_ADDRESS_CIDR, INNER_ADDRESS, INNER_GATEWAY, INNER_PREFIX, type Slot } from "./slot.js";
+import {
+  HOST_ADDRESS_CIDR,
+  INNER_ADDRESS,
+  INNER_GATEWAY,
+  INNER_PREFIX,
+  type Slot,
+  TRANSFER_CIDR,
+} from "./slot.js";
 
 export interface NetworkOptions {
   /** When false, the sandbox can answer the host but cannot open connections outward. */
@@ -93,6 +100,11 @@ function outerRuleset(slot: Slot, options: NetworkOptions): string {
  */
 export async function setupHostNetwork(): Promise<void> {
   await runCommand(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+  // Addresses of sandboxes that are gone must fail at once on this host, never follow the default
+  // route off the machine; a live sandbox's /32 and /30 routes are more specific and win.
+  for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
+    await runCommand(["ip", "route", "replace", "unreachable", cidr]);
+  }
   const ruleset = `table inet moat
 delete table inet moat
 table inet moat {
@@ -122,5 +134,8 @@ export async function teardownHostNetwork(): Promise<void> {
     await runCommand(["nft", "delete", "table", "inet", "moat"]);
   } catch (err) {
     if (!(err instanceof CommandError)) throw err;
+  }
+  for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
+    await runCommand(["ip", "route", "delete", "unreachable", cidr]).catch(() => undefined);
   }
 }

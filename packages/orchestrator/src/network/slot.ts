@@ -18,6 +18,7 @@ export const INNER_PREFIX = 30;
 
 /** Host addresses (one per sandbox) come from 10.11.0.0/16; transfer /30s from 10.12.0.0/16. */
 export const HOST_ADDRESS_CIDR = "10.11.0.0/16";
+export const TRANSFER_CIDR = "10.12.0.0/16";
 export const MAX_SLOTS = 16_383;
 
 /** Every host-side name starts with this, so leftovers are recognisable. */
