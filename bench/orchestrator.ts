@@ -6,6 +6,7 @@
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
+  type CreateInput,
   createSandboxNetwork,
   destroySandboxNetwork,
   ensureBaseTemplate,
@@ -118,6 +119,25 @@ async function containerPSS(containerID: string): Promise<number> {
   return total;
 }
 
+/** An ordinary 1-vCPU, 512 MB sandbox of the base template. */
+function benchSandbox(sandboxID: string): CreateInput {
+  return {
+    sandboxID,
+    templateID: "base",
+    teamID: "bench",
+    vcpu: 1,
+    memoryMB: 512,
+    diskSizeMB: 0,
+    envVars: {},
+    metadata: {},
+    envdAccessToken: "",
+    allowInternetAccess: true,
+    defaultUser: "",
+    defaultWorkdir: "",
+    endTime: new Date(Date.now() + 600_000),
+  };
+}
+
 async function usedMemory(): Promise<number> {
   const info = await readFile("/proc/meminfo", "utf8");
   const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(info)?.[1] ?? 0) * 1024;
@@ -149,21 +169,7 @@ export async function benchOrchestrator(): Promise<Figure[]> {
     for (let i = 0; i < RUNS; i++) {
       bare.push(await bareRunscStart(dataDir, runsc, base.rootfs, i));
       const started = performance.now();
-      const sandbox = await orch.manager.create({
-        sandboxID: `bench${i}${Date.now().toString(36)}`,
-        templateID: "base",
-        teamID: "bench",
-        vcpu: 1,
-        memoryMB: 512,
-        diskSizeMB: 0,
-        envVars: {},
-        metadata: {},
-        envdAccessToken: "",
-        allowInternetAccess: true,
-        defaultUser: "",
-        defaultWorkdir: "",
-        endTime: new Date(Date.now() + 600_000),
-      });
+      const sandbox = await orch.manager.create(benchSandbox(`bench${i}${Date.now().toString(36)}`));
       await waitForHTTP(`http://${sandbox.hostAddress}:49983/health`);
       create.push(performance.now() - started);
       await orch.manager.kill(sandbox.id);
@@ -173,23 +179,7 @@ export async function benchOrchestrator(): Promise<Figure[]> {
     const before = await usedMemory();
     const idle = [];
     for (let i = 0; i < IDLE_SANDBOXES; i++) {
-      idle.push(
-        await orch.manager.create({
-          sandboxID: `idle${i}${Date.now().toString(36)}`,
-          templateID: "base",
-          teamID: "bench",
-          vcpu: 1,
-          memoryMB: 512,
-          diskSizeMB: 0,
-          envVars: {},
-          metadata: {},
-          envdAccessToken: "",
-          allowInternetAccess: true,
-          defaultUser: "",
-          defaultWorkdir: "",
-          endTime: new Date(Date.now() + 600_000),
-        }),
-      );
+      idle.push(await orch.manager.create(benchSandbox(`idle${i}${Date.now().toString(36)}`)));
     }
     await new Promise((r) => setTimeout(r, 3000));
     const delta = ((await usedMemory()) - before) / IDLE_SANDBOXES / 1024 / 1024;

@@ -59,7 +59,7 @@ export class NotSupportedError extends Error {
   }
 }
 
-/** No node can take the sandbox now: all are full, starting too many, or unreachable (503). */
+/** No node can take the sandbox now: all are full, starting too many, or unreachable (429, retry). */
 export class CapacityError extends Error {
   constructor(message: string) {
     super(message);

@@ -235,18 +235,19 @@ for (const backend of backends) {
       assert.deepEqual(await many.json(), { sandboxes: {} });
     });
 
-    test("node failures: busy and unreachable nodes answer 503, unknown templates 404", async () => {
+    test("node failures: busy and unreachable nodes answer 429 with Retry-After (the SDK retries), unknown templates 404", async () => {
       t.fake.failNext("create", Code.ResourceExhausted, "node busy: 16 sandboxes already starting");
       const busy = await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "base" } });
-      assert.equal(busy.status, 503);
+      assert.equal(busy.status, 429);
+      assert.equal(busy.headers.get("retry-after"), "1");
       const busyBody = (await busy.json()) as { code: number; message: string };
-      assert.equal(busyBody.code, 503);
+      assert.equal(busyBody.code, 429);
       assert.match(busyBody.message, /retry/);
 
       t.fake.failNext("create", Code.Unavailable, "connection refused");
       assert.equal(
         (await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "base" } })).status,
-        503,
+        429,
       );
 
       const missing = await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "nosuch" } });

@@ -16,7 +16,7 @@ export {
 } from "./runtime/install.js";
 export { sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
-export type { SandboxEvent, SandboxManager } from "./sandbox/manager.js";
+export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
 export { mountRootfs, mountsUnder, removeSandboxDir } from "./storage/overlay.js";
 export { BASE_DEFINITION, definitionHash } from "./template/base-definition.js";
 export {

@@ -5,10 +5,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFile } from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { makeDataDir, removeDataDir } from "./orchestrator.js";
+import { freePort, makeDataDir, removeDataDir } from "./orchestrator.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
@@ -23,14 +22,6 @@ export interface RunningMoat {
   /** A second `moat up` on the same data directory (after stop). */
   restart(): Promise<void>;
   cleanup(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
 }
 
 export async function startMoat(): Promise<RunningMoat> {

@@ -43,7 +43,8 @@ export async function makeDataDir(): Promise<string> {
   return dataDir;
 }
 
-async function freePort(): Promise<number> {
+/** A free TCP port on loopback (closed again before it is returned). */
+export async function freePort(): Promise<number> {
   const server = net.createServer().listen(0, "127.0.0.1");
   await once(server, "listening");
   const { port } = server.address() as net.AddressInfo;

@@ -19,6 +19,9 @@ import {
   UnauthenticatedError,
 } from "../errors.js";
 
+/** How long a client should wait before retrying a create that found every node busy. */
+const CAPACITY_RETRY_AFTER_SECONDS = 1;
+
 export interface ErrorBody {
   code: number;
   message: string;
@@ -36,7 +39,7 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
   if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
   if (err instanceof NotSupportedError) return { status: 501, message: err.message };
-  if (err instanceof CapacityError) return { status: 503, message: err.message };
+  if (err instanceof CapacityError) return { status: 429, message: err.message };
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
     return { status, message: MESSAGES[status] ?? (err.message || "request failed") };
@@ -50,6 +53,8 @@ export function onError(logger: Logger) {
     const known = statusOf(err);
     if (known) {
       if (known.status >= 500) logger.warn({ err, path: c.req.path }, known.message);
+      // The SDKs retry a 429 that carries whole seconds in Retry-After: a busy node is brief.
+      if (err instanceof CapacityError) c.header("Retry-After", String(CAPACITY_RETRY_AFTER_SECONDS));
       return errorResponse(c, known.status, known.message);
     }
     logger.error({ err, method: c.req.method, path: c.req.path }, "request failed");

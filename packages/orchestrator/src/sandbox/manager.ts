@@ -21,7 +21,6 @@ import {
   NodeBusyError,
   SandboxExistsError,
   SandboxNotFoundError,
-  SandboxTransitionError,
   TemplateNotFoundError,
 } from "./errors.js";
 import { readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
@@ -126,6 +125,7 @@ export class SandboxManager {
       mark = now;
     };
     const cleanup = new CleanupStack();
+    let created: Sandbox | undefined;
     this.starting++;
     try {
       const slot = this.slots.acquire();
@@ -144,6 +144,7 @@ export class SandboxManager {
       await writeRecord(options.dataDir, record);
       cleanup.push("sandbox directory", () => removeSandboxDir(dir));
       const sandbox = new Sandbox(record, slot, dir, cleanup);
+      created = sandbox;
       this.sandboxes.set(input.sandboxID, sandbox);
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
 
@@ -202,6 +203,7 @@ export class SandboxManager {
       throw err;
     } finally {
       this.starting--;
+      created?.markStarted();
     }
   }
 
@@ -211,8 +213,13 @@ export class SandboxManager {
     type: "killed" | "expired" | "failed" = "killed",
     reason = "request",
   ): Promise<void> {
-    const sandbox = this.get(sandboxID);
-    if (sandbox.state === "starting") throw new SandboxTransitionError(sandboxID, "starting");
+    let sandbox = this.get(sandboxID);
+    if (sandbox.state === "starting") {
+      // Let the create finish (it is bounded by the envd ready timeout), then kill what it made;
+      // a create that failed has already released everything.
+      await sandbox.started;
+      sandbox = this.get(sandboxID);
+    }
     if (sandbox.state === "stopping") {
       await sandbox.cleanup.run();
       return;
@@ -348,6 +355,7 @@ export class SandboxManager {
     const sandbox = new Sandbox(record, slot, dir, cleanup);
     sandbox.state = "running";
     sandbox.runtimePID = runtimePID;
+    sandbox.markStarted();
     this.sandboxes.set(record.sandboxID, sandbox);
     sandbox.scheduleEnd(() => void this.kill(record.sandboxID, "expired", "end time reached"));
   }

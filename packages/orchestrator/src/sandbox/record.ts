@@ -1,23 +1,12 @@
 import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
+import type { CreateInput } from "./manager.js";
 
 /**
  * What the orchestrator keeps on disk about each sandbox, so that a restarted orchestrator can
  * adopt the sandboxes still running and release everything of the others.
  */
-export interface SandboxRecord {
-  sandboxID: string;
-  templateID: string;
-  teamID: string;
-  vcpu: number;
-  memoryMB: number;
-  diskSizeMB: number;
-  envVars: Record<string, string>;
-  metadata: Record<string, string>;
-  envdAccessToken: string;
-  allowInternetAccess: boolean;
-  defaultUser: string;
-  defaultWorkdir: string;
+export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
   slotIndex: number;
   /** runsc container id; a new one each time the sandbox's container is (re)created. */
   lifecycleID: string;

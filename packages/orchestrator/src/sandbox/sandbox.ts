@@ -13,6 +13,9 @@ export class Sandbox {
   state: SandboxState = "starting";
   /** Host pid of the runsc sandbox process, watched so that a sandbox that dies is noticed. */
   runtimePID: number | undefined;
+  /** Settles when the create that made this sandbox finished, either way. */
+  readonly started: Promise<void>;
+  private settleStart!: () => void;
   private endTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -20,7 +23,16 @@ export class Sandbox {
     readonly slot: Slot,
     readonly dir: string,
     readonly cleanup: CleanupStack,
-  ) {}
+  ) {
+    this.started = new Promise((resolve) => {
+      this.settleStart = resolve;
+    });
+  }
+
+  /** Called by the create (or the adopt) that made this sandbox once it is done. */
+  markStarted(): void {
+    this.settleStart();
+  }
 
   get id(): string {
     return this.record.sandboxID;
