@@ -20,7 +20,8 @@ function spawnTrue(): Promise<void> {
 }
 
 export async function benchEnvd(): Promise<Figure[]> {
-  const envd = await startEnvd();
+  // Per-request debug logs would be measured too: run envd as in production.
+  const envd = await startEnvd([], "info");
   const dir = await mkdtemp(path.join(tmpdir(), "moat-bench-"));
   try {
     const sbx = await debugSandbox();

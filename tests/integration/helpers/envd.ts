@@ -30,12 +30,12 @@ export function ensureTestUser(): void {
   }
 }
 
-export async function startEnvd(extraArgs: string[] = []): Promise<RunningEnvd> {
+export async function startEnvd(extraArgs: string[] = [], logLevel = "debug"): Promise<RunningEnvd> {
   ensureTestUser();
   process.env.E2B_DEBUG = "true";
   const child = spawn(process.execPath, [moatBin, "envd", "--port", "49983", ...extraArgs], {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, MOAT_LOG_LEVEL: "debug" },
+    env: { ...process.env, MOAT_LOG_LEVEL: logLevel },
   });
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => {
