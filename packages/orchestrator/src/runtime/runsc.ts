@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { open } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import { CommandError, runCommand } from "@moat/shared";
 
 export interface RunscOptions {
@@ -54,7 +54,6 @@ export class Runsc {
         child.once("exit", (c, s) => resolve([c, s]));
       });
       if (code !== 0) {
-        const { readFile } = await import("node:fs/promises");
         const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
         throw new CommandError(["runsc", "run", id], code, signal, tail);
       }

@@ -34,14 +34,3 @@ export class InvalidSandboxConfigError extends Error {
     this.name = "InvalidSandboxConfigError";
   }
 }
-
-/** The sandbox is between states (starting, stopping): try again in a moment. */
-export class SandboxTransitionError extends Error {
-  constructor(
-    readonly sandboxID: string,
-    readonly state: string,
-  ) {
-    super(`sandbox '${sandboxID}' is ${state}; try again in a moment`);
-    this.name = "SandboxTransitionError";
-  }
-}

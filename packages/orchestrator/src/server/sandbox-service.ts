@@ -18,7 +18,6 @@ import {
   NodeBusyError,
   SandboxExistsError,
   SandboxNotFoundError,
-  SandboxTransitionError,
   TemplateNotFoundError,
 } from "../sandbox/errors.js";
 import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
@@ -147,7 +146,6 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof SandboxNotFoundError) throw new ConnectError(err.message, Code.NotFound);
     if (err instanceof TemplateNotFoundError) throw new ConnectError(err.message, Code.NotFound);
     if (err instanceof SandboxExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
-    if (err instanceof SandboxTransitionError) throw new ConnectError(err.message, Code.FailedPrecondition);
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
     throw new ConnectError("internal error", Code.Internal, undefined, undefined, err);

@@ -1,4 +1,4 @@
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { CommandError, runCommand } from "@moat/shared";
 
@@ -56,7 +56,6 @@ export async function removeSandboxDir(sandboxDir: string): Promise<void> {
 
 /** Overlay mounts under `root`, as the kernel lists them (for leak checks and reclaim). */
 export async function mountsUnder(root: string): Promise<string[]> {
-  const { readFile } = await import("node:fs/promises");
   const mounts = await readFile("/proc/self/mountinfo", "utf8");
   const prefix = root.endsWith("/") ? root : `${root}/`;
   return mounts
