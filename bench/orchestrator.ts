@@ -76,6 +76,7 @@ async function bareRunscStart(
     const rootfs = await mountRootfs(templateRootfs, dir);
     const spec = sandboxSpec({
       sandboxID: id,
+      containerID: id,
       rootfs: rootfs.merged,
       netnsPath: slot.guestNamespacePath,
       vcpu: 1,

@@ -12,6 +12,7 @@ export interface RunEnvdOptions {
   host: string;
   defaultUser?: string;
   setClock: boolean;
+  setHostname?: boolean;
   trustLoopback?: boolean;
 }
 
@@ -41,6 +42,7 @@ export function parseEnvdArgs(argv: string[]): RunEnvdOptions {
       host: { type: "string", default: "0.0.0.0" },
       "default-user": { type: "string" },
       "set-clock": { type: "boolean", default: false },
+      "set-hostname": { type: "boolean", default: false },
       "trust-loopback": { type: "boolean", default: false },
     },
   });
@@ -51,6 +53,7 @@ export function parseEnvdArgs(argv: string[]): RunEnvdOptions {
     host: values.host!,
     defaultUser: values["default-user"],
     setClock: values["set-clock"]!,
+    setHostname: values["set-hostname"]!,
     trustLoopback: values["trust-loopback"]!,
   };
 }

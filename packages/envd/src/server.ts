@@ -1,5 +1,6 @@
+import { execFile } from "node:child_process";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import {
   Code,
   ConnectError,
@@ -27,6 +28,8 @@ export interface EnvdOptions {
   defaultUser?: string;
   /** Whether `/init`'s timestamp may set the system clock (only inside a sandbox, never on a host). */
   setClock?: boolean;
+  /** Whether `/init` may set the hostname and its /etc/hosts line (inside a sandbox only). */
+  setHostname?: boolean;
   /**
    * Let RPCs from loopback skip the access token. Inside a sandbox only: its own processes may act
    * as any user there anyway (passwordless sudo), and moat's sudo stand-in goes through envd.
@@ -56,7 +59,10 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
 
   const processes = new ProcessService(context);
   const filesystem = new FilesystemService(context);
-  const app = createHTTPApp(context, { setClock: options.setClock ?? false });
+  const app = createHTTPApp(context, {
+    setClock: options.setClock ?? false,
+    setHostname: options.setHostname ?? false,
+  });
 
   const restListener = getRequestListener(app.fetch);
   const handler = connectNodeAdapter({
@@ -72,9 +78,15 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
 
   // CORS preflights for RPC paths go to the REST app, which answers them; the Connect adapter
   // would refuse OPTIONS.
+  const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
-    if (req.method === "OPTIONS") void restListener(req, res);
+    if (req.method === "POST" && req.url === "/freeze") freeze(res, sockets, logger);
+    else if (req.method === "OPTIONS") void restListener(req, res);
     else handler(req, res);
+  });
+  server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
   });
   // Streams (process output, watches) may stay open indefinitely; keepalive messages keep them busy.
   server.requestTimeout = 0;
@@ -104,6 +116,32 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/**
+ * POST /freeze, the node's call right before a checkpoint. First `sync`: gVisor caches file writes
+ * in guest memory, and the sandbox's files on the host must be whole even if the memory image is
+ * never used (a reboot-resume). Then it answers and resets every TCP connection envd holds (this
+ * one too): gVisor cannot save a connected socket, and one it drops during the save can leave
+ * the restored network stack unusable; a reset socket is simply gone. Clients see a reset, as
+ * when a machine is suspended; the proxy refuses this path from outside.
+ */
+function freeze(res: http.ServerResponse, sockets: Set<Socket>, logger: Logger): void {
+  execFile("sync", (err) => {
+    if (err) {
+      logger.error({ err }, "sync before a checkpoint failed");
+      res.writeHead(500, { "content-type": "application/json" });
+      res.end(JSON.stringify({ code: 500, message: `sync failed: ${err.message}` }));
+      return;
+    }
+    const count = sockets.size;
+    res.writeHead(204, { connection: "close" });
+    res.end(() => {
+      for (const socket of sockets) socket.resetAndDestroy();
+      sockets.clear();
+      logger.info({ connections: count }, "files synced and connections reset for a checkpoint");
+    });
+  });
 }
 
 const kRemoteAddress = createContextKey("");

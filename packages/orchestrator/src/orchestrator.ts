@@ -27,6 +27,8 @@ export interface OrchestratorOptions {
   maxSandboxes?: number;
   maxStarting?: number;
   pidsLimit?: number;
+  /** Failure injection for tests; defaults to MOAT_FAULTS (`step=error|crash,…`). */
+  faults?: ReadonlyMap<string, "error" | "crash">;
 }
 
 export interface Orchestrator {
@@ -39,8 +41,19 @@ export interface Orchestrator {
 /** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
+/** `pause:frozen=error,resume:restored=crash` → a map of step → kind. */
+export function parseFaults(spec: string | undefined): Map<string, "error" | "crash"> {
+  const faults = new Map<string, "error" | "crash">();
+  for (const item of (spec ?? "").split(",").filter(Boolean)) {
+    const [step, kind = "error"] = item.split("=");
+    if (kind !== "error" && kind !== "crash")
+      throw new Error(`MOAT_FAULTS: '${item}' must end in =error or =crash`);
+    faults.set(step!, kind);
+  }
+  return faults;
+}
+
 export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
-  const { logger } = options;
   const releaseLock = await acquireHostLock();
   try {
     return await start(options, releaseLock);
@@ -69,6 +82,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     maxStarting: options.maxStarting ?? 16,
     pidsLimit: options.pidsLimit ?? 1024,
     envdReadyTimeoutMs: 20_000,
+    faults: options.faults ?? parseFaults(process.env.MOAT_FAULTS),
   });
   await manager.reclaim();
 

@@ -31,8 +31,8 @@ export interface RunningOrchestrator {
   log(): string;
   /** SIGTERM (clean stop) or SIGKILL (crash); sandboxes keep running either way. */
   stop(signal?: NodeJS.Signals): Promise<void>;
-  /** Starts a new orchestrator process on the same data directory and port. */
-  restart(): Promise<void>;
+  /** Starts a new orchestrator process on the same data directory and port (env: MOAT_FAULTS, …). */
+  restart(env?: Record<string, string>): Promise<void>;
 }
 
 export async function makeDataDir(): Promise<string> {
@@ -52,18 +52,21 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startOrchestrator(dataDir?: string): Promise<RunningOrchestrator> {
+export async function startOrchestrator(
+  dataDir?: string,
+  options: { env?: Record<string, string> } = {},
+): Promise<RunningOrchestrator> {
   const dir = dataDir ?? (await makeDataDir());
   const port = await freePort();
   let output = "";
-  const launch = async () => {
+  const launch = async (env: Record<string, string> = options.env ?? {}) => {
     const logStart = output.length;
     const child = spawn(
       process.execPath,
       [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
       {
         stdio: ["ignore", "ignore", "pipe"],
-        env: { ...process.env, MOAT_LOG_LEVEL: "debug" },
+        env: { ...process.env, MOAT_LOG_LEVEL: "debug", ...env },
       },
     );
     child.stderr!.on("data", (chunk: Buffer) => {
@@ -93,9 +96,9 @@ export async function startOrchestrator(dataDir?: string): Promise<RunningOrches
       child.kill(signal);
       await once(child, "exit");
     },
-    async restart() {
+    async restart(env?: Record<string, string>) {
       await handle.stop();
-      handle.child = await launch();
+      handle.child = await launch(env);
     },
   };
   return handle;
@@ -109,6 +112,7 @@ export interface CreateOptions {
   envVars?: Record<string, string>;
   accessToken?: string;
   allowInternetAccess?: boolean;
+  autoPause?: boolean;
 }
 
 let counter = 0;
@@ -129,6 +133,7 @@ export async function createSandbox(
       envVars: options.envVars ?? {},
       envdAccessToken: options.accessToken ?? "",
       allowInternetAccess: options.allowInternetAccess ?? true,
+      autoPause: options.autoPause ?? false,
     },
     endTime: timestampFromDate(new Date(Date.now() + (options.timeoutMs ?? 300_000))),
   });

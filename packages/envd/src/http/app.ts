@@ -14,6 +14,7 @@ import { metrics } from "./metrics.js";
 
 export interface HTTPOptions {
   setClock: boolean;
+  setHostname: boolean;
 }
 
 /** envd's REST routes: /health, /init, /files, /files/compose, /envs, /metrics. */

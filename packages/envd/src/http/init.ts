@@ -1,4 +1,6 @@
 import { execFile } from "node:child_process";
+import { appendFile, readFile } from "node:fs/promises";
+import os from "node:os";
 import { promisify } from "node:util";
 import { ENVD_VERSION } from "@moat/shared";
 import type { Handler } from "hono";
@@ -15,6 +17,8 @@ const MAX_INIT_BODY_BYTES = 4 * 1024 * 1024;
 export interface InitOptions {
   /** Whether `timestamp` may set the system clock (inside a sandbox only). */
   setClock: boolean;
+  /** Whether `hostname` may set the hostname and /etc/hosts (inside a sandbox only). */
+  setHostname: boolean;
 }
 
 /** What an /init body may carry once validated; absent or null fields leave the state alone. */
@@ -24,6 +28,7 @@ export interface InitRequest {
   timestamp?: Date;
   defaultUser?: string;
   defaultWorkdir?: string;
+  hostname?: string;
 }
 
 /**
@@ -48,6 +53,7 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     }
 
     if (body.timestamp && options.setClock) await setClock(body.timestamp, ctx);
+    if (body.hostname && options.setHostname) await setHostname(body.hostname);
     for (const [key, value] of Object.entries(body.envVars ?? {})) state.envVars.set(key, value);
     if (body.accessToken !== undefined) state.accessToken = body.accessToken;
     if (body.defaultUser !== undefined) state.defaultUser = body.defaultUser;
@@ -107,6 +113,11 @@ export function parseInitRequest(raw: unknown): InitRequest {
     }
     out.defaultWorkdir = defaultWorkdir;
   }
+  const hostname = optionalString(body, "hostname");
+  if (hostname !== undefined) {
+    if (!HOSTNAME.test(hostname)) throw new HTTPError(400, "hostname must be a lowercase DNS label");
+    out.hostname = hostname;
+  }
   // Accepted for compatibility, not used by moat.
   for (const key of ["hyperloopIP", "lifecycleID", "caBundle"]) optionalString(body, key);
   const mounts = body.volumeMounts;
@@ -130,6 +141,20 @@ function optionalString(body: Record<string, unknown>, key: string): string | un
   if (value == null) return undefined;
   if (typeof value !== "string") throw new HTTPError(400, `${key} must be a string`);
   return value;
+}
+
+const HOSTNAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * moat's addition to /init: a sandbox started from a template snapshot (or a warm pool) wakes up
+ * with the template sandbox's hostname, so the node names it here. Also makes the name resolve,
+ * as in a VM. Idempotent: nothing runs when both are already right.
+ */
+async function setHostname(hostname: string): Promise<void> {
+  if (os.hostname() !== hostname) await execFileAsync("hostname", [hostname], { timeout: 5000 });
+  const hosts = await readFile("/etc/hosts", "utf8").catch(() => "127.0.0.1 localhost\n");
+  const known = hosts.split("\n").some((line) => line.split(/\s+/).slice(1).includes(hostname));
+  if (!known) await appendFile("/etc/hosts", `${hosts.endsWith("\n") ? "" : "\n"}127.0.1.1 ${hostname}\n`);
 }
 
 /** Sets the system clock after a resume (the snapshot's clock is stale); failures are only logged. */

@@ -9,6 +9,13 @@ import {
   TRANSFER_CIDR,
 } from "./slot.js";
 
+/**
+ * Fixed MAC addresses on both ends of the inner link: a restored sandbox keeps its NIC's address
+ * and its ARP cache from the snapshot, so every slot's inner link must look the same.
+ */
+const INNER_MAC = "02:00:a9:fe:00:15";
+const GATEWAY_MAC = "02:00:a9:fe:00:16";
+
 export interface NetworkOptions {
   /** When false, the sandbox can answer the host but cannot open connections outward. */
   allowInternetAccess: boolean;
@@ -40,7 +47,7 @@ export async function createSandboxNetwork(slot: Slot, options: NetworkOptions):
         `addr add ${slot.transferPeerIP}/30 dev vpeer`,
         "link set vpeer up",
         `route add default via ${slot.transferHostIP}`,
-        `link add tap0 type veth peer name eth0 netns ${guest}`,
+        `link add tap0 address ${GATEWAY_MAC} type veth peer name eth0 address ${INNER_MAC} netns ${guest}`,
         `addr add ${INNER_GATEWAY}/${INNER_PREFIX} dev tap0`,
         "link set tap0 up",
       ],
@@ -137,5 +144,33 @@ export async function teardownHostNetwork(): Promise<void> {
   }
   for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
     await runCommand(["ip", "route", "delete", "unreachable", cidr]).catch(() => undefined);
+  }
+}
+
+/**
+ * Stops new TCP connections into the sandbox (a SYN towards it is dropped; the client retries)
+ * while connections already open keep flowing: before a checkpoint, nothing may connect between
+ * envd closing its connections and the save.
+ */
+export async function closeIngress(slot: Slot): Promise<void> {
+  await inNamespace(
+    slot.outerNamespace,
+    ["nft", "-f", "-"],
+    `table ip moat_gate {
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    oifname "tap0" tcp flags & (syn | ack) == syn drop
+  }
+}
+`,
+  );
+}
+
+/** Undoes closeIngress; a gate that is not there is not an error. */
+export async function openIngress(slot: Slot): Promise<void> {
+  try {
+    await inNamespace(slot.outerNamespace, ["nft", "delete", "table", "ip", "moat_gate"]);
+  } catch (err) {
+    if (!(err instanceof CommandError && /No such file|does not exist/i.test(err.stderrTail))) throw err;
   }
 }

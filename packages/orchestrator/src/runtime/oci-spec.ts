@@ -4,7 +4,10 @@
  * bind-mounted read-only: nothing of envd is copied into the sandbox.
  */
 export interface SandboxSpecInput {
+  /** The sandbox's hostname. */
   sandboxID: string;
+  /** The runsc container id, which names the container's host cgroup. */
+  containerID: string;
   rootfs: string;
   /** Path of the guest network namespace (the one gVisor takes over). */
   netnsPath: string;
@@ -60,6 +63,7 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         "--port",
         String(input.envdPort),
         "--trust-loopback",
+        "--set-hostname",
       ],
       env: [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -110,7 +114,7 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         cpu: { quota: input.vcpu * cpuPeriod, period: cpuPeriod },
         pids: { limit: input.pidsLimit },
       },
-      cgroupsPath: `/moat/${input.sandboxID}`,
+      cgroupsPath: `/moat/${input.containerID}`,
     },
   };
 }

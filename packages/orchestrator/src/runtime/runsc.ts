@@ -32,6 +32,9 @@ export class Runsc {
       `--platform=${this.options.platform}`,
       "--network=sandbox",
       "--overlay2=none",
+      // A checkpoint resets the TCP connections still open (gVisor cannot save them) instead of
+      // refusing; envd closes its own first (see /freeze).
+      "--net-disconnect-ok",
     ];
   }
 
@@ -40,22 +43,46 @@ export class Runsc {
    * would wait for the sandbox's whole life: they go to `logFile` instead.
    */
   async run(id: string, bundle: string, logFile: string): Promise<void> {
+    await this.detached(["run", "--detach", "--bundle", bundle, id], logFile);
+  }
+
+  /** `runsc restore --detach` of a checkpoint image into a new container; logs as for run. */
+  async restore(id: string, bundle: string, imageDir: string, logFile: string): Promise<void> {
+    await this.detached(["restore", "--detach", "--bundle", bundle, "--image-path", imageDir, id], logFile);
+  }
+
+  /**
+   * Saves the container's memory and processes to `imageDir`; the container stops once saved.
+   * Uncompressed: an idle sandbox's image is ~20 MB and saves and loads twice as fast as with flate.
+   */
+  async checkpoint(id: string, imageDir: string): Promise<void> {
+    await runCommand(
+      [
+        this.options.binary,
+        ...this.globalFlags(),
+        "checkpoint",
+        "--compression=none",
+        "--image-path",
+        imageDir,
+        id,
+      ],
+      { timeoutMs: 120_000 },
+    );
+  }
+
+  private async detached(args: string[], logFile: string): Promise<void> {
     const log = await open(logFile, "a");
     try {
-      const child = spawn(
-        this.options.binary,
-        [...this.globalFlags(), "run", "--detach", "--bundle", bundle, id],
-        {
-          stdio: ["ignore", log.fd, log.fd],
-        },
-      );
+      const child = spawn(this.options.binary, [...this.globalFlags(), ...args], {
+        stdio: ["ignore", log.fd, log.fd],
+      });
       const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
         child.once("error", reject);
         child.once("exit", (c, s) => resolve([c, s]));
       });
       if (code !== 0) {
         const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
-        throw new CommandError(["runsc", "run", id], code, signal, tail);
+        throw new CommandError(["runsc", args[0] ?? "", args.at(-1) ?? ""], code, signal, tail);
       }
     } finally {
       await log.close();

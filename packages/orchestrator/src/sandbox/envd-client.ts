@@ -1,3 +1,4 @@
+import http from "node:http";
 import { ENVD_PORT } from "@moat/shared";
 
 export interface EnvdInit {
@@ -5,6 +6,8 @@ export interface EnvdInit {
   accessToken?: string;
   defaultUser?: string;
   defaultWorkdir?: string;
+  /** The sandbox's hostname (moat's addition: a sandbox restored from a snapshot has the template's). */
+  hostname?: string;
 }
 
 /** Polls envd's /health at the sandbox's host address until it answers 204. */
@@ -40,4 +43,36 @@ export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<voi
     signal: AbortSignal.timeout(10_000),
   });
   if (res.status !== 204) throw new Error(`envd /init answered ${res.status}: ${await res.text()}`);
+}
+
+/**
+ * Readies a sandbox for a memory checkpoint: opens a connection to envd, runs `closeGate` (no new
+ * connections from now on), then sends POST /freeze over that same connection; envd flushes the
+ * guest's file cache to disk and resets every connection it holds, this one included.
+ */
+export async function freezeEnvd(hostAddress: string, closeGate: () => Promise<void>): Promise<void> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const call = (method: string, urlPath: string) =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.request(
+        { host: hostAddress, port: ENVD_PORT, method, path: urlPath, agent, timeout: 10_000 },
+        (res) => {
+          res.resume();
+          res.once("end", () => resolve(res.statusCode ?? 0));
+          res.once("error", reject);
+        },
+      );
+      req.once("timeout", () => req.destroy(new Error(`envd ${urlPath} timed out`)));
+      req.once("error", reject);
+      req.end();
+    });
+  try {
+    const health = await call("GET", "/health");
+    if (health !== 204) throw new Error(`envd /health answered ${health}`);
+    await closeGate();
+    const status = await call("POST", "/freeze");
+    if (status !== 204) throw new Error(`envd /freeze answered ${status}`);
+  } finally {
+    agent.destroy();
+  }
 }

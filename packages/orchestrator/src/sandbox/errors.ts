@@ -34,3 +34,37 @@ export class InvalidSandboxConfigError extends Error {
     this.name = "InvalidSandboxConfigError";
   }
 }
+
+/** The sandbox is not in the state the operation needs (pause a paused one, resume a running one). */
+export class SandboxStateError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    readonly state: string,
+    operation: string,
+  ) {
+    super(`cannot ${operation} sandbox '${sandboxID}' while it is ${state}`);
+    this.name = "SandboxStateError";
+  }
+}
+
+/** A pause failed before anything was lost: the sandbox is still running. */
+export class PauseFailedError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    reason: string,
+  ) {
+    super(`pausing sandbox '${sandboxID}' failed (${reason}); it is still running`);
+    this.name = "PauseFailedError";
+  }
+}
+
+/** A resume failed; everything it took was released and the sandbox is still paused. */
+export class ResumeFailedError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    reason: string,
+  ) {
+    super(`resuming sandbox '${sandboxID}' failed (${reason}); it is still paused, try again`);
+    this.name = "ResumeFailedError";
+  }
+}

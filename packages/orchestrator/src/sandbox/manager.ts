@@ -1,29 +1,38 @@
 /**
- * The sandboxes of this node: create (slot → network → rootfs → runsc → envd ready → /init), kill,
- * end times, lifecycle events, and reclaim after a restart. Every resource a create acquires is
- * pushed onto the sandbox's cleanup stack right away, so a failure at any step releases exactly
- * what was taken.
+ * The sandboxes of this node: create (slot → network → rootfs → runsc → envd ready → /init), pause
+ * (freeze → checkpoint → release all but the files), resume (the same boot from the memory image),
+ * kill, end times, lifecycle events, and reclaim after a restart. Every resource a step acquires is
+ * pushed onto a cleanup stack right away, so a failure at any step releases exactly what was taken.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
-import { createSandboxNetwork, destroySandboxNetwork } from "../network/sandbox-network.js";
+import {
+  closeIngress,
+  createSandboxNetwork,
+  destroySandboxNetwork,
+  openIngress,
+} from "../network/sandbox-network.js";
 import { Slot, slotIndexOf } from "../network/slot.js";
 import { SlotPool } from "../network/slot-pool.js";
 import { sandboxSpec } from "../runtime/oci-spec.js";
 import type { Runsc } from "../runtime/runsc.js";
+import { commitImage, imageExists, prepareImage, removeImage } from "../snapshot/image.js";
 import { mountRootfs, mountsUnder, removeSandboxDir, unmountRootfs } from "../storage/overlay.js";
-import { initEnvd, waitForEnvd } from "./envd-client.js";
+import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
 import {
   InvalidSandboxConfigError,
   NodeBusyError,
+  PauseFailedError,
+  ResumeFailedError,
   SandboxExistsError,
   SandboxNotFoundError,
+  SandboxStateError,
   TemplateNotFoundError,
 } from "./errors.js";
-import { readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
+import { memoryImagePath, readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 import { Sandbox } from "./sandbox.js";
 
 export interface TemplateResolver {
@@ -44,6 +53,11 @@ export interface SandboxManagerOptions {
   maxStarting: number;
   pidsLimit: number;
   envdReadyTimeoutMs: number;
+  /**
+   * Failure injection for tests (MOAT_FAULTS): a named step throws ("error") or the process dies
+   * there ("crash"). Steps: pause:frozen, pause:checkpointed, pause:committed, resume:restored.
+   */
+  faults?: ReadonlyMap<string, "error" | "crash">;
 }
 
 export interface CreateInput {
@@ -59,10 +73,13 @@ export interface CreateInput {
   allowInternetAccess: boolean;
   defaultUser: string;
   defaultWorkdir: string;
+  /** At the end time, pause instead of kill (keeping memory unless autoPauseMemory is false). */
+  autoPause?: boolean;
+  autoPauseMemory?: boolean;
   endTime: Date;
 }
 
-export type SandboxEventType = "created" | "killed" | "expired" | "failed";
+export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "paused" | "resumed";
 export interface SandboxEvent {
   sandboxID: string;
   type: SandboxEventType;
@@ -73,6 +90,8 @@ export interface SandboxEvent {
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
 /** How often running sandboxes are checked for a runtime that died (out of memory, crash). */
 const WATCHDOG_INTERVAL_MS = 1000;
+/** When an auto-pause at the end time fails, the sandbox keeps running and it is tried again. */
+const AUTO_PAUSE_RETRY_MS = 5000;
 
 export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
@@ -80,6 +99,8 @@ export class SandboxManager {
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private starting = 0;
   private readonly watchdog: NodeJS.Timeout;
+  /** Container deletions a pause left running in the background; kill and killAll wait for them. */
+  private readonly deletions = new Set<Promise<void>>();
 
   constructor(private readonly options: SandboxManagerOptions) {
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
@@ -106,85 +127,48 @@ export class SandboxManager {
     validate(input);
     const { options } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
-    const templateRootfs = options.templates.rootfs(input.templateID);
-    if (!templateRootfs) throw new TemplateNotFoundError(input.templateID);
-    if (this.sandboxes.size + this.starting >= options.maxSandboxes) {
-      throw new NodeBusyError(`${options.maxSandboxes} sandboxes already on this node`);
-    }
-    if (this.starting >= options.maxStarting) {
-      throw new NodeBusyError(`${options.maxStarting} sandboxes already starting`);
-    }
+    this.templateRootfs(input.templateID);
+    this.checkCapacity();
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
-    const started = performance.now();
-    const timings: Record<string, number> = {};
-    let mark = started;
-    const lap = (phase: string) => {
-      const now = performance.now();
-      timings[phase] = Math.round(now - mark);
-      mark = now;
-    };
+    const timer = phaseTimer();
     const cleanup = new CleanupStack();
-    let created: Sandbox | undefined;
+    let sandbox: Sandbox | undefined;
     this.starting++;
     try {
-      const slot = this.slots.acquire();
-      cleanup.push("slot", () => this.slots.release(slot));
-      const dir = sandboxDir(options.dataDir, input.sandboxID);
       const record: SandboxRecord = {
         ...input,
+        dir: input.sandboxID,
         endTime: input.endTime.toISOString(),
         startTime: new Date().toISOString(),
-        slotIndex: slot.index,
-        lifecycleID: `moat-${input.sandboxID}-${randomBytes(3).toString("hex")}`,
+        slotIndex: 0,
+        lifecycleID: newLifecycleID(input.sandboxID),
         state: "starting",
+        startKind: "cold",
       };
+      const dir = sandboxDir(options.dataDir, record.dir);
       // The record goes to disk first: after a crash at any later step, reclaim finds it and
       // releases the slot's network, the mount and the container by their derived names.
       await writeRecord(options.dataDir, record);
       cleanup.push("sandbox directory", () => removeSandboxDir(dir));
-      const sandbox = new Sandbox(record, slot, dir, cleanup);
-      created = sandbox;
+      sandbox = new Sandbox(record, dir, cleanup);
       this.sandboxes.set(input.sandboxID, sandbox);
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
+      timer.lap("record");
 
-      lap("record");
-      await createSandboxNetwork(slot, { allowInternetAccess: input.allowInternetAccess });
-      cleanup.push("network", () => destroySandboxNetwork(slot));
-      lap("network");
-      const rootfs = await mountRootfs(templateRootfs, dir);
-      cleanup.push("rootfs mount", () => unmountRootfs(dir));
-      await addHostsEntry(rootfs.merged, input.sandboxID);
-      const bundle = await this.writeBundle(sandbox, rootfs.merged);
-      lap("rootfs");
-      await options.runsc.run(record.lifecycleID, bundle, path.join(dir, "runsc.log"));
-      cleanup.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
-      sandbox.runtimePID = (await options.runsc.state(record.lifecycleID))?.pid;
-      lap("runtime");
-
-      await waitForEnvd(slot.hostAddress, options.envdReadyTimeoutMs);
-      lap("envdReady");
-      await initEnvd(slot.hostAddress, {
-        envVars: {
-          ...input.envVars,
-          E2B_SANDBOX_ID: input.sandboxID,
-          E2B_TEMPLATE_ID: input.templateID,
-        },
-        accessToken: input.envdAccessToken || undefined,
-        defaultUser: input.defaultUser || undefined,
-        defaultWorkdir: input.defaultWorkdir || undefined,
-      });
-      lap("init");
+      await this.boot(sandbox, undefined, timer.lap);
+      await this.init(sandbox);
+      timer.lap("init");
       record.state = "running";
       await writeRecord(options.dataDir, record);
       sandbox.state = "running";
-      sandbox.scheduleEnd(() => void this.kill(input.sandboxID, "expired", "end time reached"));
+      this.armEnd(sandbox);
       log.info(
         {
-          slot: slot.index,
-          hostAddress: slot.hostAddress,
-          totalMs: Math.round(performance.now() - started),
-          ...timings,
+          slot: record.slotIndex,
+          hostAddress: sandbox.hostAddress,
+          startKind: record.startKind,
+          ...timer.done(),
         },
         "sandbox created",
       );
@@ -192,22 +176,62 @@ export class SandboxManager {
       return sandbox;
     } catch (err) {
       log.warn({ err }, "sandbox create failed; releasing what it acquired");
-      await cleanup
-        .run()
-        .catch((releaseErr: unknown) => log.error({ err: releaseErr }, "release after failed create"));
-      this.emit({
-        sandboxID: input.sandboxID,
-        type: "failed",
-        reason: err instanceof Error ? err.message : String(err),
-      });
+      await releaseAll(sandbox, cleanup).catch((releaseErr: unknown) =>
+        log.error({ err: releaseErr }, "release after failed create"),
+      );
+      this.emit({ sandboxID: input.sandboxID, type: "failed", reason: errorMessage(err) });
       throw err;
     } finally {
       this.starting--;
-      created?.markStarted();
+      sandbox?.markStarted();
     }
   }
 
-  /** Kills a sandbox and releases everything it holds. */
+  /**
+   * Pauses a running sandbox: envd syncs the files and drops its connections, runsc saves memory
+   * and processes to `<dir>/memory`, then everything but the directory is released. If anything
+   * fails while the runtime still lives, the sandbox goes on running (PauseFailedError); if the
+   * runtime is gone, it is paused with what was saved (the files at least), never half of each.
+   */
+  async pause(sandboxID: string, options: { memory?: boolean; reason?: string } = {}): Promise<Sandbox> {
+    const sandbox = this.get(sandboxID);
+    if (sandbox.state !== "running") throw new SandboxStateError(sandboxID, sandbox.state, "pause");
+    sandbox.state = "pausing";
+    sandbox.clearEnd();
+    const work = this.doPause(sandbox, options.memory ?? true, options.reason ?? "request");
+    sandbox.transition = work;
+    try {
+      await work;
+    } finally {
+      sandbox.transition = undefined;
+    }
+    return sandbox;
+  }
+
+  /**
+   * Resumes a paused sandbox in a fresh network slot: restores its memory image (or boots afresh
+   * from its files when it has none, or when `reboot`), then /init again. On failure everything
+   * the attempt took is released and the sandbox stays paused with its image (ResumeFailedError).
+   */
+  async resume(sandboxID: string, endTime: Date, options: { reboot?: boolean } = {}): Promise<Sandbox> {
+    const sandbox = this.get(sandboxID);
+    if (sandbox.state !== "paused") throw new SandboxStateError(sandboxID, sandbox.state, "resume");
+    if (Number.isNaN(endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+    this.checkCapacity();
+    sandbox.state = "resuming";
+    this.starting++;
+    const work = this.doResume(sandbox, endTime, options.reboot ?? false);
+    sandbox.transition = work;
+    try {
+      await work;
+    } finally {
+      sandbox.transition = undefined;
+      this.starting--;
+    }
+    return sandbox;
+  }
+
+  /** Kills a sandbox (running or paused) and releases everything it holds. */
   async kill(
     sandboxID: string,
     type: "killed" | "expired" | "failed" = "killed",
@@ -220,14 +244,20 @@ export class SandboxManager {
       await sandbox.started;
       sandbox = this.get(sandboxID);
     }
+    while (sandbox.transition) {
+      // A pause or resume in flight ends in a whole state first.
+      await sandbox.transition.catch(() => undefined);
+      sandbox = this.get(sandboxID);
+    }
     if (sandbox.state === "stopping") {
-      await sandbox.cleanup.run();
+      await releaseAll(sandbox, sandbox.cleanup);
       return;
     }
     sandbox.state = "stopping";
     sandbox.clearEnd();
     try {
-      await sandbox.cleanup.run();
+      await releaseAll(sandbox, sandbox.cleanup);
+      await Promise.all(this.deletions);
     } finally {
       this.sandboxes.delete(sandboxID);
       this.options.logger.info({ sandboxID, type, reason }, "sandbox stopped");
@@ -238,19 +268,22 @@ export class SandboxManager {
   updateEndTime(sandboxID: string, endTime: Date): void {
     const sandbox = this.get(sandboxID);
     sandbox.record.endTime = endTime.toISOString();
-    sandbox.scheduleEnd(() => void this.kill(sandboxID, "expired", "end time reached"));
+    // A paused sandbox has no timer here: its end time applies again once it resumes.
+    if (sandbox.state === "running") this.armEnd(sandbox);
     void writeRecord(this.options.dataDir, sandbox.record).catch((err: unknown) =>
       this.options.logger.error({ err, sandboxID }, "could not persist end time"),
     );
   }
 
   /**
-   * Startup reconcile: adopt the sandboxes whose container, network and mount survived, release
-   * everything of the rest, and reap what no record owns (containers, namespaces, links, mounts).
+   * Startup reconcile: adopt the sandboxes whose container, network and mount survived, keep the
+   * paused ones (and settle a pause a crash interrupted), release everything of the rest, and reap
+   * what no record owns (containers, namespaces, links, mounts).
    */
-  async reclaim(): Promise<{ adopted: string[]; released: string[]; reaped: string[] }> {
+  async reclaim(): Promise<{ adopted: string[]; paused: string[]; released: string[]; reaped: string[] }> {
     const { options } = this;
     const adopted: string[] = [];
+    const paused: string[] = [];
     const released: string[] = [];
     const reaped: string[] = [];
     const containers = new Map((await options.runsc.list()).map((c) => [c.id, c]));
@@ -258,27 +291,51 @@ export class SandboxManager {
     const keptContainers = new Set<string>();
     const keptSlots = new Set<number>();
 
-    for (const { sandboxID, record } of await readRecords(options.dataDir)) {
-      const dir = sandboxDir(options.dataDir, sandboxID);
+    for (const { dir: dirName, record } of await readRecords(options.dataDir)) {
+      const dir = sandboxDir(options.dataDir, dirName);
       const container = record ? containers.get(record.lifecycleID) : undefined;
-      const slot = record ? new Slot(record.slotIndex) : undefined;
-      const alive =
-        record?.state === "running" &&
+      const slot = record?.slotIndex ? new Slot(record.slotIndex) : undefined;
+      // A committed image means the checkpoint finished and the runtime stopped, whatever runsc
+      // still says about a process the host has not reaped yet.
+      const checkpointed = record?.state === "pausing" && (await imageExists(memoryImagePath(dir)));
+      const live =
+        (record?.state === "running" || record?.state === "pausing") &&
+        !checkpointed &&
         container?.status === "running" &&
+        (await processAlive(container.pid)) &&
         slot !== undefined &&
         namespaces.has(slot.outerNamespace) &&
         namespaces.has(slot.guestNamespace);
-      if (alive && record && slot) {
+      if (live && record && slot && container) {
+        // A pause that died before its checkpoint: the sandbox simply goes on running.
+        if (record.state === "pausing") await openIngress(slot).catch(() => undefined);
+        await removeImage(memoryImagePath(dir));
         this.adopt(record, dir, container.pid);
         keptContainers.add(record.lifecycleID);
         keptSlots.add(slot.index);
-        adopted.push(sandboxID);
+        adopted.push(record.sandboxID);
+        continue;
+      }
+      if (record && (record.state === "paused" || record.state === "pausing")) {
+        // Paused, or a pause whose runtime is gone: whatever image was committed is kept, and the
+        // files always are.
+        if (record.state === "pausing") {
+          await options.runsc.destroy(record.lifecycleID).catch(() => undefined);
+          if (slot) await destroySandboxNetwork(slot).catch(() => undefined);
+          await unmountRootfs(dir);
+          record.memory = await imageExists(memoryImagePath(dir));
+          record.state = "paused";
+          await writeRecord(options.dataDir, record);
+        }
+        await prepareImage(memoryImagePath(dir));
+        this.registerPaused(record, dir);
+        paused.push(record.sandboxID);
         continue;
       }
       if (record) await options.runsc.destroy(record.lifecycleID).catch(() => undefined);
       if (slot) await destroySandboxNetwork(slot).catch(() => undefined);
       await removeSandboxDir(dir);
-      released.push(sandboxID);
+      released.push(record?.sandboxID ?? dirName);
     }
 
     for (const id of containers.keys()) {
@@ -298,14 +355,257 @@ export class SandboxManager {
       await deleteLink(name);
       reaped.push(`link ${name}`);
     }
-    const keptMounts = new Set(this.list().map((s) => path.join(s.dir, "rootfs")));
+    const keptMounts = new Set(
+      this.list()
+        .filter((s) => s.state === "running")
+        .map((s) => path.join(s.dir, "rootfs")),
+    );
     for (const mountPoint of await mountsUnder(path.join(options.dataDir, "sandboxes"))) {
       if (keptMounts.has(mountPoint)) continue;
       await unmountRootfs(path.dirname(mountPoint));
       reaped.push(`mount ${mountPoint}`);
     }
-    options.logger.info({ adopted, released, reaped }, "reclaim finished");
-    return { adopted, released, reaped };
+    options.logger.info({ adopted, paused, released, reaped }, "reclaim finished");
+    return { adopted, paused, released, reaped };
+  }
+
+  /** Stops the end timers; sandboxes keep running for the next orchestrator to adopt. */
+  close(): void {
+    clearInterval(this.watchdog);
+    for (const sandbox of this.sandboxes.values()) sandbox.clearEnd();
+    this.listeners.clear();
+  }
+
+  /** Kills every sandbox (node shutdown for good, and tests). */
+  async killAll(): Promise<void> {
+    await Promise.allSettled(this.list().map((s) => this.kill(s.id, "killed", "node shutdown")));
+    await Promise.all(this.deletions);
+  }
+
+  /**
+   * Gives a sandbox a running runtime: slot → network → rootfs mount → runsc run (or restore of
+   * `image`) → envd answering. Every resource goes onto `sandbox.runtime` as it is taken.
+   */
+  private async boot(
+    sandbox: Sandbox,
+    image: string | undefined,
+    lap: (phase: string) => void,
+  ): Promise<void> {
+    const { options } = this;
+    const { record } = sandbox;
+    const runtime = sandbox.runtime;
+    const templateRootfs = this.templateRootfs(record.templateID);
+    const slot = this.slots.acquire();
+    runtime.push("slot", () => this.slots.release(slot));
+    sandbox.slot = slot;
+    record.slotIndex = slot.index;
+    await createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess });
+    runtime.push("network", () => destroySandboxNetwork(slot));
+    lap("network");
+    const rootfs = await mountRootfs(templateRootfs, sandbox.dir);
+    runtime.push("rootfs mount", () => unmountRootfs(sandbox.dir));
+    const bundle = await this.writeBundle(sandbox, rootfs.merged);
+    lap("rootfs");
+    const containerID = record.lifecycleID;
+    runtime.push("runsc container", () => this.releaseContainer(sandbox, containerID));
+    const logFile = path.join(sandbox.dir, "runsc.log");
+    if (image) await options.runsc.restore(containerID, bundle, image, logFile);
+    else await options.runsc.run(containerID, bundle, logFile);
+    sandbox.runtimePID = (await options.runsc.state(containerID))?.pid;
+    lap("runtime");
+    await waitForEnvd(slot.hostAddress, options.envdReadyTimeoutMs);
+    lap("envdReady");
+  }
+
+  /** POST /init: env vars, token, defaults and hostname; the same body again after a resume. */
+  private async init(sandbox: Sandbox): Promise<void> {
+    const r = sandbox.record;
+    await initEnvd(sandbox.hostAddress, {
+      envVars: { ...r.envVars, E2B_SANDBOX_ID: r.sandboxID, E2B_TEMPLATE_ID: r.templateID },
+      accessToken: r.envdAccessToken || undefined,
+      defaultUser: r.defaultUser || undefined,
+      defaultWorkdir: r.defaultWorkdir || undefined,
+      hostname: r.sandboxID,
+    });
+  }
+
+  private async doPause(sandbox: Sandbox, memory: boolean, reason: string): Promise<void> {
+    const { options } = this;
+    const r = sandbox.record;
+    const slot = sandbox.slot;
+    const log = options.logger.child({ sandboxID: r.sandboxID });
+    const timer = phaseTimer();
+    const image = memoryImagePath(sandbox.dir);
+    let saved = false;
+    try {
+      if (!slot) throw new Error("running sandbox without a network slot");
+      r.state = "pausing";
+      await writeRecord(options.dataDir, r);
+      await freezeEnvd(slot.hostAddress, () => closeIngress(slot));
+      timer.lap("freeze");
+      this.fault("pause:frozen");
+      if (memory) {
+        await options.runsc.checkpoint(r.lifecycleID, await prepareImage(image));
+        saved = true;
+        timer.lap("checkpoint");
+        this.fault("pause:checkpointed");
+        await commitImage(image);
+      }
+      this.fault("pause:committed");
+    } catch (err) {
+      const state = await options.runsc.state(r.lifecycleID).catch(() => undefined);
+      if (state?.status === "running" && slot) {
+        // Nothing is lost: the sandbox goes on running as it was.
+        await removeImage(image).catch(() => undefined);
+        await openIngress(slot).catch((e: unknown) => log.error({ err: e }, "reopening ingress"));
+        r.state = "running";
+        await writeRecord(options.dataDir, r).catch(() => undefined);
+        sandbox.state = "running";
+        this.armEnd(sandbox);
+        log.warn({ err }, "pause failed; the sandbox goes on running");
+        throw new PauseFailedError(r.sandboxID, errorMessage(err));
+      }
+      // The runtime is gone: keep what was saved. A whole image is kept; without one the sandbox
+      // is paused with its files, which /freeze synced (resume then boots afresh).
+      if (saved)
+        saved = await commitImage(image).then(
+          () => true,
+          () => false,
+        );
+      if (!saved) await removeImage(image).catch(() => undefined);
+      log.error(
+        { err, memoryKept: saved },
+        "pause failed after the runtime stopped; paused with what was saved",
+      );
+    }
+    r.state = "paused";
+    r.memory = memory && saved;
+    await writeRecord(options.dataDir, r);
+    await this.releaseRuntime(sandbox, log);
+    sandbox.state = "paused";
+    timer.lap("release");
+    log.info({ memory: r.memory, reason, ...timer.done() }, "sandbox paused");
+    this.emit({ sandboxID: r.sandboxID, type: "paused", reason });
+  }
+
+  private async doResume(sandbox: Sandbox, endTime: Date, reboot: boolean): Promise<void> {
+    const { options } = this;
+    const previous = { ...sandbox.record };
+    const r = sandbox.record;
+    const log = options.logger.child({ sandboxID: r.sandboxID });
+    const timer = phaseTimer();
+    const image = memoryImagePath(sandbox.dir);
+    const restore = !reboot && r.memory === true && (await imageExists(image));
+    try {
+      r.lifecycleID = newLifecycleID(r.sandboxID);
+      await this.boot(sandbox, restore ? image : undefined, timer.lap);
+      this.fault("resume:restored");
+      await this.init(sandbox);
+      timer.lap("init");
+      r.state = "running";
+      r.endTime = endTime.toISOString();
+      r.memory = undefined;
+      r.startKind = restore ? "resume" : "cold";
+      await writeRecord(options.dataDir, r);
+    } catch (err) {
+      await sandbox.runtime
+        .run()
+        .catch((releaseErr: unknown) => log.error({ err: releaseErr }, "release after failed resume"));
+      resetRuntime(sandbox);
+      sandbox.record = previous;
+      sandbox.state = "paused";
+      log.warn({ err }, "resume failed; the sandbox stays paused");
+      throw new ResumeFailedError(r.sandboxID, errorMessage(err));
+    }
+    sandbox.state = "running";
+    this.armEnd(sandbox);
+    // The record says running: the image has served.
+    await removeImage(image).catch((err: unknown) => log.error({ err }, "removing a used memory image"));
+    log.info(
+      { slot: r.slotIndex, hostAddress: sandbox.hostAddress, restored: restore, ...timer.done() },
+      "sandbox resumed",
+    );
+    this.emit({ sandboxID: r.sandboxID, type: "resumed", reason: restore ? "memory" : "files" });
+  }
+
+  /** Releases the slot, network, mount and container of the current run (pause, failed resume). */
+  private async releaseRuntime(sandbox: Sandbox, log: Logger): Promise<void> {
+    try {
+      await sandbox.runtime.run();
+    } catch (err) {
+      // Named after the slot and container: the next start reaps whatever is left.
+      log.error({ err }, "releasing a paused sandbox's runtime");
+    }
+    resetRuntime(sandbox);
+  }
+
+  /**
+   * Deletes a run's container. A pause does not wait for it: the sandbox process has stopped (or
+   * is killed here), but `runsc delete` waits until the host's init reaps it, which takes over a
+   * second on some hosts; nothing of it is needed to resume (a new container gets a new id).
+   */
+  private releaseContainer(sandbox: Sandbox, containerID: string): Promise<void> {
+    if (sandbox.state !== "pausing") return this.options.runsc.destroy(containerID);
+    if (sandbox.runtimePID !== undefined) {
+      try {
+        process.kill(sandbox.runtimePID, "SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+    const deletion: Promise<void> = this.options.runsc
+      .destroy(containerID)
+      .catch((err: unknown) =>
+        this.options.logger.error({ err, containerID }, "deleting a paused sandbox's container"),
+      )
+      .finally(() => this.deletions.delete(deletion));
+    this.deletions.add(deletion);
+    return Promise.resolve();
+  }
+
+  /** At the end time: pause when the sandbox asked for it, else kill. */
+  private armEnd(sandbox: Sandbox): void {
+    const sandboxID = sandbox.id;
+    sandbox.scheduleEnd(() => {
+      if (!sandbox.record.autoPause) {
+        void this.kill(sandboxID, "expired", "end time reached").catch(() => undefined);
+        return;
+      }
+      this.pause(sandboxID, {
+        memory: sandbox.record.autoPauseMemory !== false,
+        reason: "end time reached",
+      }).catch((err: unknown) => {
+        if (sandbox.state !== "running") return;
+        this.options.logger.error({ err, sandboxID }, "auto-pause failed; retrying");
+        sandbox.record.endTime = new Date(Date.now() + AUTO_PAUSE_RETRY_MS).toISOString();
+        this.armEnd(sandbox);
+      });
+    });
+  }
+
+  private checkCapacity(): void {
+    const { options } = this;
+    const active = this.list().filter((s) => s.state !== "paused").length;
+    if (active + this.starting >= options.maxSandboxes) {
+      throw new NodeBusyError(`${options.maxSandboxes} sandboxes already on this node`);
+    }
+    if (this.starting >= options.maxStarting) {
+      throw new NodeBusyError(`${options.maxStarting} sandboxes already starting`);
+    }
+  }
+
+  private templateRootfs(templateID: string): string {
+    const rootfs = this.options.templates.rootfs(templateID);
+    if (!rootfs) throw new TemplateNotFoundError(templateID);
+    return rootfs;
+  }
+
+  private fault(step: string): void {
+    const kind = this.options.faults?.get(step);
+    if (!kind) return;
+    this.options.logger.warn({ step, kind }, "injected fault");
+    if (kind === "crash") process.kill(process.pid, "SIGKILL");
+    throw new Error(`injected fault at ${step}`);
   }
 
   /**
@@ -331,33 +631,37 @@ export class SandboxManager {
     }
   }
 
-  /** Stops the end timers; sandboxes keep running for the next orchestrator to adopt. */
-  close(): void {
-    clearInterval(this.watchdog);
-    for (const sandbox of this.sandboxes.values()) sandbox.clearEnd();
-    this.listeners.clear();
-  }
-
-  /** Kills every sandbox (node shutdown for good, and tests). */
-  async killAll(): Promise<void> {
-    await Promise.allSettled(this.list().map((s) => this.kill(s.id, "killed", "node shutdown")));
-  }
-
   private adopt(record: SandboxRecord, dir: string, runtimePID: number): void {
     const { options } = this;
     const slot = this.slots.claim(record.slotIndex);
-    const cleanup = new CleanupStack();
-    cleanup.push("slot", () => this.slots.release(slot));
-    cleanup.push("sandbox directory", () => removeSandboxDir(dir));
-    cleanup.push("network", () => destroySandboxNetwork(slot));
-    cleanup.push("rootfs mount", () => unmountRootfs(dir));
-    cleanup.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
-    const sandbox = new Sandbox(record, slot, dir, cleanup);
+    const sandbox = this.register(record, dir);
+    const runtime = sandbox.runtime;
+    runtime.push("slot", () => this.slots.release(slot));
+    runtime.push("network", () => destroySandboxNetwork(slot));
+    runtime.push("rootfs mount", () => unmountRootfs(dir));
+    runtime.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
+    sandbox.slot = slot;
     sandbox.state = "running";
     sandbox.runtimePID = runtimePID;
+    if (record.state !== "running") {
+      record.state = "running";
+      void writeRecord(options.dataDir, record).catch(() => undefined);
+    }
+    this.armEnd(sandbox);
+  }
+
+  private registerPaused(record: SandboxRecord, dir: string): void {
+    this.register(record, dir).state = "paused";
+  }
+
+  private register(record: SandboxRecord, dir: string): Sandbox {
+    const cleanup = new CleanupStack();
+    cleanup.push("sandbox directory", () => removeSandboxDir(dir));
+    cleanup.push("registry entry", () => this.sandboxes.delete(record.sandboxID));
+    const sandbox = new Sandbox(record, dir, cleanup);
     sandbox.markStarted();
     this.sandboxes.set(record.sandboxID, sandbox);
-    sandbox.scheduleEnd(() => void this.kill(record.sandboxID, "expired", "end time reached"));
+    return sandbox;
   }
 
   private async writeBundle(sandbox: Sandbox, rootfs: string): Promise<string> {
@@ -366,8 +670,9 @@ export class SandboxManager {
     await mkdir(bundle, { recursive: true });
     const spec = sandboxSpec({
       sandboxID: sandbox.id,
+      containerID: sandbox.record.lifecycleID,
       rootfs,
-      netnsPath: sandbox.slot.guestNamespacePath,
+      netnsPath: sandbox.slot!.guestNamespacePath,
       vcpu: sandbox.record.vcpu,
       memoryMB: sandbox.record.memoryMB,
       pidsLimit: options.pidsLimit,
@@ -385,11 +690,49 @@ export class SandboxManager {
   }
 }
 
-/** Makes the sandbox's hostname (its id) resolve inside it, as a VM's would. */
-async function addHostsEntry(rootfs: string, hostname: string): Promise<void> {
-  const file = path.join(rootfs, "etc", "hosts");
-  const current = await readFile(file, "utf8").catch(() => "127.0.0.1 localhost\n");
-  await writeFile(file, `${current.trimEnd()}\n127.0.1.1 ${hostname}\n`);
+/** Releases a sandbox's current run, then what lives as long as the sandbox. */
+async function releaseAll(sandbox: Sandbox | undefined, cleanup: CleanupStack): Promise<void> {
+  try {
+    await sandbox?.runtime.run();
+  } finally {
+    await cleanup.run();
+  }
+}
+
+/** Whether a process exists and is not a zombie waiting to be reaped. */
+async function processAlive(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  return state !== "" && state !== "Z" && state !== "X";
+}
+
+function resetRuntime(sandbox: Sandbox): void {
+  sandbox.runtime = new CleanupStack();
+  sandbox.slot = undefined;
+  sandbox.runtimePID = undefined;
+}
+
+function newLifecycleID(sandboxID: string): string {
+  return `moat-${sandboxID}-${randomBytes(3).toString("hex")}`;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Per-phase durations of a create, pause or resume, for the log line that ends it. */
+function phaseTimer(): { lap: (phase: string) => void; done: () => Record<string, number> } {
+  const started = performance.now();
+  const timings: Record<string, number> = {};
+  let mark = started;
+  return {
+    lap(phase) {
+      const now = performance.now();
+      timings[phase] = Math.round(now - mark);
+      mark = now;
+    },
+    done: () => ({ totalMs: Math.round(performance.now() - started), ...timings }),
+  };
 }
 
 function validate(input: CreateInput): void {

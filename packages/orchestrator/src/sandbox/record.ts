@@ -4,24 +4,42 @@ import type { CreateInput } from "./manager.js";
 
 /**
  * What the orchestrator keeps on disk about each sandbox, so that a restarted orchestrator can
- * adopt the sandboxes still running and release everything of the others.
+ * adopt the sandboxes still running, keep the paused ones, and release everything of the others.
  */
 export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
+  /** Directory name under `<dataDir>/sandboxes` (the sandbox id, or a pool entry's own name). */
+  dir: string;
+  /** The network slot of the current run; meaningless while paused. */
   slotIndex: number;
   /** runsc container id; a new one each time the sandbox's container is (re)created. */
   lifecycleID: string;
   startTime: string;
   endTime: string;
-  /** "starting" until envd answered /init; a record still starting after a crash is released. */
-  state: "starting" | "running";
+  /**
+   * "starting" until envd answered /init (released after a crash); "pausing" while a checkpoint
+   * is under way (after a crash: running if the container lives, else paused); "paused" once the
+   * sandbox holds nothing but its directory; "pooled" for warm pool entries nobody claimed yet.
+   */
+  state: "starting" | "running" | "pausing" | "paused" | "pooled";
+  /** Paused with a memory image (resume restores it) or files only (resume boots afresh). */
+  memory?: boolean;
+  /** How the current run started. */
+  startKind?: StartKind;
 }
 
-export function sandboxDir(dataDir: string, sandboxID: string): string {
-  return path.join(dataDir, "sandboxes", sandboxID);
+export type StartKind = "cold" | "snapshot" | "pool" | "resume";
+
+export function sandboxDir(dataDir: string, dirName: string): string {
+  return path.join(dataDir, "sandboxes", dirName);
+}
+
+/** The sandbox's memory image while it is paused. */
+export function memoryImagePath(dir: string): string {
+  return path.join(dir, "memory");
 }
 
 export async function writeRecord(dataDir: string, record: SandboxRecord): Promise<void> {
-  const dir = sandboxDir(dataDir, record.sandboxID);
+  const dir = sandboxDir(dataDir, record.dir);
   await mkdir(dir, { recursive: true });
   const file = path.join(dir, "sandbox.json");
   await writeFile(`${file}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
@@ -31,7 +49,7 @@ export async function writeRecord(dataDir: string, record: SandboxRecord): Promi
 /** Every sandbox directory with the record it holds (undefined when unreadable or missing). */
 export async function readRecords(
   dataDir: string,
-): Promise<Array<{ sandboxID: string; record: SandboxRecord | undefined }>> {
+): Promise<Array<{ dir: string; record: SandboxRecord | undefined }>> {
   const root = path.join(dataDir, "sandboxes");
   let names: string[];
   try {
@@ -40,12 +58,14 @@ export async function readRecords(
     return [];
   }
   return Promise.all(
-    names.map(async (sandboxID) => {
+    names.map(async (dir) => {
       try {
-        const text = await readFile(path.join(root, sandboxID, "sandbox.json"), "utf8");
-        return { sandboxID, record: JSON.parse(text) as SandboxRecord };
+        const text = await readFile(path.join(root, dir, "sandbox.json"), "utf8");
+        const record = JSON.parse(text) as SandboxRecord;
+        record.dir ??= dir;
+        return { dir, record };
       } catch {
-        return { sandboxID, record: undefined };
+        return { dir, record: undefined };
       }
     }),
   );

@@ -1,26 +1,30 @@
-import type { CleanupStack } from "@moat/shared";
+import { CleanupStack } from "@moat/shared";
 import type { Slot } from "../network/slot.js";
 import type { SandboxRecord } from "./record.js";
 
-export type SandboxState = "starting" | "running" | "stopping";
+export type SandboxState = "starting" | "running" | "pausing" | "paused" | "resuming" | "stopping";
 
 /**
- * A sandbox on this node and every OS resource it holds. The resources were pushed onto `cleanup`
- * as they were acquired (slot, network, rootfs mount, runsc container), so releasing the sandbox
- * is running that stack, on kill, on a failed create, and after an orchestrator restart.
+ * A sandbox on this node and every OS resource it holds, on two cleanup stacks: `runtime` holds
+ * what the current run took (slot, network, rootfs mount, runsc container) and is released by a
+ * pause as by a kill; `cleanup` holds what lives as long as the sandbox (its directory with the
+ * writable layer and memory image, its registry entry) and is released by a kill only.
  */
 export class Sandbox {
   state: SandboxState = "starting";
+  slot: Slot | undefined;
+  runtime = new CleanupStack();
   /** Host pid of the runsc sandbox process, watched so that a sandbox that dies is noticed. */
   runtimePID: number | undefined;
   /** Settles when the create that made this sandbox finished, either way. */
   readonly started: Promise<void>;
+  /** The pause or resume in flight; a kill waits for it. */
+  transition: Promise<unknown> | undefined;
   private settleStart!: () => void;
   private endTimer: NodeJS.Timeout | undefined;
 
   constructor(
     public record: SandboxRecord,
-    readonly slot: Slot,
     readonly dir: string,
     readonly cleanup: CleanupStack,
   ) {
@@ -38,8 +42,9 @@ export class Sandbox {
     return this.record.sandboxID;
   }
 
+  /** Where the host reaches the sandbox; empty while it has no network (paused). */
   get hostAddress(): string {
-    return this.slot.hostAddress;
+    return this.slot?.hostAddress ?? "";
   }
 
   get endTime(): Date {

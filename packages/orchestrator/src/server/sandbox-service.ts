@@ -16,23 +16,31 @@ import {
 import {
   InvalidSandboxConfigError,
   NodeBusyError,
+  PauseFailedError,
+  ResumeFailedError,
   SandboxExistsError,
   SandboxNotFoundError,
+  SandboxStateError,
   TemplateNotFoundError,
 } from "../sandbox/errors.js";
 import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 
-const STATES = {
+const STATES: Record<Sandbox["state"], SandboxState> = {
   starting: SandboxState.STARTING,
   running: SandboxState.RUNNING,
+  pausing: SandboxState.PAUSING,
+  paused: SandboxState.PAUSED,
+  resuming: SandboxState.RESUMING,
   stopping: SandboxState.STOPPING,
 };
-const EVENT_TYPES = {
+const EVENT_TYPES: Record<SandboxEvent["type"], SandboxEventType> = {
   created: SandboxEventType.CREATED,
   killed: SandboxEventType.KILLED,
   expired: SandboxEventType.EXPIRED,
   failed: SandboxEventType.FAILED,
+  paused: SandboxEventType.PAUSED,
+  resumed: SandboxEventType.RESUMED,
 };
 
 export function sandboxService(manager: SandboxManager): ServiceImpl<typeof SandboxService> {
@@ -56,6 +64,8 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           allowInternetAccess: config.allowInternetAccess,
           defaultUser: config.defaultUser,
           defaultWorkdir: config.defaultWorkdir,
+          autoPause: config.autoPause,
+          autoPauseMemory: config.autoPauseMemory,
           endTime,
         }),
       );
@@ -70,6 +80,16 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
     async delete(req) {
       await mapErrors(() => manager.kill(req.sandboxId, "killed", "request"));
       return {};
+    },
+    async pause(req) {
+      const sandbox = await mapErrors(() => manager.pause(req.sandboxId, { memory: req.memory ?? true }));
+      return { sandbox: info(sandbox) };
+    },
+    async resume(req) {
+      if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
+      const endTime = timestampDate(req.endTime);
+      const sandbox = await mapErrors(() => manager.resume(req.sandboxId, endTime, { reboot: req.reboot }));
+      return { sandbox: info(sandbox) };
     },
     async updateEndTime(req) {
       if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
@@ -126,6 +146,8 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     allowInternetAccess: r.allowInternetAccess,
     defaultUser: r.defaultUser,
     defaultWorkdir: r.defaultWorkdir,
+    autoPause: r.autoPause ?? false,
+    autoPauseMemory: r.autoPauseMemory ?? true,
   };
   return {
     config,
@@ -135,6 +157,7 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     hostAddress: sandbox.hostAddress,
     envdVersion: ENVD_VERSION,
     lifecycleId: r.lifecycleID,
+    startKind: r.startKind ?? "cold",
   };
 }
 
@@ -148,6 +171,11 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof SandboxExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
+    if (err instanceof SandboxStateError) throw new ConnectError(err.message, Code.FailedPrecondition);
+    // The sandbox is whole (still running, or still paused): the caller may try again.
+    if (err instanceof PauseFailedError || err instanceof ResumeFailedError) {
+      throw new ConnectError(err.message, Code.Unavailable);
+    }
     throw new ConnectError("internal error", Code.Internal, undefined, undefined, err);
   }
 }

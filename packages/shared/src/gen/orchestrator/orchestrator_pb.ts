@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IiwwMKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8ihQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkiJwoRR2V0U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJAChJHZXRTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIWChRMaXN0U2FuZGJveGVzUmVxdWVzdCJFChVMaXN0U2FuZGJveGVzUmVzcG9uc2USLAoJc2FuZGJveGVzGAEgAygLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIioKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIlgKFFVwZGF0ZUVuZFRpbWVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhcKFVVwZGF0ZUVuZFRpbWVSZXNwb25zZSIUChJXYXRjaEV2ZW50c1JlcXVlc3QiigEKDFNhbmRib3hFdmVudBISCgpzYW5kYm94X2lkGAEgASgJEiwKBHR5cGUYAiABKA4yHi5vcmNoZXN0cmF0b3IuU2FuZGJveEV2ZW50VHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkqgAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhoKFlNBTkRCT1hfU1RBVEVfU1RPUFBJTkcQAyq0AQoQU2FuZGJveEV2ZW50VHlwZRIiCh5TQU5EQk9YX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIeChpTQU5EQk9YX0VWRU5UX1RZUEVfQ1JFQVRFRBABEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9LSUxMRUQQAhIeChpTQU5EQk9YX0VWRU5UX1RZUEVfRVhQSVJFRBADEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9GQUlMRUQQBDL6AwoOU2FuZGJveFNlcnZpY2USUQoGQ3JlYXRlEiIub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJICgNHZXQSHy5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlc3BvbnNlEk8KBExpc3QSIi5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1Jlc3BvbnNlElEKBkRlbGV0ZRIiLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlRW5kVGltZRIiLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC5vcmNoZXN0cmF0b3IuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudDABYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IijQQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJKtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYq8wEKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYynQUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -84,6 +84,20 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: string default_workdir = 12;
    */
   defaultWorkdir: string;
+
+  /**
+   * At its end time the node pauses the sandbox instead of killing it.
+   *
+   * @generated from field: bool auto_pause = 13;
+   */
+  autoPause: boolean;
+
+  /**
+   * With auto_pause: keep memory (false means a filesystem-only pause; resume boots afresh).
+   *
+   * @generated from field: optional bool auto_pause_memory = 14;
+   */
+  autoPauseMemory?: boolean | undefined;
 };
 
 /**
@@ -174,6 +188,13 @@ export type SandboxInfo = Message<"orchestrator.SandboxInfo"> & {
    * @generated from field: string lifecycle_id = 7;
    */
   lifecycleId: string;
+
+  /**
+   * How the sandbox was last started: "cold", "snapshot", "pool" or "resume".
+   *
+   * @generated from field: string start_kind = 8;
+   */
+  startKind: string;
 };
 
 /**
@@ -182,6 +203,93 @@ export type SandboxInfo = Message<"orchestrator.SandboxInfo"> & {
  */
 export const SandboxInfoSchema: GenMessage<SandboxInfo> = /*@__PURE__*/
   messageDesc(file_orchestrator_orchestrator, 3);
+
+/**
+ * @generated from message orchestrator.PauseSandboxRequest
+ */
+export type PauseSandboxRequest = Message<"orchestrator.PauseSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * false: keep only the files (resume then boots afresh). Memory is kept by default.
+   *
+   * @generated from field: optional bool memory = 2;
+   */
+  memory?: boolean | undefined;
+};
+
+/**
+ * Describes the message orchestrator.PauseSandboxRequest.
+ * Use `create(PauseSandboxRequestSchema)` to create a new message.
+ */
+export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 4);
+
+/**
+ * @generated from message orchestrator.PauseSandboxResponse
+ */
+export type PauseSandboxResponse = Message<"orchestrator.PauseSandboxResponse"> & {
+  /**
+   * @generated from field: orchestrator.SandboxInfo sandbox = 1;
+   */
+  sandbox?: SandboxInfo | undefined;
+};
+
+/**
+ * Describes the message orchestrator.PauseSandboxResponse.
+ * Use `create(PauseSandboxResponseSchema)` to create a new message.
+ */
+export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 5);
+
+/**
+ * @generated from message orchestrator.ResumeSandboxRequest
+ */
+export type ResumeSandboxRequest = Message<"orchestrator.ResumeSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Boot afresh from the kept files instead of restoring memory (the SDK's onResume: 'reboot').
+   *
+   * @generated from field: bool reboot = 3;
+   */
+  reboot: boolean;
+};
+
+/**
+ * Describes the message orchestrator.ResumeSandboxRequest.
+ * Use `create(ResumeSandboxRequestSchema)` to create a new message.
+ */
+export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 6);
+
+/**
+ * @generated from message orchestrator.ResumeSandboxResponse
+ */
+export type ResumeSandboxResponse = Message<"orchestrator.ResumeSandboxResponse"> & {
+  /**
+   * @generated from field: orchestrator.SandboxInfo sandbox = 1;
+   */
+  sandbox?: SandboxInfo | undefined;
+};
+
+/**
+ * Describes the message orchestrator.ResumeSandboxResponse.
+ * Use `create(ResumeSandboxResponseSchema)` to create a new message.
+ */
+export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 7);
 
 /**
  * @generated from message orchestrator.GetSandboxRequest
@@ -198,7 +306,7 @@ export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 4);
+  messageDesc(file_orchestrator_orchestrator, 8);
 
 /**
  * @generated from message orchestrator.GetSandboxResponse
@@ -215,7 +323,7 @@ export type GetSandboxResponse = Message<"orchestrator.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 5);
+  messageDesc(file_orchestrator_orchestrator, 9);
 
 /**
  * @generated from message orchestrator.ListSandboxesRequest
@@ -228,7 +336,7 @@ export type ListSandboxesRequest = Message<"orchestrator.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 6);
+  messageDesc(file_orchestrator_orchestrator, 10);
 
 /**
  * @generated from message orchestrator.ListSandboxesResponse
@@ -245,7 +353,7 @@ export type ListSandboxesResponse = Message<"orchestrator.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 7);
+  messageDesc(file_orchestrator_orchestrator, 11);
 
 /**
  * @generated from message orchestrator.DeleteSandboxRequest
@@ -262,7 +370,7 @@ export type DeleteSandboxRequest = Message<"orchestrator.DeleteSandboxRequest"> 
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 8);
+  messageDesc(file_orchestrator_orchestrator, 12);
 
 /**
  * @generated from message orchestrator.DeleteSandboxResponse
@@ -275,7 +383,7 @@ export type DeleteSandboxResponse = Message<"orchestrator.DeleteSandboxResponse"
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 9);
+  messageDesc(file_orchestrator_orchestrator, 13);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeRequest
@@ -297,7 +405,7 @@ export type UpdateEndTimeRequest = Message<"orchestrator.UpdateEndTimeRequest"> 
  * Use `create(UpdateEndTimeRequestSchema)` to create a new message.
  */
 export const UpdateEndTimeRequestSchema: GenMessage<UpdateEndTimeRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 10);
+  messageDesc(file_orchestrator_orchestrator, 14);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeResponse
@@ -310,7 +418,7 @@ export type UpdateEndTimeResponse = Message<"orchestrator.UpdateEndTimeResponse"
  * Use `create(UpdateEndTimeResponseSchema)` to create a new message.
  */
 export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 11);
+  messageDesc(file_orchestrator_orchestrator, 15);
 
 /**
  * @generated from message orchestrator.WatchEventsRequest
@@ -323,7 +431,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 12);
+  messageDesc(file_orchestrator_orchestrator, 16);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -357,7 +465,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 13);
+  messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -382,6 +490,21 @@ export enum SandboxState {
    * @generated from enum value: SANDBOX_STATE_STOPPING = 3;
    */
   STOPPING = 3,
+
+  /**
+   * @generated from enum value: SANDBOX_STATE_PAUSING = 4;
+   */
+  PAUSING = 4,
+
+  /**
+   * @generated from enum value: SANDBOX_STATE_PAUSED = 5;
+   */
+  PAUSED = 5,
+
+  /**
+   * @generated from enum value: SANDBOX_STATE_RESUMING = 6;
+   */
+  RESUMING = 6,
 }
 
 /**
@@ -418,6 +541,18 @@ export enum SandboxEventType {
    * @generated from enum value: SANDBOX_EVENT_TYPE_FAILED = 4;
    */
   FAILED = 4,
+
+  /**
+   * Paused at its end time (auto-pause), or by Pause.
+   *
+   * @generated from enum value: SANDBOX_EVENT_TYPE_PAUSED = 5;
+   */
+  PAUSED = 5,
+
+  /**
+   * @generated from enum value: SANDBOX_EVENT_TYPE_RESUMED = 6;
+   */
+  RESUMED = 6,
 }
 
 /**
@@ -479,14 +614,33 @@ export const SandboxService: GenService<{
   /**
    * Lifecycle events of every sandbox on the node, from the moment of the call.
    *
-   * Field and method numbers after these are kept for pause and resume.
-   *
    * @generated from rpc orchestrator.SandboxService.WatchEvents
    */
   watchEvents: {
     methodKind: "server_streaming";
     input: typeof WatchEventsRequestSchema;
     output: typeof SandboxEventSchema;
+  },
+  /**
+   * Checkpoints the sandbox's memory (unless memory is false) and keeps its files; frees its
+   * network, runtime and mount. Fails with failed_precondition when it is not running.
+   *
+   * @generated from rpc orchestrator.SandboxService.Pause
+   */
+  pause: {
+    methodKind: "unary";
+    input: typeof PauseSandboxRequestSchema;
+    output: typeof PauseSandboxResponseSchema;
+  },
+  /**
+   * Restores a paused sandbox in a fresh network; processes continue where they were.
+   *
+   * @generated from rpc orchestrator.SandboxService.Resume
+   */
+  resume: {
+    methodKind: "unary";
+    input: typeof ResumeSandboxRequestSchema;
+    output: typeof ResumeSandboxResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 0);
