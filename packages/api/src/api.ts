@@ -25,6 +25,8 @@ import { NodeWatcher } from "./orchestrator/node-watcher.js";
 import { RoundRobinPlacement } from "./placement/placement.js";
 import { APICatalog } from "./sandbox/catalog.js";
 import { KeyedLock } from "./sandbox/keyed-lock.js";
+import { autoResume } from "./sandbox/resume.js";
+import { SandboxTransitions } from "./sandbox/transitions.js";
 
 export interface API {
   readonly config: APIConfig;
@@ -66,7 +68,8 @@ export async function openAPI(options: OpenAPIOptions): Promise<API> {
   const logger = config.logger;
   const db = await openDatabase(config.database, logger);
   const nodes = new Map(config.orchestrators.map((o) => [o.id, new NodeClient(o)]));
-  const catalog = new APICatalog(db);
+  // The catalog resumes through the context it is part of (only ever called once it is built).
+  const catalog = new APICatalog(db, { resume: (sandboxID) => autoResume(ctx, sandboxID) });
   const ctx: APIContext = {
     config,
     db,
@@ -75,6 +78,7 @@ export async function openAPI(options: OpenAPIOptions): Promise<API> {
     catalog,
     logger,
     locks: new KeyedLock(),
+    transitions: new SandboxTransitions(),
   };
   const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });
   const app = createApp(ctx, metrics);

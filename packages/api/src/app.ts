@@ -17,6 +17,7 @@ import { registerSandboxLogs } from "./handlers/sandbox-logs.js";
 import { registerSandboxMetrics } from "./handlers/sandbox-metrics.js";
 import { registerSandboxPause } from "./handlers/sandbox-pause.js";
 import { registerSandboxRefresh } from "./handlers/sandbox-refresh.js";
+import { registerSandboxResume } from "./handlers/sandbox-resume.js";
 import { registerSandboxTimeout } from "./handlers/sandbox-timeout.js";
 import { registerSandboxesList } from "./handlers/sandboxes-list.js";
 import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
@@ -97,6 +98,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerSandboxRefresh(app, ctx);
   registerSandboxConnect(app, ctx);
   registerSandboxPause(app, ctx);
+  registerSandboxResume(app, ctx);
   registerSandboxLogs(app, ctx);
   registerTeamsList(app, ctx);
   registerInternalCatalog(app, ctx);

@@ -9,6 +9,7 @@ import type { NodeClient } from "./orchestrator/node-client.js";
 import type { PlacementStrategy } from "./placement/placement.js";
 import type { APICatalog } from "./sandbox/catalog.js";
 import type { KeyedLock } from "./sandbox/keyed-lock.js";
+import type { SandboxTransitions } from "./sandbox/transitions.js";
 
 export interface APIContext {
   readonly config: APIConfig;
@@ -19,4 +20,6 @@ export interface APIContext {
   readonly logger: Logger;
   /** Serialises end-time changes per sandbox. */
   readonly locks: KeyedLock;
+  /** The pauses and resumes in flight in this process, one per sandbox. */
+  readonly transitions: SandboxTransitions;
 }

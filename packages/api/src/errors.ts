@@ -40,13 +40,18 @@ export class TemplateNotFoundError extends Error {
   }
 }
 
-/** The sandbox is between states (starting, being killed); try again in a moment (409). */
+/**
+ * The sandbox's state does not allow the request (409): it is between states (starting, being
+ * paused, being killed; try again in a moment), or already where the request would take it (a
+ * pause of a paused sandbox: the SDK reads `code: 409` there as "already paused").
+ */
 export class SandboxConflictError extends Error {
   constructor(
     readonly sandboxID: string,
     readonly state: string,
+    message = `sandbox '${sandboxID}' is ${state}; try again in a moment`,
   ) {
-    super(`sandbox '${sandboxID}' is ${state}; try again in a moment`);
+    super(message);
     this.name = "SandboxConflictError";
   }
 }

@@ -32,12 +32,16 @@ describe("list filter parsing", () => {
     assert.throws(() => parseMetadataFilter("=v"), /empty key/);
   });
 
-  test("state: comma-separated or repeated; both when absent", () => {
-    assert.deepEqual(parseStateFilter(undefined), ["running", "paused"]);
-    assert.deepEqual(parseStateFilter("running"), ["running"]);
-    assert.deepEqual(parseStateFilter("running,paused"), ["running", "paused"]);
-    assert.deepEqual(parseStateFilter(["paused", "running"]), ["paused", "running"]);
+  test("state: comma-separated or repeated; both when absent; transitions show as where they started", () => {
+    const all = ["running", "pausing", "paused", "resuming"];
+    assert.deepEqual(parseStateFilter(undefined), all);
+    assert.deepEqual(parseStateFilter("running"), ["running", "pausing"]);
+    assert.deepEqual(parseStateFilter("paused"), ["paused", "resuming"]);
+    assert.deepEqual(parseStateFilter("running,paused"), all);
+    assert.deepEqual(parseStateFilter(["paused", "running"]), ["paused", "resuming", "running", "pausing"]);
     assert.throws(() => parseStateFilter("killed"), /'killed'/);
+    assert.throws(() => parseStateFilter("pausing"), /'pausing'/, "internal states are not filters");
+    assert.throws(() => parseStateFilter("constructor"), /'constructor'/);
   });
 
   test("cursor round-trips and refuses forgeries", () => {

@@ -96,4 +96,72 @@ describe("restart on the same data directory (PGlite on disk)", () => {
       await api.close();
     }
   });
+
+  test("paused sandboxes stay paused across a restart; pauses and resumes missed while down are reconciled", async () => {
+    let api: API = await open();
+    const apiKey = await api.createAPIKey((await api.bootstrap()).teamID);
+    const headers = { "X-API-Key": apiKey, "Content-Type": "application/json" };
+    const request = (path: string, method = "GET") =>
+      api.app.request(path, { method, headers, body: method === "POST" ? "{}" : undefined });
+    const create = async () => {
+      const res = await api.app.request("/v2/sandboxes", {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ templateID: "base" }),
+      });
+      assert.equal(res.status, 201);
+      return ((await res.json()) as { sandboxID: string }).sandboxID;
+    };
+    const keptPaused = await create();
+    const autoPausedWhileDown = await create();
+    const resumedWhileDown = await create();
+    const lostWhilePaused = await create();
+    const stuckPausing = await create();
+    for (const id of [keptPaused, resumedWhileDown, lostWhilePaused]) {
+      assert.equal((await request(`/sandboxes/${id}/pause`, "POST")).status, 204);
+    }
+    // A pause whose API process died before it reached the node.
+    await api.db
+      .updateTable("sandboxes")
+      .set({ state: "pausing" })
+      .where("sandbox_id", "=", stuckPausing)
+      .execute();
+    await api.close();
+
+    fake.pauseOutOfBand(autoPausedWhileDown, { silently: true });
+    fake.resumeOutOfBand(resumedWhileDown);
+    fake.dropSilently(lostWhilePaused);
+
+    api = await open();
+    try {
+      const state = async (id: string) => {
+        const res = await request(`/sandboxes/${id}`);
+        return res.status === 200 ? ((await res.json()) as { state: string }).state : res.status;
+      };
+      const record = (id: string) =>
+        api.db
+          .selectFrom("sandboxes")
+          .select(["state", "host_address"])
+          .where("sandbox_id", "=", id)
+          .executeTakeFirstOrThrow();
+      await eventually(async () => (await record(autoPausedWhileDown)).state === "paused");
+      await eventually(async () => (await record(resumedWhileDown)).state === "running");
+      await eventually(async () => (await record(stuckPausing)).state === "running");
+      await eventually(async () => (await state(lostWhilePaused)) === 404);
+      assert.equal(await state(keptPaused), "paused", "the node's paused sandbox stays paused");
+      assert.equal(fake.sandboxes.get(keptPaused)?.state, "paused");
+      assert.equal((await record(autoPausedWhileDown)).host_address, null);
+      assert.equal(
+        (await record(resumedWhileDown)).host_address,
+        fake.sandboxes.get(resumedWhileDown)!.hostAddress,
+      );
+      assert.equal((await api.catalog.lookup(resumedWhileDown))?.state, "running");
+      assert.equal((await request(`/v2/sandboxes/${keptPaused}/connect`, "POST")).status, 201);
+      for (const id of [keptPaused, autoPausedWhileDown, resumedWhileDown, stuckPausing]) {
+        assert.equal((await request(`/sandboxes/${id}`, "DELETE")).status, 204);
+      }
+    } finally {
+      await api.close();
+    }
+  });
 });

@@ -206,24 +206,6 @@ for (const backend of backends) {
       assert.deepEqual(((await later.json()) as { logs: unknown[] }).logs, []);
     });
 
-    test("pause and resume answer 501 for a sandbox, 404 for none", async () => {
-      const sbx = await createSandbox(t);
-      const pause = await t.request(`/sandboxes/${sbx.sandboxID}/pause`, { method: "POST", json: {} });
-      assert.equal(pause.status, 501);
-      assert.deepEqual(await pause.json(), {
-        code: 501,
-        message: "pause is not supported yet by this moat version",
-      });
-      const resume = await t.request(`/sandboxes/${sbx.sandboxID}/resume`, { method: "POST", json: {} });
-      assert.equal(resume.status, 501);
-      assert.equal((await t.request("/sandboxes/nope/pause", { method: "POST" })).status, 404);
-      const autoPause = await t.request("/v2/sandboxes", {
-        method: "POST",
-        json: { templateID: "base", autoPause: true },
-      });
-      assert.equal(autoPause.status, 501);
-    });
-
     test("metrics: an empty list when envd cannot be read; 404 for unknown sandboxes", async () => {
       const sbx = await createSandbox(t);
       const res = await t.request(`/sandboxes/${sbx.sandboxID}/metrics`);

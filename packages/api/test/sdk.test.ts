@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createLogger, createNoopLogger } from "@moat/shared";
-import { AuthenticationError, NotFoundError, Sandbox, SandboxError } from "e2b";
+import { AuthenticationError, NotFoundError, Sandbox, SandboxError, SandboxNotFoundError } from "e2b";
 import { type RunningAPI, startAPI } from "../src/index.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 
@@ -68,10 +68,6 @@ describe("the e2b SDK against the API (fake node)", () => {
     const connected = await Sandbox.connect(sbx.sandboxId, opts);
     assert.equal(connected.sandboxId, sbx.sandboxId);
 
-    await assert.rejects(
-      sbx.pause(),
-      (err: Error) => err instanceof SandboxError && /not supported/.test(err.message),
-    );
     assert.deepEqual(await Sandbox.getMetrics(sbx.sandboxId, opts), []);
 
     assert.equal(await Sandbox.kill(sbx.sandboxId, otherOpts), false, "another team cannot kill it");
@@ -80,6 +76,51 @@ describe("the e2b SDK against the API (fake node)", () => {
     await assert.rejects(Sandbox.getInfo(sbx.sandboxId, opts), NotFoundError);
     await assert.rejects(Sandbox.setTimeout(sbx.sandboxId, 10_000, opts), NotFoundError);
     await assert.rejects(Sandbox.connect(sbx.sandboxId, opts), NotFoundError);
+  });
+
+  test("pause (true, then false), the paused list, connect resuming, kill of a paused sandbox", async () => {
+    const sbx = await Sandbox.create("base", {
+      ...opts,
+      metadata: { suite: "pause" },
+      lifecycle: { onTimeout: "pause", autoResume: true },
+    });
+    const id = sbx.sandboxId;
+    const config = fake.sandboxes.get(id)!.config;
+    assert.equal(config.autoPause, true);
+    assert.equal(config.autoPauseMemory, true);
+    assert.deepEqual((await sbx.getInfo()).lifecycle, { onTimeout: "pause", autoResume: true });
+
+    assert.equal(await sbx.pause(), true);
+    assert.equal(await sbx.pause(), false, "already paused");
+    assert.equal((await Sandbox.getInfo(id, opts)).state, "paused");
+    await assert.rejects(Sandbox.pause(id, otherOpts), SandboxNotFoundError, "another team's is not found");
+    const query = (state?: Array<"running" | "paused">) =>
+      Sandbox.list({ ...opts, query: { metadata: { suite: "pause" }, ...(state ? { state } : {}) } })
+        .nextItems()
+        .then((items) => items.map((s) => [s.sandboxId, s.state]));
+    assert.deepEqual(await query(["paused"]), [[id, "paused"]]);
+    assert.deepEqual(await query(["running"]), []);
+    assert.deepEqual(await query(), [[id, "paused"]], "no state filter: both");
+
+    const host = fake.sandboxes.get(id)!.hostAddress;
+    assert.equal(host, "", "a paused sandbox has no address on its node");
+    const resumed = await Sandbox.connect(id, { ...opts, timeoutMs: 90_000 });
+    assert.equal(resumed.sandboxId, id);
+    assert.equal((await Sandbox.getInfo(id, opts)).state, "running");
+    assert.notEqual(fake.sandboxes.get(id)!.hostAddress, "");
+    assert.deepEqual(await query(["running"]), [[id, "running"]]);
+    assert.equal(fake.transitions.at(-1)?.method, "resume");
+
+    await resumed.pause({ keepMemory: false });
+    assert.deepEqual(fake.transitions.at(-1), { method: "pause", sandboxID: id, memory: false });
+    await Sandbox.connect(id, { ...opts, onResume: "reboot" });
+    assert.deepEqual(fake.transitions.at(-1), { method: "resume", sandboxID: id, reboot: true });
+
+    await resumed.pause();
+    assert.equal(await Sandbox.kill(id, opts), true, "a paused sandbox can be killed");
+    assert.equal(fake.sandboxes.has(id), false);
+    await assert.rejects(Sandbox.connect(id, opts), SandboxNotFoundError);
+    await assert.rejects(Sandbox.pause(id, opts), SandboxNotFoundError);
   });
 
   test("paging through the SDK's paginator", async () => {
@@ -102,8 +143,8 @@ describe("the e2b SDK against the API (fake node)", () => {
       /404: template 'nosuchtemplate' not found/.test(err.message),
     );
     await assert.rejects(
-      Sandbox.create("base", { ...opts, lifecycle: { onTimeout: "pause" } }),
-      (err: Error) => /501: pause is not supported yet/.test(err.message),
+      Sandbox.create("base", { ...opts, volumeMounts: { "/data": "vol" } }),
+      (err: Error) => err instanceof SandboxError && /501: volumes are not supported yet/.test(err.message),
     );
   });
 });

@@ -68,6 +68,13 @@ for (const backend of backends) {
         /cannot be combined with autoResume/,
       );
       await expectError(
+        await create({ templateID: "base", autoPause: false, autoPauseMemory: false }, "/sandboxes"),
+        400,
+        /autoPauseMemory: false requires autoPause: true/,
+      );
+      const filesOnly = await create({ templateID: "base", autoPause: true, autoPauseMemory: false });
+      assert.equal(filesOnly.status, 201, "a filesystem-only auto-pause alone is fine");
+      await expectError(
         await create({ templateID: "base", network: { allowPublicTraffic: false } }, "/sandboxes"),
         400,
         /requires a secured sandbox/,
@@ -80,7 +87,6 @@ for (const backend of backends) {
     });
 
     test("features this version lacks answer 501, never a silent success", async () => {
-      await expectError(await create({ templateID: "base", autoPause: true }), 501, /pause is not supported/);
       await expectError(await create({ templateID: "base", mcp: { x: {} } }), 501, /mcp/);
       await expectError(
         await create({ templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] }),

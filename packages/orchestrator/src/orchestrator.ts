@@ -14,6 +14,7 @@ import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager, type TemplateResolver } from "./sandbox/manager.js";
 import { sandboxService } from "./server/sandbox-service.js";
+import { snapshotKey } from "./snapshot/template-snapshot.js";
 
 export interface OrchestratorOptions {
   dataDir: string;
@@ -29,6 +30,12 @@ export interface OrchestratorOptions {
   pidsLimit?: number;
   /** Failure injection for tests; defaults to MOAT_FAULTS (`step=error|crash,…`). */
   faults?: ReadonlyMap<string, "error" | "crash">;
+  /** Restore creates from template snapshots (default: on, MOAT_TEMPLATE_SNAPSHOTS=off disables). */
+  templateSnapshots?: boolean;
+  /** Warm pool size per template (default: MOAT_POOL_SIZE, else 2; 0 disables). */
+  poolSize?: number;
+  /** Templates whose snapshot and pool are prepared at start (default: base). */
+  prepareTemplates?: string[];
 }
 
 export interface Orchestrator {
@@ -40,6 +47,12 @@ export interface Orchestrator {
 
 /** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+function poolSizeFromEnv(): number {
+  const value = Number(process.env.MOAT_POOL_SIZE ?? 2);
+  if (!Number.isInteger(value) || value < 0) throw new Error("MOAT_POOL_SIZE must be a whole number ≥ 0");
+  return value;
+}
 
 /** `pause:frozen=error,resume:restored=crash` → a map of step → kind. */
 export function parseFaults(spec: string | undefined): Map<string, "error" | "crash"> {
@@ -71,6 +84,8 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     stateDir: path.join(options.dataDir, "runsc"),
     platform: options.platform,
   });
+  const pidsLimit = options.pidsLimit ?? 1024;
+  const snapshots = options.templateSnapshots ?? process.env.MOAT_TEMPLATE_SNAPSHOTS !== "off";
   const manager = new SandboxManager({
     dataDir: options.dataDir,
     runsc,
@@ -80,11 +95,28 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     logger,
     maxSandboxes: options.maxSandboxes ?? 1000,
     maxStarting: options.maxStarting ?? 16,
-    pidsLimit: options.pidsLimit ?? 1024,
+    pidsLimit,
     envdReadyTimeoutMs: 20_000,
     faults: options.faults ?? parseFaults(process.env.MOAT_FAULTS),
+    snapshotKey: snapshots
+      ? await snapshotKey({
+          runscBinary: options.runscBinary,
+          nodeBinary: process.execPath,
+          appDir: APP_DIR,
+          pidsLimit,
+        })
+      : undefined,
+    poolSize: options.poolSize ?? poolSizeFromEnv(),
   });
   await manager.reclaim();
+  // In the background: creates boot cold until a template's snapshot is there.
+  for (const templateID of options.prepareTemplates ?? ["base"]) {
+    manager.prepareTemplate(templateID).then(
+      (snapshot) => logger.info({ templateID, snapshot: snapshot?.image }, "template prepared"),
+      (err: unknown) =>
+        logger.error({ err, templateID }, "preparing the template snapshot failed; cold starts"),
+    );
+  }
 
   const server = http2.createServer(
     connectNodeAdapter({ routes: (router) => router.service(SandboxService, sandboxService(manager)) }),
@@ -102,7 +134,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     port,
     manager,
     async close() {
-      manager.close();
+      await manager.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Open streams (WatchEvents) would hold close() forever.

@@ -66,7 +66,8 @@ export async function startOrchestrator(
       [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
       {
         stdio: ["ignore", "ignore", "pipe"],
-        env: { ...process.env, MOAT_LOG_LEVEL: "debug", ...env },
+        // No warm pool unless a test asks: its sandboxes would be in every leak check's picture.
+        env: { ...process.env, MOAT_LOG_LEVEL: "debug", MOAT_POOL_SIZE: "0", ...env },
       },
     );
     child.stderr!.on("data", (chunk: Buffer) => {
@@ -77,7 +78,10 @@ export async function startOrchestrator(
         if (/"level":(40|50|60)/.test(line)) process.stderr.write(`${line}\n`);
     });
     const deadline = Date.now() + 120_000;
-    while (!output.slice(logStart).includes("orchestrator listening")) {
+    // Ready once the base template is prepared (its snapshot built or found, the pool filled).
+    const ready = () =>
+      /template prepared|preparing the template snapshot failed/.test(output.slice(logStart));
+    while (!ready()) {
       if (child.exitCode !== null) throw new Error(`orchestrator exited with ${child.exitCode}: ${output}`);
       if (Date.now() > deadline) throw new Error(`orchestrator did not start: ${output}`);
       await new Promise((r) => setTimeout(r, 50));

@@ -42,10 +42,18 @@ export interface AccessTokensTable {
 
 /**
  * starting: placed and being created on its node; running: up (reachable, visible);
- * killing: a kill is in flight; killed: gone (kept for logs and history, never shown as a sandbox).
- * "paused" is reserved for pause/resume.
+ * pausing: the node is pausing it; paused: its files (and memory) are kept on its node, nothing
+ * runs; resuming: the node is restoring it; killing: a kill is in flight; killed: gone (kept for
+ * logs and history, never shown as a sandbox). `sandbox/states.ts` groups them.
  */
-export type SandboxRowState = "starting" | "running" | "paused" | "killing" | "killed";
+export type SandboxRowState =
+  | "starting"
+  | "running"
+  | "pausing"
+  | "paused"
+  | "resuming"
+  | "killing"
+  | "killed";
 
 export interface SandboxNetworkRecord {
   allowPublicTraffic?: boolean;
@@ -70,8 +78,13 @@ export interface SandboxesTable {
   /** null when the request did not say (the SDK's `allowInternetAccess` is then undefined). */
   allow_internet_access: boolean | null;
   network: ColumnType<SandboxNetworkRecord | null, string | null, string | null>;
+  /** At its end time the node pauses it instead of killing it (`lifecycle.onTimeout: "pause"`). */
   auto_pause: boolean;
+  /** Traffic through the client proxy may resume it while paused. */
   auto_resume: boolean;
+  /** The lifetime asked for at create (seconds); an auto-resume grants it again. null: older rows. */
+  timeout_seconds: number | null;
+  /** When it last started: created, or resumed. */
   started_at: Date;
   end_at: Date;
   stopped_at: Date | null;

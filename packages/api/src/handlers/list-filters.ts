@@ -6,6 +6,7 @@
 import { z } from "@hono/zod-openapi";
 import type { SandboxRowState } from "../db/schema.js";
 import { InvalidRequestError } from "../errors.js";
+import { PAUSED_STATES, RUNNING_STATES, VISIBLE_STATES } from "../sandbox/states.js";
 
 export const MetadataQuerySchema = z.string().optional().openapi({
   description:
@@ -40,20 +41,24 @@ export function parseMetadataFilter(raw: string | undefined): Record<string, str
   return filter;
 }
 
-const PUBLIC_STATES: Record<string, SandboxRowState> = { running: "running", paused: "paused" };
+/** A sandbox being paused still shows as running, one being resumed as paused. */
+const PUBLIC_STATES: Record<string, readonly SandboxRowState[]> = {
+  running: RUNNING_STATES,
+  paused: PAUSED_STATES,
+};
 
-/** The record states a `state` filter selects; running and paused when absent. */
+/** The record states a `state` filter selects; running and paused (all visible ones) when absent. */
 export function parseStateFilter(raw: string | string[] | undefined): SandboxRowState[] {
   const values = (Array.isArray(raw) ? raw : raw === undefined ? [] : [raw])
     .flatMap((v) => v.split(","))
     .map((v) => v.trim())
     .filter((v) => v !== "");
-  if (values.length === 0) return ["running", "paused"];
+  if (values.length === 0) return [...VISIBLE_STATES];
   const states = new Set<SandboxRowState>();
   for (const value of values) {
-    const state = PUBLIC_STATES[value];
-    if (!state) throw new InvalidRequestError(`state: '${value}' is not one of running, paused`);
-    states.add(state);
+    const selected = Object.hasOwn(PUBLIC_STATES, value) ? PUBLIC_STATES[value] : undefined;
+    if (!selected) throw new InvalidRequestError(`state: '${value}' is not one of running, paused`);
+    for (const state of selected) states.add(state);
   }
   return [...states];
 }

@@ -19,7 +19,6 @@ import {
 } from "../http/schemas.js";
 import { sandboxView } from "../http/views.js";
 import { type CreateSandboxInput, createSandbox } from "../sandbox/create.js";
-import { PAUSE_NOT_SUPPORTED } from "./sandbox-pause.js";
 import { checkTimeout, SECURITY } from "./shared.js";
 
 const responses = {
@@ -102,7 +101,6 @@ export function createInput(
     }
   }
 
-  if (body.autoPause || body.autoResume?.enabled) throw new NotSupportedError(PAUSE_NOT_SUPPORTED);
   if (body.mcp) throw new NotSupportedError("mcp is not supported yet by this moat version");
   if (body.volumeMounts?.length)
     throw new NotSupportedError("volumes are not supported yet by this moat version");
@@ -119,8 +117,9 @@ export function createInput(
     allowInternetAccess,
     secure: options.secure,
     network,
-    autoPause: false,
-    autoResume: false,
+    autoPause: body.autoPause ?? false,
+    autoPauseMemory: body.autoPauseMemory ?? true,
+    autoResume: body.autoResume?.enabled ?? false,
   };
 }
 

@@ -12,6 +12,7 @@ import {
   SandboxIDParamsSchema,
 } from "../http/schemas.js";
 import { sandboxDetailView } from "../http/views.js";
+import { VISIBLE_STATES } from "../sandbox/states.js";
 import { SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -31,7 +32,7 @@ const route = createRoute({
 export function registerSandboxGet(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
     const { sandboxID } = c.req.valid("param");
-    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, ["running", "paused"]);
+    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, VISIBLE_STATES);
     if (!row) throw new SandboxNotFoundError(sandboxID);
     return c.json(sandboxDetailView(row, ctx.config.domain), 200);
   });

@@ -16,6 +16,7 @@ import {
   SandboxIDParamsSchema,
   SandboxLogsSchema,
 } from "../http/schemas.js";
+import { LIVE_STATES } from "../sandbox/states.js";
 import { SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -51,13 +52,7 @@ export function registerSandboxLogs(app: App, ctx: APIContext): void {
     const teamID = c.get("caller").team.team_id;
     const { sandboxID } = c.req.valid("param");
     const { start, limit } = c.req.valid("query");
-    const row = await getTeamSandbox(ctx.db, teamID, sandboxID, [
-      "starting",
-      "running",
-      "paused",
-      "killing",
-      "killed",
-    ]);
+    const row = await getTeamSandbox(ctx.db, teamID, sandboxID, [...LIVE_STATES, "killed"]);
     if (!row) throw new SandboxNotFoundError(sandboxID);
     const entries = await listSandboxLogs(ctx.db, {
       teamID,

@@ -17,6 +17,7 @@ import {
   SandboxMetricSchema,
 } from "../http/schemas.js";
 import { readSandboxMetric, type SandboxMetric } from "../sandbox/metrics.js";
+import { VISIBLE_STATES } from "../sandbox/states.js";
 import { SECURITY } from "./shared.js";
 
 const UnixSeconds = z.coerce.number().int().min(0);
@@ -89,7 +90,7 @@ export function registerSandboxMetrics(app: App, ctx: APIContext): void {
   app.openapi(one, async (c) => {
     const { sandboxID } = c.req.valid("param");
     const { start, end } = c.req.valid("query");
-    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, ["running", "paused"]);
+    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, VISIBLE_STATES);
     if (!row) throw new SandboxNotFoundError(sandboxID);
     const metric = row.state === "running" ? await readSandboxMetric(row) : undefined;
     const inRange =

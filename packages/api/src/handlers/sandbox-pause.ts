@@ -1,30 +1,27 @@
 /**
- * POST /sandboxes/{id}/pause and POST /sandboxes/{id}/resume. Pause and resume need memory
- * snapshots on the node, which this version does not have: a sandbox of the team gets 501 with a
- * clear message (the SDK throws it as a SandboxError), an unknown one 404 as everywhere else.
+ * POST /sandboxes/{id}/pause: pause a running sandbox (204). Its files, and its memory unless the
+ * body says `memory: false`, stay on its node until it is resumed (connect) or killed. A sandbox
+ * paused already answers 409 (the SDK's `pause()` then returns false), one between states 409
+ * with the state, an unknown one 404.
  */
 import { createRoute } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
-import { getTeamSandbox } from "../db/sandboxes.js";
-import { NotSupportedError, SandboxNotFoundError } from "../errors.js";
 import type { App } from "../http/env.js";
 import {
   errorJSON,
   errorResponses,
   jsonBody,
   notFoundResponse,
-  ResumedSandboxSchema,
   SandboxIDParamsSchema,
   SandboxPauseRequestSchema,
 } from "../http/schemas.js";
+import { pauseSandbox } from "../sandbox/pause.js";
 import { SECURITY } from "./shared.js";
 
-export const PAUSE_NOT_SUPPORTED = "pause is not supported yet by this moat version";
-
-const pause = createRoute({
+const route = createRoute({
   method: "post",
   path: "/sandboxes/{sandboxID}/pause",
-  summary: "Pause a sandbox (not supported yet: 501)",
+  summary: "Pause a sandbox",
   tags: ["sandboxes"],
   security: SECURITY,
   request: { params: SandboxIDParamsSchema, body: jsonBody(SandboxPauseRequestSchema, false) },
@@ -32,31 +29,14 @@ const pause = createRoute({
     204: { description: "Paused" },
     ...errorResponses,
     ...notFoundResponse,
-    409: errorJSON("Already paused"),
-    501: errorJSON(PAUSE_NOT_SUPPORTED),
-  },
-});
-
-const resume = createRoute({
-  method: "post",
-  path: "/sandboxes/{sandboxID}/resume",
-  summary: "Resume a paused sandbox (deprecated; not supported yet: 501)",
-  tags: ["sandboxes"],
-  security: SECURITY,
-  request: { params: SandboxIDParamsSchema, body: jsonBody(ResumedSandboxSchema, false) },
-  responses: {
-    ...errorResponses,
-    ...notFoundResponse,
-    501: errorJSON(PAUSE_NOT_SUPPORTED),
+    409: errorJSON("Already paused, or between states"),
   },
 });
 
 export function registerSandboxPause(app: App, ctx: APIContext): void {
-  const refuse = async (teamID: string, sandboxID: string): Promise<never> => {
-    const row = await getTeamSandbox(ctx.db, teamID, sandboxID, ["starting", "running", "paused"]);
-    if (!row) throw new SandboxNotFoundError(sandboxID);
-    throw new NotSupportedError(PAUSE_NOT_SUPPORTED);
-  };
-  app.openapi(pause, (c) => refuse(c.get("caller").team.team_id, c.req.valid("param").sandboxID));
-  app.openapi(resume, (c) => refuse(c.get("caller").team.team_id, c.req.valid("param").sandboxID));
+  app.openapi(route, async (c) => {
+    const { memory } = c.req.valid("json");
+    await pauseSandbox(ctx, c.get("caller").team.team_id, c.req.valid("param").sandboxID, memory);
+    return c.body(null, 204);
+  });
 }

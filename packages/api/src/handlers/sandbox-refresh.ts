@@ -10,7 +10,7 @@ import {
   SandboxIDParamsSchema,
   SandboxRefreshRequestSchema,
 } from "../http/schemas.js";
-import { changeEndTime } from "../sandbox/end-time.js";
+import { changeEndTime, endAfter } from "../sandbox/end-time.js";
 import { checkTimeout, SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -35,7 +35,7 @@ export function registerSandboxRefresh(app: App, ctx: APIContext): void {
     const { team } = c.get("caller");
     const duration = Math.max(c.req.valid("json").duration ?? MIN_REFRESH_SECONDS, MIN_REFRESH_SECONDS);
     checkTimeout(duration, team, "duration");
-    await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, duration, "extend");
+    await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, endAfter(duration), "extend");
     return c.body(null, 204);
   });
 }

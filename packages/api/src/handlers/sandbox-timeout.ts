@@ -1,4 +1,8 @@
-/** POST /sandboxes/{id}/timeout: the sandbox now ends `timeout` seconds from now (sooner or later). */
+/**
+ * POST /sandboxes/{id}/timeout: the sandbox now ends `timeout` seconds from now (sooner or later).
+ * For a paused sandbox the new end is only recorded: nothing runs to be stopped, and its resume
+ * sets the end afresh (see `changeEndTime`).
+ */
 import { createRoute } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
 import type { App } from "../http/env.js";
@@ -10,7 +14,7 @@ import {
   SandboxIDParamsSchema,
   SandboxTimeoutRequestSchema,
 } from "../http/schemas.js";
-import { changeEndTime } from "../sandbox/end-time.js";
+import { changeEndTime, endAfter } from "../sandbox/end-time.js";
 import { checkTimeout, SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -33,7 +37,7 @@ export function registerSandboxTimeout(app: App, ctx: APIContext): void {
     const { team } = c.get("caller");
     const { timeout } = c.req.valid("json");
     checkTimeout(timeout, team, "timeout");
-    await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, timeout, "set");
+    await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, endAfter(timeout), "set");
     return c.body(null, 204);
   });
 }

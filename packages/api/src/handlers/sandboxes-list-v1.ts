@@ -5,6 +5,7 @@ import { listSandboxes } from "../db/sandboxes.js";
 import type { App } from "../http/env.js";
 import { errorResponses, jsonResponse, ListedSandboxSchema } from "../http/schemas.js";
 import { listedSandboxView } from "../http/views.js";
+import { RUNNING_STATES } from "../sandbox/states.js";
 import { MetadataQuerySchema, parseMetadataFilter } from "./list-filters.js";
 import { SECURITY } from "./shared.js";
 
@@ -27,7 +28,7 @@ export function registerSandboxesListV1(app: App, ctx: APIContext): void {
       ctx.db,
       {
         teamID: c.get("caller").team.team_id,
-        states: ["running"],
+        states: RUNNING_STATES,
         metadata: parseMetadataFilter(c.req.valid("query").metadata),
       },
       { order: "desc", limit: MAX_V1_LIST },

@@ -9,6 +9,7 @@ import { countSandboxes, listSandboxes, type SandboxFilter } from "../db/sandbox
 import type { App } from "../http/env.js";
 import { errorResponses, ListedSandboxSchema } from "../http/schemas.js";
 import { listedSandboxView } from "../http/views.js";
+import { RUNNING_STATES } from "../sandbox/states.js";
 import {
   decodeCursor,
   encodeCursor,
@@ -79,7 +80,8 @@ export function registerSandboxesList(app: App, ctx: APIContext): void {
       c.header("X-Next-Token", encodeCursor({ startedAt: last.started_at, sandboxID: last.sandbox_id }));
     }
     if (filter.states.includes("running")) {
-      c.header("X-Total-Running", String(await countSandboxes(ctx.db, { ...filter, states: ["running"] })));
+      const running = await countSandboxes(ctx.db, { ...filter, states: RUNNING_STATES });
+      c.header("X-Total-Running", String(running));
     }
     return c.json(page.map(listedSandboxView), 200);
   });

@@ -9,6 +9,7 @@ import { routePath } from "hono/route";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { DB } from "../db/database.js";
 import { countByState } from "../db/sandboxes.js";
+import { LIVE_STATES } from "../sandbox/states.js";
 
 export class APIMetrics {
   readonly registry = new Registry();
@@ -38,7 +39,7 @@ export class APIMetrics {
       async collect() {
         const counts = await countByState(db);
         this.reset();
-        for (const state of ["starting", "running", "paused", "killing"] as const) {
+        for (const state of LIVE_STATES) {
           this.set({ state }, counts.get(state) ?? 0);
         }
       },

@@ -224,6 +224,9 @@ export const errorResponses = {
 
 export const notFoundResponse = { 404: errorJSON("No such sandbox for this team") };
 export const conflictResponse = { 409: errorJSON("The sandbox is between states; retry") };
+export const busyResponse = {
+  429: errorJSON("The sandbox's node cannot take it now; retry after Retry-After seconds"),
+};
 
 export function jsonBody<T extends z.ZodType>(schema: T, required = true) {
   return { required, content: { "application/json": { schema } } };

@@ -1,6 +1,7 @@
 /** How records look on the wire (E2B's Sandbox, ListedSandbox and SandboxDetail). */
 import type { z } from "@hono/zod-openapi";
 import type { SandboxRow } from "../db/schema.js";
+import { publicState } from "../sandbox/states.js";
 import type { ListedSandboxSchema, SandboxDetailSchema, SandboxSchema } from "./schemas.js";
 
 export type SandboxView = z.infer<typeof SandboxSchema>;
@@ -33,7 +34,7 @@ export function listedSandboxView(row: SandboxRow): ListedSandboxView {
     memoryMB: row.memory_mb,
     diskSizeMB: row.disk_size_mb,
     metadata: row.metadata,
-    state: row.state === "paused" ? "paused" : "running",
+    state: publicState(row.state),
     envdVersion: row.envd_version ?? "",
     volumeMounts: [],
   };

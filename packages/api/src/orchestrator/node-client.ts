@@ -59,7 +59,10 @@ export class NodeRejectedError extends Error {
   }
 }
 
-/** The sandbox is between states on the node (starting, stopping). */
+/**
+ * The sandbox is not in a state the call needs on the node: between states (starting, stopping,
+ * pausing, resuming), or already paused (Pause) or not paused (Resume).
+ */
 export class NodeTransitionError extends Error {
   constructor(
     readonly nodeID: string,
@@ -70,8 +73,12 @@ export class NodeTransitionError extends Error {
   }
 }
 
-/** Creates boot a sandbox and wait for envd: allow them far longer than the other calls. */
+/**
+ * Creates boot a sandbox and wait for envd, pauses checkpoint its memory, resumes restore it and
+ * wait for envd: allow them far longer than the other calls.
+ */
 const CREATE_TIMEOUT_MS = 90_000;
+const TRANSITION_TIMEOUT_MS = 90_000;
 const CALL_TIMEOUT_MS = 15_000;
 
 export class NodeClient {
@@ -129,6 +136,30 @@ export class NodeClient {
         { timeoutMs: CALL_TIMEOUT_MS },
       ),
     );
+  }
+
+  /** Pauses a running sandbox; `memory: false` keeps only its files (its resume boots afresh). */
+  async pause(sandboxID: string, memory: boolean | undefined): Promise<SandboxInfo> {
+    const res = await this.call("pause", () =>
+      this.client.pause({ sandboxId: sandboxID, memory }, { timeoutMs: TRANSITION_TIMEOUT_MS }),
+    );
+    if (!res.sandbox) throw new Error(`node '${this.id}' answered Pause without a sandbox`);
+    return res.sandbox;
+  }
+
+  /**
+   * Resumes a paused sandbox until `endTime`; `reboot` boots it afresh from its files instead of
+   * restoring its memory. The answer carries its new host address.
+   */
+  async resume(sandboxID: string, endTime: Date, reboot: boolean): Promise<SandboxInfo> {
+    const res = await this.call("resume", () =>
+      this.client.resume(
+        { sandboxId: sandboxID, endTime: timestampFromDate(endTime), reboot },
+        { timeoutMs: TRANSITION_TIMEOUT_MS },
+      ),
+    );
+    if (!res.sandbox) throw new Error(`node '${this.id}' answered Resume without a sandbox`);
+    return res.sandbox;
   }
 
   /** The node's lifecycle events from now on, until `signal` aborts or the stream breaks. */

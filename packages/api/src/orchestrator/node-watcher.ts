@@ -1,19 +1,26 @@
 /**
  * Keeps the records in step with a node. The node kills sandboxes on its own (end time reached,
- * runtime died) and says so on its WatchEvents stream; the watcher closes their records. When the
+ * runtime died) and pauses those created with autoPause at their end time, and says so on its
+ * WatchEvents stream; the watcher closes their records, or records them paused. When the
  * stream breaks it reconnects with backoff, and after every (re)connect, and every
  * RECONCILE_INTERVAL_MS, it reconciles: records the node no longer has are closed (their events
- * were missed), records of creates that can no longer finish are closed, and sandboxes the node
- * has whose record is closed are killed (nobody can reach them any more; e.g. their create was
- * abandoned). Sandboxes the API never recorded are left alone: something else started them on
- * the node (tests, benchmarks of the bare node).
+ * were missed), records of creates that can no longer finish are closed, records take the node's
+ * word on running or paused (paused sandboxes survive node restarts and stay paused), and
+ * sandboxes the node has whose record is closed are killed (nobody can reach them any more; e.g.
+ * their create was abandoned). Sandboxes the API never recorded are left alone: something else
+ * started them on the node (tests, benchmarks of the bare node).
+ *
+ * Pauses and resumes in flight in this process record their own outcome: the watcher leaves
+ * their records alone.
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type SandboxEvent, SandboxEventType } from "@moat/shared/gen/orchestrator";
+import { type SandboxEvent, SandboxEventType, type SandboxInfo } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import { getSandbox, listNodeSandboxes } from "../db/sandboxes.js";
 import { markKilled } from "../sandbox/lifecycle.js";
-import type { NodeClient } from "./node-client.js";
+import { applyNodeState } from "../sandbox/node-state.js";
+import { LIVE_STATES } from "../sandbox/states.js";
+import { type NodeClient, NodeSandboxNotFoundError } from "./node-client.js";
 
 const RECONNECT_MIN_MS = 200;
 const RECONNECT_MAX_MS = 5_000;
@@ -58,7 +65,7 @@ export class NodeWatcher {
     const { ctx, node } = this;
     const onNode = new Map((await node.list()).map((s) => [s.config?.sandboxId ?? "", s]));
     const staleCreates = new Date(Date.now() - STALE_CREATE_MS);
-    for (const row of await listNodeSandboxes(ctx.db, node.id, ["starting", "running", "killing"])) {
+    for (const row of await listNodeSandboxes(ctx.db, node.id, LIVE_STATES)) {
       if (row.state === "starting") {
         // A create that outlived any RPC deadline: the API that ran it is gone.
         if (row.created_at < staleCreates) {
@@ -66,13 +73,21 @@ export class NodeWatcher {
         }
         continue;
       }
-      if (onNode.has(row.sandbox_id)) continue;
+      if (ctx.transitions.get(row.sandbox_id)) continue;
       // Re-check on the node itself: the sandbox may have been created since the list.
-      const present = await node.get(row.sandbox_id).then(
-        () => true,
-        () => false,
-      );
-      if (!present) await markKilled(ctx, row.sandbox_id, "missing on node", new Date(), [row.state]);
+      const info =
+        onNode.get(row.sandbox_id) ??
+        (await node.get(row.sandbox_id).then(
+          (s) => s,
+          () => undefined,
+        ));
+      if (!info) {
+        await markKilled(ctx, row.sandbox_id, "missing on node", new Date(), [row.state]);
+      } else if (row.state !== "killing") {
+        // Paused or resumed while the events were missed, or a pause or resume of an API process
+        // that died before it recorded the outcome.
+        await applyNodeState(ctx, row, info);
+      }
     }
     for (const sandboxID of onNode.keys()) {
       if (!sandboxID) continue;
@@ -113,14 +128,42 @@ export class NodeWatcher {
   }
 
   private async apply(event: SandboxEvent): Promise<void> {
-    const reason = STOP_REASONS[event.type];
-    if (!reason) return;
-    const at = event.time ? timestampDate(event.time) : new Date();
     try {
+      if (event.type === SandboxEventType.PAUSED || event.type === SandboxEventType.RESUMED) {
+        await this.applyTransition(event);
+        return;
+      }
+      const reason = STOP_REASONS[event.type];
+      if (!reason) return;
+      const at = event.time ? timestampDate(event.time) : new Date();
       await markKilled(this.ctx, event.sandboxId, event.reason ? `${reason}: ${event.reason}` : reason, at);
     } catch (err) {
       this.ctx.logger.error({ err, sandboxID: event.sandboxId }, "could not record a node event");
     }
+  }
+
+  /**
+   * A pause (auto-pause at the end time, or another API process) or a resume (another API
+   * process) on the node. The record takes the node's current word (Get) rather than the event's:
+   * an event read late must not undo a later transition, and a resume's new host address is only
+   * in the sandbox's info.
+   */
+  private async applyTransition(event: SandboxEvent): Promise<void> {
+    const { ctx, node } = this;
+    if (ctx.transitions.get(event.sandboxId)) return;
+    const row = await getSandbox(ctx.db, event.sandboxId);
+    if (!row || row.node_id !== node.id) return;
+    const recorded = event.type === SandboxEventType.PAUSED ? "paused" : "running";
+    if (row.state === recorded || !LIVE_STATES.includes(row.state) || row.state === "killing") return;
+    let info: SandboxInfo;
+    try {
+      info = await node.get(event.sandboxId);
+    } catch (err) {
+      // Gone since (its KILLED event follows), or the node is unreachable (the reconcile follows).
+      if (err instanceof NodeSandboxNotFoundError) return;
+      throw err;
+    }
+    await applyNodeState(ctx, row, info);
   }
 
   private async reconcileLogged(): Promise<void> {

@@ -34,7 +34,11 @@ export interface CreateSandboxInput {
   /** Issue an envd access token (always for v2 creates; v1 when `secure`). */
   secure: boolean;
   network: SandboxNetworkRecord | null;
+  /** At the end time the node pauses the sandbox instead of killing it. */
   autoPause: boolean;
+  /** With autoPause: keep its memory (false: only its files; its resume boots afresh). */
+  autoPauseMemory: boolean;
+  /** Traffic through the client proxy may resume it while paused. */
   autoResume: boolean;
 }
 
@@ -74,6 +78,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         network: input.network ? JSON.stringify(input.network) : null,
         auto_pause: input.autoPause,
         auto_resume: input.autoResume,
+        timeout_seconds: input.timeoutSeconds,
         started_at: now,
         end_at: endAt,
       });
@@ -135,6 +140,8 @@ async function startOnNode(
       metadata: input.metadata,
       envdAccessToken: envdAccessToken ?? "",
       allowInternetAccess: input.allowInternetAccess ?? true,
+      autoPause: input.autoPause,
+      autoPauseMemory: input.autoPauseMemory,
     },
     endAt,
   );

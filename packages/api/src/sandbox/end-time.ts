@@ -1,6 +1,6 @@
 /**
- * Moving a sandbox's end time: the node enforces it (it kills the sandbox then), the record shows
- * it. Used by set-timeout (any new time), connect and refresh (later times only).
+ * Moving a sandbox's end time: the node enforces it (it kills or auto-pauses the sandbox then),
+ * the record shows it. Used by set-timeout (any new time), connect and refresh (later times only).
  */
 import type { APIContext } from "../context.js";
 import { getTeamSandbox, updateSandbox } from "../db/sandboxes.js";
@@ -9,39 +9,53 @@ import { SandboxConflictError, SandboxNotFoundError } from "../errors.js";
 import { NodeSandboxNotFoundError, NodeTransitionError } from "../orchestrator/node-client.js";
 import { logSandbox, markKilled } from "./lifecycle.js";
 import { nodeOf } from "./nodes.js";
+import { LIVE_STATES, stateConflict } from "./states.js";
 
 export type EndTimeRule = "set" | "extend";
 
 /**
- * Sets the end of a running sandbox of the team to `now + seconds`; with "extend", only when that
- * is later than its current end. Answers the sandbox as it is afterwards.
+ * Sets the end of a sandbox of the team to `endAt`; with "extend", only when that is later than
+ * its current end. Answers the sandbox as it is afterwards.
+ *
+ * A paused sandbox has no timer on its node, so its new end is only recorded (and shown by get
+ * and list); resuming it sets a fresh one (connect's timeout, or its original lifetime for an
+ * auto-resume), as E2B's paused sandboxes have no end until they run again.
  */
 export async function changeEndTime(
   ctx: APIContext,
   teamID: string,
   sandboxID: string,
-  seconds: number,
+  endAt: Date,
   rule: EndTimeRule,
 ): Promise<SandboxRow> {
   return ctx.locks.run(sandboxID, async () => {
-    const row = await getTeamSandbox(ctx.db, teamID, sandboxID, ["starting", "running", "killing"]);
+    const row = await getTeamSandbox(ctx.db, teamID, sandboxID, LIVE_STATES);
     if (!row || row.state === "killing") throw new SandboxNotFoundError(sandboxID);
-    if (row.state === "starting") throw new SandboxConflictError(sandboxID, "starting");
-    const endAt = new Date(Date.now() + seconds * 1000);
+    if (row.state !== "running" && row.state !== "paused") throw stateConflict(sandboxID, row.state);
     if (rule === "extend" && endAt <= row.end_at) return row;
-    try {
-      await nodeOf(ctx, row).updateEndTime(sandboxID, endAt);
-    } catch (err) {
-      if (err instanceof NodeSandboxNotFoundError) {
-        await markKilled(ctx, sandboxID, "missing on node");
-        throw new SandboxNotFoundError(sandboxID);
+    if (row.state === "running") {
+      try {
+        await nodeOf(ctx, row).updateEndTime(sandboxID, endAt);
+      } catch (err) {
+        if (err instanceof NodeSandboxNotFoundError) {
+          await markKilled(ctx, sandboxID, "missing on node");
+          throw new SandboxNotFoundError(sandboxID);
+        }
+        if (err instanceof NodeTransitionError) throw new SandboxConflictError(sandboxID, "changing state");
+        throw err;
       }
-      if (err instanceof NodeTransitionError) throw new SandboxConflictError(sandboxID, "changing state");
-      throw err;
     }
-    const updated = await updateSandbox(ctx.db, sandboxID, ["running"], { end_at: endAt });
+    // From pausing and paused too: the node may have paused it since it was read.
+    const updated = await updateSandbox(ctx.db, sandboxID, ["running", "pausing", "paused"], {
+      end_at: endAt,
+    });
     if (!updated) throw new SandboxNotFoundError(sandboxID);
     await logSandbox(ctx, updated, "debug", "end time changed", { endAt: endAt.toISOString() });
     return updated;
   });
+}
+
+/** The end time `seconds` from now. */
+export function endAfter(seconds: number): Date {
+  return new Date(Date.now() + seconds * 1000);
 }

@@ -1,24 +1,34 @@
 /**
- * Killing a sandbox on request. The record moves running → killing first (a compare-and-set, so
- * one of two concurrent kills wins), then the node kills it, then the record is closed. A node
- * that no longer has the sandbox means it was already gone: the record is closed and the caller
- * hears "not found", as for a second kill.
+ * Killing a sandbox on request, running or paused (the node removes a paused one's files and
+ * snapshot). The record moves to killing first (a compare-and-set, so one of two concurrent kills
+ * wins), then the node kills it, then the record is closed. A node that no longer has the sandbox
+ * means it was already gone: the record is closed and the caller hears "not found", as for a
+ * second kill.
  */
 import type { APIContext } from "../context.js";
 import { getTeamSandbox, updateSandbox } from "../db/sandboxes.js";
-import { SandboxConflictError, SandboxNotFoundError } from "../errors.js";
+import type { SandboxRowState } from "../db/schema.js";
+import { SandboxNotFoundError } from "../errors.js";
 import { NodeSandboxNotFoundError } from "../orchestrator/node-client.js";
 import { markKilled } from "./lifecycle.js";
 import { nodeOf } from "./nodes.js";
+import { LIVE_STATES, stateConflict } from "./states.js";
+
+const KILLABLE: readonly SandboxRowState[] = ["running", "paused", "killing"];
 
 export async function killSandbox(ctx: APIContext, teamID: string, sandboxID: string): Promise<void> {
-  const row = await getTeamSandbox(ctx.db, teamID, sandboxID, ["starting", "running", "paused", "killing"]);
+  const row = await getTeamSandbox(ctx.db, teamID, sandboxID, LIVE_STATES);
   if (!row) throw new SandboxNotFoundError(sandboxID);
-  if (row.state === "starting") throw new SandboxConflictError(sandboxID, "starting");
+  // Starting, pausing and resuming end with the node's answer; until then a kill is a 409 (retry).
+  if (!KILLABLE.includes(row.state)) throw stateConflict(sandboxID, row.state);
   // A record already "killing" (a kill in flight, or one that failed half-way) is killed again:
   // the node's kill is idempotent, and a stuck record gets a way out.
   const claimed = await updateSandbox(ctx.db, sandboxID, [row.state], { state: "killing" });
-  if (!claimed) throw new SandboxNotFoundError(sandboxID);
+  if (!claimed) {
+    const current = await getTeamSandbox(ctx.db, teamID, sandboxID, LIVE_STATES);
+    if (current && !KILLABLE.includes(current.state)) throw stateConflict(sandboxID, current.state);
+    throw new SandboxNotFoundError(sandboxID);
+  }
   ctx.catalog.update(sandboxID, claimed);
   try {
     await nodeOf(ctx, row).delete(sandboxID);

@@ -1,14 +1,13 @@
 /**
- * Recording what happens to a sandbox: its lifecycle log (served as the sandbox's logs) and the
- * transition to killed, whoever learns of it first (a kill request, a node event, a reconcile).
+ * Recording what happens to a sandbox: its lifecycle log (served as the sandbox's logs), the
+ * pauses and resumes, and the transition to killed, whoever learns of it first (a request, a node
+ * event, a reconcile).
  */
 import type { APIContext } from "../context.js";
 import { insertSandboxLog } from "../db/sandbox-logs.js";
 import { updateSandbox } from "../db/sandboxes.js";
 import type { SandboxLogsTable, SandboxRow, SandboxRowState } from "../db/schema.js";
-
-/** Every state a sandbox can leave for killed. */
-const LIVE_STATES: readonly SandboxRowState[] = ["starting", "running", "paused", "killing"];
+import { LIVE_STATES, publicState } from "./states.js";
 
 export async function logSandbox(
   ctx: APIContext,
@@ -53,4 +52,22 @@ export async function markKilled(
     await logSandbox(ctx, row, "info", "sandbox stopped", { reason });
   }
   return row;
+}
+
+/**
+ * Publishes a change of a sandbox's record to the routing catalog and, when what the public API
+ * shows changed (running ⇄ paused), logs it once: only the writer of the change calls this.
+ */
+export async function recordStateChange(
+  ctx: APIContext,
+  before: SandboxRowState,
+  after: SandboxRow,
+  fields: Record<string, string> = {},
+): Promise<void> {
+  ctx.catalog.update(after.sandbox_id, after);
+  const shown = publicState(after.state);
+  if (publicState(before) === shown) return;
+  const message = shown === "paused" ? "sandbox paused" : "sandbox resumed";
+  ctx.logger.info({ sandboxID: after.sandbox_id, ...fields }, message);
+  await logSandbox(ctx, after, "info", message, fields);
 }

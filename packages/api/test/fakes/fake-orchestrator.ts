@@ -1,8 +1,12 @@
 /**
  * An orchestrator in memory: the SandboxService methods over a Map, served through Connect's
  * in-memory router transport, so the API under test talks to it with its real client (codes,
- * streams and all). End times are enforced with timers and announced as EXPIRED events, as the
- * real node does. Tests steer it with `failNext`, `stopOutOfBand` and `calls`.
+ * streams and all). End times are enforced with timers, as the real node does: announced as
+ * EXPIRED events, or, for sandboxes created with auto_pause, as pauses (PAUSED events). Pause and
+ * Resume follow the contract: failed_precondition unless running (Pause) or paused (Resume), a new
+ * host address on every resume, paused sandboxes kept (List, Get, Delete) with no address.
+ * Tests steer it with `failNext`, `holdNext`, `stopOutOfBand`, `pauseOutOfBand`,
+ * `resumeOutOfBand` and `calls`.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -24,29 +28,64 @@ import {
 
 type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
+type FakeState = "running" | "pausing" | "paused" | "resuming";
+
 interface FakeSandbox {
   config: SandboxConfig;
+  state: FakeState;
   startTime: Date;
   endTime: Date;
+  /** Empty while paused. */
   hostAddress: string;
+  startKind: "cold" | "resume";
+  /** How it was last paused: with its memory, or only its files. */
+  pausedWithMemory: boolean | undefined;
   timer: NodeJS.Timeout;
+}
+
+type Method = "create" | "delete" | "updateEndTime" | "list" | "get" | "pause" | "resume";
+
+/** A call stopped half-way (after its checks and state change, before its effect) until released. */
+export interface Hold {
+  /** Resolves with the sandbox id once the call reached the hold. */
+  reached: Promise<string>;
+  release(): void;
 }
 
 export class FakeOrchestrator {
   readonly sandboxes = new Map<string, FakeSandbox>();
   /** Every call by method name, in order (the request's sandbox id, when it has one). */
   readonly calls: Array<{ method: string; sandboxID?: string }> = [];
+  /** Every Pause and Resume request as received. */
+  readonly transitions: Array<
+    | { method: "pause"; sandboxID: string; memory?: boolean }
+    | { method: "resume"; sandboxID: string; reboot: boolean }
+  > = [];
   envdVersion = "0.6.13";
   private readonly listeners = new Set<(event: EventInit) => void>();
-  private readonly failures: Array<{ method: string; error: ConnectError }> = [];
+  private readonly failures: Array<{ method: Method; error: ConnectError }> = [];
+  private readonly holds: Array<{ method: Method; reach(sandboxID: string): void; released: Promise<void> }> =
+    [];
+  /** Resumes hand out 127.0.0.2, .3, …: loopback, where nothing answers envd's port. */
+  private nextHost = 2;
 
   /** The next call of `method` fails with `code`. */
-  failNext(
-    method: "create" | "delete" | "updateEndTime" | "list" | "get",
-    code: Code,
-    message = "injected",
-  ): void {
+  failNext(method: Method, code: Code, message = "injected"): void {
     this.failures.push({ method, error: new ConnectError(message, code) });
+  }
+
+  /** The next call of `method` ("create", "delete", "pause", "resume") waits for `release()`. */
+  holdNext(method: Method): Hold {
+    let reach!: (sandboxID: string) => void;
+    let release!: () => void;
+    const reached = new Promise<string>((resolve) => {
+      reach = resolve;
+    });
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.holds.push({ method, reach, released });
+    return { reached, release };
   }
 
   /** The node stops a sandbox on its own (end time, runtime died) and says so on the event stream. */
@@ -62,11 +101,35 @@ export class FakeOrchestrator {
     this.emit({ sandboxId: sandboxID, type, reason });
   }
 
+  /**
+   * The node pauses a running sandbox on its own (auto-pause at its end time); `silently` leaves
+   * out the PAUSED event (as if it were missed).
+   */
+  pauseOutOfBand(sandboxID: string, options: { silently?: boolean; memory?: boolean } = {}): void {
+    const sandbox = this.sandboxes.get(sandboxID);
+    if (sandbox?.state !== "running") throw new Error(`fake: '${sandboxID}' is not running`);
+    this.pauseNow(sandbox, options.memory ?? true, "end time reached", options.silently);
+  }
+
+  /** Something else (another API process) resumes a paused sandbox on the node. */
+  resumeOutOfBand(sandboxID: string, endTime = new Date(Date.now() + 60_000)): void {
+    const sandbox = this.sandboxes.get(sandboxID);
+    if (sandbox?.state !== "paused") throw new Error(`fake: '${sandboxID}' is not paused`);
+    this.resumeNow(sandbox, endTime);
+  }
+
   /** The node forgets a sandbox without an event (as if the event were lost). */
   dropSilently(sandboxID: string): void {
     const sandbox = this.sandboxes.get(sandboxID);
     if (sandbox) clearTimeout(sandbox.timer);
     this.sandboxes.delete(sandboxID);
+  }
+
+  /** Number of calls of `method` so far (for one sandbox when given). */
+  count(method: Method, sandboxID?: string): number {
+    return this.calls.filter(
+      (c) => c.method === method && (sandboxID === undefined || c.sandboxID === sandboxID),
+    ).length;
   }
 
   /** Number of open WatchEvents streams. */
@@ -93,12 +156,16 @@ export class FakeOrchestrator {
         if (config.templateId !== "base")
           throw new ConnectError(`template '${config.templateId}' not found`, Code.NotFound);
         if (this.sandboxes.has(config.sandboxId)) throw new ConnectError("exists", Code.AlreadyExists);
+        await this.held("create", config.sandboxId);
         const sandbox: FakeSandbox = {
           config,
+          state: "running",
           startTime: new Date(),
           endTime: timestampDate(req.endTime),
           // Loopback: nothing listens on envd's port there, so metric reads fail fast.
           hostAddress: "127.0.0.1",
+          startKind: "cold",
+          pausedWithMemory: undefined,
           timer: setTimeout(() => undefined, 0),
         };
         this.sandboxes.set(config.sandboxId, sandbox);
@@ -114,9 +181,10 @@ export class FakeOrchestrator {
         this.record("list");
         return { sandboxes: [...this.sandboxes.values()].map((s) => this.info(s)) };
       },
-      delete: (req) => {
+      delete: async (req) => {
         this.record("delete", req.sandboxId);
         const sandbox = this.find(req.sandboxId);
+        await this.held("delete", req.sandboxId);
         clearTimeout(sandbox.timer);
         this.sandboxes.delete(req.sandboxId);
         this.emit({ sandboxId: req.sandboxId, type: SandboxEventType.KILLED, reason: "request" });
@@ -126,12 +194,62 @@ export class FakeOrchestrator {
         this.record("updateEndTime", req.sandboxId);
         const sandbox = this.find(req.sandboxId);
         if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
+        if (sandbox.state !== "running") {
+          throw new ConnectError(`sandbox is ${sandbox.state}, not running`, Code.FailedPrecondition);
+        }
         sandbox.endTime = timestampDate(req.endTime);
         this.schedule(sandbox);
         return {};
       },
+      pause: async (req) => {
+        this.record("pause", req.sandboxId);
+        this.transitions.push({ method: "pause", sandboxID: req.sandboxId, memory: req.memory });
+        const sandbox = this.find(req.sandboxId);
+        if (sandbox.state !== "running") {
+          throw new ConnectError(`sandbox is ${sandbox.state}, not running`, Code.FailedPrecondition);
+        }
+        sandbox.state = "pausing";
+        clearTimeout(sandbox.timer);
+        await this.held("pause", req.sandboxId);
+        if (this.sandboxes.get(req.sandboxId) !== sandbox) throw new ConnectError("deleted", Code.NotFound);
+        this.pauseNow(sandbox, req.memory ?? true, "request");
+        return { sandbox: this.info(sandbox) };
+      },
+      resume: async (req) => {
+        this.record("resume", req.sandboxId);
+        this.transitions.push({ method: "resume", sandboxID: req.sandboxId, reboot: req.reboot });
+        const sandbox = this.find(req.sandboxId);
+        if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
+        if (sandbox.state !== "paused") {
+          throw new ConnectError(`sandbox is ${sandbox.state}, not paused`, Code.FailedPrecondition);
+        }
+        sandbox.state = "resuming";
+        await this.held("resume", req.sandboxId);
+        if (this.sandboxes.get(req.sandboxId) !== sandbox) throw new ConnectError("deleted", Code.NotFound);
+        this.resumeNow(sandbox, timestampDate(req.endTime));
+        return { sandbox: this.info(sandbox) };
+      },
       watchEvents: (_req, ctx) => this.stream(ctx.signal),
     };
+  }
+
+  private pauseNow(sandbox: FakeSandbox, memory: boolean, reason: string, silently = false): void {
+    clearTimeout(sandbox.timer);
+    sandbox.state = "paused";
+    sandbox.hostAddress = "";
+    sandbox.pausedWithMemory = memory;
+    if (!silently) this.emit({ sandboxId: sandbox.config.sandboxId, type: SandboxEventType.PAUSED, reason });
+  }
+
+  private resumeNow(sandbox: FakeSandbox, endTime: Date): void {
+    sandbox.state = "running";
+    sandbox.hostAddress = `127.0.0.${this.nextHost}`;
+    this.nextHost = this.nextHost >= 254 ? 2 : this.nextHost + 1;
+    sandbox.startTime = new Date();
+    sandbox.endTime = endTime;
+    sandbox.startKind = "resume";
+    this.schedule(sandbox);
+    this.emit({ sandboxId: sandbox.config.sandboxId, type: SandboxEventType.RESUMED });
   }
 
   private async *stream(signal: AbortSignal): AsyncGenerator<EventInit> {
@@ -162,7 +280,7 @@ export class FakeOrchestrator {
     }
   }
 
-  private record(method: string, sandboxID?: string): void {
+  private record(method: Method, sandboxID?: string): void {
     this.calls.push({ method, sandboxID });
     const i = this.failures.findIndex((f) => f.method === method);
     if (i >= 0) {
@@ -171,18 +289,34 @@ export class FakeOrchestrator {
     }
   }
 
+  private async held(method: Method, sandboxID: string): Promise<void> {
+    const i = this.holds.findIndex((h) => h.method === method);
+    if (i < 0) return;
+    const [hold] = this.holds.splice(i, 1);
+    hold!.reach(sandboxID);
+    await hold!.released;
+  }
+
   private find(sandboxID: string): FakeSandbox {
     const sandbox = this.sandboxes.get(sandboxID);
     if (!sandbox) throw new ConnectError(`sandbox '${sandboxID}' not found on this node`, Code.NotFound);
     return sandbox;
   }
 
+  /** At the end time: a pause for auto_pause sandboxes, otherwise a kill (EXPIRED). */
   private schedule(sandbox: FakeSandbox): void {
     clearTimeout(sandbox.timer);
     const delay = Math.max(0, sandbox.endTime.getTime() - Date.now());
     // Timers cap at 2^31-1 ms; longer end times are simply never reached in a test.
     sandbox.timer = setTimeout(
-      () => this.stopOutOfBand(sandbox.config.sandboxId),
+      () => {
+        if (sandbox.state !== "running") return;
+        if (sandbox.config.autoPause) {
+          this.pauseNow(sandbox, sandbox.config.autoPauseMemory ?? true, "end time reached");
+        } else {
+          this.stopOutOfBand(sandbox.config.sandboxId);
+        }
+      },
       Math.min(delay, 2 ** 31 - 1),
     );
     sandbox.timer.unref();
@@ -191,17 +325,25 @@ export class FakeOrchestrator {
   private info(sandbox: FakeSandbox): MessageInitShape<typeof SandboxInfoSchema> {
     return {
       config: { ...sandbox.config, envdAccessToken: "" },
-      state: SandboxState.RUNNING,
+      state: STATES[sandbox.state],
       startTime: timestampFromDate(sandbox.startTime),
       endTime: timestampFromDate(sandbox.endTime),
       hostAddress: sandbox.hostAddress,
       envdVersion: this.envdVersion,
-      lifecycleId: `fake-${sandbox.config.sandboxId}`,
+      lifecycleId: `fake-${sandbox.config.sandboxId}-${sandbox.startTime.getTime()}`,
+      startKind: sandbox.startKind,
     };
   }
 
-  private emit(event: Omit<EventInit, "time">): void {
+  private emit(event: { sandboxId: string; type: SandboxEventType; reason?: string }): void {
     const full: EventInit = { ...event, time: timestampFromDate(new Date()) };
     for (const listener of this.listeners) listener(full);
   }
 }
+
+const STATES: Record<FakeState, SandboxState> = {
+  running: SandboxState.RUNNING,
+  pausing: SandboxState.PAUSING,
+  paused: SandboxState.PAUSED,
+  resuming: SandboxState.RESUMING,
+};

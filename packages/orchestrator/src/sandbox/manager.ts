@@ -5,7 +5,7 @@
  * pushed onto a cleanup stack right away, so a failure at any step releases exactly what was taken.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
@@ -20,7 +20,21 @@ import { SlotPool } from "../network/slot-pool.js";
 import { sandboxSpec } from "../runtime/oci-spec.js";
 import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, prepareImage, removeImage } from "../snapshot/image.js";
-import { mountRootfs, mountsUnder, removeSandboxDir, unmountRootfs } from "../storage/overlay.js";
+import {
+  findSnapshot,
+  saveUpper,
+  seedUpper,
+  snapshotDir,
+  snapshotPaths,
+  type TemplateSnapshot,
+} from "../snapshot/template-snapshot.js";
+import {
+  mountRootfs,
+  mountsUnder,
+  removeSandboxDir,
+  rootfsPaths,
+  unmountRootfs,
+} from "../storage/overlay.js";
 import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
 import {
   InvalidSandboxConfigError,
@@ -58,6 +72,10 @@ export interface SandboxManagerOptions {
    * there ("crash"). Steps: pause:frozen, pause:checkpointed, pause:committed, resume:restored.
    */
   faults?: ReadonlyMap<string, "error" | "crash">;
+  /** Key of this node's template snapshots (snapshot/template-snapshot.ts); unset: cold starts only. */
+  snapshotKey?: string;
+  /** Ready, never-used sandboxes kept per template, restored from its snapshot; 0 disables. */
+  poolSize: number;
 }
 
 export interface CreateInput {
@@ -90,6 +108,14 @@ export interface SandboxEvent {
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
 /** How often running sandboxes are checked for a runtime that died (out of memory, crash). */
 const WATCHDOG_INTERVAL_MS = 1000;
+/**
+ * What template snapshots (and so pool entries) are booted with. A restore keeps the saved memory
+ * size, so only creates asking for this much use them; the CPU quota comes from each sandbox's spec.
+ */
+const SNAPSHOT_MEMORY_MB = 512;
+const SNAPSHOT_VCPU = 2;
+/** When a pool refill fails, the next try waits this long. */
+const POOL_RETRY_MS = 5000;
 /** When an auto-pause at the end time fails, the sandbox keeps running and it is tried again. */
 const AUTO_PAUSE_RETRY_MS = 5000;
 
@@ -101,6 +127,11 @@ export class SandboxManager {
   private readonly watchdog: NodeJS.Timeout;
   /** Container deletions a pause left running in the background; kill and killAll wait for them. */
   private readonly deletions = new Set<Promise<void>>();
+  private readonly snapshots = new Map<string, TemplateSnapshot>();
+  /** Warm pools: restored sandboxes nobody has claimed yet, per template (not in `sandboxes`). */
+  private readonly pools = new Map<string, Sandbox[]>();
+  private readonly filling = new Set<string>();
+  private closed = false;
 
   constructor(private readonly options: SandboxManagerOptions) {
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
@@ -132,48 +163,54 @@ export class SandboxManager {
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const timer = phaseTimer();
-    const cleanup = new CleanupStack();
-    let sandbox: Sandbox | undefined;
+    const pooled = this.claimPooled(input);
+    const cleanup = pooled?.cleanup ?? new CleanupStack();
+    let sandbox: Sandbox | undefined = pooled;
     this.starting++;
     try {
       const record: SandboxRecord = {
         ...input,
-        dir: input.sandboxID,
+        dir: pooled?.record.dir ?? input.sandboxID,
         endTime: input.endTime.toISOString(),
         startTime: new Date().toISOString(),
-        slotIndex: 0,
-        lifecycleID: newLifecycleID(input.sandboxID),
+        slotIndex: pooled?.record.slotIndex ?? 0,
+        lifecycleID: pooled?.record.lifecycleID ?? newLifecycleID(input.sandboxID),
         state: "starting",
-        startKind: "cold",
+        startKind: pooled ? "pool" : "cold",
       };
       const dir = sandboxDir(options.dataDir, record.dir);
       // The record goes to disk first: after a crash at any later step, reclaim finds it and
       // releases the slot's network, the mount and the container by their derived names.
       await writeRecord(options.dataDir, record);
-      cleanup.push("sandbox directory", () => removeSandboxDir(dir));
-      sandbox = new Sandbox(record, dir, cleanup);
-      this.sandboxes.set(input.sandboxID, sandbox);
+      if (pooled) {
+        pooled.record = record;
+      } else {
+        cleanup.push("sandbox directory", () => removeSandboxDir(dir));
+        sandbox = new Sandbox(record, dir, cleanup);
+      }
+      const created = sandbox as Sandbox;
+      this.sandboxes.set(input.sandboxID, created);
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
       timer.lap("record");
 
-      await this.boot(sandbox, undefined, timer.lap);
-      await this.init(sandbox);
+      if (!pooled) await this.bootNew(created, timer.lap);
+      await this.init(created);
       timer.lap("init");
       record.state = "running";
       await writeRecord(options.dataDir, record);
-      sandbox.state = "running";
-      this.armEnd(sandbox);
+      created.state = "running";
+      this.armEnd(created);
       log.info(
         {
           slot: record.slotIndex,
-          hostAddress: sandbox.hostAddress,
+          hostAddress: created.hostAddress,
           startKind: record.startKind,
           ...timer.done(),
         },
         "sandbox created",
       );
       this.emit({ sandboxID: input.sandboxID, type: "created", reason: "" });
-      return sandbox;
+      return created;
     } catch (err) {
       log.warn({ err }, "sandbox create failed; releasing what it acquired");
       await releaseAll(sandbox, cleanup).catch((releaseErr: unknown) =>
@@ -369,17 +406,195 @@ export class SandboxManager {
     return { adopted, paused, released, reaped };
   }
 
-  /** Stops the end timers; sandboxes keep running for the next orchestrator to adopt. */
-  close(): void {
+  /**
+   * Stops the end timers and empties the warm pools; sandboxes keep running for the next
+   * orchestrator to adopt.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.watchdog);
     for (const sandbox of this.sandboxes.values()) sandbox.clearEnd();
     this.listeners.clear();
+    const entries = [...this.pools.values()].flat();
+    this.pools.clear();
+    await Promise.allSettled(entries.map((entry) => releaseAll(entry, entry.cleanup)));
+    await Promise.all(this.deletions);
+  }
+
+  /**
+   * Makes creates from `templateID` fast: finds or builds its snapshot (a sandbox booted with envd
+   * ready, checkpointed), then fills its warm pool. Until it is done, creates boot cold.
+   */
+  async prepareTemplate(templateID: string): Promise<TemplateSnapshot | undefined> {
+    const { options } = this;
+    if (!options.snapshotKey) return undefined;
+    const dir = snapshotDir(this.templateRootfs(templateID), options.snapshotKey);
+    const snapshot =
+      (await findSnapshot(templateID, dir, SNAPSHOT_MEMORY_MB)) ??
+      (await this.buildSnapshot(templateID, dir));
+    this.snapshots.set(templateID, snapshot);
+    this.fillPool(templateID);
+    return snapshot;
+  }
+
+  /** Ready entries in the template's warm pool (for tests and metrics). */
+  poolCount(templateID: string): number {
+    return this.pools.get(templateID)?.length ?? 0;
   }
 
   /** Kills every sandbox (node shutdown for good, and tests). */
   async killAll(): Promise<void> {
     await Promise.allSettled(this.list().map((s) => this.kill(s.id, "killed", "node shutdown")));
     await Promise.all(this.deletions);
+  }
+
+  /**
+   * Boots a new sandbox from its template's snapshot when there is one that fits, else cold. A
+   * snapshot that fails to restore is dropped (cold starts until the template is prepared again).
+   */
+  private async bootNew(sandbox: Sandbox, lap: (phase: string) => void): Promise<void> {
+    const { record } = sandbox;
+    const snapshot = this.snapshots.get(record.templateID);
+    if (!snapshot || snapshot.memoryMB !== record.memoryMB) {
+      await this.boot(sandbox, undefined, lap);
+      return;
+    }
+    try {
+      await seedUpper(snapshot, rootfsPaths(sandbox.dir).upper);
+      await this.boot(sandbox, snapshot.image, lap);
+      record.startKind = "snapshot";
+    } catch (err) {
+      this.options.logger.warn(
+        { err, sandboxID: record.sandboxID, templateID: record.templateID },
+        "restoring the template snapshot failed; dropping it and starting cold",
+      );
+      this.snapshots.delete(record.templateID);
+      await sandbox.runtime.run();
+      resetRuntime(sandbox);
+      const { upper, work } = rootfsPaths(sandbox.dir);
+      await Promise.all([upper, work].map((d) => rm(d, { recursive: true, force: true })));
+      record.lifecycleID = newLifecycleID(record.sandboxID);
+      await this.boot(sandbox, undefined, lap);
+    }
+  }
+
+  /** A pool entry for this create, when one is ready and was booted the way it asks. */
+  private claimPooled(input: CreateInput): Sandbox | undefined {
+    if (input.memoryMB !== SNAPSHOT_MEMORY_MB || input.vcpu !== SNAPSHOT_VCPU) return undefined;
+    if (!input.allowInternetAccess) return undefined;
+    const entry = this.pools.get(input.templateID)?.shift();
+    if (entry) this.fillPool(input.templateID);
+    return entry;
+  }
+
+  /** Refills the template's warm pool in the background, one sandbox at a time, creates first. */
+  private fillPool(templateID: string): void {
+    const snapshot = this.snapshots.get(templateID);
+    if (!snapshot || this.options.poolSize <= 0 || this.closed || this.filling.has(templateID)) return;
+    this.filling.add(templateID);
+    const pool = this.pools.get(templateID) ?? [];
+    this.pools.set(templateID, pool);
+    void (async () => {
+      try {
+        while (!this.closed && pool.length < this.options.poolSize) {
+          if (this.starting > 0) {
+            await new Promise((r) => setTimeout(r, 50));
+            continue;
+          }
+          const entry = await this.startPooled(snapshot);
+          if (this.closed) await releaseAll(entry, entry.cleanup);
+          else pool.push(entry);
+        }
+        this.options.logger.info({ templateID, ready: pool.length }, "warm pool full");
+      } catch (err) {
+        this.options.logger.warn({ err, templateID }, "warm pool refill failed; retrying later");
+        setTimeout(() => this.fillPool(templateID), POOL_RETRY_MS).unref();
+      } finally {
+        this.filling.delete(templateID);
+      }
+    })();
+  }
+
+  /** Restores one pool entry from the snapshot; /init waits until a create claims it. */
+  private async startPooled(snapshot: TemplateSnapshot): Promise<Sandbox> {
+    const sandbox = await this.newInstance(
+      snapshot.templateID,
+      `pool-${randomBytes(5).toString("hex")}`,
+      "pooled",
+    );
+    try {
+      await seedUpper(snapshot, rootfsPaths(sandbox.dir).upper);
+      await this.boot(sandbox, snapshot.image, () => undefined);
+      sandbox.record.startKind = "pool";
+      return sandbox;
+    } catch (err) {
+      await releaseAll(sandbox, sandbox.cleanup).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Boots a sandbox from the template with envd ready and checkpoints it into `dir`. */
+  private async buildSnapshot(templateID: string, dir: string): Promise<TemplateSnapshot> {
+    const { options } = this;
+    const sandbox = await this.newInstance(
+      templateID,
+      `snapshot-${randomBytes(4).toString("hex")}`,
+      "starting",
+    );
+    const timer = phaseTimer();
+    try {
+      await this.boot(sandbox, undefined, timer.lap);
+      const slot = sandbox.slot!;
+      await freezeEnvd(slot.hostAddress, () => closeIngress(slot));
+      const { image } = snapshotPaths(dir);
+      await mkdir(dir, { recursive: true });
+      // Released like a paused sandbox's: the container stopped with the checkpoint.
+      sandbox.state = "pausing";
+      await options.runsc.checkpoint(sandbox.record.lifecycleID, await prepareImage(image));
+      await saveUpper(rootfsPaths(sandbox.dir).upper, dir);
+      await commitImage(image);
+      timer.lap("checkpoint");
+      options.logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
+      return (await findSnapshot(templateID, dir, SNAPSHOT_MEMORY_MB))!;
+    } finally {
+      await releaseAll(sandbox, sandbox.cleanup).catch((err: unknown) =>
+        options.logger.error({ err }, "releasing the snapshot sandbox"),
+      );
+      await Promise.all(this.deletions);
+    }
+  }
+
+  /** A sandbox of the node's own (snapshot builder, pool entry): not registered, no user config. */
+  private async newInstance(
+    templateID: string,
+    name: string,
+    state: "starting" | "pooled",
+  ): Promise<Sandbox> {
+    const record: SandboxRecord = {
+      sandboxID: name,
+      templateID,
+      teamID: "",
+      vcpu: SNAPSHOT_VCPU,
+      memoryMB: SNAPSHOT_MEMORY_MB,
+      diskSizeMB: 0,
+      envVars: {},
+      metadata: {},
+      envdAccessToken: "",
+      allowInternetAccess: true,
+      defaultUser: "",
+      defaultWorkdir: "",
+      dir: name,
+      endTime: new Date(8.64e15).toISOString(),
+      startTime: new Date().toISOString(),
+      slotIndex: 0,
+      lifecycleID: newLifecycleID(name),
+      state,
+    };
+    await writeRecord(this.options.dataDir, record);
+    const dir = sandboxDir(this.options.dataDir, name);
+    const cleanup = new CleanupStack();
+    cleanup.push("sandbox directory", () => removeSandboxDir(dir));
+    return new Sandbox(record, dir, cleanup);
   }
 
   /**

@@ -1,0 +1,87 @@
+/**
+ * Taking the node's word for whether a sandbox runs or is paused. The node pauses sandboxes on its
+ * own (auto-pause at the end time), another API process may pause or resume them, events can be
+ * missed while the stream is down, and a Pause or Resume call can fail after the node acted: in
+ * each case the record is brought in line with what the node reports (Get, List).
+ */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
+import type { APIContext } from "../context.js";
+import { getSandbox, type SandboxChanges, updateSandbox } from "../db/sandboxes.js";
+import type { SandboxRow, SandboxRowState } from "../db/schema.js";
+import { NodeSandboxNotFoundError } from "../orchestrator/node-client.js";
+import { markKilled, recordStateChange } from "./lifecycle.js";
+import { nodeOf } from "./nodes.js";
+
+/** Records that may become paused, and running, on the node's word. */
+const MAY_PAUSE: readonly SandboxRowState[] = ["running", "pausing", "resuming"];
+const MAY_RUN: readonly SandboxRowState[] = ["paused", "pausing", "resuming"];
+
+/**
+ * Brings the record in line with the node's RUNNING or PAUSED sandbox (other node states are
+ * between states: the record waits for their outcome). Answers the record afterwards.
+ */
+export async function applyNodeState(
+  ctx: APIContext,
+  row: SandboxRow,
+  info: SandboxInfo,
+): Promise<SandboxRow> {
+  let changes: SandboxChanges | undefined;
+  if (info.state === SandboxState.PAUSED && MAY_PAUSE.includes(row.state)) {
+    changes = { state: "paused", host_address: null };
+  } else if (
+    info.state === SandboxState.RUNNING &&
+    info.hostAddress !== "" &&
+    (MAY_RUN.includes(row.state) || (row.state === "running" && row.host_address !== info.hostAddress))
+  ) {
+    // A resume elsewhere moved it: a new host address, and the end time the node now enforces.
+    changes = {
+      state: "running",
+      host_address: info.hostAddress,
+      envd_version: info.envdVersion || row.envd_version,
+      ...(info.endTime ? { end_at: timestampDate(info.endTime) } : {}),
+      ...(info.startTime && row.state !== "running" ? { started_at: timestampDate(info.startTime) } : {}),
+    };
+  }
+  if (!changes) return row;
+  const changed = await updateSandbox(ctx.db, row.sandbox_id, [row.state], changes);
+  if (!changed) return (await getSandbox(ctx.db, row.sandbox_id)) ?? row;
+  await recordStateChange(ctx, row.state, changed, { source: "node" });
+  return changed;
+}
+
+/**
+ * After a Pause or Resume call failed: asks the node where the sandbox is and records that. When
+ * the node cannot say, the record goes back to `fallback`, the state the transition left (the
+ * node's events and the next reconcile correct it if the node did act). Answers the record
+ * afterwards; undefined when the node no longer has the sandbox (the record is closed).
+ */
+export async function settleFromNode(
+  ctx: APIContext,
+  row: SandboxRow,
+  fallback: "running" | "paused",
+): Promise<SandboxRow | undefined> {
+  let info: SandboxInfo;
+  try {
+    info = await nodeOf(ctx, row).get(row.sandbox_id);
+  } catch (err) {
+    if (err instanceof NodeSandboxNotFoundError) {
+      await markKilled(ctx, row.sandbox_id, "missing on node");
+      return undefined;
+    }
+    ctx.logger.warn({ err, sandboxID: row.sandbox_id }, "could not ask the node after a failed transition");
+    const reverted = await updateSandbox(ctx.db, row.sandbox_id, ["pausing", "resuming"], {
+      state: fallback,
+    });
+    if (reverted) ctx.catalog.update(row.sandbox_id, reverted);
+    return reverted ?? (await getSandbox(ctx.db, row.sandbox_id));
+  }
+  const current = await getSandbox(ctx.db, row.sandbox_id);
+  if (!current) return undefined;
+  const settled = await applyNodeState(ctx, current, info);
+  if (settled.state === "pausing" || settled.state === "resuming") {
+    // The node is still between states: the record waits for the node's event, or the reconcile.
+    ctx.logger.warn({ sandboxID: row.sandbox_id, nodeState: info.state }, "transition left unsettled");
+  }
+  return settled;
+}
