@@ -24,7 +24,8 @@ export interface RunningMoat {
   cleanup(): Promise<void>;
 }
 
-export async function startMoat(): Promise<RunningMoat> {
+/** `env` reaches the moat process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …). */
+export async function startMoat(options: { env?: Record<string, string> } = {}): Promise<RunningMoat> {
   const dataDir = await makeDataDir();
   const ports = { api: await freePort(), proxy: await freePort(), orchestrator: await freePort() };
   let output = "";
@@ -44,7 +45,11 @@ export async function startMoat(): Promise<RunningMoat> {
         "--orchestrator-port",
         String(ports.orchestrator),
       ],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MOAT_LOG_LEVEL: "info" } },
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        // No warm pool unless asked: its sandboxes would be in every leak check's picture.
+        env: { ...process.env, MOAT_LOG_LEVEL: "info", MOAT_POOL_SIZE: "0", ...options.env },
+      },
     );
     const collect = (chunk: Buffer) => {
       output += chunk.toString();
@@ -52,7 +57,11 @@ export async function startMoat(): Promise<RunningMoat> {
     child.stdout!.on("data", collect);
     child.stderr!.on("data", collect);
     const deadline = Date.now() + 180_000;
-    while (!output.slice(from).includes("moat is up")) {
+    // Up, and the base template prepared (its snapshot found or built, the pool filled).
+    const ready = () =>
+      output.slice(from).includes("moat is up") &&
+      /template prepared|preparing the template snapshot failed/.test(output.slice(from));
+    while (!ready()) {
       if (child.exitCode !== null)
         throw new Error(`moat up exited with ${child.exitCode}: ${output.slice(from)}`);
       if (Date.now() > deadline) throw new Error(`moat up did not come up: ${output.slice(from)}`);

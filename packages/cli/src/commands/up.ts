@@ -19,6 +19,7 @@ import {
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
+import { parseCount } from "../args/count.js";
 import { parsePort } from "../args/port.js";
 
 interface UpOptions {
@@ -28,6 +29,7 @@ interface UpOptions {
   proxyPort: number;
   orchestratorPort: number;
   domain: string;
+  poolSize?: number;
 }
 
 export function upCommand(): Command {
@@ -39,6 +41,11 @@ export function upCommand(): Command {
     .option("--proxy-port <port>", "client proxy port (E2B_SANDBOX_URL)", parsePort, 3002)
     .option("--orchestrator-port <port>", "orchestrator gRPC port (loopback only)", parsePort, 5008)
     .option("--domain <domain>", "domain of sandbox hosts: <port>-<sandboxID>.<domain>", "moat.local")
+    .option(
+      "--pool-size <n>",
+      "ready sandboxes kept per template for instant creates (default: MOAT_POOL_SIZE or 2)",
+      parseCount,
+    )
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -78,6 +85,7 @@ async function up(opts: UpOptions): Promise<void> {
     runscBinary: runsc.path,
     platform: runsc.platform,
     templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+    poolSize: opts.poolSize,
   });
   const envFile = path.join(opts.dataDir, ".env");
   const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
@@ -129,10 +137,10 @@ async function up(opts: UpOptions): Promise<void> {
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    progress(`${signal}: stopping (killing sandboxes)`);
+    progress(`${signal}: stopping (killing running sandboxes; paused ones are kept for the next start)`);
     await proxy.close().catch((err: unknown) => logger.error({ err }, "proxy close"));
     await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
-    await orchestrator.manager.killAll();
+    await orchestrator.manager.killAll({ keepPaused: true });
     await orchestrator.close();
     progress("stopped");
     process.exit(0);

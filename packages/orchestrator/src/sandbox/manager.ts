@@ -442,9 +442,10 @@ export class SandboxManager {
     return this.pools.get(templateID)?.length ?? 0;
   }
 
-  /** Kills every sandbox (node shutdown for good, and tests). */
-  async killAll(): Promise<void> {
-    await Promise.allSettled(this.list().map((s) => this.kill(s.id, "killed", "node shutdown")));
+  /** Kills every sandbox, or every one not paused (node shutdown, and tests). */
+  async killAll(options: { keepPaused?: boolean } = {}): Promise<void> {
+    const doomed = this.list().filter((s) => !(options.keepPaused && s.state === "paused"));
+    await Promise.allSettled(doomed.map((s) => this.kill(s.id, "killed", "node shutdown")));
     await Promise.all(this.deletions);
   }
 
