@@ -151,11 +151,8 @@ for (const backend of backends) {
       const resume = connect(p.sandboxID);
       await resuming.reached;
       await expectError(await pause(p.sandboxID), 409, /is being resumed/);
-      await expectError(
-        await t.request(`/sandboxes/${p.sandboxID}`, { method: "DELETE" }),
-        409,
-        /is being resumed/,
-      );
+      // A kill waits for the resume this process has under way, then kills.
+      const killDuringResume = t.request(`/sandboxes/${p.sandboxID}`, { method: "DELETE" });
       await expectError(
         await t.request(`/sandboxes/${p.sandboxID}/timeout`, { method: "POST", json: { timeout: 60 } }),
         409,
@@ -165,6 +162,8 @@ for (const backend of backends) {
       assert.equal((await t.api.catalog.lookup(p.sandboxID))?.state, "starting");
       resuming.release();
       assert.equal((await resume).status, 201);
+      assert.equal((await killDuringResume).status, 204);
+      assert.equal(t.fake.sandboxes.get(p.sandboxID), undefined, "killed on the node after the resume");
       assert.equal(t.fake.count("pause", p.sandboxID), 1);
     });
 

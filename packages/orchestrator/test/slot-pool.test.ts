@@ -48,3 +48,21 @@ describe("slot names and addresses", () => {
     assert.throws(() => new Slot(0));
   });
 });
+
+describe("SlotPool start", () => {
+  test("never-used slots are taken from the first index given, wrapping around", () => {
+    const pool = new SlotPool(5, 1000, () => 0, 4);
+    assert.deepEqual(
+      [pool.acquire(), pool.acquire(), pool.acquire()].map((s) => s.index),
+      [4, 5, 1],
+    );
+    pool.release(new Slot(5));
+    assert.deepEqual(
+      [pool.acquire(), pool.acquire()].map((s) => s.index),
+      [2, 3],
+      "a freed slot rests",
+    );
+    assert.equal(pool.acquire().index, 5, "full: the freed slot is reused");
+    assert.throws(() => pool.acquire(), /node is full/);
+  });
+});

@@ -166,7 +166,8 @@ export async function hostResources(orch: RunningOrchestrator) {
       }))
     ).stdout,
   ) as { install?: { path?: string } };
-  const runsc = runscPath.install?.path;
+  // Relative paths in the record are relative to the runtime directory.
+  const runsc = runscPath.install?.path && path.resolve(orch.dataDir, "runtime", runscPath.install.path);
   const containers = runsc
     ? (
         await runCommand([runsc, "--root", path.join(orch.dataDir, "runsc"), "list", "--quiet"]).catch(

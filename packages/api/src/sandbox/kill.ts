@@ -17,9 +17,12 @@ import { LIVE_STATES, stateConflict } from "./states.js";
 const KILLABLE: readonly SandboxRowState[] = ["running", "paused", "killing"];
 
 export async function killSandbox(ctx: APIContext, teamID: string, sandboxID: string): Promise<void> {
+  // A pause or resume this process has under way ends first (in a whole state), then the kill.
+  await ctx.transitions.get(sandboxID)?.settled;
   const row = await getTeamSandbox(ctx.db, teamID, sandboxID, LIVE_STATES);
   if (!row) throw new SandboxNotFoundError(sandboxID);
-  // Starting, pausing and resuming end with the node's answer; until then a kill is a 409 (retry).
+  // Starting, or a transition another API process runs, ends with the node's answer; until then a
+  // kill is a 409 (retry).
   if (!KILLABLE.includes(row.state)) throw stateConflict(sandboxID, row.state);
   // A record already "killing" (a kill in flight, or one that failed half-way) is killed again:
   // the node's kill is idempotent, and a stuck record gets a way out.

@@ -9,32 +9,49 @@ export const SLOT_REUSE_DELAY_MS = 60_000;
 
 /**
  * Hands out slot indexes: never-used ones first, then freed ones that rested long enough, and only
- * when the node is otherwise full, the longest-rested freed one.
+ * when the node is otherwise full, the longest-rested freed one. Never-used ones are taken in turn
+ * from `first`, wrapping around: a restarted orchestrator does not know which slots its previous
+ * run freed a moment ago, so it starts somewhere else (the manager picks `first` at random).
  */
 export class SlotPool {
   private readonly inUse = new Set<number>();
   /** Freed indexes, oldest release first. */
   private readonly free: Array<{ index: number; releasedAt: number }> = [];
-  private next = 1;
+  private readonly freed = new Set<number>();
+  private next: number;
 
   constructor(
     private readonly capacity = MAX_SLOTS,
     private readonly reuseDelayMs = SLOT_REUSE_DELAY_MS,
     private readonly now = () => Date.now(),
-  ) {}
+    first = 1,
+  ) {
+    this.next = Math.min(Math.max(1, first), capacity);
+  }
 
   acquire(): Slot {
     let index: number | undefined;
     const rested = this.free[0] && this.now() - this.free[0].releasedAt >= this.reuseDelayMs;
-    if (rested) index = this.free.shift()!.index;
-    else {
-      while (this.inUse.has(this.next)) this.next++;
-      if (this.next <= this.capacity) index = this.next++;
-      else index = this.free.shift()?.index;
-    }
+    if (rested) index = this.takeFreed();
+    else index = this.takeNeverUsed() ?? this.takeFreed();
     if (index === undefined) throw new Error("no free network slot: the node is full");
     this.inUse.add(index);
     return new Slot(index);
+  }
+
+  private takeNeverUsed(): number | undefined {
+    for (let tried = 0; tried < this.capacity; tried++) {
+      const index = this.next;
+      this.next = index >= this.capacity ? 1 : index + 1;
+      if (!this.inUse.has(index) && !this.freed.has(index)) return index;
+    }
+    return undefined;
+  }
+
+  private takeFreed(): number | undefined {
+    const entry = this.free.shift();
+    if (entry) this.freed.delete(entry.index);
+    return entry?.index;
   }
 
   /** Marks a slot taken by a sandbox adopted after a restart. */
@@ -42,11 +59,14 @@ export class SlotPool {
     this.inUse.add(index);
     const i = this.free.findIndex((f) => f.index === index);
     if (i !== -1) this.free.splice(i, 1);
+    this.freed.delete(index);
     return new Slot(index);
   }
 
   release(slot: Slot): void {
-    if (this.inUse.delete(slot.index)) this.free.push({ index: slot.index, releasedAt: this.now() });
+    if (!this.inUse.delete(slot.index)) return;
+    this.free.push({ index: slot.index, releasedAt: this.now() });
+    this.freed.add(slot.index);
   }
 
   get used(): number {

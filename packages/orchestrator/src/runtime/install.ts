@@ -87,12 +87,9 @@ export async function ensureRunsc(opts: {
   const dir = runtimeDir(opts.dataDir);
   const candidates = await findCandidates(opts.dataDir);
   const record = await readRecord(dir);
-  if (
-    record &&
-    record.fingerprint === (await fingerprint(candidates)) &&
-    (await isExecutable(record.install.path))
-  ) {
-    return record.install;
+  if (record && record.fingerprint === (await fingerprint(candidates, dir))) {
+    const install = { ...record.install, path: path.resolve(dir, record.install.path) };
+    if (await isExecutable(install.path)) return install;
   }
 
   await mkdir(dir, { recursive: true });
@@ -156,9 +153,9 @@ export async function ensureRunsc(opts: {
   const fresh: InstallRecord = {
     schema: RECORD_SCHEMA,
     // Recomputed: a download just added a candidate.
-    fingerprint: await fingerprint(await findCandidates(opts.dataDir)),
-    origin: candidate.path,
-    install,
+    fingerprint: await fingerprint(await findCandidates(opts.dataDir), dir),
+    origin: inRuntimeDir(candidate.path, dir),
+    install: { ...install, path: inRuntimeDir(install.path, dir) },
     checkedAt: new Date().toISOString(),
     smokeMs: smoke.ms,
   };
@@ -170,7 +167,9 @@ export async function ensureRunsc(opts: {
 
 /** The cached install, without checking it (for reports); undefined before the first setup. */
 export async function readRunscInstall(dataDir: string): Promise<RunscInstall | undefined> {
-  return (await readRecord(runtimeDir(dataDir)))?.install;
+  const dir = runtimeDir(dataDir);
+  const install = (await readRecord(dir))?.install;
+  return install && { ...install, path: path.resolve(dir, install.path) };
 }
 
 /** `runsc --version` of a binary; undefined when it does not run or does not look like runsc. */
@@ -278,12 +277,21 @@ async function removeOtherPatchedCopies(dir: string, keep: string): Promise<void
   }
 }
 
+/**
+ * Paths inside the runtime directory are kept relative to it, so that the record stays true for
+ * any data directory that reaches the same runtime directory (tests link one shared cache).
+ */
+function inRuntimeDir(file: string, dir: string): string {
+  const relative = path.relative(dir, file);
+  return relative.startsWith("..") || path.isAbsolute(relative) ? file : relative;
+}
+
 /** Identity of everything the decision depends on: the candidates' files and the kernel. */
-async function fingerprint(candidates: Candidate[]): Promise<string> {
+async function fingerprint(candidates: Candidate[], dir: string): Promise<string> {
   const parts: unknown[] = [RECORD_SCHEMA, os.release(), RUNSC_PLATFORM];
   for (const candidate of candidates) {
     const st = await stat(candidate.path).catch(() => undefined);
-    parts.push([candidate.from, candidate.path, st?.ino, st?.size, st?.mtimeMs]);
+    parts.push([candidate.from, inRuntimeDir(candidate.path, dir), st?.ino, st?.size, st?.mtimeMs]);
   }
   return createHash("sha256").update(JSON.stringify(parts)).digest("hex");
 }

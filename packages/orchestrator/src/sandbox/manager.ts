@@ -4,7 +4,7 @@
  * kill, end times, lifecycle events, and reclaim after a restart. Every resource a step acquires is
  * pushed onto a cleanup stack right away, so a failure at any step releases exactly what was taken.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
@@ -15,13 +15,14 @@ import {
   destroySandboxNetwork,
   openIngress,
 } from "../network/sandbox-network.js";
-import { Slot, slotIndexOf } from "../network/slot.js";
-import { SlotPool } from "../network/slot-pool.js";
+import { MAX_SLOTS, Slot, slotIndexOf } from "../network/slot.js";
+import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
 import { sandboxSpec } from "../runtime/oci-spec.js";
 import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, prepareImage, removeImage } from "../snapshot/image.js";
 import {
   findSnapshot,
+  pruneSnapshots,
   saveUpper,
   seedUpper,
   snapshotDir,
@@ -69,7 +70,8 @@ export interface SandboxManagerOptions {
   envdReadyTimeoutMs: number;
   /**
    * Failure injection for tests (MOAT_FAULTS): a named step throws ("error") or the process dies
-   * there ("crash"). Steps: pause:frozen, pause:checkpointed, pause:committed, resume:restored.
+   * there ("crash"). Steps: pause:frozen, pause:checkpointed, pause:committed, resume:restored,
+   * snapshot:restored.
    */
   faults?: ReadonlyMap<string, "error" | "crash">;
   /** Key of this node's template snapshots (snapshot/template-snapshot.ts); unset: cold starts only. */
@@ -121,7 +123,7 @@ const AUTO_PAUSE_RETRY_MS = 5000;
 
 export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
-  private readonly slots = new SlotPool();
+  private readonly slots = new SlotPool(MAX_SLOTS, SLOT_REUSE_DELAY_MS, Date.now, 1 + randomInt(MAX_SLOTS));
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private starting = 0;
   private readonly watchdog: NodeJS.Timeout;
@@ -433,6 +435,8 @@ export class SandboxManager {
       (await findSnapshot(templateID, dir, SNAPSHOT_MEMORY_MB)) ??
       (await this.buildSnapshot(templateID, dir));
     this.snapshots.set(templateID, snapshot);
+    const pruned = await pruneSnapshots(dir);
+    if (pruned.length > 0) options.logger.info({ templateID, pruned }, "old template snapshots removed");
     this.fillPool(templateID);
     return snapshot;
   }
@@ -463,6 +467,7 @@ export class SandboxManager {
     try {
       await seedUpper(snapshot, rootfsPaths(sandbox.dir).upper);
       await this.boot(sandbox, snapshot.image, lap);
+      this.fault("snapshot:restored");
       record.startKind = "snapshot";
     } catch (err) {
       this.options.logger.warn(

@@ -5,7 +5,7 @@
  * code and where it is mounted from), so a change of any of them makes a new one.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "@moat/shared";
 import { imageExists } from "./image.js";
@@ -32,10 +32,16 @@ export interface SnapshotKeyInput {
 
 export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
   const hash = createHash("sha256");
-  hash.update(JSON.stringify({ FORMAT, ...input, node: process.version }));
-  for (const file of [input.runscBinary, input.nodeBinary]) {
+  // Real paths: data directories that link one shared runtime share its snapshots.
+  const [runsc, node, appDir] = await Promise.all(
+    [input.runscBinary, input.nodeBinary, input.appDir].map((p) => realpath(p)),
+  );
+  hash.update(
+    JSON.stringify({ FORMAT, runsc, node, appDir, pidsLimit: input.pidsLimit, v: process.version }),
+  );
+  for (const file of [runsc!, node!]) {
     const st = await stat(file);
-    hash.update(`${file}:${st.size}:${st.mtimeMs}`);
+    hash.update(`${st.size}:${st.mtimeMs}`);
   }
   hash.update(await readFile(path.join(input.appDir, "packages", "envd", "dist", "envd.mjs")));
   return hash.digest("hex").slice(0, 16);
@@ -50,14 +56,38 @@ export function snapshotPaths(dir: string): { image: string; upper: string } {
   return { image: path.join(dir, "memory"), upper: path.join(dir, "upper") };
 }
 
-/** The snapshot in `dir` when it is whole (its image is committed last). */
+/** The snapshot in `dir` when it is whole (its image is committed last); marks it as used. */
 export async function findSnapshot(
   templateID: string,
   dir: string,
   memoryMB: number,
 ): Promise<TemplateSnapshot | undefined> {
   const paths = snapshotPaths(dir);
-  return (await imageExists(paths.image)) ? { templateID, ...paths, memoryMB } : undefined;
+  if (!(await imageExists(paths.image))) return undefined;
+  const now = new Date();
+  await utimes(dir, now, now).catch(() => undefined);
+  return { templateID, ...paths, memoryMB };
+}
+
+/**
+ * Keeps the `keep` most recently used snapshots of a template and removes the others (made by
+ * older runtimes or checkouts; ~20 MB each).
+ */
+export async function pruneSnapshots(current: string, keep = 3): Promise<string[]> {
+  const root = path.dirname(current);
+  const names = await readdir(root).catch(() => [] as string[]);
+  const dirs = await Promise.all(
+    names.map(async (name) => {
+      const dir = path.join(root, name);
+      return { dir, mtime: (await stat(dir).catch(() => undefined))?.mtimeMs ?? 0 };
+    }),
+  );
+  const stale = dirs
+    .filter((d) => d.dir !== current)
+    .sort((a, b) => b.mtime - a.mtime)
+    .slice(Math.max(0, keep - 1));
+  await Promise.all(stale.map((d) => rm(d.dir, { recursive: true, force: true })));
+  return stale.map((d) => d.dir);
 }
 
 /** Keeps the snapshot sandbox's writable layer (copied before the image is committed). */
