@@ -8,6 +8,8 @@ export interface Figure {
   baseline?: { name: string; value: Summary };
   /** The target for the median (or the ratio to the baseline when `targetRatio` is set). */
   target?: { median?: number; p99?: number; ratio?: number };
+  /** Extra lines printed under the figure: where the time goes, what each sample really was. */
+  notes?: string[];
 }
 
 const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
@@ -37,5 +39,6 @@ export function printFigure(f: Figure): void {
     }
     parts.push(`  target ${checks.join("; ")}`);
   }
+  for (const note of f.notes ?? []) parts.push(`  ${note}`);
   console.log(parts.join("\n"));
 }

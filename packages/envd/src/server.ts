@@ -134,13 +134,20 @@ function freeze(res: http.ServerResponse, sockets: Set<Socket>, logger: Logger):
       res.end(JSON.stringify({ code: 500, message: `sync failed: ${err.message}` }));
       return;
     }
-    const count = sockets.size;
+    // Every other connection is reset now, before the answer: the checkpoint may begin the moment
+    // the node reads it, and a reset still pending then would run after the restore, on whatever
+    // connections exist by then. Only this request's own socket is reset after the answer.
+    const own = res.socket;
+    let count = 0;
+    for (const socket of sockets) {
+      if (socket === own) continue;
+      socket.resetAndDestroy();
+      sockets.delete(socket);
+      count++;
+    }
+    logger.info({ connections: count }, "files synced and connections reset for a checkpoint");
     res.writeHead(204, { connection: "close" });
-    res.end(() => {
-      for (const socket of sockets) socket.resetAndDestroy();
-      sockets.clear();
-      logger.info({ connections: count }, "files synced and connections reset for a checkpoint");
-    });
+    res.end(() => own?.resetAndDestroy());
   });
 }
 

@@ -34,6 +34,8 @@ export interface OrchestratorOptions {
   templateSnapshots?: boolean;
   /** Warm pool size per template (default: MOAT_POOL_SIZE, else 2; 0 disables). */
   poolSize?: number;
+  /** Networks made ahead of time (default: MOAT_NETWORK_POOL_SIZE, else 2; 0 disables). */
+  networkPoolSize?: number;
   /** Templates whose snapshot and pool are prepared at start (default: base). */
   prepareTemplates?: string[];
 }
@@ -48,9 +50,9 @@ export interface Orchestrator {
 /** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 
-function poolSizeFromEnv(): number {
-  const value = Number(process.env.MOAT_POOL_SIZE ?? 2);
-  if (!Number.isInteger(value) || value < 0) throw new Error("MOAT_POOL_SIZE must be a whole number ≥ 0");
+function countFromEnv(name: string, fallback: number): number {
+  const value = Number(process.env[name] ?? fallback);
+  if (!Number.isInteger(value) || value < 0) throw new Error(`${name} must be a whole number ≥ 0`);
   return value;
 }
 
@@ -106,7 +108,8 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
           pidsLimit,
         })
       : undefined,
-    poolSize: options.poolSize ?? poolSizeFromEnv(),
+    poolSize: options.poolSize ?? countFromEnv("MOAT_POOL_SIZE", 2),
+    networkPoolSize: options.networkPoolSize ?? countFromEnv("MOAT_NETWORK_POOL_SIZE", 2),
   });
   await manager.reclaim();
   // In the background: creates boot cold until a template's snapshot is there.

@@ -15,6 +15,8 @@ const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
 export interface RunningMoat {
   readonly dataDir: string;
   readonly env: Record<string, string>;
+  /** The node's orchestrator gRPC/Connect port on 127.0.0.1 (Get, List, … for checks behind the API). */
+  readonly orchestratorPort: number;
   child: ChildProcess;
   log(): string;
   /** Ctrl-C: stops everything, killing the sandboxes. */
@@ -82,6 +84,7 @@ export async function startMoat(options: { env?: Record<string, string> } = {}):
   const handle: RunningMoat = {
     dataDir,
     env: await readEnv(),
+    orchestratorPort: ports.orchestrator,
     child,
     log: () => output,
     async stop() {

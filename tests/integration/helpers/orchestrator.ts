@@ -66,8 +66,15 @@ export async function startOrchestrator(
       [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
       {
         stdio: ["ignore", "ignore", "pipe"],
-        // No warm pool unless a test asks: its sandboxes would be in every leak check's picture.
-        env: { ...process.env, MOAT_LOG_LEVEL: "debug", MOAT_POOL_SIZE: "0", ...env },
+        // No warm pools unless a test asks: their sandboxes and networks would be in every leak
+        // check's picture.
+        env: {
+          ...process.env,
+          MOAT_LOG_LEVEL: "debug",
+          MOAT_POOL_SIZE: "0",
+          MOAT_NETWORK_POOL_SIZE: "0",
+          ...env,
+        },
       },
     );
     child.stderr!.on("data", (chunk: Buffer) => {

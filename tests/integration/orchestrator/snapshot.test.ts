@@ -69,7 +69,7 @@ describe("orchestrator: template snapshots and the warm pool", { timeout: 600_00
   });
 
   test("the warm pool: claimed by a create that fits, refilled, emptied on stop and after a crash", async () => {
-    await orch.restart({ MOAT_POOL_SIZE: "2" });
+    await orch.restart({ MOAT_POOL_SIZE: "2", MOAT_NETWORK_POOL_SIZE: "2" });
     await waitFor(() => poolFills() >= 1, "the pool to fill");
     const fills = poolFills();
     const started = performance.now();
@@ -91,10 +91,10 @@ describe("orchestrator: template snapshots and the warm pool", { timeout: 600_00
     assert.deepEqual(await hostResources(orch), baseline);
 
     // A clean stop empties the pool.
-    await orch.restart({ MOAT_POOL_SIZE: "1" });
+    await orch.restart({ MOAT_POOL_SIZE: "1", MOAT_NETWORK_POOL_SIZE: "2" });
     await waitFor(() => poolFills() > fills + 1, "the pool to fill again");
     await orch.stop();
-    assert.deepEqual(await hostResources(orch), baseline, "a stopped node keeps no pool sandbox");
+    assert.deepEqual(await hostResources(orch), baseline, "a stopped node keeps no pool sandbox or network");
     await orch.restart();
   });
 });

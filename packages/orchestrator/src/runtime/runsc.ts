@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { open, readFile } from "node:fs/promises";
+import { open, readFile, rm } from "node:fs/promises";
 import { CommandError, runCommand } from "@moat/shared";
 
 export interface RunscOptions {
@@ -42,13 +42,13 @@ export class Runsc {
    * `runsc run --detach`. runsc hands its stdout/stderr to the sandbox, so a caller reading them
    * would wait for the sandbox's whole life: they go to `logFile` instead.
    */
-  async run(id: string, bundle: string, logFile: string): Promise<void> {
-    await this.detached(["run", "--detach", "--bundle", bundle, id], logFile);
+  async run(id: string, bundle: string, logFile: string): Promise<number> {
+    return this.detached(["run", "--detach", "--bundle", bundle], id, logFile);
   }
 
   /** `runsc restore --detach` of a checkpoint image into a new container; logs as for run. */
-  async restore(id: string, bundle: string, imageDir: string, logFile: string): Promise<void> {
-    await this.detached(["restore", "--detach", "--bundle", bundle, "--image-path", imageDir, id], logFile);
+  async restore(id: string, bundle: string, imageDir: string, logFile: string): Promise<number> {
+    return this.detached(["restore", "--detach", "--bundle", bundle, "--image-path", imageDir], id, logFile);
   }
 
   /**
@@ -70,10 +70,13 @@ export class Runsc {
     );
   }
 
-  private async detached(args: string[], logFile: string): Promise<void> {
+  /** Runs a detaching command; answers the sandbox process's pid (from --pid-file: no `state` call). */
+  private async detached(args: string[], id: string, logFile: string): Promise<number> {
+    const pidFile = `${logFile}.pid`;
+    await rm(pidFile, { force: true });
     const log = await open(logFile, "a");
     try {
-      const child = spawn(this.options.binary, [...this.globalFlags(), ...args], {
+      const child = spawn(this.options.binary, [...this.globalFlags(), ...args, "--pid-file", pidFile, id], {
         stdio: ["ignore", log.fd, log.fd],
       });
       const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
@@ -82,8 +85,9 @@ export class Runsc {
       });
       if (code !== 0) {
         const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
-        throw new CommandError(["runsc", args[0] ?? "", args.at(-1) ?? ""], code, signal, tail);
+        throw new CommandError(["runsc", args[0] ?? "", id], code, signal, tail);
       }
+      return Number((await readFile(pidFile, "utf8")).trim());
     } finally {
       await log.close();
     }

@@ -52,14 +52,24 @@ export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<voi
  */
 export async function freezeEnvd(hostAddress: string, closeGate: () => Promise<void>): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const call = (method: string, urlPath: string) =>
+  const call = (method: string, urlPath: string, untilClosed = false) =>
     new Promise<number>((resolve, reject) => {
       const req = http.request(
         { host: hostAddress, port: ENVD_PORT, method, path: urlPath, agent, timeout: 10_000 },
         (res) => {
           res.resume();
-          res.once("end", () => resolve(res.statusCode ?? 0));
           res.once("error", reject);
+          res.once("end", () => {
+            const status = res.statusCode ?? 0;
+            const socket = res.socket;
+            if (!untilClosed || !socket || socket.destroyed) return resolve(status);
+            // envd resets this connection once it has answered: when it is gone, envd is done.
+            const timer = setTimeout(() => resolve(status), 1000);
+            socket.once("close", () => {
+              clearTimeout(timer);
+              resolve(status);
+            });
+          });
         },
       );
       req.once("timeout", () => req.destroy(new Error(`envd ${urlPath} timed out`)));
@@ -70,7 +80,7 @@ export async function freezeEnvd(hostAddress: string, closeGate: () => Promise<v
     const health = await call("GET", "/health");
     if (health !== 204) throw new Error(`envd /health answered ${health}`);
     await closeGate();
-    const status = await call("POST", "/freeze");
+    const status = await call("POST", "/freeze", true);
     if (status !== 204) throw new Error(`envd /freeze answered ${status}`);
   } finally {
     agent.destroy();

@@ -9,6 +9,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
+import { NetworkPool } from "../network/network-pool.js";
 import {
   closeIngress,
   createSandboxNetwork,
@@ -78,6 +79,8 @@ export interface SandboxManagerOptions {
   snapshotKey?: string;
   /** Ready, never-used sandboxes kept per template, restored from its snapshot; 0 disables. */
   poolSize: number;
+  /** Sandbox networks made ahead of time for creates and resumes; 0 disables. */
+  networkPoolSize?: number;
 }
 
 export interface CreateInput {
@@ -134,10 +137,17 @@ export class SandboxManager {
   private readonly pools = new Map<string, Sandbox[]>();
   private readonly filling = new Set<string>();
   private closed = false;
+  private readonly networks: NetworkPool;
 
   constructor(private readonly options: SandboxManagerOptions) {
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
+    this.networks = new NetworkPool(
+      this.slots,
+      options.networkPoolSize ?? 0,
+      options.logger,
+      () => this.starting > 0,
+    );
   }
 
   get(sandboxID: string): Sandbox {
@@ -165,10 +175,11 @@ export class SandboxManager {
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const timer = phaseTimer();
+    // Counted as starting before a pool entry is claimed: the refill it triggers waits for this.
+    this.starting++;
     const pooled = this.claimPooled(input);
     const cleanup = pooled?.cleanup ?? new CleanupStack();
     let sandbox: Sandbox | undefined = pooled;
-    this.starting++;
     try {
       const record: SandboxRecord = {
         ...input,
@@ -405,6 +416,7 @@ export class SandboxManager {
       reaped.push(`mount ${mountPoint}`);
     }
     options.logger.info({ adopted, paused, released, reaped }, "reclaim finished");
+    this.networks.fill();
     return { adopted, paused, released, reaped };
   }
 
@@ -420,6 +432,7 @@ export class SandboxManager {
     const entries = [...this.pools.values()].flat();
     this.pools.clear();
     await Promise.allSettled(entries.map((entry) => releaseAll(entry, entry.cleanup)));
+    await this.networks.close();
     await Promise.all(this.deletions);
   }
 
@@ -616,11 +629,12 @@ export class SandboxManager {
     const { record } = sandbox;
     const runtime = sandbox.runtime;
     const templateRootfs = this.templateRootfs(record.templateID);
-    const slot = this.slots.acquire();
+    const prepared = record.allowInternetAccess ? this.networks.take() : undefined;
+    const slot = prepared ?? this.slots.acquire();
     runtime.push("slot", () => this.slots.release(slot));
     sandbox.slot = slot;
     record.slotIndex = slot.index;
-    await createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess });
+    if (!prepared) await createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess });
     runtime.push("network", () => destroySandboxNetwork(slot));
     lap("network");
     const rootfs = await mountRootfs(templateRootfs, sandbox.dir);
@@ -630,9 +644,9 @@ export class SandboxManager {
     const containerID = record.lifecycleID;
     runtime.push("runsc container", () => this.releaseContainer(sandbox, containerID));
     const logFile = path.join(sandbox.dir, "runsc.log");
-    if (image) await options.runsc.restore(containerID, bundle, image, logFile);
-    else await options.runsc.run(containerID, bundle, logFile);
-    sandbox.runtimePID = (await options.runsc.state(containerID))?.pid;
+    sandbox.runtimePID = image
+      ? await options.runsc.restore(containerID, bundle, image, logFile)
+      : await options.runsc.run(containerID, bundle, logFile);
     lap("runtime");
     await waitForEnvd(slot.hostAddress, options.envdReadyTimeoutMs);
     lap("envdReady");
