@@ -11,6 +11,11 @@ export class EnvdState {
   defaultUser: string;
   /** Relative paths and process cwds resolve against it when set, else against the user's home. */
   defaultWorkdir: string | undefined;
+  /**
+   * Machine settings /init started without waiting (the hostname): process starts wait for it,
+   * so every process sees them while /init answers at once.
+   */
+  settling: Promise<void> = Promise.resolve();
 
   constructor(defaultUser: string) {
     this.defaultUser = defaultUser;

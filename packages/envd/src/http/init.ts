@@ -53,7 +53,14 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     }
 
     if (body.timestamp && options.setClock) await setClock(body.timestamp, ctx);
-    if (body.hostname && options.setHostname) await setHostname(body.hostname);
+    if (body.hostname && options.setHostname) {
+      // An exec under gVisor (~50 ms): it overlaps the client's first round trips instead of
+      // delaying the answer; process starts wait for it (EnvdState.settling).
+      const previous = state.settling;
+      state.settling = previous
+        .then(() => setHostname(body.hostname!))
+        .catch((err: unknown) => logger.error({ err }, "setting the hostname failed"));
+    }
     for (const [key, value] of Object.entries(body.envVars ?? {})) state.envVars.set(key, value);
     if (body.accessToken !== undefined) state.accessToken = body.accessToken;
     if (body.defaultUser !== undefined) state.defaultUser = body.defaultUser;

@@ -37,7 +37,7 @@ import {
   rootfsPaths,
   unmountRootfs,
 } from "../storage/overlay.js";
-import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
+import { freezeEnvd, initEnvd, waitForEnvd, warmEnvd } from "./envd-client.js";
 import {
   InvalidSandboxConfigError,
   NodeBusyError,
@@ -564,6 +564,8 @@ export class SandboxManager {
     try {
       await this.boot(sandbox, undefined, timer.lap);
       const slot = sandbox.slot!;
+      await warmEnvd(slot.hostAddress);
+      timer.lap("warm");
       await freezeEnvd(slot.hostAddress, () => closeIngress(slot));
       const { image } = snapshotPaths(dir);
       await mkdir(dir, { recursive: true });

@@ -11,7 +11,7 @@ import { runCommand } from "@moat/shared";
 import { imageExists } from "./image.js";
 
 /** Bump when what a snapshot sandbox looks like changes (spec, mounts, envd flags). */
-const FORMAT = 1;
+const FORMAT = 2;
 
 export interface TemplateSnapshot {
   templateID: string;

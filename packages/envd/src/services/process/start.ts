@@ -29,6 +29,7 @@ export async function* start(service: ProcessService, req: StartRequest, hctx: H
     : (state.defaultWorkdir ?? user.home);
   await requireDirectory(cwd);
 
+  await state.settling;
   const env = processEnv(user, state.envVars, config.envs);
   const size = req.pty?.size;
   const handle = await ProcessHandle.spawn({
