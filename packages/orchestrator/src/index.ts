@@ -26,3 +26,12 @@ export {
   findBaseTemplate,
   type TemplateProgress,
 } from "./template/base-template.js";
+export {
+  applyLayers,
+  type ImageConfig,
+  MEDIA_TYPES,
+  type PulledImage,
+  parseImageReference,
+  RegistryClient,
+  RegistryError,
+} from "./template/oci/index.js";

@@ -1,0 +1,110 @@
+/**
+ * Applies image layers to a root filesystem, bottom first, as a container runtime would: each a
+ * tar (plain, gzip or zstd, told by its first bytes), with OCI whiteouts: `.wh.<name>` deletes
+ * `<name>` from the layers below, `.wh..wh..opq` empties its directory of what they had.
+ */
+import { spawn } from "node:child_process";
+import { createReadStream, realpathSync, rmSync } from "node:fs";
+import { open, readdir, rm } from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import * as tar from "tar";
+
+const WHITEOUT = ".wh.";
+const OPAQUE = ".wh..wh..opq";
+
+export async function applyLayers(layers: ReadonlyArray<{ path: string }>, rootfs: string): Promise<void> {
+  for (const layer of layers) await applyLayer(layer.path, rootfs);
+}
+
+export async function applyLayer(blob: string, rootfs: string): Promise<void> {
+  // First pass: what the layer holds, so an opaque directory keeps this layer's own entries.
+  const entries = new Set<string>();
+  const opaque: string[] = [];
+  await pipeline(
+    await decompressed(blob),
+    new tar.Parser({
+      onReadEntry: (entry) => {
+        const name = normalize(entry.path);
+        if (path.posix.basename(name) === OPAQUE) opaque.push(path.posix.dirname(name));
+        else entries.add(name);
+        entry.resume();
+      },
+    }),
+  );
+  for (const dir of opaque) {
+    const target = realInside(rootfs, dir);
+    if (!target) continue;
+    const children = await readdir(target).catch(() => [] as string[]);
+    for (const child of children) {
+      const name = dir === "." ? child : `${dir}/${child}`;
+      if (!entries.has(name)) await rm(path.join(target, child), { recursive: true, force: true });
+    }
+  }
+  // Second pass: extract, turning whiteouts into deletions.
+  await pipeline(
+    await decompressed(blob),
+    tar.x({
+      cwd: rootfs,
+      preserveOwner: true,
+      unlink: true,
+      filter: (entryPath) => {
+        const name = normalize(entryPath);
+        const base = path.posix.basename(name);
+        if (base === OPAQUE) return false;
+        if (base.startsWith(WHITEOUT)) {
+          const victim = path.posix.join(path.posix.dirname(name), base.slice(WHITEOUT.length));
+          removeInside(rootfs, victim);
+          return false;
+        }
+        return true;
+      },
+    }),
+  );
+}
+
+/** The layer's tar stream, decompressed by what its first bytes say it is. */
+async function decompressed(blob: string): Promise<Readable> {
+  const handle = await open(blob, "r");
+  const magic = Buffer.alloc(4);
+  await handle.read(magic, 0, 4, 0);
+  await handle.close();
+  if (magic[0] === 0x1f && magic[1] === 0x8b) return createReadStream(blob).pipe(createGunzip());
+  if (magic.readUInt32LE(0) === 0xfd2fb528) {
+    // Node 20 has no zstd; Debian's zstd does it in a stream.
+    const child = spawn("zstd", ["-dc", "--", blob], { stdio: ["ignore", "pipe", "inherit"] });
+    return child.stdout;
+  }
+  return createReadStream(blob);
+}
+
+function normalize(entryPath: string): string {
+  return path.posix.normalize(entryPath.replace(/^\/+/, "")).replace(/\/$/, "") || ".";
+}
+
+/**
+ * The real path of a directory of the rootfs named by a layer, or undefined when it does not
+ * exist. Symlinks are resolved first: a layer that made `etc` a link to a host directory must not
+ * reach the host through it.
+ */
+function realInside(rootfs: string, name: string): string | undefined {
+  let real: string;
+  try {
+    real = realpathSync(path.resolve(rootfs, name));
+  } catch {
+    return undefined;
+  }
+  const root = realpathSync(rootfs);
+  if (real !== root && !real.startsWith(`${root}${path.sep}`)) {
+    throw new Error(`layer entry '${name}' points outside the root filesystem`);
+  }
+  return real;
+}
+
+/** Deletes what a whiteout names (synchronously: tar's filter is). */
+function removeInside(rootfs: string, name: string): void {
+  const parent = realInside(rootfs, path.posix.dirname(name));
+  if (parent) rmSync(path.join(parent, path.posix.basename(name)), { recursive: true, force: true });
+}
