@@ -217,6 +217,19 @@ describe("OCI images from a registry", { timeout: 120_000 }, () => {
     assert.ok(!existsSync(path.join(rootfs, "opt/.wh.gone")), "whiteout markers are not files of the image");
   });
 
+  test("a corrupt layer fails the apply instead of leaving a silently short tree", async () => {
+    const blob = path.join(work, "corrupt.zst");
+    const good = execFileSync("zstd", ["-q", "-c"], {
+      input: await layerTar(work, { "f/one": "1".repeat(100_000) }),
+    });
+    await writeFile(blob, good.subarray(0, Math.floor(good.length / 2)));
+    const rootfs = await mkdtemp(path.join(work, "rootfs-"));
+    await assert.rejects(
+      applyLayers([{ path: blob }], rootfs),
+      /zstd could not decompress|TAR_BAD_ARCHIVE|unexpected end/i,
+    );
+  });
+
   test("blobs come from the cache the second time; a bad name or tag is a clear error", async () => {
     const cacheDir = path.join(work, "cache2");
     const client = new RegistryClient({ cacheDir });

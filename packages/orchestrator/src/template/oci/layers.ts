@@ -23,8 +23,9 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
   // First pass: what the layer holds, so an opaque directory keeps this layer's own entries.
   const entries = new Set<string>();
   const opaque: string[] = [];
+  let layer = await decompressed(blob);
   await pipeline(
-    await decompressed(blob),
+    layer.stream,
     new tar.Parser({
       onReadEntry: (entry) => {
         const name = normalize(entry.path);
@@ -34,6 +35,7 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
       },
     }),
   );
+  await layer.done;
   for (const dir of opaque) {
     const target = realInside(rootfs, dir);
     if (!target) continue;
@@ -44,8 +46,9 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
     }
   }
   // Second pass: extract, turning whiteouts into deletions.
+  layer = await decompressed(blob);
   await pipeline(
-    await decompressed(blob),
+    layer.stream,
     tar.x({
       cwd: rootfs,
       preserveOwner: true,
@@ -63,21 +66,37 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
       },
     }),
   );
+  await layer.done;
 }
 
-/** The layer's tar stream, decompressed by what its first bytes say it is. */
-async function decompressed(blob: string): Promise<Readable> {
+/**
+ * The layer's tar stream, decompressed by what its first bytes say it is; `done` rejects when the
+ * decompressor failed (a truncated stream alone would look like a short, valid tar).
+ */
+async function decompressed(blob: string): Promise<{ stream: Readable; done: Promise<void> }> {
   const handle = await open(blob, "r");
   const magic = Buffer.alloc(4);
   await handle.read(magic, 0, 4, 0);
   await handle.close();
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return createReadStream(blob).pipe(createGunzip());
+  if (magic[0] === 0x1f && magic[1] === 0x8b) {
+    return { stream: createReadStream(blob).pipe(createGunzip()), done: Promise.resolve() };
+  }
   if (magic.readUInt32LE(0) === 0xfd2fb528) {
     // Node 20 has no zstd; Debian's zstd does it in a stream.
-    const child = spawn("zstd", ["-dc", "--", blob], { stdio: ["ignore", "pipe", "inherit"] });
-    return child.stdout;
+    const child = spawn("zstd", ["-dcq", "--", blob], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const done = new Promise<void>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("close", (code) =>
+        code === 0 ? resolve() : reject(new Error(`zstd could not decompress ${blob}: ${stderr.trim()}`)),
+      );
+    });
+    return { stream: child.stdout, done };
   }
-  return createReadStream(blob);
+  return { stream: createReadStream(blob), done: Promise.resolve() };
 }
 
 function normalize(entryPath: string): string {
