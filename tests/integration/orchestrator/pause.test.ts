@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
+import { COUNTER_SERVER } from "../helpers/counter.js";
 import {
   createSandbox,
   hostResources,
@@ -16,24 +17,6 @@ import {
   sdkFor,
   startOrchestrator,
 } from "../helpers/orchestrator.js";
-
-/** A process that keeps a counter in memory and answers each GET with it (and its pid). */
-const COUNTER_SERVER = `
-import http.server, json, os
-count = 0
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        global count
-        count += 1
-        body = json.dumps({"pid": os.getpid(), "count": count}).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("0.0.0.0", 7000), H).serve_forever()
-`;
 
 async function startCounter(info: SandboxInfo): Promise<void> {
   const sbx = sdkFor(info);

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { waitFor } from "../helpers/counter.js";
 import {
   createSandbox,
   hostResources,
@@ -12,14 +13,6 @@ import {
   sdkFor,
   startOrchestrator,
 } from "../helpers/orchestrator.js";
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("orchestrator: template snapshots and the warm pool", { timeout: 600_000 }, () => {
   let orch: RunningOrchestrator;

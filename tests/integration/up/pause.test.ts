@@ -6,25 +6,8 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { Sandbox } from "e2b";
+import { COUNTER_SERVER, waitFor } from "../helpers/counter.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
-
-/** A process that keeps a counter in memory and answers each GET with it (and its pid). */
-const COUNTER_SERVER = `
-import http.server, json, os
-count = 0
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        global count
-        count += 1
-        body = json.dumps({"pid": os.getpid(), "count": count}).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("0.0.0.0", 7000), H).serve_forever()
-`;
 
 /** GET through the proxy with Host <port>-<id>.<domain>, as a browser on the sandbox URL does. */
 function getByHost(
@@ -60,14 +43,6 @@ async function askCounter(moat: RunningMoat, sandboxID: string): Promise<{ pid: 
   const res = await getByHost(moat, sandboxID, 7000);
   assert.equal(res.status, 200, res.body);
   return JSON.parse(res.body) as { pid: number; count: number };
-}
-
-async function waitFor(check: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("moat up: pause, resume, snapshots and the warm pool", { timeout: 900_000 }, () => {
