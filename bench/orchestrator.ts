@@ -22,6 +22,7 @@ import {
   Slot,
   sandboxSpec,
   startOrchestrator,
+  TemplateStore,
 } from "@moat/orchestrator";
 import { createNoopLogger } from "@moat/shared";
 import {
@@ -364,7 +365,7 @@ async function benchCreateAndMemory(): Promise<Figure[]> {
     logger,
     runscBinary: install.path,
     platform: install.platform,
-    templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+    templates: new TemplateStore(dataDir, base.rootfs),
     // Cold boots, the same work as the bare `runsc run` beside them; no pool entries in the
     // memory figures. Snapshot and pool starts are in the platform figures.
     templateSnapshots: false,

@@ -35,3 +35,4 @@ export {
   RegistryClient,
   RegistryError,
 } from "./template/oci/index.js";
+export { type TemplateBuild, TemplateStore } from "./template/store.js";

@@ -8,13 +8,16 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
-import { SandboxService } from "@moat/shared/gen/orchestrator";
+import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
 import { acquireHostLock } from "./host-lock.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
-import { SandboxManager, type TemplateResolver } from "./sandbox/manager.js";
+import { SandboxManager } from "./sandbox/manager.js";
 import { sandboxService } from "./server/sandbox-service.js";
+import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
+import { TemplateBuilder } from "./template/build/builder.js";
+import type { TemplateStore } from "./template/store.js";
 
 export interface OrchestratorOptions {
   dataDir: string;
@@ -24,7 +27,8 @@ export interface OrchestratorOptions {
   logger: Logger;
   runscBinary: string;
   platform: "systrap" | "ptrace";
-  templates: TemplateResolver;
+  /** The node's templates: the base template and the builds made here. */
+  templates: TemplateStore;
   maxSandboxes?: number;
   maxStarting?: number;
   pidsLimit?: number;
@@ -121,8 +125,19 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     );
   }
 
+  const builder = new TemplateBuilder({
+    manager,
+    store: options.templates,
+    dataDir: options.dataDir,
+    logger,
+  });
   const server = http2.createServer(
-    connectNodeAdapter({ routes: (router) => router.service(SandboxService, sandboxService(manager)) }),
+    connectNodeAdapter({
+      routes: (router) => {
+        router.service(SandboxService, sandboxService(manager));
+        router.service(TemplateService, templateService(builder, options.templates, manager));
+      },
+    }),
   );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -117,6 +117,8 @@ export async function startOrchestrator(
 
 export interface CreateOptions {
   sandboxID?: string;
+  templateID?: string;
+  buildID?: string;
   vcpu?: number;
   memoryMB?: number;
   timeoutMs?: number;
@@ -138,7 +140,8 @@ export async function createSandbox(
   const res = await orch.client.create({
     sandbox: {
       sandboxId: options.sandboxID ?? newSandboxID(),
-      templateId: "base",
+      templateId: options.templateID ?? "base",
+      buildId: options.buildID ?? "",
       vcpu: options.vcpu ?? 1,
       memoryMb: options.memoryMB ?? 512,
       envVars: options.envVars ?? {},

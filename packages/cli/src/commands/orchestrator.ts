@@ -1,4 +1,10 @@
-import { defaultDataDir, ensureBaseTemplate, ensureRunsc, startOrchestrator } from "@moat/orchestrator";
+import {
+  defaultDataDir,
+  ensureBaseTemplate,
+  ensureRunsc,
+  startOrchestrator,
+  TemplateStore,
+} from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
 import { parsePort } from "../args/port.js";
@@ -28,7 +34,7 @@ export function orchestratorCommand(): Command {
         logger,
         runscBinary: runsc.path,
         platform: runsc.platform,
-        templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+        templates: new TemplateStore(opts.dataDir, base.rootfs),
       });
       const stop = (signal: string) => {
         logger.info({ signal }, "orchestrator stopping; sandboxes keep running");

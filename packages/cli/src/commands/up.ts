@@ -16,6 +16,7 @@ import {
   ensureRunsc,
   runDoctor,
   startOrchestrator,
+  TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
@@ -84,7 +85,7 @@ async function up(opts: UpOptions): Promise<void> {
     logger: logger.child({ component: "orchestrator" }),
     runscBinary: runsc.path,
     platform: runsc.platform,
-    templates: { rootfs: (id) => (id === "base" ? base.rootfs : undefined) },
+    templates: new TemplateStore(opts.dataDir, base.rootfs),
     poolSize: opts.poolSize,
   });
   const envFile = path.join(opts.dataDir, ".env");

@@ -5,7 +5,7 @@
  * pushed onto a cleanup stack right away, so a failure at any step releases exactly what was taken.
  */
 import { randomBytes, randomInt } from "node:crypto";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
@@ -37,7 +37,9 @@ import {
   rootfsPaths,
   unmountRootfs,
 } from "../storage/overlay.js";
+import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { freezeEnvd, initEnvd, waitForEnvd, warmEnvd } from "./envd-client.js";
+import { type OutputLine, runInSandbox, startInSandbox } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
   NodeBusyError,
@@ -50,11 +52,6 @@ import {
 } from "./errors.js";
 import { memoryImagePath, readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 import { Sandbox } from "./sandbox.js";
-
-export interface TemplateResolver {
-  /** Host path of a template's root filesystem, or undefined when the node does not have it. */
-  rootfs(templateID: string): string | undefined;
-}
 
 export interface SandboxManagerOptions {
   dataDir: string;
@@ -86,6 +83,8 @@ export interface SandboxManagerOptions {
 export interface CreateInput {
   sandboxID: string;
   templateID: string;
+  /** The template build; empty for the base template. */
+  buildID?: string;
   teamID: string;
   vcpu: number;
   memoryMB: number;
@@ -113,12 +112,11 @@ export interface SandboxEvent {
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
 /** How often running sandboxes are checked for a runtime that died (out of memory, crash). */
 const WATCHDOG_INTERVAL_MS = 1000;
-/**
- * What template snapshots (and so pool entries) are booted with. A restore keeps the saved memory
- * size, so only creates asking for this much use them; the CPU quota comes from each sandbox's spec.
- */
-const SNAPSHOT_MEMORY_MB = 512;
-const SNAPSHOT_VCPU = 2;
+/** How long a template's ready command may take to succeed before the snapshot (as E2B). */
+const READY_TIMEOUT_MS = 10 * 60_000;
+const READY_INTERVAL_MS = 2000;
+/** E2B's ready command when a template has a start command and names none. */
+const DEFAULT_READY_CMD = "sleep 20";
 /** When a pool refill fails, the next try waits this long. */
 const POOL_RETRY_MS = 5000;
 /** When an auto-pause at the end time fails, the sandbox keeps running and it is tried again. */
@@ -170,19 +168,25 @@ export class SandboxManager {
     validate(input);
     const { options } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
-    this.templateRootfs(input.templateID);
+    const build = this.resolveBuild(input.templateID, input.buildID);
     this.checkCapacity();
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const timer = phaseTimer();
     // Counted as starting before a pool entry is claimed: the refill it triggers waits for this.
     this.starting++;
-    const pooled = this.claimPooled(input);
+    const pooled = this.claimPooled(input, build);
     const cleanup = pooled?.cleanup ?? new CleanupStack();
     let sandbox: Sandbox | undefined = pooled;
     try {
       const record: SandboxRecord = {
         ...input,
+        // The template's environment, user and workdir, unless the create names its own.
+        envVars: { ...build.env, ...input.envVars },
+        defaultUser: input.defaultUser || build.user || "",
+        defaultWorkdir: input.defaultWorkdir || build.workdir || "",
+        lowers: build.lowers,
+        buildKey: build.key,
         dir: pooled?.record.dir ?? input.sandboxID,
         endTime: input.endTime.toISOString(),
         startTime: new Date().toISOString(),
@@ -206,7 +210,7 @@ export class SandboxManager {
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
       timer.lap("record");
 
-      if (!pooled) await this.bootNew(created, timer.lap);
+      if (!pooled) await this.bootNew(created, build, timer.lap);
       await this.init(created);
       timer.lap("init");
       record.state = "running";
@@ -440,23 +444,77 @@ export class SandboxManager {
    * Makes creates from `templateID` fast: finds or builds its snapshot (a sandbox booted with envd
    * ready, checkpointed), then fills its warm pool. Until it is done, creates boot cold.
    */
-  async prepareTemplate(templateID: string): Promise<TemplateSnapshot | undefined> {
+  async prepareTemplate(
+    templateID: string,
+    opts: { buildID?: string; pool?: boolean; onOutput?: (line: OutputLine) => void } = {},
+  ): Promise<TemplateSnapshot | undefined> {
     const { options } = this;
     if (!options.snapshotKey) return undefined;
-    const dir = snapshotDir(this.templateRootfs(templateID), options.snapshotKey);
+    const build = this.resolveBuild(templateID, opts.buildID);
+    const dir = snapshotDir(build.dir, options.snapshotKey);
     const snapshot =
-      (await findSnapshot(templateID, dir, SNAPSHOT_MEMORY_MB)) ??
-      (await this.buildSnapshot(templateID, dir));
-    this.snapshots.set(templateID, snapshot);
+      (await findSnapshot(templateID, dir, build)) ?? (await this.buildSnapshot(build, dir, opts.onOutput));
+    this.snapshots.set(build.key, snapshot);
     const pruned = await pruneSnapshots(dir);
     if (pruned.length > 0) options.logger.info({ templateID, pruned }, "old template snapshots removed");
-    this.fillPool(templateID);
+    if (opts.pool ?? true) this.fillPool(build.key);
     return snapshot;
   }
 
-  /** Ready entries in the template's warm pool (for tests and metrics). */
-  poolCount(templateID: string): number {
-    return this.pools.get(templateID)?.length ?? 0;
+  /** Ready entries in a template build's warm pool ("base" for the base template). */
+  poolCount(buildKey: string): number {
+    return this.pools.get(buildKey)?.length ?? 0;
+  }
+
+  /** Forgets a deleted build's snapshot and empties its warm pool. */
+  async forgetBuild(buildKey: string): Promise<void> {
+    this.snapshots.delete(buildKey);
+    const entries = this.pools.get(buildKey) ?? [];
+    this.pools.delete(buildKey);
+    await Promise.allSettled(entries.map((entry) => releaseAll(entry, entry.cleanup)));
+  }
+
+  /**
+   * A sandbox of its own for a template build step: booted cold on `lowers` with an empty
+   * writable layer, not registered, released like any sandbox after a crash.
+   */
+  async startBuildSandbox(
+    templateID: string,
+    lowers: string[],
+    size: { vcpu: number; memoryMB: number },
+    prepareUpper?: (upper: string) => Promise<void>,
+  ): Promise<Sandbox> {
+    const sandbox = await this.newInstance(
+      { templateID, key: `build-${templateID}`, lowers, ...size },
+      `build-${randomBytes(5).toString("hex")}`,
+      "starting",
+    );
+    try {
+      if (prepareUpper) {
+        const { upper } = rootfsPaths(sandbox.dir);
+        await mkdir(upper, { recursive: true });
+        await prepareUpper(upper);
+      }
+      await this.boot(sandbox, undefined, () => undefined);
+      return sandbox;
+    } catch (err) {
+      await releaseAll(sandbox, sandbox.cleanup).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Stops a build sandbox; with `keepUpper`, its writable layer (what the step changed) is moved
+   * there first. Everything else it held is released.
+   */
+  async stopBuildSandbox(sandbox: Sandbox, keepUpper?: string): Promise<void> {
+    try {
+      await sandbox.runtime.run();
+      resetRuntime(sandbox);
+      if (keepUpper) await rename(rootfsPaths(sandbox.dir).upper, keepUpper);
+    } finally {
+      await releaseAll(sandbox, sandbox.cleanup);
+    }
   }
 
   /** Kills every sandbox, or every one not paused (node shutdown, and tests). */
@@ -470,9 +528,9 @@ export class SandboxManager {
    * Boots a new sandbox from its template's snapshot when there is one that fits, else cold. A
    * snapshot that fails to restore is dropped (cold starts until the template is prepared again).
    */
-  private async bootNew(sandbox: Sandbox, lap: (phase: string) => void): Promise<void> {
+  private async bootNew(sandbox: Sandbox, build: TemplateBuild, lap: (phase: string) => void): Promise<void> {
     const { record } = sandbox;
-    const snapshot = this.snapshots.get(record.templateID);
+    const snapshot = await this.snapshotOf(build);
     if (!snapshot || snapshot.memoryMB !== record.memoryMB) {
       await this.boot(sandbox, undefined, lap);
       return;
@@ -487,7 +545,7 @@ export class SandboxManager {
         { err, sandboxID: record.sandboxID, templateID: record.templateID },
         "restoring the template snapshot failed; dropping it and starting cold",
       );
-      this.snapshots.delete(record.templateID);
+      this.snapshots.delete(build.key);
       await sandbox.runtime.run();
       resetRuntime(sandbox);
       const { upper, work } = rootfsPaths(sandbox.dir);
@@ -497,22 +555,41 @@ export class SandboxManager {
     }
   }
 
+  /**
+   * The build's snapshot: the one prepared, else one on disk made by an earlier run of this node
+   * (a custom build's, made when it was built). A build whose snapshot is missing boots cold.
+   */
+  private async snapshotOf(build: TemplateBuild): Promise<TemplateSnapshot | undefined> {
+    const known = this.snapshots.get(build.key);
+    if (known || !this.options.snapshotKey || build.key === "base") return known;
+    const found = await findSnapshot(
+      build.templateID,
+      snapshotDir(build.dir, this.options.snapshotKey),
+      build,
+    );
+    if (found) this.snapshots.set(build.key, found);
+    return found;
+  }
+
   /** A pool entry for this create, when one is ready and was booted the way it asks. */
-  private claimPooled(input: CreateInput): Sandbox | undefined {
-    if (input.memoryMB !== SNAPSHOT_MEMORY_MB || input.vcpu !== SNAPSHOT_VCPU) return undefined;
+  private claimPooled(input: CreateInput, build: TemplateBuild): Sandbox | undefined {
+    const snapshot = this.snapshots.get(build.key);
+    if (!snapshot || input.memoryMB !== snapshot.memoryMB || input.vcpu !== snapshot.vcpu) return undefined;
     if (!input.allowInternetAccess) return undefined;
-    const entry = this.pools.get(input.templateID)?.shift();
-    if (entry) this.fillPool(input.templateID);
+    const entry = this.pools.get(build.key)?.shift();
+    if (entry) this.fillPool(build.key);
     return entry;
   }
 
   /** Refills the template's warm pool in the background, one sandbox at a time, creates first. */
-  private fillPool(templateID: string): void {
-    const snapshot = this.snapshots.get(templateID);
-    if (!snapshot || this.options.poolSize <= 0 || this.closed || this.filling.has(templateID)) return;
-    this.filling.add(templateID);
-    const pool = this.pools.get(templateID) ?? [];
-    this.pools.set(templateID, pool);
+  private fillPool(buildKey: string): void {
+    const snapshot = this.snapshots.get(buildKey);
+    if (!snapshot || this.options.poolSize <= 0 || this.closed || this.filling.has(buildKey)) return;
+    const build = this.resolveBuildByKey(buildKey, snapshot.templateID);
+    if (!build) return;
+    this.filling.add(buildKey);
+    const pool = this.pools.get(buildKey) ?? [];
+    this.pools.set(buildKey, pool);
     void (async () => {
       try {
         while (!this.closed && pool.length < this.options.poolSize) {
@@ -520,24 +597,27 @@ export class SandboxManager {
             await new Promise((r) => setTimeout(r, 50));
             continue;
           }
-          const entry = await this.startPooled(snapshot);
+          const entry = await this.startPooled(build, snapshot);
           if (this.closed) await releaseAll(entry, entry.cleanup);
           else pool.push(entry);
         }
-        this.options.logger.info({ templateID, ready: pool.length }, "warm pool full");
+        this.options.logger.info({ templateID: build.templateID, ready: pool.length }, "warm pool full");
       } catch (err) {
-        this.options.logger.warn({ err, templateID }, "warm pool refill failed; retrying later");
-        setTimeout(() => this.fillPool(templateID), POOL_RETRY_MS).unref();
+        this.options.logger.warn(
+          { err, templateID: build.templateID },
+          "warm pool refill failed; retrying later",
+        );
+        setTimeout(() => this.fillPool(buildKey), POOL_RETRY_MS).unref();
       } finally {
-        this.filling.delete(templateID);
+        this.filling.delete(buildKey);
       }
     })();
   }
 
   /** Restores one pool entry from the snapshot; /init waits until a create claims it. */
-  private async startPooled(snapshot: TemplateSnapshot): Promise<Sandbox> {
+  private async startPooled(build: TemplateBuild, snapshot: TemplateSnapshot): Promise<Sandbox> {
     const sandbox = await this.newInstance(
-      snapshot.templateID,
+      { ...build, vcpu: snapshot.vcpu, memoryMB: snapshot.memoryMB },
       `pool-${randomBytes(5).toString("hex")}`,
       "pooled",
     );
@@ -552,18 +632,26 @@ export class SandboxManager {
     }
   }
 
-  /** Boots a sandbox from the template with envd ready and checkpoints it into `dir`. */
-  private async buildSnapshot(templateID: string, dir: string): Promise<TemplateSnapshot> {
+  /**
+   * Boots a sandbox from the template build with envd ready, starts its start command and waits
+   * for its ready command, then checkpoints it into `dir`.
+   */
+  private async buildSnapshot(
+    build: TemplateBuild,
+    dir: string,
+    onOutput?: (line: OutputLine) => void,
+  ): Promise<TemplateSnapshot> {
     const { options } = this;
-    const sandbox = await this.newInstance(
-      templateID,
-      `snapshot-${randomBytes(4).toString("hex")}`,
-      "starting",
-    );
+    const templateID = build.templateID;
+    const sandbox = await this.newInstance(build, `snapshot-${randomBytes(4).toString("hex")}`, "starting");
     const timer = phaseTimer();
     try {
       await this.boot(sandbox, undefined, timer.lap);
       const slot = sandbox.slot!;
+      if (build.startCmd || build.readyCmd) {
+        await this.startAndWaitReady(slot.hostAddress, build, onOutput);
+        timer.lap("ready");
+      }
       await warmEnvd(slot.hostAddress);
       timer.lap("warm");
       await freezeEnvd(slot.hostAddress, () => closeIngress(slot));
@@ -576,7 +664,7 @@ export class SandboxManager {
       await commitImage(image);
       timer.lap("checkpoint");
       options.logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
-      return (await findSnapshot(templateID, dir, SNAPSHOT_MEMORY_MB))!;
+      return (await findSnapshot(templateID, dir, build))!;
     } finally {
       await releaseAll(sandbox, sandbox.cleanup).catch((err: unknown) =>
         options.logger.error({ err }, "releasing the snapshot sandbox"),
@@ -585,18 +673,55 @@ export class SandboxManager {
     }
   }
 
-  /** A sandbox of the node's own (snapshot builder, pool entry): not registered, no user config. */
+  /**
+   * Runs the build's start command in the background (as its user, in its workdir, with its
+   * environment) and its ready command every 2 s until it exits 0; output goes to `onOutput`.
+   */
+  private async startAndWaitReady(
+    hostAddress: string,
+    build: TemplateBuild,
+    onOutput?: (line: OutputLine) => void,
+  ): Promise<void> {
+    const spec = { user: build.user || "user", cwd: build.workdir, envs: build.env };
+    const started = build.startCmd
+      ? await startInSandbox(hostAddress, { ...spec, command: build.startCmd }, onOutput)
+      : undefined;
+    try {
+      const readyCmd = build.readyCmd || DEFAULT_READY_CMD;
+      const deadline = Date.now() + READY_TIMEOUT_MS;
+      for (;;) {
+        const exit = await runInSandbox(hostAddress, { ...spec, command: readyCmd }, onOutput);
+        if (exit.exitCode === 0) return;
+        if (started?.exited) {
+          throw new Error(
+            `the start command exited (code ${started.exited.exitCode}) before the ready command succeeded`,
+          );
+        }
+        if (Date.now() > deadline) {
+          throw new Error(`the ready command did not succeed within ${READY_TIMEOUT_MS / 60_000} minutes`);
+        }
+        await new Promise((r) => setTimeout(r, READY_INTERVAL_MS));
+      }
+    } finally {
+      // The process keeps running in the sandbox; only our stream of its output ends.
+      started?.detach();
+    }
+  }
+
+  /** A sandbox of the node's own (snapshot builder, pool entry, build step): not registered. */
   private async newInstance(
-    templateID: string,
+    build: Pick<TemplateBuild, "templateID" | "key" | "lowers" | "vcpu" | "memoryMB">,
     name: string,
     state: "starting" | "pooled",
   ): Promise<Sandbox> {
     const record: SandboxRecord = {
       sandboxID: name,
-      templateID,
+      templateID: build.templateID,
+      buildKey: build.key,
+      lowers: build.lowers,
       teamID: "",
-      vcpu: SNAPSHOT_VCPU,
-      memoryMB: SNAPSHOT_MEMORY_MB,
+      vcpu: build.vcpu,
+      memoryMB: build.memoryMB,
       diskSizeMB: 0,
       envVars: {},
       metadata: {},
@@ -630,7 +755,7 @@ export class SandboxManager {
     const { options } = this;
     const { record } = sandbox;
     const runtime = sandbox.runtime;
-    const templateRootfs = this.templateRootfs(record.templateID);
+    const lowers = record.lowers ?? this.resolveBuild(record.templateID, record.buildID).lowers;
     const prepared = record.allowInternetAccess ? this.networks.take() : undefined;
     const slot = prepared ?? this.slots.acquire();
     runtime.push("slot", () => this.slots.release(slot));
@@ -639,7 +764,7 @@ export class SandboxManager {
     if (!prepared) await createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess });
     runtime.push("network", () => destroySandboxNetwork(slot));
     lap("network");
-    const rootfs = await mountRootfs(templateRootfs, sandbox.dir);
+    const rootfs = await mountRootfs(lowers, sandbox.dir);
     runtime.push("rootfs mount", () => unmountRootfs(sandbox.dir));
     const bundle = await this.writeBundle(sandbox, rootfs.merged);
     lap("rootfs");
@@ -831,10 +956,14 @@ export class SandboxManager {
     }
   }
 
-  private templateRootfs(templateID: string): string {
-    const rootfs = this.options.templates.rootfs(templateID);
-    if (!rootfs) throw new TemplateNotFoundError(templateID);
-    return rootfs;
+  private resolveBuild(templateID: string, buildID?: string): TemplateBuild {
+    const build = this.options.templates.resolve(templateID, buildID);
+    if (!build) throw new TemplateNotFoundError(buildID ? `${templateID}/${buildID}` : templateID);
+    return build;
+  }
+
+  private resolveBuildByKey(key: string, templateID: string): TemplateBuild | undefined {
+    return this.options.templates.resolve(templateID, key === "base" ? undefined : key);
   }
 
   private fault(step: string): void {

@@ -25,6 +25,10 @@ export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
   memory?: boolean;
   /** How the current run started. */
   startKind?: StartKind;
+  /** The template layers its root is mounted on, top first (resolved once, at create). */
+  lowers?: string[];
+  /** Its template build's key ("base" or the build id). */
+  buildKey?: string;
 }
 
 export type StartKind = "cold" | "snapshot" | "pool" | "resume";

@@ -54,6 +54,7 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
         manager.create({
           sandboxID: config.sandboxId,
           templateID: config.templateId,
+          buildID: config.buildId || undefined,
           teamID: config.teamId,
           vcpu: config.vcpu || 2,
           memoryMB: config.memoryMb || 512,
@@ -137,6 +138,7 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
   const config: MessageInitShape<typeof SandboxConfigSchema> = {
     sandboxId: r.sandboxID,
     templateId: r.templateID,
+    buildId: r.buildID ?? "",
     teamId: r.teamID,
     vcpu: r.vcpu,
     memoryMb: r.memoryMB,

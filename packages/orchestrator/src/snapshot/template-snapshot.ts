@@ -19,8 +19,9 @@ export interface TemplateSnapshot {
   image: string;
   /** The snapshot sandbox's writable layer (mount points runsc made), copied under each restore. */
   upper: string;
-  /** The memory size it was booted with; restores need the same. */
+  /** The size it was booted with; restores need the same memory (the pool the same vCPUs). */
   memoryMB: number;
+  vcpu: number;
 }
 
 export interface SnapshotKeyInput {
@@ -47,9 +48,9 @@ export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
   return hash.digest("hex").slice(0, 16);
 }
 
-/** `<template dir>/snapshots/<key>`, beside the template's rootfs. */
-export function snapshotDir(templateRootfs: string, key: string): string {
-  return path.join(path.dirname(templateRootfs), "snapshots", key);
+/** `<template dir>/snapshots/<key>` (beside the base template's rootfs, in a build's directory). */
+export function snapshotDir(templateDir: string, key: string): string {
+  return path.join(templateDir, "snapshots", key);
 }
 
 export function snapshotPaths(dir: string): { image: string; upper: string } {
@@ -60,13 +61,13 @@ export function snapshotPaths(dir: string): { image: string; upper: string } {
 export async function findSnapshot(
   templateID: string,
   dir: string,
-  memoryMB: number,
+  size: { memoryMB: number; vcpu: number },
 ): Promise<TemplateSnapshot | undefined> {
   const paths = snapshotPaths(dir);
   if (!(await imageExists(paths.image))) return undefined;
   const now = new Date();
   await utimes(dir, now, now).catch(() => undefined);
-  return { templateID, ...paths, memoryMB };
+  return { templateID, ...paths, memoryMB: size.memoryMB, vcpu: size.vcpu };
 }
 
 /**

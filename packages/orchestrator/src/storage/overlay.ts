@@ -19,9 +19,13 @@ export function rootfsPaths(sandboxDir: string): SandboxRootfs {
   };
 }
 
-/** Mounts the template (read-only, below) under the sandbox's writable layer. */
-export async function mountRootfs(templateRootfs: string, sandboxDir: string): Promise<SandboxRootfs> {
+/**
+ * Mounts the template (read-only, below) under the sandbox's writable layer. `lowers` is one
+ * rootfs or a template's layers, top first.
+ */
+export async function mountRootfs(lowers: string | string[], sandboxDir: string): Promise<SandboxRootfs> {
   const paths = rootfsPaths(sandboxDir);
+  const lowerdir = (Array.isArray(lowers) ? lowers : [lowers]).join(":");
   await Promise.all([paths.upper, paths.work, paths.merged].map((d) => mkdir(d, { recursive: true })));
   await runCommand([
     "mount",
@@ -29,7 +33,7 @@ export async function mountRootfs(templateRootfs: string, sandboxDir: string): P
     "overlay",
     "overlay",
     "-o",
-    `lowerdir=${templateRootfs},upperdir=${paths.upper},workdir=${paths.work}`,
+    `lowerdir=${lowerdir},upperdir=${paths.upper},workdir=${paths.work}`,
     paths.merged,
   ]);
   return paths;

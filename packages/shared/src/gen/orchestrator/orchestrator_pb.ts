@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IijQQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJKtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYq8wEKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYynQUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IinwQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIrgCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwImcKDUJ1aWxkTG9nRW50cnkSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGV2ZWwYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIMCgRzdGVwGAQgASgJIn0KC0J1aWxkUmVzdWx0EgoKAm9rGAEgASgIEg8KB21lc3NhZ2UYAiABKAkSDAoEc3RlcBgDIAEoCRIUCgxlbnZkX3ZlcnNpb24YBCABKAkSFAoMZGVmYXVsdF91c2VyGAUgASgJEhcKD2RlZmF1bHRfd29ya2RpchgGIAEoCSJ2ChJCdWlsZFRlbXBsYXRlRXZlbnQSKgoDbG9nGAEgASgLMhsub3JjaGVzdHJhdG9yLkJ1aWxkTG9nRW50cnlIABIrCgZyZXN1bHQYAiABKAsyGS5vcmNoZXN0cmF0b3IuQnVpbGRSZXN1bHRIAEIHCgVldmVudCIuChpEZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIdChtEZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2Uq0QEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhoKFlNBTkRCT1hfU1RBVEVfU1RPUFBJTkcQAxIZChVTQU5EQk9YX1NUQVRFX1BBVVNJTkcQBBIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBAFEhoKFlNBTkRCT1hfU1RBVEVfUkVTVU1JTkcQBirzAQoQU2FuZGJveEV2ZW50VHlwZRIiCh5TQU5EQk9YX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIeChpTQU5EQk9YX0VWRU5UX1RZUEVfQ1JFQVRFRBABEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9LSUxMRUQQAhIeChpTQU5EQk9YX0VWRU5UX1RZUEVfRVhQSVJFRBADEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9GQUlMRUQQBBIdChlTQU5EQk9YX0VWRU5UX1RZUEVfUEFVU0VEEAUSHgoaU0FOREJPWF9FVkVOVF9UWVBFX1JFU1VNRUQQBjKdBQoOU2FuZGJveFNlcnZpY2USUQoGQ3JlYXRlEiIub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJICgNHZXQSHy5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlc3BvbnNlEk8KBExpc3QSIi5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1Jlc3BvbnNlElEKBkRlbGV0ZRIiLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlRW5kVGltZRIiLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC5vcmNoZXN0cmF0b3IuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudDABEk4KBVBhdXNlEiEub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5vcmNoZXN0cmF0b3IuUGF1c2VTYW5kYm94UmVzcG9uc2USUQoGUmVzdW1lEiIub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXNwb25zZTLGAQoPVGVtcGxhdGVTZXJ2aWNlEk8KBUJ1aWxkEiIub3JjaGVzdHJhdG9yLkJ1aWxkVGVtcGxhdGVSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkJ1aWxkVGVtcGxhdGVFdmVudDABEmIKC0RlbGV0ZUJ1aWxkEigub3JjaGVzdHJhdG9yLkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0Gikub3JjaGVzdHJhdG9yLkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -98,6 +98,14 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: optional bool auto_pause_memory = 14;
    */
   autoPauseMemory?: boolean | undefined;
+
+  /**
+   * The template build to start from; empty for the base template. Sandboxes from a build start
+   * with its snapshot (start command running), default user, workdir and environment.
+   *
+   * @generated from field: string build_id = 15;
+   */
+  buildId: string;
 };
 
 /**
@@ -468,6 +476,292 @@ export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
   messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
+ * @generated from message orchestrator.TemplateStep
+ */
+export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
+  /**
+   * COPY, RUN, ENV, WORKDIR or USER; args as E2B's TemplateStep (COPY: src, dest, owner, mode).
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * @generated from field: repeated string args = 2;
+   */
+  args: string[];
+
+  /**
+   * Rebuild this step (and so every later one) even when its layer is cached.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
+
+  /**
+   * COPY: the hash the SDK computed over the files, and where the node downloads their tar (gzip
+   * or plain) with a GET; the URL carries its own authorisation.
+   *
+   * @generated from field: string files_hash = 4;
+   */
+  filesHash: string;
+
+  /**
+   * @generated from field: string files_url = 5;
+   */
+  filesUrl: string;
+};
+
+/**
+ * Describes the message orchestrator.TemplateStep.
+ * Use `create(TemplateStepSchema)` to create a new message.
+ */
+export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 18);
+
+/**
+ * @generated from message orchestrator.RegistryAuth
+ */
+export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
+  /**
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message orchestrator.RegistryAuth.
+ * Use `create(RegistryAuthSchema)` to create a new message.
+ */
+export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 19);
+
+/**
+ * @generated from message orchestrator.BuildTemplateRequest
+ */
+export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string build_id = 2;
+   */
+  buildId: string;
+
+  /**
+   * @generated from field: uint32 vcpu = 3;
+   */
+  vcpu: number;
+
+  /**
+   * @generated from field: uint32 memory_mb = 4;
+   */
+  memoryMb: number;
+
+  /**
+   * @generated from field: uint32 disk_size_mb = 5;
+   */
+  diskSizeMb: number;
+
+  /**
+   * Exactly one of from_image (an image reference as `docker pull` takes it; E2B's base image
+   * e2bdev/base means the base template) and from_build_id (a build on this node, "base" for the
+   * base template).
+   *
+   * @generated from field: string from_image = 6;
+   */
+  fromImage: string;
+
+  /**
+   * @generated from field: string from_build_id = 7;
+   */
+  fromBuildId: string;
+
+  /**
+   * @generated from field: orchestrator.RegistryAuth from_image_registry = 8;
+   */
+  fromImageRegistry?: RegistryAuth | undefined;
+
+  /**
+   * Ignore every cached layer.
+   *
+   * @generated from field: bool force = 9;
+   */
+  force: boolean;
+
+  /**
+   * @generated from field: string start_cmd = 10;
+   */
+  startCmd: string;
+
+  /**
+   * @generated from field: string ready_cmd = 11;
+   */
+  readyCmd: string;
+
+  /**
+   * @generated from field: repeated orchestrator.TemplateStep steps = 12;
+   */
+  steps: TemplateStep[];
+};
+
+/**
+ * Describes the message orchestrator.BuildTemplateRequest.
+ * Use `create(BuildTemplateRequestSchema)` to create a new message.
+ */
+export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 20);
+
+/**
+ * @generated from message orchestrator.BuildLogEntry
+ */
+export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * debug, info, warn or error
+   *
+   * @generated from field: string level = 2;
+   */
+  level: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * "base", the step's position (1-based, as E2B numbers them: its SDK maps it to the line that
+   * added the step) or "finalize"; empty for the build as a whole.
+   *
+   * @generated from field: string step = 4;
+   */
+  step: string;
+};
+
+/**
+ * Describes the message orchestrator.BuildLogEntry.
+ * Use `create(BuildLogEntrySchema)` to create a new message.
+ */
+export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 21);
+
+/**
+ * @generated from message orchestrator.BuildResult
+ */
+export type BuildResult = Message<"orchestrator.BuildResult"> & {
+  /**
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * When not ok: what failed, and in which step ("base", a 1-based position or "finalize").
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * @generated from field: string step = 3;
+   */
+  step: string;
+
+  /**
+   * @generated from field: string envd_version = 4;
+   */
+  envdVersion: string;
+
+  /**
+   * What sandboxes from the build get unless their create says otherwise.
+   *
+   * @generated from field: string default_user = 5;
+   */
+  defaultUser: string;
+
+  /**
+   * @generated from field: string default_workdir = 6;
+   */
+  defaultWorkdir: string;
+};
+
+/**
+ * Describes the message orchestrator.BuildResult.
+ * Use `create(BuildResultSchema)` to create a new message.
+ */
+export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 22);
+
+/**
+ * @generated from message orchestrator.BuildTemplateEvent
+ */
+export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
+  /**
+   * @generated from oneof orchestrator.BuildTemplateEvent.event
+   */
+  event: {
+    /**
+     * @generated from field: orchestrator.BuildLogEntry log = 1;
+     */
+    value: BuildLogEntry;
+    case: "log";
+  } | {
+    /**
+     * @generated from field: orchestrator.BuildResult result = 2;
+     */
+    value: BuildResult;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message orchestrator.BuildTemplateEvent.
+ * Use `create(BuildTemplateEventSchema)` to create a new message.
+ */
+export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 23);
+
+/**
+ * @generated from message orchestrator.DeleteTemplateBuildRequest
+ */
+export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBuildRequest"> & {
+  /**
+   * @generated from field: string build_id = 1;
+   */
+  buildId: string;
+};
+
+/**
+ * Describes the message orchestrator.DeleteTemplateBuildRequest.
+ * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
+ */
+export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 24);
+
+/**
+ * @generated from message orchestrator.DeleteTemplateBuildResponse
+ */
+export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBuildResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.DeleteTemplateBuildResponse.
+ * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
+ */
+export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 25);
+
+/**
  * @generated from enum orchestrator.SandboxState
  */
 export enum SandboxState {
@@ -644,4 +938,36 @@ export const SandboxService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 0);
+
+/**
+ * Template builds (E2B's template-manager): each runs on the node that will start its sandboxes.
+ *
+ * @generated from service orchestrator.TemplateService
+ */
+export const TemplateService: GenService<{
+  /**
+   * Builds a template: the base (an OCI image, the base template or another build), then each step
+   * in a build sandbox (each step's result a layer cached by the hash of what produced it), then a
+   * snapshot with the start command running and the ready command satisfied. Streams log entries
+   * as they happen and ends with exactly one result; cancelling the call cancels the build.
+   *
+   * @generated from rpc orchestrator.TemplateService.Build
+   */
+  build: {
+    methodKind: "server_streaming";
+    input: typeof BuildTemplateRequestSchema;
+    output: typeof BuildTemplateEventSchema;
+  },
+  /**
+   * Removes a build (its snapshot and settings; layers other builds share are kept).
+   *
+   * @generated from rpc orchestrator.TemplateService.DeleteBuild
+   */
+  deleteBuild: {
+    methodKind: "unary";
+    input: typeof DeleteTemplateBuildRequestSchema;
+    output: typeof DeleteTemplateBuildResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_orchestrator_orchestrator, 1);
 

@@ -1,0 +1,122 @@
+/**
+ * orchestrator.TemplateService: template builds over RPC. A build's log entries stream as they
+ * happen; the stream ends with one result. Cancelling the call cancels the build.
+ */
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ENVD_VERSION } from "@moat/shared";
+import type { BuildTemplateEventSchema, TemplateService } from "@moat/shared/gen/orchestrator";
+import type { SandboxManager } from "../sandbox/manager.js";
+import type { BuildLog, TemplateBuilder } from "../template/build/builder.js";
+import { BuildStepError } from "../template/build/steps.js";
+import type { TemplateStore } from "../template/store.js";
+
+type Event = MessageInitShape<typeof BuildTemplateEventSchema>;
+
+export function templateService(
+  builder: TemplateBuilder,
+  store: TemplateStore,
+  manager: SandboxManager,
+): ServiceImpl<typeof TemplateService> {
+  return {
+    async *build(req, ctx) {
+      if (!req.templateId || !req.buildId) {
+        throw new ConnectError("template_id and build_id are required", Code.InvalidArgument);
+      }
+      if (Boolean(req.fromImage) === Boolean(req.fromBuildId)) {
+        throw new ConnectError(
+          "exactly one of from_image and from_build_id is required",
+          Code.InvalidArgument,
+        );
+      }
+      // Log entries queue here until the stream takes them.
+      const queue: Event[] = [];
+      let wake: (() => void) | undefined;
+      const push = (event: Event) => {
+        queue.push(event);
+        wake?.();
+      };
+      const emit = (log: BuildLog) =>
+        push({
+          event: {
+            case: "log",
+            value: {
+              time: timestampFromDate(new Date()),
+              level: log.level,
+              message: log.message,
+              step: log.step ?? "",
+            },
+          },
+        });
+      let done = false;
+      const work = builder
+        .build(
+          {
+            templateID: req.templateId,
+            buildID: req.buildId,
+            vcpu: req.vcpu || 2,
+            memoryMB: req.memoryMb || 1024,
+            fromImage: req.fromImage || undefined,
+            fromBuildID: req.fromBuildId || undefined,
+            registryAuth: req.fromImageRegistry?.username ? req.fromImageRegistry : undefined,
+            force: req.force,
+            startCmd: req.startCmd || undefined,
+            readyCmd: req.readyCmd || undefined,
+            steps: req.steps.map((s) => ({
+              type: s.type,
+              args: s.args,
+              force: s.force,
+              filesHash: s.filesHash || undefined,
+              filesURL: s.filesUrl || undefined,
+            })),
+          },
+          emit,
+          ctx.signal,
+        )
+        .then(
+          (outcome) =>
+            push({
+              event: {
+                case: "result",
+                value: {
+                  ok: true,
+                  envdVersion: ENVD_VERSION,
+                  defaultUser: outcome.defaultUser,
+                  defaultWorkdir: outcome.defaultWorkdir ?? "",
+                },
+              },
+            }),
+          (err: unknown) => {
+            const step = err instanceof BuildStepError ? err.step : "finalize";
+            const message = err instanceof Error ? err.message : String(err);
+            emit({ level: "error", message, step });
+            push({
+              event: { case: "result", value: { ok: false, message, step, envdVersion: ENVD_VERSION } },
+            });
+          },
+        )
+        .finally(() => {
+          done = true;
+          wake?.();
+        });
+      try {
+        for (;;) {
+          while (queue.length > 0) yield queue.shift()!;
+          if (done) break;
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+          wake = undefined;
+        }
+      } finally {
+        await work;
+      }
+    },
+    async deleteBuild(req) {
+      await manager.forgetBuild(req.buildId);
+      await store.deleteBuild(req.buildId);
+      return {};
+    },
+  };
+}

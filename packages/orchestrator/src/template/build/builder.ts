@@ -1,0 +1,495 @@
+/**
+ * Template builds, as E2B's template-manager does them but on gVisor and without Docker: the base
+ * (the base template, another build, or an OCI image pulled from its registry and provisioned),
+ * then each RUN and COPY step in a build sandbox of its own whose writable layer becomes the step's
+ * layer, cached by the hash of everything that produced it; then the snapshot, with the start
+ * command running and the ready command satisfied. A failed build leaves no build behind and keeps
+ * the layers it finished.
+ */
+import { randomBytes } from "node:crypto";
+import { createWriteStream, existsSync } from "node:fs";
+import { copyFile, lstat, mkdir, realpath, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "@moat/shared";
+import { removeTree } from "../../host/files.js";
+import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
+import type { SandboxManager } from "../../sandbox/manager.js";
+import type { Sandbox } from "../../sandbox/sandbox.js";
+import { applyLayers } from "../oci/layers.js";
+import { parseImageReference } from "../oci/reference.js";
+import { type PulledImage, RegistryClient } from "../oci/registry.js";
+import { BASE_BUILD_KEY, type BuildManifest, type TemplateStore } from "../store.js";
+import { COPY_SCRIPT, PROVISION_SCRIPT, PROVISION_VERSION, WORKDIR_SCRIPT } from "./scripts.js";
+import {
+  type BuildContext,
+  BuildStepError,
+  describeStep,
+  layerKey,
+  nextContext,
+  parseStep,
+  type Step,
+  type StepInput,
+  shellQuote,
+  stepLabel,
+} from "./steps.js";
+
+export interface BuildRequest {
+  templateID: string;
+  buildID: string;
+  vcpu: number;
+  memoryMB: number;
+  /** An image reference, or empty when building from `fromBuildID`. */
+  fromImage?: string;
+  /** A build on this node ("base" for the base template). */
+  fromBuildID?: string;
+  registryAuth?: { username: string; password: string };
+  force?: boolean;
+  startCmd?: string;
+  readyCmd?: string;
+  steps: StepInput[];
+}
+
+export interface BuildLog {
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+  step?: string;
+}
+
+export interface BuildOutcome {
+  defaultUser: string;
+  defaultWorkdir?: string;
+}
+
+export interface TemplateBuilderOptions {
+  manager: SandboxManager;
+  store: TemplateStore;
+  dataDir: string;
+  logger: Logger;
+}
+
+/** E2B's default base image (`Template().fromBaseImage()`): here, moat's base template. */
+const BASE_IMAGES =
+  /^(?:(?:docker\.io|registry-1\.docker\.io|index\.docker\.io)\/)?e2bdev\/base(?::[\w.-]+)?$/;
+/** What `mount` takes as options: a page. Many layers with long paths would not fit. */
+const MAX_LOWERDIR_CHARS = 3500;
+const STEP_TIMEOUT_MS = 60 * 60_000;
+
+/** Where a build's stack stands: its layers (bottom first) over a base rootfs, and the context. */
+interface Stack {
+  baseRootfs?: string;
+  layers: string[];
+  /** The key the next layer's key chains from. */
+  top: string;
+  ctx: BuildContext;
+}
+
+export class TemplateBuilder {
+  constructor(private readonly options: TemplateBuilderOptions) {}
+
+  async build(req: BuildRequest, emit: (log: BuildLog) => void, signal: AbortSignal): Promise<BuildOutcome> {
+    const { store, logger } = this.options;
+    const log = logger.child({ templateID: req.templateID, buildID: req.buildID });
+    const started = performance.now();
+    if (store.readManifest(req.buildID)) {
+      throw new BuildStepError(`build ${req.buildID} already exists on this node`, "base");
+    }
+    const steps = req.steps.map((s, i) => parseStep(s, i));
+    log.info(
+      { steps: steps.length, fromImage: req.fromImage, fromBuildID: req.fromBuildID },
+      "template build started",
+    );
+    try {
+      let stack = await this.base(req, emit, signal);
+      let forced = req.force ?? false;
+      for (const [index, step] of steps.entries()) {
+        signal.throwIfAborted();
+        const label = stepLabel(index);
+        forced ||= req.steps[index]?.force ?? false;
+        stack = await this.step(req, stack, step, label, forced, emit, signal);
+      }
+      signal.throwIfAborted();
+      await this.finalize(req, stack, emit);
+      log.info({ seconds: Math.round((performance.now() - started) / 100) / 10 }, "template build finished");
+      return { defaultUser: stack.ctx.user, defaultWorkdir: stack.ctx.workdir };
+    } catch (err) {
+      await store.deleteBuild(req.buildID).catch(() => undefined);
+      await this.options.manager.forgetBuild(req.buildID).catch(() => undefined);
+      log.warn({ err }, "template build failed");
+      if (signal.aborted) throw new BuildStepError("the build was cancelled", "finalize");
+      throw err;
+    }
+  }
+
+  /** The stack the steps start on. */
+  private async base(req: BuildRequest, emit: (log: BuildLog) => void, signal: AbortSignal): Promise<Stack> {
+    const { store } = this.options;
+    const say = (message: string) => emit({ level: "info", message, step: "base" });
+    const fromBase = !req.fromImage ? req.fromBuildID === BASE_BUILD_KEY : BASE_IMAGES.test(req.fromImage);
+    if (fromBase) {
+      say("FROM the base template (Debian 12 with python3, pip, git, curl, sudo)");
+      return {
+        baseRootfs: store.baseRootfs,
+        layers: [],
+        top: `base:${store.baseRootfs}`,
+        ctx: { env: {}, user: "user" },
+      };
+    }
+    if (!req.fromImage) {
+      const manifest = req.fromBuildID ? store.readManifest(req.fromBuildID) : undefined;
+      if (!manifest) {
+        throw new BuildStepError(
+          `the template build ${req.fromBuildID} to build from is not on this node`,
+          "base",
+        );
+      }
+      say(`FROM template ${manifest.templateID} (build ${manifest.buildID})`);
+      return {
+        baseRootfs: manifest.baseRootfs,
+        layers: [...manifest.layers],
+        top: manifest.layers.at(-1) ?? `base:${manifest.baseRootfs}`,
+        ctx: { env: { ...manifest.env }, user: manifest.user ?? "user", workdir: manifest.workdir },
+      };
+    }
+    return this.imageBase(req, say, signal);
+  }
+
+  /** An OCI image: pulled, its layers applied into one layer, then provisioned in a sandbox. */
+  private async imageBase(
+    req: BuildRequest,
+    say: (message: string) => void,
+    signal: AbortSignal,
+  ): Promise<Stack> {
+    const { store, dataDir } = this.options;
+    const image = req.fromImage!;
+    let pulled: PulledImage;
+    try {
+      const ref = parseImageReference(image);
+      say(`FROM ${image}: pulling from ${ref.registry}`);
+      const registry = new RegistryClient({
+        cacheDir: path.join(dataDir, "cache", "oci"),
+        credentials: () => req.registryAuth,
+        onProgress: say,
+      });
+      pulled = await registry.pull(ref);
+    } catch (err) {
+      throw new BuildStepError(`pulling ${image} failed: ${(err as Error).message}`, "base");
+    }
+    signal.throwIfAborted();
+    const imageKey = layerKeyOf(`image:${pulled.digest}:${PROVISION_VERSION}`);
+    if (!store.hasLayer(imageKey)) {
+      say(`applying ${pulled.layers.length} layers of ${pulled.digest}`);
+      await this.makeLayer(imageKey, { image, digest: pulled.digest }, async (fs) => {
+        await mkdir(fs, { recursive: true });
+        await applyLayers(pulled.layers, fs);
+        await this.prepareImageRootfs(fs);
+      });
+    } else {
+      say(`CACHED image ${pulled.digest}`);
+    }
+    const env: Record<string, string> = {};
+    for (const item of pulled.config.config?.Env ?? []) {
+      const eq = item.indexOf("=");
+      if (eq > 0) env[item.slice(0, eq)] = item.slice(eq + 1);
+    }
+    const workdir = pulled.config.config?.WorkingDir || undefined;
+    const provisionKey = layerKeyOf(`provision:${imageKey}`);
+    const lowers = [store.layerFiles(imageKey)];
+    if (!store.hasLayer(provisionKey)) {
+      say("provisioning the image: the user 'user', sudo, /code, resolvers");
+      await this.runLayer(req, provisionKey, lowers, { provision: image }, "base", async (sandbox) => {
+        await this.exec(sandbox, { command: PROVISION_SCRIPT, user: "root", envs: env }, "base", (l) =>
+          say(l.line),
+        );
+      });
+    } else {
+      say("CACHED provisioning");
+    }
+    return {
+      layers: [imageKey, provisionKey],
+      top: provisionKey,
+      ctx: { env, user: "user", workdir },
+    };
+  }
+
+  /**
+   * Before an image's rootfs can boot a sandbox: tini (PID 1 of every sandbox; Debian's static one
+   * from the base template when the image has none) and /tmp. Paths are resolved inside the
+   * rootfs, never through its symlinks to the host.
+   */
+  private async prepareImageRootfs(fs: string): Promise<void> {
+    const tini = await insideRootfs(fs, "usr/bin/tini");
+    if (!existsSync(tini)) {
+      await mkdir(path.dirname(tini), { recursive: true });
+      await copyFile(path.join(this.options.store.baseRootfs, "usr/bin/tini-static"), tini);
+    }
+    const tmp = await insideRootfs(fs, "tmp");
+    if (!existsSync(tmp)) await mkdir(tmp, { mode: 0o1777 });
+  }
+
+  private async step(
+    req: BuildRequest,
+    stack: Stack,
+    step: Step,
+    label: string,
+    forced: boolean,
+    emit: (log: BuildLog) => void,
+    signal: AbortSignal,
+  ): Promise<Stack> {
+    const { store } = this.options;
+    const say = (message: string) => emit({ level: "info", message, step: label });
+    if (step.kind === "ENV" || step.kind === "WORKDIR" || step.kind === "USER") {
+      say(`[${label}] ${describeStep(step)}`);
+      return { ...stack, ctx: nextContext(stack.ctx, step) };
+    }
+    const key = layerKey(stack.top, step, stack.ctx, forced ? req.buildID : "");
+    if (!forced && store.hasLayer(key)) {
+      say(`CACHED [${label}] ${describeStep(step)}`);
+      return { ...stack, layers: [...stack.layers, key], top: key };
+    }
+    say(`[${label}] ${describeStep(step)}`);
+    const lowers = [...stack.layers].reverse().map((k) => store.layerFiles(k));
+    if (stack.baseRootfs) lowers.push(stack.baseRootfs);
+    const { ctx } = stack;
+    const stream = (line: OutputLine) => emit({ level: "info", message: line.line, step: label });
+    let archive: string | undefined;
+    if (step.kind === "COPY") archive = await this.download(step.filesURL, step.filesHash, label, signal);
+    try {
+      await this.runLayer(
+        req,
+        key,
+        lowers,
+        { step: describeStep(step), parent: stack.top },
+        label,
+        async (sandbox) => {
+          if (ctx.workdir) {
+            await this.exec(
+              sandbox,
+              { command: script(WORKDIR_SCRIPT, ctx.workdir, ctx.user), user: "root" },
+              label,
+              stream,
+            );
+          }
+          if (step.kind === "RUN") {
+            await this.exec(
+              sandbox,
+              { command: step.command, user: step.user ?? ctx.user, cwd: ctx.workdir, envs: ctx.env },
+              label,
+              stream,
+            );
+          } else {
+            const base = ctx.workdir ?? (ctx.user === "root" ? "/root" : `/home/${ctx.user.split(":")[0]}`);
+            await this.exec(
+              sandbox,
+              {
+                command: script(
+                  COPY_SCRIPT,
+                  "/.moat-build/files.tar",
+                  step.src,
+                  step.dest,
+                  step.owner || ctx.user,
+                  step.mode,
+                  base,
+                ),
+                user: "root",
+              },
+              label,
+              stream,
+            );
+          }
+        },
+        archive ? async (upper) => placeArchive(upper, archive!) : undefined,
+      );
+    } finally {
+      if (archive) await rm(archive, { force: true });
+    }
+    return { ...stack, layers: [...stack.layers, key], top: key };
+  }
+
+  /**
+   * Makes layer `key` as the writable layer of a build sandbox on `lowers` running `work`; the
+   * layer appears (renamed into place) only when the work succeeded.
+   */
+  private async runLayer(
+    req: BuildRequest,
+    key: string,
+    lowers: string[],
+    meta: Record<string, unknown>,
+    label: string,
+    work: (sandbox: Sandbox) => Promise<void>,
+    prepareUpper?: (upper: string) => Promise<void>,
+  ): Promise<void> {
+    const { manager } = this.options;
+    if (lowers.join(":").length > MAX_LOWERDIR_CHARS) {
+      throw new BuildStepError(
+        `the template has too many layers (${lowers.length}); combine RUN steps into fewer`,
+        label,
+      );
+    }
+    await this.makeLayer(key, meta, async (fs) => {
+      let sandbox: Sandbox;
+      try {
+        sandbox = await manager.startBuildSandbox(
+          req.templateID,
+          lowers,
+          { vcpu: req.vcpu, memoryMB: req.memoryMB },
+          prepareUpper,
+        );
+      } catch (err) {
+        throw new BuildStepError(
+          `could not start a build sandbox: ${(err as Error).message}` +
+            (label === "base" ? " (images must be glibc-based: Debian, Ubuntu, python, node…)" : ""),
+          label,
+        );
+      }
+      let ok = false;
+      try {
+        await work(sandbox);
+        ok = true;
+      } finally {
+        await manager.stopBuildSandbox(sandbox, ok ? fs : undefined);
+      }
+    });
+  }
+
+  /** Creates layer `key` in a temp dir through `fill(fsDir)`, then renames it into place. */
+  private async makeLayer(
+    key: string,
+    meta: Record<string, unknown>,
+    fill: (fs: string) => Promise<void>,
+  ): Promise<void> {
+    const { store } = this.options;
+    const final = store.layerDir(key);
+    const temp = path.join(store.layersDir(), `.tmp-${key}-${process.pid}-${randomBytes(3).toString("hex")}`);
+    await mkdir(temp, { recursive: true });
+    try {
+      await fill(path.join(temp, "fs"));
+      await writeFile(
+        path.join(temp, "layer.json"),
+        `${JSON.stringify({ key, ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`,
+      );
+      if (store.hasLayer(key)) return; // another build made it meanwhile
+      if (existsSync(final)) await removeTree(final);
+      await rename(temp, final);
+    } finally {
+      if (existsSync(temp)) await removeTree(temp).catch(() => undefined);
+    }
+  }
+
+  /** Runs a command of a step; a failure carries its exit code and last output lines. */
+  private async exec(
+    sandbox: Sandbox,
+    spec: { command: string; user: string; cwd?: string; envs?: Record<string, string> },
+    label: string,
+    onLine: (line: OutputLine) => void,
+  ): Promise<void> {
+    const exit = await runInSandbox(
+      sandbox.hostAddress,
+      spec,
+      onLine,
+      AbortSignal.timeout(STEP_TIMEOUT_MS),
+    ).catch((err: unknown) => {
+      throw new BuildStepError(`step ${label}: ${(err as Error).message}`, label);
+    });
+    if (exit.exitCode !== 0) {
+      const output = exit.tail.join("\n").trim();
+      throw new BuildStepError(
+        `step ${label} failed: the command exited with code ${exit.exitCode}` +
+          (exit.error ? ` (${exit.error})` : "") +
+          (output ? `:\n${output}` : ""),
+        label,
+      );
+    }
+  }
+
+  /** Downloads a COPY step's uploaded files from the API. */
+  private async download(url: string, hash: string, label: string, signal: AbortSignal): Promise<string> {
+    const dir = path.join(this.options.dataDir, "templates", "downloads");
+    await mkdir(dir, { recursive: true });
+    const file = path.join(
+      dir,
+      `${hash.replace(/[^A-Za-z0-9]/g, "").slice(0, 64)}-${randomBytes(4).toString("hex")}`,
+    );
+    try {
+      const res = await fetch(url, { signal });
+      if (!res.ok || !res.body) throw new Error(`the API answered ${res.status}`);
+      await pipeline(
+        Readable.fromWeb(res.body as import("node:stream/web").ReadableStream),
+        createWriteStream(file),
+      );
+      return file;
+    } catch (err) {
+      await rm(file, { force: true });
+      throw new BuildStepError(
+        `step ${label}: downloading the uploaded files failed: ${(err as Error).message}`,
+        label,
+      );
+    }
+  }
+
+  /** The build's snapshot: the start command running, the ready command satisfied. */
+  private async finalize(req: BuildRequest, stack: Stack, emit: (log: BuildLog) => void): Promise<void> {
+    const { store, manager } = this.options;
+    const say = (message: string) => emit({ level: "info", message, step: "finalize" });
+    const manifest: BuildManifest = {
+      templateID: req.templateID,
+      buildID: req.buildID,
+      baseRootfs: stack.baseRootfs,
+      layers: stack.layers,
+      vcpu: req.vcpu,
+      memoryMB: req.memoryMB,
+      env: stack.ctx.env,
+      user: stack.ctx.user,
+      workdir: stack.ctx.workdir,
+      startCmd: req.startCmd || undefined,
+      readyCmd: req.readyCmd || undefined,
+      createdAt: new Date().toISOString(),
+    };
+    await store.commitBuild(manifest);
+    if (req.startCmd) say(`starting: ${req.startCmd}`);
+    if (req.startCmd || req.readyCmd) say(`waiting for: ${req.readyCmd || "sleep 20"}`);
+    say("taking the snapshot sandboxes start from");
+    try {
+      await manager.prepareTemplate(req.templateID, {
+        buildID: req.buildID,
+        pool: false,
+        onOutput: (line) => emit({ level: "info", message: line.line, step: "finalize" }),
+      });
+    } catch (err) {
+      throw new BuildStepError(`finalize: ${(err as Error).message}`, "finalize");
+    }
+    say("template ready");
+  }
+}
+
+function layerKeyOf(text: string): string {
+  return layerKey(text, { kind: "WORKDIR", dir: "/" }, { env: {}, user: "" });
+}
+
+/** `sh -c '<script>' sh 'arg1' …`: the script's inputs as positional arguments. */
+function script(body: string, ...args: string[]): string {
+  return ["sh", "-c", shellQuote(body), "sh", ...args.map(shellQuote)].join(" ");
+}
+
+/** Puts a COPY's archive into the build sandbox's writable layer before it boots. */
+async function placeArchive(upper: string, archive: string): Promise<void> {
+  const dir = path.join(upper, ".moat-build");
+  await mkdir(dir, { recursive: true });
+  await copyFile(archive, path.join(dir, "files.tar"));
+}
+
+/** `rel` under `root`, its parent directories resolved without leaving `root`. */
+async function insideRootfs(root: string, rel: string): Promise<string> {
+  const parent = path.join(root, path.dirname(rel));
+  await mkdir(parent, { recursive: true }).catch(() => undefined);
+  const real = await realpath(parent);
+  const realRoot = await realpath(root);
+  if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
+    throw new BuildStepError(`the image's ${path.dirname(rel)} points outside its root filesystem`, "base");
+  }
+  const target = path.join(real, path.basename(rel));
+  const st = await lstat(target).catch(() => undefined);
+  if (st?.isSymbolicLink()) await rm(target);
+  return target;
+}

@@ -1,0 +1,179 @@
+/**
+ * Templates on this node's disk. The base template is one rootfs (template/base-template.ts); a
+ * built template is a stack of layers over a base, each layer the writable layer of the build
+ * sandbox that ran one step, shared between builds by the hash of everything that produced it:
+ *
+ *   <dataDir>/templates/layers/<key>/fs          a layer's files (overlay upper-dir format)
+ *   <dataDir>/templates/builds/<buildID>/build.json   which layers, start command, defaults
+ *   <dataDir>/templates/builds/<buildID>/snapshots/   its snapshots (snapshot/template-snapshot.ts)
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { removeTree } from "../host/files.js";
+
+/** A template build as sandboxes start from it. */
+export interface TemplateBuild {
+  /** "base" or the build id: names the build's snapshot and warm pool. */
+  key: string;
+  templateID: string;
+  /** Read-only layers of its root filesystem, top first (overlay lowerdir order). */
+  lowers: string[];
+  /** The directory its snapshots live under. */
+  dir: string;
+  vcpu: number;
+  memoryMB: number;
+  /** ENV steps (and the image's own environment), the last USER and WORKDIR. */
+  env: Record<string, string>;
+  user?: string;
+  workdir?: string;
+  /** Started (as `user`, in `workdir`) before the snapshot is taken; running in every sandbox. */
+  startCmd?: string;
+  /** Run every 2 s until it exits 0 before the snapshot is taken. */
+  readyCmd?: string;
+}
+
+/** `build.json`: a build's layers by key (bottom first) and its settings. */
+export interface BuildManifest {
+  templateID: string;
+  buildID: string;
+  /** The base template's rootfs when the stack starts on it, else undefined. */
+  baseRootfs?: string;
+  /** Layer keys, bottom first. */
+  layers: string[];
+  vcpu: number;
+  memoryMB: number;
+  env: Record<string, string>;
+  user?: string;
+  workdir?: string;
+  startCmd?: string;
+  readyCmd?: string;
+  createdAt: string;
+}
+
+export interface TemplateResolver {
+  /** The build sandboxes of `templateID` start from (`buildID` empty: the base template). */
+  resolve(templateID: string, buildID?: string): TemplateBuild | undefined;
+}
+
+export const BASE_BUILD_KEY = "base";
+const BUILD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export class TemplateStore implements TemplateResolver {
+  private readonly cache = new Map<string, TemplateBuild>();
+
+  /** `baseRootfs`: the built base template's rootfs (ensureBaseTemplate). */
+  constructor(
+    readonly dataDir: string,
+    readonly baseRootfs: string,
+  ) {}
+
+  get base(): TemplateBuild {
+    return {
+      key: BASE_BUILD_KEY,
+      templateID: "base",
+      lowers: [this.baseRootfs],
+      // Snapshots beside the rootfs: a rebuilt base template gets new ones.
+      dir: path.dirname(this.baseRootfs),
+      vcpu: 2,
+      memoryMB: 512,
+      env: {},
+    };
+  }
+
+  resolve(templateID: string, buildID?: string): TemplateBuild | undefined {
+    if (!buildID || buildID === BASE_BUILD_KEY) return templateID === "base" ? this.base : undefined;
+    const build = this.readBuild(buildID);
+    return build && build.templateID === templateID ? build : undefined;
+  }
+
+  /** A finished build by id, whatever its template. */
+  readBuild(buildID: string): TemplateBuild | undefined {
+    if (buildID === BASE_BUILD_KEY) return this.base;
+    if (!BUILD_ID.test(buildID)) return undefined;
+    const cached = this.cache.get(buildID);
+    if (cached) return cached;
+    const manifest = this.readManifest(buildID);
+    if (!manifest) return undefined;
+    const build = this.toBuild(manifest);
+    if (!build.lowers.every((dir) => existsSync(dir))) return undefined;
+    this.cache.set(buildID, build);
+    return build;
+  }
+
+  readManifest(buildID: string): BuildManifest | undefined {
+    if (!BUILD_ID.test(buildID)) return undefined;
+    try {
+      return JSON.parse(
+        readFileSync(path.join(this.buildDir(buildID), "build.json"), "utf8"),
+      ) as BuildManifest;
+    } catch {
+      return undefined;
+    }
+  }
+
+  toBuild(manifest: BuildManifest): TemplateBuild {
+    const lowers = [...manifest.layers].reverse().map((key) => this.layerFiles(key));
+    if (manifest.baseRootfs) lowers.push(manifest.baseRootfs);
+    return {
+      key: manifest.buildID,
+      templateID: manifest.templateID,
+      lowers,
+      dir: this.buildDir(manifest.buildID),
+      vcpu: manifest.vcpu,
+      memoryMB: manifest.memoryMB,
+      env: manifest.env,
+      user: manifest.user,
+      workdir: manifest.workdir,
+      startCmd: manifest.startCmd,
+      readyCmd: manifest.readyCmd,
+    };
+  }
+
+  /** Writes a build's manifest; the build exists for creates from then on. */
+  async commitBuild(manifest: BuildManifest): Promise<void> {
+    const dir = this.buildDir(manifest.buildID);
+    await mkdir(dir, { recursive: true });
+    const file = path.join(dir, "build.json");
+    await writeFile(`${file}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
+    await rename(`${file}.tmp`, file);
+    this.cache.delete(manifest.buildID);
+  }
+
+  /** Removes a build's manifest and snapshots; its layers stay for other builds' caches. */
+  async deleteBuild(buildID: string): Promise<boolean> {
+    if (!BUILD_ID.test(buildID) || buildID === BASE_BUILD_KEY) return false;
+    this.cache.delete(buildID);
+    const dir = this.buildDir(buildID);
+    if (!existsSync(dir)) return false;
+    await removeTree(dir);
+    return true;
+  }
+
+  /** Removes a build directory that never got a manifest (a failed or interrupted build). */
+  async discardBuild(buildID: string): Promise<void> {
+    if (!BUILD_ID.test(buildID) || this.readManifest(buildID)) return;
+    await rm(this.buildDir(buildID), { recursive: true, force: true });
+  }
+
+  buildDir(buildID: string): string {
+    return path.join(this.dataDir, "templates", "builds", buildID);
+  }
+
+  layersDir(): string {
+    return path.join(this.dataDir, "templates", "layers");
+  }
+
+  layerDir(key: string): string {
+    return path.join(this.layersDir(), key);
+  }
+
+  /** A layer's files, as an overlay lower dir. */
+  layerFiles(key: string): string {
+    return path.join(this.layerDir(key), "fs");
+  }
+
+  hasLayer(key: string): boolean {
+    return existsSync(path.join(this.layerDir(key), "layer.json"));
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Template builds on a real orchestrator (orchestrator.TemplateService): steps run in gVisor build
+ * sandboxes through envd, each RUN/COPY a cached layer; the build ends in a snapshot with the start
+ * command running, and sandboxes from the build start from it with its user, workdir and env.
+ */
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { BuildResult, TemplateStep } from "@moat/shared/gen/orchestrator";
+import { TemplateService } from "@moat/shared/gen/orchestrator";
+import * as tar from "tar";
+import {
+  createSandbox,
+  hostResources,
+  type RunningOrchestrator,
+  removeDataDir,
+  sdkFor,
+  startOrchestrator,
+} from "../helpers/orchestrator.js";
+
+type StepInit = Partial<TemplateStep> & { type: string; args: string[] };
+
+describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
+  let orch: RunningOrchestrator;
+  let templates: ReturnType<typeof createClient<typeof TemplateService>>;
+  let files: http.Server;
+  let filesBase: string;
+  let work: string;
+  let before0: Awaited<ReturnType<typeof hostResources>>;
+
+  before(async () => {
+    work = await mkdtemp(path.join(tmpdir(), "moat-test-ctx-"));
+    orch = await startOrchestrator();
+    before0 = await hostResources(orch);
+    templates = createClient(
+      TemplateService,
+      createGrpcTransport({ baseUrl: `http://127.0.0.1:${orch.port}` }),
+    );
+    // What the API does for COPY steps: serves each uploaded tar at a URL.
+    files = http.createServer((req, res) => {
+      const name = path.basename(req.url ?? "");
+      res.setHeader("content-type", "application/octet-stream");
+      import("node:fs").then(({ createReadStream }) =>
+        createReadStream(path.join(work, `${name}.tar.gz`))
+          .on("error", () => {
+            res.statusCode = 404;
+            res.end();
+          })
+          .pipe(res),
+      );
+    });
+    files.listen(0, "127.0.0.1");
+    await once(files, "listening");
+    filesBase = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    files?.close();
+    await orch?.stop();
+    if (orch) await removeDataDir(orch.dataDir);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  /** A context dir with `entries`, tarred (gzip, as the SDK uploads) under `hash`. */
+  async function upload(hash: string, entries: Record<string, string>): Promise<string> {
+    const dir = path.join(work, `ctx-${hash}`);
+    for (const [name, content] of Object.entries(entries)) {
+      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
+      await writeFile(path.join(dir, name), content);
+    }
+    await tar.c({ gzip: true, cwd: dir, file: path.join(work, `${hash}.tar.gz`) }, Object.keys(entries));
+    return `${filesBase}/${hash}`;
+  }
+
+  async function build(
+    buildId: string,
+    steps: StepInit[],
+    extra: { startCmd?: string; readyCmd?: string; fromBuildId?: string; fromImage?: string } = {},
+  ): Promise<{ result: BuildResult; logs: Array<{ message: string; step: string }> }> {
+    const logs: Array<{ message: string; step: string }> = [];
+    let result: BuildResult | undefined;
+    for await (const event of templates.build({
+      templateId: "tpl1",
+      buildId,
+      vcpu: 2,
+      memoryMb: 512,
+      fromBuildId: extra.fromImage ? "" : (extra.fromBuildId ?? "base"),
+      fromImage: extra.fromImage ?? "",
+      startCmd: extra.startCmd ?? "",
+      readyCmd: extra.readyCmd ?? "",
+      steps,
+    })) {
+      if (event.event.case === "log") logs.push(event.event.value);
+      if (event.event.case === "result") result = event.event.value;
+    }
+    assert.ok(result, "the stream ends with a result");
+    return { result, logs };
+  }
+
+  test("a build runs its steps, caches layers and starts sandboxes from its snapshot", async () => {
+    const copyURL = await upload("h1", { "app/server.py": "print('hi')\n", "app/data/x.txt": "x\n" });
+    const steps: StepInit[] = [
+      { type: "RUN", args: ["echo built-by-$(whoami) > /home/user/who.txt"] },
+      { type: "COPY", args: ["app", "/srv/app/", "user", ""], filesHash: "h1", filesUrl: copyURL },
+      { type: "ENV", args: ["GREETING", "hello", "PATH", "/opt/tools:$PATH"] },
+      { type: "WORKDIR", args: ["/srv/app"] },
+      { type: "RUN", args: ["echo $GREETING > greeting.txt && id -un", "root"] },
+      { type: "USER", args: ["user"] },
+    ];
+    const startCmd = "cd /srv/app && python3 -m http.server 8000";
+    const readyCmd = '[ -n "$(ss -Htuln sport = :8000)" ]';
+    const first = await build("b1", steps, { startCmd, readyCmd });
+    assert.equal(first.result.ok, true, first.result.message);
+    assert.equal(first.result.defaultUser, "user");
+    assert.equal(first.result.defaultWorkdir, "/srv/app");
+    const messages = first.logs.map((l) => l.message);
+    assert.ok(messages.includes("root"), "RUN output streams as log entries");
+    assert.ok(!messages.some((m) => m.startsWith("CACHED")), "nothing cached on the first build");
+
+    const info = await createSandbox(orch, { templateID: "tpl1", buildID: "b1", memoryMB: 512, vcpu: 2 });
+    assert.equal(info.startKind, "snapshot");
+    const sbx = sdkFor(info);
+    const r = await sbx.commands.run(
+      "cat /home/user/who.txt greeting.txt; pwd; whoami; echo $GREETING; stat -c %U /srv/app/server.py; ls /srv/app/data; curl -s -o /dev/null -w '%{http_code}' localhost:8000/server.py",
+    );
+    assert.equal(
+      r.stdout,
+      "built-by-user\nhello\n/srv/app\nuser\nhello\nuser\nx.txt\n200",
+      "files, workdir, user and env come from the build; the start command serves",
+    );
+    await orch.client.delete({ sandboxId: info.config!.sandboxId });
+
+    // The same steps again: every layer from the cache. A changed last RUN reruns only it.
+    const second = await build("b2", steps, { startCmd, readyCmd });
+    assert.equal(second.result.ok, true, second.result.message);
+    assert.equal(second.logs.filter((l) => l.message.startsWith("CACHED")).length, 3);
+    const changed = [...steps.slice(0, 4), { type: "RUN", args: ["echo changed > greeting.txt", "root"] }];
+    const third = await build("b3", changed);
+    assert.equal(third.result.ok, true, third.result.message);
+    assert.deepEqual(
+      third.logs.filter((l) => l.message.startsWith("CACHED")).map((l) => l.step),
+      ["1", "2"],
+    );
+  });
+
+  test("a failing step fails the build with its output and exit code, keeping earlier layers", async () => {
+    const layersBefore = await readdir(path.join(orch.dataDir, "templates", "layers"));
+    const failed = await build("bad1", [
+      { type: "RUN", args: ["echo step-one-ok > /tmp/one"] },
+      { type: "RUN", args: ["echo about to fail; echo oops >&2; exit 7"] },
+    ]);
+    assert.equal(failed.result.ok, false);
+    assert.equal(failed.result.step, "2");
+    assert.match(failed.result.message, /exited with code 7/);
+    assert.match(failed.result.message, /oops/);
+    const layersAfter = await readdir(path.join(orch.dataDir, "templates", "layers"));
+    assert.equal(layersAfter.filter((n) => !n.startsWith(".")).length, layersBefore.length + 1);
+    const builds = await readdir(path.join(orch.dataDir, "templates", "builds"));
+    assert.ok(!builds.includes("bad1"), "no half-built template");
+    await assert.rejects(createSandbox(orch, { templateID: "tpl1", buildID: "bad1" }), /not available/);
+    const again = await build("bad2", [
+      { type: "RUN", args: ["echo step-one-ok > /tmp/one"] },
+      { type: "RUN", args: ["true"] },
+    ]);
+    assert.equal(again.result.ok, true);
+    assert.equal(again.logs.filter((l) => l.message.startsWith("CACHED")).length, 1);
+  });
+
+  test("builds leave no sandbox, network or mount behind", async () => {
+    assert.deepEqual(await hostResources(orch), before0);
+  });
+});
