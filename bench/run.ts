@@ -9,11 +9,13 @@ import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
+import { benchTemplates } from "./templates.js";
 
 const suites: Record<string, () => Promise<Figure[]>> = {
   envd: benchEnvd,
   orchestrator: benchOrchestrator,
   platform: benchPlatform,
+  templates: benchTemplates,
 };
 
 const filters = process.argv.slice(2);

@@ -116,6 +116,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     networkPoolSize: options.networkPoolSize ?? countFromEnv("MOAT_NETWORK_POOL_SIZE", 2),
   });
   await manager.reclaim();
+  await options.templates.sweep();
   // In the background: creates boot cold until a template's snapshot is there.
   for (const templateID of options.prepareTemplates ?? ["base"]) {
     manager.prepareTemplate(templateID).then(

@@ -2,9 +2,11 @@
  * Runs `moat up` (the built CLI) on a temporary data directory sharing the machine's runtime and
  * base template cache, and points the e2b SDK at it through the variables it prints.
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFile } from "node:fs/promises";
+import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, makeDataDir, removeDataDir } from "./orchestrator.js";
@@ -113,4 +115,35 @@ export function useMoat(moat: RunningMoat): void {
   process.env.E2B_API_URL = moat.env.E2B_API_URL;
   process.env.E2B_SANDBOX_URL = moat.env.E2B_SANDBOX_URL;
   process.env.E2B_DOMAIN = moat.env.E2B_DOMAIN;
+}
+
+/** GET through the proxy with Host <port>-<id>.<domain>, as a browser on the sandbox URL does. */
+export function getByHost(
+  moat: RunningMoat,
+  sandboxID: string,
+  port: number,
+  urlPath: string,
+): Promise<{ status: number; body: string }> {
+  const proxy = new URL(moat.env.E2B_SANDBOX_URL!);
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: proxy.hostname,
+        port: proxy.port,
+        path: urlPath,
+        headers: { host: `${port}-${sandboxID}.${moat.env.E2B_DOMAIN}` },
+        timeout: 30_000,
+      },
+      (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          body += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.once("timeout", () => req.destroy(new Error("timed out")));
+    req.once("error", reject);
+  });
 }

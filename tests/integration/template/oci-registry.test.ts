@@ -4,8 +4,7 @@
  * and a zstd layer, whiteouts and an opaque directory, and a registry behind Bearer-token auth.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { type ChildProcess, execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -22,9 +21,7 @@ import {
   RegistryError,
 } from "@moat/orchestrator";
 import * as tar from "tar";
-import { freePort } from "../helpers/orchestrator.js";
-
-const sha256 = (bytes: Buffer) => `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+import { type LocalRegistry, sha256, startRegistry } from "../helpers/registry.js";
 
 /** A tar of `files` (path → content; content null makes a directory). */
 async function layerTar(root: string, files: Record<string, string | null>): Promise<Buffer> {
@@ -50,50 +47,14 @@ describe("OCI images from a registry", { timeout: 120_000 }, () => {
   let authServer: http.Server;
   let authRegistry: string;
 
-  async function pushBlob(repo: string, bytes: Buffer): Promise<string> {
-    const digest = sha256(bytes);
-    const start = await fetch(`${base}/v2/${repo}/blobs/uploads/`, { method: "POST" });
-    assert.equal(start.status, 202);
-    const location = new URL(start.headers.get("location")!, base);
-    location.searchParams.set("digest", digest);
-    const put = await fetch(location, {
-      method: "PUT",
-      body: bytes,
-      headers: { "content-type": "application/octet-stream" },
-    });
-    assert.equal(put.status, 201, await put.text());
-    return digest;
-  }
-
-  async function pushManifest(repo: string, ref: string, mediaType: string, body: unknown) {
-    const bytes = Buffer.from(JSON.stringify(body));
-    const res = await fetch(`${base}/v2/${repo}/manifests/${ref}`, {
-      method: "PUT",
-      body: bytes,
-      headers: { "content-type": mediaType },
-    });
-    assert.equal(res.status, 201, await res.text());
-    return { mediaType, digest: sha256(bytes), size: bytes.length };
-  }
+  let local: LocalRegistry;
 
   before(async () => {
-    work = await mkdtemp("/tmp/moat-test-registry-");
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    await writeFile(
-      path.join(work, "config.yml"),
-      `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${work}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
-    );
-    registry = spawn("docker-registry", ["serve", path.join(work, "config.yml")], { stdio: "ignore" });
-    for (let i = 0; ; i++) {
-      const ok = await fetch(`${base}/v2/`).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (ok) break;
-      if (i > 100) throw new Error("docker-registry did not start");
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    work = await mkdtemp("/tmp/moat-test-oci-");
+    local = await startRegistry();
+    base = local.url;
+    registry = local.process;
+    const { pushBlob, pushManifest } = local;
 
     // The image: two layers (gzip below, zstd above with whiteouts) for linux/amd64, and an
     // arm64 image in the same index that must not be chosen.
@@ -193,7 +154,7 @@ describe("OCI images from a registry", { timeout: 120_000 }, () => {
   });
 
   after(async () => {
-    registry?.kill();
+    await local?.stop();
     authServer?.close();
     await rm(work, { recursive: true, force: true });
   });

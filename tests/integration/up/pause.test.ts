@@ -3,44 +3,13 @@
  * pool, traffic through the client proxy by Host as a browser sends it.
  */
 import assert from "node:assert/strict";
-import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { Sandbox } from "e2b";
 import { COUNTER_SERVER, waitFor } from "../helpers/counter.js";
-import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
-
-/** GET through the proxy with Host <port>-<id>.<domain>, as a browser on the sandbox URL does. */
-function getByHost(
-  moat: RunningMoat,
-  sandboxID: string,
-  port: number,
-): Promise<{ status: number; body: string }> {
-  const proxy = new URL(moat.env.E2B_SANDBOX_URL!);
-  return new Promise((resolve, reject) => {
-    const req = http.get(
-      {
-        host: proxy.hostname,
-        port: proxy.port,
-        path: "/",
-        headers: { host: `${port}-${sandboxID}.${moat.env.E2B_DOMAIN}` },
-        timeout: 30_000,
-      },
-      (res) => {
-        let body = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          body += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.once("timeout", () => req.destroy(new Error("timed out")));
-    req.once("error", reject);
-  });
-}
+import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 async function askCounter(moat: RunningMoat, sandboxID: string): Promise<{ pid: number; count: number }> {
-  const res = await getByHost(moat, sandboxID, 7000);
+  const res = await getByHost(moat, sandboxID, 7000, "/");
   assert.equal(res.status, 200, res.body);
   return JSON.parse(res.body) as { pid: number; count: number };
 }

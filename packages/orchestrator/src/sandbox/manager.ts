@@ -134,6 +134,8 @@ export class SandboxManager {
   /** Warm pools: restored sandboxes nobody has claimed yet, per template (not in `sandboxes`). */
   private readonly pools = new Map<string, Sandbox[]>();
   private readonly filling = new Set<string>();
+  /** Builds whose snapshot is being re-made in the background. */
+  private readonly preparing = new Set<string>();
   private closed = false;
   private readonly networks: NetworkPool;
 
@@ -568,6 +570,18 @@ export class SandboxManager {
       build,
     );
     if (found) this.snapshots.set(build.key, found);
+    else if (!this.preparing.has(build.key)) {
+      // Made by another runtime (moat was upgraded): make this runtime's in the background.
+      this.preparing.add(build.key);
+      this.prepareTemplate(build.templateID, { buildID: build.key, pool: false })
+        .catch((err: unknown) =>
+          this.options.logger.warn(
+            { err, templateID: build.templateID },
+            "re-making a build's snapshot failed",
+          ),
+        )
+        .finally(() => this.preparing.delete(build.key));
+    }
     return found;
   }
 

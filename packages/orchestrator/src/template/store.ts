@@ -8,9 +8,9 @@
  *   <dataDir>/templates/builds/<buildID>/snapshots/   its snapshots (snapshot/template-snapshot.ts)
  */
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { removeTree } from "../host/files.js";
+import { isPidAlive, removeTree } from "../host/files.js";
 
 /** A template build as sandboxes start from it. */
 export interface TemplateBuild {
@@ -154,6 +154,19 @@ export class TemplateStore implements TemplateResolver {
   async discardBuild(buildID: string): Promise<void> {
     if (!BUILD_ID.test(buildID) || this.readManifest(buildID)) return;
     await rm(this.buildDir(buildID), { recursive: true, force: true });
+  }
+
+  /**
+   * Removes what builds interrupted by a crash left: half-made layers (their temp dirs name the
+   * pid that made them) and downloaded COPY archives.
+   */
+  async sweep(): Promise<void> {
+    const layers = this.layersDir();
+    for (const name of await readdir(layers).catch(() => [] as string[])) {
+      const pid = Number(/^\.tmp-[0-9a-f]+-(\d+)-/.exec(name)?.[1]);
+      if (pid && (pid === process.pid || !isPidAlive(pid))) await removeTree(path.join(layers, name));
+    }
+    await rm(path.join(this.dataDir, "templates", "downloads"), { recursive: true, force: true });
   }
 
   buildDir(buildID: string): string {
