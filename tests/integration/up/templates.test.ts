@@ -11,12 +11,15 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { findBaseTemplate } from "@moat/orchestrator";
 import { BuildError, Sandbox, Template, waitForPort } from "e2b";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 import { CACHE_DIR } from "../helpers/orchestrator.js";
 import { type LocalRegistry, startRegistry } from "../helpers/registry.js";
+
+const E2B_CLI = fileURLToPath(new URL("../../../node_modules/@e2b/cli/dist/index.js", import.meta.url));
 
 /** A pure-Python wheel, made with python3's zipfile (RECORD hashes as pip checks them). */
 const MAKE_WHEEL = `
@@ -176,6 +179,52 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       return true;
     });
     await assert.rejects(Sandbox.create("moat-broken"), /not found|no ready build|404/i);
+  });
+
+  test("the E2B CLI builds a Dockerfile (template create), lists and deletes it", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "moat-test-cli-"));
+    await writeFile(
+      path.join(dir, "e2b.Dockerfile"),
+      "FROM e2bdev/base\nRUN echo from-dockerfile > /home/user/df.txt\nCOPY hello.txt /home/user/hello.txt\nENV DF_VAR=yes\n",
+    );
+    await writeFile(path.join(dir, "hello.txt"), "hello from the context\n");
+    const cli = (...args: string[]) =>
+      execFileSync(process.execPath, [E2B_CLI, ...args], {
+        cwd: dir,
+        env: { ...process.env, HOME: dir, NO_COLOR: "1" },
+        encoding: "utf8",
+        timeout: 600_000,
+      });
+    try {
+      const out = cli(
+        "template",
+        "create",
+        "moat-cli",
+        "--path",
+        dir,
+        "--memory-mb",
+        "512",
+        "--cpu-count",
+        "1",
+      );
+      assert.match(out, /moat-cli/);
+      const sbx = await Sandbox.create("moat-cli");
+      try {
+        const r = await sbx.commands.run("cat /home/user/df.txt /home/user/hello.txt; echo $DF_VAR; whoami");
+        assert.equal(r.stdout, "from-dockerfile\nhello from the context\nyes\nuser\n");
+      } finally {
+        await sbx.kill();
+      }
+      const listed = JSON.parse(cli("template", "list", "--format", "json")) as Array<{ aliases: string[] }>;
+      assert.ok(
+        listed.some((t) => t.aliases.includes("moat-cli")),
+        JSON.stringify(listed),
+      );
+      cli("template", "delete", "moat-cli", "--yes");
+      await assert.rejects(Sandbox.create("moat-cli"), /not found|404/i);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("a template from an OCI image pulled from a registry on loopback", async () => {
