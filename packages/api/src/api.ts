@@ -1,8 +1,9 @@
 /**
  * The API as a library: `openAPI` wires configuration, database, nodes and the HTTP app (tests
  * drive `app.request()` on it); `startAPI` also listens. Closing runs the closers in reverse
- * order of acquisition: stop listening (in-flight requests finish), stop watching nodes, close
- * the node connections, close the database.
+ * order of acquisition: stop listening (in-flight requests finish), stop the template builds this
+ * process runs (recorded as interrupted), stop watching nodes, close the node connections, close
+ * the database.
  */
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
@@ -27,6 +28,9 @@ import { APICatalog } from "./sandbox/catalog.js";
 import { KeyedLock } from "./sandbox/keyed-lock.js";
 import { autoResume } from "./sandbox/resume.js";
 import { SandboxTransitions } from "./sandbox/transitions.js";
+import { TemplateBuilds } from "./template/build-runner.js";
+import { TemplateFileStore } from "./template/file-store.js";
+import { FileURLSigner } from "./template/file-urls.js";
 
 export interface API {
   readonly config: APIConfig;
@@ -53,6 +57,8 @@ export interface RunningAPI extends API {
   readonly port: number;
   /** Base URL clients use, e.g. http://127.0.0.1:3000 (E2B_API_URL). */
   readonly url: string;
+  /** Base URL of the signed template file URLs: `publicURL` when configured, else `url`. */
+  readonly publicURL: string;
 }
 
 export interface OpenAPIOptions extends APIOptions {
@@ -64,22 +70,35 @@ export interface OpenAPIOptions extends APIOptions {
 
 /** Builds the API without listening. */
 export async function openAPI(options: OpenAPIOptions): Promise<API> {
+  return (await buildAPI(options)).api;
+}
+
+/** The API, and a way to tell it the base URL it is reachable at once it listens. */
+async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenURL(url: string): void }> {
   const config = parseConfig(options);
   const logger = config.logger;
   const db = await openDatabase(config.database, logger);
   const nodes = new Map(config.orchestrators.map((o) => [o.id, new NodeClient(o)]));
+  let publicURL = config.publicURL ?? listenURL(config.host, config.port);
+  const placement = new RoundRobinPlacement();
+  const builds = new TemplateBuilds({ db, nodes, placement, logger });
   // The catalog resumes through the context it is part of (only ever called once it is built).
   const catalog = new APICatalog(db, { resume: (sandboxID) => autoResume(ctx, sandboxID) });
   const ctx: APIContext = {
     config,
     db,
     nodes,
-    placement: new RoundRobinPlacement(),
+    placement,
     catalog,
     logger,
     locks: new KeyedLock(),
     transitions: new SandboxTransitions(),
+    builds,
+    templateFiles: new TemplateFileStore(config.dataDir, config.maxUploadBytes),
+    fileURLs: new FileURLSigner(db, () => publicURL),
   };
+  // Builds an API process left unfinished are recorded as interrupted before any request.
+  await builds.start();
   const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });
   const app = createApp(ctx, metrics);
   const watchers =
@@ -91,7 +110,7 @@ export async function openAPI(options: OpenAPIOptions): Promise<API> {
   );
 
   let closing: Promise<void> | undefined;
-  return {
+  const api: API = {
     config,
     app,
     catalog,
@@ -103,6 +122,7 @@ export async function openAPI(options: OpenAPIOptions): Promise<API> {
     close() {
       closing ??= (async () => {
         await closeAll(logger, [
+          ["template builds", () => builds.close()],
           ["node watchers", () => Promise.all(watchers.map((w) => w.stop()))],
           [
             "node connections",
@@ -116,6 +136,19 @@ export async function openAPI(options: OpenAPIOptions): Promise<API> {
       return closing;
     },
   };
+  return {
+    api,
+    setListenURL(url) {
+      if (config.publicURL === undefined) publicURL = url;
+    },
+  };
+}
+
+/** http://<host>:<port>, with the wildcard addresses as loopback (what a local client can reach). */
+function listenURL(host: string, port: number): string {
+  const bracketed = host.includes(":") ? `[${host}]` : host;
+  const reachable = bracketed === "0.0.0.0" || bracketed === "[::]" ? "127.0.0.1" : bracketed;
+  return `http://${reachable}:${port}`;
 }
 
 /** How long close() lets in-flight requests finish before it cuts their connections. */
@@ -126,7 +159,7 @@ const DRAIN_MS = 5_000;
  * watching their events and listens on `host:port`.
  */
 export async function startAPI(options: OpenAPIOptions): Promise<RunningAPI> {
-  const api = await openAPI({ processMetrics: true, ...options });
+  const { api, setListenURL } = await buildAPI({ processMetrics: true, ...options });
   const { config } = api;
   const server = createAdaptorServer({ fetch: api.app.fetch, overrideGlobalObjects: false });
   try {
@@ -142,15 +175,17 @@ export async function startAPI(options: OpenAPIOptions): Promise<RunningAPI> {
     throw err;
   }
   const { port } = server.address() as AddressInfo;
-  const host = config.host.includes(":") ? `[${config.host}]` : config.host;
-  const url = `http://${host === "0.0.0.0" || host === "[::]" ? "127.0.0.1" : host}:${port}`;
-  config.logger.info({ url }, "API listening");
+  const url = listenURL(config.host, port);
+  setListenURL(url);
+  const publicURL = config.publicURL ?? url;
+  config.logger.info({ url, publicURL }, "API listening");
 
   let closing: Promise<void> | undefined;
   return {
     ...api,
     port,
     url,
+    publicURL,
     close() {
       closing ??= (async () => {
         await closeAll(config.logger, [

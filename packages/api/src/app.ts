@@ -22,14 +22,32 @@ import { registerSandboxTimeout } from "./handlers/sandbox-timeout.js";
 import { registerSandboxesList } from "./handlers/sandboxes-list.js";
 import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
 import { registerTeamsList } from "./handlers/teams-list.js";
+import { registerTemplateAlias } from "./handlers/template-alias.js";
+import { registerTemplateBuildStart } from "./handlers/template-build-start.js";
+import { registerTemplateBuildStatus } from "./handlers/template-build-status.js";
+import { registerTemplateDelete } from "./handlers/template-delete.js";
+import { registerTemplateFilesDownload } from "./handlers/template-files-download.js";
+import { registerTemplateFilesLink } from "./handlers/template-files-link.js";
+import { isTemplateFileUpload, registerTemplateFilesUpload } from "./handlers/template-files-upload.js";
+import { registerTemplateGet } from "./handlers/template-get.js";
+import { registerTemplateRequestBuild } from "./handlers/template-request-build.js";
+import { registerTemplateTagsAssign } from "./handlers/template-tags-assign.js";
+import { registerTemplateTagsDelete } from "./handlers/template-tags-delete.js";
+import { registerTemplateTagsList } from "./handlers/template-tags-list.js";
+import { registerTemplateUpdate } from "./handlers/template-update.js";
+import { registerTemplatesList } from "./handlers/templates-list.js";
+import { registerTemplatesListV1 } from "./handlers/templates-list-v1.js";
 import { requireTeam } from "./http/auth.js";
 import { bodyLimit } from "./http/body-limit.js";
 import type { App, AppEnv } from "./http/env.js";
 import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
 
-/** Paths whose routes belong to a team: everything but health, metrics, docs and internal. */
-const TEAM_ROUTES = ["/sandboxes", "/sandboxes/*", "/v2/*", "/teams"];
+/**
+ * Paths whose routes belong to a team: everything but health, metrics, docs, internal and the
+ * signed template file URLs (which carry their own authorisation).
+ */
+const TEAM_ROUTES = ["/sandboxes", "/sandboxes/*", "/v2/*", "/v3/*", "/teams", "/templates", "/templates/*"];
 
 export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   const { logger } = ctx;
@@ -61,7 +79,9 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
       exposeHeaders: ["X-Next-Token", "X-Total-Running"],
     }),
   );
-  app.use(bodyLimit(ctx.config.maxBodyBytes));
+  // Template file uploads stream to disk under their own cap (maxUploadBytes).
+  const jsonBodyLimit = bodyLimit(ctx.config.maxBodyBytes);
+  app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
   for (const path of TEAM_ROUTES) app.use(path, requireTeam(ctx.db));
 
   registerHealth(app, ctx);
@@ -83,7 +103,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
     info: {
       title: "moat API",
       version: "0.1.0",
-      description: "E2B-compatible control plane of moat: sandboxes, teams and their keys",
+      description: "E2B-compatible control plane of moat: sandboxes, templates, teams and their keys",
     },
   });
 
@@ -101,6 +121,22 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerSandboxResume(app, ctx);
   registerSandboxLogs(app, ctx);
   registerTeamsList(app, ctx);
+  registerTemplateRequestBuild(app, ctx);
+  registerTemplateFilesLink(app, ctx);
+  registerTemplateFilesUpload(app, ctx);
+  registerTemplateFilesDownload(app, ctx);
+  registerTemplateBuildStart(app, ctx);
+  registerTemplateBuildStatus(app, ctx);
+  registerTemplateAlias(app, ctx);
+  registerTemplatesListV1(app, ctx);
+  registerTemplatesList(app, ctx);
+  // The tag routes before /templates/{templateID}, which would match /templates/tags too.
+  registerTemplateTagsAssign(app, ctx);
+  registerTemplateTagsDelete(app, ctx);
+  registerTemplateTagsList(app, ctx);
+  registerTemplateGet(app, ctx);
+  registerTemplateUpdate(app, ctx);
+  registerTemplateDelete(app, ctx);
   registerInternalCatalog(app, ctx);
   registerAdminTeamsCreate(app, ctx);
 

@@ -37,6 +37,14 @@ export interface APIOptions {
   adminToken?: string;
   /** Largest request body accepted, in bytes. Default 1 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Base URL at which SDKs and nodes reach this API, for the signed URLs of template files (the
+   * SDK uploads COPY files there, nodes download them); env `MOAT_API_PUBLIC_URL`. Default
+   * `http://<host>:<port>` with 0.0.0.0/:: as 127.0.0.1 and the port actually listened on.
+   */
+  publicURL?: string;
+  /** Largest template file upload (a COPY step's tar) accepted, in bytes. Default 2 GiB. */
+  maxUploadBytes?: number;
   logger?: Logger;
 }
 
@@ -54,6 +62,9 @@ export interface APIConfig {
   domain: string | null;
   adminToken: string | undefined;
   maxBodyBytes: number;
+  /** Without a trailing slash; undefined: derived from where the API listens. */
+  publicURL: string | undefined;
+  maxUploadBytes: number;
   logger: Logger;
 }
 
@@ -100,6 +111,16 @@ const optionsSchema = z.object({
     .min(1024)
     .max(64 * 1024 * 1024)
     .default(1024 * 1024),
+  publicURL: z
+    .url({ protocol: /^https?$/, error: "publicURL must be an http:// or https:// URL" })
+    .refine((url) => !/[?#]/.test(url), { message: "publicURL must not have a query or fragment" })
+    .optional(),
+  maxUploadBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(Number.MAX_SAFE_INTEGER)
+    .default(2 * 1024 ** 3),
 });
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
@@ -108,6 +129,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     ...rest,
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
+    publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
   });
   if (!parsed.success) {
     throw new ConfigError(
@@ -126,6 +148,8 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     domain: o.domain ?? null,
     adminToken: o.adminToken,
     maxBodyBytes: o.maxBodyBytes,
+    publicURL: o.publicURL?.replace(/\/+$/, ""),
+    maxUploadBytes: o.maxUploadBytes,
     logger: logger ?? createLogger("api"),
   };
 }

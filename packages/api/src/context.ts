@@ -1,6 +1,7 @@
 /**
- * What every operation works with: configuration, the database, the nodes and the routing cache.
- * Built once by `openAPI`; handlers and the sandbox code receive it, never globals.
+ * What every operation works with: configuration, the database, the nodes, the routing cache and
+ * the template builds and files. Built once by `openAPI`; handlers and the sandbox and template
+ * code receive it, never globals.
  */
 import type { Logger } from "@moat/shared";
 import type { APIConfig } from "./config.js";
@@ -10,6 +11,9 @@ import type { PlacementStrategy } from "./placement/placement.js";
 import type { APICatalog } from "./sandbox/catalog.js";
 import type { KeyedLock } from "./sandbox/keyed-lock.js";
 import type { SandboxTransitions } from "./sandbox/transitions.js";
+import type { TemplateBuilds } from "./template/build-runner.js";
+import type { TemplateFileStore } from "./template/file-store.js";
+import type { FileURLSigner } from "./template/file-urls.js";
 
 export interface APIContext {
   readonly config: APIConfig;
@@ -22,4 +26,9 @@ export interface APIContext {
   readonly locks: KeyedLock;
   /** The pauses and resumes in flight in this process, one per sandbox. */
   readonly transitions: SandboxTransitions;
+  /** The template builds this process runs. */
+  readonly builds: TemplateBuilds;
+  /** The files uploaded for COPY steps, and the signed URLs they are uploaded and downloaded at. */
+  readonly templateFiles: TemplateFileStore;
+  readonly fileURLs: FileURLSigner;
 }

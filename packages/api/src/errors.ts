@@ -33,10 +33,52 @@ export class SandboxNotFoundError extends Error {
   }
 }
 
+/**
+ * The template does not exist for this team (missing, or another team's private one), or has no
+ * build a sandbox can start from (404).
+ */
 export class TemplateNotFoundError extends Error {
-  constructor(readonly templateID: string) {
-    super(`template '${templateID}' not found`);
+  constructor(
+    readonly templateID: string,
+    message = `template '${templateID}' not found`,
+  ) {
+    super(message);
     this.name = "TemplateNotFoundError";
+  }
+}
+
+/** The template has no such build (404). */
+export class BuildNotFoundError extends Error {
+  constructor(readonly buildID: string) {
+    super(`build '${buildID}' not found`);
+    this.name = "BuildNotFoundError";
+  }
+}
+
+/** The caller may see the resource but not do this with it, e.g. another team's template (403). */
+export class ForbiddenError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ForbiddenError";
+  }
+}
+
+/**
+ * The resource's state does not allow the request (409): a build that was already started, a
+ * template that running sandboxes still use.
+ */
+export class ConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConflictError";
+  }
+}
+
+/** A body (an uploaded file) larger than the API accepts (413). */
+export class TooLargeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TooLargeError";
   }
 }
 

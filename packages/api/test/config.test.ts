@@ -15,6 +15,31 @@ describe("config", () => {
     assert.equal(config.maxBodyBytes, 1024 * 1024);
     assert.equal(config.domain, null);
     assert.equal(config.adminToken, undefined);
+    assert.equal(config.publicURL, undefined, "derived from where the API listens");
+    assert.equal(config.maxUploadBytes, 2 * 1024 ** 3);
+  });
+
+  test("publicURL: the option, else MOAT_API_PUBLIC_URL; an http(s) base without query", () => {
+    const env = { MOAT_API_PUBLIC_URL: "https://moat.example.com/api/" };
+    assert.equal(
+      parseConfig({ dataDir: "/d", orchestrators: [node], logger }, env).publicURL,
+      "https://moat.example.com/api",
+    );
+    const option = parseConfig(
+      { dataDir: "/d", orchestrators: [node], logger, publicURL: "http://10.0.0.5:3000" },
+      env,
+    );
+    assert.equal(option.publicURL, "http://10.0.0.5:3000");
+    for (const publicURL of ["ftp://x", "not a url", "http://x/?a=1"]) {
+      assert.throws(
+        () => parseConfig({ dataDir: "/d", orchestrators: [node], logger, publicURL }, {}),
+        /publicURL/,
+      );
+    }
+    assert.throws(
+      () => parseConfig({ dataDir: "/d", orchestrators: [node], logger, maxUploadBytes: 10 }, {}),
+      /maxUploadBytes/,
+    );
   });
 
   test("DATABASE_URL selects PostgreSQL unless an option says otherwise", () => {

@@ -134,3 +134,18 @@ export async function countByState(db: DB): Promise<Map<SandboxRowState, number>
     .execute();
   return new Map(rows.map((r) => [r.state, r.count]));
 }
+
+/** Sandboxes of any team started from a template, in `states` (a template in use stays). */
+export async function countTemplateSandboxes(
+  db: DB,
+  templateID: string,
+  states: readonly SandboxRowState[],
+): Promise<number> {
+  const row = await db
+    .selectFrom("sandboxes")
+    .select(sql<number>`cast(count(*) as integer)`.as("count"))
+    .where("template_id", "=", templateID)
+    .where("state", "in", states)
+    .executeTakeFirstOrThrow();
+  return row.count;
+}

@@ -103,15 +103,140 @@ export interface SandboxLogsTable {
   fields: JSONColumnType<Record<string, string>, string, string>;
 }
 
+/** A template a team built; sandboxes start from its builds. */
+export interface TemplatesTable {
+  /** 20 characters of [a-z0-9], like sandbox ids. */
+  template_id: string;
+  team_id: string;
+  /** Unique in the team; `base` is reserved for the static base template. */
+  name: string;
+  public: ColumnType<boolean, boolean | undefined, boolean>;
+  /**
+   * What sandboxes get: the resources of the template's latest ready build (those asked for by
+   * its first build until one is ready).
+   */
+  cpu_count: number;
+  memory_mb: number;
+  disk_size_mb: Generated<number>;
+  build_count: Generated<number>;
+  spawn_count: Generated<number>;
+  last_spawned_at: Date | null;
+  created_at: CreatedAt;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/**
+ * waiting: requested (POST /v3/templates), not started; building: started, a node runs it;
+ * ready: sandboxes can start from it; error: failed, superseded before it started, or interrupted.
+ */
+export type TemplateBuildStatus = "waiting" | "building" | "ready" | "error";
+
+/**
+ * Where a build failed, as E2B names steps: "base", the 1-based index of the step in the start
+ * request ("1" is steps[0]), or "finalize".
+ */
+export interface BuildReason {
+  message: string;
+  step?: string;
+}
+
+/**
+ * The start request (TemplateBuildStartV2) as kept with its build; registry passwords are not
+ * kept.
+ */
+export interface StoredBuildStart {
+  fromImage?: string;
+  fromTemplate?: string;
+  /** The build `fromTemplate` resolved to ("base" for the base template). */
+  fromBuildID?: string;
+  fromImageRegistry?: { type: string; username?: string };
+  force: boolean;
+  startCmd?: string;
+  readyCmd?: string;
+  steps: Array<{ type: string; args: string[]; force: boolean; filesHash?: string }>;
+}
+
+export interface TemplateBuildsTable {
+  build_id: string;
+  template_id: string;
+  status: TemplateBuildStatus;
+  cpu_count: number;
+  memory_mb: number;
+  disk_size_mb: Generated<number>;
+  start_request: ColumnType<StoredBuildStart | null, string | null, string | null>;
+  reason: ColumnType<BuildReason | null, string | null, string | null>;
+  /** From the node's result: envd's version and the defaults sandboxes of the build get. */
+  envd_version: string | null;
+  default_user: string | null;
+  default_workdir: string | null;
+  /** The node that runs (ran) it: its snapshot lives there, so its sandboxes start there. */
+  node_id: string | null;
+  created_at: CreatedAt;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+  started_at: Date | null;
+  finished_at: Date | null;
+  /**
+   * Refreshed by the API process running the build; a build in waiting/building whose heartbeat
+   * stopped belongs to a process that is gone (marked error, "interrupted").
+   */
+  heartbeat_at: Date | null;
+}
+
+export interface TemplateBuildLogsTable {
+  build_id: string;
+  /** 0, 1, 2, … in the order the node sent them (logsOffset counts these). */
+  ordinal: number;
+  timestamp: Date;
+  level: "debug" | "info" | "warn" | "error";
+  message: string;
+  /** As in BuildReason; null for the build as a whole. */
+  step: string | null;
+}
+
+export interface TemplateTagsTable {
+  template_id: string;
+  tag: string;
+  build_id: string;
+  created_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/** A tar the SDK uploaded for COPY steps, by the hash it computed over the files. */
+export interface TemplateFilesTable {
+  team_id: string;
+  hash: string;
+  /** bigint: the drivers read it as a string (or number); use Number(). */
+  size: ColumnType<string | number | bigint, number, number>;
+  /** Relative to the data directory. */
+  path: string;
+  created_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/** Keys shared by every API process on the database (e.g. the one signing template file URLs). */
+export interface SigningKeysTable {
+  name: string;
+  /** Hex. */
+  key: string;
+  created_at: CreatedAt;
+}
+
 export interface Database {
   teams: TeamsTable;
   api_keys: APIKeysTable;
   access_tokens: AccessTokensTable;
   sandboxes: SandboxesTable;
   sandbox_logs: SandboxLogsTable;
+  templates: TemplatesTable;
+  template_builds: TemplateBuildsTable;
+  template_build_logs: TemplateBuildLogsTable;
+  template_tags: TemplateTagsTable;
+  template_files: TemplateFilesTable;
+  signing_keys: SigningKeysTable;
 }
 
 export type TeamRow = Selectable<TeamsTable>;
 export type SandboxRow = Selectable<SandboxesTable>;
 export type NewSandboxRow = Insertable<SandboxesTable>;
 export type SandboxLogRow = Selectable<SandboxLogsTable>;
+export type TemplateRow = Selectable<TemplatesTable>;
+export type TemplateBuildRow = Selectable<TemplateBuildsTable>;
+export type TemplateBuildLogRow = Selectable<TemplateBuildLogsTable>;

@@ -10,12 +10,16 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
 import {
+  BuildNotFoundError,
   CapacityError,
+  ConflictError,
+  ForbiddenError,
   InvalidRequestError,
   NotSupportedError,
   SandboxConflictError,
   SandboxNotFoundError,
   TemplateNotFoundError,
+  TooLargeError,
   UnauthenticatedError,
 } from "../errors.js";
 
@@ -36,8 +40,12 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof InvalidRequestError) return { status: 400, message: err.message };
   if (err instanceof UnauthenticatedError) return { status: 401, message: err.message };
   if (err instanceof SandboxNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof ForbiddenError) return { status: 403, message: err.message };
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof BuildNotFoundError) return { status: 404, message: err.message };
   if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
+  if (err instanceof ConflictError) return { status: 409, message: err.message };
+  if (err instanceof TooLargeError) return { status: 413, message: err.message };
   if (err instanceof NotSupportedError) return { status: 501, message: err.message };
   if (err instanceof CapacityError) return { status: 429, message: err.message };
   if (err instanceof HTTPException) {

@@ -1,16 +1,20 @@
 /**
- * The API's side of one node: a client of its orchestrator's SandboxService. RPC failures become
- * the typed node errors below, so the sandbox code never looks at Connect codes.
+ * The API's side of one node: a client of its orchestrator's SandboxService and TemplateService.
+ * RPC failures become the typed node errors below, so the sandbox and template code never looks at
+ * Connect codes.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import {
+  type BuildTemplateEvent,
+  type BuildTemplateRequestSchema,
   type SandboxConfigSchema,
   type SandboxEvent,
   type SandboxInfo,
   SandboxService,
+  TemplateService,
 } from "@moat/shared/gen/orchestrator";
 import type { OrchestratorNodeOptions } from "../config.js";
 
@@ -84,6 +88,7 @@ const CALL_TIMEOUT_MS = 15_000;
 export class NodeClient {
   readonly id: string;
   private readonly client: Client<typeof SandboxService>;
+  private readonly templates: Client<typeof TemplateService>;
   private readonly sessions: Http2SessionManager | undefined;
 
   constructor(options: OrchestratorNodeOptions) {
@@ -97,6 +102,7 @@ export class NodeClient {
       transport = createGrpcTransport({ baseUrl: url, sessionManager: this.sessions });
     }
     this.client = createClient(SandboxService, transport);
+    this.templates = createClient(TemplateService, transport);
   }
 
   async create(config: MessageInitShape<typeof SandboxConfigSchema>, endTime: Date): Promise<SandboxInfo> {
@@ -172,6 +178,28 @@ export class NodeClient {
     }
   }
 
+  /**
+   * Runs a template build: its log entries as they happen, then its result. Aborting `signal`
+   * cancels the build on the node. No deadline: a build takes as long as its steps.
+   */
+  async *build(
+    request: MessageInitShape<typeof BuildTemplateRequestSchema>,
+    signal: AbortSignal,
+  ): AsyncGenerator<BuildTemplateEvent> {
+    try {
+      for await (const event of this.templates.build(request, { signal })) yield event;
+    } catch (err) {
+      throw this.mapError(err, "build");
+    }
+  }
+
+  /** Removes a build's snapshot and settings from the node (the layers other builds use stay). */
+  async deleteBuild(buildID: string): Promise<void> {
+    await this.call("deleteBuild", () =>
+      this.templates.deleteBuild({ buildId: buildID }, { timeoutMs: CALL_TIMEOUT_MS }),
+    );
+  }
+
   /** Closes the node's connection; calls after this fail. */
   close(): void {
     this.sessions?.abort();
@@ -190,7 +218,7 @@ export class NodeClient {
     const message = connectErr.rawMessage;
     switch (connectErr.code) {
       case Code.NotFound:
-        return method === "create"
+        return method === "create" || method === "build"
           ? new NodeRejectedError(this.id, "not-found", message)
           : new NodeSandboxNotFoundError(this.id, message);
       case Code.InvalidArgument:

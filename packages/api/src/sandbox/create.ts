@@ -2,7 +2,8 @@
  * Creating a sandbox: resolve the template, record the sandbox as starting, place it on a node and
  * have that node start it with its end time, then record it running. A node that is full or
  * unreachable is skipped for the next one (up to MAX_PLACEMENT_ATTEMPTS); any other failure ends
- * the create, and the record is closed as killed with the reason.
+ * the create, and the record is closed as killed with the reason. A template build lives on the
+ * node that built it, so its sandboxes go there only.
  *
  * The record is written before the node is asked, so that a node reconcile never mistakes a
  * sandbox being created for an orphan, and so that the proxy can answer "starting" for it.
@@ -10,6 +11,7 @@
 import type { APIContext } from "../context.js";
 import { insertSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxNetworkRecord, SandboxRow, TeamRow } from "../db/schema.js";
+import { recordSpawn } from "../db/templates.js";
 import { CapacityError, InvalidRequestError, TemplateNotFoundError } from "../errors.js";
 import {
   NodeBusyError,
@@ -20,11 +22,11 @@ import {
 import { MAX_PLACEMENT_ATTEMPTS, placeSandbox } from "../placement/placement.js";
 import { newEnvdAccessToken, newSandboxID, newTrafficAccessToken } from "./ids.js";
 import { logSandbox, markKilled } from "./lifecycle.js";
-import { resolveTemplate } from "./templates.js";
+import { resolveTemplate, type Template } from "./templates.js";
 
 export interface CreateSandboxInput {
   team: TeamRow;
-  /** Template id or alias as the client named it. */
+  /** Template id or name (`name:tag`, `team/name`) as the client named it. */
   template: string;
   timeoutSeconds: number;
   metadata: Record<string, string>;
@@ -43,12 +45,12 @@ export interface CreateSandboxInput {
 }
 
 export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
-  const template = resolveTemplate(input.template);
+  const template = await resolveTemplate(ctx.db, input.team, input.template);
   const sandboxID = newSandboxID();
   const envdAccessToken = input.secure ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
   const log = ctx.logger.child({ sandboxID, teamID: input.team.team_id });
-  const nodes = [...ctx.nodes.values()];
+  const nodes = candidateNodes(ctx, template, input.template);
   const tried = new Set<string>();
   let lastError: Error | undefined;
 
@@ -92,6 +94,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
     try {
       const row = await startOnNode(ctx, node, sandboxID, input, template, envdAccessToken, endAt);
       log.info({ nodeID: node.id, attempt }, "sandbox created");
+      if (template.buildID) await countSpawn(ctx, template);
       await logSandbox(ctx, row, "info", "sandbox created", {
         templateID: template.templateID,
         nodeID: node.id,
@@ -119,12 +122,31 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   );
 }
 
+/** Every node for the base template; for a build, the node that has it. */
+function candidateNodes(ctx: APIContext, template: Template, reference: string): NodeClient[] {
+  if (template.nodeID === null) return [...ctx.nodes.values()];
+  const node = ctx.nodes.get(template.nodeID);
+  if (!node) {
+    throw new CapacityError(
+      `node '${template.nodeID}', which has template '${reference}', is not configured`,
+    );
+  }
+  return [node];
+}
+
+/** A template's spawn count and last spawn time; they inform, so a failure only logs. */
+async function countSpawn(ctx: APIContext, template: Template): Promise<void> {
+  await recordSpawn(ctx.db, template.templateID).catch((err: unknown) => {
+    ctx.logger.warn({ err, templateID: template.templateID }, "could not record the template's spawn");
+  });
+}
+
 async function startOnNode(
   ctx: APIContext,
   node: NodeClient,
   sandboxID: string,
   input: CreateSandboxInput,
-  template: ReturnType<typeof resolveTemplate>,
+  template: Template,
   envdAccessToken: string | null,
   endAt: Date,
 ): Promise<SandboxRow> {
@@ -142,6 +164,9 @@ async function startOnNode(
       allowInternetAccess: input.allowInternetAccess ?? true,
       autoPause: input.autoPause,
       autoPauseMemory: input.autoPauseMemory,
+      buildId: template.buildID,
+      defaultUser: template.defaultUser,
+      defaultWorkdir: template.defaultWorkdir,
     },
     endAt,
   );

@@ -1,4 +1,4 @@
-/** Sandbox ids and the per-sandbox access tokens. */
+/** Sandbox and template ids and the per-sandbox access tokens. */
 import { randomBytes } from "node:crypto";
 
 const ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -16,6 +16,11 @@ export function newSandboxID(length = 20): string {
     }
   }
   return id;
+}
+
+/** Template ids have the sandbox ids' form (E2B's do too): 20 characters of [a-z0-9]. */
+export function newTemplateID(): string {
+  return newSandboxID();
 }
 
 /** A token envd requires in X-Access-Token (and signs file URLs with). */

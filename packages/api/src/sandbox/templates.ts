@@ -1,25 +1,57 @@
 /**
- * The templates sandboxes are created from. Until template builds exist, a node offers exactly the
- * base template (Debian with envd, built by `moat setup`), under id and alias `base`.
+ * The templates sandboxes are created from: the base template every node has (Debian with envd,
+ * built by `moat setup`, id and name `base`), and the builds of the teams' own templates
+ * (template/), which start on the node that built them.
  */
-import { TemplateNotFoundError } from "../errors.js";
+import type { DB } from "../db/database.js";
+import type { TeamRow } from "../db/schema.js";
+import { resolveTemplateBuild } from "../template/resolve.js";
 
 export interface Template {
   templateID: string;
+  /** The template's name (the Sandbox's `alias`). */
   alias: string;
   cpuCount: number;
   memoryMB: number;
   /** The writable layer is not size-limited yet; 0 says so. */
   diskSizeMB: number;
+  /** The build sandboxes start from; "" for the base template. */
+  buildID: string;
+  /** The node that has the build; null: any node (the base template). */
+  nodeID: string | null;
+  /** What the build recorded for envd requests that name no user or workdir ("": the node's). */
+  defaultUser: string;
+  defaultWorkdir: string;
 }
 
-const BASE: Template = { templateID: "base", alias: "base", cpuCount: 2, memoryMB: 512, diskSizeMB: 0 };
-const TEMPLATES = new Map<string, Template>([["base", BASE]]);
+const BASE: Template = {
+  templateID: "base",
+  alias: "base",
+  cpuCount: 2,
+  memoryMB: 512,
+  diskSizeMB: 0,
+  buildID: "",
+  nodeID: null,
+  defaultUser: "",
+  defaultWorkdir: "",
+};
 
-/** Resolves what a create names: an id or alias, optionally with the `default` tag (`base:default`). */
-export function resolveTemplate(reference: string): Template {
-  const [name, tag, ...rest] = reference.split(":");
-  const template = name !== undefined && rest.length === 0 ? TEMPLATES.get(name) : undefined;
-  if (!template || (tag !== undefined && tag !== "default")) throw new TemplateNotFoundError(reference);
-  return template;
+/**
+ * Resolves what a create names: `base` (optionally `base:default`), or a team's template by id,
+ * name, `name:tag` or `team/name` (template/resolve.ts): its resources are those of the build.
+ */
+export async function resolveTemplate(db: DB, team: TeamRow, reference: string): Promise<Template> {
+  if (reference === "base" || reference === "base:default") return BASE;
+  const { template, build } = await resolveTemplateBuild(db, team, reference);
+  return {
+    templateID: template.template_id,
+    alias: template.name,
+    cpuCount: build.cpu_count,
+    memoryMB: build.memory_mb,
+    diskSizeMB: build.disk_size_mb,
+    buildID: build.build_id,
+    nodeID: build.node_id,
+    defaultUser: build.default_user ?? "",
+    defaultWorkdir: build.default_workdir ?? "",
+  };
 }

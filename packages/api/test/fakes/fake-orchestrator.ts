@@ -6,7 +6,8 @@
  * Resume follow the contract: failed_precondition unless running (Pause) or paused (Resume), a new
  * host address on every resume, paused sandboxes kept (List, Get, Delete) with no address.
  * Tests steer it with `failNext`, `holdNext`, `stopOutOfBand`, `pauseOutOfBand`,
- * `resumeOutOfBand` and `calls`.
+ * `resumeOutOfBand` and `calls`. Its TemplateService is `templates` (fake-template-service.ts);
+ * creates start from the base template or from a build it finished.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -24,7 +25,9 @@ import {
   type SandboxInfoSchema,
   SandboxService,
   SandboxState,
+  TemplateService,
 } from "@moat/shared/gen/orchestrator";
+import { FakeTemplateService } from "./fake-template-service.js";
 
 type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
@@ -54,6 +57,7 @@ export interface Hold {
 
 export class FakeOrchestrator {
   readonly sandboxes = new Map<string, FakeSandbox>();
+  readonly templates = new FakeTemplateService();
   /** Every call by method name, in order (the request's sandbox id, when it has one). */
   readonly calls: Array<{ method: string; sandboxID?: string }> = [];
   /** Every Pause and Resume request as received. */
@@ -138,7 +142,10 @@ export class FakeOrchestrator {
   }
 
   transport(): Transport {
-    return createRouterTransport(({ service }) => service(SandboxService, this.service()));
+    return createRouterTransport(({ service }) => {
+      service(SandboxService, this.service());
+      service(TemplateService, this.templates.service());
+    });
   }
 
   close(): void {
@@ -153,8 +160,10 @@ export class FakeOrchestrator {
         this.record("create", config?.sandboxId);
         if (!config || !req.endTime)
           throw new ConnectError("sandbox and end_time are required", Code.InvalidArgument);
-        if (config.templateId !== "base")
-          throw new ConnectError(`template '${config.templateId}' not found`, Code.NotFound);
+        const known = config.buildId
+          ? this.templates.ready.has(config.buildId)
+          : config.templateId === "base";
+        if (!known) throw new ConnectError(`template '${config.templateId}' not found`, Code.NotFound);
         if (this.sandboxes.has(config.sandboxId)) throw new ConnectError("exists", Code.AlreadyExists);
         await this.held("create", config.sandboxId);
         const sandbox: FakeSandbox = {

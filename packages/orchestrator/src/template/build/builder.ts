@@ -346,6 +346,8 @@ export class TemplateBuilder {
       let ok = false;
       try {
         await work(sandbox);
+        // What the step wrote reaches the host's files before the sandbox stops.
+        await this.exec(sandbox, { command: "sync", user: "root" }, label, () => undefined);
         ok = true;
       } finally {
         await manager.stopBuildSandbox(sandbox, ok ? fs : undefined);

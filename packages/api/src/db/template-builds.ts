@@ -1,0 +1,264 @@
+/**
+ * Typed queries on template builds and their logs. Status changes are compare-and-sets on the
+ * status (and, for a start, on started_at), so two API processes cannot both start a build, and a
+ * runner's late write cannot undo a deletion or an "interrupted".
+ */
+import type { DB } from "./database.js";
+import type {
+  BuildReason,
+  StoredBuildStart,
+  TemplateBuildLogRow,
+  TemplateBuildLogsTable,
+  TemplateBuildRow,
+  TemplateBuildStatus,
+} from "./schema.js";
+
+export async function insertBuild(
+  db: DB,
+  build: { buildID: string; templateID: string; cpuCount: number; memoryMB: number },
+): Promise<TemplateBuildRow> {
+  return db
+    .insertInto("template_builds")
+    .values({
+      build_id: build.buildID,
+      template_id: build.templateID,
+      status: "waiting",
+      cpu_count: build.cpuCount,
+      memory_mb: build.memoryMB,
+      // Milliseconds, as the list cursor holds them (now() would add microseconds).
+      created_at: new Date(),
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** The template's build; undefined for another template's. */
+export async function getBuild(
+  db: DB,
+  templateID: string,
+  buildID: string,
+): Promise<TemplateBuildRow | undefined> {
+  return db
+    .selectFrom("template_builds")
+    .selectAll()
+    .where("build_id", "=", buildID)
+    .where("template_id", "=", templateID)
+    .executeTakeFirst();
+}
+
+/** Builds requested and never started, ended by a newer request for the same template. */
+export async function supersedeUnstartedBuilds(db: DB, templateID: string, byBuildID: string): Promise<void> {
+  const reason: BuildReason = { message: `superseded by build ${byBuildID} before it was started` };
+  await db
+    .updateTable("template_builds")
+    .set({ status: "error", reason: JSON.stringify(reason), finished_at: new Date(), updated_at: new Date() })
+    .where("template_id", "=", templateID)
+    .where("status", "=", "waiting")
+    .where("started_at", "is", null)
+    .execute();
+}
+
+/** waiting (never started) → building; undefined when it was started (or ended) already. */
+export async function claimBuild(
+  db: DB,
+  buildID: string,
+  start: StoredBuildStart,
+  nodeID: string,
+): Promise<TemplateBuildRow | undefined> {
+  const now = new Date();
+  return db
+    .updateTable("template_builds")
+    .set({
+      status: "building",
+      start_request: JSON.stringify(start),
+      node_id: nodeID,
+      started_at: now,
+      heartbeat_at: now,
+      updated_at: now,
+    })
+    .where("build_id", "=", buildID)
+    .where("status", "=", "waiting")
+    .where("started_at", "is", null)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+export async function setBuildNode(db: DB, buildID: string, nodeID: string): Promise<void> {
+  await db
+    .updateTable("template_builds")
+    .set({ node_id: nodeID, updated_at: new Date() })
+    .where("build_id", "=", buildID)
+    .where("status", "=", "building")
+    .execute();
+}
+
+export type FinishedBuild =
+  | {
+      status: "ready";
+      envdVersion: string;
+      defaultUser: string;
+      defaultWorkdir: string;
+    }
+  | { status: "error"; reason: BuildReason };
+
+/** building → ready or error; undefined when it no longer builds (deleted, marked interrupted). */
+export async function finishBuild(
+  db: DB,
+  buildID: string,
+  outcome: FinishedBuild,
+): Promise<TemplateBuildRow | undefined> {
+  const now = new Date();
+  const changes =
+    outcome.status === "ready"
+      ? {
+          status: outcome.status,
+          envd_version: outcome.envdVersion || null,
+          default_user: outcome.defaultUser || null,
+          default_workdir: outcome.defaultWorkdir || null,
+        }
+      : { status: outcome.status, reason: JSON.stringify(outcome.reason) };
+  return db
+    .updateTable("template_builds")
+    .set({ ...changes, finished_at: now, updated_at: now })
+    .where("build_id", "=", buildID)
+    .where("status", "=", "building")
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** The API process running these builds is alive. */
+export async function touchBuilds(db: DB, buildIDs: readonly string[]): Promise<void> {
+  if (buildIDs.length === 0) return;
+  await db
+    .updateTable("template_builds")
+    .set({ heartbeat_at: new Date() })
+    .where("build_id", "in", buildIDs)
+    .where("status", "=", "building")
+    .execute();
+}
+
+/**
+ * Started builds whose heartbeat is older than `staleBefore`: the API process running them is
+ * gone (and with it the stream that kept the node building). Marked error; answers their ids.
+ */
+export async function markStaleBuildsInterrupted(db: DB, staleBefore: Date): Promise<string[]> {
+  const reason: BuildReason = {
+    message: "the build was interrupted: the API process running it stopped",
+  };
+  const rows = await db
+    .updateTable("template_builds")
+    .set({ status: "error", reason: JSON.stringify(reason), finished_at: new Date(), updated_at: new Date() })
+    .where("status", "in", ["waiting", "building"])
+    .where("started_at", "is not", null)
+    .where("heartbeat_at", "<", staleBefore)
+    .returning("build_id")
+    .execute();
+  return rows.map((r) => r.build_id);
+}
+
+/** The latest build of each template (by request time), and the latest ready one. */
+export async function latestBuilds(
+  db: DB,
+  templateIDs: readonly string[],
+  status?: TemplateBuildStatus,
+): Promise<Map<string, TemplateBuildRow>> {
+  if (templateIDs.length === 0) return new Map();
+  let query = db
+    .selectFrom("template_builds")
+    .selectAll()
+    .distinctOn("template_id")
+    .where("template_id", "in", templateIDs);
+  if (status) query = query.where("status", "=", status);
+  const rows = await query.orderBy("template_id").orderBy("created_at", "desc").execute();
+  return new Map(rows.map((r) => [r.template_id, r]));
+}
+
+export async function latestReadyBuild(db: DB, templateID: string): Promise<TemplateBuildRow | undefined> {
+  return (await latestBuilds(db, [templateID], "ready")).get(templateID);
+}
+
+/** The ready build the tag was given to last; undefined when the tag names none. */
+export async function taggedReadyBuild(
+  db: DB,
+  templateID: string,
+  tag: string,
+): Promise<TemplateBuildRow | undefined> {
+  return db
+    .selectFrom("template_tags")
+    .innerJoin("template_builds", "template_builds.build_id", "template_tags.build_id")
+    .selectAll("template_builds")
+    .where("template_tags.template_id", "=", templateID)
+    .where("template_tags.tag", "=", tag)
+    .where("template_builds.status", "=", "ready")
+    .orderBy("template_tags.created_at", "desc")
+    .limit(1)
+    .executeTakeFirst();
+}
+
+export async function listReadyBuilds(db: DB, templateID: string): Promise<TemplateBuildRow[]> {
+  return db
+    .selectFrom("template_builds")
+    .selectAll()
+    .where("template_id", "=", templateID)
+    .where("status", "=", "ready")
+    .execute();
+}
+
+/** One page of a template's builds, newest first with the id as tie-breaker. */
+export async function listBuilds(
+  db: DB,
+  templateID: string,
+  page: { limit: number; after?: { time: Date; id: string } },
+): Promise<TemplateBuildRow[]> {
+  let query = db.selectFrom("template_builds").selectAll().where("template_id", "=", templateID);
+  const { after } = page;
+  if (after) {
+    query = query.where((eb) =>
+      eb(eb.refTuple("created_at", "build_id"), "<", eb.tuple(after.time, after.id)),
+    );
+  }
+  return query.orderBy("created_at", "desc").orderBy("build_id", "desc").limit(page.limit).execute();
+}
+
+export interface NewBuildLog {
+  buildID: string;
+  ordinal: number;
+  timestamp: Date;
+  level: TemplateBuildLogsTable["level"];
+  message: string;
+  step: string | null;
+}
+
+export async function insertBuildLog(db: DB, log: NewBuildLog): Promise<void> {
+  await db
+    .insertInto("template_build_logs")
+    .values({
+      build_id: log.buildID,
+      ordinal: log.ordinal,
+      timestamp: log.timestamp,
+      level: log.level,
+      message: log.message,
+      step: log.step,
+    })
+    .execute();
+}
+
+/** A build's log in the order the node sent it, at `levels`, from the `offset`-th such entry on. */
+export async function listBuildLogs(
+  db: DB,
+  query: {
+    buildID: string;
+    levels: readonly TemplateBuildLogsTable["level"][];
+    offset: number;
+    limit: number;
+    step?: string;
+  },
+): Promise<TemplateBuildLogRow[]> {
+  let q = db
+    .selectFrom("template_build_logs")
+    .selectAll()
+    .where("build_id", "=", query.buildID)
+    .where("level", "in", query.levels);
+  if (query.step !== undefined) q = q.where("step", "=", query.step);
+  return q.orderBy("ordinal", "asc").offset(query.offset).limit(query.limit).execute();
+}

@@ -1,0 +1,57 @@
+/**
+ * GET /templates/aliases/{alias}: whether a template name exists, for Template.exists. 200 with
+ * its id for the team's own (and public ones), 403 for another team's private one (the SDK reads
+ * both as "exists"), 404 when none has it. `base` is the base template.
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import type { APIContext } from "../context.js";
+import { ForbiddenError, TemplateNotFoundError } from "../errors.js";
+import type { App } from "../http/env.js";
+import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
+import { TemplateAliasResponseSchema } from "../http/template-schemas.js";
+import { BASE_TEMPLATE, parseTemplateReference } from "../template/names.js";
+import { lookupTemplate, readyBuildOf } from "../template/resolve.js";
+import { SECURITY } from "./shared.js";
+
+const route = createRoute({
+  method: "get",
+  path: "/templates/aliases/{alias}",
+  summary: "Check a template name",
+  tags: ["templates"],
+  security: SECURITY,
+  request: {
+    params: z.object({
+      alias: z
+        .string()
+        .min(1)
+        .max(300)
+        .openapi({ param: { name: "alias", in: "path" }, description: "name, name:tag or team/name" }),
+    }),
+  },
+  responses: {
+    200: jsonResponse(TemplateAliasResponseSchema, "The template"),
+    ...errorResponses,
+    403: errorJSON("Another team's private template"),
+    404: errorJSON("No template has the name"),
+  },
+});
+
+export function registerTemplateAlias(app: App, ctx: APIContext): void {
+  app.openapi(route, async (c) => {
+    const team = c.get("caller").team;
+    const { alias } = c.req.valid("param");
+    const ref = parseTemplateReference(alias, "alias");
+    if (ref.namespace === undefined && ref.name === BASE_TEMPLATE && ref.tag === undefined) {
+      return c.json({ templateID: BASE_TEMPLATE, public: true }, 200);
+    }
+    const template = await lookupTemplate(ctx.db, team, ref);
+    if (!template) throw new TemplateNotFoundError(alias);
+    if (template.team_id !== team.team_id && !template.public) {
+      throw new ForbiddenError(`you do not have access to template '${alias}'`);
+    }
+    if (ref.tag !== undefined && !(await readyBuildOf(ctx.db, template, ref.tag))) {
+      throw new TemplateNotFoundError(alias, `template '${alias}' has no ready build tagged '${ref.tag}'`);
+    }
+    return c.json({ templateID: template.template_id, public: template.public }, 200);
+  });
+}

@@ -1,0 +1,74 @@
+/**
+ * A build's status with a page of its log (GET /templates/{id}/builds/{buildID}/status). The SDK
+ * polls it every 200 ms, advancing `logsOffset` by the entries it received, until the build is
+ * ready or failed and a poll answers no more entries. The status is read before the log: every
+ * entry written before the build ended is then in the page or a later one.
+ */
+import type { APIContext } from "../context.js";
+import type { TeamRow, TemplateBuildLogsTable } from "../db/schema.js";
+import { getBuild, listBuildLogs } from "../db/template-builds.js";
+import { BuildNotFoundError } from "../errors.js";
+import { buildLogEntryView } from "../http/template-views.js";
+import { findOwnTemplate } from "./resolve.js";
+
+type Level = TemplateBuildLogsTable["level"];
+
+const LEVELS: readonly Level[] = ["debug", "info", "warn", "error"];
+/** The most entries one poll answers (as E2B's API). */
+export const MAX_LOG_ENTRIES = 100;
+
+export interface StatusQuery {
+  /** Entries (at `level` and above) to skip. */
+  logsOffset?: number;
+  limit?: number;
+  /** The lowest level answered; all when absent. */
+  level?: Level;
+}
+
+export async function buildStatus(
+  ctx: APIContext,
+  team: TeamRow,
+  templateRef: string,
+  buildID: string,
+  query: StatusQuery,
+) {
+  const template = await findOwnTemplate(ctx.db, team, templateRef);
+  const build = await getBuild(ctx.db, template.template_id, buildID);
+  if (!build) throw new BuildNotFoundError(buildID);
+  const levels = LEVELS.slice(LEVELS.indexOf(query.level ?? "debug"));
+  const entries = await listBuildLogs(ctx.db, {
+    buildID,
+    levels,
+    offset: query.logsOffset ?? 0,
+    limit: Math.min(query.limit ?? MAX_LOG_ENTRIES, MAX_LOG_ENTRIES),
+  });
+  let reason:
+    | { message: string; step?: string; logEntries: ReturnType<typeof buildLogEntryView>[] }
+    | undefined;
+  if (build.status === "error" && build.reason) {
+    // What went wrong in the failed step, for the SDK's BuildError.
+    const stepEntries =
+      build.reason.step === undefined
+        ? []
+        : await listBuildLogs(ctx.db, {
+            buildID,
+            levels: ["warn", "error"],
+            offset: 0,
+            limit: MAX_LOG_ENTRIES,
+            step: build.reason.step,
+          });
+    reason = {
+      message: build.reason.message,
+      ...(build.reason.step !== undefined ? { step: build.reason.step } : {}),
+      logEntries: stepEntries.map(buildLogEntryView),
+    };
+  }
+  return {
+    templateID: template.template_id,
+    buildID,
+    status: build.status,
+    logEntries: entries.map(buildLogEntryView),
+    logs: [] as string[],
+    ...(reason ? { reason } : {}),
+  };
+}
