@@ -6,12 +6,13 @@
  * and pushes to a real registry on loopback.
  */
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { findBaseTemplate } from "@moat/orchestrator";
 import { BuildError, Sandbox, Template, waitForPort } from "e2b";
@@ -19,6 +20,7 @@ import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat
 import { CACHE_DIR } from "../helpers/orchestrator.js";
 import { type LocalRegistry, startRegistry } from "../helpers/registry.js";
 
+const execFileAsync = promisify(execFile);
 const E2B_CLI = fileURLToPath(new URL("../../../node_modules/@e2b/cli/dist/index.js", import.meta.url));
 
 /** A pure-Python wheel, made with python3's zipfile (RECORD hashes as pip checks them). */
@@ -85,7 +87,7 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
   });
 
   after(async () => {
-    await moat?.stop();
+    await moat?.cleanup();
     await registry?.stop();
     await rm(context, { recursive: true, force: true });
   });
@@ -155,7 +157,7 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
 
     logs.length = 0;
     await Template.build(webTemplate("v2"), "moat-web", { cpuCount: 2, memoryMB: 512, onBuildLogs });
-    assert.equal(logs.filter((m) => m.startsWith("CACHED")).length, 5);
+    assert.equal(logs.filter((m) => m.startsWith("CACHED")).length, 4, "only the changed last step ran");
     assert.ok(logs.some((m) => m.includes("echo v2 > version.txt") && !m.startsWith("CACHED")));
     const sbx = await Sandbox.create("moat-web");
     try {
@@ -188,15 +190,19 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       "FROM e2bdev/base\nRUN echo from-dockerfile > /home/user/df.txt\nCOPY hello.txt /home/user/hello.txt\nENV DF_VAR=yes\n",
     );
     await writeFile(path.join(dir, "hello.txt"), "hello from the context\n");
-    const cli = (...args: string[]) =>
-      execFileSync(process.execPath, [E2B_CLI, ...args], {
-        cwd: dir,
-        env: { ...process.env, HOME: dir, NO_COLOR: "1" },
-        encoding: "utf8",
-        timeout: 600_000,
-      });
+    // Asynchronously: a blocked event loop would let the API close the SDK's idle connections
+    // under it.
+    const cli = async (...args: string[]) =>
+      (
+        await execFileAsync(process.execPath, [E2B_CLI, ...args], {
+          cwd: dir,
+          env: { ...process.env, HOME: dir, NO_COLOR: "1" },
+          encoding: "utf8",
+          timeout: 600_000,
+        })
+      ).stdout;
     try {
-      const out = cli(
+      const out = await cli(
         "template",
         "create",
         "moat-cli",
@@ -215,12 +221,14 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       } finally {
         await sbx.kill();
       }
-      const listed = JSON.parse(cli("template", "list", "--format", "json")) as Array<{ aliases: string[] }>;
+      const listed = JSON.parse(await cli("template", "list", "--format", "json")) as Array<{
+        aliases: string[];
+      }>;
       assert.ok(
         listed.some((t) => t.aliases.includes("moat-cli")),
         JSON.stringify(listed),
       );
-      cli("template", "delete", "moat-cli", "--yes");
+      await cli("template", "delete", "moat-cli", "--yes");
       await assert.rejects(Sandbox.create("moat-cli"), /not found|404/i);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -285,7 +293,11 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       .fromImage(`${registry.host}/moat/debian:test`)
       .runCmd("cat hello.txt > /home/user/copied.txt && id -un");
     logs.length = 0;
-    await Template.build(template, "moat-from-image", { cpuCount: 1, memoryMB: 512, onBuildLogs });
+    await Template.build(template, "moat-from-image", { cpuCount: 1, memoryMB: 512, onBuildLogs }).catch(
+      (err: unknown) => {
+        throw new Error(`${(err as Error).message}\nbuild log:\n${logs.join("\n")}`);
+      },
+    );
     assert.ok(
       logs.some((m) => m.includes("created the user 'user'")),
       logs.join("\n"),

@@ -4,7 +4,23 @@
  * `<name>` from the layers below, `.wh..wh..opq` empties its directory of what they had.
  */
 import { spawn } from "node:child_process";
-import { createReadStream, realpathSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  createReadStream,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+} from "node:fs";
 import { open, readdir, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
@@ -37,8 +53,7 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
   );
   await layer.done;
   for (const dir of opaque) {
-    const target = realInside(rootfs, dir);
-    if (!target) continue;
+    const target = resolveInRoot(realpathSync(rootfs), dir);
     const children = await readdir(target).catch(() => [] as string[]);
     for (const child of children) {
       const name = dir === "." ? child : `${dir}/${child}`;
@@ -47,26 +62,137 @@ export async function applyLayer(blob: string, rootfs: string): Promise<void> {
   }
   // Second pass: extract, turning whiteouts into deletions.
   layer = await decompressed(blob);
+  const root = realpathSync(rootfs);
+  const dirTimes: Array<[string, Date]> = [];
   await pipeline(
     layer.stream,
-    tar.x({
-      cwd: rootfs,
-      preserveOwner: true,
-      unlink: true,
-      filter: (entryPath) => {
-        const name = normalize(entryPath);
-        const base = path.posix.basename(name);
-        if (base === OPAQUE) return false;
-        if (base.startsWith(WHITEOUT)) {
-          const victim = path.posix.join(path.posix.dirname(name), base.slice(WHITEOUT.length));
-          removeInside(rootfs, victim);
-          return false;
+    new tar.Parser({
+      onReadEntry: (entry) => {
+        try {
+          extractEntry(root, entry, dirTimes);
+        } catch (err) {
+          entry.resume();
+          throw err;
         }
-        return true;
       },
     }),
   );
   await layer.done;
+  // Last: writing into a directory changes its mtime.
+  for (const [dir, mtime] of dirTimes.reverse()) utimesSync(dir, mtime, mtime);
+}
+
+/**
+ * Writes one tar entry under `root` as a container runtime does: exact modes (setuid and sticky
+ * bits included), owners and times; paths resolved inside the rootfs as if it were `/`, so that
+ * the image's symlinks (absolute ones too) never lead to the host's files.
+ */
+function extractEntry(root: string, entry: tar.ReadEntry, dirTimes: Array<[string, Date]>): void {
+  const name = normalize(entry.path);
+  const base = path.posix.basename(name);
+  if (name === "." && entry.type === "Directory") {
+    applyMeta(root, entry);
+    entry.resume();
+    return;
+  }
+  if (base === OPAQUE || name === ".") {
+    entry.resume();
+    return;
+  }
+  if (base.startsWith(WHITEOUT)) {
+    const parent = resolveInRoot(root, path.posix.dirname(name));
+    rmSync(path.join(parent, base.slice(WHITEOUT.length)), { recursive: true, force: true });
+    entry.resume();
+    return;
+  }
+  const parent = resolveInRoot(root, path.posix.dirname(name));
+  mkdirSync(parent, { recursive: true });
+  const target = path.join(parent, base);
+  const existing = lstatOrUndefined(target);
+  if (existing && !(entry.type === "Directory" && existing.isDirectory())) {
+    rmSync(target, { recursive: true, force: true });
+  }
+  switch (entry.type) {
+    case "Directory":
+      if (!existing?.isDirectory()) mkdirSync(target);
+      applyMeta(target, entry);
+      if (entry.mtime) dirTimes.push([target, entry.mtime]);
+      entry.resume();
+      return;
+    case "File":
+    case "OldFile":
+    case "ContiguousFile": {
+      const fd = openSync(target, "w", 0o600);
+      entry.on("data", (chunk: Buffer) => writeSync(fd, chunk));
+      entry.on("end", () => {
+        closeSync(fd);
+        applyMeta(target, entry);
+      });
+      return;
+    }
+    case "SymbolicLink":
+      symlinkSync(entry.linkpath ?? "", target);
+      lchownSync(target, entry.uid ?? 0, entry.gid ?? 0);
+      entry.resume();
+      return;
+    case "Link": {
+      const source = resolveInRoot(root, normalize(entry.linkpath ?? ""), false);
+      linkSync(source, target);
+      entry.resume();
+      return;
+    }
+    default:
+      // Devices and FIFOs: /dev is a fresh tmpfs in every sandbox; nothing else needs them.
+      entry.resume();
+  }
+}
+
+function applyMeta(target: string, entry: tar.ReadEntry): void {
+  // chown first: it clears setuid and setgid bits, which chmod then sets.
+  chownSync(target, entry.uid ?? 0, entry.gid ?? 0);
+  chmodSync(target, (entry.mode ?? 0o644) & 0o7777);
+  if (entry.mtime) utimesSync(target, entry.mtime, entry.mtime);
+}
+
+function lstatOrUndefined(file: string) {
+  try {
+    return lstatSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `rel` resolved inside `root` as the kernel would with `root` as `/` (openat2's RESOLVE_IN_ROOT):
+ * symlinks are followed (absolute ones from `root`), `..` stops at `root`. The last component is
+ * followed only when `followLast`.
+ */
+export function resolveInRoot(root: string, rel: string, followLast = true): string {
+  const parts: string[] = [];
+  const queue = rel.split("/").filter((p) => p !== "" && p !== ".");
+  let links = 0;
+  while (queue.length > 0) {
+    const component = queue.shift()!;
+    if (component === "..") {
+      parts.pop();
+      continue;
+    }
+    if (queue.length === 0 && !followLast) {
+      parts.push(component);
+      break;
+    }
+    const candidate = path.join(root, ...parts, component);
+    const st = lstatOrUndefined(candidate);
+    if (st?.isSymbolicLink()) {
+      if (++links > 40) throw new Error(`too many levels of symbolic links in '${rel}'`);
+      const target = readlinkSync(candidate);
+      if (target.startsWith("/")) parts.length = 0;
+      queue.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
+      continue;
+    }
+    parts.push(component);
+  }
+  return path.join(root, ...parts);
 }
 
 /**
@@ -101,29 +227,4 @@ async function decompressed(blob: string): Promise<{ stream: Readable; done: Pro
 
 function normalize(entryPath: string): string {
   return path.posix.normalize(entryPath.replace(/^\/+/, "")).replace(/\/$/, "") || ".";
-}
-
-/**
- * The real path of a directory of the rootfs named by a layer, or undefined when it does not
- * exist. Symlinks are resolved first: a layer that made `etc` a link to a host directory must not
- * reach the host through it.
- */
-function realInside(rootfs: string, name: string): string | undefined {
-  let real: string;
-  try {
-    real = realpathSync(path.resolve(rootfs, name));
-  } catch {
-    return undefined;
-  }
-  const root = realpathSync(rootfs);
-  if (real !== root && !real.startsWith(`${root}${path.sep}`)) {
-    throw new Error(`layer entry '${name}' points outside the root filesystem`);
-  }
-  return real;
-}
-
-/** Deletes what a whiteout names (synchronously: tar's filter is). */
-function removeInside(rootfs: string, name: string): void {
-  const parent = realInside(rootfs, path.posix.dirname(name));
-  if (parent) rmSync(path.join(parent, path.posix.basename(name)), { recursive: true, force: true });
 }
