@@ -140,7 +140,16 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     // The same steps again: every layer from the cache. A changed last RUN reruns only it.
     const second = await build("b2", steps, { startCmd, readyCmd });
     assert.equal(second.result.ok, true, second.result.message);
-    assert.equal(second.logs.filter((l) => l.message.startsWith("CACHED")).length, 3);
+    assert.deepEqual(
+      second.logs.filter((l) => l.message.startsWith("CACHED")).map((l) => l.step),
+      ["1", "2", "5", "finalize"],
+      "every layer and the snapshot of the build that ended alike",
+    );
+    const twin = await createSandbox(orch, { templateID: "tpl1", buildID: "b2", memoryMB: 512, vcpu: 2 });
+    assert.equal(twin.startKind, "snapshot");
+    const served = await sdkFor(twin).commands.run("curl -s -o /dev/null -w '%{http_code}' localhost:8000/");
+    assert.equal(served.stdout, "200", "the shared snapshot has the start command running");
+    await orch.client.delete({ sandboxId: twin.config!.sandboxId });
     const changed = [...steps.slice(0, 4), { type: "RUN", args: ["echo changed > greeting.txt", "root"] }];
     const third = await build("b3", changed);
     assert.equal(third.result.ok, true, third.result.message);

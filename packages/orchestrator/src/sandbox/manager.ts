@@ -7,7 +7,7 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { CleanupStack, ENVD_PORT, type Logger } from "@moat/shared";
+import { CleanupStack, ENVD_PORT, type Logger, runCommand } from "@moat/shared";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
 import { NetworkPool } from "../network/network-pool.js";
 import {
@@ -466,6 +466,25 @@ export class SandboxManager {
   /** Ready entries in a template build's warm pool ("base" for the base template). */
   poolCount(buildKey: string): number {
     return this.pools.get(buildKey)?.length ?? 0;
+  }
+
+  /**
+   * Gives `to` the snapshot `from` has (hard links: neither is ever written), when `from` has one
+   * of this runtime. The builds must start the same sandboxes (same layers, settings, commands).
+   */
+  async reuseSnapshot(from: TemplateBuild, to: TemplateBuild): Promise<boolean> {
+    const key = this.options.snapshotKey;
+    if (!key) return false;
+    const source = snapshotDir(from.dir, key);
+    if (!(await findSnapshot(from.templateID, source, from))) return false;
+    const target = snapshotDir(to.dir, key);
+    await mkdir(path.dirname(target), { recursive: true });
+    await rm(`${target}.partial`, { recursive: true, force: true });
+    await runCommand(["cp", "-al", source, `${target}.partial`]);
+    await rename(`${target}.partial`, target);
+    const snapshot = await findSnapshot(to.templateID, target, to);
+    if (snapshot) this.snapshots.set(to.key, snapshot);
+    return snapshot !== undefined;
   }
 
   /** Forgets a deleted build's snapshot and empties its warm pool. */

@@ -7,7 +7,7 @@
  *   <dataDir>/templates/builds/<buildID>/build.json   which layers, start command, defaults
  *   <dataDir>/templates/builds/<buildID>/snapshots/   its snapshots (snapshot/template-snapshot.ts)
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isPidAlive, removeTree } from "../host/files.js";
@@ -48,6 +48,8 @@ export interface BuildManifest {
   workdir?: string;
   startCmd?: string;
   readyCmd?: string;
+  /** Hash of everything above but the ids: builds with the same one start the same sandboxes. */
+  finalKey?: string;
   createdAt: string;
 }
 
@@ -128,6 +130,23 @@ export class TemplateStore implements TemplateResolver {
       startCmd: manifest.startCmd,
       readyCmd: manifest.readyCmd,
     };
+  }
+
+  /** Another finished build with the same final key (its snapshot can serve this one). */
+  findFinished(finalKey: string, except: string): TemplateBuild | undefined {
+    const root = path.join(this.dataDir, "templates", "builds");
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return undefined;
+    }
+    for (const buildID of names) {
+      if (buildID === except) continue;
+      const manifest = this.readManifest(buildID);
+      if (manifest?.finalKey === finalKey) return this.readBuild(buildID);
+    }
+    return undefined;
   }
 
   /** Writes a build's manifest; the build exists for creates from then on. */

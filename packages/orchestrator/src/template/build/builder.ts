@@ -6,9 +6,9 @@
  * command running and the ready command satisfied. A failed build leaves no build behind and keeps
  * the layers it finished.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
-import { copyFile, lstat, mkdir, realpath, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, lstat, mkdir, realpath, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -225,7 +225,10 @@ export class TemplateBuilder {
       await copyFile(path.join(this.options.store.baseRootfs, "usr/bin/tini-static"), tini);
     }
     const tmp = await insideRootfs(fs, "tmp");
-    if (!existsSync(tmp)) await mkdir(tmp, { mode: 0o1777 });
+    if (!existsSync(tmp)) {
+      await mkdir(tmp);
+      await chmod(tmp, 0o1777);
+    }
   }
 
   private async step(
@@ -448,7 +451,20 @@ export class TemplateBuilder {
       readyCmd: req.readyCmd || undefined,
       createdAt: new Date().toISOString(),
     };
+    // Builds that end alike (same layers, settings and commands) start alike: a snapshot one of
+    // them made serves the others, so a rebuild with every step cached costs no boot.
+    manifest.finalKey = createHash("sha256")
+      .update(JSON.stringify({ ...manifest, templateID: "", buildID: "", createdAt: "" }))
+      .digest("hex")
+      .slice(0, 32);
     await store.commitBuild(manifest);
+    const twin = store.findFinished(manifest.finalKey, req.buildID);
+    const built = store.readBuild(req.buildID);
+    if (twin && built && (await manager.reuseSnapshot(twin, built))) {
+      say(`CACHED snapshot of build ${twin.key}`);
+      say("template ready");
+      return;
+    }
     if (req.startCmd) say(`starting: ${req.startCmd}`);
     if (req.startCmd || req.readyCmd) say(`waiting for: ${req.readyCmd || "sleep 20"}`);
     say("taking the snapshot sandboxes start from");
