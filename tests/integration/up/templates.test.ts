@@ -176,6 +176,18 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
     assert.ok(cachedSeconds < 10, `a fully cached rebuild took ${cachedSeconds} s`);
   });
 
+  test("a template built from another template (fromTemplate) has its layers and settings", async () => {
+    const derived = Template().fromTemplate("moat-web").runCmd("echo derived > derived.txt");
+    await Template.build(derived, "moat-derived", { cpuCount: 1, memoryMB: 512 });
+    const sbx = await Sandbox.create("moat-derived");
+    try {
+      const r = await sbx.commands.run("pwd; whoami; echo $GREETING; cat version.txt derived.txt");
+      assert.equal(r.stdout, "/home/user/app\nuser\nhello from the template\nv2\nderived\n");
+    } finally {
+      await sbx.kill();
+    }
+  });
+
   test("a failing step fails the build with its output and exit code", async () => {
     const broken = Template().fromBaseImage().runCmd("echo fine").runCmd("echo broken-step >&2; exit 3");
     await assert.rejects(Template.build(broken, "moat-broken", { onBuildLogs }), (err: unknown) => {
