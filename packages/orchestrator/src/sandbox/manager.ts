@@ -530,6 +530,10 @@ export class SandboxManager {
    */
   async stopBuildSandbox(sandbox: Sandbox, keepUpper?: string): Promise<void> {
     try {
+      // Released as after a pause: the container's delete, which waits for the host to reap the
+      // killed sandbox (~1.5 s here), runs in the background; the process is gone before the
+      // unmount.
+      sandbox.state = "pausing";
       await sandbox.runtime.run();
       resetRuntime(sandbox);
       if (keepUpper) await rename(rootfsPaths(sandbox.dir).upper, keepUpper);
@@ -941,9 +945,10 @@ export class SandboxManager {
    */
   private releaseContainer(sandbox: Sandbox, containerID: string): Promise<void> {
     if (sandbox.state !== "pausing") return this.options.runsc.destroy(containerID);
-    if (sandbox.runtimePID !== undefined) {
+    const pid = sandbox.runtimePID;
+    if (pid !== undefined) {
       try {
-        process.kill(sandbox.runtimePID, "SIGKILL");
+        process.kill(pid, "SIGKILL");
       } catch {
         // Already gone.
       }
@@ -955,7 +960,7 @@ export class SandboxManager {
       )
       .finally(() => this.deletions.delete(deletion));
     this.deletions.add(deletion);
-    return Promise.resolve();
+    return pid === undefined ? Promise.resolve() : waitForExit(pid, 2000);
   }
 
   /** At the end time: pause when the sandbox asked for it, else kill. */
@@ -1103,6 +1108,12 @@ async function processAlive(pid: number): Promise<boolean> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
   const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
   return state !== "" && state !== "Z" && state !== "X";
+}
+
+/** Resolves once `pid` has exited (a zombie counts), or after `timeoutMs`. */
+async function waitForExit(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && (await processAlive(pid))) await new Promise((r) => setTimeout(r, 10));
 }
 
 function resetRuntime(sandbox: Sandbox): void {
