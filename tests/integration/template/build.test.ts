@@ -182,6 +182,43 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     assert.equal(again.logs.filter((l) => l.message.startsWith("CACHED")).length, 1);
   });
 
+  test("a node that crashes mid-build releases the build sandbox and its half-made layer on restart", async () => {
+    const stream = templates.build({
+      templateId: "tpl1",
+      buildId: "crash1",
+      vcpu: 1,
+      memoryMb: 512,
+      fromBuildId: "base",
+      steps: [{ type: "RUN", args: ["echo started; sleep 60"] }],
+    });
+    const iterator = stream[Symbol.asyncIterator]();
+    for (;;) {
+      const next = await iterator.next();
+      assert.ok(!next.done, "the build ran its step");
+      if (next.value.event.case === "log" && next.value.event.value.message === "started") break;
+    }
+    await orch.stop("SIGKILL");
+    await iterator.next().catch(() => undefined);
+    const left = await readdir(path.join(orch.dataDir, "templates", "layers"));
+    assert.ok(
+      left.some((n) => n.startsWith(".tmp-")),
+      "the crash left a half-made layer",
+    );
+    const sandboxes = await readdir(path.join(orch.dataDir, "sandboxes"));
+    assert.ok(
+      sandboxes.some((n) => n.startsWith("build-")),
+      "and a build sandbox",
+    );
+    await orch.restart();
+    const layers = await readdir(path.join(orch.dataDir, "templates", "layers"));
+    assert.deepEqual(
+      layers.filter((n) => n.startsWith(".tmp-")),
+      [],
+      "no half-made layer",
+    );
+    assert.deepEqual(await hostResources(orch), before0, "no build sandbox, netns, mount or container");
+  });
+
   test("builds leave no sandbox, network or mount behind", async () => {
     assert.deepEqual(await hostResources(orch), before0);
   });
