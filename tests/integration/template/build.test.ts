@@ -159,6 +159,21 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     );
   });
 
+  test("a cold start from a build (snapshots off) runs its start command", async () => {
+    await orch.stop();
+    await orch.restart({ MOAT_TEMPLATE_SNAPSHOTS: "off" });
+    try {
+      const info = await createSandbox(orch, { templateID: "tpl1", buildID: "b1", memoryMB: 512, vcpu: 2 });
+      assert.equal(info.startKind, "cold");
+      const r = await sdkFor(info).commands.run("curl -s -o /dev/null -w '%{http_code}' localhost:8000/");
+      assert.equal(r.stdout, "200", "the start command was started and ready before the create answered");
+      await orch.client.delete({ sandboxId: info.config!.sandboxId });
+    } finally {
+      await orch.stop();
+      await orch.restart();
+    }
+  });
+
   test("a failing step fails the build with its output and exit code, keeping earlier layers", async () => {
     const layersBefore = await readdir(path.join(orch.dataDir, "templates", "layers"));
     const failed = await build("bad1", [

@@ -117,6 +117,8 @@ const READY_TIMEOUT_MS = 10 * 60_000;
 const READY_INTERVAL_MS = 2000;
 /** E2B's ready command when a template has a start command and names none. */
 const DEFAULT_READY_CMD = "sleep 20";
+/** How long a cold create waits for a template's ready command before answering anyway. */
+const COLD_READY_TIMEOUT_MS = 30_000;
 /** When a pool refill fails, the next try waits this long. */
 const POOL_RETRY_MS = 5000;
 /** When an auto-pause at the end time fails, the sandbox keeps running and it is tried again. */
@@ -215,6 +217,22 @@ export class SandboxManager {
       if (!pooled) await this.bootNew(created, build, timer.lap);
       await this.init(created);
       timer.lap("init");
+      if (record.startKind === "cold" && build.startCmd) {
+        // Booted without the build's snapshot (snapshots off, or not made yet by this runtime):
+        // its start command runs now, as it was running in the snapshot.
+        await this.startAndWaitReady(
+          created.hostAddress,
+          {
+            ...build,
+            user: record.defaultUser || build.user,
+            workdir: record.defaultWorkdir || build.workdir,
+            env: record.envVars,
+          },
+          undefined,
+          { timeoutMs: COLD_READY_TIMEOUT_MS, intervalMs: 200 },
+        ).catch((err: unknown) => log.warn({ err }, "the template's start command is not ready yet"));
+        timer.lap("startCmd");
+      }
       record.state = "running";
       await writeRecord(options.dataDir, record);
       created.state = "running";
@@ -716,8 +734,9 @@ export class SandboxManager {
    */
   private async startAndWaitReady(
     hostAddress: string,
-    build: TemplateBuild,
+    build: Pick<TemplateBuild, "startCmd" | "readyCmd" | "user" | "workdir" | "env">,
     onOutput?: (line: OutputLine) => void,
+    timing = { timeoutMs: READY_TIMEOUT_MS, intervalMs: READY_INTERVAL_MS },
   ): Promise<void> {
     const spec = { user: build.user || "user", cwd: build.workdir, envs: build.env };
     const started = build.startCmd
@@ -725,7 +744,7 @@ export class SandboxManager {
       : undefined;
     try {
       const readyCmd = build.readyCmd || DEFAULT_READY_CMD;
-      const deadline = Date.now() + READY_TIMEOUT_MS;
+      const deadline = Date.now() + timing.timeoutMs;
       for (;;) {
         const exit = await runInSandbox(hostAddress, { ...spec, command: readyCmd }, onOutput);
         if (exit.exitCode === 0) return;
@@ -735,9 +754,9 @@ export class SandboxManager {
           );
         }
         if (Date.now() > deadline) {
-          throw new Error(`the ready command did not succeed within ${READY_TIMEOUT_MS / 60_000} minutes`);
+          throw new Error(`the ready command did not succeed within ${timing.timeoutMs / 1000} s`);
         }
-        await new Promise((r) => setTimeout(r, READY_INTERVAL_MS));
+        await new Promise((r) => setTimeout(r, timing.intervalMs));
       }
     } finally {
       // The process keeps running in the sandbox; only our stream of its output ends.
