@@ -132,6 +132,13 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     dataDir: options.dataDir,
     logger,
   });
+  // Layers of deleted templates that sandboxes were still on go when the last of those does.
+  const prune = () =>
+    builder.pruneLayers().catch((err: unknown) => logger.warn({ err }, "pruning template layers failed"));
+  await prune();
+  manager.subscribe((event) => {
+    if (event.type === "killed" || event.type === "expired" || event.type === "failed") void prune();
+  });
   const server = http2.createServer(
     connectNodeAdapter({
       routes: (router) => {

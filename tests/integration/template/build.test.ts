@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -232,6 +232,37 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
       "no half-made layer",
     );
     assert.deepEqual(await hostResources(orch), before0, "no build sandbox, netns, mount or container");
+  });
+
+  test("deleting builds removes the layers only they used, once no sandbox is on them", async () => {
+    const layersDir = path.join(orch.dataDir, "templates", "layers");
+    const layers = async () => (await readdir(layersDir)).filter((n) => !n.startsWith(".")).sort();
+    const manifest = async (id: string) =>
+      JSON.parse(
+        await readFile(path.join(orch.dataDir, "templates", "builds", id, "build.json"), "utf8"),
+      ) as {
+        layers: string[];
+      };
+    const [b1, b3, bad2] = await Promise.all(["b1", "b3", "bad2"].map(manifest));
+    const info = await createSandbox(orch, { templateID: "tpl1", buildID: "b3", memoryMB: 512, vcpu: 2 });
+    await templates.deleteBuild({ buildId: "b1" });
+    await templates.deleteBuild({ buildId: "b2" });
+    const onlyB1 = b1!.layers.filter((k) => !b3!.layers.includes(k));
+    assert.ok(onlyB1.length > 0);
+    for (const key of onlyB1) assert.ok(!(await layers()).includes(key), "a layer no build uses is gone");
+    await templates.deleteBuild({ buildId: "b3" });
+    for (const key of b3!.layers)
+      assert.ok((await layers()).includes(key), "a running sandbox's layers stay");
+    assert.equal(
+      (await sdkFor(info).commands.run("cat greeting.txt", { cwd: "/srv/app" })).stdout,
+      "changed\n",
+      "the sandbox of a deleted build goes on working",
+    );
+    await orch.client.delete({ sandboxId: info.config!.sandboxId });
+    for (let i = 0; i < 100 && (await layers()).length > bad2!.layers.length; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(await layers(), [...new Set(bad2!.layers)].sort(), "what is left is what builds use");
   });
 
   test("builds leave no sandbox, network or mount behind", async () => {

@@ -505,6 +505,14 @@ export class SandboxManager {
     return snapshot !== undefined;
   }
 
+  /** Every lower dir a sandbox of this node (running, paused or pooled) is mounted on. */
+  lowersInUse(): Set<string> {
+    const lowers = new Set<string>();
+    const all = [...this.sandboxes.values(), ...[...this.pools.values()].flat()];
+    for (const sandbox of all) for (const lower of sandbox.record.lowers ?? []) lowers.add(lower);
+    return lowers;
+  }
+
   /** Forgets a deleted build's snapshot and empties its warm pool. */
   async forgetBuild(buildKey: string): Promise<void> {
     this.snapshots.delete(buildKey);

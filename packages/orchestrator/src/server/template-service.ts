@@ -114,8 +114,10 @@ export function templateService(
       }
     },
     async deleteBuild(req) {
+      const layers = store.readManifest(req.buildId)?.layers ?? [];
       await manager.forgetBuild(req.buildId);
       await store.deleteBuild(req.buildId);
+      await builder.pruneLayers(layers);
       return {};
     },
   };

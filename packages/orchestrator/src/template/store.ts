@@ -176,6 +176,57 @@ export class TemplateStore implements TemplateResolver {
   }
 
   /**
+   * Removes those of `candidates` (a deleted build's layers) that no build uses any more and
+   * `inUse` does not name (what sandboxes, running or paused, are mounted on, and what builds
+   * under way stack on). Layers of failed builds are not candidates: they stay as build cache.
+   */
+  async pruneLayers(
+    candidates: readonly string[],
+    inUse: ReadonlySet<string>,
+  ): Promise<{ removed: string[]; held: string[] }> {
+    const root = path.join(this.dataDir, "templates", "builds");
+    const built = new Set<string>();
+    for (const buildID of await readdir(root).catch(() => [] as string[])) {
+      for (const key of this.readManifest(buildID)?.layers ?? []) built.add(key);
+    }
+    const removed: string[] = [];
+    const held: string[] = [];
+    for (const key of new Set(candidates)) {
+      if (built.has(key) || !/^[0-9a-f]{32}$/.test(key) || !existsSync(this.layerDir(key))) continue;
+      if (inUse.has(key)) {
+        held.push(key);
+        continue;
+      }
+      await removeTree(this.layerDir(key));
+      removed.push(key);
+    }
+    return { removed, held };
+  }
+
+  /** Layers of deleted builds kept while sandboxes were still on them (`.orphans.json`). */
+  readOrphans(): string[] {
+    try {
+      return JSON.parse(readFileSync(path.join(this.layersDir(), ".orphans.json"), "utf8")) as string[];
+    } catch {
+      return [];
+    }
+  }
+
+  async writeOrphans(keys: string[]): Promise<void> {
+    await mkdir(this.layersDir(), { recursive: true });
+    const file = path.join(this.layersDir(), ".orphans.json");
+    await writeFile(`${file}.tmp`, JSON.stringify(keys));
+    await rename(`${file}.tmp`, file);
+  }
+
+  /** The layer key of a lower dir of this store (undefined for the base template's rootfs). */
+  layerKeyOf(lower: string): string | undefined {
+    const rel = path.relative(this.layersDir(), lower);
+    const [key, fs, ...rest] = rel.split(path.sep);
+    return key && fs === "fs" && rest.length === 0 && !key.startsWith("..") ? key : undefined;
+  }
+
+  /**
    * Removes what builds interrupted by a crash left: half-made layers (their temp dirs name the
    * pid that made them) and downloaded COPY archives.
    */

@@ -86,7 +86,34 @@ interface Stack {
 }
 
 export class TemplateBuilder {
+  /** The layers each build under way stacks on so far (kept from pruning). */
+  private readonly active = new Map<string, Set<string>>();
+
   constructor(private readonly options: TemplateBuilderOptions) {}
+
+  /** Layer keys builds under way use. */
+  layersInUse(): Set<string> {
+    return new Set([...this.active.values()].flatMap((keys) => [...keys]));
+  }
+
+  /**
+   * Removes those of a deleted build's layers (and of earlier deleted builds') that nothing uses:
+   * no build, no sandbox, no build under way. Those sandboxes still use are retried later.
+   */
+  async pruneLayers(candidates: readonly string[] = []): Promise<string[]> {
+    const { store, manager } = this.options;
+    const pending = [...store.readOrphans(), ...candidates];
+    if (pending.length === 0) return [];
+    const inUse = this.layersInUse();
+    for (const lower of manager.lowersInUse()) {
+      const key = store.layerKeyOf(lower);
+      if (key) inUse.add(key);
+    }
+    const { removed, held } = await store.pruneLayers(pending, inUse);
+    await store.writeOrphans(held);
+    if (removed.length > 0) this.options.logger.info({ removed }, "unused template layers removed");
+    return removed;
+  }
 
   async build(req: BuildRequest, emit: (log: BuildLog) => void, signal: AbortSignal): Promise<BuildOutcome> {
     const { store, logger } = this.options;
@@ -100,8 +127,10 @@ export class TemplateBuilder {
       { steps: steps.length, fromImage: req.fromImage, fromBuildID: req.fromBuildID },
       "template build started",
     );
+    this.active.set(req.buildID, new Set());
     try {
       let stack = await this.base(req, emit, signal);
+      this.hold(req, ...stack.layers);
       let forced = req.force ?? false;
       for (const [index, step] of steps.entries()) {
         signal.throwIfAborted();
@@ -119,7 +148,15 @@ export class TemplateBuilder {
       log.warn({ err }, "template build failed");
       if (signal.aborted) throw new BuildStepError("the build was cancelled", "finalize");
       throw err;
+    } finally {
+      this.active.delete(req.buildID);
     }
+  }
+
+  /** Keeps layers from pruning while this build stacks on them. */
+  private hold(req: BuildRequest, ...keys: string[]): void {
+    const held = this.active.get(req.buildID);
+    for (const key of keys) held?.add(key);
   }
 
   /** The stack the steps start on. */
@@ -178,6 +215,8 @@ export class TemplateBuilder {
     }
     signal.throwIfAborted();
     const imageKey = layerKeyOf(`image:${pulled.digest}:${PROVISION_VERSION}`);
+    const provisionKey = layerKeyOf(`provision:${imageKey}`);
+    this.hold(req, imageKey, provisionKey);
     if (!store.hasLayer(imageKey)) {
       say(`applying ${pulled.layers.length} layers of ${pulled.digest}`);
       await this.makeLayer(imageKey, { image, digest: pulled.digest }, async (fs) => {
@@ -194,7 +233,6 @@ export class TemplateBuilder {
       if (eq > 0) env[item.slice(0, eq)] = item.slice(eq + 1);
     }
     const workdir = pulled.config.config?.WorkingDir || undefined;
-    const provisionKey = layerKeyOf(`provision:${imageKey}`);
     const lowers = [store.layerFiles(imageKey)];
     if (!store.hasLayer(provisionKey)) {
       say("provisioning the image: the user 'user', sudo, /code, resolvers");
@@ -247,6 +285,7 @@ export class TemplateBuilder {
       return { ...stack, ctx: nextContext(stack.ctx, step) };
     }
     const key = layerKey(stack.top, step, stack.ctx, forced ? req.buildID : "");
+    this.hold(req, key);
     if (!forced && store.hasLayer(key)) {
       say(`CACHED [${label}] ${describeStep(step)}`);
       return { ...stack, layers: [...stack.layers, key], top: key };
