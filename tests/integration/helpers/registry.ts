@@ -5,7 +5,10 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { freePort } from "./orchestrator.js";
 
@@ -125,4 +128,40 @@ export async function startRegistry(): Promise<LocalRegistry> {
       await rm(work, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * `registry` behind Bearer-token auth, as Docker Hub and most registries are: a 401 with a
+ * `WWW-Authenticate` challenge, a token service that wants `creds` as Basic auth, and the token.
+ */
+export async function startTokenAuth(
+  registry: LocalRegistry,
+  creds: { username: string; password: string },
+  repo: string,
+): Promise<{ host: string; close(): void }> {
+  const basic = `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString("base64")}`;
+  const server = http.createServer(async (req, res) => {
+    const self = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    if (req.url?.startsWith("/token")) {
+      const ok = req.headers.authorization === basic;
+      res.writeHead(ok ? 200 : 401, { "content-type": "application/json" });
+      res.end(JSON.stringify(ok ? { token: "t0ken" } : { errors: [{ code: "UNAUTHORIZED" }] }));
+      return;
+    }
+    if (req.headers.authorization !== "Bearer t0ken") {
+      res.writeHead(401, {
+        "www-authenticate": `Bearer realm="${self}/token",service="test",scope="repository:${repo}:pull"`,
+      });
+      res.end();
+      return;
+    }
+    const upstream = await fetch(`${registry.url}${req.url}`, {
+      headers: { accept: req.headers.accept ?? "*/*" },
+    });
+    res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" });
+    res.end(Buffer.from(await upstream.arrayBuffer()));
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return { host: `127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
 }

@@ -5,11 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync } from "node:child_process";
-import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
@@ -21,7 +18,7 @@ import {
   RegistryError,
 } from "@moat/orchestrator";
 import * as tar from "tar";
-import { type LocalRegistry, sha256, startRegistry } from "../helpers/registry.js";
+import { type LocalRegistry, sha256, startRegistry, startTokenAuth } from "../helpers/registry.js";
 
 /** A tar of `files` (path → content; content null makes a directory). */
 async function layerTar(root: string, files: Record<string, string | null>): Promise<Buffer> {
@@ -44,7 +41,7 @@ describe("OCI images from a registry", { timeout: 120_000 }, () => {
   let work: string;
   let registry: ChildProcess;
   let base: string;
-  let authServer: http.Server;
+  let authFront: { host: string; close(): void };
   let authRegistry: string;
 
   let local: LocalRegistry;
@@ -129,33 +126,13 @@ describe("OCI images from a registry", { timeout: 120_000 }, () => {
     });
 
     // The same registry behind Bearer-token auth, as Docker Hub and most registries are.
-    authServer = http.createServer(async (req, res) => {
-      const self = `http://127.0.0.1:${(authServer.address() as AddressInfo).port}`;
-      if (req.url?.startsWith("/token")) {
-        const ok = req.headers.authorization === `Basic ${Buffer.from("alice:secret").toString("base64")}`;
-        res.writeHead(ok ? 200 : 401, { "content-type": "application/json" });
-        res.end(JSON.stringify(ok ? { token: "t0ken" } : { errors: [{ code: "UNAUTHORIZED" }] }));
-        return;
-      }
-      if (req.headers.authorization !== "Bearer t0ken") {
-        res.writeHead(401, {
-          "www-authenticate": `Bearer realm="${self}/token",service="test",scope="repository:moat/img:pull"`,
-        });
-        res.end();
-        return;
-      }
-      const upstream = await fetch(`${base}${req.url}`, { headers: { accept: req.headers.accept ?? "*/*" } });
-      res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "" });
-      res.end(Buffer.from(await upstream.arrayBuffer()));
-    });
-    authServer.listen(0, "127.0.0.1");
-    await once(authServer, "listening");
-    authRegistry = `127.0.0.1:${(authServer.address() as AddressInfo).port}`;
+    authFront = await startTokenAuth(local, { username: "alice", password: "secret" }, "moat/img");
+    authRegistry = authFront.host;
   });
 
   after(async () => {
     await local?.stop();
-    authServer?.close();
+    authFront?.close();
     await rm(work, { recursive: true, force: true });
   });
 

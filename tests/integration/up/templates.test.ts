@@ -18,7 +18,7 @@ import { findBaseTemplate } from "@moat/orchestrator";
 import { BuildError, Sandbox, Template, waitForPort } from "e2b";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 import { CACHE_DIR } from "../helpers/orchestrator.js";
-import { type LocalRegistry, startRegistry } from "../helpers/registry.js";
+import { type LocalRegistry, startRegistry, startTokenAuth } from "../helpers/registry.js";
 
 const execFileAsync = promisify(execFile);
 const E2B_CLI = fileURLToPath(new URL("../../../node_modules/@e2b/cli/dist/index.js", import.meta.url));
@@ -324,6 +324,34 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       assert.equal(r.stdout, "user\n/opt/app\nfrom the image\nfrom-image\n");
     } finally {
       await sbx.kill();
+    }
+
+    // The same image behind a registry's Bearer-token auth: the SDK's credentials get the token.
+    const front = await startTokenAuth(registry, { username: "alice", password: "secret" }, "moat/debian");
+    try {
+      const image = `${front.host}/moat/debian:test`;
+      await assert.rejects(
+        Template.build(Template().fromImage(image, { username: "alice", password: "wrong" }), "moat-private"),
+        /401.*check the registry credentials/s,
+      );
+      logs.length = 0;
+      await Template.build(
+        Template()
+          .fromImage(image, { username: "alice", password: "secret" })
+          .runCmd("echo private > /home/user/p.txt"),
+        "moat-private",
+        { cpuCount: 1, memoryMB: 512, onBuildLogs },
+      ).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}\nbuild log:\n${logs.join("\n")}`);
+      });
+      const priv = await Sandbox.create("moat-private");
+      try {
+        assert.equal((await priv.commands.run("cat /home/user/p.txt")).stdout, "private\n");
+      } finally {
+        await priv.kill();
+      }
+    } finally {
+      front.close();
     }
   });
 });
