@@ -560,6 +560,7 @@ export class SandboxManager {
       // killed sandbox (~1.5 s here), runs in the background; the process is gone before the
       // unmount.
       sandbox.state = "pausing";
+      sandbox.stopping = "build";
       await sandbox.runtime.run();
       resetRuntime(sandbox);
       if (keepUpper) await rename(rootfsPaths(sandbox.dir).upper, keepUpper);
@@ -987,7 +988,8 @@ export class SandboxManager {
       )
       .finally(() => this.deletions.delete(deletion));
     this.deletions.add(deletion);
-    return pid === undefined ? Promise.resolve() : waitForExit(pid, 2000);
+    // A pause's sandbox has stopped with its checkpoint; a build sandbox was just killed.
+    return pid !== undefined && sandbox.stopping === "build" ? waitForExit(pid, 2000) : Promise.resolve();
   }
 
   /** At the end time: pause when the sandbox asked for it, else kill. */

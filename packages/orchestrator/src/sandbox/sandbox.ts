@@ -20,6 +20,11 @@ export class Sandbox {
   readonly started: Promise<void>;
   /** The pause or resume in flight; a kill waits for it. */
   transition: Promise<unknown> | undefined;
+  /**
+   * A build sandbox being stopped: its container's delete runs in the background as after a
+   * pause, but its process must be gone before its writable layer is unmounted and kept.
+   */
+  stopping?: "build";
   private settleStart!: () => void;
   private endTimer: NodeJS.Timeout | undefined;
 
