@@ -85,8 +85,10 @@ export async function startOrchestrator(
         if (/"level":(40|50|60)/.test(line)) process.stderr.write(`${line}\n`);
     });
     const deadline = Date.now() + 120_000;
-    // Ready once the base template is prepared (its snapshot built or found, the pool filled).
+    // Ready once it listens and the base template is prepared (its snapshot built or found, the
+    // pool filled); with snapshots off the template is "prepared" before the server listens.
     const ready = () =>
+      /orchestrator listening/.test(output.slice(logStart)) &&
       /template prepared|preparing the template snapshot failed/.test(output.slice(logStart));
     while (!ready()) {
       if (child.exitCode !== null) throw new Error(`orchestrator exited with ${child.exitCode}: ${output}`);
