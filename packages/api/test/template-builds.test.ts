@@ -9,6 +9,7 @@ import { Code } from "@connectrpc/connect";
 import { backends } from "./helpers.js";
 import {
   buildTemplate,
+  expectError,
   requestBuild,
   startBuild,
   startTemplateTestAPI,
@@ -16,13 +17,6 @@ import {
   uploadFiles,
   waitForBuild,
 } from "./template-helpers.js";
-
-async function expectError(res: Response, status: number, message?: RegExp): Promise<void> {
-  const body = (await res.json()) as { code: number; message: string };
-  assert.equal(res.status, status, JSON.stringify(body));
-  assert.equal(body.code, status);
-  if (message) assert.match(body.message, message);
-}
 
 for (const backend of backends) {
   describe(`template builds (${backend.name})`, () => {

@@ -13,19 +13,13 @@ import { openAPI } from "../src/index.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 import { backends } from "./helpers.js";
 import {
+  expectError,
   requestBuild,
   sha256,
   startTemplateTestAPI,
   type TemplateTestAPI,
   waitForBuild,
 } from "./template-helpers.js";
-
-async function expectError(res: Response, status: number, message?: RegExp): Promise<void> {
-  const body = (await res.json()) as { code: number; message: string };
-  assert.equal(res.status, status, JSON.stringify(body));
-  assert.equal(body.code, status);
-  if (message) assert.match(body.message, message);
-}
 
 for (const backend of backends) {
   describe(`template files (${backend.name})`, () => {

@@ -3,12 +3,14 @@
  * with a data directory of its own (uploads land there) whose fake node downloads COPY files from
  * the API in-process.
  */
+
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { OpenAPIOptions } from "../src/index.js";
+import type { RequestedBuild } from "../src/template/request-build.js";
 import { type Backend, startTestAPI, type TestAPI } from "./helpers.js";
 
 export interface TemplateTestAPI extends TestAPI {
@@ -43,13 +45,12 @@ export function sha256(data: string | Buffer): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
-export interface RequestedBuild {
-  templateID: string;
-  buildID: string;
-  public: boolean;
-  names: string[];
-  aliases: string[];
-  tags: string[];
+/** An error answer: the status, `{code, message}` with the same code, the message matching. */
+export async function expectError(res: Response, status: number, message?: RegExp): Promise<void> {
+  const body = (await res.json()) as { code: number; message: string };
+  assert.equal(res.status, status, JSON.stringify(body));
+  assert.equal(body.code, status);
+  if (message) assert.match(body.message, message);
 }
 
 /** POST /v3/templates, expecting 202. */

@@ -8,17 +8,11 @@ import { after, before, describe, test } from "node:test";
 import { backends, createSandbox } from "./helpers.js";
 import {
   buildTemplate,
+  expectError,
   requestBuild,
   startTemplateTestAPI,
   type TemplateTestAPI,
 } from "./template-helpers.js";
-
-async function expectError(res: Response, status: number, message?: RegExp): Promise<void> {
-  const body = (await res.json()) as { code: number; message: string };
-  assert.equal(res.status, status, JSON.stringify(body));
-  assert.equal(body.code, status);
-  if (message) assert.match(body.message, message);
-}
 
 for (const backend of backends) {
   describe(`template management (${backend.name})`, () => {

@@ -12,15 +12,8 @@ import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isPidAlive, removeTree } from "../host/files.js";
 
-/** A template build as sandboxes start from it. */
-export interface TemplateBuild {
-  /** "base" or the build id: names the build's snapshot and warm pool. */
-  key: string;
-  templateID: string;
-  /** Read-only layers of its root filesystem, top first (overlay lowerdir order). */
-  lowers: string[];
-  /** The directory its snapshots live under. */
-  dir: string;
+/** What a build's sandboxes start with, besides its files. */
+export interface TemplateSettings {
   vcpu: number;
   memoryMB: number;
   /** ENV steps (and the image's own environment), the last USER and WORKDIR. */
@@ -33,21 +26,25 @@ export interface TemplateBuild {
   readyCmd?: string;
 }
 
+/** A template build as sandboxes start from it. */
+export interface TemplateBuild extends TemplateSettings {
+  /** "base" or the build id: names the build's snapshot and warm pool. */
+  key: string;
+  templateID: string;
+  /** Read-only layers of its root filesystem, top first (overlay lowerdir order). */
+  lowers: string[];
+  /** The directory its snapshots live under. */
+  dir: string;
+}
+
 /** `build.json`: a build's layers by key (bottom first) and its settings. */
-export interface BuildManifest {
+export interface BuildManifest extends TemplateSettings {
   templateID: string;
   buildID: string;
   /** The base template's rootfs when the stack starts on it, else undefined. */
   baseRootfs?: string;
   /** Layer keys, bottom first. */
   layers: string[];
-  vcpu: number;
-  memoryMB: number;
-  env: Record<string, string>;
-  user?: string;
-  workdir?: string;
-  startCmd?: string;
-  readyCmd?: string;
   /** Hash of everything above but the ids: builds with the same one start the same sandboxes. */
   finalKey?: string;
   createdAt: string;
@@ -115,38 +112,27 @@ export class TemplateStore implements TemplateResolver {
   }
 
   toBuild(manifest: BuildManifest): TemplateBuild {
-    const lowers = [...manifest.layers].reverse().map((key) => this.layerFiles(key));
-    if (manifest.baseRootfs) lowers.push(manifest.baseRootfs);
-    return {
-      key: manifest.buildID,
-      templateID: manifest.templateID,
-      lowers,
-      dir: this.buildDir(manifest.buildID),
-      vcpu: manifest.vcpu,
-      memoryMB: manifest.memoryMB,
-      env: manifest.env,
-      user: manifest.user,
-      workdir: manifest.workdir,
-      startCmd: manifest.startCmd,
-      readyCmd: manifest.readyCmd,
-    };
+    const { buildID, baseRootfs, layers, finalKey: _final, createdAt: _created, ...settings } = manifest;
+    const lowers = [...layers].reverse().map((key) => this.layerFiles(key));
+    if (baseRootfs) lowers.push(baseRootfs);
+    return { ...settings, key: buildID, lowers, dir: this.buildDir(buildID) };
+  }
+
+  /** The manifests of every finished build on this node. */
+  manifests(): BuildManifest[] {
+    let names: string[];
+    try {
+      names = readdirSync(path.join(this.dataDir, "templates", "builds"));
+    } catch {
+      return [];
+    }
+    return names.map((id) => this.readManifest(id)).filter((m): m is BuildManifest => m !== undefined);
   }
 
   /** Another finished build with the same final key (its snapshot can serve this one). */
   findFinished(finalKey: string, except: string): TemplateBuild | undefined {
-    const root = path.join(this.dataDir, "templates", "builds");
-    let names: string[];
-    try {
-      names = readdirSync(root);
-    } catch {
-      return undefined;
-    }
-    for (const buildID of names) {
-      if (buildID === except) continue;
-      const manifest = this.readManifest(buildID);
-      if (manifest?.finalKey === finalKey) return this.readBuild(buildID);
-    }
-    return undefined;
+    const twin = this.manifests().find((m) => m.finalKey === finalKey && m.buildID !== except);
+    return twin && this.readBuild(twin.buildID);
   }
 
   /** Writes a build's manifest; the build exists for creates from then on. */
@@ -184,11 +170,7 @@ export class TemplateStore implements TemplateResolver {
     candidates: readonly string[],
     inUse: ReadonlySet<string>,
   ): Promise<{ removed: string[]; held: string[] }> {
-    const root = path.join(this.dataDir, "templates", "builds");
-    const built = new Set<string>();
-    for (const buildID of await readdir(root).catch(() => [] as string[])) {
-      for (const key of this.readManifest(buildID)?.layers ?? []) built.add(key);
-    }
+    const built = new Set(this.manifests().flatMap((m) => m.layers));
     const removed: string[] = [];
     const held: string[] = [];
     for (const key of new Set(candidates)) {
