@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
+import { SandboxEventType, type SandboxInfo } from "@moat/shared/gen/orchestrator";
 import {
   createSandbox,
   hostResources,
@@ -132,9 +132,13 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
     const victim = await createSandbox(orch, { memoryMB: 256 });
     const id = victim.config!.sandboxId;
     const events: string[] = [];
-    const watch = (async () => {
-      for await (const ev of orch.client.watchEvents({}, { signal: AbortSignal.timeout(60_000) })) {
-        if (ev.sandboxId === id) events.push(`${ev.type}:${ev.reason}`);
+    // Resolves once the FAILED event arrives (or the watch ends): the event travels on its own
+    // stream, so it may reach the test after a list that no longer shows the sandbox.
+    const failed = (async () => {
+      for await (const ev of orch.client.watchEvents({}, { signal: AbortSignal.timeout(70_000) })) {
+        if (ev.sandboxId !== id) continue;
+        events.push(`${ev.type}:${ev.reason}`);
+        if (ev.type === SandboxEventType.FAILED) return;
       }
     })().catch(() => undefined);
     await sdkFor(victim).commands.run("python3 -c 'b=[]\nwhile True: b.append(bytearray(50*1024*1024))'", {
@@ -145,11 +149,11 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
       await waitUntilGone(id, 60_000),
       "the sandbox that exceeded its memory is stopped and released",
     );
+    await failed;
     assert.ok(
-      events.some((e) => e.startsWith(`${4}:`)),
+      events.some((e) => e.startsWith(`${SandboxEventType.FAILED}:`)),
       `a FAILED event was sent: ${events}`,
     );
-    void watch;
     await othersAndHostStillWork();
   });
 
