@@ -174,6 +174,24 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
     await othersAndHostStillWork();
   });
 
+  test("while a kill runs, requests to the sandbox fail at once instead of hanging", async () => {
+    const info = await createSandbox(orch);
+    const health = `http://${info.hostAddress}:49983/health`;
+    assert.equal((await fetch(health)).status, 204);
+    const killed = orch.client.delete({ sandboxId: info.config!.sandboxId });
+    // Deleting the container takes over a second; every request meanwhile gets an answer or an error.
+    let failure: string | undefined;
+    while (failure === undefined) {
+      failure = await fetch(health, { signal: AbortSignal.timeout(1000) }).then(
+        () => undefined,
+        (err: Error) =>
+          err.name === "TimeoutError" ? "timed out" : String((err.cause as { code?: string })?.code),
+      );
+    }
+    await killed;
+    assert.notEqual(failure, "timed out", "a request to a sandbox being killed fails fast");
+  });
+
   test("kill returns the host to exactly what it had before", async () => {
     for (const info of sandboxes) await orch.client.delete({ sandboxId: info.config!.sandboxId });
     sandboxes = [];

@@ -166,6 +166,27 @@ export async function closeIngress(slot: Slot): Promise<void> {
   );
 }
 
+/**
+ * Answers every packet towards a sandbox that is being killed with a reset (or an ICMP error): its
+ * runtime may already be gone while the container is deleted, and a connection to a netstack that
+ * vanished goes silent instead of failing, so a client (or the proxy's keep-alive pool) would wait
+ * for an answer that never comes. The namespace's deletion removes the table with it.
+ */
+export async function refuseIngress(slot: Slot): Promise<void> {
+  await inNamespace(
+    slot.outerNamespace,
+    ["nft", "-f", "-"],
+    `table ip moat_stop {
+  chain forward {
+    type filter hook forward priority filter - 20; policy accept;
+    oifname "tap0" meta l4proto tcp reject with tcp reset
+    oifname "tap0" reject
+  }
+}
+`,
+  );
+}
+
 /** Undoes closeIngress; a gate that is not there is not an error. */
 export async function openIngress(slot: Slot): Promise<void> {
   try {

@@ -15,6 +15,7 @@ import {
   createSandboxNetwork,
   destroySandboxNetwork,
   openIngress,
+  refuseIngress,
 } from "../network/sandbox-network.js";
 import { MAX_SLOTS, Slot, slotIndexOf } from "../network/slot.js";
 import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
@@ -330,6 +331,13 @@ export class SandboxManager {
     sandbox.state = "stopping";
     sandbox.clearEnd();
     try {
+      // Clients fail at once instead of waiting on a sandbox that is going away.
+      const slot = sandbox.slot;
+      if (slot) {
+        await refuseIngress(slot).catch((err: unknown) =>
+          this.options.logger.warn({ err, sandboxID }, "could not refuse traffic to a stopping sandbox"),
+        );
+      }
       await releaseAll(sandbox, sandbox.cleanup);
       await Promise.all(this.deletions);
     } finally {
