@@ -23,6 +23,7 @@ import { registerSandboxesList } from "./handlers/sandboxes-list.js";
 import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
 import { registerTeamsList } from "./handlers/teams-list.js";
 import { registerTemplateAlias } from "./handlers/template-alias.js";
+import { registerTemplateBuildLogs } from "./handlers/template-build-logs.js";
 import { registerTemplateBuildStart } from "./handlers/template-build-start.js";
 import { registerTemplateBuildStatus } from "./handlers/template-build-status.js";
 import { registerTemplateDelete } from "./handlers/template-delete.js";
@@ -127,6 +128,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTemplateFilesDownload(app, ctx);
   registerTemplateBuildStart(app, ctx);
   registerTemplateBuildStatus(app, ctx);
+  registerTemplateBuildLogs(app, ctx);
   registerTemplateAlias(app, ctx);
   registerTemplatesListV1(app, ctx);
   registerTemplatesList(app, ctx);

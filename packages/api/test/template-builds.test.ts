@@ -137,6 +137,86 @@ for (const backend of backends) {
       assert.equal((await t.request(`${path}?logsOffset=-1`)).status, 400);
     });
 
+    test("log pages by time: forward and backward, continued by nextCursor, filtered by level", async () => {
+      const built = await buildTemplate(t, "logged", {
+        fromImage: "e2bdev/base",
+        steps: [
+          { type: "RUN", args: ["a"] },
+          { type: "RUN", args: ["b"] },
+        ],
+      });
+      const base = `/templates/${built.templateID}/builds/${built.buildID}`;
+      type Page = {
+        logs: Array<{ id: string; message: string; timestamp: string; level: string }>;
+        nextCursor?: string;
+        source: string;
+      };
+      const page = async (query: string): Promise<Page> => {
+        const res = await t.request(`${base}/logs?${query}`);
+        assert.equal(res.status, 200, await res.clone().text());
+        return (await res.json()) as Page;
+      };
+      const all = (await (await t.request(`${base}/status`)).json()) as {
+        logEntries: Array<{ message: string }>;
+      };
+      const messages = all.logEntries.map((e) => e.message);
+      assert.ok(messages.length >= 4);
+
+      const whole = await page("");
+      assert.deepEqual(
+        whole.logs.map((e) => e.message),
+        messages,
+      );
+      assert.equal(whole.nextCursor, undefined, "one page holds it all");
+      assert.equal(whole.source, "persistent");
+      assert.equal(new Set(whole.logs.map((e) => e.id)).size, messages.length, "ids are unique");
+
+      // Two at a time, forward and backward, until no nextCursor.
+      for (const direction of ["forward", "backward"] as const) {
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        do {
+          const p = await page(`limit=2&direction=${direction}${cursor ? `&pageCursor=${cursor}` : ""}`);
+          assert.ok(p.logs.length <= 2);
+          seen.push(...p.logs.map((e) => e.message));
+          cursor = p.nextCursor;
+        } while (cursor);
+        assert.deepEqual(seen, direction === "forward" ? messages : [...messages].reverse());
+      }
+
+      // cursor is a time: entries from it (forward) or up to it (backward).
+      const times = whole.logs.map((e) => Date.parse(e.timestamp));
+      const last = times.at(-1)!;
+      assert.deepEqual(
+        (await page(`cursor=${last}`)).logs.map((e) => e.message),
+        messages.filter((_, i) => times[i]! >= last),
+      );
+      assert.deepEqual((await page(`cursor=${last + 60_000}`)).logs, []);
+      assert.deepEqual(
+        (await page(`cursor=${times[0]! - 1}&direction=backward`)).logs,
+        [],
+        "nothing before the first entry",
+      );
+      assert.deepEqual(
+        (await page("level=info")).logs.map((e) => e.level).filter((l) => l === "debug"),
+        [],
+      );
+
+      for (const bad of [
+        "pageCursor=bm9wZQ",
+        "limit=101",
+        "direction=sideways",
+        "cursor=-5",
+        "source=memory",
+      ]) {
+        await expectError(await t.request(`${base}/logs?${bad}`), 400);
+      }
+      await expectError(
+        await t.request(`/templates/${built.templateID}/builds/${crypto.randomUUID()}/logs`),
+        404,
+      );
+    });
+
     test("a failing step ends the build in error with the step's message and number", async () => {
       t.fake.templates.failNext(1, "command exited with code 2");
       const built = await buildTemplate(t, "broken", {

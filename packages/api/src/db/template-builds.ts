@@ -262,3 +262,32 @@ export async function listBuildLogs(
   if (query.step !== undefined) q = q.where("step", "=", query.step);
   return q.orderBy("ordinal", "asc").offset(query.offset).limit(query.limit).execute();
 }
+
+/**
+ * A page of a build's log in time order (`forward`) or newest first (`backward`), from a time and/or
+ * past an ordinal (the last entry of the previous page).
+ */
+export async function pageBuildLogs(
+  db: DB,
+  query: {
+    buildID: string;
+    levels: readonly TemplateBuildLogsTable["level"][];
+    direction: "forward" | "backward";
+    from?: Date;
+    afterOrdinal?: number;
+    limit: number;
+  },
+): Promise<TemplateBuildLogRow[]> {
+  const forward = query.direction === "forward";
+  let q = db
+    .selectFrom("template_build_logs")
+    .selectAll()
+    .where("build_id", "=", query.buildID)
+    .where("level", "in", query.levels);
+  if (query.from) q = q.where("timestamp", forward ? ">=" : "<=", query.from);
+  if (query.afterOrdinal !== undefined) q = q.where("ordinal", forward ? ">" : "<", query.afterOrdinal);
+  return q
+    .orderBy("ordinal", forward ? "asc" : "desc")
+    .limit(query.limit)
+    .execute();
+}

@@ -123,6 +123,18 @@ export const BuildLogEntrySchema = z
   })
   .openapi("BuildLogEntry");
 
+export const TemplateBuildLogsResponseSchema = z
+  .object({
+    logs: z.array(
+      BuildLogEntrySchema.extend({
+        id: z.string().openapi({ description: "Stable identifier of the entry within its build" }),
+      }),
+    ),
+    nextCursor: z.string().optional().openapi({ description: "pageCursor of the next page, if any" }),
+    source: z.enum(["temporary", "persistent"]).openapi("LogsSource"),
+  })
+  .openapi("TemplateBuildLogsResponse");
+
 export const TemplateBuildInfoSchema = z
   .object({
     templateID: z.string(),

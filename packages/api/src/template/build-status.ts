@@ -13,7 +13,8 @@ import { findOwnTemplate } from "./resolve.js";
 
 type Level = TemplateBuildLogsTable["level"];
 
-const LEVELS: readonly Level[] = ["debug", "info", "warn", "error"];
+/** Lowest first: a `level` query answers it and those after it. */
+export const LOG_LEVELS: readonly Level[] = ["debug", "info", "warn", "error"];
 /** The most entries one poll answers (as E2B's API). */
 export const MAX_LOG_ENTRIES = 100;
 
@@ -35,7 +36,7 @@ export async function buildStatus(
   const template = await findOwnTemplate(ctx.db, team, templateRef);
   const build = await getBuild(ctx.db, template.template_id, buildID);
   if (!build) throw new BuildNotFoundError(buildID);
-  const levels = LEVELS.slice(LEVELS.indexOf(query.level ?? "debug"));
+  const levels = LOG_LEVELS.slice(LOG_LEVELS.indexOf(query.level ?? "debug"));
   const entries = await listBuildLogs(ctx.db, {
     buildID,
     levels,

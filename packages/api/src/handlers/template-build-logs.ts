@@ -1,0 +1,60 @@
+/**
+ * GET /templates/{templateID}/builds/{buildID}/logs: a build's log by time, page by page
+ * (`cursor` in ms, `pageCursor` from the previous page's `nextCursor`, `direction`, `level`).
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import type { APIContext } from "../context.js";
+import type { App } from "../http/env.js";
+import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
+import {
+  BuildIDParamsSchema,
+  LogLevelSchema,
+  TemplateBuildLogsResponseSchema,
+} from "../http/template-schemas.js";
+import { buildLogs } from "../template/build-logs.js";
+import { SECURITY } from "./shared.js";
+
+const route = createRoute({
+  method: "get",
+  path: "/templates/{templateID}/builds/{buildID}/logs",
+  summary: "Get a template build's log",
+  tags: ["templates"],
+  security: SECURITY,
+  request: {
+    params: BuildIDParamsSchema,
+    query: z.object({
+      cursor: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .optional()
+        .openapi({ description: "Time in ms of the first (forward) or last (backward) entry" }),
+      pageCursor: z.string().max(512).optional().openapi({ description: "nextCursor of the previous page" }),
+      limit: z.coerce
+        .number()
+        .int()
+        .min(0)
+        .max(100)
+        .optional()
+        .openapi({ description: "0-100, default 100" }),
+      direction: z.enum(["forward", "backward"]).optional().openapi({ description: "Default forward" }),
+      level: LogLevelSchema.optional().openapi({ description: "The lowest level answered" }),
+      source: z.enum(["temporary", "persistent"]).optional().openapi({
+        description: "Accepted; moat stores every entry as it arrives, so both read the same log",
+      }),
+    }),
+  },
+  responses: {
+    200: jsonResponse(TemplateBuildLogsResponseSchema, "The page"),
+    ...errorResponses,
+    404: errorJSON("No such template or build for this team"),
+  },
+});
+
+export function registerTemplateBuildLogs(app: App, ctx: APIContext): void {
+  app.openapi(route, async (c) => {
+    const { templateID, buildID } = c.req.valid("param");
+    const { source: _source, ...query } = c.req.valid("query");
+    return c.json(await buildLogs(ctx, c.get("caller").team, templateID, buildID, query), 200);
+  });
+}
