@@ -5,11 +5,11 @@
  */
 import type { APIContext } from "../context.js";
 import type { TeamRow, TemplateBuildLogsTable } from "../db/schema.js";
-import { getBuild, pageBuildLogs } from "../db/template-builds.js";
-import { BuildNotFoundError, InvalidRequestError } from "../errors.js";
+import { pageBuildLogs } from "../db/template-builds.js";
+import { InvalidRequestError } from "../errors.js";
 import { buildLogEntryView } from "../http/template-views.js";
 import { LOG_LEVELS, MAX_LOG_ENTRIES } from "./build-status.js";
-import { findOwnTemplate } from "./resolve.js";
+import { findOwnBuild } from "./resolve.js";
 
 export interface LogsQuery {
   /** Milliseconds since the epoch: the first (forward) or last (backward) time answered. */
@@ -28,9 +28,7 @@ export async function buildLogs(
   buildID: string,
   query: LogsQuery,
 ) {
-  const template = await findOwnTemplate(ctx.db, team, templateRef);
-  const build = await getBuild(ctx.db, template.template_id, buildID);
-  if (!build) throw new BuildNotFoundError(buildID);
+  await findOwnBuild(ctx.db, team, templateRef, buildID);
   const limit = Math.min(query.limit ?? MAX_LOG_ENTRIES, MAX_LOG_ENTRIES);
   // One more than asked tells whether another page follows.
   const rows = await pageBuildLogs(ctx.db, {

@@ -6,10 +6,9 @@
  */
 import type { APIContext } from "../context.js";
 import type { TeamRow, TemplateBuildLogsTable } from "../db/schema.js";
-import { getBuild, listBuildLogs } from "../db/template-builds.js";
-import { BuildNotFoundError } from "../errors.js";
+import { listBuildLogs } from "../db/template-builds.js";
 import { buildLogEntryView } from "../http/template-views.js";
-import { findOwnTemplate } from "./resolve.js";
+import { findOwnBuild } from "./resolve.js";
 
 type Level = TemplateBuildLogsTable["level"];
 
@@ -33,9 +32,7 @@ export async function buildStatus(
   buildID: string,
   query: StatusQuery,
 ) {
-  const template = await findOwnTemplate(ctx.db, team, templateRef);
-  const build = await getBuild(ctx.db, template.template_id, buildID);
-  if (!build) throw new BuildNotFoundError(buildID);
+  const { template, build } = await findOwnBuild(ctx.db, team, templateRef, buildID);
   const levels = LOG_LEVELS.slice(LOG_LEVELS.indexOf(query.level ?? "debug"));
   const entries = await listBuildLogs(ctx.db, {
     buildID,

@@ -6,9 +6,9 @@
  */
 import type { DB } from "../db/database.js";
 import type { TeamRow, TemplateBuildRow, TemplateRow } from "../db/schema.js";
-import { latestReadyBuild, taggedReadyBuild } from "../db/template-builds.js";
+import { getBuild, latestReadyBuild, taggedReadyBuild } from "../db/template-builds.js";
 import { getTeamTemplateByName, getTemplate, listTemplatesByName } from "../db/templates.js";
-import { TemplateNotFoundError } from "../errors.js";
+import { BuildNotFoundError, TemplateNotFoundError } from "../errors.js";
 import {
   isOwnNamespace,
   TEMPLATE_ID,
@@ -49,6 +49,19 @@ export async function findOwnTemplate(db: DB, team: TeamRow, input: string): Pro
   const template = ref && (await lookupTemplate(db, team, ref));
   if (!template || template.team_id !== team.team_id) throw new TemplateNotFoundError(input);
   return template;
+}
+
+/** A build of the caller's own template (see findOwnTemplate); BuildNotFoundError when it has none such. */
+export async function findOwnBuild(
+  db: DB,
+  team: TeamRow,
+  templateRef: string,
+  buildID: string,
+): Promise<{ template: TemplateRow; build: TemplateBuildRow }> {
+  const template = await findOwnTemplate(db, team, templateRef);
+  const build = await getBuild(db, template.template_id, buildID);
+  if (!build) throw new BuildNotFoundError(buildID);
+  return { template, build };
 }
 
 /**

@@ -12,11 +12,11 @@ import type { APIContext } from "../context.js";
 import type { StoredBuildStart, TeamRow, TemplateBuildRow } from "../db/schema.js";
 import { claimBuild, getBuild } from "../db/template-builds.js";
 import { getTemplateFile } from "../db/template-files.js";
-import { BuildNotFoundError, CapacityError, ConflictError, InvalidRequestError } from "../errors.js";
+import { CapacityError, ConflictError, InvalidRequestError } from "../errors.js";
 import { FILES_HASH, type TemplateBuildStartV2Schema } from "../http/template-schemas.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
 import { placeSandbox } from "../placement/placement.js";
-import { findOwnTemplate, resolveTemplateBuild } from "./resolve.js";
+import { findOwnBuild, resolveTemplateBuild } from "./resolve.js";
 
 export type BuildStart = z.infer<typeof TemplateBuildStartV2Schema>;
 type Step = NonNullable<BuildStart["steps"]>[number];
@@ -37,9 +37,7 @@ export async function startBuild(
   buildID: string,
   body: BuildStart,
 ): Promise<void> {
-  const template = await findOwnTemplate(ctx.db, team, templateRef);
-  const build = await getBuild(ctx.db, template.template_id, buildID);
-  if (!build) throw new BuildNotFoundError(buildID);
+  const { template, build } = await findOwnBuild(ctx.db, team, templateRef, buildID);
   if (build.started_at !== null || build.status !== "waiting") throw alreadyStarted(build);
 
   const base = await resolveBase(ctx, team, body);

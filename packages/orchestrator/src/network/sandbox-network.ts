@@ -153,17 +153,7 @@ export async function teardownHostNetwork(): Promise<void> {
  * envd closing its connections and the save.
  */
 export async function closeIngress(slot: Slot): Promise<void> {
-  await inNamespace(
-    slot.outerNamespace,
-    ["nft", "-f", "-"],
-    `table ip moat_gate {
-  chain forward {
-    type filter hook forward priority filter - 10; policy accept;
-    oifname "tap0" tcp flags & (syn | ack) == syn drop
-  }
-}
-`,
-  );
+  await addForwardFilter(slot, "moat_gate", -10, ['oifname "tap0" tcp flags & (syn | ack) == syn drop']);
 }
 
 /**
@@ -173,15 +163,21 @@ export async function closeIngress(slot: Slot): Promise<void> {
  * for an answer that never comes. The namespace's deletion removes the table with it.
  */
 export async function refuseIngress(slot: Slot): Promise<void> {
+  await addForwardFilter(slot, "moat_stop", -20, [
+    'oifname "tap0" meta l4proto tcp reject with tcp reset',
+    'oifname "tap0" reject',
+  ]);
+}
+
+/** A table of its own in the slot's outer namespace, filtering what is forwarded ahead of the egress policy. */
+async function addForwardFilter(slot: Slot, table: string, priority: number, rules: string[]): Promise<void> {
   await inNamespace(
     slot.outerNamespace,
     ["nft", "-f", "-"],
-    `table ip moat_stop {
+    `table ip ${table} {
   chain forward {
-    type filter hook forward priority filter - 20; policy accept;
-    oifname "tap0" meta l4proto tcp reject with tcp reset
-    oifname "tap0" reject
-  }
+    type filter hook forward priority filter ${priority < 0 ? "-" : "+"} ${Math.abs(priority)}; policy accept;
+${rules.map((rule) => `    ${rule}\n`).join("")}  }
 }
 `,
   );
