@@ -180,6 +180,11 @@ export interface TemplateBuildsTable {
    * stopped belongs to a process that is gone (marked error, "interrupted").
    */
   heartbeat_at: Date | null;
+  /**
+   * When the node was told to drop it: a newer build of the template was ready and no tag named
+   * it any more (it can never be resolved again). null while it is kept.
+   */
+  retired_at: Date | null;
 }
 
 export interface TemplateBuildLogsTable {

@@ -3,6 +3,7 @@
  * status (and, for a start, on started_at), so two API processes cannot both start a build, and a
  * runner's late write cannot undo a deletion or an "interrupted".
  */
+import { sql } from "kysely";
 import type { DB } from "./database.js";
 import type {
   BuildReason,
@@ -169,6 +170,7 @@ export async function latestBuilds(
     .distinctOn("template_id")
     .where("template_id", "in", templateIDs);
   if (status) query = query.where("status", "=", status);
+  if (status === "ready") query = query.where("retired_at", "is", null);
   const rows = await query.orderBy("template_id").orderBy("created_at", "desc").execute();
   return new Map(rows.map((r) => [r.template_id, r]));
 }
@@ -190,6 +192,7 @@ export async function taggedReadyBuild(
     .where("template_tags.template_id", "=", templateID)
     .where("template_tags.tag", "=", tag)
     .where("template_builds.status", "=", "ready")
+    .where("template_builds.retired_at", "is", null)
     .orderBy("template_tags.created_at", "desc")
     .limit(1)
     .executeTakeFirst();
@@ -201,7 +204,84 @@ export async function listReadyBuilds(db: DB, templateID: string): Promise<Templ
     .selectAll()
     .where("template_id", "=", templateID)
     .where("status", "=", "ready")
+    .where("retired_at", "is", null)
     .execute();
+}
+
+/**
+ * Ready builds nothing can start from any more: a newer build of the template was ready before
+ * `supersededBefore` (so creates that resolved them then have long reached their node), no tag
+ * names them (a tag names its newest ready assignment), and no running build stacks on them.
+ */
+export async function listRetirableBuilds(
+  db: DB,
+  supersededBefore: Date,
+): Promise<Array<Pick<TemplateBuildRow, "build_id" | "template_id" | "node_id">>> {
+  return db
+    .selectFrom("template_builds as b")
+    .select(["b.build_id", "b.template_id", "b.node_id"])
+    .where("b.status", "=", "ready")
+    .where("b.retired_at", "is", null)
+    .where((eb) =>
+      eb.exists(
+        eb
+          .selectFrom("template_builds as newer")
+          .select("newer.build_id")
+          .whereRef("newer.template_id", "=", "b.template_id")
+          .where("newer.status", "=", "ready")
+          .whereRef("newer.created_at", ">", "b.created_at")
+          .where("newer.finished_at", "<=", supersededBefore),
+      ),
+    )
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("template_tags as t")
+            .select("t.tag")
+            .whereRef("t.build_id", "=", "b.build_id")
+            .where((inner) =>
+              inner.not(
+                inner.exists(
+                  inner
+                    .selectFrom("template_tags as later")
+                    .innerJoin("template_builds as lb", "lb.build_id", "later.build_id")
+                    .select("later.tag")
+                    .whereRef("later.template_id", "=", "t.template_id")
+                    .whereRef("later.tag", "=", "t.tag")
+                    .whereRef("later.created_at", ">", "t.created_at")
+                    .where("lb.status", "=", "ready"),
+                ),
+              ),
+            ),
+        ),
+      ),
+    )
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("template_builds as child")
+            .select("child.build_id")
+            .where("child.status", "=", "building")
+            .where(sql<boolean>`child.start_request->>'fromBuildID' = b.build_id::text`),
+        ),
+      ),
+    )
+    .execute();
+}
+
+/** Marks a build retired; false when another API process did first. */
+export async function markBuildRetired(db: DB, buildID: string): Promise<boolean> {
+  const now = new Date();
+  const row = await db
+    .updateTable("template_builds")
+    .set({ retired_at: now, updated_at: now })
+    .where("build_id", "=", buildID)
+    .where("retired_at", "is", null)
+    .returning("build_id")
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 /** One page of a template's builds, newest first with the id as tie-breaker. */

@@ -9,7 +9,8 @@
  * So builds carry a heartbeat this process refreshes; builds still marked waiting/building after
  * a start whose heartbeat is stale belong to a process that is gone, and any API process marks
  * them error ("interrupted") when it starts and every SWEEP_INTERVAL_MS after. A process that
- * closes marks its own builds so at once.
+ * closes marks its own builds so at once. Each later sweep also retires the builds newer ones
+ * superseded (retire.ts).
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
@@ -28,6 +29,7 @@ import {
 import { applyReadyBuild } from "../db/templates.js";
 import { NodeBusyError, type NodeClient, NodeUnavailableError } from "../orchestrator/node-client.js";
 import { MAX_PLACEMENT_ATTEMPTS, type PlacementStrategy, placeSandbox } from "../placement/placement.js";
+import { RETIRE_AFTER_MS, retireSupersededBuilds } from "./retire.js";
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
 const SWEEP_INTERVAL_MS = 30_000;
@@ -71,6 +73,7 @@ export class TemplateBuilds {
   private readonly running = new Map<string, Running>();
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
+  private sweeping = false;
 
   constructor(private readonly deps: BuildRunnerDeps) {}
 
@@ -78,7 +81,7 @@ export class TemplateBuilds {
   async start(): Promise<void> {
     await this.sweep();
     const heartbeat = setInterval(() => void this.heartbeat(), HEARTBEAT_INTERVAL_MS);
-    const sweep = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    const sweep = setInterval(() => void this.sweepAndRetire(), SWEEP_INTERVAL_MS);
     for (const timer of [heartbeat, sweep]) {
       timer.unref();
       this.timers.push(timer);
@@ -139,6 +142,27 @@ export class TemplateBuilds {
       }
     } catch (err) {
       this.deps.logger.warn({ err }, "could not sweep interrupted template builds");
+    }
+  }
+
+  /** One at a time: a retire waits for nodes, which may take longer than the interval. */
+  private async sweepAndRetire(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      await this.sweep();
+      await this.retire();
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  /** Not at start: it calls nodes, which may not answer yet. */
+  private async retire(): Promise<void> {
+    try {
+      await retireSupersededBuilds(this.deps, new Date(Date.now() - RETIRE_AFTER_MS));
+    } catch (err) {
+      this.deps.logger.warn({ err }, "could not retire superseded template builds");
     }
   }
 }

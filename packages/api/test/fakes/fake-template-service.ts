@@ -38,6 +38,8 @@ export class FakeTemplateService {
   readonly deleted: string[] = [];
   /** Builds whose caller cancelled the stream. */
   readonly cancelled: string[] = [];
+  /** While set, DeleteBuild fails with it (a node that cannot drop builds now). */
+  deleteFailure: ConnectError | undefined;
   envdVersion = "0.6.13";
   /** How COPY steps fetch their files_url; tests without a listening API route it in-process. */
   fetchFile: (url: string) => Promise<Response> = (url) => fetch(url);
@@ -73,6 +75,7 @@ export class FakeTemplateService {
     return {
       build: (req, ctx) => this.build(req, ctx.signal),
       deleteBuild: (req) => {
+        if (this.deleteFailure) throw this.deleteFailure;
         this.deleted.push(req.buildId);
         this.ready.delete(req.buildId);
         return {};
