@@ -31,6 +31,7 @@ import { SandboxTransitions } from "./sandbox/transitions.js";
 import { TemplateBuilds } from "./template/build-runner.js";
 import { TemplateFileStore } from "./template/file-store.js";
 import { FileURLSigner } from "./template/file-urls.js";
+import { removeUnusedFiles } from "./template/files.js";
 
 export interface API {
   readonly config: APIConfig;
@@ -104,6 +105,14 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   const watchers =
     options.watchNodes === false ? [] : [...nodes.values()].map((n) => new NodeWatcher(ctx, n));
   for (const watcher of watchers) watcher.start();
+  const fileSweep = setInterval(
+    () =>
+      void removeUnusedFiles(ctx).catch((err: unknown) =>
+        logger.warn({ err }, "could not remove unused template files"),
+      ),
+    FILE_SWEEP_INTERVAL_MS,
+  );
+  fileSweep.unref();
   logger.info(
     { database: config.database.kind, nodes: [...nodes.keys()], watching: watchers.length > 0 },
     "API ready",
@@ -123,6 +132,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
       closing ??= (async () => {
         await closeAll(logger, [
           ["template builds", () => builds.close()],
+          ["template file sweep", () => clearInterval(fileSweep)],
           ["node watchers", () => Promise.all(watchers.map((w) => w.stop()))],
           [
             "node connections",
@@ -150,6 +160,9 @@ function listenURL(host: string, port: number): string {
   const reachable = bracketed === "0.0.0.0" || bracketed === "[::]" ? "127.0.0.1" : bracketed;
   return `http://${reachable}:${port}`;
 }
+
+/** How often uploaded template files are checked for removal (they are kept a week after use). */
+const FILE_SWEEP_INTERVAL_MS = 3600_000;
 
 /** How long close() lets in-flight requests finish before it cuts their connections. */
 const DRAIN_MS = 5_000;

@@ -4,12 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
 import { openAPI } from "../src/index.js";
+import { TemplateFileStore } from "../src/template/file-store.js";
+import { removeUnusedFiles } from "../src/template/files.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 import { backends } from "./helpers.js";
 import {
@@ -18,6 +20,7 @@ import {
   sha256,
   startTemplateTestAPI,
   type TemplateTestAPI,
+  uploadFiles,
   waitForBuild,
 } from "./template-helpers.js";
 
@@ -168,6 +171,52 @@ for (const backend of backends) {
       assert.equal(got.headers.get("content-length"), String(content.length));
       assert.equal(await got.text(), content);
       await expectError(await t.requestURL(filesURL, { method: "PUT", body: "overwrite" }), 403);
+    });
+
+    test("files no build used for a week are removed; the SDK is asked to upload them again", async () => {
+      const store = new TemplateFileStore(t.dataDir, t.api.config.maxUploadBytes);
+      const sweep = () =>
+        removeUnusedFiles({ db: t.api.db, templateFiles: store, logger: createNoopLogger() });
+      const [stale, checked, copied] = ["stale", "checked before an upload", "copied by a build"];
+      const files = new Map<string, string>();
+      for (const content of [stale, checked, copied])
+        files.set(content, (await uploadFiles(t, templateID, content)).hash);
+      const onDisk = (content: string) =>
+        stat(path.join(t.dataDir, "template-files", t.teamID, files.get(content)!)).then(
+          () => true,
+          () => false,
+        );
+      assert.equal(await sweep(), 0, "fresh uploads stay");
+
+      // Eight days pass with no use.
+      const eightDaysAgo = new Date(Date.now() - 8 * 24 * 3600_000);
+      await t.api.db
+        .updateTable("template_files")
+        .set({ created_at: eightDaysAgo, last_used_at: eightDaysAgo })
+        .where("team_id", "=", t.teamID)
+        .where("hash", "in", [...files.values()])
+        .execute();
+      // The SDK's check before a build, and a build's start, are uses.
+      assert.deepEqual((await link(files.get(checked)!)).body, { present: true });
+      const requested = await requestBuild(t, { name: "files" });
+      const start = await t.request(`/v2/templates/${requested.templateID}/builds/${requested.buildID}`, {
+        method: "POST",
+        json: {
+          fromImage: "e2bdev/base",
+          steps: [{ type: "COPY", args: ["f", "/f"], filesHash: files.get(copied) }],
+        },
+      });
+      assert.equal(start.status, 202);
+      await waitForBuild(t, requested);
+
+      assert.ok((await sweep()) >= 1);
+      assert.equal(await onDisk(stale), false, "the unused file is gone from disk");
+      assert.equal(await onDisk(checked), true);
+      assert.equal(await onDisk(copied), true);
+      const again = await link(files.get(stale)!);
+      assert.equal(again.body.present, false, "the SDK uploads it again");
+      assert.ok(again.body.url);
+      assert.equal(await sweep(), 0);
     });
   });
 }

@@ -214,6 +214,8 @@ export interface TemplateFilesTable {
   /** Relative to the data directory. */
   path: string;
   created_at: ColumnType<Date, Date | undefined, Date>;
+  /** When a build last asked for it (the SDK's check before an upload, a build's start). */
+  last_used_at: Date | null;
 }
 
 /** Keys shared by every API process on the database (e.g. the one signing template file URLs). */

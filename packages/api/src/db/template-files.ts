@@ -1,4 +1,5 @@
 /** Typed queries on the files teams uploaded for COPY steps (the files live on disk). */
+import { sql } from "kysely";
 import type { DB } from "./database.js";
 
 export interface TemplateFile {
@@ -28,9 +29,18 @@ export async function upsertTemplateFile(db: DB, file: TemplateFile): Promise<vo
   const now = new Date();
   await db
     .insertInto("template_files")
-    .values({ team_id: file.teamID, hash: file.hash, size: file.size, path: file.path, created_at: now })
+    .values({
+      team_id: file.teamID,
+      hash: file.hash,
+      size: file.size,
+      path: file.path,
+      created_at: now,
+      last_used_at: now,
+    })
     .onConflict((oc) =>
-      oc.columns(["team_id", "hash"]).doUpdateSet({ size: file.size, path: file.path, created_at: now }),
+      oc
+        .columns(["team_id", "hash"])
+        .doUpdateSet({ size: file.size, path: file.path, created_at: now, last_used_at: now }),
     )
     .execute();
 }
@@ -49,4 +59,46 @@ export async function uploadedHashes(
     .where("hash", "in", hashes)
     .execute();
   return new Set(rows.map((r) => r.hash));
+}
+
+/** Records that a build is about to use the file (it is then kept for the retention period). */
+export async function touchTemplateFile(db: DB, teamID: string, hash: string): Promise<void> {
+  await db
+    .updateTable("template_files")
+    .set({ last_used_at: new Date() })
+    .where("team_id", "=", teamID)
+    .where("hash", "=", hash)
+    .execute();
+}
+
+/** Files no build used since `unusedSince`, oldest first. */
+export async function listUnusedTemplateFiles(
+  db: DB,
+  unusedSince: Date,
+  limit: number,
+): Promise<TemplateFile[]> {
+  const rows = await db
+    .selectFrom("template_files")
+    .selectAll()
+    .where(sql<Date>`coalesce(last_used_at, created_at)`, "<", unusedSince)
+    .orderBy(sql`coalesce(last_used_at, created_at)`)
+    .limit(limit)
+    .execute();
+  return rows.map((row) => ({ teamID: row.team_id, hash: row.hash, size: Number(row.size), path: row.path }));
+}
+
+/** Forgets a file if it is still unused since `unusedSince`; false when a use came in between. */
+export async function deleteUnusedTemplateFile(
+  db: DB,
+  file: Pick<TemplateFile, "teamID" | "hash">,
+  unusedSince: Date,
+): Promise<boolean> {
+  const row = await db
+    .deleteFrom("template_files")
+    .where("team_id", "=", file.teamID)
+    .where("hash", "=", file.hash)
+    .where(sql<Date>`coalesce(last_used_at, created_at)`, "<", unusedSince)
+    .returning("hash")
+    .executeTakeFirst();
+  return row !== undefined;
 }

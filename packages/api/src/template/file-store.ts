@@ -77,6 +77,11 @@ export class TemplateFileStore {
     );
   }
 
+  /** Removes the file; one that is not there is not an error. */
+  async remove(relative: string): Promise<void> {
+    await rm(path.join(this.dataDir, relative), { force: true });
+  }
+
   /** The file's contents as a stream, with its size; undefined when it is not on disk. */
   async open(relative: string): Promise<{ body: ReadableStream<Uint8Array>; size: number } | undefined> {
     const file = path.join(this.dataDir, relative);

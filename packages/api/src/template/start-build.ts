@@ -11,7 +11,7 @@ import type { BuildTemplateRequestSchema, TemplateStepSchema } from "@moat/share
 import type { APIContext } from "../context.js";
 import type { StoredBuildStart, TeamRow, TemplateBuildRow } from "../db/schema.js";
 import { claimBuild, getBuild } from "../db/template-builds.js";
-import { getTemplateFile } from "../db/template-files.js";
+import { getTemplateFile, touchTemplateFile } from "../db/template-files.js";
 import { CapacityError, ConflictError, InvalidRequestError } from "../errors.js";
 import { FILES_HASH, type TemplateBuildStartV2Schema } from "../http/template-schemas.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
@@ -152,6 +152,7 @@ async function checkSteps(
           `${where}: the files with hash ${hash} were not uploaded (GET /templates/{templateID}/files/${hash})`,
         );
       }
+      await touchTemplateFile(ctx.db, team.team_id, hash);
       filesURL = await ctx.fileURLs.downloadURL(team.team_id, hash);
     }
     out.push({
