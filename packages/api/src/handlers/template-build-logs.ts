@@ -8,7 +8,7 @@ import type { App } from "../http/env.js";
 import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
 import {
   BuildIDParamsSchema,
-  LogLevelSchema,
+  LogPageQuerySchema,
   TemplateBuildLogsResponseSchema,
 } from "../http/template-schemas.js";
 import { buildLogs } from "../template/build-logs.js";
@@ -22,7 +22,7 @@ const route = createRoute({
   security: SECURITY,
   request: {
     params: BuildIDParamsSchema,
-    query: z.object({
+    query: LogPageQuerySchema.extend({
       cursor: z.coerce
         .number()
         .int()
@@ -30,15 +30,7 @@ const route = createRoute({
         .optional()
         .openapi({ description: "Time in ms of the first (forward) or last (backward) entry" }),
       pageCursor: z.string().max(512).optional().openapi({ description: "nextCursor of the previous page" }),
-      limit: z.coerce
-        .number()
-        .int()
-        .min(0)
-        .max(100)
-        .optional()
-        .openapi({ description: "0-100, default 100" }),
       direction: z.enum(["forward", "backward"]).optional().openapi({ description: "Default forward" }),
-      level: LogLevelSchema.optional().openapi({ description: "The lowest level answered" }),
       source: z.enum(["temporary", "persistent"]).optional().openapi({
         description: "Accepted; moat stores every entry as it arrives, so both read the same log",
       }),

@@ -6,7 +6,11 @@ import { createRoute, z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
 import type { App } from "../http/env.js";
 import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
-import { BuildIDParamsSchema, LogLevelSchema, TemplateBuildInfoSchema } from "../http/template-schemas.js";
+import {
+  BuildIDParamsSchema,
+  LogPageQuerySchema,
+  TemplateBuildInfoSchema,
+} from "../http/template-schemas.js";
 import { buildStatus } from "../template/build-status.js";
 import { SECURITY } from "./shared.js";
 
@@ -18,21 +22,13 @@ const route = createRoute({
   security: SECURITY,
   request: {
     params: BuildIDParamsSchema,
-    query: z.object({
+    query: LogPageQuerySchema.extend({
       logsOffset: z.coerce
         .number()
         .int()
         .min(0)
         .optional()
         .openapi({ description: "Log entries to skip (those received so far)" }),
-      limit: z.coerce
-        .number()
-        .int()
-        .min(0)
-        .max(100)
-        .optional()
-        .openapi({ description: "0-100, default 100" }),
-      level: LogLevelSchema.optional().openapi({ description: "The lowest level answered" }),
     }),
   },
   responses: {

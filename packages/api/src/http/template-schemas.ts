@@ -111,6 +111,12 @@ export const TemplateBuildStatusSchema = z
 
 export const LogLevelSchema = z.enum(["debug", "info", "warn", "error"]).openapi("LogLevel");
 
+/** Query parameters the build log routes share: a page size and the lowest level answered. */
+export const LogPageQuerySchema = z.object({
+  limit: z.coerce.number().int().min(0).max(100).optional().openapi({ description: "0-100, default 100" }),
+  level: LogLevelSchema.optional().openapi({ description: "The lowest level answered" }),
+});
+
 export const BuildLogEntrySchema = z
   .object({
     timestamp: DateTime,
