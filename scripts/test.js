@@ -1,13 +1,18 @@
 #!/usr/bin/env node
-// Runs every test file (unit tests in packages/*/test, integration tests in tests/) with Node's
-// test runner. Files run one at a time: the envd integration tests share port 49983, where the
-// e2b SDK's debug mode expects envd.
+// Runs test files with Node's test runner: every file (unit tests in packages/*/test, integration
+// tests in tests/), or with `--unit` only the root-free unit tests; other arguments filter by path.
+// Files run one at a time: the envd integration tests share port 49983, where the e2b SDK's debug
+// mode expects envd. Runs that include integration tests hold a host-wide lock, since one
+// orchestrator per host owns the sandbox networks: a second run waits instead of failing.
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 
 const root = path.resolve(import.meta.dirname, "..");
-const filters = process.argv.slice(2);
+const args = process.argv.slice(2);
+const unitOnly = args.includes("--unit");
+const filters = args.filter((a) => a !== "--unit");
+const LOCK = "/tmp/moat-integration-tests.lock";
 
 function collect(dir, out) {
   let names;
@@ -25,16 +30,36 @@ function collect(dir, out) {
   return out;
 }
 
-const files = [...collect(path.join(root, "packages"), []), ...collect(path.join(root, "tests"), [])]
+const files = [
+  ...collect(path.join(root, "packages"), []),
+  ...(unitOnly ? [] : collect(path.join(root, "tests"), [])),
+]
   .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)))
   .sort();
 if (files.length === 0) {
   console.error("no test files matched");
   process.exit(1);
 }
-const result = spawnSync(
+
+const argv = [
   process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files],
-  { cwd: root, stdio: "inherit" },
-);
+  "--import",
+  "tsx",
+  "--test",
+  "--test-concurrency=1",
+  "--test-reporter=spec",
+  ...files,
+];
+const integration = files.some((f) => f.startsWith("tests/"));
+if (integration && process.env.MOAT_TEST_LOCK_HELD !== "1") {
+  if (spawnSync("flock", ["-n", LOCK, "true"]).status !== 0) {
+    console.error(`waiting for another integration test run on this host to finish (lock ${LOCK})`);
+  }
+  argv.unshift("flock", LOCK);
+}
+const result = spawnSync(argv[0], argv.slice(1), {
+  cwd: root,
+  stdio: "inherit",
+  env: { ...process.env, MOAT_TEST_LOCK_HELD: "1" },
+});
 process.exit(result.status ?? 1);
