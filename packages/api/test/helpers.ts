@@ -1,7 +1,8 @@
 /**
- * Builds an API for a test on a fake orchestrator, on each database the run can reach: an
- * in-memory PGlite always, and PostgreSQL when MOAT_TEST_POSTGRES_URL is set (each API then gets
- * a schema of its own, dropped on close).
+ * Builds an API for a test on a fake orchestrator, on each database: an in-memory PGlite and
+ * PostgreSQL (each API gets a schema of its own, dropped on close). PostgreSQL is
+ * MOAT_TEST_POSTGRES_URL, by default the role and database scripts/prerequisites.sh makes (npm test
+ * runs it); MOAT_TEST_POSTGRES=off leaves PostgreSQL out, and the run says so.
  */
 import { randomBytes } from "node:crypto";
 import { createNoopLogger } from "@moat/shared";
@@ -15,7 +16,13 @@ export interface Backend {
   database(): Promise<{ url: string; drop(): Promise<void> }>;
 }
 
-const POSTGRES_URL = process.env.MOAT_TEST_POSTGRES_URL;
+const POSTGRES_URL =
+  process.env.MOAT_TEST_POSTGRES === "off"
+    ? undefined
+    : process.env.MOAT_TEST_POSTGRES_URL || "postgres://moat_test:moat_test@127.0.0.1:5432/moat_test";
+
+/** Why PostgreSQL tests do not run, for their skip message; undefined when they do. */
+export const POSTGRES_OFF = POSTGRES_URL ? undefined : "MOAT_TEST_POSTGRES=off";
 
 export const backends: Backend[] = [
   { name: "pglite", database: async () => ({ url: "memory://", drop: async () => undefined }) },
@@ -40,7 +47,11 @@ export const backends: Backend[] = [
 
 async function adminQuery(url: string, text: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
-  await client.connect();
+  await client.connect().catch((err: Error) => {
+    throw new Error(
+      `PostgreSQL for the tests is not reachable at ${new URL(url).host} (${err.message}): run \`bash scripts/prerequisites.sh\` as root (npm test does), or set MOAT_TEST_POSTGRES=off to leave PostgreSQL out`,
+    );
+  });
   try {
     await client.query(text);
   } finally {

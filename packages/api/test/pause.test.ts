@@ -9,7 +9,15 @@ import { Code } from "@connectrpc/connect";
 import { type CatalogEntry, createNoopLogger } from "@moat/shared";
 import { type API, openAPI } from "../src/index.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
-import { type Backend, backends, createSandbox, eventually, startTestAPI, type TestAPI } from "./helpers.js";
+import {
+  type Backend,
+  backends,
+  createSandbox,
+  eventually,
+  POSTGRES_OFF,
+  startTestAPI,
+  type TestAPI,
+} from "./helpers.js";
 
 interface Detail {
   sandboxID: string;
@@ -514,7 +522,7 @@ for (const backend of backends) {
 const postgres = backends.find((b) => b.name === "postgres");
 
 describe("pause and resume from two API processes on one database (postgres)", {
-  skip: postgres ? false : "MOAT_TEST_POSTGRES_URL is not set",
+  skip: postgres ? false : POSTGRES_OFF,
 }, () => {
   const fake = new FakeOrchestrator();
   let database: Awaited<ReturnType<Backend["database"]>>;
