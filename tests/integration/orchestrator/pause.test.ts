@@ -21,7 +21,11 @@ import {
 async function startCounter(info: SandboxInfo): Promise<void> {
   const sbx = sdkFor(info);
   await sbx.files.write("/home/user/counter.py", COUNTER_SERVER);
-  await sbx.commands.run("python3 /home/user/counter.py >/tmp/counter.log 2>&1", { background: true });
+  // timeoutMs 0: the SDK's default 60 s bounds a command's life, and 50 cycles on a busy machine outlast it.
+  await sbx.commands.run("python3 /home/user/counter.py >/tmp/counter.log 2>&1", {
+    background: true,
+    timeoutMs: 0,
+  });
   for (let i = 0; i < 100; i++) {
     if (await askCounter(info).catch(() => undefined)) return;
     await new Promise((r) => setTimeout(r, 100));

@@ -60,7 +60,8 @@ describe("moat up: pause, resume, snapshots and the warm pool", { timeout: 900_0
   test("pause and connect with the SDK; traffic to a paused sandbox resumes it", async () => {
     const sbx = await Sandbox.create("base", { lifecycle: { onTimeout: "pause", autoResume: true } });
     await sbx.files.write("/home/user/counter.py", COUNTER_SERVER);
-    await sbx.commands.run("python3 /home/user/counter.py", { background: true });
+    // No time limit: the SDK's default 60 s would end the counter, not the pause.
+    await sbx.commands.run("python3 /home/user/counter.py", { background: true, timeoutMs: 0 });
     let first: { pid: number; count: number } | undefined;
     for (let i = 0; i < 50 && !first; i++) {
       first = await askCounter(moat, sbx.sandboxId).catch(() => undefined);
