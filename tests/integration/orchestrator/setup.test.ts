@@ -54,7 +54,8 @@ describe("moat setup: runsc and the base template", () => {
   test("a second ensureRunsc is answered from the cache", async () => {
     const started = performance.now();
     assert.deepEqual(await ensureRunsc({ dataDir, logger }), install);
-    assert.ok(performance.now() - started < 100, `took ${performance.now() - started} ms`);
+    // A probe or download takes seconds; a cache hit well under one, even on a busy machine.
+    assert.ok(performance.now() - started < 1000, `took ${performance.now() - started} ms`);
   });
 
   test("the rootfs has the E2B user, passwordless sudo, python3, tini and /opt/moat", () => {
