@@ -13,6 +13,8 @@ const args = process.argv.slice(2);
 const unitOnly = args.includes("--unit");
 const filters = args.filter((a) => a !== "--unit");
 const LOCK = "/tmp/moat-integration-tests.lock";
+// Unit tests share nothing (in-memory databases, ports chosen by the OS): one file per core.
+const CONCURRENCY = Math.max(2, (await import("node:os")).availableParallelism());
 
 function collect(dir, out) {
   let names;
@@ -46,7 +48,7 @@ const argv = [
   "--import",
   "tsx",
   "--test",
-  "--test-concurrency=1",
+  unitOnly ? `--test-concurrency=${CONCURRENCY}` : "--test-concurrency=1",
   "--test-reporter=spec",
   ...files,
 ];
