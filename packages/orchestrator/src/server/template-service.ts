@@ -21,8 +21,8 @@ export function templateService(
 ): ServiceImpl<typeof TemplateService> {
   return {
     async *build(req, ctx) {
-      if (!req.templateId || !req.buildId) {
-        throw new ConnectError("template_id and build_id are required", Code.InvalidArgument);
+      if (!req.templateId || !req.buildId || !req.teamId) {
+        throw new ConnectError("team_id, template_id and build_id are required", Code.InvalidArgument);
       }
       if (Boolean(req.fromImage) === Boolean(req.fromBuildId)) {
         throw new ConnectError(
@@ -53,6 +53,7 @@ export function templateService(
       const work = builder
         .build(
           {
+            teamID: req.teamId,
             templateID: req.templateId,
             buildID: req.buildId,
             vcpu: req.vcpu || 2,

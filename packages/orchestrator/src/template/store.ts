@@ -39,6 +39,8 @@ export interface TemplateBuild extends TemplateSettings {
 
 /** `build.json`: a build's layers by key (bottom first) and its settings. */
 export interface BuildManifest extends TemplateSettings {
+  /** The team it was built for (its layers' keys and `finalKey` carry it). */
+  teamID?: string;
   templateID: string;
   buildID: string;
   /** The base template's rootfs when the stack starts on it, else undefined. */
@@ -112,7 +114,15 @@ export class TemplateStore implements TemplateResolver {
   }
 
   toBuild(manifest: BuildManifest): TemplateBuild {
-    const { buildID, baseRootfs, layers, finalKey: _final, createdAt: _created, ...settings } = manifest;
+    const {
+      buildID,
+      baseRootfs,
+      layers,
+      teamID: _team,
+      finalKey: _final,
+      createdAt: _created,
+      ...settings
+    } = manifest;
     const lowers = [...layers].reverse().map((key) => this.layerFiles(key));
     if (baseRootfs) lowers.push(baseRootfs);
     return { ...settings, key: buildID, lowers, dir: this.buildDir(buildID) };
@@ -129,9 +139,11 @@ export class TemplateStore implements TemplateResolver {
     return names.map((id) => this.readManifest(id)).filter((m): m is BuildManifest => m !== undefined);
   }
 
-  /** Another finished build with the same final key (its snapshot can serve this one). */
-  findFinished(finalKey: string, except: string): TemplateBuild | undefined {
-    const twin = this.manifests().find((m) => m.finalKey === finalKey && m.buildID !== except);
+  /** Another finished build of the team with the same final key (its snapshot can serve this one). */
+  findFinished(finalKey: string, except: string, teamID: string): TemplateBuild | undefined {
+    const twin = this.manifests().find(
+      (m) => m.finalKey === finalKey && m.buildID !== except && m.teamID === teamID,
+    );
     return twin && this.readBuild(twin.buildID);
   }
 

@@ -36,6 +36,8 @@ import {
 } from "./steps.js";
 
 export interface BuildRequest {
+  /** The team the build is for: its layers and snapshot are cached for that team only. */
+  teamID: string;
   templateID: string;
   buildID: string;
   vcpu: number;
@@ -122,6 +124,7 @@ export class TemplateBuilder {
     if (store.readManifest(req.buildID)) {
       throw new BuildStepError(`build ${req.buildID} already exists on this node`, "base");
     }
+    if (!req.teamID) throw new BuildStepError("the build request names no team", "base");
     const steps = req.steps.map((s, i) => parseStep(s, i));
     log.info(
       { steps: steps.length, fromImage: req.fromImage, fromBuildID: req.fromBuildID },
@@ -214,8 +217,8 @@ export class TemplateBuilder {
       throw new BuildStepError(`pulling ${image} failed: ${(err as Error).message}`, "base");
     }
     signal.throwIfAborted();
-    const imageKey = layerKeyOf(`image:${pulled.digest}:${PROVISION_VERSION}`);
-    const provisionKey = layerKeyOf(`provision:${imageKey}`);
+    const imageKey = layerKeyOf(req.teamID, `image:${pulled.digest}:${PROVISION_VERSION}`);
+    const provisionKey = layerKeyOf(req.teamID, `provision:${imageKey}`);
     this.hold(req, imageKey, provisionKey);
     if (!store.hasLayer(imageKey)) {
       say(`applying ${pulled.layers.length} layers of ${pulled.digest}`);
@@ -284,7 +287,7 @@ export class TemplateBuilder {
       say(`[${label}] ${describeStep(step)}`);
       return { ...stack, ctx: nextContext(stack.ctx, step) };
     }
-    const key = layerKey(stack.top, step, stack.ctx, forced ? req.buildID : "");
+    const key = layerKey(req.teamID, stack.top, step, stack.ctx, forced ? req.buildID : "");
     this.hold(req, key);
     if (!forced && store.hasLayer(key)) {
       say(`CACHED [${label}] ${describeStep(step)}`);
@@ -447,7 +450,10 @@ export class TemplateBuilder {
     }
   }
 
-  /** Downloads a COPY step's uploaded files from the API. */
+  /**
+   * Downloads a COPY step's uploaded files from the API, refusing bytes whose SHA-256 is not
+   * `hash` (what the API hashed when they were uploaded, and what the layer is cached by).
+   */
   private async download(url: string, hash: string, label: string, signal: AbortSignal): Promise<string> {
     const dir = path.join(this.options.dataDir, "templates", "downloads");
     await mkdir(dir, { recursive: true });
@@ -458,10 +464,16 @@ export class TemplateBuilder {
     try {
       const res = await fetch(url, { signal });
       if (!res.ok || !res.body) throw new Error(`the API answered ${res.status}`);
-      await pipeline(
-        Readable.fromWeb(res.body as import("node:stream/web").ReadableStream),
-        createWriteStream(file),
-      );
+      const digest = createHash("sha256");
+      const body = Readable.fromWeb(res.body as import("node:stream/web").ReadableStream);
+      body.on("data", (chunk: Buffer) => digest.update(chunk));
+      await pipeline(body, createWriteStream(file));
+      const actual = digest.digest("hex");
+      if (actual !== hash) {
+        throw new Error(
+          `their SHA-256 is ${actual}, not ${hash} as uploaded (the file changed since); upload the files again`,
+        );
+      }
       return file;
     } catch (err) {
       await rm(file, { force: true });
@@ -477,6 +489,7 @@ export class TemplateBuilder {
     const { store, manager } = this.options;
     const say = (message: string) => emit({ level: "info", message, step: "finalize" });
     const manifest: BuildManifest = {
+      teamID: req.teamID,
       templateID: req.templateID,
       buildID: req.buildID,
       baseRootfs: stack.baseRootfs,
@@ -490,14 +503,16 @@ export class TemplateBuilder {
       readyCmd: req.readyCmd || undefined,
       createdAt: new Date().toISOString(),
     };
-    // Builds that end alike (same layers, settings and commands) start alike: a snapshot one of
-    // them made serves the others, so a rebuild with every step cached costs no boot.
+    // Builds of one team that end alike (same layers, settings and commands) start alike: a
+    // snapshot one of them made serves the others, so a rebuild with every step cached costs no
+    // boot. The team is in the key (as in every layer's): what a start command generated in
+    // memory never reaches another team's sandboxes.
     manifest.finalKey = createHash("sha256")
       .update(JSON.stringify({ ...manifest, templateID: "", buildID: "", createdAt: "" }))
       .digest("hex")
       .slice(0, 32);
     await store.commitBuild(manifest);
-    const twin = store.findFinished(manifest.finalKey, req.buildID);
+    const twin = store.findFinished(manifest.finalKey, req.buildID, req.teamID);
     const built = store.readBuild(req.buildID);
     if (twin && built && (await manager.reuseSnapshot(twin, built))) {
       say(`CACHED snapshot of build ${twin.key}`);
@@ -520,8 +535,8 @@ export class TemplateBuilder {
   }
 }
 
-function layerKeyOf(text: string): string {
-  return layerKey(text, { kind: "WORKDIR", dir: "/" }, { env: {}, user: "" });
+function layerKeyOf(team: string, text: string): string {
+  return layerKey(team, text, { kind: "WORKDIR", dir: "/" }, { env: {}, user: "" });
 }
 
 /** `sh -c '<script>' sh 'arg1' …`: the script's inputs as positional arguments. */

@@ -49,6 +49,7 @@ export class BuildStepError extends Error {
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const USER_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$/;
 const MODE = /^[0-7]{3,4}$/;
+const FILES_SHA256 = /^[0-9a-f]{64}$/;
 
 /** E2B numbers steps from 1 (0 is the base), so its SDK can point at the line that added them. */
 export function stepLabel(index: number): string {
@@ -75,6 +76,9 @@ export function parseStep(input: StepInput, index: number): Step {
       if (owner && !USER_NAME.test(owner)) throw fail(`invalid owner '${owner}'`);
       if (mode && !MODE.test(mode)) throw fail(`invalid mode '${mode}' (octal, e.g. 0644)`);
       if (!input.filesHash || !input.filesURL) throw fail("its files were not uploaded");
+      if (!FILES_SHA256.test(input.filesHash)) {
+        throw fail("its files hash must be the SHA-256 (64 hex characters) of the uploaded tar");
+      }
       return { kind: "COPY", src, dest, owner, mode, filesHash: input.filesHash, filesURL: input.filesURL };
     }
     case "ENV": {
@@ -132,13 +136,18 @@ export function expandEnv(value: string, env: Record<string, string>): string {
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
- * A layer's cache key: the parent layer's key, the step, and the context it runs in. `nonce`
- * (a forced step's build id) makes a key no earlier build can have produced.
+ * A layer's cache key: the team the build is for, the parent layer's key, the step, and the
+ * context it runs in. The team keeps one team's layers (its COPY files, what its RUN steps
+ * generated) from ever serving another team's build. `nonce` (a forced step's build id) makes a
+ * key no earlier build can have produced.
  */
-export function layerKey(parent: string, step: Step, ctx: BuildContext, nonce = ""): string {
-  // A COPY's download URL carries an expiring signature; its files hash names the content.
+export function layerKey(team: string, parent: string, step: Step, ctx: BuildContext, nonce = ""): string {
+  if (!team) throw new Error("a layer key needs the team the build is for");
+  // A COPY's download URL carries an expiring signature; its files hash (the API's SHA-256 of
+  // the uploaded tar) names the content.
   const stable = step.kind === "COPY" ? { ...step, filesURL: undefined } : step;
   const canonical = JSON.stringify({
+    team,
     parent,
     step: stable,
     env: Object.entries(ctx.env).sort(([a], [b]) => a.localeCompare(b)),
