@@ -32,6 +32,16 @@ export class InvalidRouteError extends ProxyError {
   }
 }
 
+/** GET /metrics without the operator's metrics token. */
+export class MetricsUnauthorizedError extends ProxyError {
+  readonly status = 401;
+  readonly title = "Unauthorized";
+
+  body(): JSONBody {
+    return { message: this.message, code: this.status };
+  }
+}
+
 /** The catalog has no running sandbox by that ID (unknown, killed, or paused without auto-resume). */
 export class SandboxNotFoundError extends ProxyError {
   readonly status = 502;

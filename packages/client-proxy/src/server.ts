@@ -9,6 +9,7 @@
  *   → forward (forward.ts: stream both ways, or tunnel an upgrade).
  * Every refusal is a typed ProxyError rendered here, as JSON or, for browsers, HTML.
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
@@ -17,6 +18,7 @@ import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js"
 import {
   InternalProxyError,
   InvalidRouteError,
+  MetricsUnauthorizedError,
   ProxyError,
   ReservedPathError,
   rawHTTPResponse,
@@ -67,6 +69,11 @@ export interface ClientProxyOptions {
   maxConnectionsPerSandbox?: number;
   /** How long connecting to a sandbox's port may take before the proxy answers 502. Default 10 s. */
   connectTimeoutMs?: number;
+  /**
+   * Bearer token that reads GET /metrics (the operator's Prometheus). Unset: /metrics answers 401
+   * to everyone, since traffic counts of every tenant are nobody else's business.
+   */
+  metricsToken?: string;
 }
 
 export interface ClientProxy {
@@ -218,8 +225,10 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     const path = pathOf(req.url);
     let body: unknown;
     if ((req.method === "GET" || req.method === "HEAD") && path === "/health") body = { status: "ok" };
-    else if (req.method === "GET" && path === "/metrics") body = metrics.snapshot();
-    else {
+    else if (req.method === "GET" && path === "/metrics") {
+      checkMetricsToken(req, options.metricsToken);
+      body = metrics.snapshot();
+    } else {
       throw new InvalidRouteError(
         `This request names no sandbox: send E2b-Sandbox-Id and E2b-Sandbox-Port, or use a <port>-<sandboxID>.${domain} host`,
       );
@@ -345,4 +354,18 @@ function pathOf(target: string | undefined): string {
   const path = target ?? "/";
   const cut = path.indexOf("?");
   return cut === -1 ? path : path.slice(0, cut);
+}
+
+/** 401 unless the request carries `Authorization: Bearer <token>` with the metrics token. */
+function checkMetricsToken(req: IncomingMessage, token: string | undefined): void {
+  if (!token) {
+    throw new MetricsUnauthorizedError(
+      "/metrics is off: start the proxy with a metrics token (moat up: MOAT_METRICS_TOKEN or the admin token)",
+    );
+  }
+  const given = /^Bearer\s+(\S+)\s*$/i.exec(headerValue(req.headers.authorization) ?? "")?.[1] ?? "";
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  if (!timingSafeEqual(digest(given), digest(token))) {
+    throw new MetricsUnauthorizedError("/metrics needs Authorization: Bearer <metrics token>");
+  }
 }

@@ -188,6 +188,8 @@ interface Reply {
   body: Buffer;
 }
 
+const METRICS_TOKEN = "proxy-metrics-token-0123456789";
+
 describe("client proxy", { timeout: 60_000 }, () => {
   const catalog = new MemoryCatalog();
   let proxy: ClientProxy;
@@ -228,6 +230,7 @@ describe("client proxy", { timeout: 60_000 }, () => {
       domain: DOMAIN,
       catalog,
       logger: createNoopLogger(),
+      metricsToken: METRICS_TOKEN,
     });
   });
 
@@ -766,8 +769,33 @@ describe("client proxy", { timeout: 60_000 }, () => {
       assert.ok(metrics.tunnelsTotal >= 2);
       assert.ok((metrics.upstreamErrors.ECONNREFUSED ?? 0) >= 1);
       assert.ok(metrics.clientAborts >= 2);
-      const served = json(await send("/metrics"));
+      const served = json(await send("/metrics", { headers: { authorization: `Bearer ${METRICS_TOKEN}` } }));
       assert.equal(typeof served.requestsTotal, "number");
+    });
+
+    test("the proxy's own /metrics needs the metrics token; nobody else reads every tenant's traffic", async () => {
+      for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: METRICS_TOKEN }]) {
+        const reply = await send("/metrics", { headers });
+        assert.equal(reply.status, 401, JSON.stringify(headers));
+        const body = json(reply);
+        assert.equal(body.code, 401);
+        assert.match(String(body.message), /Bearer/);
+        assert.equal(body.requestsTotal, undefined);
+      }
+      const off = await startClientProxy({
+        port: 0,
+        host: "127.0.0.1",
+        domain: DOMAIN,
+        catalog,
+        logger: createNoopLogger(),
+      });
+      try {
+        const reply = await send("/metrics", { port: off.port, headers: { authorization: "Bearer x" } });
+        assert.equal(reply.status, 401, "no token configured: /metrics is off");
+        assert.match(reply.body.toString(), /metrics token/);
+      } finally {
+        await off.close();
+      }
     });
   });
 });

@@ -1,16 +1,17 @@
 /**
  * GET /templates/aliases/{alias}: whether a template name exists, for Template.exists. 200 with
- * its id for the team's own (and public ones), 403 for another team's private one (the SDK reads
- * both as "exists"), 404 when none has it. `base` is the base template.
+ * its id for the team's own (and public ones), 404 when none has it — and for another team's
+ * private one, which reads exactly as a missing one, so that no team learns what names or ids
+ * another team's private templates have. `base` is the base template.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
-import { ForbiddenError, TemplateNotFoundError } from "../errors.js";
+import { TemplateNotFoundError } from "../errors.js";
 import type { App } from "../http/env.js";
 import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
 import { TemplateAliasResponseSchema } from "../http/template-schemas.js";
 import { BASE_TEMPLATE, parseTemplateReference } from "../template/names.js";
-import { lookupTemplate, readyBuildOf } from "../template/resolve.js";
+import { lookupTemplate, readyBuildOf, usableBy } from "../template/resolve.js";
 import { SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -31,8 +32,7 @@ const route = createRoute({
   responses: {
     200: jsonResponse(TemplateAliasResponseSchema, "The template"),
     ...errorResponses,
-    403: errorJSON("Another team's private template"),
-    404: errorJSON("No template has the name"),
+    404: errorJSON("No template the team may use has the name"),
   },
 });
 
@@ -45,10 +45,7 @@ export function registerTemplateAlias(app: App, ctx: APIContext): void {
       return c.json({ templateID: BASE_TEMPLATE, public: true }, 200);
     }
     const template = await lookupTemplate(ctx.db, team, ref);
-    if (!template) throw new TemplateNotFoundError(alias);
-    if (template.team_id !== team.team_id && !template.public) {
-      throw new ForbiddenError(`you do not have access to template '${alias}'`);
-    }
+    if (!template || !usableBy(team, template)) throw new TemplateNotFoundError(alias);
     if (ref.tag !== undefined && !(await readyBuildOf(ctx.db, template, ref.tag))) {
       throw new TemplateNotFoundError(alias, `template '${alias}' has no ready build tagged '${ref.tag}'`);
     }

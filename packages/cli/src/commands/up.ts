@@ -107,6 +107,8 @@ async function up(opts: UpOptions): Promise<void> {
     domain: opts.domain,
     catalog: api.catalog,
     logger: logger.child({ component: "client-proxy" }),
+    // Prometheus scrapes both /metrics with this token (the API also takes the admin token).
+    metricsToken: process.env.MOAT_METRICS_TOKEN || adminToken,
   });
 
   const team = await api.bootstrap();
@@ -131,7 +133,9 @@ async function up(opts: UpOptions): Promise<void> {
     { mode: 0o600 },
   );
   process.stdout.write(
-    `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\n\n(also written to ${envFile})\n`,
+    `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\n\n(also written to ${envFile})\n` +
+      `Prometheus: ${api.url}/metrics and ${env.E2B_SANDBOX_URL}/metrics with Authorization: Bearer ` +
+      `${process.env.MOAT_METRICS_TOKEN ? "$MOAT_METRICS_TOKEN" : `$MOAT_ADMIN_TOKEN (in ${envFile})`}\n`,
   );
 
   let stopping = false;
