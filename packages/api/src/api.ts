@@ -24,6 +24,8 @@ import { APIMetrics } from "./http/metrics.js";
 import { NodeClient } from "./orchestrator/node-client.js";
 import { NodeWatcher } from "./orchestrator/node-watcher.js";
 import { RoundRobinPlacement } from "./placement/placement.js";
+import type { TeamLimitOverrides } from "./quotas/limits.js";
+import { PAUSED_SWEEP_INTERVAL_MS, type SweepResult, sweepPausedSandboxes } from "./quotas/paused-sweep.js";
 import { APICatalog } from "./sandbox/catalog.js";
 import { KeyedLock } from "./sandbox/keyed-lock.js";
 import { autoResume } from "./sandbox/resume.js";
@@ -45,11 +47,14 @@ export interface API {
    * call that created it; keep it then (it is stored only as a hash).
    */
   bootstrap(): Promise<BootstrapResult>;
-  createTeam(name: string): Promise<{ teamID: string }>;
+  /** A new team, with its overrides of the default quotas. */
+  createTeam(name: string, limits?: TeamLimitOverrides): Promise<{ teamID: string }>;
   /** A new API key for a team, answered once. */
   createAPIKey(teamID: string, name?: string): Promise<string>;
   /** A new access token (sk_e2b_…) for a team, answered once. */
   createAccessToken(teamID: string, name?: string): Promise<string>;
+  /** Deletes paused sandboxes past their team's retention or paused-sandbox limit (every minute by itself). */
+  sweepPausedSandboxes(): Promise<SweepResult>;
   /** Stops watching nodes and closes the node connections and the database. */
   close(): Promise<void>;
 }
@@ -113,6 +118,14 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     FILE_SWEEP_INTERVAL_MS,
   );
   fileSweep.unref();
+  const pausedSweep = setInterval(
+    () =>
+      void sweepPausedSandboxes(ctx).catch((err: unknown) =>
+        logger.warn({ err }, "could not sweep paused sandboxes"),
+      ),
+    PAUSED_SWEEP_INTERVAL_MS,
+  );
+  pausedSweep.unref();
   logger.info(
     { database: config.database.kind, nodes: [...nodes.keys()], watching: watchers.length > 0 },
     "API ready",
@@ -125,14 +138,16 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     catalog,
     db,
     bootstrap: () => bootstrap(db),
-    createTeam: (name) => createTeam(db, name),
+    createTeam: (name, limits) => createTeam(db, name, limits),
     createAPIKey: (teamID, name) => createAPIKey(db, teamID, name),
     createAccessToken: (teamID, name) => createAccessToken(db, teamID, name),
+    sweepPausedSandboxes: () => sweepPausedSandboxes(ctx),
     close() {
       closing ??= (async () => {
         await closeAll(logger, [
           ["template builds", () => builds.close()],
           ["template file sweep", () => clearInterval(fileSweep)],
+          ["paused sandbox sweep", () => clearInterval(pausedSweep)],
           ["node watchers", () => Promise.all(watchers.map((w) => w.stop()))],
           [
             "node connections",

@@ -7,6 +7,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { cors } from "hono/cors";
 import type { APIContext } from "./context.js";
 import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
+import { registerAdminTeamsLimits } from "./handlers/admin-teams-limits.js";
 import { registerHealth } from "./handlers/health.js";
 import { registerInternalCatalog } from "./handlers/internal-catalog.js";
 import { registerSandboxConnect } from "./handlers/sandbox-connect.js";
@@ -38,11 +39,13 @@ import { registerTemplateTagsList } from "./handlers/template-tags-list.js";
 import { registerTemplateUpdate } from "./handlers/template-update.js";
 import { registerTemplatesList } from "./handlers/templates-list.js";
 import { registerTemplatesListV1 } from "./handlers/templates-list-v1.js";
+import { requireMetricsToken } from "./http/admin.js";
 import { requireTeam } from "./http/auth.js";
 import { bodyLimit } from "./http/body-limit.js";
 import type { App, AppEnv } from "./http/env.js";
 import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
+import { RateLimiter } from "./quotas/rate-limit.js";
 
 /**
  * Paths whose routes belong to a team: everything but health, metrics, docs, internal and the
@@ -83,12 +86,18 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   // Template file uploads stream to disk under their own cap (maxUploadBytes).
   const jsonBodyLimit = bodyLimit(ctx.config.maxBodyBytes);
   app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
-  for (const path of TEAM_ROUTES) app.use(path, requireTeam(ctx.db));
+  const rateLimiter = new RateLimiter();
+  for (const path of TEAM_ROUTES) {
+    app.use(path, requireTeam(ctx.db, ctx.config.quotas));
+    app.use(path, rateLimiter.middleware());
+  }
 
   registerHealth(app, ctx);
-  app.get("/metrics", async (c) =>
-    c.text(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType }),
-  );
+  // The operator's (Prometheus): Authorization: Bearer with the metrics or the admin token.
+  app.get("/metrics", async (c) => {
+    requireMetricsToken(c, ctx.config);
+    return c.text(await metrics.registry.metrics(), 200, { "Content-Type": metrics.registry.contentType });
+  });
   app.openAPIRegistry.registerComponent("securitySchemes", "ApiKeyAuth", {
     type: "apiKey",
     in: "header",
@@ -141,6 +150,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTemplateDelete(app, ctx);
   registerInternalCatalog(app, ctx);
   registerAdminTeamsCreate(app, ctx);
+  registerAdminTeamsLimits(app, ctx);
 
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.method} ${c.req.path}`));
   app.onError(onError(logger));

@@ -7,6 +7,7 @@ import path from "node:path";
 import type { Transport } from "@connectrpc/connect";
 import { createLogger, type Logger } from "@moat/shared";
 import { z } from "zod";
+import { DEFAULT_TEAM_LIMITS, TEAM_LIMIT_ENV, type TeamLimits, TeamLimitsSchema } from "./quotas/limits.js";
 
 /** One orchestrator (node agent) the API places sandboxes on. */
 export interface OrchestratorNodeOptions {
@@ -43,8 +44,21 @@ export interface APIOptions {
    * `http://<host>:<port>` with 0.0.0.0/:: as 127.0.0.1 and the port actually listened on.
    */
   publicURL?: string;
-  /** Largest template file upload (a COPY step's tar) accepted, in bytes. Default 2 GiB. */
+  /**
+   * Largest template file upload (a COPY step's tar) accepted, in bytes, unless a team's limit
+   * says otherwise; the same as `quotas.maxUploadBytes`. Default 2 GiB.
+   */
   maxUploadBytes?: number;
+  /**
+   * The operator's default quotas for every team (a team's own overrides win); each also from its
+   * env var (`MOAT_TEAM_MAX_SANDBOXES`, … see quotas/limits.ts). Options win over the environment.
+   */
+  quotas?: Partial<TeamLimits>;
+  /**
+   * Bearer token that scrapes GET /metrics (env `MOAT_METRICS_TOKEN`); the admin token does too.
+   * With neither, /metrics answers 401 to everyone.
+   */
+  metricsToken?: string;
   logger?: Logger;
 }
 
@@ -65,6 +79,9 @@ export interface APIConfig {
   /** Without a trailing slash; undefined: derived from where the API listens. */
   publicURL: string | undefined;
   maxUploadBytes: number;
+  /** Every team's limits unless its row overrides them. */
+  quotas: TeamLimits;
+  metricsToken: string | undefined;
   logger: Logger;
 }
 
@@ -121,6 +138,8 @@ const optionsSchema = z.object({
     .min(1024)
     .max(Number.MAX_SAFE_INTEGER)
     .default(2 * 1024 ** 3),
+  quotas: TeamLimitsSchema.partial().default({}),
+  metricsToken: z.string().min(16, "metricsToken must be at least 16 characters").optional(),
 });
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
@@ -130,15 +149,30 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
+    metricsToken: rest.metricsToken ?? (env.MOAT_METRICS_TOKEN || undefined),
+    quotas: { ...quotasFromEnv(env), ...rest.quotas },
   });
   if (!parsed.success) {
     throw new ConfigError(
-      parsed.error.issues.map((issue) =>
-        issue.path.length > 0 ? `${issue.path.join(".")}: ${issue.message}` : issue.message,
-      ),
+      parsed.error.issues.map((issue) => {
+        const [first, name] = issue.path;
+        // A default from the environment is named as the operator set it.
+        const where =
+          first === "quotas" &&
+          typeof name === "string" &&
+          rest.quotas?.[name as keyof TeamLimits] === undefined
+            ? TEAM_LIMIT_ENV[name as keyof TeamLimits]
+            : issue.path.join(".");
+        return where ? `${where}: ${issue.message}` : issue.message;
+      }),
     );
   }
   const o = parsed.data;
+  // Options before the environment: `maxUploadBytes` (older) is the same setting as the quota.
+  const maxUploadBytes =
+    rest.quotas?.maxUploadBytes === undefined && rest.maxUploadBytes !== undefined
+      ? o.maxUploadBytes
+      : (o.quotas.maxUploadBytes ?? o.maxUploadBytes);
   return {
     dataDir: path.resolve(o.dataDir),
     port: o.port,
@@ -149,7 +183,9 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     adminToken: o.adminToken,
     maxBodyBytes: o.maxBodyBytes,
     publicURL: o.publicURL?.replace(/\/+$/, ""),
-    maxUploadBytes: o.maxUploadBytes,
+    maxUploadBytes,
+    quotas: { ...DEFAULT_TEAM_LIMITS, ...o.quotas, maxUploadBytes },
+    metricsToken: o.metricsToken,
     logger: logger ?? createLogger("api"),
   };
 }
@@ -158,4 +194,15 @@ function databaseConfig(url: string | undefined, dataDir: string): DatabaseConfi
   if (url === undefined) return { kind: "pglite", dir: path.resolve(dataDir, "db") };
   if (url.startsWith("memory://")) return { kind: "pglite-memory" };
   return { kind: "postgres", url };
+}
+
+/** The default quotas the environment sets; a value that is not a number is left to fail validation. */
+function quotasFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, variable] of Object.entries(TEAM_LIMIT_ENV)) {
+    const raw = env[variable]?.trim();
+    if (!raw) continue;
+    out[name] = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
+  }
+  return out;
 }

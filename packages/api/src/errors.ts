@@ -113,3 +113,34 @@ export class CapacityError extends Error {
     this.name = "CapacityError";
   }
 }
+
+/**
+ * The team holds all its quota allows of something (running or paused sandboxes, builds in
+ * flight) (429, without Retry-After: the SDK throws RateLimitError at once, as with E2B, since
+ * waiting alone frees nothing).
+ */
+export class QuotaExceededError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "QuotaExceededError";
+  }
+}
+
+/** The API key made more requests than its rate allows (429 with Retry-After: the SDK retries). */
+export class RateLimitedError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+    this.name = "RateLimitedError";
+  }
+}
+
+/** No team has that id (404; admin routes only). */
+export class TeamNotFoundError extends Error {
+  constructor(readonly teamID: string) {
+    super(`team '${teamID}' not found`);
+    this.name = "TeamNotFoundError";
+  }
+}

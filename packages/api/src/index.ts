@@ -6,4 +6,10 @@ export { type API, type OpenAPIOptions, openAPI, type RunningAPI, startAPI } fro
 export type { BootstrapResult } from "./auth/teams.js";
 export { type APIConfig, type APIOptions, ConfigError, type OrchestratorNodeOptions } from "./config.js";
 export { MigrationError } from "./db/database.js";
+export {
+  DEFAULT_TEAM_LIMITS,
+  TEAM_LIMIT_ENV,
+  type TeamLimitOverrides,
+  type TeamLimits,
+} from "./quotas/limits.js";
 export { APICatalog } from "./sandbox/catalog.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { backends, createSandbox, startTestAPI, type TestAPI } from "./helpers.js";
+import { backends, createSandbox, METRICS_TOKEN, startTestAPI, type TestAPI } from "./helpers.js";
 
 for (const backend of backends) {
   describe(`authentication (${backend.name})`, () => {
@@ -121,10 +121,28 @@ for (const backend of backends) {
       );
     });
 
-    test("health, metrics and the OpenAPI document need no key", async () => {
-      for (const path of ["/health", "/metrics", "/openapi.json"]) {
+    test("health and the OpenAPI document need no key; /metrics needs the operator's token, never a team's key", async () => {
+      for (const path of ["/health", "/openapi.json"]) {
         assert.equal((await t.request(path, { key: null })).status, 200, path);
       }
+      const metrics = (headers: Record<string, string>) => t.request("/metrics", { key: null, headers });
+      for (const headers of [
+        {},
+        { "x-api-key": t.apiKey },
+        { authorization: `Bearer ${t.apiKey}` },
+        { authorization: `Bearer ${METRICS_TOKEN}x` },
+        { authorization: METRICS_TOKEN },
+      ]) {
+        const res = await metrics(headers);
+        assert.equal(res.status, 401, JSON.stringify(headers));
+        const body = (await res.json()) as { code: number; message: string };
+        assert.equal(body.code, 401);
+        assert.match(body.message, /Authorization: Bearer/);
+        assert.doesNotMatch(body.message, /moat_api/);
+      }
+      const ok = await metrics({ authorization: `Bearer ${METRICS_TOKEN}` });
+      assert.equal(ok.status, 200);
+      assert.match(await ok.text(), /moat_api_requests_total/);
     });
   });
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
 import { ConfigError, parseConfig } from "../src/config.js";
+import { DEFAULT_TEAM_LIMITS } from "../src/quotas/limits.js";
 
 const logger = createNoopLogger();
 const node = { id: "node-1", url: "http://127.0.0.1:5008" };
@@ -91,6 +92,43 @@ describe("config", () => {
     assert.throws(
       () => parseConfig({ dataDir: "/d", orchestrators: [node, node], logger }, {}),
       /orchestrator ids must be unique/,
+    );
+  });
+
+  test("quotas: safe defaults, each from its MOAT_TEAM_* variable, options first; a bad value names its variable", () => {
+    const defaults = parseConfig({ dataDir: "/d", orchestrators: [node], logger }, {}).quotas;
+    assert.deepEqual(defaults, DEFAULT_TEAM_LIMITS);
+    assert.equal(defaults.maxSandboxes, 20);
+    const env = {
+      MOAT_TEAM_MAX_SANDBOXES: "5",
+      MOAT_TEAM_REQUESTS_PER_SECOND: "2.5",
+      MOAT_TEAM_MAX_UPLOAD_BYTES: "4096",
+    };
+    const fromEnv = parseConfig({ dataDir: "/d", orchestrators: [node], logger }, env);
+    assert.equal(fromEnv.quotas.maxSandboxes, 5);
+    assert.equal(fromEnv.quotas.requestsPerSecond, 2.5);
+    assert.equal(fromEnv.maxUploadBytes, 4096, "the upload cap is the same setting");
+    const options = parseConfig(
+      { dataDir: "/d", orchestrators: [node], logger, quotas: { maxSandboxes: 9 }, maxUploadBytes: 8192 },
+      env,
+    );
+    assert.equal(options.quotas.maxSandboxes, 9);
+    assert.equal(options.quotas.maxUploadBytes, 8192);
+    for (const [variable, value] of [
+      ["MOAT_TEAM_MAX_SANDBOXES", "many"],
+      ["MOAT_TEAM_MAX_PAUSED_SANDBOXES", "-1"],
+      ["MOAT_TEAM_MAX_VCPU", "0"],
+    ] as const) {
+      assert.throws(
+        () => parseConfig({ dataDir: "/d", orchestrators: [node], logger }, { [variable]: value }),
+        (err: unknown) => err instanceof ConfigError && err.message.includes(variable),
+        variable,
+      );
+    }
+    assert.equal(
+      parseConfig({ dataDir: "/d", orchestrators: [node], logger }, { MOAT_METRICS_TOKEN: "m".repeat(16) })
+        .metricsToken,
+      "m".repeat(16),
     );
   });
 });

@@ -59,6 +59,9 @@ async function adminQuery(url: string, text: string): Promise<void> {
   }
 }
 
+/** What the test APIs take as their metrics token (GET /metrics with Authorization: Bearer). */
+export const METRICS_TOKEN = "metrics-token-for-tests-0123456789";
+
 export interface TestAPI {
   api: API;
   fake: FakeOrchestrator;
@@ -83,6 +86,7 @@ export async function startTestAPI(
     databaseURL: database.url,
     orchestrators: [{ id: "node-1", transport: fake.transport() }],
     logger: createNoopLogger(),
+    metricsToken: METRICS_TOKEN,
     ...options,
   });
   const boot = await api.bootstrap();

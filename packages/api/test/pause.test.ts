@@ -14,6 +14,7 @@ import {
   backends,
   createSandbox,
   eventually,
+  METRICS_TOKEN,
   POSTGRES_OFF,
   startTestAPI,
   type TestAPI,
@@ -512,7 +513,9 @@ for (const backend of backends) {
         items: [`${running.sandboxID}:paused`, `${sleeping.sandboxID}:running`].sort(),
         totalRunning: "1",
       });
-      const metrics = await (await t.request("/metrics", { key: null })).text();
+      const metrics = await (
+        await t.request("/metrics", { key: null, headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+      ).text();
       assert.match(metrics, /moat_api_sandboxes\{state="paused"\} \d+/);
       assert.match(metrics, /moat_api_sandboxes\{state="pausing"\} 0/);
     });

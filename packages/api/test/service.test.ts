@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { backends, createSandbox, startTestAPI, type TestAPI } from "./helpers.js";
+import { backends, createSandbox, METRICS_TOKEN, startTestAPI, type TestAPI } from "./helpers.js";
 
 const ADMIN_TOKEN = "admin-token-for-tests-0123456789";
 
@@ -60,7 +60,9 @@ for (const backend of backends) {
       const sbx = await createSandbox(t);
       await t.request(`/sandboxes/${sbx.sandboxID}`);
       await t.request("/sandboxes/nosuch");
-      const text = await (await t.request("/metrics", { key: null })).text();
+      const text = await (
+        await t.request("/metrics", { key: null, headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+      ).text();
       assert.match(
         text,
         /moat_api_requests_total\{method="GET",route="\/sandboxes\/:sandboxID",status="200"\} 1/,

@@ -18,6 +18,7 @@ import {
   expectError,
   requestBuild,
   sha256,
+  startBuild,
   startTemplateTestAPI,
   type TemplateTestAPI,
   uploadFiles,
@@ -171,6 +172,109 @@ for (const backend of backends) {
       assert.equal(got.headers.get("content-length"), String(content.length));
       assert.equal(await got.text(), content);
       await expectError(await t.requestURL(filesURL, { method: "PUT", body: "overwrite" }), 403);
+    });
+
+    test("a build is cached by what the API received, never by the hash the client claimed", async () => {
+      // The claim names the file in its team; the node gets the SHA-256 of the bytes, and the team.
+      const claimed = sha256("what the client says it uploads");
+      const content = Buffer.from("what it really uploads");
+      const { url } = (await link(claimed)).body;
+      assert.equal((await t.requestURL(url!, { method: "PUT", body: content })).status, 200);
+      const requested = await requestBuild(t, { name: "keyed-by-content" });
+      const res = await startBuild(t, requested, {
+        fromImage: "e2bdev/base",
+        steps: [{ type: "COPY", args: ["f", "/f"], filesHash: claimed }],
+      });
+      assert.equal(res.status, 202, await res.text());
+      assert.equal((await waitForBuild(t, requested)).status, "ready");
+      const request = t.fake.templates.requests.at(-1)!;
+      assert.equal(request.teamId, t.teamID, "the node knows whose build it is");
+      assert.equal(request.steps[0]!.filesHash, sha256(content));
+      assert.deepEqual(t.fake.templates.downloads.get(sha256(content)), content);
+      const stored = await t.api.db
+        .selectFrom("template_files")
+        .select(["content_sha256", "size"])
+        .where("team_id", "=", t.teamID)
+        .where("hash", "=", claimed)
+        .executeTakeFirstOrThrow();
+      assert.deepEqual(stored, { content_sha256: sha256(content), size: stored.size });
+      // What the build records as asked for is the client's claim, as the SDK sent it.
+      const build = await t.api.db
+        .selectFrom("template_builds")
+        .select("start_request")
+        .where("build_id", "=", requested.buildID)
+        .executeTakeFirstOrThrow();
+      assert.equal(build.start_request?.steps[0]?.filesHash, claimed);
+    });
+
+    test("one team's files uploaded under another team's hash reach only its own builds", async () => {
+      const victim = await t.newTeam("victim");
+      const attacker = await t.newTeam("attacker");
+      const as = (key: string) => ({
+        ...t,
+        request: (p: string, i: RequestInit & { json?: unknown } = {}) => t.request(p, { ...i, key }),
+      });
+      const real = Buffer.from("the victim's config");
+      const crafted = Buffer.from("the attacker's planted files");
+      const hash = sha256(real);
+      const upload = async (key: string, template: string, body: Buffer) => {
+        const res = await t.request(`/templates/${template}/files/${hash}`, { key });
+        const linkBody = (await res.json()) as { present: boolean; url: string };
+        assert.equal(linkBody.present, false, "another team's upload is not present for this one");
+        assert.equal((await t.requestURL(linkBody.url, { method: "PUT", body })).status, 200);
+      };
+      const steps = [{ type: "COPY", args: ["app", "/home/user/app"], filesHash: hash }];
+      const attackers = await requestBuild(as(attacker.apiKey), { name: "app" });
+      await upload(attacker.apiKey, attackers.templateID, crafted);
+      assert.equal(
+        (await startBuild(as(attacker.apiKey), attackers, { fromImage: "e2bdev/base", steps })).status,
+        202,
+      );
+      assert.equal((await waitForBuild(as(attacker.apiKey), attackers)).status, "ready");
+      const attackRequest = t.fake.templates.requests.at(-1)!;
+
+      const victims = await requestBuild(as(victim.apiKey), { name: "app" });
+      await upload(victim.apiKey, victims.templateID, real);
+      assert.equal(
+        (await startBuild(as(victim.apiKey), victims, { fromImage: "e2bdev/base", steps })).status,
+        202,
+      );
+      assert.equal((await waitForBuild(as(victim.apiKey), victims)).status, "ready");
+      const victimRequest = t.fake.templates.requests.at(-1)!;
+
+      assert.equal(attackRequest.teamId, attacker.teamID);
+      assert.equal(victimRequest.teamId, victim.teamID);
+      assert.equal(attackRequest.steps[0]!.filesHash, sha256(crafted));
+      assert.equal(victimRequest.steps[0]!.filesHash, hash);
+      assert.deepEqual(
+        t.fake.templates.downloads.get(hash),
+        real,
+        "the victim's node got the victim's bytes",
+      );
+      assert.deepEqual(t.fake.templates.downloads.get(sha256(crafted)), crafted);
+    });
+
+    test("files recorded before the API hashed uploads read as not uploaded: the SDK uploads them again", async () => {
+      const content = "uploaded by an older moat";
+      const { hash } = await uploadFiles(t, templateID, content);
+      await t.api.db
+        .updateTable("template_files")
+        .set({ content_sha256: null })
+        .where("team_id", "=", t.teamID)
+        .where("hash", "=", hash)
+        .execute();
+      assert.equal((await link(hash)).body.present, false);
+      const requested = await requestBuild(t, { name: "older" });
+      await expectError(
+        await startBuild(t, requested, {
+          fromImage: "e2bdev/base",
+          steps: [{ type: "COPY", args: ["f", "/f"], filesHash: hash }],
+        }),
+        400,
+        /were not uploaded/,
+      );
+      assert.equal((await uploadFiles(t, templateID, content)).uploaded, true);
+      assert.equal((await link(hash)).body.present, true);
     });
 
     test("files no build used for a week are removed; the SDK is asked to upload them again", async () => {

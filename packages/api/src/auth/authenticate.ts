@@ -6,15 +6,22 @@ import type { DB } from "../db/database.js";
 import type { TeamRow } from "../db/schema.js";
 import { findAccessToken, findTeamByAPIKeyHash } from "../db/teams.js";
 import { UnauthenticatedError } from "../errors.js";
+import type { TeamLimits } from "../quotas/limits.js";
 import { hashSecret } from "./secrets.js";
 
+/** `id` names the credential without revealing it (the rate limit counts per id). */
 export type Credential =
-  | { kind: "apiKey"; apiKey: string }
-  | { kind: "accessToken"; accessToken: string; accessTokenID: string };
+  | { kind: "apiKey"; apiKey: string; id: string }
+  | { kind: "accessToken"; accessToken: string; accessTokenID: string; id: string };
 
 export interface Caller {
   team: TeamRow;
   credential: Credential;
+}
+
+/** A caller with the team's limits (the operator's defaults with the team's overrides). */
+export interface TeamCaller extends Caller {
+  limits: TeamLimits;
 }
 
 export interface PresentedCredentials {
@@ -26,12 +33,13 @@ export interface PresentedCredentials {
 export async function authenticate(db: DB, presented: PresentedCredentials): Promise<Caller> {
   const apiKey = presented.apiKey?.trim();
   if (apiKey) {
-    const team = await findTeamByAPIKeyHash(db, hashSecret(apiKey));
+    const keyHash = hashSecret(apiKey);
+    const team = await findTeamByAPIKeyHash(db, keyHash);
     if (!team) throw new UnauthenticatedError("invalid API key");
     if (presented.teamID && presented.teamID !== team.team_id) {
       throw new UnauthenticatedError(`the API key does not belong to team '${presented.teamID}'`);
     }
-    return { team, credential: { kind: "apiKey", apiKey } };
+    return { team, credential: { kind: "apiKey", apiKey, id: `key:${keyHash}` } };
   }
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(presented.authorization ?? "")?.[1];
   if (bearer) {
@@ -42,7 +50,12 @@ export async function authenticate(db: DB, presented: PresentedCredentials): Pro
     }
     return {
       team: found.team,
-      credential: { kind: "accessToken", accessToken: bearer, accessTokenID: found.accessTokenID },
+      credential: {
+        kind: "accessToken",
+        accessToken: bearer,
+        accessTokenID: found.accessTokenID,
+        id: `token:${found.accessTokenID}`,
+      },
     };
   }
   throw new UnauthenticatedError(

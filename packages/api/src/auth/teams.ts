@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import type { DB } from "../db/database.js";
 import { getDefaultTeam, getTeam, insertAccessToken, insertAPIKey, insertTeam } from "../db/teams.js";
 import { InvalidRequestError } from "../errors.js";
+import type { TeamLimitOverrides } from "../quotas/limits.js";
 import { deriveAPIKey, generateAccessToken, generateAPIKey, hashSecret, maskSecret } from "./secrets.js";
 
 export interface BootstrapResult {
@@ -32,10 +33,14 @@ export async function bootstrap(db: DB): Promise<BootstrapResult> {
   });
 }
 
-/** Makes a team (not the default one). */
-export async function createTeam(db: DB, name: string): Promise<{ teamID: string }> {
+/** Makes a team (not the default one), with its overrides of the default quotas. */
+export async function createTeam(
+  db: DB,
+  name: string,
+  limits: TeamLimitOverrides = {},
+): Promise<{ teamID: string }> {
   const teamID = randomUUID();
-  await insertTeam(db, { teamID, name, isDefault: false });
+  await insertTeam(db, { teamID, name, isDefault: false, limits });
   return { teamID };
 }
 

@@ -36,7 +36,8 @@ export type SandboxChanges = Partial<
 
 /**
  * Applies `changes` only while the sandbox is in one of `from` (a compare-and-set), so concurrent
- * requests and node events cannot undo each other's transitions. Answers the updated row.
+ * requests and node events cannot undo each other's transitions. Answers the updated row. Whoever
+ * records a pause records when it began (kept through a failed resume), for the paused retention.
  */
 export async function updateSandbox(
   db: DB,
@@ -44,9 +45,15 @@ export async function updateSandbox(
   from: readonly SandboxRowState[],
   changes: SandboxChanges,
 ): Promise<SandboxRow | undefined> {
+  const pausedAt =
+    changes.state === "paused"
+      ? { paused_at: sql<Date>`coalesce(paused_at, now())` }
+      : changes.state === "running"
+        ? { paused_at: null }
+        : {};
   return db
     .updateTable("sandboxes")
-    .set(changes)
+    .set({ ...changes, ...pausedAt })
     .where("sandbox_id", "=", sandboxID)
     .where("state", "in", from)
     .returningAll()

@@ -3,6 +3,7 @@
  * one is a new migration plus a change here.
  */
 import type { ColumnType, Generated, Insertable, JSONColumnType, Selectable } from "kysely";
+import type { TeamLimitOverrides } from "../quotas/limits.js";
 
 /** Written by the database on insert, read as a Date, never updated. */
 type CreatedAt = ColumnType<Date, Date | undefined, never>;
@@ -12,8 +13,8 @@ export interface TeamsTable {
   name: string;
   /** The team `bootstrap` made; at most one row has it (a partial unique index). */
   is_default: boolean;
-  /** Longest timeout a sandbox of the team may ask for (create, set timeout, connect). */
-  max_timeout_seconds: number;
+  /** The team's overrides of the operator's default quotas ({}: the defaults). */
+  limits: ColumnType<TeamLimitOverrides, string | undefined, string>;
   created_at: CreatedAt;
 }
 
@@ -86,6 +87,8 @@ export interface SandboxesTable {
   timeout_seconds: number | null;
   /** When it last started: created, or resumed. */
   started_at: Date;
+  /** When it was paused (for the paused retention); null unless paused or between states since. */
+  paused_at: Date | null;
   end_at: Date;
   stopped_at: Date | null;
   /** Why it stopped: "request", "timeout", "runtime exited", "create failed: …", "missing on node". */
@@ -213,6 +216,11 @@ export interface TemplateFilesTable {
   size: ColumnType<string | number | bigint, number, number>;
   /** Relative to the data directory. */
   path: string;
+  /**
+   * SHA-256 (hex) of the tar as the API received it: builds are cached by it and nodes check their
+   * download against it. null for uploads older than it (they read as not uploaded).
+   */
+  content_sha256: string | null;
   created_at: ColumnType<Date, Date | undefined, Date>;
   /** When a build last asked for it (the SDK's check before an upload, a build's start). */
   last_used_at: Date | null;

@@ -1,4 +1,6 @@
 /** Typed queries on teams, API keys and access tokens. */
+
+import type { TeamLimitOverrides } from "../quotas/limits.js";
 import type { DB } from "./database.js";
 import type { TeamRow } from "./schema.js";
 
@@ -38,7 +40,7 @@ export async function getDefaultTeam(db: DB): Promise<TeamRow | undefined> {
 /** Inserts a team; for the default team, answers false when another one won the race. */
 export async function insertTeam(
   db: DB,
-  team: { teamID: string; name: string; isDefault: boolean },
+  team: { teamID: string; name: string; isDefault: boolean; limits?: TeamLimitOverrides },
 ): Promise<boolean> {
   const result = await db
     .insertInto("teams")
@@ -46,7 +48,7 @@ export async function insertTeam(
       team_id: team.teamID,
       name: team.name,
       is_default: team.isDefault,
-      max_timeout_seconds: 86_400,
+      ...(team.limits ? { limits: JSON.stringify(team.limits) } : {}),
     })
     .onConflict((oc) => oc.column("is_default").where("is_default", "=", true).doNothing())
     .executeTakeFirst();
@@ -92,4 +94,27 @@ export async function insertAccessToken(
       name: token.name,
     })
     .execute();
+}
+
+/** Replaces the team's quota overrides; answers the team, or undefined when there is none. */
+export async function setTeamLimits(
+  db: DB,
+  teamID: string,
+  limits: TeamLimitOverrides,
+): Promise<TeamRow | undefined> {
+  return db
+    .updateTable("teams")
+    .set({ limits: JSON.stringify(limits) })
+    .where("team_id", "=", teamID)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/**
+ * The team's row, locked until the transaction `db` ends: what quota checks hold while they count
+ * and then add, so that concurrent requests (in any API process on the database) take turns and
+ * cannot together overshoot a limit.
+ */
+export async function lockTeam(db: DB, teamID: string): Promise<TeamRow | undefined> {
+  return db.selectFrom("teams").selectAll().where("team_id", "=", teamID).forUpdate().executeTakeFirst();
 }

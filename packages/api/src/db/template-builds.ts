@@ -371,3 +371,15 @@ export async function pageBuildLogs(
     .limit(query.limit)
     .execute();
 }
+
+/** The team's builds that a node runs now (claimed, not finished). */
+export async function countRunningBuilds(db: DB, teamID: string): Promise<number> {
+  const row = await db
+    .selectFrom("template_builds")
+    .innerJoin("templates", "templates.template_id", "template_builds.template_id")
+    .select(sql<number>`cast(count(*) as integer)`.as("count"))
+    .where("templates.team_id", "=", teamID)
+    .where("template_builds.status", "=", "building")
+    .executeTakeFirstOrThrow();
+  return row.count;
+}

@@ -8,6 +8,24 @@ export interface TemplateFile {
   size: number;
   /** Relative to the data directory. */
   path: string;
+  /** SHA-256 of the tar as received; null for files uploaded before the API recorded it. */
+  contentSHA256: string | null;
+}
+
+function fromRow(row: {
+  team_id: string;
+  hash: string;
+  size: string | number | bigint;
+  path: string;
+  content_sha256: string | null;
+}): TemplateFile {
+  return {
+    teamID: row.team_id,
+    hash: row.hash,
+    size: Number(row.size),
+    path: row.path,
+    contentSHA256: row.content_sha256,
+  };
 }
 
 export async function getTemplateFile(
@@ -21,7 +39,7 @@ export async function getTemplateFile(
     .where("team_id", "=", teamID)
     .where("hash", "=", hash)
     .executeTakeFirst();
-  return row && { teamID: row.team_id, hash: row.hash, size: Number(row.size), path: row.path };
+  return row && fromRow(row);
 }
 
 /** Records an upload; a second upload of the same hash replaces the first. */
@@ -34,13 +52,18 @@ export async function upsertTemplateFile(db: DB, file: TemplateFile): Promise<vo
       hash: file.hash,
       size: file.size,
       path: file.path,
+      content_sha256: file.contentSHA256,
       created_at: now,
       last_used_at: now,
     })
     .onConflict((oc) =>
-      oc
-        .columns(["team_id", "hash"])
-        .doUpdateSet({ size: file.size, path: file.path, created_at: now, last_used_at: now }),
+      oc.columns(["team_id", "hash"]).doUpdateSet({
+        size: file.size,
+        path: file.path,
+        content_sha256: file.contentSHA256,
+        created_at: now,
+        last_used_at: now,
+      }),
     )
     .execute();
 }
@@ -84,7 +107,7 @@ export async function listUnusedTemplateFiles(
     .orderBy(sql`coalesce(last_used_at, created_at)`)
     .limit(limit)
     .execute();
-  return rows.map((row) => ({ teamID: row.team_id, hash: row.hash, size: Number(row.size), path: row.path }));
+  return rows.map(fromRow);
 }
 
 /** Forgets a file if it is still unused since `unusedSince`; false when a use came in between. */
@@ -101,4 +124,15 @@ export async function deleteUnusedTemplateFile(
     .returning("hash")
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/** Bytes the team's uploaded files take, but for the file of `except` (one being replaced). */
+export async function storedFileBytes(db: DB, teamID: string, except?: string): Promise<number> {
+  let query = db
+    .selectFrom("template_files")
+    .select(sql<string>`coalesce(sum(size), 0)`.as("bytes"))
+    .where("team_id", "=", teamID);
+  if (except !== undefined) query = query.where("hash", "!=", except);
+  const row = await query.executeTakeFirstOrThrow();
+  return Number(row.bytes);
 }

@@ -56,10 +56,10 @@ const DEFAULT_CONNECT_TIMEOUT_SECONDS = 300;
 
 export function registerSandboxConnect(app: App, ctx: APIContext): void {
   app.openapi(connectV2, async (c) => {
-    const { team } = c.get("caller");
+    const { team, limits } = c.get("caller");
     const body = c.req.valid("json");
     const timeout = body.timeout ?? DEFAULT_CONNECT_TIMEOUT_SECONDS;
-    checkTimeout(timeout, team, "timeout");
+    checkTimeout(timeout, limits, "timeout");
     const { row, resumed } = await connectSandbox(ctx, team.team_id, c.req.valid("param").sandboxID, {
       timeoutSeconds: timeout,
       reboot: body.memory === false,
@@ -67,9 +67,9 @@ export function registerSandboxConnect(app: App, ctx: APIContext): void {
     return c.json(sandboxView(row, ctx.config.domain), resumed ? 201 : 200);
   });
   app.openapi(connectV1, async (c) => {
-    const { team } = c.get("caller");
+    const { team, limits } = c.get("caller");
     const body = c.req.valid("json");
-    checkTimeout(body.timeout, team, "timeout");
+    checkTimeout(body.timeout, limits, "timeout");
     const { row, resumed } = await connectSandbox(ctx, team.team_id, c.req.valid("param").sandboxID, {
       timeoutSeconds: body.timeout,
       reboot: body.memory === false,

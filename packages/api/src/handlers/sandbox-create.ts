@@ -18,6 +18,7 @@ import {
   SandboxSchema,
 } from "../http/schemas.js";
 import { sandboxView } from "../http/views.js";
+import type { TeamLimits } from "../quotas/limits.js";
 import { type CreateSandboxInput, createSandbox } from "../sandbox/create.js";
 import { checkTimeout, SECURITY } from "./shared.js";
 
@@ -57,7 +58,7 @@ export function registerSandboxCreate(app: App, ctx: APIContext): void {
     const input = createInput(
       c.req.valid("json"),
       { secure: true, defaultTimeout: V2_DEFAULT_TIMEOUT_SECONDS },
-      c.get("caller").team,
+      c.get("caller"),
     );
     const row = await createSandbox(ctx, input);
     return c.json(sandboxView(row, ctx.config.domain), 201);
@@ -67,7 +68,7 @@ export function registerSandboxCreate(app: App, ctx: APIContext): void {
     const input = createInput(
       body,
       { secure: body.secure === true, defaultTimeout: V1_DEFAULT_TIMEOUT_SECONDS },
-      c.get("caller").team,
+      c.get("caller"),
     );
     const row = await createSandbox(ctx, input);
     return c.json(sandboxView(row, ctx.config.domain), 201);
@@ -80,10 +81,11 @@ type NewSandboxBody = z.infer<typeof NewSandboxV2Schema>;
 export function createInput(
   body: NewSandboxBody,
   options: { secure: boolean; defaultTimeout: number },
-  team: TeamRow,
+  caller: { team: TeamRow; limits: TeamLimits },
 ): CreateSandboxInput {
+  const { team } = caller;
   const timeoutSeconds = body.timeout ?? options.defaultTimeout;
-  checkTimeout(timeoutSeconds, team, "timeout");
+  checkTimeout(timeoutSeconds, caller.limits, "timeout");
   if (body.autoPauseMemory === false && body.autoPause !== true) {
     throw new InvalidRequestError("autoPauseMemory: false requires autoPause: true");
   }
@@ -110,6 +112,7 @@ export function createInput(
   const { allowInternetAccess, network } = networkSettings(body);
   return {
     team,
+    limits: caller.limits,
     template: body.templateID,
     timeoutSeconds,
     metadata: body.metadata ?? {},

@@ -32,9 +32,9 @@ const MIN_REFRESH_SECONDS = 15;
 
 export function registerSandboxRefresh(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
-    const { team } = c.get("caller");
+    const { team, limits } = c.get("caller");
     const duration = Math.max(c.req.valid("json").duration ?? MIN_REFRESH_SECONDS, MIN_REFRESH_SECONDS);
-    checkTimeout(duration, team, "duration");
+    checkTimeout(duration, limits, "duration");
     await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, endAfter(duration), "extend");
     return c.body(null, 204);
   });

@@ -47,11 +47,11 @@ const DEFAULT_RESUME_TIMEOUT_SECONDS = 15;
 
 export function registerSandboxResume(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
-    const { team } = c.get("caller");
+    const { team, limits } = c.get("caller");
     const { sandboxID } = c.req.valid("param");
     const body = c.req.valid("json");
     const timeout = body.timeout ?? DEFAULT_RESUME_TIMEOUT_SECONDS;
-    checkTimeout(timeout, team, "timeout");
+    checkTimeout(timeout, limits, "timeout");
     const find = () => getTeamSandbox(ctx.db, team.team_id, sandboxID, LIVE_STATES);
     const row = await find();
     if (!row) throw new SandboxNotFoundError(sandboxID);

@@ -34,9 +34,9 @@ const route = createRoute({
 
 export function registerSandboxTimeout(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
-    const { team } = c.get("caller");
+    const { team, limits } = c.get("caller");
     const { timeout } = c.req.valid("json");
-    checkTimeout(timeout, team, "timeout");
+    checkTimeout(timeout, limits, "timeout");
     await changeEndTime(ctx, team.team_id, c.req.valid("param").sandboxID, endAfter(timeout), "set");
     return c.body(null, 204);
   });

@@ -1,11 +1,11 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Caller } from "../auth/authenticate.js";
+import type { TeamCaller } from "../auth/authenticate.js";
 
 /** What the middleware puts on a request's context for the handlers. */
 export interface AppEnv {
   Variables: {
-    /** Set on every authenticated route by the auth middleware. */
-    caller: Caller;
+    /** Set on every authenticated route by the auth middleware, with the team's limits. */
+    caller: TeamCaller;
   };
 }
 

@@ -16,8 +16,11 @@ import {
   ForbiddenError,
   InvalidRequestError,
   NotSupportedError,
+  QuotaExceededError,
+  RateLimitedError,
   SandboxConflictError,
   SandboxNotFoundError,
+  TeamNotFoundError,
   TemplateNotFoundError,
   TooLargeError,
   UnauthenticatedError,
@@ -43,11 +46,14 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof ForbiddenError) return { status: 403, message: err.message };
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
   if (err instanceof BuildNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof TeamNotFoundError) return { status: 404, message: err.message };
   if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
   if (err instanceof ConflictError) return { status: 409, message: err.message };
   if (err instanceof TooLargeError) return { status: 413, message: err.message };
   if (err instanceof NotSupportedError) return { status: 501, message: err.message };
   if (err instanceof CapacityError) return { status: 429, message: err.message };
+  if (err instanceof QuotaExceededError) return { status: 429, message: err.message };
+  if (err instanceof RateLimitedError) return { status: 429, message: err.message };
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
     return { status, message: MESSAGES[status] ?? (err.message || "request failed") };
@@ -63,6 +69,7 @@ export function onError(logger: Logger) {
       if (known.status >= 500) logger.warn({ err, path: c.req.path }, known.message);
       // The SDKs retry a 429 that carries whole seconds in Retry-After: a busy node is brief.
       if (err instanceof CapacityError) c.header("Retry-After", String(CAPACITY_RETRY_AFTER_SECONDS));
+      if (err instanceof RateLimitedError) c.header("Retry-After", String(err.retryAfterSeconds));
       return errorResponse(c, known.status, known.message);
     }
     logger.error({ err, method: c.req.method, path: c.req.path }, "request failed");

@@ -6,11 +6,13 @@
  * node that built it, so its sandboxes go there only.
  *
  * The record is written before the node is asked, so that a node reconcile never mistakes a
- * sandbox being created for an orphan, and so that the proxy can answer "starting" for it.
+ * sandbox being created for an orphan, and so that the proxy can answer "starting" for it. It is
+ * written under the team's lock after counting its running sandboxes (quotas/reserve.ts): the
+ * team's maxSandboxes holds however many creates race, in however many API processes.
  */
 import type { APIContext } from "../context.js";
 import { insertSandbox, updateSandbox } from "../db/sandboxes.js";
-import type { SandboxNetworkRecord, SandboxRow, TeamRow } from "../db/schema.js";
+import type { NewSandboxRow, SandboxNetworkRecord, SandboxRow, TeamRow } from "../db/schema.js";
 import { recordSpawn } from "../db/templates.js";
 import { CapacityError, InvalidRequestError, TemplateNotFoundError } from "../errors.js";
 import {
@@ -20,12 +22,17 @@ import {
   NodeUnavailableError,
 } from "../orchestrator/node-client.js";
 import { MAX_PLACEMENT_ATTEMPTS, placeSandbox } from "../placement/placement.js";
+import { checkResources } from "../quotas/check.js";
+import type { TeamLimits } from "../quotas/limits.js";
+import { takeRunningSlot } from "../quotas/reserve.js";
 import { newEnvdAccessToken, newSandboxID, newTrafficAccessToken } from "./ids.js";
 import { logSandbox, markKilled } from "./lifecycle.js";
 import { resolveTemplate, type Template } from "./templates.js";
 
 export interface CreateSandboxInput {
   team: TeamRow;
+  /** The team's limits (vCPUs and memory of the template are checked against them). */
+  limits: TeamLimits;
   /** Template id or name (`name:tag`, `team/name`) as the client named it. */
   template: string;
   timeoutSeconds: number;
@@ -46,6 +53,7 @@ export interface CreateSandboxInput {
 
 export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
   const template = await resolveTemplate(ctx.db, input.team, input.template);
+  checkResources(input.limits, template.cpuCount, template.memoryMB, `template '${input.template}'`);
   const sandboxID = newSandboxID();
   const envdAccessToken = input.secure ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
@@ -61,7 +69,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
     const now = new Date();
     const endAt = new Date(now.getTime() + input.timeoutSeconds * 1000);
     if (attempt === 0) {
-      await insertSandbox(ctx.db, {
+      const record: NewSandboxRow = {
         sandbox_id: sandboxID,
         team_id: input.team.team_id,
         template_id: template.templateID,
@@ -83,7 +91,8 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         timeout_seconds: input.timeoutSeconds,
         started_at: now,
         end_at: endAt,
-      });
+      };
+      await takeRunningSlot(ctx, input.team.team_id, (tx) => insertSandbox(tx, record));
     } else {
       await ctx.db
         .updateTable("sandboxes")

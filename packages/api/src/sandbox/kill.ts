@@ -7,7 +7,7 @@
  */
 import type { APIContext } from "../context.js";
 import { getTeamSandbox, updateSandbox } from "../db/sandboxes.js";
-import type { SandboxRowState } from "../db/schema.js";
+import type { SandboxRow, SandboxRowState } from "../db/schema.js";
 import { SandboxNotFoundError } from "../errors.js";
 import { NodeSandboxNotFoundError } from "../orchestrator/node-client.js";
 import { markKilled } from "./lifecycle.js";
@@ -33,20 +33,32 @@ export async function killSandbox(ctx: APIContext, teamID: string, sandboxID: st
     throw new SandboxNotFoundError(sandboxID);
   }
   ctx.catalog.update(sandboxID, claimed);
+  await killOnNode(ctx, claimed, row.state, "request");
+}
+
+/**
+ * The node half of a kill, once the record is `killing` (`claimed`; it was `before`): the node
+ * kills it and the record is closed with `reason`. A node that no longer has it closes the record
+ * and answers "not found"; any other failure puts the record back to `before` and throws.
+ */
+export async function killOnNode(
+  ctx: APIContext,
+  claimed: SandboxRow,
+  before: SandboxRowState,
+  reason: string,
+): Promise<void> {
+  const sandboxID = claimed.sandbox_id;
   try {
-    await nodeOf(ctx, row).delete(sandboxID);
+    await nodeOf(ctx, claimed).delete(sandboxID);
   } catch (err) {
     if (err instanceof NodeSandboxNotFoundError) {
       await markKilled(ctx, sandboxID, "missing on node");
       throw new SandboxNotFoundError(sandboxID);
     }
-    if (row.state !== "killing") {
-      ctx.catalog.update(
-        sandboxID,
-        await updateSandbox(ctx.db, sandboxID, ["killing"], { state: row.state }),
-      );
+    if (before !== "killing") {
+      ctx.catalog.update(sandboxID, await updateSandbox(ctx.db, sandboxID, ["killing"], { state: before }));
     }
     throw err;
   }
-  await markKilled(ctx, sandboxID, "request");
+  await markKilled(ctx, sandboxID, reason);
 }

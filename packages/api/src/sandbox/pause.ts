@@ -10,6 +10,7 @@ import { getSandbox, getTeamSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
 import { SandboxConflictError, SandboxNotFoundError } from "../errors.js";
 import { NodeSandboxNotFoundError, NodeTransitionError } from "../orchestrator/node-client.js";
+import { takePausedSlot } from "../quotas/reserve.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
 import { settleFromNode } from "./node-state.js";
 import { nodeOf } from "./nodes.js";
@@ -43,7 +44,10 @@ async function pauseOnNode(
   memory: boolean | undefined,
 ): Promise<SandboxRow> {
   const sandboxID = row.sandbox_id;
-  const claimed = await updateSandbox(ctx.db, sandboxID, ["running"], { state: "pausing" });
+  // A pause takes one of the team's paused sandboxes.
+  const claimed = await takePausedSlot(ctx, row.team_id, (tx) =>
+    updateSandbox(tx, sandboxID, ["running"], { state: "pausing" }),
+  );
   if (!claimed) {
     // Another API process, a kill or a node event changed it since it was read.
     const current = await getSandbox(ctx.db, sandboxID);

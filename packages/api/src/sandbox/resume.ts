@@ -14,13 +14,14 @@ import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import { getSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
-import { CapacityError, SandboxConflictError, SandboxNotFoundError } from "../errors.js";
+import { CapacityError, QuotaExceededError, SandboxConflictError, SandboxNotFoundError } from "../errors.js";
 import {
   NodeBusyError,
   NodeSandboxNotFoundError,
   NodeTransitionError,
   NodeUnavailableError,
 } from "../orchestrator/node-client.js";
+import { takeRunningSlot } from "../quotas/reserve.js";
 import { catalogEntry } from "./catalog.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
 import { settleFromNode } from "./node-state.js";
@@ -73,7 +74,10 @@ export async function resumeOrGet(
 
 async function resumeOnNode(ctx: APIContext, row: SandboxRow, request: ResumeRequest): Promise<SandboxRow> {
   const sandboxID = row.sandbox_id;
-  const claimed = await updateSandbox(ctx.db, sandboxID, ["paused"], { state: "resuming" });
+  // A resume takes one of the team's running sandboxes, as a create does.
+  const claimed = await takeRunningSlot(ctx, row.team_id, (tx) =>
+    updateSandbox(tx, sandboxID, ["paused"], { state: "resuming" }),
+  );
   if (!claimed) {
     // Another API process, a kill or a node event changed it since it was read.
     const current = await getSandbox(ctx.db, sandboxID);
@@ -158,7 +162,8 @@ export async function autoResume(ctx: APIContext, sandboxID: string): Promise<Ca
     if (
       err instanceof SandboxNotFoundError ||
       err instanceof SandboxConflictError ||
-      err instanceof CapacityError
+      err instanceof CapacityError ||
+      err instanceof QuotaExceededError
     ) {
       ctx.logger.info({ sandboxID, reason: err.message }, "auto-resume refused");
       return undefined;

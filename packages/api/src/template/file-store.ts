@@ -1,10 +1,11 @@
 /**
  * The files teams upload for COPY steps, on disk under `<dataDir>/template-files/<teamID>/<hash>`
  * (a tar, gzip or plain, as the SDK made it). An upload streams to a temporary name beside its
- * final one and is renamed when complete, so a reader never sees half a file and a failed upload
- * leaves nothing behind; nothing is held in memory.
+ * final one (hashed with SHA-256 as it streams) and is renamed when complete and accepted, so a
+ * reader never sees half a file and a failed or refused upload leaves nothing behind; nothing is
+ * held in memory.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
@@ -15,10 +16,19 @@ import { InvalidRequestError, TooLargeError } from "../errors.js";
 
 const DIR = "template-files";
 
+/** An upload on disk under its temporary name, not yet in place. */
+export interface ReceivedFile {
+  /** Absolute path of the temporary file. */
+  temporary: string;
+  size: number;
+  /** SHA-256 (hex) of the bytes received: what builds cache the COPY's layer by. */
+  sha256: string;
+}
+
 export class TemplateFileStore {
   constructor(
     private readonly dataDir: string,
-    /** Largest file accepted. */
+    /** Largest file accepted unless a call says otherwise. */
     readonly maxBytes: number,
   ) {}
 
@@ -28,28 +38,30 @@ export class TemplateFileStore {
   }
 
   /**
-   * Writes `body` as the team's file of `hash`; answers its size and relative path. Throws
-   * TooLargeError past `maxBytes` (declared or counted) and InvalidRequestError when the body
-   * does not match its declared length.
+   * Streams `body` to a temporary file beside the team's file of `hash`; `commit` puts it in
+   * place, `discard` removes it. Throws TooLargeError past `maxBytes` (declared or counted) and
+   * InvalidRequestError when the body does not match its declared length, leaving nothing.
    */
-  async write(
+  async receive(
     teamID: string,
     hash: string,
     body: ReadableStream<Uint8Array>,
     declaredLength: number | undefined,
-  ): Promise<{ size: number; path: string }> {
-    const tooLarge = () => new TooLargeError(`the file is larger than ${this.maxBytes} bytes`);
-    if (declaredLength !== undefined && declaredLength > this.maxBytes) throw tooLarge();
-    const relative = this.relativePath(teamID, hash);
-    const final = path.join(this.dataDir, relative);
+    maxBytes = this.maxBytes,
+  ): Promise<ReceivedFile> {
+    const tooLarge = () => new TooLargeError(`the file is larger than ${maxBytes} bytes`);
+    if (declaredLength !== undefined && declaredLength > maxBytes) throw tooLarge();
+    const final = path.join(this.dataDir, this.relativePath(teamID, hash));
     await mkdir(path.dirname(final), { recursive: true });
     const temporary = `${final}.${randomBytes(6).toString("hex")}.tmp`;
     let size = 0;
-    const maxBytes = this.maxBytes;
+    const digest = createHash("sha256");
     const counter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         size += chunk.length;
-        callback(size > maxBytes ? tooLarge() : null, chunk);
+        if (size > maxBytes) return callback(tooLarge());
+        digest.update(chunk);
+        callback(null, chunk);
       },
     });
     try {
@@ -61,12 +73,23 @@ export class TemplateFileStore {
       if (declaredLength !== undefined && size !== declaredLength) {
         throw new InvalidRequestError(`the body has ${size} bytes, Content-Length says ${declaredLength}`);
       }
-      await rename(temporary, final);
     } catch (err) {
       await rm(temporary, { force: true });
       throw err;
     }
-    return { size, path: relative };
+    return { temporary, size, sha256: digest.digest("hex") };
+  }
+
+  /** Puts a received file in place as the team's file of `hash`; answers its relative path. */
+  async commit(received: ReceivedFile, teamID: string, hash: string): Promise<string> {
+    const relative = this.relativePath(teamID, hash);
+    await rename(received.temporary, path.join(this.dataDir, relative));
+    return relative;
+  }
+
+  /** Removes a received file that was not accepted. */
+  async discard(received: ReceivedFile): Promise<void> {
+    await rm(received.temporary, { force: true });
   }
 
   /** Whether the file is on this API's disk. */

@@ -3,18 +3,27 @@
  * already uploaded that hash; if not it PUTs the tar to the signed URL answered here. Files belong
  * to the team, not to one template: a rebuild or another template copying the same files skips
  * the upload. Files no build used for FILE_RETENTION_MS are removed (the SDK then uploads again).
+ *
+ * The hash is the client's claim and only names the file within its team. The server cannot
+ * recompute it from the tar (the SDK hashes each directory's size on the client's filesystem,
+ * which a tar does not carry), so the API hashes what it receives (SHA-256 of the tar) and builds
+ * are cached by that: a file uploaded under another file's hash is cached as what it is.
  */
 import type { APIContext } from "../context.js";
 import type { TeamRow } from "../db/schema.js";
+import { getTeam } from "../db/teams.js";
 import {
   deleteUnusedTemplateFile,
   getTemplateFile,
   listUnusedTemplateFiles,
+  storedFileBytes,
   touchTemplateFile,
   upsertTemplateFile,
 } from "../db/template-files.js";
-import { InvalidRequestError } from "../errors.js";
+import { ForbiddenError, InvalidRequestError } from "../errors.js";
 import { FILES_HASH } from "../http/template-schemas.js";
+import { teamLimits } from "../quotas/limits.js";
+import { checkUploadSpace, takeUploadSpace } from "../quotas/reserve.js";
 import { findOwnTemplate } from "./resolve.js";
 
 export interface FileUploadLink {
@@ -45,13 +54,20 @@ export async function fileUploadLink(
   };
 }
 
-/** Whether the team's file of that hash is recorded and on this API's disk. */
+/**
+ * Whether the team's file of that hash is recorded with the hash of its content and on this API's
+ * disk (one recorded before the API hashed uploads is uploaded again).
+ */
 async function isUploaded(ctx: APIContext, teamID: string, hash: string): Promise<boolean> {
   const file = await getTemplateFile(ctx.db, teamID, hash);
-  return file !== undefined && (await ctx.templateFiles.exists(file.path));
+  return file?.contentSHA256 != null && (await ctx.templateFiles.exists(file.path));
 }
 
-/** Stores an upload a signed URL authorised (the caller checked the signature). */
+/**
+ * Stores an upload a signed URL authorised (the caller checked the signature), within the team's
+ * limits: the file's size (maxUploadBytes) and all its files together (maxStoredUploadBytes),
+ * counted under the team's lock when the file is put in place.
+ */
 export async function storeUpload(
   ctx: APIContext,
   teamID: string,
@@ -59,9 +75,30 @@ export async function storeUpload(
   body: ReadableStream<Uint8Array>,
   declaredLength: number | undefined,
 ): Promise<void> {
-  const { size, path } = await ctx.templateFiles.write(teamID, hash, body, declaredLength);
-  await upsertTemplateFile(ctx.db, { teamID, hash, size, path });
-  ctx.logger.info({ teamID, hash, size }, "template file uploaded");
+  const team = await getTeam(ctx.db, teamID);
+  if (!team) throw new ForbiddenError("the team this upload URL was made for no longer exists");
+  const limits = teamLimits(ctx.config.quotas, team);
+  // A declared size past what is left is refused before any byte is stored.
+  if (declaredLength !== undefined) {
+    checkUploadSpace(limits, await storedFileBytes(ctx.db, teamID, hash), declaredLength);
+  }
+  const received = await ctx.templateFiles.receive(teamID, hash, body, declaredLength, limits.maxUploadBytes);
+  try {
+    await takeUploadSpace(ctx, teamID, hash, received.size, async (tx) => {
+      const path = await ctx.templateFiles.commit(received, teamID, hash);
+      await upsertTemplateFile(tx, {
+        teamID,
+        hash,
+        size: received.size,
+        path,
+        contentSHA256: received.sha256,
+      });
+    });
+  } catch (err) {
+    await ctx.templateFiles.discard(received);
+    throw err;
+  }
+  ctx.logger.info({ teamID, hash, size: received.size, sha256: received.sha256 }, "template file uploaded");
 }
 
 /** How long an uploaded file no build used is kept. */

@@ -11,6 +11,8 @@ import { insertBuild, supersedeUnstartedBuilds } from "../db/template-builds.js"
 import { assignTags } from "../db/template-tags.js";
 import { upsertTemplateForBuild } from "../db/templates.js";
 import { InvalidRequestError } from "../errors.js";
+import { checkResources } from "../quotas/check.js";
+import { teamLimits } from "../quotas/limits.js";
 import { newTemplateID } from "../sandbox/ids.js";
 import {
   BASE_TEMPLATE,
@@ -69,6 +71,8 @@ export async function requestBuild(
   const buildID = randomUUID();
   const cpuCount = body.cpuCount ?? DEFAULT_TEMPLATE_CPU;
   const memoryMB = body.memoryMB ?? DEFAULT_TEMPLATE_MEMORY_MB;
+  // Its build sandboxes and its sandboxes get these: past the team's maximum is refused now.
+  checkResources(teamLimits(ctx.config.quotas, team), cpuCount, memoryMB, "the template");
 
   const template = await ctx.db.transaction().execute(async (tx) => {
     const row = await upsertTemplateForBuild(tx, {

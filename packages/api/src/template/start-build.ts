@@ -16,6 +16,9 @@ import { CapacityError, ConflictError, InvalidRequestError } from "../errors.js"
 import { FILES_HASH, type TemplateBuildStartV2Schema } from "../http/template-schemas.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
 import { placeSandbox } from "../placement/placement.js";
+import { checkResources } from "../quotas/check.js";
+import { teamLimits } from "../quotas/limits.js";
+import { takeBuildSlot } from "../quotas/reserve.js";
 import { findOwnBuild, resolveTemplateBuild } from "./resolve.js";
 
 export type BuildStart = z.infer<typeof TemplateBuildStartV2Schema>;
@@ -39,6 +42,8 @@ export async function startBuild(
 ): Promise<void> {
   const { template, build } = await findOwnBuild(ctx.db, team, templateRef, buildID);
   if (build.started_at !== null || build.status !== "waiting") throw alreadyStarted(build);
+  // The limits may have been lowered since the build was requested.
+  checkResources(teamLimits(ctx.config.quotas, team), build.cpu_count, build.memory_mb);
 
   const base = await resolveBase(ctx, team, body);
   const steps = body.steps ?? [];
@@ -60,10 +65,11 @@ export async function startBuild(
       ...(s.filesHash ? { filesHash: s.filesHash } : {}),
     })),
   };
-  const claimed = await claimBuild(ctx.db, buildID, stored, node.id);
+  const claimed = await takeBuildSlot(ctx, team.team_id, (tx) => claimBuild(tx, buildID, stored, node.id));
   if (!claimed) throw alreadyStarted((await getBuild(ctx.db, template.template_id, buildID)) ?? build);
 
   const request: MessageInitShape<typeof BuildTemplateRequestSchema> = {
+    teamId: team.team_id,
     templateId: template.template_id,
     buildId: buildID,
     vcpu: claimed.cpu_count,
@@ -139,6 +145,7 @@ async function checkSteps(
     const problem = argumentProblem(step);
     if (problem) throw new InvalidRequestError(`${where}: ${problem}`);
     let filesURL = "";
+    let contentHash = "";
     if (step.type === "COPY") {
       const hash = step.filesHash ?? "";
       if (!FILES_HASH.test(hash)) {
@@ -147,19 +154,21 @@ async function checkSteps(
         );
       }
       const file = await getTemplateFile(ctx.db, team.team_id, hash);
-      if (!file || !(await ctx.templateFiles.exists(file.path))) {
+      if (!file?.contentSHA256 || !(await ctx.templateFiles.exists(file.path))) {
         throw new InvalidRequestError(
           `${where}: the files with hash ${hash} were not uploaded (GET /templates/{templateID}/files/${hash})`,
         );
       }
       await touchTemplateFile(ctx.db, team.team_id, hash);
       filesURL = await ctx.fileURLs.downloadURL(team.team_id, hash);
+      // The node caches the layer by what the API hashed of the upload, never by the client's claim.
+      contentHash = file.contentSHA256;
     }
     out.push({
       type: step.type,
       args: step.args,
       force: step.force ?? false,
-      filesHash: step.filesHash ?? "",
+      filesHash: contentHash,
       filesUrl: filesURL,
     });
   }

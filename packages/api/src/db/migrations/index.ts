@@ -7,10 +7,14 @@ import * as m0001 from "./0001-initial.js";
 import * as m0002 from "./0002-pause-resume.js";
 import * as m0003 from "./0003-templates.js";
 import * as m0004 from "./0004-template-retention.js";
+import * as m0005 from "./0005-template-file-hashes.js";
+import * as m0006 from "./0006-team-limits.js";
 
 export const migrations: Record<string, Migration> = {
   "0001-initial": m0001,
   "0002-pause-resume": m0002,
   "0003-templates": m0003,
   "0004-template-retention": m0004,
+  "0005-template-file-hashes": m0005,
+  "0006-team-limits": m0006,
 };
