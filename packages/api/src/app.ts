@@ -86,10 +86,11 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   // Template file uploads stream to disk under their own cap (maxUploadBytes).
   const jsonBodyLimit = bodyLimit(ctx.config.maxBodyBytes);
   app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
-  const rateLimiter = new RateLimiter();
+  const authenticated = requireTeam(ctx.db, ctx.config.quotas);
+  const rateLimited = new RateLimiter().middleware();
   for (const path of TEAM_ROUTES) {
-    app.use(path, requireTeam(ctx.db, ctx.config.quotas));
-    app.use(path, rateLimiter.middleware());
+    app.use(path, authenticated);
+    app.use(path, rateLimited);
   }
 
   registerHealth(app, ctx);

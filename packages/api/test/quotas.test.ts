@@ -319,6 +319,10 @@ for (const backend of backends) {
       assert.equal((await t.request("/v2/sandboxes")).status, 200, "another team is not slowed");
       await new Promise((r) => setTimeout(r, 1100));
       assert.equal((await list(chatty.apiKey)).status, 200, "after Retry-After it answers again");
+      // One request is one token, whichever route patterns its path matches.
+      await new Promise((r) => setTimeout(r, 3100));
+      for (let i = 0; i < 3; i++)
+        assert.equal((await t.request("/sandboxes", { key: chatty.apiKey })).status, 200);
     });
   });
 }

@@ -4,6 +4,7 @@
  * command running, and sandboxes from the build start from it with its user, workdir and env.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
@@ -68,15 +69,25 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  /** A context dir with `entries`, tarred (gzip, as the SDK uploads) under `hash`. */
-  async function upload(hash: string, entries: Record<string, string>): Promise<string> {
-    const dir = path.join(work, `ctx-${hash}`);
-    for (const [name, content] of Object.entries(entries)) {
-      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-      await writeFile(path.join(dir, name), content);
+  /**
+   * A context dir with `entries`, tarred (gzip, as the SDK uploads) under `name`; answers where it
+   * is served and its SHA-256 (what the API hands the node as the files hash).
+   */
+  async function upload(
+    name: string,
+    entries: Record<string, string>,
+  ): Promise<{ url: string; hash: string }> {
+    const dir = path.join(work, `ctx-${name}`);
+    for (const [file, content] of Object.entries(entries)) {
+      await mkdir(path.dirname(path.join(dir, file)), { recursive: true });
+      await writeFile(path.join(dir, file), content);
     }
-    await tar.c({ gzip: true, cwd: dir, file: path.join(work, `${hash}.tar.gz`) }, Object.keys(entries));
-    return `${filesBase}/${hash}`;
+    const archive = path.join(work, `${name}.tar.gz`);
+    await tar.c({ gzip: true, cwd: dir, file: archive }, Object.keys(entries));
+    const hash = createHash("sha256")
+      .update(await readFile(archive))
+      .digest("hex");
+    return { url: `${filesBase}/${name}`, hash };
   }
 
   async function build(
@@ -87,6 +98,7 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     const logs: Array<{ message: string; step: string }> = [];
     let result: BuildResult | undefined;
     for await (const event of templates.build({
+      teamId: "team-1",
       templateId: "tpl1",
       buildId,
       vcpu: 2,
@@ -105,10 +117,10 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
   }
 
   test("a build runs its steps, caches layers and starts sandboxes from its snapshot", async () => {
-    const copyURL = await upload("h1", { "app/server.py": "print('hi')\n", "app/data/x.txt": "x\n" });
+    const files = await upload("h1", { "app/server.py": "print('hi')\n", "app/data/x.txt": "x\n" });
     const steps: StepInit[] = [
       { type: "RUN", args: ["echo built-by-$(whoami) > /home/user/who.txt"] },
-      { type: "COPY", args: ["app", "/srv/app/", "user", ""], filesHash: "h1", filesUrl: copyURL },
+      { type: "COPY", args: ["app", "/srv/app/", "user", ""], filesHash: files.hash, filesUrl: files.url },
       { type: "ENV", args: ["GREETING", "hello", "PATH", "/opt/tools:$PATH"] },
       { type: "WORKDIR", args: ["/srv/app"] },
       { type: "RUN", args: ["echo $GREETING > greeting.txt && id -un", "root"] },
@@ -159,6 +171,22 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     );
   });
 
+  test("a COPY whose download is not what its files hash names fails its step, before any sandbox boots", async () => {
+    const files = await upload("lying", { "app/x.txt": "what is served\n" });
+    const claimed = createHash("sha256").update("what the hash names").digest("hex");
+    const failed = await build("lying1", [
+      { type: "COPY", args: ["app", "/srv/app/"], filesHash: claimed, filesUrl: files.url },
+    ]);
+    assert.equal(failed.result.ok, false);
+    assert.equal(failed.result.step, "1");
+    assert.match(failed.result.message, new RegExp(`SHA-256 is ${files.hash}, not ${claimed}`));
+    const bare = await build("lying2", [
+      { type: "COPY", args: ["app", "/srv/app/"], filesHash: "h1", filesUrl: files.url },
+    ]);
+    assert.equal(bare.result.ok, false);
+    assert.match(bare.result.message, /must be the SHA-256/);
+  });
+
   test("a cold start from a build (snapshots off) runs its start command", async () => {
     await orch.stop();
     await orch.restart({ MOAT_TEMPLATE_SNAPSHOTS: "off" });
@@ -199,6 +227,7 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
 
   test("a node that crashes mid-build releases the build sandbox and its half-made layer on restart", async () => {
     const stream = templates.build({
+      teamId: "team-1",
       templateId: "tpl1",
       buildId: "crash1",
       vcpu: 1,

@@ -7,6 +7,8 @@ import type { AppEnv } from "./env.js";
 /** Resolves the calling team (and its limits) from X-API-Key or a bearer access token; 401 otherwise. */
 export function requireTeam(db: DB, quotas: TeamLimits): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    // A path several team-route patterns match ("/sandboxes" and "/sandboxes/*") authenticates once.
+    if (c.get("caller")) return next();
     const caller = await authenticate(db, {
       apiKey: c.req.header("x-api-key"),
       authorization: c.req.header("authorization"),

@@ -47,7 +47,11 @@ export class RateLimiter {
 
   /** Counts each authenticated request against its credential (after the auth middleware). */
   middleware(): MiddlewareHandler<AppEnv> {
+    // A path several team-route patterns match ("/sandboxes" and "/sandboxes/*") is counted once.
+    const counted = new WeakSet<Request>();
     return async (c, next) => {
+      if (counted.has(c.req.raw)) return next();
+      counted.add(c.req.raw);
       const { credential, limits } = c.get("caller");
       const wait = this.take(credential.id, limits.requestsPerSecond, limits.requestBurst);
       if (wait > 0) {
