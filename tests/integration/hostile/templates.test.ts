@@ -176,7 +176,7 @@ describe("hostile tenants: template builds are the team's own", { timeout: 1_800
       Template()
         .fromBaseImage()
         .setStartCmd(
-          "sh -c 'head -c 16 /dev/urandom | od -An -tx1 | tr -d \" \\n\" > /tmp/boot-secret; exec sleep infinity'",
+          "sh -c 'head -c 16 /dev/urandom | od -An -tx1 | tr -d \" \\n\" > /tmp/.boot; mv /tmp/.boot /tmp/boot-secret; exec sleep infinity'",
           waitForFile("/tmp/boot-secret"),
         );
     const secrets = new Map<string, string[]>();
