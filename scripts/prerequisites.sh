@@ -14,10 +14,11 @@ fi
 # A toolchain for node-pty's native build, procps (pgrep/ps used by tests), iproute2 (network
 # namespaces), util-linux (setpriv, flock), passwd (useradd for the test account), debootstrap and
 # debian-archive-keyring (the base template), nftables (sandbox NAT and egress rules), postgresql
-# (the API's tests run against PostgreSQL as well as the embedded PGlite), zstd (image layers) and
-# docker-registry (a real OCI registry on loopback for the image-pull tests).
+# (the API's tests run against PostgreSQL as well as the embedded PGlite), zstd (image layers),
+# bubblewrap (the sandbox image layers are applied in) and docker-registry (a real OCI registry on
+# loopback for the image-pull tests).
 packages=(python3 make g++ procps iproute2 util-linux passwd ca-certificates debootstrap debian-archive-keyring
-  nftables postgresql zstd docker-registry)
+  nftables postgresql zstd bubblewrap docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,7 @@ import { execInNetns, probeNetns, withProbeNetns } from "./runtime/netns-probe.j
 import { smokeTestRunsc } from "./runtime/smoke-test.js";
 import { BASE_SUITE } from "./template/base-definition.js";
 import { findBaseTemplate } from "./template/base-template.js";
+import { probeLayerSandbox } from "./template/oci/layers.js";
 
 /** One prerequisite, as `moat doctor` prints it. */
 export interface DoctorCheck {
@@ -39,6 +40,7 @@ export async function runDoctor(opts: { dataDir: string }): Promise<DoctorCheck[
     ["nftables", checkNftables],
     ["cgroups", checkCgroups],
     ["debootstrap", checkDebootstrap],
+    ["bubblewrap", checkBubblewrap],
     ["disk", () => checkDisk(opts.dataDir)],
     ["ip-forward", checkIPForward],
     ["base-template", () => checkTemplate(opts.dataDir)],
@@ -205,6 +207,32 @@ async function checkDebootstrap(): Promise<Omit<DoctorCheck, "name">> {
   }
   const mirror = await findDebianMirror();
   return { ok: true, detail: `${stdout.trim()}; mirror ${mirror.uri} (from ${mirror.origin})` };
+}
+
+/** Image layers are applied in a bubblewrap sandbox that can write only the image's rootfs. */
+async function checkBubblewrap(): Promise<Omit<DoctorCheck, "name">> {
+  const bwrap = await findOnPath("bwrap");
+  if (!bwrap) {
+    return {
+      ok: false,
+      detail: "bwrap is not installed (templates from images apply their layers in its sandbox)",
+      fix: "Install it: apt-get install bubblewrap",
+    };
+  }
+  const { stdout } = await runCommand([bwrap, "--version"], { timeoutMs: 10_000 });
+  try {
+    const ms = await probeLayerSandbox();
+    return {
+      ok: true,
+      detail: `${stdout.trim()}; the layer sandbox starts and writes its rootfs (${ms} ms)`,
+    };
+  } catch (err) {
+    return {
+      ok: false,
+      detail: `${stdout.trim()}, but the layer sandbox failed: ${(err as Error).message}`,
+      fix: asRootFix("run on a kernel with mount, pid and network namespaces (bwrap needs them)"),
+    };
+  }
 }
 
 async function checkDisk(dataDir: string): Promise<Omit<DoctorCheck, "name">> {

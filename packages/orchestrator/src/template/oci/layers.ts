@@ -1,157 +1,170 @@
 /**
- * Applies image layers to a root filesystem, bottom first, as a container runtime would: each a
- * tar (plain, gzip or zstd, told by its first bytes), with OCI whiteouts: `.wh.<name>` deletes
- * `<name>` from the layers below, `.wh..wh..opq` empties its directory of what they had.
+ * Applies an image's layers to a root filesystem, bottom first, in a sandbox of their own, since
+ * the layers come from registries nobody vetted: Debian's bubblewrap starts layer-child.js as
+ * root with only the capabilities extraction needs (owners, modes, times), no network, its own
+ * pid, ipc and uts namespaces, no /proc and a fresh /dev, and a filesystem holding only the system
+ * directories, moat's extraction code and the image's blobs, all read-only, and the rootfs: the
+ * one place it can write, even if a path were resolved wrong (extract.ts resolves them inside the
+ * root). Decompression runs in there too.
  */
-import { spawn } from "node:child_process";
-import {
-  chmodSync,
-  chownSync,
-  closeSync,
-  createReadStream,
-  lchownSync,
-  linkSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readlinkSync,
-  realpathSync,
-  rmSync,
-  symlinkSync,
-  utimesSync,
-  writeSync,
-} from "node:fs";
-import { open, readdir, rm } from "node:fs/promises";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, lstatSync, readlinkSync, realpathSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import path from "node:path";
-import type { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
-import * as tar from "tar";
+import { fileURLToPath } from "node:url";
+import { ERROR_PREFIX, LayerError, type LayerJob } from "./extract.js";
 
-const WHITEOUT = ".wh.";
-const OPAQUE = ".wh..wh..opq";
+/** What an image may unpack to (and download) unless the operator says otherwise: 10 GiB. */
+export const DEFAULT_IMAGE_MAX_BYTES = 10 * 2 ** 30;
 
-export async function applyLayers(layers: ReadonlyArray<{ path: string }>, rootfs: string): Promise<void> {
-  for (const layer of layers) await applyLayer(layer.path, rootfs);
+/** The capabilities writing a rootfs needs: any owner, any mode (setuid too), into any directory. */
+const CAPABILITIES = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID"];
+const SYSTEM_DIRS = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+export interface ApplyLayersOptions {
+  /** Uncompressed bytes all layers together may hold (default 10 GiB). */
+  maxBytes?: number;
+  /** A static tini, copied to /usr/bin/tini when the image has none. */
+  tini?: string;
+  signal?: AbortSignal;
 }
 
-export async function applyLayer(blob: string, rootfs: string): Promise<void> {
-  // First pass: what the layer holds, so an opaque directory keeps this layer's own entries.
-  const entries = new Set<string>();
-  const opaque: string[] = [];
-  let layer = await decompressed(blob);
-  await pipeline(
-    layer.stream,
-    new tar.Parser({
-      onReadEntry: (entry) => {
-        const name = normalize(entry.path);
-        if (path.posix.basename(name) === OPAQUE) opaque.push(path.posix.dirname(name));
-        else entries.add(name);
-        entry.resume();
-      },
-    }),
-  );
-  await layer.done;
-  for (const dir of opaque) {
-    const target = resolveInRoot(realpathSync(rootfs), dir);
-    const children = await readdir(target).catch(() => [] as string[]);
-    for (const child of children) {
-      const name = dir === "." ? child : `${dir}/${child}`;
-      if (!entries.has(name)) await rm(path.join(target, child), { recursive: true, force: true });
-    }
-  }
-  // Second pass: extract, turning whiteouts into deletions.
-  layer = await decompressed(blob);
+export async function applyLayers(
+  layers: ReadonlyArray<{ path: string; digest?: string }>,
+  rootfs: string,
+  options: ApplyLayersOptions = {},
+): Promise<void> {
   const root = realpathSync(rootfs);
-  const dirTimes: Array<[string, Date]> = [];
-  await pipeline(
-    layer.stream,
-    new tar.Parser({
-      onReadEntry: (entry) => {
-        try {
-          extractEntry(root, entry, dirTimes);
-        } catch (err) {
-          entry.resume();
-          throw err;
-        }
-      },
-    }),
-  );
-  await layer.done;
-  // Last: writing into a directory changes its mtime.
-  for (const [dir, mtime] of dirTimes.reverse()) utimesSync(dir, mtime, mtime);
+  const job: LayerJob = {
+    rootfs: root,
+    layers: layers.map((l, i) => ({ path: realpathSync(l.path), digest: l.digest ?? `#${i + 1}` })),
+    maxBytes: options.maxBytes ?? DEFAULT_IMAGE_MAX_BYTES,
+    tini: options.tini && existsSync(options.tini) ? realpathSync(options.tini) : undefined,
+  };
+  const readOnly = [...job.layers.map((l) => l.path), ...(job.tini ? [job.tini] : [])];
+  await runInLayerSandbox(job, readOnly, options.signal);
+}
+
+/** One layer alone (tests and tools). */
+export async function applyLayer(
+  blob: string,
+  rootfs: string,
+  options: ApplyLayersOptions = {},
+): Promise<void> {
+  await applyLayers([{ path: blob }], rootfs, options);
 }
 
 /**
- * Writes one tar entry under `root` as a container runtime does: exact modes (setuid and sticky
- * bits included), owners and times; paths resolved inside the rootfs as if it were `/`, so that
- * the image's symlinks (absolute ones too) never lead to the host's files.
+ * Checks the layer sandbox works on this host (for `moat doctor`): applies no layers to a
+ * scratch rootfs. Answers the time it took.
  */
-function extractEntry(root: string, entry: tar.ReadEntry, dirTimes: Array<[string, Date]>): void {
-  const name = normalize(entry.path);
-  const base = path.posix.basename(name);
-  if (name === "." && entry.type === "Directory") {
-    applyMeta(root, entry);
-    entry.resume();
-    return;
-  }
-  if (base === OPAQUE || name === ".") {
-    entry.resume();
-    return;
-  }
-  if (base.startsWith(WHITEOUT)) {
-    const parent = resolveInRoot(root, path.posix.dirname(name));
-    rmSync(path.join(parent, base.slice(WHITEOUT.length)), { recursive: true, force: true });
-    entry.resume();
-    return;
-  }
-  const parent = resolveInRoot(root, path.posix.dirname(name));
-  mkdirSync(parent, { recursive: true });
-  const target = path.join(parent, base);
-  const existing = lstatOrUndefined(target);
-  if (existing && !(entry.type === "Directory" && existing.isDirectory())) {
-    rmSync(target, { recursive: true, force: true });
-  }
-  switch (entry.type) {
-    case "Directory":
-      if (!existing?.isDirectory()) mkdirSync(target);
-      applyMeta(target, entry);
-      if (entry.mtime) dirTimes.push([target, entry.mtime]);
-      entry.resume();
-      return;
-    case "File":
-    case "OldFile":
-    case "ContiguousFile": {
-      const fd = openSync(target, "w", 0o600);
-      entry.on("data", (chunk: Buffer) => writeSync(fd, chunk));
-      entry.on("end", () => {
-        closeSync(fd);
-        applyMeta(target, entry);
-      });
-      return;
-    }
-    case "SymbolicLink":
-      symlinkSync(entry.linkpath ?? "", target);
-      lchownSync(target, entry.uid ?? 0, entry.gid ?? 0);
-      entry.resume();
-      return;
-    case "Link": {
-      const source = resolveInRoot(root, normalize(entry.linkpath ?? ""), false);
-      linkSync(source, target);
-      entry.resume();
-      return;
-    }
-    default:
-      // Devices and FIFOs: /dev is a fresh tmpfs in every sandbox; nothing else needs them.
-      entry.resume();
+export async function probeLayerSandbox(): Promise<number> {
+  const scratch = await mkdtemp(path.join(tmpdir(), "moat-layer-probe-"));
+  try {
+    const started = performance.now();
+    await applyLayers([], scratch);
+    if (!existsSync(path.join(scratch, "tmp"))) throw new Error("the sandboxed extraction wrote nothing");
+    return Math.round(performance.now() - started);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
   }
 }
 
-function applyMeta(target: string, entry: tar.ReadEntry): void {
-  // chown first: it clears setuid and setgid bits, which chmod then sets.
-  chownSync(target, entry.uid ?? 0, entry.gid ?? 0);
-  chmodSync(target, (entry.mode ?? 0o644) & 0o7777);
-  if (entry.mtime) utimesSync(target, entry.mtime, entry.mtime);
+/** The code the sandbox runs, and the node_modules it imports tar from. */
+function childCode(): { script: string; readOnly: string[] } {
+  const script = fileURLToPath(new URL("./layer-child.js", import.meta.url));
+  if (!existsSync(script)) throw new LayerError(`${script} is missing: build moat first (npm run build)`);
+  const tarEntry = createRequire(import.meta.url).resolve("tar");
+  const nodeModules = tarEntry.slice(0, tarEntry.lastIndexOf(`${path.sep}node_modules${path.sep}`) + 13);
+  // The package.json nearest the script says it is an ES module.
+  const packageJson = path.resolve(path.dirname(script), "../../../package.json");
+  return { script, readOnly: [path.dirname(script), packageJson, nodeModules] };
+}
+
+/** bubblewrap's arguments: the sandbox described at the top of this file. */
+export function layerSandboxArgs(rootfs: string, readOnly: readonly string[]): string[] {
+  const args = [
+    "--unshare-ipc",
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop",
+    "ALL",
+    ...CAPABILITIES.flatMap((cap) => ["--cap-add", cap]),
+  ];
+  for (const dir of SYSTEM_DIRS) {
+    const st = lstatOrUndefined(dir);
+    if (st?.isSymbolicLink()) args.push("--symlink", readlinkSync(dir), dir);
+    else if (st?.isDirectory()) args.push("--ro-bind", dir, dir);
+  }
+  args.push("--dev", "/dev");
+  const node = realpathSync(process.execPath);
+  const binds = new Set([node, ...readOnly]);
+  for (const file of binds) {
+    if (!SYSTEM_DIRS.some((dir) => file.startsWith(`${dir}/`))) args.push("--ro-bind", file, file);
+  }
+  // Last, so that it is writable even below a read-only path; then the sandbox's own tmpfs root
+  // and /dev read-only too (not recursive: the rootfs stays writable).
+  args.push("--bind", rootfs, rootfs, "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/");
+  return args;
+}
+
+async function runInLayerSandbox(job: LayerJob, readOnly: string[], signal?: AbortSignal): Promise<void> {
+  signal?.throwIfAborted();
+  const code = childCode();
+  const args = [
+    ...layerSandboxArgs(job.rootfs, [...code.readOnly, ...readOnly]),
+    realpathSync(process.execPath),
+    "--max-old-space-size=1024",
+    code.script,
+    JSON.stringify(job),
+  ];
+  const child: ChildProcess = spawn("bwrap", args, {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { PATH: "/usr/local/bin:/usr/bin:/bin" },
+  });
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-8192);
+  });
+  const abort = () => child.kill("SIGKILL");
+  signal?.addEventListener("abort", abort, { once: true });
+  try {
+    const [exitCode, exitSignal] = await new Promise<[number | null, NodeJS.Signals | null]>(
+      (resolve, reject) => {
+        child.once("error", (err: NodeJS.ErrnoException) =>
+          reject(
+            err.code === "ENOENT"
+              ? new LayerError(
+                  "bubblewrap (bwrap) is not installed; image layers are applied in its sandbox. " +
+                    "Install it: apt-get install bubblewrap",
+                )
+              : err,
+          ),
+        );
+        child.once("close", (c, s) => resolve([c, s]));
+      },
+    );
+    signal?.throwIfAborted();
+    if (exitCode === 0) return;
+    const reported = stderr
+      .split("\n")
+      .reverse()
+      .find((line) => line.startsWith(ERROR_PREFIX));
+    if (reported) throw new LayerError(reported.slice(ERROR_PREFIX.length));
+    const detail = stderr.trim().split("\n").slice(-3).join(" ").slice(0, 500);
+    throw new LayerError(
+      `the layer sandbox failed (${exitCode ?? exitSignal}): ${detail || "no message"}` +
+        (detail.startsWith("bwrap:") ? " (check `moat doctor`)" : ""),
+    );
+  } finally {
+    signal?.removeEventListener("abort", abort);
+  }
 }
 
 function lstatOrUndefined(file: string) {
@@ -160,71 +173,4 @@ function lstatOrUndefined(file: string) {
   } catch {
     return undefined;
   }
-}
-
-/**
- * `rel` resolved inside `root` as the kernel would with `root` as `/` (openat2's RESOLVE_IN_ROOT):
- * symlinks are followed (absolute ones from `root`), `..` stops at `root`. The last component is
- * followed only when `followLast`.
- */
-export function resolveInRoot(root: string, rel: string, followLast = true): string {
-  const parts: string[] = [];
-  const queue = rel.split("/").filter((p) => p !== "" && p !== ".");
-  let links = 0;
-  while (queue.length > 0) {
-    const component = queue.shift()!;
-    if (component === "..") {
-      parts.pop();
-      continue;
-    }
-    if (queue.length === 0 && !followLast) {
-      parts.push(component);
-      break;
-    }
-    const candidate = path.join(root, ...parts, component);
-    const st = lstatOrUndefined(candidate);
-    if (st?.isSymbolicLink()) {
-      if (++links > 40) throw new Error(`too many levels of symbolic links in '${rel}'`);
-      const target = readlinkSync(candidate);
-      if (target.startsWith("/")) parts.length = 0;
-      queue.unshift(...target.split("/").filter((p) => p !== "" && p !== "."));
-      continue;
-    }
-    parts.push(component);
-  }
-  return path.join(root, ...parts);
-}
-
-/**
- * The layer's tar stream, decompressed by what its first bytes say it is; `done` rejects when the
- * decompressor failed (a truncated stream alone would look like a short, valid tar).
- */
-async function decompressed(blob: string): Promise<{ stream: Readable; done: Promise<void> }> {
-  const handle = await open(blob, "r");
-  const magic = Buffer.alloc(4);
-  await handle.read(magic, 0, 4, 0);
-  await handle.close();
-  if (magic[0] === 0x1f && magic[1] === 0x8b) {
-    return { stream: createReadStream(blob).pipe(createGunzip()), done: Promise.resolve() };
-  }
-  if (magic.readUInt32LE(0) === 0xfd2fb528) {
-    // Node 20 has no zstd; Debian's zstd does it in a stream.
-    const child = spawn("zstd", ["-dcq", "--", blob], { stdio: ["ignore", "pipe", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    const done = new Promise<void>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("close", (code) =>
-        code === 0 ? resolve() : reject(new Error(`zstd could not decompress ${blob}: ${stderr.trim()}`)),
-      );
-    });
-    return { stream: child.stdout, done };
-  }
-  return { stream: createReadStream(blob), done: Promise.resolve() };
-}
-
-function normalize(entryPath: string): string {
-  return path.posix.normalize(entryPath.replace(/^\/+/, "")).replace(/\/$/, "") || ".";
 }
