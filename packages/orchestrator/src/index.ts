@@ -28,10 +28,14 @@ export {
 } from "./template/base-template.js";
 export {
   applyLayers,
+  DEFAULT_IMAGE_MAX_BYTES,
   type ImageConfig,
+  LayerError,
+  layerSandboxArgs,
   MEDIA_TYPES,
   type PulledImage,
   parseImageReference,
+  RegistryAllowList,
   RegistryClient,
   RegistryError,
 } from "./template/oci/index.js";

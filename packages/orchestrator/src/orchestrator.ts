@@ -17,6 +17,7 @@ import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { TemplateBuilder } from "./template/build/builder.js";
+import { RegistryAllowList } from "./template/oci/address-policy.js";
 import type { TemplateStore } from "./template/store.js";
 
 export interface OrchestratorOptions {
@@ -42,6 +43,14 @@ export interface OrchestratorOptions {
   networkPoolSize?: number;
   /** Templates whose snapshot and pool are prepared at start (default: base). */
   prepareTemplates?: string[];
+  /**
+   * Image registries allowed on loopback, private or link-local addresses (and plain HTTP with
+   * `http://host:port`): hosts[:port] and CIDRs. Default: MOAT_REGISTRY_ALLOW (comma-separated),
+   * else none: only public registries over https.
+   */
+  registryAllow?: readonly string[];
+  /** Bytes an image may download and unpack to (default: MOAT_IMAGE_MAX_MB, else 10240 MiB). */
+  imageMaxBytes?: number;
 }
 
 export interface Orchestrator {
@@ -84,6 +93,10 @@ export async function startOrchestrator(options: OrchestratorOptions): Promise<O
 
 async function start(options: OrchestratorOptions, releaseLock: () => Promise<void>): Promise<Orchestrator> {
   const { logger } = options;
+  // Before anything is set up: a malformed list stops the start with its message.
+  const registryAllow = new RegistryAllowList(options.registryAllow ?? process.env.MOAT_REGISTRY_ALLOW ?? "");
+  if (registryAllow.size > 0)
+    logger.info({ registryAllow: registryAllow.toString() }, "registries allowed on private addresses");
   await setupHostNetwork();
   const runsc = new Runsc({
     binary: options.runscBinary,
@@ -131,6 +144,8 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     store: options.templates,
     dataDir: options.dataDir,
     logger,
+    registryAllow,
+    imageMaxBytes: options.imageMaxBytes ?? countFromEnv("MOAT_IMAGE_MAX_MB", 10240) * 2 ** 20,
   });
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>

@@ -72,7 +72,8 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
   const onBuildLogs = (entry: { message: string }) => logs.push(entry.message);
 
   before(async () => {
-    moat = await startMoat();
+    // The test's registry is on loopback, which image pulls refuse unless the operator allows it.
+    moat = await startMoat({ env: { MOAT_REGISTRY_ALLOW: "127.0.0.1" } });
     useMoat(moat);
     context = await mkdtemp(path.join(tmpdir(), "moat-test-context-"));
     await mkdir(path.join(context, "app"));

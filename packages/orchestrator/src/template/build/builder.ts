@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
-import { chmod, copyFile, lstat, mkdir, realpath, rename, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -17,6 +17,7 @@ import { removeTree } from "../../host/files.js";
 import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
 import type { SandboxManager } from "../../sandbox/manager.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
+import type { RegistryAllowList } from "../oci/address-policy.js";
 import { applyLayers } from "../oci/layers.js";
 import { parseImageReference } from "../oci/reference.js";
 import { type PulledImage, RegistryClient } from "../oci/registry.js";
@@ -69,6 +70,10 @@ export interface TemplateBuilderOptions {
   store: TemplateStore;
   dataDir: string;
   logger: Logger;
+  /** Registries allowed beyond public hosts, and plain-HTTP ones (MOAT_REGISTRY_ALLOW). */
+  registryAllow?: RegistryAllowList;
+  /** Bytes an image may download and unpack to (MOAT_IMAGE_MAX_MB; default 10 GiB). */
+  imageMaxBytes?: number;
 }
 
 /** E2B's default base image (`Template().fromBaseImage()`): here, moat's base template. */
@@ -77,6 +82,7 @@ const BASE_IMAGES =
 /** What `mount` takes as options: a page. Many layers with long paths would not fit. */
 const MAX_LOWERDIR_CHARS = 3500;
 const STEP_TIMEOUT_MS = 60 * 60_000;
+const PULL_TIMEOUT_MS = 60 * 60_000;
 
 /** Where a build's stack stands: its layers (bottom first) over a base rootfs, and the context. */
 interface Stack {
@@ -204,6 +210,8 @@ export class TemplateBuilder {
     const { store, dataDir } = this.options;
     const image = req.fromImage!;
     let pulled: PulledImage;
+    // A registry that trickles bytes must not hold the build forever.
+    const deadline = AbortSignal.timeout(PULL_TIMEOUT_MS);
     try {
       const ref = parseImageReference(image);
       say(`FROM ${image}: pulling from ${ref.registry}`);
@@ -211,10 +219,17 @@ export class TemplateBuilder {
         cacheDir: path.join(dataDir, "cache", "oci"),
         credentials: () => req.registryAuth,
         onProgress: say,
+        allow: this.options.registryAllow,
+        maxImageBytes: this.options.imageMaxBytes,
+        signal: AbortSignal.any([signal, deadline]),
       });
       pulled = await registry.pull(ref);
     } catch (err) {
-      throw new BuildStepError(`pulling ${image} failed: ${(err as Error).message}`, "base");
+      const why =
+        deadline.aborted && !signal.aborted
+          ? `it took over ${PULL_TIMEOUT_MS / 60_000} minutes`
+          : (err as Error).message;
+      throw new BuildStepError(`pulling ${image} failed: ${why}`, "base");
     }
     signal.throwIfAborted();
     const imageKey = layerKeyOf(req.teamID, `image:${pulled.digest}:${PROVISION_VERSION}`);
@@ -224,8 +239,19 @@ export class TemplateBuilder {
       say(`applying ${pulled.layers.length} layers of ${pulled.digest}`);
       await this.makeLayer(imageKey, { image, digest: pulled.digest }, async (fs) => {
         await mkdir(fs, { recursive: true });
-        await applyLayers(pulled.layers, fs);
-        await this.prepareImageRootfs(fs);
+        // In a sandbox that can write nothing but `fs`; tini (PID 1 of every sandbox) is added
+        // from the base template when the image has none.
+        await applyLayers(pulled.layers, fs, {
+          maxBytes: this.options.imageMaxBytes,
+          tini: path.join(store.baseRootfs, "usr/bin/tini-static"),
+          signal,
+        }).catch((err: unknown) => {
+          if (signal.aborted) throw err;
+          throw new BuildStepError(
+            `applying the layers of ${image} failed: ${(err as Error).message}`,
+            "base",
+          );
+        });
       });
     } else {
       say(`CACHED image ${pulled.digest}`);
@@ -252,24 +278,6 @@ export class TemplateBuilder {
       top: provisionKey,
       ctx: { env, user: "user", workdir },
     };
-  }
-
-  /**
-   * Before an image's rootfs can boot a sandbox: tini (PID 1 of every sandbox; Debian's static one
-   * from the base template when the image has none) and /tmp. Paths are resolved inside the
-   * rootfs, never through its symlinks to the host.
-   */
-  private async prepareImageRootfs(fs: string): Promise<void> {
-    const tini = await insideRootfs(fs, "usr/bin/tini");
-    if (!existsSync(tini)) {
-      await mkdir(path.dirname(tini), { recursive: true });
-      await copyFile(path.join(this.options.store.baseRootfs, "usr/bin/tini-static"), tini);
-    }
-    const tmp = await insideRootfs(fs, "tmp");
-    if (!existsSync(tmp)) {
-      await mkdir(tmp);
-      await chmod(tmp, 0o1777);
-    }
   }
 
   private async step(
@@ -549,19 +557,4 @@ async function placeArchive(upper: string, archive: string): Promise<void> {
   const dir = path.join(upper, ".moat-build");
   await mkdir(dir, { recursive: true });
   await copyFile(archive, path.join(dir, "files.tar"));
-}
-
-/** `rel` under `root`, its parent directories resolved without leaving `root`. */
-async function insideRootfs(root: string, rel: string): Promise<string> {
-  const parent = path.join(root, path.dirname(rel));
-  await mkdir(parent, { recursive: true }).catch(() => undefined);
-  const real = await realpath(parent);
-  const realRoot = await realpath(root);
-  if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
-    throw new BuildStepError(`the image's ${path.dirname(rel)} points outside its root filesystem`, "base");
-  }
-  const target = path.join(real, path.basename(rel));
-  const st = await lstat(target).catch(() => undefined);
-  if (st?.isSymbolicLink()) await rm(target);
-  return target;
 }

@@ -1,4 +1,12 @@
-export { applyLayer, applyLayers } from "./layers.js";
+export { nonPublicRange, RegistryAllowList } from "./address-policy.js";
+export { LayerError } from "./extract.js";
+export {
+  applyLayer,
+  applyLayers,
+  DEFAULT_IMAGE_MAX_BYTES,
+  layerSandboxArgs,
+  probeLayerSandbox,
+} from "./layers.js";
 export { type ImageReference, InvalidImageReferenceError, parseImageReference } from "./reference.js";
 export {
   type Descriptor,

@@ -2,6 +2,8 @@
  * Image references as `docker pull` reads them: `python:3.12`, `ghcr.io/org/img@sha256:…`,
  * `localhost:5000/team/img:tag`. Docker Hub names get its registry and the `library/` namespace.
  */
+import { splitHostPort } from "./address-policy.js";
+
 export interface ImageReference {
   /** host[:port] of the registry. */
   registry: string;
@@ -45,6 +47,8 @@ export function parseImageReference(image: string): ImageReference {
   if (first && (first.includes(".") || first.includes(":") || first === "localhost")) {
     registry = first === "docker.io" || first === "index.docker.io" ? DOCKER_HUB : first;
     rest = rest.slice(slash + 1);
+    // It becomes part of a URL: only a host name or address and a port.
+    if (!splitHostPort(registry)) throw new InvalidImageReferenceError(image, "bad registry host");
   }
   if (registry === DOCKER_HUB && !rest.includes("/")) rest = `library/${rest}`;
   if (!REPOSITORY.test(rest)) throw new InvalidImageReferenceError(image, "bad repository name");
