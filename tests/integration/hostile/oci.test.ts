@@ -16,7 +16,7 @@ import { execFile, execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -24,7 +24,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
-import { findBaseTemplate } from "@moat/orchestrator";
+import { findBaseTemplate, layerSandboxArgs } from "@moat/orchestrator";
 import { Sandbox, Template } from "e2b";
 import { type RawEntry, rawTar } from "../../../packages/orchestrator/test/raw-tar.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
@@ -199,21 +199,23 @@ describe("hostile image registries and layers", { timeout: 1_200_000 }, () => {
     image: string,
     message: RegExp,
     creds?: { username: string; password: string },
+    apiKey?: string,
   ) {
     const logs: string[] = [];
     const alias = `hostile-${token}-${++n}`;
-    await assert.rejects(
-      Template.build(Template().fromImage(image, creds as never), alias, {
-        cpuCount: 1,
-        memoryMB: 512,
-        onBuildLogs: (entry: { message: string }) => logs.push(entry.message),
-      }),
-      (err: Error) => {
-        assert.match(err.message, message, `build log:\n${logs.join("\n")}`);
-        return true;
-      },
+    const error = await Template.build(Template().fromImage(image, creds as never), alias, {
+      apiKey,
+      cpuCount: 1,
+      memoryMB: 512,
+      onBuildLogs: (entry: { message: string }) => logs.push(entry.message),
+    }).then(
+      () => undefined,
+      (err: Error) => err,
     );
+    // Containment first: what a hostile build did outside matters more than how it failed.
     await assertContained();
+    assert.ok(error, `the build succeeded:\n${logs.join("\n")}`);
+    assert.match(error.message, message, `build log:\n${logs.join("\n")}`);
     return logs;
   }
 
@@ -375,6 +377,34 @@ describe("hostile image registries and layers", { timeout: 1_200_000 }, () => {
     await expectBuildFailure(
       `${registry.host}/evil/bomb:v1`,
       new RegExp(`unpacks to more than ${IMAGE_MAX_MB} MiB, this node's limit`),
+    );
+  });
+
+  test("another team's cached blobs are out of reach: naming their digest is not enough", async () => {
+    // Team A pulls a private image: its layer lands in A's blob cache (the build then fails on
+    // the layer's absolute name, quickly).
+    const secretLayer = gzipSync(rawTar([{ path: `/secret-${token}`, data: "team A's secret" }]));
+    const manifest = registry.image("team-a/private", "v1", [secretLayer]);
+    const { layers } = JSON.parse(manifest.toString()) as { layers: Array<{ digest: string }> };
+    await expectBuildFailure(`${registry.host}/team-a/private:v1`, /is an absolute path/);
+    // Team B's registry names that digest but cannot serve it.
+    const res = await fetch(`${moat.env.E2B_API_URL}/admin/teams`, {
+      method: "POST",
+      headers: { "x-admin-token": moat.env.MOAT_ADMIN_TOKEN!, "content-type": "application/json" },
+      body: JSON.stringify({ name: `oci-b-${token}` }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    const teamB = (await res.json()) as { apiKey: string };
+    registry.rawManifest("team-b/steal", "v1", manifest);
+    registry.routes.set(`/v2/team-b/steal/blobs/${layers[0]!.digest}`, (_req, res) => {
+      res.writeHead(404, { "content-type": "application/json" });
+      res.end(JSON.stringify({ errors: [{ code: "BLOB_UNKNOWN", message: "blob unknown" }] }));
+    });
+    await expectBuildFailure(
+      `${registry.host}/team-b/steal:v1`,
+      /fetching blob sha256:[0-9a-f]{64} of .*team-b\/steal:v1 failed: 404 BLOB_UNKNOWN/,
+      undefined,
+      teamB.apiKey,
     );
   });
 
@@ -588,6 +618,51 @@ describe("hostile image registries and layers", { timeout: 1_200_000 }, () => {
       );
     } finally {
       await sbx.kill();
+    }
+  });
+});
+
+describe("the layer sandbox", () => {
+  test("writes the rootfs and nothing else: host read-only or hidden, no /proc, no network, no devices", async () => {
+    const work = await mkdtemp(path.join(tmpdir(), "moat-test-layer-sandbox-"));
+    const listener = await canaryListener("127.0.0.1");
+    try {
+      const rootfs = path.join(work, "rootfs");
+      const blobs = path.join(work, "blobs");
+      const hidden = path.join(work, "hidden");
+      for (const dir of [rootfs, blobs, hidden]) await mkdir(dir);
+      await writeFile(path.join(hidden, "secret"), "secret");
+      // What the extraction's code could do if its path logic were wrong.
+      const probe = [
+        `touch ${rootfs}/ok`,
+        `touch ${blobs}/pwned`,
+        `touch ${work}/pwned`,
+        "touch /pwned",
+        "touch /usr/pwned",
+        "touch /dev/pwned",
+        `cat ${hidden}/secret`,
+        "ls /proc/1",
+        "ls /sys/class",
+        `node -e "require('net').connect(${listener.port}, '127.0.0.1').on('error', () => process.exit(3))"`,
+        "echo x > /dev/sda",
+      ]
+        .map((cmd) => `if ${cmd} >/dev/null 2>&1; then echo "allowed: ${cmd.replaceAll('"', "'")}"; fi`)
+        .join("\n");
+      const { stdout } = await execFileAsync(
+        "bwrap",
+        [...layerSandboxArgs(rootfs, [blobs]), "/bin/sh", "-c", probe],
+        {
+          env: { PATH: "/usr/bin:/bin" },
+        },
+      );
+      assert.equal(stdout, `allowed: touch ${rootfs}/ok\n`);
+      assert.deepEqual(await readdir(rootfs), ["ok"]);
+      assert.deepEqual((await readdir(work)).sort(), ["blobs", "hidden", "rootfs"]);
+      assert.deepEqual(await readdir(blobs), []);
+      assert.equal(listener.hits(), 0, "no connection left the sandbox's own network namespace");
+    } finally {
+      listener.close();
+      await rm(work, { recursive: true, force: true });
     }
   });
 });

@@ -216,7 +216,15 @@ export class TemplateBuilder {
       const ref = parseImageReference(image);
       say(`FROM ${image}: pulling from ${ref.registry}`);
       const registry = new RegistryClient({
-        cacheDir: path.join(dataDir, "cache", "oci"),
+        // Per team: a cached blob is served to whoever names its digest, without asking the
+        // registry, so another team's private layers must not be in reach.
+        cacheDir: path.join(
+          dataDir,
+          "cache",
+          "oci",
+          "teams",
+          createHash("sha256").update(req.teamID).digest("hex").slice(0, 32),
+        ),
         credentials: () => req.registryAuth,
         onProgress: say,
         allow: this.options.registryAllow,

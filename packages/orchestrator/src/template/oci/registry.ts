@@ -61,7 +61,7 @@ export interface PulledImage {
 }
 
 export interface RegistryOptions {
-  /** Where blobs are cached (`<dataDir>/cache/oci`). */
+  /** Where blobs are cached (`<dataDir>/cache/oci/teams/<team hash>`: a team reaches only its own). */
   cacheDir: string;
   /**
    * Registries (and token services, redirect targets) allowed beyond public addresses, and those
