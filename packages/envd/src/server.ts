@@ -13,7 +13,7 @@ import { getRequestListener } from "@hono/node-server";
 import { createNoopLogger, type Logger } from "@moat/shared";
 import { Filesystem } from "@moat/shared/gen/envd/filesystem";
 import { Process } from "@moat/shared/gen/envd/process";
-import { tokenMatches } from "./auth/access-token.js";
+import { presentsToken, tokenMatches } from "./auth/access-token.js";
 import { UserDirectory } from "./auth/users.js";
 import type { EnvdContext } from "./context.js";
 import { createHTTPApp } from "./http/app.js";
@@ -80,7 +80,7 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
   // would refuse OPTIONS.
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
-    if (req.method === "POST" && req.url === "/freeze") freeze(res, sockets, logger);
+    if (req.method === "POST" && req.url === "/freeze") freeze(req, res, context, sockets);
     else if (req.method === "OPTIONS") void restListener(req, res);
     else handler(req, res);
   });
@@ -126,7 +126,22 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
  * the restored network stack unusable; a reset socket is simply gone. Clients see a reset, as
  * when a machine is suspended; the proxy refuses this path from outside.
  */
-function freeze(res: http.ServerResponse, sockets: Set<Socket>, logger: Logger): void {
+function freeze(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  ctx: EnvdContext,
+  sockets: Set<Socket>,
+): void {
+  const { logger } = ctx;
+  // Resetting every connection is a denial of service to whoever does it uninvited.
+  const presented = req.headers["x-access-token"];
+  if (!presentsToken(ctx.state.accessToken, typeof presented === "string" ? presented : undefined)) {
+    res.writeHead(401, { "content-type": "application/json" });
+    res.end(
+      JSON.stringify({ code: 401, message: "this sandbox is secured: /freeze needs its access token" }),
+    );
+    return;
+  }
   execFile("sync", (err) => {
     if (err) {
       logger.error({ err }, "sync before a checkpoint failed");

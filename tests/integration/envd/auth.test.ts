@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileSignature } from "@moat/envd";
@@ -89,9 +89,62 @@ describe("envd /init, access token and signed file URLs", () => {
     });
     assert.equal(res.status, 204);
     assert.equal(res.headers.get("x-envd-version"), "0.6.13");
-    // Re-init after a resume carries the same token and stays fine; another token is refused.
+    // Re-init after a resume proves the token (in the body as E2B's orchestrator sends it, or in
+    // X-Access-Token as moat's does) and stays fine; another token cannot replace it.
     assert.equal((await initEnvd({ accessToken: TOKEN, envVars: { FOO: "baz" } })).status, 204);
-    await expectError(await initEnvd({ accessToken: "another-token" }), 409);
+    const withHeader = await fetch(`${ENVD_URL}/init`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-access-token": TOKEN },
+      body: JSON.stringify({ envVars: { FOO: "baz" } }),
+    });
+    assert.equal(withHeader.status, 204);
+    const swap = await fetch(`${ENVD_URL}/init`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-access-token": TOKEN },
+      body: JSON.stringify({ accessToken: "another-token" }),
+    });
+    await expectError(swap, 409);
+  });
+
+  test("a secured envd refuses /init and /freeze without its token, before changing anything", async () => {
+    const attempts: Array<Record<string, string>> = [{}, { "x-access-token": "wrong" }];
+    for (const headers of attempts) {
+      for (const body of [
+        { envVars: { INJECTED: "1", BASH_FUNC_ls: "() { id; }" }, defaultUser: "root" },
+        { accessToken: "another-token", envVars: { INJECTED: "1" } },
+      ]) {
+        const res = await fetch(`${ENVD_URL}/init`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body: JSON.stringify(body),
+        });
+        await expectError(res, 401);
+      }
+      // A right token in the body does not make up for a wrong header.
+      if (headers["x-access-token"]) {
+        const res = await fetch(`${ENVD_URL}/init`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...headers },
+          body: JSON.stringify({ accessToken: TOKEN, envVars: { INJECTED: "1" } }),
+        });
+        await expectError(res, 401);
+      }
+      await expectError(await fetch(`${ENVD_URL}/freeze`, { method: "POST", headers }), 401);
+    }
+    const envs = (await (
+      await fetch(`${ENVD_URL}/envs`, { headers: { "x-access-token": TOKEN } })
+    ).json()) as Record<string, string>;
+    assert.equal(envs.INJECTED, undefined);
+    assert.equal(envs.BASH_FUNC_ls, undefined);
+    // The default user is still `user`: a file written without naming one belongs to them.
+    const file = path.join(dir, "whose.txt");
+    const up = await fetch(filesURL({ path: file }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "x-access-token": TOKEN },
+      body: "x",
+    });
+    assert.equal(up.status, 200);
+    assert.notEqual(statSync(file).uid, 0);
   });
 
   test("the SDK without the token gets AuthenticationError", async () => {

@@ -8,6 +8,14 @@ export function tokenMatches(expected: string, presented: string | null | undefi
   return timingSafeEqual(a, b);
 }
 
+/**
+ * Whether a request may act on this envd: always while no token is set (a sandbox before its first
+ * /init), else only with the token.
+ */
+export function presentsToken(expected: string | undefined, presented: string | null | undefined): boolean {
+  return expected === undefined || tokenMatches(expected, presented);
+}
+
 export type FileOperation = "read" | "write";
 
 /**

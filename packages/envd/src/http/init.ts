@@ -4,6 +4,7 @@ import os from "node:os";
 import { promisify } from "node:util";
 import { ENVD_VERSION } from "@moat/shared";
 import type { Handler } from "hono";
+import { presentsToken } from "../auth/access-token.js";
 import type { EnvdContext } from "../context.js";
 import { type HTTPEnv, nodeRequest } from "./bindings.js";
 import { readJSON } from "./body.js";
@@ -38,8 +39,14 @@ export interface InitRequest {
  */
 export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
   return async (c) => {
-    const body = parseInitRequest(await readJSON(nodeRequest(c), MAX_INIT_BODY_BYTES));
     const { state, logger } = ctx;
+    // Once a token is set, only its holder may configure the sandbox again (env vars such as
+    // BASH_FUNC_…, the default user, the clock): the token in X-Access-Token or, as E2B's
+    // orchestrator sends it, the same token in the body. Checked before anything changes.
+    const header = c.req.header("x-access-token") || undefined;
+    if (header !== undefined && !presentsToken(state.accessToken, header)) throw unauthorizedInit();
+    const body = parseInitRequest(await readJSON(nodeRequest(c), MAX_INIT_BODY_BYTES));
+    if (header === undefined && !presentsToken(state.accessToken, body.accessToken)) throw unauthorizedInit();
     if (body.defaultUser !== undefined && !ctx.users.lookup(body.defaultUser)) {
       throw new HTTPError(400, `defaultUser: unknown user '${body.defaultUser}'`);
     }
@@ -78,6 +85,10 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     c.header("Cache-Control", "no-store");
     return c.body(null, 204);
   };
+}
+
+function unauthorizedInit(): HTTPError {
+  return new HTTPError(401, "this sandbox is secured: /init needs its access token in X-Access-Token");
 }
 
 /** Checks the shape of an /init body; every wrong type is a 400 naming the field. */
@@ -164,9 +175,14 @@ async function setHostname(hostname: string): Promise<void> {
   if (!known) await appendFile("/etc/hosts", `${hosts.endsWith("\n") ? "" : "\n"}127.0.1.1 ${hostname}\n`);
 }
 
-/** Sets the system clock after a resume (the snapshot's clock is stale); failures are only logged. */
+/**
+ * Sets the system clock after a resume (the snapshot's clock is stale), forward only: a sandbox's
+ * clock only ever falls behind, and a clock moved back would let a replayed or delayed /init
+ * rewind time under the sandbox's processes (expired certificates and tokens valid again, file
+ * times out of order). Failures are only logged.
+ */
 async function setClock(timestamp: Date, ctx: EnvdContext): Promise<void> {
-  if (Math.abs(Date.now() - timestamp.getTime()) < 1000) return;
+  if (timestamp.getTime() - Date.now() < 1000) return;
   try {
     await execFileAsync("date", ["-u", "-s", `@${(timestamp.getTime() / 1000).toFixed(3)}`], {
       timeout: 5000,

@@ -34,15 +34,24 @@ export async function waitForEnvd(
   throw new Error(`envd at ${hostAddress} did not become ready within ${timeoutMs} ms (${lastError})`);
 }
 
-/** POST /init: env vars, token, defaults and the clock, as the orchestrator does after every start. */
+/**
+ * POST /init: env vars, token, defaults and the clock, as the orchestrator does after every start.
+ * The token goes in X-Access-Token too: a sandbox that has one (a resume) only accepts /init with
+ * it, and one that has none yet ignores the header.
+ */
 export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<void> {
   const res = await fetch(`http://${hostAddress}:${ENVD_PORT}/init`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...tokenHeader(init.accessToken) },
     body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
     signal: AbortSignal.timeout(10_000),
   });
   if (res.status !== 204) throw new Error(`envd /init answered ${res.status}: ${await res.text()}`);
+}
+
+/** X-Access-Token for a secured sandbox; nothing for one without a token. */
+export function tokenHeader(accessToken: string | undefined): Record<string, string> {
+  return accessToken ? { "x-access-token": accessToken } : {};
 }
 
 /**
@@ -50,12 +59,24 @@ export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<voi
  * connections from now on), then sends POST /freeze over that same connection; envd flushes the
  * guest's file cache to disk and resets every connection it holds, this one included.
  */
-export async function freezeEnvd(hostAddress: string, closeGate: () => Promise<void>): Promise<void> {
+export async function freezeEnvd(
+  hostAddress: string,
+  closeGate: () => Promise<void>,
+  accessToken?: string,
+): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const call = (method: string, urlPath: string, untilClosed = false) =>
     new Promise<number>((resolve, reject) => {
       const req = http.request(
-        { host: hostAddress, port: ENVD_PORT, method, path: urlPath, agent, timeout: 10_000 },
+        {
+          host: hostAddress,
+          port: ENVD_PORT,
+          method,
+          path: urlPath,
+          agent,
+          timeout: 10_000,
+          headers: tokenHeader(accessToken),
+        },
         (res) => {
           res.resume();
           res.once("error", reject);

@@ -18,6 +18,8 @@ export interface CommandSpec {
   user: string;
   cwd?: string;
   envs?: Record<string, string>;
+  /** The sandbox's envd access token, once /init has set one. */
+  accessToken?: string;
 }
 
 export interface CommandExit {
@@ -51,8 +53,11 @@ function startRequest(spec: CommandSpec) {
   };
 }
 
-function authHeaders(user: string): Record<string, string> {
-  return { authorization: `Basic ${Buffer.from(`${user}:`).toString("base64")}` };
+function authHeaders(spec: CommandSpec): Record<string, string> {
+  return {
+    authorization: `Basic ${Buffer.from(`${spec.user}:`).toString("base64")}`,
+    ...(spec.accessToken ? { "x-access-token": spec.accessToken } : {}),
+  };
 }
 
 /** Splits output chunks into lines per stream; `tail` keeps the last ones. */
@@ -89,7 +94,7 @@ export async function runInSandbox(
 ): Promise<CommandExit> {
   const lines = lineSplitter(onOutput);
   const stream = processClient(hostAddress).start(startRequest(spec), {
-    headers: authHeaders(spec.user),
+    headers: authHeaders(spec),
     signal,
   });
   try {
@@ -128,7 +133,7 @@ export async function startInSandbox(
   const lines = lineSplitter(onOutput);
   const abort = new AbortController();
   const stream = processClient(hostAddress).start(startRequest(spec), {
-    headers: authHeaders(spec.user),
+    headers: authHeaders(spec),
     signal: abort.signal,
   });
   const iterator = stream[Symbol.asyncIterator]();

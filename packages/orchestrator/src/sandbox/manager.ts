@@ -228,6 +228,7 @@ export class SandboxManager {
             user: record.defaultUser || build.user,
             workdir: record.defaultWorkdir || build.workdir,
             env: record.envVars,
+            accessToken: record.envdAccessToken || undefined,
           },
           undefined,
           { timeoutMs: COLD_READY_TIMEOUT_MS, intervalMs: 200 },
@@ -751,11 +752,18 @@ export class SandboxManager {
    */
   private async startAndWaitReady(
     hostAddress: string,
-    build: Pick<TemplateBuild, "startCmd" | "readyCmd" | "user" | "workdir" | "env">,
+    build: Pick<TemplateBuild, "startCmd" | "readyCmd" | "user" | "workdir" | "env"> & {
+      accessToken?: string;
+    },
     onOutput?: (line: OutputLine) => void,
     timing = { timeoutMs: READY_TIMEOUT_MS, intervalMs: READY_INTERVAL_MS },
   ): Promise<void> {
-    const spec = { user: build.user || "user", cwd: build.workdir, envs: build.env };
+    const spec = {
+      user: build.user || "user",
+      cwd: build.workdir,
+      envs: build.env,
+      accessToken: build.accessToken,
+    };
     const started = build.startCmd
       ? await startInSandbox(hostAddress, { ...spec, command: build.startCmd }, onOutput)
       : undefined;
@@ -876,7 +884,7 @@ export class SandboxManager {
       if (!slot) throw new Error("running sandbox without a network slot");
       r.state = "pausing";
       await writeRecord(options.dataDir, r);
-      await freezeEnvd(slot.hostAddress, () => closeIngress(slot));
+      await freezeEnvd(slot.hostAddress, () => closeIngress(slot), r.envdAccessToken || undefined);
       timer.lap("freeze");
       this.fault("pause:frozen");
       if (memory) {
