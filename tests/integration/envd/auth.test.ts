@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileSignature } from "@moat/envd";
 import { AuthenticationError, type Sandbox } from "e2b";
-import { debugSandbox, ENVD_URL, initEnvd, type RunningEnvd, startEnvd } from "../helpers/envd.js";
+import {
+  debugSandbox,
+  ENVD_URL,
+  initEnvd,
+  makeUserDir,
+  type RunningEnvd,
+  startEnvd,
+} from "../helpers/envd.js";
 
 const TOKEN = "moat-test-token-5b1f";
 
@@ -33,7 +40,7 @@ describe("envd /init, access token and signed file URLs", () => {
   before(async () => {
     envd = await startEnvd();
     sbx = await debugSandbox();
-    dir = mkdtempSync("/tmp/moat-test-auth-");
+    dir = makeUserDir("/tmp/moat-test-auth-");
   });
   after(async () => {
     await envd.stop();
@@ -240,6 +247,35 @@ describe("envd /init, access token and signed file URLs", () => {
     );
     await expectError(await fetch(filesURL({ path: file })), 401);
     await expectError(await fetch(filesURL({ path: file, signature: "v1_garbage" })), 401);
+  });
+
+  test("a signed URL acts as the user it was signed for, whatever Authorization comes with it", async () => {
+    const secret = path.join(dir, "root-only.txt");
+    writeFileSync(secret, "root's", { mode: 0o600 });
+    const basic = (name: string) => ({
+      authorization: `Basic ${Buffer.from(`${name}:`).toString("base64")}`,
+    });
+    // Signed for the default user (no username): Basic root does not make it root.
+    const forDefault = filesURL({ path: secret, signature: fileSignature(secret, "read", "", TOKEN) });
+    await expectError(await fetch(forDefault, { headers: basic("root") }), 403);
+    // Signed for root: root it is, whatever Basic says.
+    const forRoot = filesURL({
+      path: secret,
+      username: "root",
+      signature: fileSignature(secret, "read", "root", TOKEN),
+    });
+    const read = await fetch(forRoot, { headers: basic("user") });
+    assert.equal(read.status, 200);
+    assert.equal(await read.text(), "root's");
+    // A signed upload for the default user writes as that user, Basic root or not.
+    const upload = path.join(dir, "signed-as-default.txt");
+    const up = await fetch(filesURL({ path: upload, signature: fileSignature(upload, "write", "", TOKEN) }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", ...basic("root") },
+      body: "x",
+    });
+    assert.equal(up.status, 200);
+    assert.notEqual(statSync(upload).uid, 0);
   });
 
   test("signature expiration is signed and enforced", async () => {

@@ -3,9 +3,9 @@ import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -25,10 +25,11 @@ import {
   type Sandbox,
 } from "e2b";
 import { readMetadata } from "../../../packages/envd/src/fs/metadata.js";
-import { debugSandbox, ENVD_URL, type RunningEnvd, startEnvd } from "../helpers/envd.js";
+import { debugSandbox, ENVD_URL, makeUserDir, type RunningEnvd, startEnvd } from "../helpers/envd.js";
 
 const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 const uidOf = (name: string) => Number(execFileSync("id", ["-u", name], { encoding: "utf8" }).trim());
+const gidOf = (name: string) => Number(execFileSync("id", ["-g", name], { encoding: "utf8" }).trim());
 
 async function collect(stream: ReadableStream<Uint8Array>): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -45,6 +46,11 @@ function filesURL(query: Record<string, string>): string {
   return `${ENVD_URL}/files?${new URLSearchParams(query)}`;
 }
 
+/** lchown: gives a symlink itself to a user, as if they had made it. */
+function chownLink(link: string, name: string): void {
+  execFileSync("chown", ["-h", name, link]);
+}
+
 /** Leftover temp files of interrupted uploads in `dir`, which must never exist. */
 function tempFiles(dir: string): string[] {
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(".moat-")) : [];
@@ -59,7 +65,7 @@ describe("envd /files through the e2b SDK", () => {
   before(async () => {
     envd = await startEnvd();
     sbx = await debugSandbox();
-    dir = mkdtempSync("/tmp/moat-test-files-");
+    dir = makeUserDir("/tmp/moat-test-files-");
   });
   after(async () => {
     await envd.stop();
@@ -237,6 +243,7 @@ describe("envd /files through the e2b SDK", () => {
     const target = path.join(dir, "link-target.txt");
     const link = path.join(dir, "link.txt");
     writeFileSync(target, "old");
+    chownSync(target, uidOf("user"), gidOf("user"));
     symlinkSync(target, link);
     await sbx.files.write(link, "new");
     assert.equal(readFileSync(target, "utf8"), "new");
@@ -433,6 +440,7 @@ describe("envd /files through the e2b SDK", () => {
 
   test("compose concatenates sources into the destination and removes them", async () => {
     mkdirSync(path.join(dir, "parts"), { recursive: true });
+    chownSync(path.join(dir, "parts"), uidOf("user"), gidOf("user"));
     const sources = ["p1", "p2", "p3"].map((n) => path.join(dir, "parts", n));
     for (const [i, s] of sources.entries()) writeFileSync(s, `chunk${i};`);
     const destination = path.join(dir, "composed/out.txt");
@@ -459,6 +467,80 @@ describe("envd /files through the e2b SDK", () => {
     assert.equal(invalid.status, 400);
     const notJSON = await fetch(`${ENVD_URL}/files/compose`, { method: "POST", body: "{" });
     assert.equal(notJSON.status, 400);
+  });
+
+  test("REST file access holds the user to their permissions; root may do anything", async () => {
+    const user = uidOf("user");
+    const as = (username: string) => ({ username });
+    // Root's corner of the test dir: a private file, a world-readable one, a world-writable one.
+    const sys = path.join(dir, "sys");
+    mkdirSync(sys);
+    const secret = path.join(sys, "secret.txt");
+    writeFileSync(secret, "root only", { mode: 0o600 });
+    const passwd = path.join(sys, "passwd");
+    writeFileSync(passwd, "root:x:0:0\n", { mode: 0o644 });
+    const shared = path.join(sys, "shared.txt");
+    writeFileSync(shared, "anyone may write", { mode: 0o666 });
+    chmodSync(shared, 0o666);
+    const status = async (res: Response) => {
+      await res.arrayBuffer();
+      return res.status;
+    };
+    const read = (file: string, query: Record<string, string> = {}) =>
+      fetch(filesURL({ path: file, ...query })).then(status);
+    const write = (file: string, body: string, query: Record<string, string> = {}) =>
+      fetch(filesURL({ path: file, ...query }), {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body,
+      }).then(status);
+
+    assert.equal(await read("/etc/shadow"), 403);
+    assert.equal(await read(secret), 403);
+    assert.equal(await read(passwd), 200);
+    assert.equal(await read(secret, as("root")), 200);
+    // A symlink of the user's own leads nowhere they could not go themselves.
+    symlinkSync(secret, path.join(dir, "to-secret"));
+    symlinkSync(sys, path.join(dir, "to-sys"));
+    chownLink(path.join(dir, "to-secret"), "user");
+    chownLink(path.join(dir, "to-sys"), "user");
+    assert.equal(await read(path.join(dir, "to-secret")), 403);
+    assert.equal(await read(path.join(dir, "to-sys/secret.txt")), 403);
+
+    assert.equal(await write(passwd, "user::0:0\n"), 403);
+    assert.equal(await write(path.join(dir, "to-sys/passwd"), "user::0:0\n"), 403);
+    assert.equal(await write(path.join(sys, "new.txt"), "x"), 403);
+    assert.equal(await write(path.join(sys, "new-dir/new.txt"), "x"), 403);
+    assert.equal(readFileSync(passwd, "utf8"), "root:x:0:0\n");
+    assert.equal(existsSync(path.join(sys, "new.txt")), false);
+    assert.equal(existsSync(path.join(sys, "new-dir")), false);
+    assert.deepEqual(tempFiles(sys), []);
+    // A file the user may write is written, and stays its owner's.
+    assert.equal(await write(shared, "written by user"), 200);
+    assert.equal(readFileSync(shared, "utf8"), "written by user");
+    assert.equal(statSync(shared).uid, 0);
+    assert.equal(statSync(shared).mode & 0o777, 0o666);
+    // Root may.
+    assert.equal(await write(path.join(sys, "by-root.txt"), "x", as("root")), 200);
+    assert.equal(statSync(path.join(sys, "by-root.txt")).uid, 0);
+
+    // Compose: every source must be readable and removable by the user.
+    const own = path.join(dir, "own-part");
+    writeFileSync(own, "mine;");
+    chownSync(own, user, gidOf("user"));
+    const compose = (sources: string[], destination: string) =>
+      fetch(`${ENVD_URL}/files/compose`, {
+        method: "POST",
+        body: JSON.stringify({ source_paths: sources, destination }),
+      }).then(status);
+    const out = path.join(dir, "composed-secret.txt");
+    assert.equal(await compose([own, secret], out), 403);
+    assert.equal(await compose([own, passwd], out), 403, "readable, but not the user's to remove");
+    assert.equal(existsSync(out), false);
+    assert.equal(existsSync(own), true);
+    assert.equal(existsSync(passwd), true);
+    assert.equal(await compose([own], path.join(sys, "composed.txt")), 403);
+    assert.equal(existsSync(path.join(sys, "composed.txt")), false);
   });
 
   test("CORS is fully open", async () => {

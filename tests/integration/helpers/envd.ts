@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
+import { chownSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Sandbox } from "e2b";
@@ -28,6 +29,20 @@ export function ensureTestUser(): void {
   } catch {
     execFileSync("useradd", ["--create-home", "--shell", "/bin/bash", "user"], { stdio: "inherit" });
   }
+}
+
+/**
+ * A temp directory owned by `user`, where the SDK (acting as `user` by default) may create files:
+ * envd holds REST calls to the acting user's permissions, and mkdtemp makes root's 0700 dirs.
+ */
+export function makeUserDir(prefix: string): string {
+  ensureTestUser();
+  const dir = mkdtempSync(prefix);
+  const [uid, gid] = ["-u", "-g"].map((flag) =>
+    Number(execFileSync("id", [flag, "user"], { encoding: "utf8" })),
+  );
+  chownSync(dir, uid!, gid!);
+  return dir;
 }
 
 export async function startEnvd(extraArgs: string[] = [], logLevel = "debug"): Promise<RunningEnvd> {

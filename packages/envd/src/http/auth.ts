@@ -35,19 +35,22 @@ export function accessTokenMiddleware(ctx: EnvdContext): MiddlewareHandler<HTTPE
   };
 }
 
+/** How a `/files` request was let in: an unsecured envd, the access token, or a signed URL. */
+export type FileAccess = "open" | "token" | "signature";
+
 /**
  * The access check of `/files` on a secured envd: a matching `X-Access-Token`, or else a valid
  * `signature` (and unexpired `signature_expiration`) over the path and username exactly as they
  * appear in the query, as the SDK's `downloadUrl`/`uploadUrl` sign them.
  */
-export function checkFileAccess(ctx: EnvdContext, c: HTTPContext, operation: FileOperation): void {
+export function checkFileAccess(ctx: EnvdContext, c: HTTPContext, operation: FileOperation): FileAccess {
   const token = ctx.state.accessToken;
-  if (token === undefined) return;
+  if (token === undefined) return "open";
   const header = c.req.header("x-access-token");
   if (header) {
     if (!tokenMatches(token, header))
       throw new HTTPError(401, "access token present in header but does not match");
-    return;
+    return "token";
   }
   const signature = c.req.query("signature");
   if (!signature) throw new HTTPError(401, "missing signature query parameter");
@@ -67,6 +70,26 @@ export function checkFileAccess(ctx: EnvdContext, c: HTTPContext, operation: Fil
   if (!tokenMatches(expected, signature)) throw new HTTPError(401, "invalid signature");
   if (expiration !== undefined && expiration < Math.floor(Date.now() / 1000)) {
     throw new HTTPError(401, "signature is already expired");
+  }
+  return "signature";
+}
+
+/**
+ * The user a `/files` call acts as. A signed URL acts as exactly the user it was signed for (its
+ * `username`, empty meaning the default user): the URL is its holder's only credential, so an
+ * `Authorization` header must not pick another user. Otherwise as `restUser`.
+ */
+export function fileUser(
+  ctx: EnvdContext,
+  c: HTTPContext,
+  via: FileAccess,
+  username: string | undefined,
+): User {
+  if (via !== "signature") return restUser(ctx, c, username);
+  try {
+    return requireUser(ctx.users, username || ctx.state.defaultUser);
+  } catch (err) {
+    throw new HTTPError(401, err instanceof ConnectError ? err.rawMessage : String(err));
   }
 }
 

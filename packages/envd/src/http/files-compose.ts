@@ -1,20 +1,21 @@
-import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
-import { rename, rm, stat } from "node:fs/promises";
+import { lstat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { finished, pipeline } from "node:stream/promises";
+import { Readable } from "node:stream";
 import type { Handler } from "hono";
 import type { EnvdContext } from "../context.js";
-import { chownTo, makeDirsAs } from "../fs/ownership.js";
+import { holdDir } from "../fs/held-dir.js";
+import { type Access, accessFor } from "../services/filesystem/access.js";
 import { restUser } from "./auth.js";
 import { type HTTPEnv, nodeRequest } from "./bindings.js";
 import { readJSON } from "./body.js";
-import { HTTPError, toHTTPError } from "./errors.js";
+import { HTTPError } from "./errors.js";
+import { openFileAs } from "./open-file.js";
 import { restPath } from "./paths.js";
-import { prepareTarget, type WrittenFile } from "./write-file.js";
+import { writeFileAs } from "./write-file.js";
 
 const MAX_COMPOSE_BODY_BYTES = 1024 * 1024;
 const MAX_SOURCES = 10_000;
+const READ_CHUNK_BYTES = 1024 * 1024;
 
 interface ComposeRequest {
   sourcePaths: string[];
@@ -22,56 +23,79 @@ interface ComposeRequest {
   username: string | undefined;
 }
 
+/** A source file as checked: where it is and which inode it was. */
+interface Source {
+  path: string;
+  dev: number;
+  ino: number;
+}
+
 /**
  * POST /files/compose: concatenates `source_paths` in order into `destination` (for clients that
- * upload a big file in chunks), then deletes the sources. The result appears atomically: it is
- * assembled in a temp file next to the destination and renamed into place.
+ * upload a big file in chunks), then deletes the sources, all with the user's permissions: they
+ * must be able to read and delete every source and write the destination, which is checked before
+ * anything is written. The result appears atomically, as an upload does.
  */
 export function composeFiles(ctx: EnvdContext): Handler<HTTPEnv> {
   return async (c) => {
     const req = parseComposeRequest(await readJSON(nodeRequest(c), MAX_COMPOSE_BODY_BYTES));
     const user = restUser(ctx, c, req.username);
+    const access = accessFor(user);
     const { defaultWorkdir } = ctx.state;
     const destination = restPath(req.destination, user, defaultWorkdir);
-    const sources: string[] = [];
+    const sources: Source[] = [];
     for (const source of req.sourcePaths) {
       const resolved = restPath(source, user, defaultWorkdir);
       if (resolved === destination) {
         throw new HTTPError(400, `source path '${source}' cannot be the same as the destination`);
       }
-      const stats = await stat(resolved).catch(() => undefined);
-      if (!stats) throw new HTTPError(404, `source file not found: ${source}`);
-      if (!stats.isFile()) throw new HTTPError(400, `source path is not a regular file: ${source}`);
-      sources.push(resolved);
+      const { handle, stats } = await openFileAs(resolved, access);
+      await handle.close();
+      try {
+        await access.requireUnlink(resolved);
+      } catch (err) {
+        throw new HTTPError(403, `source '${source}' cannot be removed: permission denied`, { cause: err });
+      }
+      sources.push({ path: resolved, dev: stats.dev, ino: stats.ino });
     }
-    const { dest } = await prepareTarget(destination);
-    const dir = path.dirname(dest);
-    try {
-      await makeDirsAs(dir, user);
-    } catch (err) {
-      throw toHTTPError(err, `error creating directory '${dir}'`);
-    }
-
-    const tmp = path.join(dir, `.moat-compose-${randomBytes(8).toString("hex")}`);
-    let out: WriteStream | undefined;
-    try {
-      out = createWriteStream(tmp, { flags: "wx", mode: 0o644 });
-      for (const source of sources) await pipeline(createReadStream(source), out, { end: false });
-      out.end();
-      await finished(out);
-      await chownTo(tmp, user);
-      await rename(tmp, dest);
-    } catch (err) {
-      out?.destroy();
-      if (out) await finished(out).catch(() => {});
-      await rm(tmp, { force: true }).catch(() => {});
-      throw toHTTPError(err, `error composing '${destination}'`);
-    }
+    const written = await writeFileAs(destination, () => concatenate(sources, access), user, {}, ctx.logger);
     // Duplicated sources are fine to list twice; removing the second time is a no-op.
-    await Promise.all(sources.map((s) => rm(s, { force: true }).catch(() => {})));
-    const entry: WrittenFile = { path: destination, name: path.basename(destination), type: "file" };
-    return c.json(entry);
+    for (const source of sources) await removeSource(source, access).catch(() => {});
+    return c.json({ path: written.path, name: written.name, type: written.type });
   };
+}
+
+/** The sources one after the other, each opened again (and checked again) when its turn comes. */
+function concatenate(sources: Source[], access: Access): Readable {
+  async function* chunks() {
+    for (const source of sources) {
+      const { handle, stats } = await openFileAs(source.path, access);
+      if (stats.dev !== source.dev || stats.ino !== source.ino) {
+        await handle.close();
+        throw new HTTPError(409, `source '${source.path}' was replaced while composing; try again`);
+      }
+      // The stream closes the handle once read, or when the concatenation is abandoned.
+      yield* handle.createReadStream({ start: 0, highWaterMark: READ_CHUNK_BYTES });
+    }
+  }
+  return Readable.from(chunks(), { objectMode: false });
+}
+
+/**
+ * Unlinks a composed source from its directory held open, and only if it still is the file that
+ * was composed: a path swapped meanwhile must not make envd delete something else.
+ */
+async function removeSource(source: Source, access: Access): Promise<void> {
+  const dir = await holdDir(path.dirname(source.path), access);
+  try {
+    const name = dir.entry(path.basename(source.path));
+    const entry = await lstat(name);
+    if (entry.dev !== source.dev || entry.ino !== source.ino) return;
+    await access.requireUnlinkIn(dir.handle, entry, source.path);
+    await unlink(name);
+  } finally {
+    await dir.close();
+  }
 }
 
 function parseComposeRequest(raw: unknown): ComposeRequest {

@@ -1,44 +1,38 @@
 import type { Stats } from "node:fs";
-import { constants } from "node:fs";
-import { type FileHandle, open, stat } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { pipeline, Readable } from "node:stream";
 import { createGzip } from "node:zlib";
 import type { Handler } from "hono";
 import type { EnvdContext } from "../context.js";
-import { checkFileAccess, restUser } from "./auth.js";
+import { accessFor } from "../services/filesystem/access.js";
+import { checkFileAccess, fileUser } from "./auth.js";
 import type { HTTPContext, HTTPEnv } from "./bindings.js";
 import { negotiateEncoding } from "./encoding.js";
-import { errorResponse, HTTPError, toHTTPError } from "./errors.js";
+import { errorResponse, HTTPError } from "./errors.js";
+import { openFileAs } from "./open-file.js";
 import { restPath } from "./paths.js";
 import { parseRange } from "./range.js";
 
 const READ_CHUNK_BYTES = 1024 * 1024;
 
 /**
- * GET /files: streams a file as the request's user sees it. Honours `Accept-Encoding: gzip`, a
+ * GET /files: streams a file as the request's user may read it. Honours `Accept-Encoding: gzip`, a
  * single `Range`, and the usual conditional headers (a Range or conditional request is answered
  * uncompressed, as envd does, so byte offsets and validators stay meaningful).
  */
 export function downloadFile(ctx: EnvdContext): Handler<HTTPEnv> {
   return async (c) => {
-    checkFileAccess(ctx, c, "read");
-    const user = restUser(ctx, c, c.req.query("username"));
+    const via = checkFileAccess(ctx, c, "read");
+    const user = fileUser(ctx, c, via, c.req.query("username"));
     const requested = c.req.query("path");
     if (!requested) throw new HTTPError(400, "path query parameter is required");
     const target = restPath(requested, user, ctx.state.defaultWorkdir);
-    requireRegularFile(target, await statOrNotFound(target));
     let encoding = negotiateEncoding(c.req.header("accept-encoding"));
-
-    // O_NONBLOCK: should the path turn into a FIFO after the stat, opening it must not hang.
-    let handle: FileHandle | undefined = await open(target, constants.O_RDONLY | constants.O_NONBLOCK).catch(
-      (err: unknown) => {
-        throw notFoundOr(err, target, "error opening file");
-      },
-    );
+    const opened = await openFileAs(target, accessFor(user));
+    let handle: FileHandle | undefined = opened.handle;
+    const { stats } = opened;
     try {
-      const stats = await handle.stat();
-      requireRegularFile(target, stats);
       setFileHeaders(c, target, stats);
 
       const conditional = preconditions(c, stats);
@@ -79,25 +73,6 @@ export function downloadFile(ctx: EnvdContext): Handler<HTTPEnv> {
       await handle?.close();
     }
   };
-}
-
-async function statOrNotFound(target: string): Promise<Stats> {
-  try {
-    return await stat(target);
-  } catch (err) {
-    throw notFoundOr(err, target, "error checking path");
-  }
-}
-
-function notFoundOr(err: unknown, target: string, what: string): HTTPError {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === "ENOENT" || code === "ENOTDIR") return new HTTPError(404, `path '${target}' does not exist`);
-  return toHTTPError(err, `${what} '${target}'`);
-}
-
-function requireRegularFile(target: string, stats: Stats): void {
-  if (stats.isDirectory()) throw new HTTPError(400, `path '${target}' is a directory`);
-  if (!stats.isFile()) throw new HTTPError(400, `path '${target}' is not a regular file`);
 }
 
 function setFileHeaders(c: HTTPContext, target: string, stats: Stats): void {

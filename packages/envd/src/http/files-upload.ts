@@ -1,6 +1,6 @@
 import type { Handler } from "hono";
 import type { EnvdContext } from "../context.js";
-import { checkFileAccess, restUser } from "./auth.js";
+import { checkFileAccess, fileUser } from "./auth.js";
 import { type HTTPEnv, nodeRequest } from "./bindings.js";
 import { decodedBody } from "./body.js";
 import { HTTPError } from "./errors.js";
@@ -17,8 +17,8 @@ import { type WrittenFile, writeFileAs } from "./write-file.js";
  */
 export function uploadFiles(ctx: EnvdContext): Handler<HTTPEnv> {
   return async (c) => {
-    checkFileAccess(ctx, c, "write");
-    const user = restUser(ctx, c, c.req.query("username"));
+    const via = checkFileAccess(ctx, c, "write");
+    const user = fileUser(ctx, c, via, c.req.query("username"));
     const incoming = nodeRequest(c);
     const metadata = metadataFromHeaders(incoming.headersDistinct);
     const queryPath = c.req.query("path") || undefined;

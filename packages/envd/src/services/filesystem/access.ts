@@ -5,8 +5,8 @@
  * every directory along a path, and the sticky-bit rule for unlinking and renaming. POSIX ACLs and
  * capabilities are not considered.
  */
-import { readFileSync, statSync } from "node:fs";
-import { lstat, readdir, realpath, stat } from "node:fs/promises";
+import { readFileSync, type Stats, statSync } from "node:fs";
+import { type FileHandle, lstat, readdir, readlink, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { User } from "../../auth/users.js";
@@ -78,6 +78,16 @@ export interface Access {
   requireRemoveTree(target: string): Promise<void>;
   /** What renaming `source` to `destination` needs, the destination's parent existing or not. */
   requireMove(source: string, destination: string): Promise<void>;
+  /**
+   * What using an opened file or directory needs: `want` on the inode itself, and search on every
+   * directory above where it really is, as its descriptor tells whatever symlinks led there or
+   * were swapped in since the path was checked. Returns its stats.
+   */
+  requireOpened(handle: FileHandle, want: number): Promise<Stats>;
+  /** `want` on an inode already looked at (`what` names it in the error). */
+  requireOn(inode: Owned, want: number, what: string): void;
+  /** What unlinking `entry` from the opened directory `dir` needs: write on it and the sticky-bit rule. */
+  requireUnlinkIn(dir: FileHandle, entry: Owned, what: string): Promise<void>;
 }
 
 const UNCHECKED: Access = {
@@ -88,6 +98,9 @@ const UNCHECKED: Access = {
   requireUnlink: async () => {},
   requireRemoveTree: async () => {},
   requireMove: async () => {},
+  requireOpened: (handle) => handle.stat(),
+  requireOn: () => {},
+  requireUnlinkIn: async () => {},
 };
 
 class CheckedAccess implements Access {
@@ -168,6 +181,31 @@ class CheckedAccess implements Access {
     }
   }
 
+  async requireOpened(handle: FileHandle, want: number): Promise<Stats> {
+    const st = await handle.stat();
+    const where = await openedPath(handle);
+    this.requireOn(st, want, where);
+    for (const d of prefixes(path.dirname(where))) {
+      let dir: Owned;
+      try {
+        dir = await stat(d);
+      } catch {
+        continue;
+      }
+      if (!permits(dir, this.who, SEARCH)) throw denied(d);
+    }
+    return st;
+  }
+
+  requireOn(inode: Owned, want: number, what: string): void {
+    if (!permits(inode, this.who, want)) throw denied(what);
+  }
+
+  async requireUnlinkIn(dir: FileHandle, entry: Owned, what: string): Promise<void> {
+    const dirStats = await this.requireOpened(dir, WRITE | SEARCH);
+    if (!stickyAllows(dirStats, entry, this.who)) throw denied(what);
+  }
+
   async requireMove(source: string, destination: string): Promise<void> {
     await this.requireUnlink(source);
     const destParent = path.dirname(destination);
@@ -184,6 +222,21 @@ class CheckedAccess implements Access {
       if (!permits(src, this.who, WRITE)) throw denied(source);
     }
   }
+}
+
+/**
+ * Where an open descriptor's file is now, from /proc (" (deleted)" stripped: unlinked since it
+ * was opened). Without /proc the answer is unknown, and checks that need it fail closed.
+ */
+async function openedPath(handle: FileHandle): Promise<string> {
+  let where: string;
+  try {
+    where = await readlink(`/proc/self/fd/${handle.fd}`);
+  } catch (err) {
+    throw new ConnectError(`cannot check where an opened file is: ${(err as Error).message}`, Code.Internal);
+  }
+  if (!where.startsWith("/")) throw new ConnectError(`'${where}' is not a file`, Code.InvalidArgument);
+  return where.endsWith(" (deleted)") ? where.slice(0, -" (deleted)".length) : where;
 }
 
 function denied(target: string): ConnectError {
