@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
+import type { IncomingMessage } from "node:http";
+import { Readable } from "node:stream";
 import { describe, test } from "node:test";
+import { gzipSync } from "node:zlib";
+import { decodedBody, isDecompressionError } from "../src/http/body.js";
 import { negotiateEncoding } from "../src/http/encoding.js";
 import { HTTPError } from "../src/http/errors.js";
 import { contentDisposition } from "../src/http/files-download.js";
@@ -120,5 +124,44 @@ describe("parseInitRequest", () => {
     ]) {
       assert.throws(() => parseInitRequest(body), httpStatus(400), JSON.stringify(body));
     }
+  });
+});
+
+describe("decodedBody", () => {
+  /** A request-like stream carrying `body` with these headers. */
+  function request(body: Buffer, headers: Record<string, string>): IncomingMessage {
+    const stream = Readable.from([body]) as unknown as IncomingMessage;
+    return Object.assign(stream, { headers });
+  }
+  async function drain(stream: Readable): Promise<number> {
+    let size = 0;
+    for await (const chunk of stream) size += (chunk as Buffer).length;
+    return size;
+  }
+
+  test("gunzips, and passes other bodies through", async () => {
+    const text = Buffer.from("line of text\n".repeat(10_000));
+    const gz = decodedBody(request(gzipSync(text), { "content-encoding": "gzip" }));
+    assert.equal(await drain(gz.stream), text.length);
+    const plain = decodedBody(request(text, {}));
+    assert.equal(await drain(plain.stream), text.length);
+  });
+  test("a body that expands past the ratio fails with 413", async () => {
+    const bomb = gzipSync(Buffer.alloc(70 * 1024 * 1024));
+    const body = decodedBody(request(bomb, { "content-encoding": "gzip" }));
+    await assert.rejects(drain(body.stream), httpStatus(413));
+    body.dispose();
+  });
+  test("corrupt gzip fails with zlib's error; other encodings are 415", async () => {
+    const corrupt = Buffer.concat([
+      gzipSync(Buffer.alloc(10_000, 1)).subarray(0, 30),
+      Buffer.from("garbage"),
+    ]);
+    const body = decodedBody(request(corrupt, { "content-encoding": "gzip" }));
+    await assert.rejects(drain(body.stream), (err: unknown) => isDecompressionError(err));
+    assert.throws(
+      () => decodedBody(request(Buffer.from("x"), { "content-encoding": "br" })),
+      httpStatus(415),
+    );
   });
 });

@@ -469,6 +469,32 @@ describe("envd /files through the e2b SDK", () => {
     assert.equal(notJSON.status, 400);
   });
 
+  test("a gzip body that expands past reason is 413 and leaves nothing behind", async () => {
+    const target = path.join(dir, "bomb/zeros.bin");
+    const bomb = gzipSync(Buffer.alloc(100 * 1024 * 1024));
+    const res = await fetch(filesURL({ path: target }), {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-encoding": "gzip" },
+      body: bomb,
+    });
+    assert.equal(res.status, 413);
+    assert.match((await errorBody(res)).message, /expands more than/);
+    assert.equal(existsSync(target), false);
+    assert.deepEqual(tempFiles(path.dirname(target)), []);
+    // Ordinary compressible data well past the free allowance goes through.
+    const lines: string[] = [];
+    for (let i = 0; i < 1_600_000; i++) {
+      lines.push(`${i} ${((i * 2654435761) >>> 0).toString(16)} GET /api/items/${i % 977} 200 ${i % 13}ms\n`);
+    }
+    const text = Buffer.from(lines.join(""));
+    assert.ok(text.length > 64 * 1024 * 1024);
+    const log = path.join(dir, "bomb/log.txt");
+    await sbx.files.write(log, text.buffer.slice(text.byteOffset, text.byteOffset + text.length), {
+      gzip: true,
+    });
+    assert.equal(statSync(log).size, text.length);
+  });
+
   test("REST file access holds the user to their permissions; root may do anything", async () => {
     const user = uidOf("user");
     const as = (username: string) => ({ username });

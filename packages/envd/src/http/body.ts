@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { finished, type Readable, type Writable } from "node:stream";
+import { finished, type Readable, Transform, type Writable } from "node:stream";
 import { finished as finishedPromise } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { HTTPError } from "./errors.js";
@@ -62,9 +62,23 @@ export interface DecodedBody {
 }
 
 /**
- * The request body as one stream, gunzipped when `Content-Encoding: gzip`; any other encoding is
- * 415. The request itself is never destroyed (that would cut the socket before the error answer);
- * a client that goes away fails the decompressor instead.
+ * How far a gzip body may expand: freely up to 64 MiB, beyond that to at most 256 times the bytes
+ * received. Text and logs compress 3-20 times; only data made to expand (deflate reaches ~1000
+ * times) goes past it, and is refused with 413 rather than filling the disk at that rate.
+ */
+const GZIP_FREE_BYTES = 64 * 1024 * 1024;
+const GZIP_MAX_RATIO = 256;
+/**
+ * Compressed input reaches zlib in pieces this small: zlib emits all the output of a piece before
+ * backpressure applies, so a piece, not a network chunk a thousand times over, bounds what the
+ * decompressor holds in memory.
+ */
+const GZIP_PIECE_BYTES = 16 * 1024;
+
+/**
+ * The request body as one stream, gunzipped when `Content-Encoding: gzip` (streamed, bounded in
+ * memory and in expansion); any other encoding is 415. The request itself is never destroyed
+ * (that would cut the socket before the error answer); a client that goes away fails the stream.
  */
 export function decodedBody(incoming: IncomingMessage): DecodedBody {
   const header = incoming.headers["content-encoding"]?.trim().toLowerCase();
@@ -72,20 +86,48 @@ export function decodedBody(incoming: IncomingMessage): DecodedBody {
   if (header !== "gzip" && header !== "x-gzip") {
     throw new HTTPError(415, `unsupported Content-Encoding: ${header}, supported: [identity, gzip]`);
   }
+  let received = 0;
+  let expanded = 0;
+  const slicer = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      received += chunk.length;
+      for (let at = 0; at < chunk.length; at += GZIP_PIECE_BYTES) {
+        this.push(chunk.subarray(at, at + GZIP_PIECE_BYTES));
+      }
+      callback();
+    },
+  });
   const gunzip = createGunzip();
-  // Corrupt input can fail the decompressor before anyone reads it; the error is kept on the
-  // stream and surfaces to the reader (pump sees it), so it must not go unhandled here.
-  gunzip.on("error", () => {});
-  incoming.pipe(gunzip);
+  const meter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      expanded += chunk.length;
+      if (expanded > GZIP_FREE_BYTES && expanded > received * GZIP_MAX_RATIO) {
+        callback(
+          new HTTPError(
+            413,
+            `gzip body expands more than ${GZIP_MAX_RATIO} times (past ${GZIP_FREE_BYTES >> 20} MiB); upload it uncompressed`,
+          ),
+        );
+        return;
+      }
+      callback(null, chunk);
+    },
+  });
+  // Corrupt input fails the decompressor; the error reaches the reader through the meter. It may
+  // fail before anyone reads it; the error stays on the stream for the reader (pump sees it), so
+  // it must not go unhandled here.
+  gunzip.on("error", (err) => meter.destroy(err));
+  meter.on("error", () => {});
+  incoming.pipe(slicer).pipe(gunzip).pipe(meter);
   const stopWatching = finished(incoming, { writable: false }, (err) => {
-    if (err) gunzip.destroy(err);
+    if (err) meter.destroy(err);
   });
   return {
-    stream: gunzip,
+    stream: meter,
     dispose() {
       stopWatching();
-      incoming.unpipe(gunzip);
-      gunzip.destroy();
+      incoming.unpipe(slicer);
+      for (const stream of [slicer, gunzip, meter]) stream.destroy();
     },
   };
 }

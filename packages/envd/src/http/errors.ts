@@ -51,6 +51,7 @@ export function toHTTPError(err: unknown, what = "error"): HTTPError {
       });
     case "ENOSPC":
     case "EDQUOT":
+    case "EFBIG":
       return new HTTPError(507, "not enough disk space available", { cause: err });
     case "ENOENT":
       return new HTTPError(404, `${what}: no such file or directory`, { cause: err });
