@@ -1,8 +1,9 @@
 import type { Stats } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
+import { type FileHandle, statfs } from "node:fs/promises";
 import path from "node:path";
-import { pipeline, Readable } from "node:stream";
-import { createGzip } from "node:zlib";
+import { pipeline, Readable, Transform } from "node:stream";
+import { promisify } from "node:util";
+import { createGzip, gzip } from "node:zlib";
 import type { Handler } from "hono";
 import type { EnvdContext } from "../context.js";
 import { accessFor } from "../services/filesystem/access.js";
@@ -14,12 +15,26 @@ import { openFileAs } from "./open-file.js";
 import { restPath } from "./paths.js";
 import { parseRange } from "./range.js";
 
+const gzipAsync = promisify(gzip);
+
+/** Files (and ranges) up to this size are read whole first and sent with their exact length. */
+const SMALL_FILE_BYTES = 1024 * 1024;
+/** Room for a small file to grow between its stat and its read, so that one read(2) takes it all. */
+const GROWTH_SLACK_BYTES = 64 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+/** statfs types whose files report size 0 but have content, served a page per read: proc, sysfs, cgroup. */
+const PSEUDO_FILESYSTEMS = new Set([0x9fa0, 0x62656572, 0x27e0eb, 0x63677270]);
 
 /**
- * GET /files: streams a file as the request's user may read it. Honours `Accept-Encoding: gzip`, a
- * single `Range`, and the usual conditional headers (a Range or conditional request is answered
+ * GET /files: a file as the request's user may read it. Honours `Accept-Encoding: gzip`, a single
+ * `Range`, and the usual conditional headers (a Range or conditional request is answered
  * uncompressed, as envd does, so byte offsets and validators stay meaningful).
+ *
+ * The answer is always complete and well-formed, whatever happens to the file meanwhile (a log
+ * that grows, a file another process keeps rewriting): small files and ranges are read first and
+ * sent with the length actually read; bigger files stream to wherever their end is then, without
+ * a length announced in advance. A length fixed from a stat and a file that shrank before it was
+ * read would leave the client waiting for bytes that never come.
  */
 export function downloadFile(ctx: EnvdContext): Handler<HTTPEnv> {
   return async (c) => {
@@ -28,18 +43,16 @@ export function downloadFile(ctx: EnvdContext): Handler<HTTPEnv> {
     const requested = c.req.query("path");
     if (!requested) throw new HTTPError(400, "path query parameter is required");
     const target = restPath(requested, user, ctx.state.defaultWorkdir);
-    let encoding = negotiateEncoding(c.req.header("accept-encoding"));
     const opened = await openFileAs(target, accessFor(user));
     let handle: FileHandle | undefined = opened.handle;
     const { stats } = opened;
     try {
       setFileHeaders(c, target, stats);
-
       const conditional = preconditions(c, stats);
       if (conditional === 304) return c.body(null, 304);
       if (conditional === 412) return errorResponse(c, 412, "precondition failed");
 
-      // Pseudo files (/proc, /sys) report size 0 but have content: stream them to EOF, unranged.
+      // Pseudo files (/proc, /sys) report size 0 but have content: they are read to EOF, unranged.
       const sized = stats.size > 0;
       const rangeHeader = sized && rangeApplies(c, stats) ? c.req.header("range") : undefined;
       const range = parseRange(rangeHeader, stats.size);
@@ -47,32 +60,143 @@ export function downloadFile(ctx: EnvdContext): Handler<HTTPEnv> {
         c.header("Content-Range", `bytes */${stats.size}`);
         return errorResponse(c, 416, `range not satisfiable for a file of ${stats.size} bytes`);
       }
+      let encoding = negotiateEncoding(c.req.header("accept-encoding"));
       if (c.req.header("range") || conditional === "conditional") encoding = "identity";
 
-      let start = 0;
-      let end = stats.size - 1;
-      let status: 200 | 206 = 200;
-      if (range.kind === "partial") {
-        ({ start, end } = range);
-        status = 206;
-        c.header("Content-Range", `bytes ${start}-${end}/${stats.size}`);
+      if (c.req.method === "HEAD") {
+        // What a GET would announce, as of the stat.
+        if (range.kind === "partial") {
+          c.header("Content-Range", `bytes ${range.start}-${range.end}/${stats.size}`);
+          c.header("Content-Length", String(range.end - range.start + 1));
+          return c.body(null, 206);
+        }
+        if (encoding === "gzip") c.header("Content-Encoding", "gzip");
+        else if (sized) c.header("Content-Length", String(stats.size));
+        return c.body(null, 200);
       }
-      if (encoding === "gzip") c.header("Content-Encoding", "gzip");
-      else if (sized) c.header("Content-Length", String(end - start + 1));
-      if (c.req.method === "HEAD") return c.body(null, status);
 
-      // Big reads: every chunk costs a trip through the web-stream adapter.
-      const file = handle.createReadStream(sized ? { start, end, highWaterMark: READ_CHUNK_BYTES } : {});
+      if (range.kind === "partial") {
+        const { start, end } = range;
+        if (end - start + 1 > SMALL_FILE_BYTES) {
+          c.header("Content-Range", `bytes ${start}-${end}/${stats.size}`);
+          c.header("Content-Length", String(end - start + 1));
+          const file = handle.createReadStream({ start, end, highWaterMark: READ_CHUNK_BYTES });
+          handle = undefined; // the stream closes it, on end, error or cancel
+          return c.body(
+            Readable.toWeb(pipeline(file, exactly(end - start + 1), () => {})) as ReadableStream,
+            206,
+          );
+        }
+        const buffer = Buffer.allocUnsafe(end - start + 1);
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, start);
+        const size = (await handle.stat()).size;
+        if (bytesRead === 0) {
+          c.header("Content-Range", `bytes */${size}`);
+          return errorResponse(c, 416, `range not satisfiable for a file of ${size} bytes`);
+        }
+        c.header(
+          "Content-Range",
+          `bytes ${start}-${start + bytesRead - 1}/${Math.max(size, start + bytesRead)}`,
+        );
+        c.header("Content-Length", String(bytesRead));
+        return c.body(bytes(buffer.subarray(0, bytesRead)), 206);
+      }
+
+      const whole = await readWhole(handle, stats);
+      if (whole) {
+        // The validators describe the file as stat'ed; if it changed while it was read, they may
+        // not describe these bytes.
+        if (changed(stats, await handle.stat())) {
+          c.header("ETag", undefined);
+          c.header("Last-Modified", undefined);
+        }
+        if (encoding === "gzip") {
+          c.header("Content-Encoding", "gzip");
+          return c.body(bytes(await gzipAsync(whole)), 200);
+        }
+        c.header("Content-Length", String(whole.length));
+        return c.body(bytes(whole), 200);
+      }
+
+      // Too big to hold: streamed to its end, whose place is only known once reached.
+      const file = handle.createReadStream({ start: 0, highWaterMark: READ_CHUNK_BYTES });
       handle = undefined; // the stream closes it, on end, error or cancel
       let body: Readable = file;
       if (encoding === "gzip") {
+        c.header("Content-Encoding", "gzip");
         body = pipeline(file, createGzip(), () => {});
       }
-      return c.body(Readable.toWeb(body) as ReadableStream, status);
+      return c.body(Readable.toWeb(body) as ReadableStream, 200);
     } finally {
       await handle?.close();
     }
   };
+}
+
+/**
+ * The whole file when it holds at most SMALL_FILE_BYTES, else undefined. A regular file is taken
+ * with one read(2) into a buffer larger than the file (from the start again with a bigger one if it
+ * filled up): one call returns one state of a file that another process rewrites meanwhile, where
+ * reading on from where a first call stopped could join two versions. Pseudo files, served a page
+ * per call, are read on to their end.
+ */
+async function readWhole(handle: FileHandle, stats: Stats): Promise<Buffer | undefined> {
+  if (stats.size > SMALL_FILE_BYTES) return undefined;
+  if (stats.size === 0 && (await isPseudoFile(handle))) return readToEnd(handle);
+  let capacity = Math.min(stats.size + GROWTH_SLACK_BYTES, SMALL_FILE_BYTES + 1);
+  for (;;) {
+    const buffer = Buffer.allocUnsafe(capacity);
+    const { bytesRead } = await handle.read(buffer, 0, capacity, 0);
+    if (bytesRead < capacity) return buffer.subarray(0, bytesRead);
+    if (capacity > SMALL_FILE_BYTES) return undefined;
+    capacity = Math.min(capacity * 2, SMALL_FILE_BYTES + 1);
+  }
+}
+
+async function readToEnd(handle: FileHandle): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const buffer = Buffer.allocUnsafe(GROWTH_SLACK_BYTES);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+    if (bytesRead === 0) return Buffer.concat(chunks, total);
+    chunks.push(buffer.subarray(0, bytesRead));
+    total += bytesRead;
+    if (total > SMALL_FILE_BYTES) return undefined;
+  }
+}
+
+async function isPseudoFile(handle: FileHandle): Promise<boolean> {
+  const fs = await statfs(`/proc/self/fd/${handle.fd}`).catch(() => undefined);
+  return fs !== undefined && PSEUDO_FILESYSTEMS.has(fs.type >>> 0);
+}
+
+/** A Buffer as the Uint8Array a Hono body takes (no copy). */
+function bytes(buffer: Buffer): Uint8Array<ArrayBuffer> {
+  return buffer as Uint8Array<ArrayBuffer>;
+}
+
+function changed(before: Stats, after: Stats): boolean {
+  return before.size !== after.size || before.mtimeMs !== after.mtimeMs || before.ino !== after.ino;
+}
+
+/**
+ * Passes a ranged stream on and fails it should the file end before `length` bytes: the client's
+ * connection is then cut, which it notices, instead of waiting for bytes that never come.
+ */
+function exactly(length: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      callback(null, chunk);
+    },
+    flush(callback) {
+      callback(
+        seen < length ? new Error(`the file shrank while it was read (${seen} of ${length} bytes)`) : null,
+      );
+    },
+  });
 }
 
 function setFileHeaders(c: HTTPContext, target: string, stats: Stats): void {
