@@ -7,7 +7,7 @@ import { decodedBody, isDecompressionError } from "../src/http/body.js";
 import { negotiateEncoding } from "../src/http/encoding.js";
 import { HTTPError } from "../src/http/errors.js";
 import { contentDisposition } from "../src/http/files-download.js";
-import { parseInitRequest } from "../src/http/init.js";
+import { clockBehind, parseInitRequest } from "../src/http/init.js";
 import { parseRange } from "../src/http/range.js";
 import { MAX_METADATA_KEY_BYTES, metadataFromHeaders } from "../src/http/upload-metadata.js";
 
@@ -124,6 +124,16 @@ describe("parseInitRequest", () => {
     ]) {
       assert.throws(() => parseInitRequest(body), httpStatus(400), JSON.stringify(body));
     }
+  });
+});
+
+describe("clockBehind", () => {
+  test("/init's timestamp moves the clock forward only", () => {
+    const now = Date.parse("2026-01-01T00:00:00Z");
+    assert.equal(clockBehind(now, now + 60_000), true);
+    assert.equal(clockBehind(now, now + 500), false, "within a second: left alone");
+    assert.equal(clockBehind(now, now - 60_000), false, "never back");
+    assert.equal(clockBehind(now, Date.parse("2001-01-01T00:00:00Z")), false);
   });
 });
 

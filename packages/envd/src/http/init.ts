@@ -175,6 +175,11 @@ async function setHostname(hostname: string): Promise<void> {
   if (!known) await appendFile("/etc/hosts", `${hosts.endsWith("\n") ? "" : "\n"}127.0.1.1 ${hostname}\n`);
 }
 
+/** Whether the clock (`now`) is behind `timestamp` by a second or more: only then is it set. */
+export function clockBehind(now: number, timestamp: number): boolean {
+  return timestamp - now >= 1000;
+}
+
 /**
  * Sets the system clock after a resume (the snapshot's clock is stale), forward only: a sandbox's
  * clock only ever falls behind, and a clock moved back would let a replayed or delayed /init
@@ -182,7 +187,7 @@ async function setHostname(hostname: string): Promise<void> {
  * times out of order). Failures are only logged.
  */
 async function setClock(timestamp: Date, ctx: EnvdContext): Promise<void> {
-  if (timestamp.getTime() - Date.now() < 1000) return;
+  if (!clockBehind(Date.now(), timestamp.getTime())) return;
   try {
     await execFileAsync("date", ["-u", "-s", `@${(timestamp.getTime() / 1000).toFixed(3)}`], {
       timeout: 5000,
