@@ -187,11 +187,18 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     assert.match(bare.result.message, /must be the SHA-256/);
   });
 
-  test("a cold start from a build (snapshots off) runs its start command", async () => {
+  test("a cold start from a build (snapshots off) runs its start command (a secured sandbox)", async () => {
     await orch.stop();
     await orch.restart({ MOAT_TEMPLATE_SNAPSHOTS: "off" });
     try {
-      const info = await createSandbox(orch, { templateID: "tpl1", buildID: "b1", memoryMB: 512, vcpu: 2 });
+      // Secured, as SDK sandboxes are: the node starts the command after /init set the token.
+      const info = await createSandbox(orch, {
+        templateID: "tpl1",
+        buildID: "b1",
+        memoryMB: 512,
+        vcpu: 2,
+        accessToken: "cold-start-token",
+      });
       assert.equal(info.startKind, "cold");
       const r = await sdkFor(info).commands.run("curl -s -o /dev/null -w '%{http_code}' localhost:8000/");
       assert.equal(r.stdout, "200", "the start command was started and ready before the create answered");
