@@ -13,6 +13,9 @@ const isRoot = process.getuid?.() === 0;
  * runs as root, so a write redirected into /etc by a racing `ln -s` would land there.
  */
 export class HeldDir {
+  /** The first directory `holdDir` created on the way here, if it created any. */
+  firstCreated: string | undefined;
+
   constructor(
     readonly handle: FileHandle,
     /** The path it was reached by, for messages. */
@@ -40,6 +43,7 @@ export class HeldDir {
  */
 export async function holdDir(dir: string, access: Access, createAs?: User): Promise<HeldDir> {
   let held = new HeldDir(await open("/", constants.O_RDONLY | constants.O_DIRECTORY), "/");
+  let firstCreated: string | undefined;
   try {
     for (const name of path.resolve(dir).split("/").filter(Boolean)) {
       access.requireOn(await held.handle.stat(), SEARCH, held.path);
@@ -61,11 +65,13 @@ export async function holdDir(dir: string, access: Access, createAs?: User): Pro
         // What was just made is opened without following a link: only it may be given away.
         child = await openChild(held, name, here, created);
         if (created && isRoot) await child.handle.chown(createAs.uid, createAs.gid);
+        if (created) firstCreated ??= here;
       }
       await held.close();
       held = child;
     }
     await access.requireOpened(held.handle, SEARCH);
+    held.firstCreated = firstCreated;
     return held;
   } catch (err) {
     await held.close().catch(() => {});

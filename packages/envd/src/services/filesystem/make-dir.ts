@@ -25,7 +25,7 @@ export async function makeDir(service: FilesystemService, req: MakeDirRequest, h
       throw new ConnectError(`path '${dir}' already exists and is not a directory`, Code.InvalidArgument);
     }
     await access.requireCreate(dir);
-    const created = await makeDirsAs(dir, user);
+    const created = await makeDirsAs(dir, user, access);
     // Someone else created it between the check and the mkdir.
     if (created === undefined)
       throw new ConnectError(`directory '${dir}' already exists`, Code.AlreadyExists);

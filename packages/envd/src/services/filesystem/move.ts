@@ -31,7 +31,7 @@ export async function move(service: FilesystemService, req: MoveRequest, hctx: H
   }
   try {
     await access.requireMove(source, destination);
-    await makeDirsAs(path.dirname(destination), user);
+    await makeDirsAs(path.dirname(destination), user, access);
     await renameAcrossDevices(source, destination);
     return { entry: await entryInfo(destination, service.ctx.users) };
   } catch (err) {
