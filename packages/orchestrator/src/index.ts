@@ -3,6 +3,13 @@ export { type DoctorCheck, runDoctor } from "./doctor.js";
 export { type DebianMirror, findDebianMirror } from "./host/apt-sources.js";
 export { SetupError } from "./host/setup-error.js";
 export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host-lock.js";
+export {
+  DENIED_EGRESS_CIDRS,
+  type EgressAllowEntry,
+  EgressAllowError,
+  isDeniedEgress,
+  parseEgressAllow,
+} from "./network/egress.js";
 export { listLinks, listNamespaces } from "./network/netns.js";
 export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
 export { Slot } from "./network/slot.js";

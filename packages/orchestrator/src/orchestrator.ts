@@ -10,6 +10,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
 import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
 import { acquireHostLock } from "./host-lock.js";
+import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
@@ -51,6 +52,11 @@ export interface OrchestratorOptions {
   registryAllow?: readonly string[];
   /** Bytes an image may download and unpack to (default: MOAT_IMAGE_MAX_MB, else 10240 MiB). */
   imageMaxBytes?: number;
+  /**
+   * Destinations in the denied egress ranges (private, link-local, …) that sandboxes may reach
+   * (default: MOAT_EGRESS_ALLOW, parsed by parseEgressAllow; empty).
+   */
+  egressAllow?: readonly EgressAllowEntry[];
 }
 
 export interface Orchestrator {
@@ -97,7 +103,14 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
   const registryAllow = new RegistryAllowList(options.registryAllow ?? process.env.MOAT_REGISTRY_ALLOW ?? "");
   if (registryAllow.size > 0)
     logger.info({ registryAllow: registryAllow.toString() }, "registries allowed on private addresses");
-  await setupHostNetwork();
+  const egressAllow = options.egressAllow ?? parseEgressAllow(process.env.MOAT_EGRESS_ALLOW);
+  if (egressAllow.length > 0) {
+    logger.info(
+      { egressAllow: egressAllow.map((e) => (e.port ? `${e.cidr}:${e.port}` : e.cidr)) },
+      "sandbox egress allowed beyond the public internet",
+    );
+  }
+  await setupHostNetwork({ egressAllow });
   const runsc = new Runsc({
     binary: options.runscBinary,
     stateDir: path.join(options.dataDir, "runsc"),

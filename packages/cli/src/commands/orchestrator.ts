@@ -1,5 +1,6 @@
 import {
   defaultDataDir,
+  type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
   startOrchestrator,
@@ -7,7 +8,15 @@ import {
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
+import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
+
+interface OrchestratorCommandOptions {
+  dataDir: string;
+  port: number;
+  host: string;
+  egressAllow?: EgressAllowEntry[];
+}
 
 /**
  * `moat orchestrator`: the node agent on its own (`moat up` runs it beside the API and proxy).
@@ -19,8 +28,10 @@ export function orchestratorCommand(): Command {
     .option("--data-dir <dir>", "where runtime, templates and sandboxes live", defaultDataDir())
     .option("--port <port>", "gRPC/Connect port", parsePort, 5008)
     .option("--host <host>", "address to listen on", "127.0.0.1")
-    .action(async (opts: { dataDir: string; port: number; host: string }) => {
+    .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
+      const egressAllow = egressAllowOrExit(opts.egressAllow);
       const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger });
       const base = await ensureBaseTemplate({
         dataDir: opts.dataDir,
@@ -35,6 +46,7 @@ export function orchestratorCommand(): Command {
         runscBinary: runsc.path,
         platform: runsc.platform,
         templates: new TemplateStore(opts.dataDir, base.rootfs),
+        egressAllow,
       });
       const stop = (signal: string) => {
         logger.info({ signal }, "orchestrator stopping; sandboxes keep running");

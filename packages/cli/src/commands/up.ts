@@ -12,6 +12,7 @@ import { startAPI } from "@moat/api";
 import { startClientProxy } from "@moat/client-proxy";
 import {
   defaultDataDir,
+  type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
   runDoctor,
@@ -21,6 +22,7 @@ import {
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
 import { parseCount } from "../args/count.js";
+import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
 
 interface UpOptions {
@@ -31,6 +33,7 @@ interface UpOptions {
   orchestratorPort: number;
   domain: string;
   poolSize?: number;
+  egressAllow?: EgressAllowEntry[];
 }
 
 export function upCommand(): Command {
@@ -47,6 +50,7 @@ export function upCommand(): Command {
       "ready sandboxes kept per template for instant creates (default: MOAT_POOL_SIZE or 2)",
       parseCount,
     )
+    .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -59,6 +63,7 @@ async function up(opts: UpOptions): Promise<void> {
     );
     process.exit(1);
   }
+  const egressAllow = egressAllowOrExit(opts.egressAllow);
   await mkdir(opts.dataDir, { recursive: true });
 
   const failing = (await runDoctor({ dataDir: opts.dataDir })).filter(
@@ -87,6 +92,7 @@ async function up(opts: UpOptions): Promise<void> {
     platform: runsc.platform,
     templates: new TemplateStore(opts.dataDir, base.rootfs),
     poolSize: opts.poolSize,
+    egressAllow,
   });
   const envFile = path.join(opts.dataDir, ".env");
   const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));

@@ -1,4 +1,5 @@
 import { CommandError, runCommand } from "@moat/shared";
+import { type EgressAllowEntry, egressRules } from "./egress.js";
 import { deleteLink, deleteNamespace, inNamespace, ip } from "./netns.js";
 import {
   HOST_ADDRESS_CIDR,
@@ -77,8 +78,12 @@ export async function destroySandboxNetwork(slot: Slot): Promise<void> {
   await deleteLink(slot.hostVeth);
 }
 
-/** NAT between the slot's host address and the inner address, and the egress policy. */
-function outerRuleset(slot: Slot, options: NetworkOptions): string {
+/**
+ * NAT between the slot's host address and the inner address, the egress policy, and the
+ * anti-spoofing filter: whatever the sandbox's root does to its netstack (addresses, raw packets),
+ * only IPv4 from the inner address (and ARP) gets past tap0. Exported for the unit tests.
+ */
+export function outerRuleset(slot: Slot, options: NetworkOptions): string {
   const egress = options.allowInternetAccess
     ? ""
     : `
@@ -87,7 +92,14 @@ function outerRuleset(slot: Slot, options: NetworkOptions): string {
     iifname "tap0" ct state established,related accept
     iifname "tap0" drop
   }`;
-  return `table ip moat {
+  return `table netdev moat_guard {
+  chain ingress {
+    type filter hook ingress device "tap0" priority -500; policy drop;
+    meta protocol arp accept
+    meta protocol ip ip saddr ${INNER_ADDRESS} accept
+  }
+}
+table ip moat {
   chain prerouting {
     type nat hook prerouting priority dstnat;
     ip daddr ${slot.hostAddress} dnat to ${INNER_ADDRESS}
@@ -100,21 +112,41 @@ function outerRuleset(slot: Slot, options: NetworkOptions): string {
 `;
 }
 
+export interface HostNetworkOptions {
+  /** Destinations in the denied ranges that sandboxes may reach anyway (see egress.ts). */
+  egressAllow?: readonly EgressAllowEntry[];
+}
+
 /**
- * The node-wide rules in the root namespace: sandboxes cannot reach each other or the host's own
- * services, nothing outside may open connections to them, and their egress is masqueraded.
- * Replaces the table each time, so it is idempotent.
+ * The node-wide rules in the root namespace (replaced as a whole, so applying them is idempotent):
+ * - sandboxes reach neither each other nor the host's own services, and nothing outside opens
+ *   connections to them;
+ * - their egress to private, link-local (cloud metadata), loopback, multicast and reserved ranges
+ *   is refused unless the operator's allow list names the destination;
+ * - a packet from a sandbox's veth carries a sandbox host or transfer address (the outer namespace
+ *   translates the inner one), else it is dropped: a second line behind the outer namespace's
+ *   exact check;
+ * - only root processes on the host (the orchestrator and the client proxy) open connections to
+ *   sandbox host and transfer addresses: a local user cannot bypass the proxy's traffic tokens or
+ *   reach envd's ports directly. Root on the host is trusted.
+ * Egress is masqueraded.
  */
-export async function setupHostNetwork(): Promise<void> {
-  await runCommand(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-  // Addresses of sandboxes that are gone must fail at once on this host, never follow the default
-  // route off the machine; a live sandbox's /32 and /30 routes are more specific and win.
-  for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
-    await runCommand(["ip", "route", "replace", "unreachable", cidr]);
-  }
-  const ruleset = `table inet moat
+export function hostRuleset(options: HostNetworkOptions = {}): string {
+  const sandboxNets = `{ ${HOST_ADDRESS_CIDR}, ${TRANSFER_CIDR} }`;
+  const forward = [
+    'iifname "moat-v*" oifname "moat-v*" drop',
+    'oifname "moat-v*" ct state established,related accept',
+    'oifname "moat-v*" drop',
+    ...egressRules("moat-v*", options.egressAllow ?? []),
+  ];
+  return `table inet moat
 delete table inet moat
 table inet moat {
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    iifname "moat-v*" meta nfproto ipv6 drop
+    iifname "moat-v*" ip saddr != ${sandboxNets} drop
+  }
   chain input {
     type filter hook input priority filter; policy accept;
     iifname "moat-v*" ct state established,related accept
@@ -122,9 +154,10 @@ table inet moat {
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
-    iifname "moat-v*" oifname "moat-v*" drop
-    oifname "moat-v*" ct state established,related accept
-    oifname "moat-v*" drop
+${forward.map((rule) => `    ${rule}\n`).join("")}  }
+  chain output {
+    type filter hook output priority filter; policy accept;
+    ip daddr ${sandboxNets} meta skuid != 0 reject with icmp type admin-prohibited
   }
   chain postrouting {
     type nat hook postrouting priority srcnat;
@@ -132,7 +165,17 @@ table inet moat {
   }
 }
 `;
-  await runCommand(["nft", "-f", "-"], { input: ruleset });
+}
+
+/** Applies the node-wide rules and routes (see hostRuleset). */
+export async function setupHostNetwork(options: HostNetworkOptions = {}): Promise<void> {
+  await runCommand(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+  // Addresses of sandboxes that are gone must fail at once on this host, never follow the default
+  // route off the machine; a live sandbox's /32 and /30 routes are more specific and win.
+  for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
+    await runCommand(["ip", "route", "replace", "unreachable", cidr]);
+  }
+  await runCommand(["nft", "-f", "-"], { input: hostRuleset(options) });
 }
 
 /** Removes the node-wide rules (used when the node is taken down for good). */

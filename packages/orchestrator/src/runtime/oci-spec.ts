@@ -23,8 +23,12 @@ export interface SandboxSpecInput {
 export const SANDBOX_NODE_PATH = "/opt/moat/node";
 export const SANDBOX_APP_PATH = "/opt/moat/app";
 
-/** A full machine's root inside the sandbox: gVisor, not capabilities, is the boundary. */
-const CAPABILITIES = [
+/**
+ * A full machine's root inside the sandbox: gVisor, not capabilities, is the boundary. Except
+ * CAP_NET_ADMIN: nothing inside needs it (the network is configured from outside), and with it
+ * root could add addresses and send from them (the outer namespace drops such packets as well).
+ */
+export const SANDBOX_CAPABILITIES = [
   "CAP_CHOWN",
   "CAP_DAC_OVERRIDE",
   "CAP_DAC_READ_SEARCH",
@@ -36,7 +40,6 @@ const CAPABILITIES = [
   "CAP_SETPCAP",
   "CAP_NET_BIND_SERVICE",
   "CAP_NET_RAW",
-  "CAP_NET_ADMIN",
   "CAP_IPC_LOCK",
   "CAP_SYS_CHROOT",
   "CAP_SYS_PTRACE",
@@ -73,9 +76,9 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
       ],
       cwd: "/",
       capabilities: {
-        bounding: CAPABILITIES,
-        effective: CAPABILITIES,
-        permitted: CAPABILITIES,
+        bounding: SANDBOX_CAPABILITIES,
+        effective: SANDBOX_CAPABILITIES,
+        permitted: SANDBOX_CAPABILITIES,
       },
       rlimits: [
         { type: "RLIMIT_NOFILE", hard: 1_048_576, soft: 1_048_576 },

@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "@moat/shared";
+import { SANDBOX_CAPABILITIES } from "../runtime/oci-spec.js";
 import { imageExists } from "./image.js";
 
 /** Bump when what a snapshot sandbox looks like changes (spec, mounts, envd flags). */
@@ -40,6 +41,8 @@ export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
   hash.update(
     JSON.stringify({ FORMAT, runsc, node, appDir, pidsLimit: input.pidsLimit, v: process.version }),
   );
+  // A restore keeps the saved processes' credentials, whatever the spec now grants.
+  hash.update(JSON.stringify(SANDBOX_CAPABILITIES));
   for (const file of [runsc!, node!]) {
     const st = await stat(file);
     hash.update(`${st.size}:${st.mtimeMs}`);

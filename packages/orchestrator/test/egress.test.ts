@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { isDeniedEgress, parseEgressAllow } from "../src/network/egress.js";
+import { hostRuleset, outerRuleset } from "../src/network/sandbox-network.js";
+import { Slot } from "../src/network/slot.js";
+import { SANDBOX_CAPABILITIES } from "../src/runtime/oci-spec.js";
+
+describe("sandbox egress", () => {
+  test("private, link-local, loopback, carrier NAT, multicast and reserved ranges are denied", () => {
+    for (const ip of [
+      "10.1.2.3",
+      "172.16.0.1",
+      "172.31.255.255",
+      "192.168.1.1",
+      "169.254.169.254",
+      "100.64.0.1",
+      "127.0.0.1",
+      "0.0.0.0",
+      "224.0.0.251",
+      "240.0.0.1",
+      "255.255.255.255",
+    ]) {
+      assert.ok(isDeniedEgress(ip), ip);
+    }
+    // The public resolvers moat's templates name (/etc/resolv.conf) stay reachable.
+    for (const ip of ["8.8.8.8", "8.8.4.4", "1.1.1.1", "172.32.0.1", "100.128.0.1", "151.101.2.132"]) {
+      assert.ok(!isDeniedEgress(ip), ip);
+    }
+  });
+
+  test("the allow list: addresses, CIDRs and address:port, separated by commas or spaces", () => {
+    assert.deepEqual(parseEgressAllow(undefined), []);
+    assert.deepEqual(parseEgressAllow(" 10.0.0.0/8, 192.168.1.5  10.0.0.2:53,169.254.169.254/32:80"), [
+      { cidr: "10.0.0.0/8", port: undefined },
+      { cidr: "192.168.1.5/32", port: undefined },
+      { cidr: "10.0.0.2/32", port: 53 },
+      { cidr: "169.254.169.254/32", port: 80 },
+    ]);
+  });
+
+  test("a bad allow list entry is refused with what to write instead", () => {
+    assert.throws(
+      () => parseEgressAllow("10.0.0.5/8"),
+      /has bits set past its \/8; did you mean 10\.0\.0\.0\/8\?/,
+    );
+    assert.throws(
+      () => parseEgressAllow("fd00::/8"),
+      /MOAT_EGRESS_ALLOW: 'fd00::\/8' is not an IPv4 address or CIDR/,
+    );
+    assert.throws(() => parseEgressAllow("10.0.0.256"), /not an IPv4 address/);
+    assert.throws(() => parseEgressAllow("10.0.0.0/33"), /longer than \/32/);
+    assert.throws(
+      () => parseEgressAllow("10.0.0.2:0", "--egress-allow"),
+      /--egress-allow: .*port outside 1\.\.65535/,
+    );
+    assert.throws(() => parseEgressAllow("example.com"), /not an IPv4 address/);
+  });
+
+  test("host rules: allowed destinations pass before the denied ranges are refused", () => {
+    const rules = hostRuleset({ egressAllow: parseEgressAllow("10.9.0.0/16,10.0.0.2:53") });
+    const forward = rules.slice(rules.indexOf("chain forward"), rules.indexOf("chain output"));
+    const allow = forward.indexOf('iifname "moat-v*" ip daddr 10.9.0.0/16 accept');
+    const resolver = forward.indexOf(
+      'iifname "moat-v*" ip daddr 10.0.0.2/32 meta l4proto { tcp, udp } th dport 53 accept',
+    );
+    const deny = forward.search(
+      /iifname "moat-v\*" ip daddr \{ [^}]*10\.0\.0\.0\/8[^}]*169\.254\.0\.0\/16[^}]*\} reject/,
+    );
+    assert.ok(allow > 0 && resolver > allow && deny > resolver, forward);
+    // Sandboxes never reach each other, whatever the allow list says: that rule comes first.
+    assert.ok(forward.indexOf('iifname "moat-v*" oifname "moat-v*" drop') < allow);
+    assert.match(hostRuleset(), /ip daddr \{ 0\.0\.0\.0\/8, 10\.0\.0\.0\/8, [^}]+\} reject/);
+    assert.doesNotMatch(hostRuleset(), / accept\n.*reject/);
+  });
+
+  test("host rules: only root reaches sandbox addresses; sandbox packets carry sandbox addresses", () => {
+    const rules = hostRuleset();
+    assert.match(
+      rules,
+      /chain output \{[^}]*ip daddr \{ 10\.11\.0\.0\/16, 10\.12\.0\.0\/16 \} meta skuid != 0 reject with icmp type admin-prohibited/,
+    );
+    assert.match(rules, /iifname "moat-v\*" ip saddr != \{ 10\.11\.0\.0\/16, 10\.12\.0\.0\/16 \} drop/);
+    assert.match(rules, /iifname "moat-v\*" meta nfproto ipv6 drop/);
+  });
+
+  test("outer rules: only the inner address leaves the sandbox; deny-all mode keeps its forward drop", () => {
+    const open = outerRuleset(new Slot(5), { allowInternetAccess: true });
+    assert.match(open, /hook ingress device "tap0" priority -500; policy drop;/);
+    assert.match(open, /meta protocol ip ip saddr 169\.254\.0\.21 accept/);
+    assert.match(open, /dnat to 169\.254\.0\.21/);
+    assert.match(open, /snat to 10\.11\.0\.5/);
+    assert.doesNotMatch(open, /chain forward/);
+    const closed = outerRuleset(new Slot(5), { allowInternetAccess: false });
+    assert.match(
+      closed,
+      /chain forward \{[^}]*iifname "tap0" ct state established,related accept\s+iifname "tap0" drop/,
+    );
+  });
+
+  test("sandbox root holds no CAP_NET_ADMIN", () => {
+    assert.ok(!SANDBOX_CAPABILITIES.includes("CAP_NET_ADMIN"));
+    assert.ok(SANDBOX_CAPABILITIES.includes("CAP_NET_BIND_SERVICE"));
+  });
+});
