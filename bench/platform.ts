@@ -8,10 +8,10 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Client, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
 import { RateLimitError, Sandbox } from "e2b";
 import { type RunningMoat, startMoat, useMoat } from "../tests/integration/helpers/moat-up.js";
+import { nodeTransport } from "../tests/integration/helpers/orchestrator.js";
 import { BareCheckpointRestore, bareRuntimeStarts } from "./orchestrator.js";
 import { kindNote, logEntries, phaseNote } from "./phases.js";
 import type { Figure } from "./report.js";
@@ -50,10 +50,7 @@ const nodeClients = new WeakMap<RunningMoat, Client<typeof SandboxService>>();
 function nodeOf(moat: RunningMoat): Client<typeof SandboxService> {
   let client = nodeClients.get(moat);
   if (!client) {
-    client = createClient(
-      SandboxService,
-      createGrpcTransport({ baseUrl: `http://127.0.0.1:${moat.orchestratorPort}` }),
-    );
+    client = createClient(SandboxService, nodeTransport(moat.orchestratorPort, moat.nodeToken));
     nodeClients.set(moat, client);
   }
   return client;

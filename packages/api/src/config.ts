@@ -15,6 +15,11 @@ export interface OrchestratorNodeOptions {
   id: string;
   /** gRPC/Connect base URL of the node's orchestrator, e.g. "http://127.0.0.1:5008". */
   url?: string;
+  /**
+   * The node's token, which every RPC must carry (the file `node-token` in the orchestrator's data
+   * directory); required with `url`. Env `MOAT_NODE_TOKEN` is the default for nodes without one.
+   */
+  token?: string;
   /** A ready transport instead of `url` (tests use an in-memory one). */
   transport?: Transport;
 }
@@ -110,10 +115,18 @@ const optionsSchema = z.object({
         .object({
           id: z.string().regex(NODE_ID, "orchestrator id must be 1-63 letters, digits, '.', '_' or '-'"),
           url: z.url().optional(),
+          token: z
+            .string()
+            .regex(/^[\x21-\x7e]{32,}$/, "the node token is at least 32 printable characters without spaces")
+            .optional(),
           transport: z.custom<Transport>((v) => typeof v === "object" && v !== null).optional(),
         })
         .refine((node) => (node.url === undefined) !== (node.transport === undefined), {
           message: "each orchestrator needs exactly one of url or transport",
+        })
+        .refine((node) => node.url === undefined || node.token !== undefined, {
+          message:
+            "a node reached by url needs its token (the file node-token in that orchestrator's data directory): set token, or MOAT_NODE_TOKEN",
         }),
     )
     .min(1, "at least one orchestrator is required")
@@ -144,8 +157,10 @@ const optionsSchema = z.object({
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
   const { logger, ...rest } = options;
+  const nodeToken = env.MOAT_NODE_TOKEN?.trim() || undefined;
   const parsed = optionsSchema.safeParse({
     ...rest,
+    orchestrators: rest.orchestrators?.map((node) => ({ ...node, token: node.token ?? nodeToken })),
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
@@ -178,7 +193,12 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     port: o.port,
     host: o.host,
     database: databaseConfig(o.databaseURL, o.dataDir),
-    orchestrators: o.orchestrators.map((n) => ({ id: n.id, url: n.url, transport: n.transport })),
+    orchestrators: o.orchestrators.map((n) => ({
+      id: n.id,
+      url: n.url,
+      token: n.token,
+      transport: n.transport,
+    })),
     domain: o.domain ?? null,
     adminToken: o.adminToken,
     maxBodyBytes: o.maxBodyBytes,

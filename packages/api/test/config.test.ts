@@ -5,7 +5,8 @@ import { ConfigError, parseConfig } from "../src/config.js";
 import { DEFAULT_TEAM_LIMITS } from "../src/quotas/limits.js";
 
 const logger = createNoopLogger();
-const node = { id: "node-1", url: "http://127.0.0.1:5008" };
+const NODE_TOKEN = "a".repeat(64);
+const node = { id: "node-1", url: "http://127.0.0.1:5008", token: NODE_TOKEN };
 
 describe("config", () => {
   test("defaults: PGlite under <dataDir>/db, 127.0.0.1:3000, 1 MiB bodies, no domain", () => {
@@ -130,5 +131,29 @@ describe("config", () => {
         .metricsToken,
       "m".repeat(16),
     );
+  });
+
+  test("a node reached by url needs its token: the option, else MOAT_NODE_TOKEN", () => {
+    const bare = { id: "node-1", url: "http://127.0.0.1:5008" };
+    assert.throws(
+      () => parseConfig({ dataDir: "/d", orchestrators: [bare], logger }, {}),
+      /orchestrators\.0: a node reached by url needs its token .*MOAT_NODE_TOKEN/,
+    );
+    const fromEnv = parseConfig(
+      { dataDir: "/d", orchestrators: [bare], logger },
+      { MOAT_NODE_TOKEN: NODE_TOKEN },
+    );
+    assert.equal(fromEnv.orchestrators[0]!.token, NODE_TOKEN);
+    const option = parseConfig(
+      { dataDir: "/d", orchestrators: [node], logger },
+      { MOAT_NODE_TOKEN: "b".repeat(64) },
+    );
+    assert.equal(option.orchestrators[0]!.token, NODE_TOKEN, "the option wins");
+    for (const token of ["short", `${"a".repeat(40)} b`]) {
+      assert.throws(
+        () => parseConfig({ dataDir: "/d", orchestrators: [{ ...bare, token }], logger }, {}),
+        /node token is at least 32 printable characters/,
+      );
+    }
   });
 });

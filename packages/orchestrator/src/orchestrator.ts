@@ -14,6 +14,7 @@ import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
+import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
@@ -61,6 +62,8 @@ export interface OrchestratorOptions {
 
 export interface Orchestrator {
   readonly port: number;
+  /** What every RPC must carry as `authorization: Bearer <token>` (kept in <data-dir>/node-token). */
+  readonly nodeToken: string;
   readonly manager: SandboxManager;
   /** Stops serving; running sandboxes stay up for the next orchestrator to adopt. */
   close(): Promise<void>;
@@ -111,6 +114,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     );
   }
   await setupHostNetwork({ egressAllow });
+  const nodeToken = await ensureNodeToken(options.dataDir, logger);
   const runsc = new Runsc({
     binary: options.runscBinary,
     stateDir: path.join(options.dataDir, "runsc"),
@@ -173,6 +177,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
         router.service(SandboxService, sandboxService(manager));
         router.service(TemplateService, templateService(builder, options.templates, manager));
       },
+      interceptors: [requireNodeToken(nodeToken)],
     }),
   );
   await new Promise<void>((resolve, reject) => {
@@ -186,6 +191,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
   logger.info({ port, dataDir: options.dataDir }, "orchestrator listening");
   return {
     port,
+    nodeToken,
     manager,
     async close() {
       await manager.close();

@@ -40,7 +40,7 @@ describe("API: the e2b SDK on a real node", { timeout: 600_000 }, () => {
       dataDir: orch.dataDir,
       port: 0,
       host: "127.0.0.1",
-      orchestrators: [{ id: "node-1", url: `http://127.0.0.1:${orch.port}` }],
+      orchestrators: [{ id: "node-1", url: `http://127.0.0.1:${orch.port}`, token: orch.token }],
       logger: createLogger("api", process.env.MOAT_TEST_API_LOGS ? "debug" : "warn"),
     });
     const boot = await api.bootstrap();

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, makeDataDir, removeDataDir } from "./orchestrator.js";
+import { freePort, makeDataDir, readNodeToken, removeDataDir } from "./orchestrator.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
@@ -19,6 +19,8 @@ export interface RunningMoat {
   readonly env: Record<string, string>;
   /** The node's orchestrator gRPC/Connect port on 127.0.0.1 (Get, List, … for checks behind the API). */
   readonly orchestratorPort: number;
+  /** The node token its orchestrator RPC needs (see nodeTransport). */
+  readonly nodeToken: string;
   child: ChildProcess;
   log(): string;
   /** Ctrl-C: stops everything, killing the sandboxes. */
@@ -87,6 +89,7 @@ export async function startMoat(options: { env?: Record<string, string> } = {}):
     dataDir,
     env: await readEnv(),
     orchestratorPort: ports.orchestrator,
+    nodeToken: await readNodeToken(dataDir),
     child,
     log: () => output,
     async stop() {

@@ -6,15 +6,15 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, readdir, rm, symlink } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { listLinks, listNamespaces, mountsUnder } from "@moat/orchestrator";
+import { listLinks, listNamespaces, mountsUnder, nodeTokenPath } from "@moat/orchestrator";
 import { runCommand } from "@moat/shared";
 import { type SandboxInfo, SandboxService } from "@moat/shared/gen/orchestrator";
 import { Sandbox } from "e2b";
@@ -26,6 +26,8 @@ export const CACHE_DIR = process.env.MOAT_DATA_DIR ?? "/var/lib/moat";
 export interface RunningOrchestrator {
   readonly dataDir: string;
   readonly port: number;
+  /** The node token every RPC carries (made by the orchestrator in its data directory). */
+  readonly token: string;
   readonly client: Client<typeof SandboxService>;
   child: ChildProcess;
   log(): string;
@@ -41,6 +43,24 @@ export async function makeDataDir(): Promise<string> {
   await symlink(path.join(CACHE_DIR, "runtime"), path.join(dataDir, "runtime"));
   await symlink(path.join(CACHE_DIR, "templates", "base"), path.join(dataDir, "templates", "base"));
   return dataDir;
+}
+
+/** The node token an orchestrator keeps in its data directory (made on its first start). */
+export async function readNodeToken(dataDir: string): Promise<string> {
+  return (await readFile(nodeTokenPath(dataDir), "utf8")).trim();
+}
+
+/** A gRPC transport to an orchestrator on loopback that sends its node token with every call. */
+export function nodeTransport(port: number, token: string): Transport {
+  return createGrpcTransport({
+    baseUrl: `http://127.0.0.1:${port}`,
+    interceptors: [
+      (next) => (req) => {
+        req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      },
+    ],
+  });
 }
 
 /** A free TCP port on loopback (closed again before it is returned). */
@@ -97,11 +117,14 @@ export async function startOrchestrator(
     }
     return child;
   };
+  const child = await launch();
+  const token = await readNodeToken(dir);
   const handle: RunningOrchestrator = {
     dataDir: dir,
     port,
-    client: createClient(SandboxService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` })),
-    child: await launch(),
+    token,
+    client: createClient(SandboxService, nodeTransport(port, token)),
+    child,
     log: () => output,
     async stop(signal = "SIGTERM") {
       const { child } = handle;

@@ -13,13 +13,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { BuildResult, TemplateStep } from "@moat/shared/gen/orchestrator";
 import { TemplateService } from "@moat/shared/gen/orchestrator";
 import * as tar from "tar";
 import {
   createSandbox,
   hostResources,
+  nodeTransport,
   type RunningOrchestrator,
   removeDataDir,
   sdkFor,
@@ -40,10 +40,7 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     work = await mkdtemp(path.join(tmpdir(), "moat-test-ctx-"));
     orch = await startOrchestrator();
     before0 = await hostResources(orch);
-    templates = createClient(
-      TemplateService,
-      createGrpcTransport({ baseUrl: `http://127.0.0.1:${orch.port}` }),
-    );
+    templates = createClient(TemplateService, nodeTransport(orch.port, orch.token));
     // What the API does for COPY steps: serves each uploaded tar at a URL.
     files = http.createServer((req, res) => {
       const name = path.basename(req.url ?? "");

@@ -98,8 +98,18 @@ export class NodeClient {
       transport = options.transport;
     } else {
       const url = options.url!;
+      const authorization = `Bearer ${options.token ?? ""}`;
       this.sessions = new Http2SessionManager(url, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 });
-      transport = createGrpcTransport({ baseUrl: url, sessionManager: this.sessions });
+      transport = createGrpcTransport({
+        baseUrl: url,
+        sessionManager: this.sessions,
+        interceptors: [
+          (next) => (req) => {
+            req.header.set("authorization", authorization);
+            return next(req);
+          },
+        ],
+      });
     }
     this.client = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
@@ -232,6 +242,12 @@ export class NodeClient {
       case Code.Unavailable:
       case Code.DeadlineExceeded:
         return new NodeUnavailableError(this.id, message);
+      // A wrong token is the operator's to fix; meanwhile the node is as good as down.
+      case Code.Unauthenticated:
+        return new NodeUnavailableError(
+          this.id,
+          `it refused the API's node token (${message}); give the API the token from the file node-token in the orchestrator's data directory`,
+        );
       default:
         return new Error(`node '${this.id}' ${method} failed: ${connectErr.message}`, { cause: err });
     }

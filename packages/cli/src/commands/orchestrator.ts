@@ -27,7 +27,11 @@ export function orchestratorCommand(): Command {
     .description("run the node agent: gVisor sandboxes served over gRPC/Connect")
     .option("--data-dir <dir>", "where runtime, templates and sandboxes live", defaultDataDir())
     .option("--port <port>", "gRPC/Connect port", parsePort, 5008)
-    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option(
+      "--host <host>",
+      "address to listen on (every call needs the token in <data-dir>/node-token)",
+      "127.0.0.1",
+    )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");

@@ -104,7 +104,9 @@ async function up(opts: UpOptions): Promise<void> {
     port: opts.apiPort,
     host: opts.host,
     domain: opts.domain,
-    orchestrators: [{ id: "local", url: `http://127.0.0.1:${orchestrator.port}` }],
+    orchestrators: [
+      { id: "local", url: `http://127.0.0.1:${orchestrator.port}`, token: orchestrator.nodeToken },
+    ],
     logger: logger.child({ component: "api" }),
   });
   const proxy = await startClientProxy({
