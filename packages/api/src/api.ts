@@ -103,6 +103,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     templateFiles: new TemplateFileStore(config.dataDir, config.maxUploadBytes),
     fileURLs: new FileURLSigner(db, () => publicURL),
   };
+  await ctx.templateFiles.makePrivate();
   // Builds an API process left unfinished are recorded as interrupted before any request.
   await builds.start();
   const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });

@@ -18,6 +18,7 @@ import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
+import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import type { TemplateStore } from "./template/store.js";
@@ -113,6 +114,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
       "sandbox egress allowed beyond the public internet",
     );
   }
+  await makeNodeDataPrivate(options.dataDir);
   await setupHostNetwork({ egressAllow });
   const nodeToken = await ensureNodeToken(options.dataDir, logger);
   const runsc = new Runsc({

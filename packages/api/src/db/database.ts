@@ -8,7 +8,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
-import type { Logger } from "@moat/shared";
+import { type Logger, makePrivateDir, makeTreePrivate } from "@moat/shared";
 import { Kysely, type MigrationProvider, Migrator, PostgresDialect } from "kysely";
 import pg from "pg";
 import type { DatabaseConfig } from "../config.js";
@@ -43,7 +43,9 @@ export async function openDatabase(config: DatabaseConfig, logger: Logger): Prom
 async function dialect(config: Exclude<DatabaseConfig, { kind: "pglite-memory" }>) {
   switch (config.kind) {
     case "pglite": {
-      await mkdir(config.dir, { recursive: true });
+      // Signing keys, API key hashes, access tokens, env vars: root only (existing files too).
+      await makePrivateDir(config.dir);
+      await makeTreePrivate(config.dir);
       return new PGliteDialect(await PGlite.create(config.dir));
     }
     case "postgres":

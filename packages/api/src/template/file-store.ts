@@ -7,11 +7,12 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, rename, rm, stat } from "node:fs/promises";
+import { rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { makePrivateDir, makeTreePrivate } from "@moat/shared";
 import { InvalidRequestError, TooLargeError } from "../errors.js";
 
 const DIR = "template-files";
@@ -52,7 +53,7 @@ export class TemplateFileStore {
     const tooLarge = () => new TooLargeError(`the file is larger than ${maxBytes} bytes`);
     if (declaredLength !== undefined && declaredLength > maxBytes) throw tooLarge();
     const final = path.join(this.dataDir, this.relativePath(teamID, hash));
-    await mkdir(path.dirname(final), { recursive: true });
+    await makePrivateDir(path.dirname(final));
     const temporary = `${final}.${randomBytes(6).toString("hex")}.tmp`;
     let size = 0;
     const digest = createHash("sha256");
@@ -68,7 +69,7 @@ export class TemplateFileStore {
       await pipeline(
         Readable.fromWeb(body as WebReadableStream<Uint8Array>),
         counter,
-        createWriteStream(temporary, { flags: "wx" }),
+        createWriteStream(temporary, { flags: "wx", mode: 0o600 }),
       );
       if (declaredLength !== undefined && size !== declaredLength) {
         throw new InvalidRequestError(`the body has ${size} bytes, Content-Length says ${declaredLength}`);
@@ -90,6 +91,11 @@ export class TemplateFileStore {
   /** Removes a received file that was not accepted. */
   async discard(received: ReceivedFile): Promise<void> {
     await rm(received.temporary, { force: true });
+  }
+
+  /** Makes the uploads already on disk (from an earlier version) readable by root only. */
+  async makePrivate(): Promise<void> {
+    await makeTreePrivate(path.join(this.dataDir, DIR));
   }
 
   /** Whether the file is on this API's disk. */

@@ -5,7 +5,7 @@ import {
   SetupError,
   type TemplateProgress,
 } from "@moat/orchestrator";
-import { createLogger } from "@moat/shared";
+import { createLogger, makeDataDirPrivate } from "@moat/shared";
 import { Command } from "commander";
 
 /**
@@ -22,6 +22,7 @@ export function setupCommand(): Command {
       const logger = createLogger("setup", process.env.MOAT_LOG_LEVEL ?? "warn");
       const status = new StatusLine(process.stderr);
       try {
+        await makeDataDirPrivate(dataDir);
         let started = performance.now();
         const runsc = await ensureRunsc({
           dataDir,

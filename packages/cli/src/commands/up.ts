@@ -6,7 +6,7 @@
  * sandboxes; teams, keys and templates stay for the next `moat up`.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { startAPI } from "@moat/api";
 import { startClientProxy } from "@moat/client-proxy";
@@ -19,7 +19,7 @@ import {
   startOrchestrator,
   TemplateStore,
 } from "@moat/orchestrator";
-import { createLogger } from "@moat/shared";
+import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
 import { Command } from "commander";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
@@ -64,7 +64,8 @@ async function up(opts: UpOptions): Promise<void> {
     process.exit(1);
   }
   const egressAllow = egressAllowOrExit(opts.egressAllow);
-  await mkdir(opts.dataDir, { recursive: true });
+  // Tenant data lives there (tokens, env vars, memory images, the database): root only.
+  await makeDataDirPrivate(opts.dataDir);
 
   const failing = (await runDoctor({ dataDir: opts.dataDir })).filter(
     (c) => !c.ok && !["runsc", "base-template"].includes(c.name),
@@ -133,12 +134,11 @@ async function up(opts: UpOptions): Promise<void> {
     E2B_DOMAIN: opts.domain,
     MOAT_ADMIN_TOKEN: adminToken,
   };
-  await writeFile(
+  await writePrivateFile(
     envFile,
     `${Object.entries(env)
       .map(([k, v]) => `${k}=${v}`)
       .join("\n")}\n`,
-    { mode: 0o600 },
   );
   process.stdout.write(
     `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\n\n(also written to ${envFile})\n` +

@@ -74,7 +74,7 @@ export class Runsc {
   private async detached(args: string[], id: string, logFile: string): Promise<number> {
     const pidFile = `${logFile}.pid`;
     await rm(pidFile, { force: true });
-    const log = await open(logFile, "a");
+    const log = await open(logFile, "a", 0o600);
     try {
       const child = spawn(this.options.binary, [...this.globalFlags(), ...args, "--pid-file", pidFile, id], {
         stdio: ["ignore", log.fd, log.fd],

@@ -1,5 +1,6 @@
-import { mkdir, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { readdir, readFile, rename } from "node:fs/promises";
 import path from "node:path";
+import { makePrivateDir, writePrivateFile } from "@moat/shared";
 import type { CreateInput } from "./manager.js";
 
 /**
@@ -42,11 +43,12 @@ export function memoryImagePath(dir: string): string {
   return path.join(dir, "memory");
 }
 
+/** Writes the record (its access token and env vars: root only) into the sandbox's directory. */
 export async function writeRecord(dataDir: string, record: SandboxRecord): Promise<void> {
   const dir = sandboxDir(dataDir, record.dir);
-  await mkdir(dir, { recursive: true });
+  await makePrivateDir(dir);
   const file = path.join(dir, "sandbox.json");
-  await writeFile(`${file}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
+  await writePrivateFile(`${file}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
   await rename(`${file}.tmp`, file);
 }
 

@@ -4,6 +4,7 @@
  * always whole, and a `.partial` one is never used.
  */
 import { rename, rm, stat } from "node:fs/promises";
+import { makeTreePrivate } from "@moat/shared";
 
 export function partialPath(image: string): string {
   return `${image}.partial`;
@@ -15,8 +16,9 @@ export async function prepareImage(image: string): Promise<string> {
   return partialPath(image);
 }
 
-/** Makes the partial image the image (one rename: the commit point). */
+/** Makes the partial image the image (one rename: the commit point), readable by root only. */
 export async function commitImage(image: string): Promise<void> {
+  await makeTreePrivate(partialPath(image));
   await rm(image, { recursive: true, force: true });
   await rename(partialPath(image), image);
 }
