@@ -182,7 +182,7 @@ async function bareRunscStart(env: BareEnv, i: number): Promise<number> {
   const id = `moat-bench-bare-${i}-${Date.now().toString(36)}`;
   await createSandboxNetwork(slot, { allowInternetAccess: false });
   try {
-    const rootfs = await mountRootfs(env.templateRootfs, dir);
+    const rootfs = await mountRootfs(env.templateRootfs, dir, false);
     await writeBareBundle(dir, id, rootfs.merged, slot);
     const started = performance.now();
     await env.runsc.run(id, dir, path.join(dir, "runsc.log"));
@@ -252,7 +252,7 @@ export class BareCheckpointRestore {
   }
 
   private async start(): Promise<void> {
-    this.rootfs = (await mountRootfs(this.env.templateRootfs, this.dir)).merged;
+    this.rootfs = (await mountRootfs(this.env.templateRootfs, this.dir, false)).merged;
     const slot = await this.prepare();
     await this.env.runsc.run(this.id, this.dir, path.join(this.dir, "runsc.log"));
     await waitForServing(`http://${slot.hostAddress}:49983/`);

@@ -15,10 +15,10 @@ fi
 # namespaces), util-linux (setpriv, flock), passwd (useradd for the test account), debootstrap and
 # debian-archive-keyring (the base template), nftables (sandbox NAT and egress rules), postgresql
 # (the API's tests run against PostgreSQL as well as the embedded PGlite), zstd (image layers),
-# bubblewrap (the sandbox image layers are applied in) and docker-registry (a real OCI registry on
-# loopback for the image-pull tests).
+# bubblewrap (the sandbox image layers are applied in), e2fsprogs (mkfs.ext4: each sandbox's disk is
+# an ext4 image) and docker-registry (a real OCI registry on loopback for the image-pull tests).
 packages=(python3 make g++ procps iproute2 util-linux passwd ca-certificates debootstrap debian-archive-keyring
-  nftables postgresql zstd bubblewrap docker-registry)
+  nftables postgresql zstd bubblewrap e2fsprogs docker-registry)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
-import { readFile, statfs, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, statfs, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { createNoopLogger, runCommand } from "@moat/shared";
 import { findDebianMirror } from "./host/apt-sources.js";
@@ -8,6 +9,7 @@ import { SetupError } from "./host/setup-error.js";
 import { ensureRunsc, runtimeDir } from "./runtime/install.js";
 import { execInNetns, probeNetns, withProbeNetns } from "./runtime/netns-probe.js";
 import { smokeTestRunsc } from "./runtime/smoke-test.js";
+import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "./storage/disk.js";
 import { BASE_SUITE } from "./template/base-definition.js";
 import { findBaseTemplate } from "./template/base-template.js";
 import { probeLayerSandbox } from "./template/oci/layers.js";
@@ -42,6 +44,7 @@ export async function runDoctor(opts: { dataDir: string }): Promise<DoctorCheck[
     ["debootstrap", checkDebootstrap],
     ["bubblewrap", checkBubblewrap],
     ["disk", () => checkDisk(opts.dataDir)],
+    ["sandbox-disks", checkSandboxDisks],
     ["ip-forward", checkIPForward],
     ["base-template", () => checkTemplate(opts.dataDir)],
   ];
@@ -183,6 +186,44 @@ async function checkCgroups(): Promise<Omit<DoctorCheck, "name">> {
     };
   }
   return { ok: true, detail: found };
+}
+
+/**
+ * Sandbox disks (storage/disk.ts): mkfs.ext4 and loop devices. Probed by making, mounting and
+ * removing a small one.
+ */
+async function checkSandboxDisks(): Promise<Omit<DoctorCheck, "name">> {
+  if (process.env.MOAT_DISK_SIZE_MB === "0") {
+    return {
+      ok: true,
+      detail: "off (MOAT_DISK_SIZE_MB=0): sandboxes may fill the data directory's disk",
+      warning: true,
+    };
+  }
+  if (!(await findOnPath("mkfs.ext4"))) {
+    return {
+      ok: false,
+      detail: "mkfs.ext4 is not installed (each sandbox's disk is an ext4 image)",
+      fix: "Install it: apt-get install e2fsprogs",
+    };
+  }
+  const dir = await mkdtemp(path.join(tmpdir(), "moat-disk-probe-"));
+  try {
+    await mountDisk(dir, MIN_DISK_SIZE_MB);
+    await unmountDisk(dir);
+    return { ok: true, detail: "an ext4 image can be made and loop-mounted nosuid,nodev" };
+  } catch (err) {
+    return {
+      ok: false,
+      detail: `a sandbox disk could not be mounted: ${(err as Error).message}`,
+      fix: asRootFix(
+        "load the loop module (modprobe loop; in a container, give it /dev/loop-control and the loop devices), or set MOAT_DISK_SIZE_MB=0 to run without disk limits",
+      ),
+    };
+  } finally {
+    await unmountDisk(dir).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 async function checkDebootstrap(): Promise<Omit<DoctorCheck, "name">> {

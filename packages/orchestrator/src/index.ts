@@ -25,6 +25,7 @@ export { sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
 export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
 export { NODE_TOKEN_FILE, nodeTokenPath } from "./server/node-token.js";
+export { loopDevicesUnder, mountDisk, unmountDisk } from "./storage/disk.js";
 export { mountRootfs, mountsUnder, removeSandboxDir } from "./storage/overlay.js";
 export { BASE_DEFINITION, definitionHash } from "./template/base-definition.js";
 export {

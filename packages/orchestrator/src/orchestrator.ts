@@ -19,6 +19,7 @@ import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
+import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import type { TemplateStore } from "./template/store.js";
@@ -59,6 +60,11 @@ export interface OrchestratorOptions {
    * (default: MOAT_EGRESS_ALLOW, parsed by parseEgressAllow; empty).
    */
   egressAllow?: readonly EgressAllowEntry[];
+  /**
+   * Disk size of sandboxes whose create (or template) names none, in MiB (default:
+   * MOAT_DISK_SIZE_MB, else 10240; 0: no limit).
+   */
+  diskSizeMB?: number;
 }
 
 export interface Orchestrator {
@@ -72,6 +78,20 @@ export interface Orchestrator {
 
 /** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** E2B's sandboxes get 10 GB of disk by default; here it bounds the writable layer. */
+export const DEFAULT_DISK_SIZE_MB = 10 * 1024;
+
+/** MOAT_DISK_SIZE_MB: 0 (no limit) or a size a sandbox disk can have. */
+export function diskSizeFromEnv(value = process.env.MOAT_DISK_SIZE_MB): number {
+  const size = Number(value || DEFAULT_DISK_SIZE_MB);
+  if (!Number.isInteger(size) || (size !== 0 && (size < MIN_DISK_SIZE_MB || size > MAX_DISK_SIZE_MB))) {
+    throw new Error(
+      `MOAT_DISK_SIZE_MB must be 0 (no limit) or a whole number of MiB from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}, got '${value}'`,
+    );
+  }
+  return size;
+}
 
 function countFromEnv(name: string, fallback: number): number {
   const value = Number(process.env[name] ?? fallback);
@@ -146,6 +166,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
       : undefined,
     poolSize: options.poolSize ?? countFromEnv("MOAT_POOL_SIZE", 2),
     networkPoolSize: options.networkPoolSize ?? countFromEnv("MOAT_NETWORK_POOL_SIZE", 2),
+    diskSizeMB: options.diskSizeMB ?? diskSizeFromEnv(),
   });
   await manager.reclaim();
   await options.templates.sweep();

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { listLinks, listNamespaces, mountsUnder, nodeTokenPath } from "@moat/orchestrator";
+import { listLinks, listNamespaces, loopDevicesUnder, mountsUnder, nodeTokenPath } from "@moat/orchestrator";
 import { runCommand } from "@moat/shared";
 import { type SandboxInfo, SandboxService } from "@moat/shared/gen/orchestrator";
 import { Sandbox } from "e2b";
@@ -192,8 +192,12 @@ export function sdkFor(info: SandboxInfo): Sandbox {
   });
 }
 
-/** What the host holds that a sandbox could leak: namespaces, links, addresses, containers, mounts, dirs. */
-export async function hostResources(orch: RunningOrchestrator) {
+/**
+ * What the host holds that a sandbox could leak: namespaces, links, addresses, containers, mounts
+ * (overlays and disks), loop devices (of the disk images), dirs. Takes a running orchestrator or a
+ * running `moat up`.
+ */
+export async function hostResources(orch: { dataDir: string }) {
   const runscPath = JSON.parse(
     (
       await runCommand(["cat", path.join(orch.dataDir, "runtime", "runsc.json")]).catch(() => ({
@@ -227,6 +231,7 @@ export async function hostResources(orch: RunningOrchestrator) {
     routes,
     containers,
     mounts: (await mountsUnder(orch.dataDir)).sort(),
+    loops: (await loopDevicesUnder(orch.dataDir)).map((l) => `${l.device} ${l.backingFile}`),
     dirs: dirs.sort(),
   };
 }

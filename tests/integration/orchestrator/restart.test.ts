@@ -83,6 +83,18 @@ describe("orchestrator: end times and restart safety", { timeout: 600_000 }, () 
     );
     await runCommand(["ip", "netns", "add", "moat-n16000"]);
     await runCommand(["ip", "netns", "add", "moat-g16001"]);
+    // Its disk, mounted; and a loop device on another sandbox's image that no mount uses (a crash
+    // between attaching and mounting).
+    const image = path.join(half, "disk.img");
+    await runCommand(["truncate", "-s", "64M", image]);
+    await runCommand(["mkfs.ext4", "-q", "-F", image]);
+    await mkdir(path.join(half, "disk"));
+    await runCommand(["mount", "-o", "loop,nosuid,nodev", image, path.join(half, "disk")]);
+    const stray = path.join(orch.dataDir, "sandboxes", "strayloop");
+    await mkdir(stray);
+    await runCommand(["truncate", "-s", "64M", path.join(stray, "disk.img")]);
+    await runCommand(["losetup", "--find", path.join(stray, "disk.img")]);
+    assert.equal((await hostResources(orch)).loops.length, 4, "a and b's disks, and the two leftovers");
 
     await orch.stop("SIGKILL");
     // Still running without an orchestrator.
@@ -96,7 +108,8 @@ describe("orchestrator: end times and restart safety", { timeout: 600_000 }, () 
     assert.equal((await after.commands.run("echo alive")).stdout, "alive\n");
     const resources = await hostResources(orch);
     assert.ok(!resources.namespaces.includes("moat-n16000") && !resources.namespaces.includes("moat-g16001"));
-    assert.ok(!resources.dirs.includes("halfcreated"));
+    assert.ok(!resources.dirs.includes("halfcreated") && !resources.dirs.includes("strayloop"));
+    assert.equal(resources.loops.length, 2, `only a and b's disks are left: ${resources.loops}`);
 
     // An adopted sandbox is killed like any other, and leaves nothing behind.
     await orch.client.delete({ sandboxId: a.config!.sandboxId });

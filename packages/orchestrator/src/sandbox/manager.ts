@@ -32,10 +32,22 @@ import {
   type TemplateSnapshot,
 } from "../snapshot/template-snapshot.js";
 import {
+  detachLoop,
+  diskPaths,
+  loopDevicesUnder,
+  MAX_DISK_SIZE_MB,
+  MIN_DISK_SIZE_MB,
+  mountDisk,
+  mountedDevices,
+  removeDisk,
+  unmountDisk,
+} from "../storage/disk.js";
+import {
   mountRootfs,
   mountsUnder,
   removeSandboxDir,
   rootfsPaths,
+  unmountOverlay,
   unmountRootfs,
 } from "../storage/overlay.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
@@ -79,6 +91,11 @@ export interface SandboxManagerOptions {
   poolSize: number;
   /** Sandbox networks made ahead of time for creates and resumes; 0 disables. */
   networkPoolSize?: number;
+  /**
+   * Disk size of sandboxes (and build sandboxes) whose create or template names none, in MiB: the
+   * most their writable layer may hold. 0: no limit.
+   */
+  diskSizeMB: number;
 }
 
 export interface CreateInput {
@@ -89,6 +106,7 @@ export interface CreateInput {
   teamID: string;
   vcpu: number;
   memoryMB: number;
+  /** Most the writable layer may hold, in MiB; 0: the node's default (options.diskSizeMB). */
   diskSizeMB: number;
   envVars: Record<string, string>;
   metadata: Record<string, string>;
@@ -186,6 +204,7 @@ export class SandboxManager {
     try {
       const record: SandboxRecord = {
         ...input,
+        diskSizeMB: this.diskSizeOf(input.diskSizeMB, build),
         // The template's environment, user and workdir, unless the create names its own.
         envVars: { ...build.env, ...input.envVars },
         defaultUser: input.defaultUser || build.user || "",
@@ -438,15 +457,22 @@ export class SandboxManager {
       await deleteLink(name);
       reaped.push(`link ${name}`);
     }
+    const running = this.list().filter((s) => s.state === "running");
     const keptMounts = new Set(
-      this.list()
-        .filter((s) => s.state === "running")
-        .map((s) => path.join(s.dir, "rootfs")),
+      running.flatMap((s) => [path.join(s.dir, "rootfs"), diskPaths(s.dir).mountPoint]),
     );
-    for (const mountPoint of await mountsUnder(path.join(options.dataDir, "sandboxes"))) {
-      if (keptMounts.has(mountPoint)) continue;
-      await unmountRootfs(path.dirname(mountPoint));
-      reaped.push(`mount ${mountPoint}`);
+    const sandboxesDir = path.join(options.dataDir, "sandboxes");
+    const stale = (await mountsUnder(sandboxesDir)).filter((m) => !keptMounts.has(m));
+    // Per sandbox: its overlay first, then the disk under it.
+    for (const dir of new Set(stale.map((m) => path.dirname(m)))) await unmountRootfs(dir);
+    reaped.push(...stale.map((m) => `mount ${m}`));
+    // A loop device no mount uses (a crash between attaching and mounting); one a lazy unmount
+    // still holds detaches itself once free.
+    const mounted = await mountedDevices();
+    for (const loop of await loopDevicesUnder(sandboxesDir)) {
+      if (mounted.has(loop.device)) continue;
+      await detachLoop(loop.device);
+      reaped.push(`loop ${loop.device} (${loop.backingFile})`);
     }
     options.logger.info({ adopted, paused, released, reaped }, "reclaim finished");
     this.networks.fill();
@@ -537,7 +563,7 @@ export class SandboxManager {
   async startBuildSandbox(
     templateID: string,
     lowers: string[],
-    size: { vcpu: number; memoryMB: number },
+    size: { vcpu: number; memoryMB: number; diskSizeMB?: number },
     prepareUpper?: (upper: string) => Promise<void>,
   ): Promise<Sandbox> {
     const sandbox = await this.newInstance(
@@ -546,12 +572,7 @@ export class SandboxManager {
       "starting",
     );
     try {
-      if (prepareUpper) {
-        const { upper } = rootfsPaths(sandbox.dir);
-        await mkdir(upper, { recursive: true });
-        await prepareUpper(upper);
-      }
-      await this.boot(sandbox, undefined, () => undefined);
+      await this.boot(sandbox, undefined, () => undefined, prepareUpper);
       return sandbox;
     } catch (err) {
       await releaseAll(sandbox, sandbox.cleanup).catch(() => undefined);
@@ -572,7 +593,7 @@ export class SandboxManager {
       sandbox.stopping = "build";
       await sandbox.runtime.run();
       resetRuntime(sandbox);
-      if (keepUpper) await rename(rootfsPaths(sandbox.dir).upper, keepUpper);
+      if (keepUpper) await keepWritableLayer(sandbox, keepUpper);
     } finally {
       await releaseAll(sandbox, sandbox.cleanup);
     }
@@ -597,8 +618,7 @@ export class SandboxManager {
       return;
     }
     try {
-      await seedUpper(snapshot, rootfsPaths(sandbox.dir).upper);
-      await this.boot(sandbox, snapshot.image, lap);
+      await this.boot(sandbox, snapshot.image, lap, (upper) => seedUpper(snapshot, upper));
       this.fault("snapshot:restored");
       record.startKind = "snapshot";
     } catch (err) {
@@ -609,8 +629,7 @@ export class SandboxManager {
       this.snapshots.delete(build.key);
       await sandbox.runtime.run();
       resetRuntime(sandbox);
-      const { upper, work } = rootfsPaths(sandbox.dir);
-      await Promise.all([upper, work].map((d) => rm(d, { recursive: true, force: true })));
+      await resetWritableLayer(sandbox);
       record.lifecycleID = newLifecycleID(record.sandboxID);
       await this.boot(sandbox, undefined, lap);
     }
@@ -649,6 +668,8 @@ export class SandboxManager {
     const snapshot = this.snapshots.get(build.key);
     if (!snapshot || input.memoryMB !== snapshot.memoryMB || input.vcpu !== snapshot.vcpu) return undefined;
     if (!input.allowInternetAccess) return undefined;
+    // Entries were made with the build's disk size.
+    if (this.diskSizeOf(input.diskSizeMB, build) !== this.diskSizeOf(0, build)) return undefined;
     const entry = this.pools.get(build.key)?.shift();
     if (entry) this.fillPool(build.key);
     return entry;
@@ -695,8 +716,12 @@ export class SandboxManager {
       "pooled",
     );
     try {
-      await seedUpper(snapshot, rootfsPaths(sandbox.dir).upper);
-      await this.boot(sandbox, snapshot.image, () => undefined);
+      await this.boot(
+        sandbox,
+        snapshot.image,
+        () => undefined,
+        (upper) => seedUpper(snapshot, upper),
+      );
       sandbox.record.startKind = "pool";
       return sandbox;
     } catch (err) {
@@ -733,7 +758,7 @@ export class SandboxManager {
       // Released like a paused sandbox's: the container stopped with the checkpoint.
       sandbox.state = "pausing";
       await options.runsc.checkpoint(sandbox.record.lifecycleID, await prepareImage(image));
-      await saveUpper(rootfsPaths(sandbox.dir).upper, dir);
+      await saveUpper(writableLayer(sandbox).upper, dir);
       await commitImage(image);
       timer.lap("checkpoint");
       options.logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
@@ -791,7 +816,7 @@ export class SandboxManager {
 
   /** A sandbox of the node's own (snapshot builder, pool entry, build step): not registered. */
   private async newInstance(
-    build: Pick<TemplateBuild, "templateID" | "key" | "lowers" | "vcpu" | "memoryMB">,
+    build: Pick<TemplateBuild, "templateID" | "key" | "lowers" | "vcpu" | "memoryMB" | "diskSizeMB">,
     name: string,
     state: "starting" | "pooled",
   ): Promise<Sandbox> {
@@ -803,7 +828,7 @@ export class SandboxManager {
       teamID: "",
       vcpu: build.vcpu,
       memoryMB: build.memoryMB,
-      diskSizeMB: 0,
+      diskSizeMB: this.diskSizeOf(0, build),
       envVars: {},
       metadata: {},
       envdAccessToken: "",
@@ -832,6 +857,7 @@ export class SandboxManager {
     sandbox: Sandbox,
     image: string | undefined,
     lap: (phase: string) => void,
+    seed?: (upper: string) => Promise<void>,
   ): Promise<void> {
     const { options } = this;
     const { record } = sandbox;
@@ -842,11 +868,22 @@ export class SandboxManager {
     runtime.push("slot", () => this.slots.release(slot));
     sandbox.slot = slot;
     record.slotIndex = slot.index;
-    if (!prepared) await createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess });
-    runtime.push("network", () => destroySandboxNetwork(slot));
-    lap("network");
-    const rootfs = await mountRootfs(lowers, sandbox.dir);
-    runtime.push("rootfs mount", () => unmountRootfs(sandbox.dir));
+    const sized = record.diskSizeMB > 0;
+    // Neither needs the other: the network and the disk are made side by side.
+    const [network, disk] = await Promise.allSettled([
+      prepared ? undefined : createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess }),
+      sized ? mountDisk(sandbox.dir, record.diskSizeMB) : undefined,
+    ]);
+    if (network.status === "fulfilled") runtime.push("network", () => destroySandboxNetwork(slot));
+    if (sized && disk.status === "fulfilled") runtime.push("disk mount", () => unmountDisk(sandbox.dir));
+    for (const step of [network, disk]) if (step.status === "rejected") throw step.reason;
+    lap(sized ? "networkDisk" : "network");
+    if (seed) {
+      await seed(writableLayer(sandbox).upper);
+      lap("seed");
+    }
+    const rootfs = await mountRootfs(lowers, sandbox.dir, sized);
+    runtime.push("rootfs mount", () => unmountOverlay(sandbox.dir));
     const bundle = await this.writeBundle(sandbox, rootfs.merged);
     lap("rootfs");
     const containerID = record.lifecycleID;
@@ -1039,6 +1076,11 @@ export class SandboxManager {
     }
   }
 
+  /** A sandbox's disk size: what its create asks, else its template build's, else the node's. */
+  private diskSizeOf(requested: number, build: Pick<TemplateBuild, "diskSizeMB">): number {
+    return requested || build.diskSizeMB || this.options.diskSizeMB;
+  }
+
   private resolveBuild(templateID: string, buildID?: string): TemplateBuild {
     const build = this.options.templates.resolve(templateID, buildID);
     if (!build) throw new TemplateNotFoundError(buildID ? `${templateID}/${buildID}` : templateID);
@@ -1139,6 +1181,38 @@ export class SandboxManager {
   }
 }
 
+/** Where a sandbox's writable layer is (on its disk when it has a size). */
+function writableLayer(sandbox: Sandbox): { upper: string; work: string } {
+  return rootfsPaths(sandbox.dir, sandbox.record.diskSizeMB > 0);
+}
+
+/** Empties a sandbox's writable layer (its runtime released): the next boot starts afresh. */
+async function resetWritableLayer(sandbox: Sandbox): Promise<void> {
+  if (sandbox.record.diskSizeMB > 0) {
+    await removeDisk(sandbox.dir);
+    return;
+  }
+  const { upper, work } = writableLayer(sandbox);
+  await Promise.all([upper, work].map((d) => rm(d, { recursive: true, force: true })));
+}
+
+/**
+ * Moves a stopped sandbox's writable layer to `target` (a build step's new layer): copied off its
+ * disk, owners, modes, xattrs and whiteouts as they are, or renamed when it has none.
+ */
+async function keepWritableLayer(sandbox: Sandbox, target: string): Promise<void> {
+  if (!(sandbox.record.diskSizeMB > 0)) {
+    await rename(writableLayer(sandbox).upper, target);
+    return;
+  }
+  await mountDisk(sandbox.dir, sandbox.record.diskSizeMB);
+  try {
+    await runCommand(["cp", "-a", writableLayer(sandbox).upper, target], { timeoutMs: 60 * 60_000 });
+  } finally {
+    await unmountDisk(sandbox.dir);
+  }
+}
+
 /** Releases a sandbox's current run, then what lives as long as the sandbox. */
 async function releaseAll(sandbox: Sandbox | undefined, cleanup: CleanupStack): Promise<void> {
   try {
@@ -1199,6 +1273,12 @@ function validate(input: CreateInput): void {
   }
   if (!Number.isInteger(input.memoryMB) || input.memoryMB < 64 || input.memoryMB > 256 * 1024) {
     throw new InvalidSandboxConfigError(`memory_mb must be from 64 to 262144, got ${input.memoryMB}`);
+  }
+  const disk = input.diskSizeMB;
+  if (!Number.isInteger(disk) || (disk !== 0 && (disk < MIN_DISK_SIZE_MB || disk > MAX_DISK_SIZE_MB))) {
+    throw new InvalidSandboxConfigError(
+      `disk_size_mb must be 0 (the node's default) or from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}, got ${disk}`,
+    );
   }
   if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
 }

@@ -8,6 +8,7 @@ import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ENVD_VERSION } from "@moat/shared";
 import type { BuildTemplateEventSchema, TemplateService } from "@moat/shared/gen/orchestrator";
 import type { SandboxManager } from "../sandbox/manager.js";
+import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
 import type { BuildLog, TemplateBuilder } from "../template/build/builder.js";
 import { BuildStepError } from "../template/build/steps.js";
 import type { TemplateStore } from "../template/store.js";
@@ -27,6 +28,13 @@ export function templateService(
       if (Boolean(req.fromImage) === Boolean(req.fromBuildId)) {
         throw new ConnectError(
           "exactly one of from_image and from_build_id is required",
+          Code.InvalidArgument,
+        );
+      }
+      const disk = req.diskSizeMb;
+      if (disk !== 0 && (disk < MIN_DISK_SIZE_MB || disk > MAX_DISK_SIZE_MB)) {
+        throw new ConnectError(
+          `disk_size_mb must be 0 (the node's default) or from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}`,
           Code.InvalidArgument,
         );
       }
@@ -58,6 +66,7 @@ export function templateService(
             buildID: req.buildId,
             vcpu: req.vcpu || 2,
             memoryMB: req.memoryMb || 1024,
+            diskSizeMB: req.diskSizeMb,
             fromImage: req.fromImage || undefined,
             fromBuildID: req.fromBuildId || undefined,
             registryAuth: req.fromImageRegistry?.username ? req.fromImageRegistry : undefined,

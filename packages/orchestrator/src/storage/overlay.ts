@@ -1,6 +1,7 @@
 import { mkdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { CommandError, runCommand } from "@moat/shared";
+import { makePrivateDir, runCommand } from "@moat/shared";
+import { diskPaths, unmount, unmountDisk } from "./disk.js";
 
 /** Where a sandbox's root filesystem lives on the host. */
 export interface SandboxRootfs {
@@ -11,45 +12,54 @@ export interface SandboxRootfs {
   merged: string;
 }
 
-export function rootfsPaths(sandboxDir: string): SandboxRootfs {
+/**
+ * The rootfs paths of a sandbox. `sized`: its writable layer is on its own disk (storage/disk.ts);
+ * else (disk limits off, or a sandbox made before them) directly in its directory.
+ */
+export function rootfsPaths(sandboxDir: string, sized: boolean): SandboxRootfs {
+  const layerDir = sized ? diskPaths(sandboxDir).mountPoint : sandboxDir;
   return {
-    upper: path.join(sandboxDir, "upper"),
-    work: path.join(sandboxDir, "work"),
+    upper: path.join(layerDir, "upper"),
+    work: path.join(layerDir, "work"),
     merged: path.join(sandboxDir, "rootfs"),
   };
 }
 
 /**
  * Mounts the template (read-only, below) under the sandbox's writable layer. `lowers` is one
- * rootfs or a template's layers, top first.
+ * rootfs or a template's layers, top first. A sized sandbox's disk must be mounted already.
+ * nosuid,nodev: what the sandbox made (a setuid copy of a shell, a device node) is inert on the host.
  */
-export async function mountRootfs(lowers: string | string[], sandboxDir: string): Promise<SandboxRootfs> {
-  const paths = rootfsPaths(sandboxDir);
+export async function mountRootfs(
+  lowers: string | string[],
+  sandboxDir: string,
+  sized: boolean,
+): Promise<SandboxRootfs> {
+  const paths = rootfsPaths(sandboxDir, sized);
   const lowerdir = (Array.isArray(lowers) ? lowers : [lowers]).join(":");
-  await Promise.all([paths.upper, paths.work, paths.merged].map((d) => mkdir(d, { recursive: true })));
+  await mkdir(paths.upper, { recursive: true });
+  await Promise.all([paths.work, paths.merged].map((d) => makePrivateDir(d)));
   await runCommand([
     "mount",
     "-t",
     "overlay",
     "overlay",
     "-o",
-    `lowerdir=${lowerdir},upperdir=${paths.upper},workdir=${paths.work}`,
+    `nosuid,nodev,lowerdir=${lowerdir},upperdir=${paths.upper},workdir=${paths.work}`,
     paths.merged,
   ]);
   return paths;
 }
 
-/** Unmounts the overlay; a mount that is already gone is not an error. */
+/** Unmounts the overlay, then the disk under it; what is already gone is not an error. */
 export async function unmountRootfs(sandboxDir: string): Promise<void> {
-  const { merged } = rootfsPaths(sandboxDir);
-  try {
-    await runCommand(["umount", merged]);
-  } catch (err) {
-    if (err instanceof CommandError && /not mounted|no mount point|No such file/i.test(err.stderrTail))
-      return;
-    // A runtime still holding files: detach now, the kernel finishes when they close.
-    await runCommand(["umount", "--lazy", merged]);
-  }
+  await unmountOverlay(sandboxDir);
+  await unmountDisk(sandboxDir);
+}
+
+/** Unmounts the overlay only (the disk stays mounted). */
+export async function unmountOverlay(sandboxDir: string): Promise<void> {
+  await unmount(path.join(sandboxDir, "rootfs"));
 }
 
 /** Unmounts and deletes everything the sandbox had on disk. */
@@ -58,7 +68,7 @@ export async function removeSandboxDir(sandboxDir: string): Promise<void> {
   await rm(sandboxDir, { recursive: true, force: true });
 }
 
-/** Overlay mounts under `root`, as the kernel lists them (for leak checks and reclaim). */
+/** Mounts under `root`, as the kernel lists them (for leak checks and reclaim). */
 export async function mountsUnder(root: string): Promise<string[]> {
   const mounts = await readFile("/proc/self/mountinfo", "utf8");
   const prefix = root.endsWith("/") ? root : `${root}/`;

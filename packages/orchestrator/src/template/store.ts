@@ -16,6 +16,8 @@ import { isPidAlive, removeTree } from "../host/files.js";
 export interface TemplateSettings {
   vcpu: number;
   memoryMB: number;
+  /** Disk size of its sandboxes in MiB (unset: the node's default). */
+  diskSizeMB?: number;
   /** ENV steps (and the image's own environment), the last USER and WORKDIR. */
   env: Record<string, string>;
   user?: string;

@@ -43,6 +43,8 @@ export interface BuildRequest {
   buildID: string;
   vcpu: number;
   memoryMB: number;
+  /** Disk size of the build sandboxes and of the template's sandboxes in MiB; 0: the node's. */
+  diskSizeMB?: number;
   /** An image reference, or empty when building from `fromBuildID`. */
   fromImage?: string;
   /** A build on this node ("base" for the base template). */
@@ -394,7 +396,7 @@ export class TemplateBuilder {
         sandbox = await manager.startBuildSandbox(
           req.templateID,
           lowers,
-          { vcpu: req.vcpu, memoryMB: req.memoryMB },
+          { vcpu: req.vcpu, memoryMB: req.memoryMB, diskSizeMB: req.diskSizeMB },
           prepareUpper,
         );
       } catch (err) {
@@ -512,6 +514,7 @@ export class TemplateBuilder {
       layers: stack.layers,
       vcpu: req.vcpu,
       memoryMB: req.memoryMB,
+      diskSizeMB: req.diskSizeMB || undefined,
       env: stack.ctx.env,
       user: stack.ctx.user,
       workdir: stack.ctx.workdir,
