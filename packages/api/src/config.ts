@@ -64,6 +64,11 @@ export interface APIOptions {
    * With neither, /metrics answers 401 to everyone.
    */
   metricsToken?: string;
+  /**
+   * Disk size of sandboxes and template builds in MiB: the most a sandbox's writable layer may
+   * hold (the node enforces it); env `MOAT_DISK_SIZE_MB`. Default 10240; 0: no limit.
+   */
+  diskSizeMB?: number;
   logger?: Logger;
 }
 
@@ -87,6 +92,7 @@ export interface APIConfig {
   /** Every team's limits unless its row overrides them. */
   quotas: TeamLimits;
   metricsToken: string | undefined;
+  diskSizeMB: number;
   logger: Logger;
 }
 
@@ -98,6 +104,11 @@ export class ConfigError extends Error {
 }
 
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** The sandbox disk sizes a node accepts (orchestrator storage/disk.ts); E2B's default is 10 GB. */
+const MIN_DISK_SIZE_MB = 64;
+const MAX_DISK_SIZE_MB = 1024 * 1024;
+const DEFAULT_DISK_SIZE_MB = 10 * 1024;
+const DISK_SIZE_ERROR = `MOAT_DISK_SIZE_MB must be 0 (no limit) or a whole number of MiB from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}`;
 
 const optionsSchema = z.object({
   dataDir: z.string().min(1, "dataDir is required"),
@@ -153,6 +164,13 @@ const optionsSchema = z.object({
     .default(2 * 1024 ** 3),
   quotas: TeamLimitsSchema.partial().default({}),
   metricsToken: z.string().min(16, "metricsToken must be at least 16 characters").optional(),
+  diskSizeMB: z.coerce
+    .number({ error: DISK_SIZE_ERROR })
+    .int({ error: DISK_SIZE_ERROR })
+    .refine((mb) => mb === 0 || (mb >= MIN_DISK_SIZE_MB && mb <= MAX_DISK_SIZE_MB), {
+      error: DISK_SIZE_ERROR,
+    })
+    .default(DEFAULT_DISK_SIZE_MB),
 });
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
@@ -166,6 +184,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
     metricsToken: rest.metricsToken ?? (env.MOAT_METRICS_TOKEN || undefined),
     quotas: { ...quotasFromEnv(env), ...rest.quotas },
+    diskSizeMB: rest.diskSizeMB ?? (env.MOAT_DISK_SIZE_MB || undefined),
   });
   if (!parsed.success) {
     throw new ConfigError(
@@ -206,6 +225,8 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     maxUploadBytes,
     quotas: { ...DEFAULT_TEAM_LIMITS, ...o.quotas, maxUploadBytes },
     metricsToken: o.metricsToken,
+    maxUploadBytes: o.maxUploadBytes,
+    diskSizeMB: o.diskSizeMB,
     logger: logger ?? createLogger("api"),
   };
 }

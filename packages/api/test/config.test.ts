@@ -21,6 +21,18 @@ describe("config", () => {
     assert.equal(config.maxUploadBytes, 2 * 1024 ** 3);
   });
 
+  test("diskSizeMB: the option, else MOAT_DISK_SIZE_MB, else 10 GiB; 0 turns the limit off", () => {
+    const parse = (env: Record<string, string>, diskSizeMB?: number) =>
+      parseConfig({ dataDir: "/d", orchestrators: [node], logger, diskSizeMB }, env).diskSizeMB;
+    assert.equal(parse({}), 10240);
+    assert.equal(parse({ MOAT_DISK_SIZE_MB: "512" }), 512);
+    assert.equal(parse({ MOAT_DISK_SIZE_MB: "0" }), 0);
+    assert.equal(parse({ MOAT_DISK_SIZE_MB: "512" }, 2048), 2048);
+    for (const bad of ["10", "1.5", "big", String(2 * 1024 * 1024)]) {
+      assert.throws(() => parse({ MOAT_DISK_SIZE_MB: bad }), /MOAT_DISK_SIZE_MB/, bad);
+    }
+  });
+
   test("publicURL: the option, else MOAT_API_PUBLIC_URL; an http(s) base without query", () => {
     const env = { MOAT_API_PUBLIC_URL: "https://moat.example.com/api/" };
     assert.equal(

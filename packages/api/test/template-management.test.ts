@@ -92,7 +92,7 @@ for (const backend of backends) {
       assert.equal(first.envdVersion, "0.6.13");
       assert.equal(first.cpuCount, 1);
       assert.equal(first.memoryMB, 512);
-      assert.equal(first.diskSizeMB, 0);
+      assert.equal(first.diskSizeMB, 10240, "the deployment's disk size (MOAT_DISK_SIZE_MB)");
       assert.equal(first.public, false);
       assert.deepEqual(first.names, ["lister/ready-one"]);
       assert.deepEqual(first.aliases, ["ready-one"]);

@@ -16,7 +16,7 @@ import type {
 
 export async function insertBuild(
   db: DB,
-  build: { buildID: string; templateID: string; cpuCount: number; memoryMB: number },
+  build: { buildID: string; templateID: string; cpuCount: number; memoryMB: number; diskSizeMB: number },
 ): Promise<TemplateBuildRow> {
   return db
     .insertInto("template_builds")
@@ -26,6 +26,7 @@ export async function insertBuild(
       status: "waiting",
       cpu_count: build.cpuCount,
       memory_mb: build.memoryMB,
+      disk_size_mb: build.diskSizeMB,
       // Milliseconds, as the list cursor holds them (now() would add microseconds).
       created_at: new Date(),
     })

@@ -9,7 +9,14 @@ import type { TeamRow, TemplateRow } from "./schema.js";
  */
 export async function upsertTemplateForBuild(
   db: DB,
-  template: { templateID: string; teamID: string; name: string; cpuCount: number; memoryMB: number },
+  template: {
+    templateID: string;
+    teamID: string;
+    name: string;
+    cpuCount: number;
+    memoryMB: number;
+    diskSizeMB: number;
+  },
 ): Promise<TemplateRow> {
   return db
     .insertInto("templates")
@@ -19,6 +26,7 @@ export async function upsertTemplateForBuild(
       name: template.name,
       cpu_count: template.cpuCount,
       memory_mb: template.memoryMB,
+      disk_size_mb: template.diskSizeMB,
       build_count: 1,
       // Milliseconds, as the list cursor holds them (now() would add microseconds).
       created_at: new Date(),
@@ -102,11 +110,16 @@ export async function setTemplatePublic(
 export async function applyReadyBuild(
   db: DB,
   templateID: string,
-  build: { cpuCount: number; memoryMB: number },
+  build: { cpuCount: number; memoryMB: number; diskSizeMB: number },
 ): Promise<void> {
   await db
     .updateTable("templates")
-    .set({ cpu_count: build.cpuCount, memory_mb: build.memoryMB, updated_at: new Date() })
+    .set({
+      cpu_count: build.cpuCount,
+      memory_mb: build.memoryMB,
+      disk_size_mb: build.diskSizeMB,
+      updated_at: new Date(),
+    })
     .where("template_id", "=", templateID)
     .execute();
 }

@@ -52,7 +52,7 @@ export interface CreateSandboxInput {
 }
 
 export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
-  const template = await resolveTemplate(ctx.db, input.team, input.template);
+  const template = await resolveTemplate(ctx.db, input.team, input.template, ctx.config.diskSizeMB);
   checkResources(input.limits, template.cpuCount, template.memoryMB, `template '${input.template}'`);
   const sandboxID = newSandboxID();
   const envdAccessToken = input.secure ? newEnvdAccessToken() : null;

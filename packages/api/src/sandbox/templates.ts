@@ -13,7 +13,7 @@ export interface Template {
   alias: string;
   cpuCount: number;
   memoryMB: number;
-  /** The writable layer is not size-limited yet; 0 says so. */
+  /** The most the writable layer may hold, in MiB (the node enforces it); 0: no limit. */
   diskSizeMB: number;
   /** The build sandboxes start from; "" for the base template. */
   buildID: string;
@@ -24,12 +24,11 @@ export interface Template {
   defaultWorkdir: string;
 }
 
-const BASE: Template = {
+const BASE: Omit<Template, "diskSizeMB"> = {
   templateID: "base",
   alias: "base",
   cpuCount: 2,
   memoryMB: 512,
-  diskSizeMB: 0,
   buildID: "",
   nodeID: null,
   defaultUser: "",
@@ -39,16 +38,22 @@ const BASE: Template = {
 /**
  * Resolves what a create names: `base` (optionally `base:default`), or a team's template by id,
  * name, `name:tag` or `team/name` (template/resolve.ts): its resources are those of the build.
+ * `diskSizeMB`: the deployment's, for the base template and builds made before disk sizes.
  */
-export async function resolveTemplate(db: DB, team: TeamRow, reference: string): Promise<Template> {
-  if (reference === "base" || reference === "base:default") return BASE;
+export async function resolveTemplate(
+  db: DB,
+  team: TeamRow,
+  reference: string,
+  diskSizeMB: number,
+): Promise<Template> {
+  if (reference === "base" || reference === "base:default") return { ...BASE, diskSizeMB };
   const { template, build } = await resolveTemplateBuild(db, team, reference);
   return {
     templateID: template.template_id,
     alias: template.name,
     cpuCount: build.cpu_count,
     memoryMB: build.memory_mb,
-    diskSizeMB: build.disk_size_mb,
+    diskSizeMB: build.disk_size_mb || diskSizeMB,
     buildID: build.build_id,
     nodeID: build.node_id,
     defaultUser: build.default_user ?? "",

@@ -263,7 +263,11 @@ function outcome(node: NodeClient, result: BuildResult | undefined): FinishedBui
 async function finish(deps: BuildRunnerDeps, job: BuildJob, outcome: FinishedBuild): Promise<void> {
   const row = await finishBuild(deps.db, job.buildID, outcome);
   if (row?.status === "ready") {
-    await applyReadyBuild(deps.db, job.templateID, { cpuCount: row.cpu_count, memoryMB: row.memory_mb });
+    await applyReadyBuild(deps.db, job.templateID, {
+      cpuCount: row.cpu_count,
+      memoryMB: row.memory_mb,
+      diskSizeMB: row.disk_size_mb,
+    });
   }
   deps.logger.info(
     { templateID: job.templateID, buildID: job.buildID, status: outcome.status, recorded: row !== undefined },

@@ -73,6 +73,7 @@ export async function requestBuild(
   const memoryMB = body.memoryMB ?? DEFAULT_TEMPLATE_MEMORY_MB;
   // Its build sandboxes and its sandboxes get these: past the team's maximum is refused now.
   checkResources(teamLimits(ctx.config.quotas, team), cpuCount, memoryMB, "the template");
+  const diskSizeMB = ctx.config.diskSizeMB;
 
   const template = await ctx.db.transaction().execute(async (tx) => {
     const row = await upsertTemplateForBuild(tx, {
@@ -81,9 +82,10 @@ export async function requestBuild(
       name: ref.name,
       cpuCount,
       memoryMB,
+      diskSizeMB,
     });
     await supersedeUnstartedBuilds(tx, row.template_id, buildID);
-    await insertBuild(tx, { buildID, templateID: row.template_id, cpuCount, memoryMB });
+    await insertBuild(tx, { buildID, templateID: row.template_id, cpuCount, memoryMB, diskSizeMB });
     await assignTags(tx, row.template_id, buildID, tags);
     return row;
   });
