@@ -140,7 +140,7 @@ async function writeBareBundle(dir: string, id: string, rootfs: string, slot: Sl
     memoryMB: 512,
     pidsLimit: 1024,
     nodeBinary: process.execPath,
-    appDir: path.resolve("."),
+    envdDir: path.resolve("packages/envd/dist/sandbox"),
     envdPort: 49983,
   }) as { process: { args: string[] } };
   spec.process.args = [

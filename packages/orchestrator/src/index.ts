@@ -13,7 +13,13 @@ export {
 export { listLinks, listNamespaces } from "./network/netns.js";
 export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
 export { Slot } from "./network/slot.js";
-export { APP_DIR, type Orchestrator, type OrchestratorOptions, startOrchestrator } from "./orchestrator.js";
+export {
+  APP_DIR,
+  ENVD_DIR,
+  type Orchestrator,
+  type OrchestratorOptions,
+  startOrchestrator,
+} from "./orchestrator.js";
 export {
   ensureRunsc,
   RUNSC_PLATFORM,

@@ -2,6 +2,7 @@
  * The node agent: sets up the node's network rules, adopts or reaps what a previous run left,
  * then serves orchestrator.SandboxService (gRPC and Connect over h2c).
  */
+import { existsSync } from "node:fs";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -76,8 +77,10 @@ export interface Orchestrator {
   close(): Promise<void>;
 }
 
-/** The moat checkout (with its node_modules) that sandboxes mount read-only for envd. */
+/** The moat checkout. */
 export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+/** What sandboxes mount read-only for envd (scripts/bundle-envd.js makes it); nothing else of the checkout. */
+export const ENVD_DIR = path.join(APP_DIR, "packages", "envd", "dist", "sandbox");
 
 /** E2B's sandboxes get 10 GB of disk by default; here it bounds the writable layer. */
 export const DEFAULT_DISK_SIZE_MB = 10 * 1024;
@@ -123,6 +126,9 @@ export async function startOrchestrator(options: OrchestratorOptions): Promise<O
 
 async function start(options: OrchestratorOptions, releaseLock: () => Promise<void>): Promise<Orchestrator> {
   const { logger } = options;
+  if (!existsSync(path.join(ENVD_DIR, "envd.mjs"))) {
+    throw new Error(`envd's sandbox directory ${ENVD_DIR} is missing or incomplete: run npm run build`);
+  }
   // Before anything is set up: a malformed list stops the start with its message.
   const registryAllow = new RegistryAllowList(options.registryAllow ?? process.env.MOAT_REGISTRY_ALLOW ?? "");
   if (registryAllow.size > 0)
@@ -149,7 +155,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     runsc,
     templates: options.templates,
     nodeBinary: process.execPath,
-    appDir: APP_DIR,
+    envdDir: ENVD_DIR,
     logger,
     maxSandboxes: options.maxSandboxes ?? 1000,
     maxStarting: options.maxStarting ?? 16,
@@ -160,7 +166,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
       ? await snapshotKey({
           runscBinary: options.runscBinary,
           nodeBinary: process.execPath,
-          appDir: APP_DIR,
+          envdDir: ENVD_DIR,
           pidsLimit,
         })
       : undefined,

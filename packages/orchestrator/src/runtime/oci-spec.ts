@@ -1,7 +1,8 @@
 /**
  * The OCI runtime spec (config.json) of a sandbox. The first process is tini (reaping the orphans
  * an agent's commands leave) running envd's single-file bundle from the host's moat install,
- * bind-mounted read-only: nothing of envd is copied into the sandbox.
+ * bind-mounted read-only: nothing of envd is copied into the sandbox, and nothing else of the host
+ * checkout is visible in it.
  */
 export interface SandboxSpecInput {
   /** The sandbox's hostname. */
@@ -14,14 +15,17 @@ export interface SandboxSpecInput {
   vcpu: number;
   memoryMB: number;
   pidsLimit: number;
-  /** The host's node binary and moat checkout, mounted at /opt/moat/node and /opt/moat/app. */
+  /**
+   * The host's node binary, mounted at /opt/moat/node, and the directory with envd and what it
+   * loads (scripts/bundle-envd.js), mounted at /opt/moat/envd.
+   */
   nodeBinary: string;
-  appDir: string;
+  envdDir: string;
   envdPort: number;
 }
 
 export const SANDBOX_NODE_PATH = "/opt/moat/node";
-export const SANDBOX_APP_PATH = "/opt/moat/app";
+export const SANDBOX_ENVD_PATH = "/opt/moat/envd";
 
 /**
  * A full machine's root inside the sandbox: gVisor, not capabilities, is the boundary. Except
@@ -62,7 +66,7 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         "/usr/bin/tini",
         "--",
         SANDBOX_NODE_PATH,
-        `${SANDBOX_APP_PATH}/packages/envd/dist/envd.mjs`,
+        `${SANDBOX_ENVD_PATH}/envd.mjs`,
         "--port",
         String(input.envdPort),
         "--trust-loopback",
@@ -95,12 +99,12 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
       { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "nodev", "mode=1777"] },
       { destination: "/tmp", type: "bind", source: `${input.rootfs}/tmp`, options: ["rbind", "rw"] },
       { destination: SANDBOX_NODE_PATH, type: "bind", source: input.nodeBinary, options: ["rbind", "ro"] },
-      { destination: SANDBOX_APP_PATH, type: "bind", source: input.appDir, options: ["rbind", "ro"] },
+      { destination: SANDBOX_ENVD_PATH, type: "bind", source: input.envdDir, options: ["rbind", "ro"] },
       // setuid sudo cannot work under gVisor's no-new-privileges; this one goes through envd.
       {
         destination: "/usr/local/bin/sudo",
         type: "bind",
-        source: `${input.appDir}/packages/envd/bin/sudo`,
+        source: `${input.envdDir}/sudo`,
         options: ["rbind", "ro"],
       },
     ],

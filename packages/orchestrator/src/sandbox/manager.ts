@@ -70,9 +70,9 @@ export interface SandboxManagerOptions {
   dataDir: string;
   runsc: Runsc;
   templates: TemplateResolver;
-  /** The node binary and moat checkout mounted into sandboxes for envd. */
+  /** The node binary and envd's directory (ENVD_DIR) mounted into sandboxes. */
   nodeBinary: string;
-  appDir: string;
+  envdDir: string;
   logger: Logger;
   maxSandboxes: number;
   /** Creates in flight at once; more are refused with NodeBusyError rather than queued forever. */
@@ -1168,7 +1168,7 @@ export class SandboxManager {
       memoryMB: sandbox.record.memoryMB,
       pidsLimit: options.pidsLimit,
       nodeBinary: options.nodeBinary,
-      appDir: options.appDir,
+      envdDir: options.envdDir,
       envdPort: ENVD_PORT,
     });
     await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));

@@ -12,7 +12,7 @@ import { SANDBOX_CAPABILITIES } from "../runtime/oci-spec.js";
 import { imageExists } from "./image.js";
 
 /** Bump when what a snapshot sandbox looks like changes (spec, mounts, envd flags). */
-const FORMAT = 2;
+const FORMAT = 3;
 
 export interface TemplateSnapshot {
   templateID: string;
@@ -28,18 +28,19 @@ export interface TemplateSnapshot {
 export interface SnapshotKeyInput {
   runscBinary: string;
   nodeBinary: string;
-  appDir: string;
+  /** The directory sandboxes mount envd from: every file in it counts. */
+  envdDir: string;
   pidsLimit: number;
 }
 
 export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
   const hash = createHash("sha256");
   // Real paths: data directories that link one shared runtime share its snapshots.
-  const [runsc, node, appDir] = await Promise.all(
-    [input.runscBinary, input.nodeBinary, input.appDir].map((p) => realpath(p)),
+  const [runsc, node, envdDir] = await Promise.all(
+    [input.runscBinary, input.nodeBinary, input.envdDir].map((p) => realpath(p)),
   );
   hash.update(
-    JSON.stringify({ FORMAT, runsc, node, appDir, pidsLimit: input.pidsLimit, v: process.version }),
+    JSON.stringify({ FORMAT, runsc, node, envdDir, pidsLimit: input.pidsLimit, v: process.version }),
   );
   // A restore keeps the saved processes' credentials, whatever the spec now grants.
   hash.update(JSON.stringify(SANDBOX_CAPABILITIES));
@@ -47,8 +48,22 @@ export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
     const st = await stat(file);
     hash.update(`${st.size}:${st.mtimeMs}`);
   }
-  hash.update(await readFile(path.join(input.appDir, "packages", "envd", "dist", "envd.mjs")));
+  for (const file of await filesUnder(envdDir!)) {
+    hash.update(`${path.relative(envdDir!, file)}\0`);
+    hash.update(await readFile(file));
+  }
   return hash.digest("hex").slice(0, 16);
+}
+
+/** Every file under `dir`, sorted (a stable order for hashing). */
+async function filesUnder(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const file = path.join(dir, entry.name);
+    if (entry.isDirectory()) files.push(...(await filesUnder(file)));
+    else if (entry.isFile()) files.push(file);
+  }
+  return files.sort();
 }
 
 /** `<template dir>/snapshots/<key>` (beside the base template's rootfs, in a build's directory). */
