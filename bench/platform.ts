@@ -80,7 +80,10 @@ function errorLine(err: unknown): string {
 }
 
 /** A `moat up` with `env` for the length of `fn`, stopped and removed after. */
-async function withMoat<T>(env: Record<string, string>, fn: (moat: RunningMoat) => Promise<T>): Promise<T> {
+export async function withMoat<T>(
+  env: Record<string, string>,
+  fn: (moat: RunningMoat) => Promise<T>,
+): Promise<T> {
   progress(
     `moat up ${Object.entries(env)
       .map(([k, v]) => `${k}=${v}`)
@@ -102,7 +105,7 @@ async function withMoat<T>(env: Record<string, string>, fn: (moat: RunningMoat) 
   }
 }
 
-interface Sequential {
+export interface Sequential {
   samples: number[];
   kinds: string[];
   /** The node's phase medians of the measured creates. */
@@ -113,7 +116,10 @@ interface Sequential {
  * `SEQUENTIAL` creates one after the other (after one unmeasured), each killed before the next;
  * `beforeEach` runs before every create, outside the measurement.
  */
-async function sequentialTTI(moat: RunningMoat, beforeEach?: () => Promise<void>): Promise<Sequential> {
+export async function sequentialTTI(
+  moat: RunningMoat,
+  beforeEach?: () => Promise<void>,
+): Promise<Sequential> {
   progress("sequential creates");
   const samples: number[] = [];
   const kinds: string[] = [];
@@ -134,7 +140,7 @@ async function sequentialTTI(moat: RunningMoat, beforeEach?: () => Promise<void>
 }
 
 /** Waits until the log has said "warm pool full" `count` times (or the timeout passed). */
-async function poolFull(moat: RunningMoat, count: number): Promise<boolean> {
+export async function poolFull(moat: RunningMoat, count: number): Promise<boolean> {
   const deadline = Date.now() + POOL_REFILL_TIMEOUT_MS;
   while (logEntries(moat.log(), "warm pool full").length < count) {
     if (Date.now() > deadline) return false;

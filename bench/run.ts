@@ -9,12 +9,14 @@ import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
+import { benchStorage } from "./storage.js";
 import { benchTemplates } from "./templates.js";
 
 const suites: Record<string, () => Promise<Figure[]>> = {
   envd: benchEnvd,
   orchestrator: benchOrchestrator,
   platform: benchPlatform,
+  storage: benchStorage,
   templates: benchTemplates,
 };
 
