@@ -33,6 +33,13 @@ export interface SpawnOptions {
 
 /** How long to wait for the output pipes to drain after the process exited, before ending anyway. */
 const DRAIN_GRACE_MS = 200;
+/**
+ * Output one stream may have waiting before the process's output is paused (its writes block, as
+ * on a full pipe) until every stream is back under the low mark: a process that writes faster than
+ * a client reads must not grow envd's memory without bound.
+ */
+export const OUTPUT_HIGH_WATER_BYTES = 1024 * 1024;
+const OUTPUT_LOW_WATER_BYTES = 256 * 1024;
 
 export class ProcessHandle {
   readonly pid: number;
@@ -43,6 +50,10 @@ export class ProcessHandle {
   private readonly terminal: pty.IPty | undefined;
   private readonly subscribers = new Set<Channel<ProcessEventInit>>();
   private endEvent: EndEventInit | undefined;
+  /** Output reading is paused for a stream that lags behind. */
+  private outputPaused = false;
+  /** Once the process exited nothing more is paused: what is left in its pipes is bounded. */
+  private exited = false;
   private readonly ended: Promise<void>;
   private markEnded!: () => void;
 
@@ -120,6 +131,7 @@ export class ProcessHandle {
   /** A channel of every event from now on; the caller must `unsubscribe` it. */
   subscribe(): Channel<ProcessEventInit> {
     const channel = new Channel<ProcessEventInit>();
+    channel.onPull = () => this.resumeOutputIfDrained();
     if (this.endEvent) {
       channel.push({ event: { case: "end", value: this.endEvent } });
       channel.close();
@@ -132,6 +144,7 @@ export class ProcessHandle {
   unsubscribe(channel: Channel<ProcessEventInit>): void {
     this.subscribers.delete(channel);
     channel.close();
+    this.resumeOutputIfDrained();
   }
 
   writeStdin(data: Uint8Array): void {
@@ -192,6 +205,38 @@ export class ProcessHandle {
     for (const channel of this.subscribers) channel.push(event);
   }
 
+  /** Hands a chunk of output to every stream, pausing the output while one of them lags. */
+  private broadcastOutput(event: ProcessEventInit, size: number): void {
+    let lagging = false;
+    for (const channel of this.subscribers) {
+      channel.push(event, size);
+      lagging ||= channel.bytes > OUTPUT_HIGH_WATER_BYTES;
+    }
+    if (lagging && !this.outputPaused && !this.exited) {
+      this.outputPaused = true;
+      this.child?.stdout?.pause();
+      this.child?.stderr?.pause();
+      this.terminal?.pause();
+    }
+  }
+
+  private resumeOutputIfDrained(): void {
+    if (!this.outputPaused) return;
+    if (!this.exited) {
+      for (const channel of this.subscribers) if (channel.bytes > OUTPUT_LOW_WATER_BYTES) return;
+    }
+    this.outputPaused = false;
+    this.child?.stdout?.resume();
+    this.child?.stderr?.resume();
+    this.terminal?.resume();
+  }
+
+  /** The process is gone: its pipes hold a bounded rest, read at once so that the end is not held up. */
+  private markExited(): void {
+    this.exited = true;
+    this.resumeOutputIfDrained();
+  }
+
   private finish(end: EndEventInit): void {
     if (this.endEvent) return;
     this.endEvent = end;
@@ -203,16 +248,23 @@ export class ProcessHandle {
 
   private attachChild(child: ChildProcess): void {
     child.stdout!.on("data", (chunk: Buffer) =>
-      this.broadcast({ event: { case: "data", value: { output: { case: "stdout", value: chunk } } } }),
+      this.broadcastOutput(
+        { event: { case: "data", value: { output: { case: "stdout", value: chunk } } } },
+        chunk.length,
+      ),
     );
     child.stderr!.on("data", (chunk: Buffer) =>
-      this.broadcast({ event: { case: "data", value: { output: { case: "stderr", value: chunk } } } }),
+      this.broadcastOutput(
+        { event: { case: "data", value: { output: { case: "stderr", value: chunk } } } },
+        chunk.length,
+      ),
     );
     // A stdin write to a process that exited must not crash envd.
     child.stdin?.on("error", () => {});
     let exitEvent: EndEventInit | undefined;
     child.once("exit", (code, signal) => {
       exitEvent = endEventFor(code, signal);
+      this.markExited();
       // Output pipes can stay open in grandchildren (`cmd &`); do not wait for them forever.
       setTimeout(() => this.finish(exitEvent!), DRAIN_GRACE_MS).unref();
     });
@@ -224,11 +276,13 @@ export class ProcessHandle {
 
   private attachPTY(terminal: pty.IPty): void {
     terminal.onData((chunk) =>
-      this.broadcast({
-        event: { case: "data", value: { output: { case: "pty", value: chunk as unknown as Buffer } } },
-      }),
+      this.broadcastOutput(
+        { event: { case: "data", value: { output: { case: "pty", value: chunk as unknown as Buffer } } } },
+        chunk.length,
+      ),
     );
     terminal.onExit(({ exitCode, signal }) => {
+      this.markExited();
       const name = signal ? signalName(signal) : null;
       this.finish(endEventFor(name ? null : exitCode, name));
     });
