@@ -12,6 +12,8 @@ export interface ProxyMetricsSnapshot {
   upstreamErrors: Record<string, number>;
   /** Exchanges the client abandoned before the response ended. */
   clientAborts: number;
+  /** Client connections closed on arrival because the proxy held its maximum. */
+  droppedConnections: number;
 }
 
 export class ProxyMetrics {
@@ -19,6 +21,7 @@ export class ProxyMetrics {
   readonly #upstreamErrors = new Map<string, number>();
   #tunnels = 0;
   #clientAborts = 0;
+  #dropped = 0;
   active = 0;
 
   recordStatus(status: number): void {
@@ -37,6 +40,10 @@ export class ProxyMetrics {
     this.#clientAborts++;
   }
 
+  recordDroppedConnection(): void {
+    this.#dropped++;
+  }
+
   snapshot(): ProxyMetricsSnapshot {
     const requestsByStatus: Record<string, number> = {};
     let requestsTotal = 0;
@@ -51,6 +58,7 @@ export class ProxyMetrics {
       activeConnections: this.active,
       upstreamErrors: Object.fromEntries(this.#upstreamErrors),
       clientAborts: this.#clientAborts,
+      droppedConnections: this.#dropped,
     };
   }
 }

@@ -10,6 +10,7 @@
  * Every refusal is a typed ProxyError rendered here, as JSON or, for browsers, HTML.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
@@ -64,9 +65,18 @@ export interface ClientProxyOptions {
   logger?: Logger;
   /**
    * Requests and tunnels one sandbox may have in flight through this proxy at once; beyond it the
-   * proxy answers 429. Default 1000; 0 means no limit.
+   * proxy answers 429. Default 1000, or a quarter of `maxConnections` when that is smaller; 0
+   * means no limit.
    */
   maxConnectionsPerSandbox?: number;
+  /**
+   * Client connections the proxy holds at once, over all sandboxes; beyond it new ones are closed
+   * as they arrive (and idle keep-alive ones are shed). Each proxied connection holds two file
+   * descriptors (client and sandbox side) of a process it may share with the API and the
+   * orchestrator (`moat up`), so a flood must stop well short of the open-file limit. Default: a
+   * quarter of that limit; 0 means no limit.
+   */
+  maxConnections?: number;
   /** How long connecting to a sandbox's port may take before the proxy answers 502. Default 10 s. */
   connectTimeoutMs?: number;
   /**
@@ -86,6 +96,29 @@ export interface ClientProxy {
 
 const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX = 1000;
 
+/** How long a new connection may take to send a request's headers before it can be shed. */
+const SILENT_GRACE_MS = 1000;
+/** At most one shedding pass per interval while connections arrive at the cap. */
+const SHED_INTERVAL_MS = 250;
+
+/** The process's open-file limit, or undefined when it is unlimited or cannot be read. */
+function openFileLimit(): number | undefined {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Max open files"));
+    const soft = Number(line?.slice("Max open files".length).trim().split(/\s+/)[0]);
+    return Number.isInteger(soft) && soft > 0 ? soft : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A quarter of the open-file limit: half of it for proxied connections, two descriptors each. */
+export function defaultMaxConnections(limit = openFileLimit()): number {
+  return limit === undefined ? 0 : Math.max(64, Math.floor(limit / 4));
+}
+
 /** A request admitted to a sandbox; `release` returns its connection slot (idempotent). */
 interface Admitted {
   upstream: Upstream;
@@ -95,7 +128,12 @@ interface Admitted {
 export async function startClientProxy(options: ClientProxyOptions): Promise<ClientProxy> {
   const { catalog, domain } = options;
   const log = options.logger ?? createLogger("client-proxy");
-  const maxConnections = options.maxConnectionsPerSandbox ?? DEFAULT_MAX_CONNECTIONS_PER_SANDBOX;
+  const maxTotal = options.maxConnections ?? defaultMaxConnections();
+  const maxConnections =
+    options.maxConnectionsPerSandbox ??
+    (maxTotal > 0
+      ? Math.min(DEFAULT_MAX_CONNECTIONS_PER_SANDBOX, Math.max(1, Math.floor(maxTotal / 4)))
+      : DEFAULT_MAX_CONNECTIONS_PER_SANDBOX);
   const metrics = new ProxyMetrics();
   const pool = new UpstreamPool();
   const forwarding: ForwardOptions = {
@@ -262,6 +300,8 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         return;
       }
       const rendered = renderError(proxyError, wantsHTML(req.headers.accept));
+      // A client over its sandbox's cap keeps no idle connection here to come back on.
+      if (proxyError instanceof TooManyConnectionsError) res.shouldKeepAlive = false;
       res.writeHead(rendered.status, rendered.headers).end(rendered.body);
     } finally {
       admitted?.release();
@@ -306,6 +346,37 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     // headersTimeout still bounds clients that never finish their headers.
     requestTimeout: 0,
   });
+  if (maxTotal > 0) {
+    server.maxConnections = maxTotal;
+    // At the cap, connections that ask for nothing make room: those idle between requests, and
+    // those that have not finished a request's headers after a second (opened and left silent, or
+    // trickling). A flood of them cannot hold the proxy; requests in flight are never cut.
+    const unasked = new Map<Socket, number>();
+    server.on("connection", (socket: Socket) => {
+      unasked.set(socket, Date.now());
+      socket.once("close", () => unasked.delete(socket));
+    });
+    server.prependListener("request", (req: IncomingMessage) => unasked.delete(req.socket));
+    server.prependListener("upgrade", (req: IncomingMessage) => unasked.delete(req.socket));
+    let lastShed = 0;
+    server.on("drop", () => {
+      metrics.recordDroppedConnection();
+      const now = Date.now();
+      if (now - lastShed < SHED_INTERVAL_MS) return;
+      lastShed = now;
+      let shed = 0;
+      for (const [socket, since] of unasked) {
+        if (now - since < SILENT_GRACE_MS) continue;
+        socket.destroy();
+        shed++;
+      }
+      server.closeIdleConnections();
+      log.warn(
+        { maxConnections: maxTotal, shed },
+        "client connection cap reached; shedding connections that ask for nothing",
+      );
+    });
+  }
   // The handlers answer every failure themselves; anything that still escapes is a bug, logged
   // here rather than left to crash the process that hosts the proxy.
   const escaped = (error: unknown) => log.error({ err: error }, "unhandled error in the client proxy");

@@ -680,6 +680,7 @@ describe("client proxy", { timeout: 60_000 }, () => {
         const refused = await send("/echo", { headers: via("web"), port: capped.port });
         assert.equal(refused.status, 429);
         assert.equal(json(refused).code, 429);
+        assert.equal(refused.headers.connection, "close", "a refused client keeps no idle connection");
         assert.equal(json(refused).sandboxId, "web");
         // Other sandboxes have their own budget.
         assert.equal(
@@ -698,6 +699,43 @@ describe("client proxy", { timeout: 60_000 }, () => {
         await within(capped.close(), 5_000, "close() with an open tunnel");
         await within(closed, 5_000, "the tunnel to be cut");
       } finally {
+        await capped.close();
+      }
+    });
+
+    test("a flood of client connections stops at the cap; idle ones make room for new ones", async () => {
+      const capped = await startClientProxy({
+        port: 0,
+        domain: DOMAIN,
+        catalog,
+        logger: createNoopLogger(),
+        maxConnections: 20,
+      });
+      const flood: Socket[] = [];
+      try {
+        // Silent connections, as a flood opens them: none may hold the proxy beyond its cap.
+        for (let i = 0; i < 60; i++) {
+          const socket = net.connect(capped.port, "127.0.0.1");
+          socket.on("error", () => undefined);
+          flood.push(socket);
+        }
+        await Promise.all(flood.map((s) => once(s, "connect").catch(() => undefined)));
+        await sleep(200);
+        const open = flood.filter((s) => !s.destroyed && s.readyState === "open");
+        assert.ok(open.length <= 20, `${open.length} silent connections held`);
+        assert.ok(capped.metrics().droppedConnections >= 40);
+        // The idle ones were shed: a client with something to ask gets through.
+        let status = 0;
+        for (let i = 0; i < 20 && status !== 200; i++) {
+          status = await send("/echo", { headers: via("web"), port: capped.port }).then(
+            (r) => r.status,
+            () => 0,
+          );
+          if (status !== 200) await sleep(100);
+        }
+        assert.equal(status, 200);
+      } finally {
+        for (const socket of flood) socket.destroy();
         await capped.close();
       }
     });

@@ -118,6 +118,8 @@ async function up(opts: UpOptions): Promise<void> {
     logger: logger.child({ component: "client-proxy" }),
     // Prometheus scrapes both /metrics with this token (the API also takes the admin token).
     metricsToken: process.env.MOAT_METRICS_TOKEN || adminToken,
+    // Default: a quarter of this process's open-file limit.
+    maxConnections: envCount("MOAT_PROXY_MAX_CONNECTIONS"),
   });
 
   const team = await api.bootstrap();
@@ -160,6 +162,17 @@ async function up(opts: UpOptions): Promise<void> {
   };
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
+}
+
+/** A whole-number setting from the environment; unset is undefined (the default applies). */
+function envCount(name: string): number | undefined {
+  const value = process.env[name];
+  if (value === undefined || value === "") return undefined;
+  try {
+    return parseCount(value);
+  } catch {
+    throw new Error(`${name} must be a whole number ≥ 0, got '${value}'`);
+  }
 }
 
 function parseEnv(text: string): Record<string, string> {
