@@ -12,7 +12,7 @@ import type { Logger } from "@moat/shared";
 import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
 import { acquireHostLock } from "./host-lock.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
-import { setupHostNetwork } from "./network/sandbox-network.js";
+import { DEFAULT_SANDBOX_CONNECTIONS, setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
@@ -46,6 +46,11 @@ export interface OrchestratorOptions {
   poolSize?: number;
   /** Networks made ahead of time (default: MOAT_NETWORK_POOL_SIZE, else 2; 0 disables). */
   networkPoolSize?: number;
+  /**
+   * Outbound connections one sandbox may have open at once (default:
+   * MOAT_SANDBOX_MAX_CONNECTIONS, else DEFAULT_SANDBOX_CONNECTIONS).
+   */
+  maxConnectionsPerSandbox?: number;
   /** Templates whose snapshot and pool are prepared at start (default: base). */
   prepareTemplates?: string[];
   /**
@@ -173,6 +178,9 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     poolSize: options.poolSize ?? countFromEnv("MOAT_POOL_SIZE", 2),
     networkPoolSize: options.networkPoolSize ?? countFromEnv("MOAT_NETWORK_POOL_SIZE", 2),
     diskSizeMB: options.diskSizeMB ?? diskSizeFromEnv(),
+    maxConnectionsPerSandbox:
+      options.maxConnectionsPerSandbox ??
+      countFromEnv("MOAT_SANDBOX_MAX_CONNECTIONS", DEFAULT_SANDBOX_CONNECTIONS),
   });
   await manager.reclaim();
   await options.templates.sweep();

@@ -20,6 +20,7 @@ export class NetworkPool {
     private readonly logger: Logger,
     /** Refills wait while this says the node is busy starting sandboxes. */
     private readonly busy: () => boolean,
+    private readonly maxConnections?: number,
   ) {}
 
   /** A slot whose network (internet access on) is made, or undefined when none is ready. */
@@ -42,7 +43,10 @@ export class NetworkPool {
           }
           const slot = this.slots.acquire();
           try {
-            await createSandboxNetwork(slot, { allowInternetAccess: true });
+            await createSandboxNetwork(slot, {
+              allowInternetAccess: true,
+              maxConnections: this.maxConnections,
+            });
           } catch (err) {
             this.slots.release(slot);
             throw err;

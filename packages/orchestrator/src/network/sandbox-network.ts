@@ -20,7 +20,17 @@ const GATEWAY_MAC = "02:00:a9:fe:00:16";
 export interface NetworkOptions {
   /** When false, the sandbox can answer the host but cannot open connections outward. */
   allowInternetAccess: boolean;
+  /** Connections the sandbox may have open outward at once (default DEFAULT_SANDBOX_CONNECTIONS; 0: no cap). */
+  maxConnections?: number;
 }
+
+/**
+ * Outbound connections one sandbox may have open at once, as connection tracking counts them
+ * (TCP connections, UDP and ICMP flows). Every one of them also holds an entry in the host's
+ * connection table, which all sandboxes and the host share: without a cap, one sandbox spraying
+ * packets at many ports fills it and the host drops everyone's new connections.
+ */
+export const DEFAULT_SANDBOX_CONNECTIONS = 8192;
 
 /**
  * Creates the two namespaces, two veth pairs, routes and NAT of a slot (see slot.ts). On failure it
@@ -63,7 +73,11 @@ export async function createSandboxNetwork(slot: Slot, options: NetworkOptions):
       ],
     );
     await inNamespace(outer, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    await inNamespace(outer, ["nft", "-f", "-"], outerRuleset(slot, options));
+    await inNamespace(
+      outer,
+      ["nft", "-f", "-"],
+      outerRuleset(slot, options) + connectionLimitRuleset(options.maxConnections),
+    );
   } catch (err) {
     await destroySandboxNetwork(slot).catch(() => undefined);
     throw err;
@@ -108,6 +122,22 @@ table ip moat {
     type nat hook postrouting priority srcnat;
     oifname "vpeer" ip saddr ${INNER_ADDRESS} snat to ${slot.hostAddress}
   }${egress}
+}
+`;
+}
+
+/** Refuses the sandbox's new outbound connections beyond `max` open ones (TCP with a reset); 0: no cap. */
+function connectionLimitRuleset(max = DEFAULT_SANDBOX_CONNECTIONS): string {
+  if (max === 0) return "";
+  return `table ip moat_limit {
+  chain forward {
+    type filter hook forward priority filter - 5; policy accept;
+    iifname "tap0" ct state new ct count over ${max} jump refuse
+  }
+  chain refuse {
+    meta l4proto tcp reject with tcp reset
+    reject
+  }
 }
 `;
 }

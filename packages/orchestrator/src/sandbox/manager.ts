@@ -96,6 +96,8 @@ export interface SandboxManagerOptions {
    * most their writable layer may hold. 0: no limit.
    */
   diskSizeMB: number;
+  /** Outbound connections one sandbox may have open at once (network/sandbox-network.ts). */
+  maxConnectionsPerSandbox?: number;
 }
 
 export interface CreateInput {
@@ -168,6 +170,7 @@ export class SandboxManager {
       options.networkPoolSize ?? 0,
       options.logger,
       () => this.starting > 0,
+      options.maxConnectionsPerSandbox,
     );
   }
 
@@ -871,7 +874,10 @@ export class SandboxManager {
     const sized = record.diskSizeMB > 0;
     // Neither needs the other: the network and the disk are made side by side.
     const [network, disk] = await Promise.allSettled([
-      prepared ? undefined : createSandboxNetwork(slot, { allowInternetAccess: record.allowInternetAccess }),
+      prepared ? undefined : createSandboxNetwork(slot, {
+            allowInternetAccess: record.allowInternetAccess,
+            maxConnections: options.maxConnectionsPerSandbox,
+          }),
       sized ? mountDisk(sandbox.dir, record.diskSizeMB) : undefined,
     ]);
     if (network.status === "fulfilled") runtime.push("network", () => destroySandboxNetwork(slot));
