@@ -81,8 +81,11 @@ export interface SandboxManagerOptions {
   envdReadyTimeoutMs: number;
   /**
    * Failure injection for tests (MOAT_FAULTS): a named step throws ("error") or the process dies
-   * there ("crash"). Steps: pause:frozen, pause:checkpointed, pause:committed, resume:restored,
-   * snapshot:restored.
+   * there ("crash"). Steps: create:<phase> and resume:<phase> once a boot phase is done (network,
+   * rootfs, runtime, envdReady), create:init, create:running, pause:frozen, pause:checkpointed,
+   * pause:committed, resume:restored, snapshot:restored, snapshot:checkpointed, and in template
+   * builds build:sandbox (a step's sandbox is up), build:layer (its layer made, not yet in place)
+   * and build:committed (the manifest written, no snapshot yet).
    */
   faults?: ReadonlyMap<string, "error" | "crash">;
   /** Key of this node's template snapshots (snapshot/template-snapshot.ts); unset: cold starts only. */
@@ -237,9 +240,10 @@ export class SandboxManager {
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
       timer.lap("record");
 
-      if (!pooled) await this.bootNew(created, build, timer.lap);
+      if (!pooled) await this.bootNew(created, build, this.faultAfter("create", timer.lap));
       await this.init(created);
       timer.lap("init");
+      this.fault("create:init");
       if (record.startKind === "cold" && build.startCmd) {
         // Booted without the build's snapshot (snapshots off, or not made yet by this runtime):
         // its start command runs now, as it was running in the snapshot.
@@ -259,6 +263,7 @@ export class SandboxManager {
       }
       record.state = "running";
       await writeRecord(options.dataDir, record);
+      this.fault("create:running");
       created.state = "running";
       this.armEnd(created);
       log.info(
@@ -761,6 +766,7 @@ export class SandboxManager {
       // Released like a paused sandbox's: the container stopped with the checkpoint.
       sandbox.state = "pausing";
       await options.runsc.checkpoint(sandbox.record.lifecycleID, await prepareImage(image));
+      this.fault("snapshot:checkpointed");
       await saveUpper(writableLayer(sandbox).upper, dir);
       await commitImage(image);
       timer.lap("checkpoint");
@@ -984,7 +990,7 @@ export class SandboxManager {
     const restore = !reboot && r.memory === true && (await imageExists(image));
     try {
       r.lifecycleID = newLifecycleID(r.sandboxID);
-      await this.boot(sandbox, restore ? image : undefined, timer.lap);
+      await this.boot(sandbox, restore ? image : undefined, this.faultAfter("resume", timer.lap));
       this.fault("resume:restored");
       await this.init(sandbox);
       timer.lap("init");
@@ -1097,7 +1103,16 @@ export class SandboxManager {
     return this.options.templates.resolve(templateID, key === "base" ? undefined : key);
   }
 
-  private fault(step: string): void {
+  /** `lap`, then the fault `<operation>:<phase>` (MOAT_FAULTS) after each boot phase. */
+  private faultAfter(operation: string, lap: (phase: string) => void): (phase: string) => void {
+    return (phase) => {
+      lap(phase);
+      this.fault(`${operation}:${phase}`);
+    };
+  }
+
+  /** Injects the fault MOAT_FAULTS names for `step`, if any (the template builder's too). */
+  fault(step: string): void {
     const kind = this.options.faults?.get(step);
     if (!kind) return;
     this.options.logger.warn({ step, kind }, "injected fault");

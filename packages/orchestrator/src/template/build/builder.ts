@@ -408,6 +408,7 @@ export class TemplateBuilder {
       }
       let ok = false;
       try {
+        manager.fault("build:sandbox");
         await work(sandbox);
         // What the step wrote reaches the host's files before the sandbox stops.
         await this.exec(sandbox, { command: "sync", user: "root" }, label, () => undefined);
@@ -435,6 +436,7 @@ export class TemplateBuilder {
         `${JSON.stringify({ key, ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`,
       );
       if (store.hasLayer(key)) return; // another build made it meanwhile
+      this.options.manager.fault("build:layer");
       if (existsSync(final)) await removeTree(final);
       await rename(temp, final);
     } finally {
@@ -531,6 +533,7 @@ export class TemplateBuilder {
       .digest("hex")
       .slice(0, 32);
     await store.commitBuild(manifest);
+    manager.fault("build:committed");
     const twin = store.findFinished(manifest.finalKey, req.buildID, req.teamID);
     const built = store.readBuild(req.buildID);
     if (twin && built && (await manager.reuseSnapshot(twin, built))) {
