@@ -8,7 +8,7 @@
  *   <dataDir>/templates/builds/<buildID>/snapshots/   its snapshots (snapshot/template-snapshot.ts)
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { isPidAlive, removeTree } from "../host/files.js";
 
@@ -60,6 +60,8 @@ export interface TemplateResolver {
 }
 
 export const BASE_BUILD_KEY = "base";
+/** In a build's directory while it is being built (holds the builder's pid). */
+const BUILDING_MARK = ".building";
 const BUILD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export class TemplateStore implements TemplateResolver {
@@ -159,6 +161,20 @@ export class TemplateStore implements TemplateResolver {
     this.cache.delete(manifest.buildID);
   }
 
+  /**
+   * Marks a build as under way in this process until `finishBuild`: a build a crash interrupted
+   * (its manifest may be written, its snapshot half-made) keeps the mark, and `sweep` removes it.
+   */
+  async beginBuild(buildID: string): Promise<void> {
+    const dir = this.buildDir(buildID);
+    await mkdir(dir, { recursive: true });
+    await writeFile(path.join(dir, BUILDING_MARK), String(process.pid));
+  }
+
+  async finishBuild(buildID: string): Promise<void> {
+    await rm(path.join(this.buildDir(buildID), BUILDING_MARK), { force: true });
+  }
+
   /** Removes a build's manifest and snapshots; its layers stay for other builds' caches. */
   async deleteBuild(buildID: string): Promise<boolean> {
     if (!BUILD_ID.test(buildID) || buildID === BASE_BUILD_KEY) return false;
@@ -224,13 +240,23 @@ export class TemplateStore implements TemplateResolver {
 
   /**
    * Removes what builds interrupted by a crash left: half-made layers (their temp dirs name the
-   * pid that made them) and downloaded COPY archives.
+   * pid that made them), builds still marked as under way (with their snapshots) and downloaded
+   * COPY archives.
    */
   async sweep(): Promise<void> {
+    const gone = (pid: number) => pid > 0 && (pid === process.pid || !isPidAlive(pid));
     const layers = this.layersDir();
     for (const name of await readdir(layers).catch(() => [] as string[])) {
       const pid = Number(/^\.tmp-[0-9a-f]+-(\d+)-/.exec(name)?.[1]);
-      if (pid && (pid === process.pid || !isPidAlive(pid))) await removeTree(path.join(layers, name));
+      if (gone(pid)) await removeTree(path.join(layers, name));
+    }
+    const builds = path.join(this.dataDir, "templates", "builds");
+    for (const buildID of await readdir(builds).catch(() => [] as string[])) {
+      const mark = await readFile(path.join(builds, buildID, BUILDING_MARK), "utf8").catch(() => "");
+      if (mark && gone(Number(mark))) {
+        this.cache.delete(buildID);
+        await removeTree(path.join(builds, buildID));
+      }
     }
     await rm(path.join(this.dataDir, "templates", "downloads"), { recursive: true, force: true });
   }

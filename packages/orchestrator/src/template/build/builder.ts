@@ -140,6 +140,7 @@ export class TemplateBuilder {
     );
     this.active.set(req.buildID, new Set());
     try {
+      await store.beginBuild(req.buildID);
       let stack = await this.base(req, emit, signal);
       this.hold(req, ...stack.layers);
       let forced = req.force ?? false;
@@ -151,6 +152,7 @@ export class TemplateBuilder {
       }
       signal.throwIfAborted();
       await this.finalize(req, stack, emit);
+      await store.finishBuild(req.buildID);
       log.info({ seconds: Math.round((performance.now() - started) / 100) / 10 }, "template build finished");
       return { defaultUser: stack.ctx.user, defaultWorkdir: stack.ctx.workdir };
     } catch (err) {
