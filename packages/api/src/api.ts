@@ -16,7 +16,7 @@ import {
   createAPIKey,
   createTeam,
 } from "./auth/teams.js";
-import { type APIConfig, type APIOptions, parseConfig } from "./config.js";
+import { type APIConfig, type APIOptions, ownsDatabase, parseConfig } from "./config.js";
 import type { APIContext } from "./context.js";
 import { type DB, openDatabase } from "./db/database.js";
 import type { App } from "./http/env.js";
@@ -87,7 +87,13 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   const nodes = new Map(config.orchestrators.map((o) => [o.id, new NodeClient(o)]));
   let publicURL = config.publicURL ?? listenURL(config.host, config.port);
   const placement = new RoundRobinPlacement();
-  const builds = new TemplateBuilds({ db, nodes, placement, logger });
+  const builds = new TemplateBuilds({
+    db,
+    nodes,
+    placement,
+    logger,
+    ownsDatabase: ownsDatabase(config.database),
+  });
   // The catalog resumes through the context it is part of (only ever called once it is built).
   const catalog = new APICatalog(db, { resume: (sandboxID) => autoResume(ctx, sandboxID) });
   const ctx: APIContext = {

@@ -77,6 +77,14 @@ export type DatabaseConfig =
   | { kind: "pglite-memory" }
   | { kind: "postgres"; url: string };
 
+/**
+ * Whether this process is the database's only user (embedded PGlite): then creates and builds an
+ * earlier process recorded as under way died with it, and need no timeout to be recognised.
+ */
+export function ownsDatabase(database: DatabaseConfig): boolean {
+  return database.kind !== "postgres";
+}
+
 export interface APIConfig {
   dataDir: string;
   port: number;

@@ -62,9 +62,9 @@ describe("restart on the same data directory (PGlite on disk)", () => {
       .set({ state: "killed" })
       .where("sandbox_id", "=", abandoned)
       .execute();
-    // A create that was under way when a previous API process died, long ago.
-    await sql`update sandboxes set state = 'starting', created_at = now() - interval '1 hour'
-      where sandbox_id = ${interrupted}`.execute(api.db);
+    // A create that was under way when the previous API process died (just now: with PGlite,
+    // the database's only user, no other process can finish it).
+    await sql`update sandboxes set state = 'starting' where sandbox_id = ${interrupted}`.execute(api.db);
     await api.close();
 
     fake.dropSilently(diedWhileDown);

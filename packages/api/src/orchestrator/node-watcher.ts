@@ -15,6 +15,7 @@
  */
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type SandboxEvent, SandboxEventType, type SandboxInfo } from "@moat/shared/gen/orchestrator";
+import { ownsDatabase } from "../config.js";
 import type { APIContext } from "../context.js";
 import { getSandbox, listNodeSandboxes } from "../db/sandboxes.js";
 import { markKilled } from "../sandbox/lifecycle.js";
@@ -40,6 +41,8 @@ export class NodeWatcher {
   private reconcileTimer: NodeJS.Timeout | undefined;
   /** Resolves once the first reconcile after a (re)connect finished; tests wait on it. */
   private reconciled: Promise<void> = Promise.resolve();
+  /** When this process started watching: records from before belong to earlier processes. */
+  private readonly since = new Date();
 
   constructor(
     private readonly ctx: APIContext,
@@ -65,10 +68,12 @@ export class NodeWatcher {
     const { ctx, node } = this;
     const onNode = new Map((await node.list()).map((s) => [s.config?.sandboxId ?? "", s]));
     const staleCreates = new Date(Date.now() - STALE_CREATE_MS);
+    const exclusive = ownsDatabase(ctx.config.database);
     for (const row of await listNodeSandboxes(ctx.db, node.id, LIVE_STATES)) {
       if (row.state === "starting") {
-        // A create that outlived any RPC deadline: the API that ran it is gone.
-        if (row.created_at < staleCreates) {
+        // A create that outlived any RPC deadline, or one an earlier process of an embedded
+        // database recorded: the API that ran it is gone (a sandbox it left is killed below).
+        if (row.created_at < staleCreates || (exclusive && row.created_at < this.since)) {
           await markKilled(ctx, row.sandbox_id, "create did not finish", new Date(), ["starting"]);
         }
         continue;

@@ -50,6 +50,8 @@ export interface BuildJob {
 
 export interface BuildRunnerDeps {
   db: DB;
+  /** This process is the database's only user: builds left under way at its start are dead. */
+  ownsDatabase?: boolean;
   nodes: ReadonlyMap<string, NodeClient>;
   placement: PlacementStrategy;
   logger: Logger;
@@ -79,7 +81,7 @@ export class TemplateBuilds {
 
   /** Sweeps builds left by stopped processes now, then keeps sweeping and heartbeating. */
   async start(): Promise<void> {
-    await this.sweep();
+    await this.sweep(this.deps.ownsDatabase ? new Date() : undefined);
     const heartbeat = setInterval(() => void this.heartbeat(), HEARTBEAT_INTERVAL_MS);
     const sweep = setInterval(() => void this.sweepAndRetire(), SWEEP_INTERVAL_MS);
     for (const timer of [heartbeat, sweep]) {
@@ -128,12 +130,10 @@ export class TemplateBuilds {
     }
   }
 
-  private async sweep(): Promise<void> {
+  /** Marks builds whose heartbeat is older than `staleBefore` (default: STALE_AFTER_MS ago) interrupted. */
+  private async sweep(staleBefore = new Date(Date.now() - STALE_AFTER_MS)): Promise<void> {
     try {
-      const interrupted = await markStaleBuildsInterrupted(
-        this.deps.db,
-        new Date(Date.now() - STALE_AFTER_MS),
-      );
+      const interrupted = await markStaleBuildsInterrupted(this.deps.db, staleBefore);
       if (interrupted.length > 0) {
         this.deps.logger.warn(
           { buildIDs: interrupted },
