@@ -23,40 +23,46 @@ export interface RunningMoat {
   readonly nodeToken: string;
   child: ChildProcess;
   log(): string;
-  /** Ctrl-C: stops everything, killing the sandboxes. */
-  stop(): Promise<void>;
-  /** A second `moat up` on the same data directory (after stop). */
-  restart(): Promise<void>;
+  /** Ctrl-C: stops everything, killing the sandboxes; SIGKILL: a crash, sandboxes left as they are. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** A second `moat up` on the same data directory (after stop); `env` adds to the first one's. */
+  restart(options?: { signal?: NodeJS.Signals; env?: Record<string, string> }): Promise<void>;
   cleanup(): Promise<void>;
 }
 
-/** `env` reaches the moat process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …). */
-export async function startMoat(options: { env?: Record<string, string> } = {}): Promise<RunningMoat> {
+/**
+ * `env` reaches the moat process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …);
+ * `openFiles` sets its open-file limit (soft and hard).
+ */
+export async function startMoat(
+  options: { env?: Record<string, string>; openFiles?: number } = {},
+): Promise<RunningMoat> {
   const dataDir = await makeDataDir();
   const ports = { api: await freePort(), proxy: await freePort(), orchestrator: await freePort() };
   let output = "";
-  const launch = async () => {
+  const launch = async (extraEnv: Record<string, string> = {}) => {
     const from = output.length;
-    const child = spawn(
+    const argv = [
       process.execPath,
-      [
-        moatBin,
-        "up",
-        "--data-dir",
-        dataDir,
-        "--api-port",
-        String(ports.api),
-        "--proxy-port",
-        String(ports.proxy),
-        "--orchestrator-port",
-        String(ports.orchestrator),
-      ],
-      {
-        stdio: ["ignore", "pipe", "pipe"],
-        // No warm pool unless asked: its sandboxes would be in every leak check's picture.
-        env: { ...process.env, MOAT_LOG_LEVEL: "info", MOAT_POOL_SIZE: "0", ...options.env },
-      },
-    );
+      moatBin,
+      "up",
+      "--data-dir",
+      dataDir,
+      "--api-port",
+      String(ports.api),
+      "--proxy-port",
+      String(ports.proxy),
+      "--orchestrator-port",
+      String(ports.orchestrator),
+    ];
+    const limited = options.openFiles
+      ? ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, "--", ...argv]
+      : argv;
+    const child = spawn(limited[0]!, limited.slice(1), {
+      stdio: ["ignore", "pipe", "pipe"],
+      // No warm pool unless asked: its sandboxes would be in every leak check's picture.
+      env: { ...process.env, MOAT_LOG_LEVEL: "info", MOAT_POOL_SIZE: "0", ...options.env, ...extraEnv },
+    });
     const collect = (chunk: Buffer) => {
       output += chunk.toString();
     };
@@ -92,15 +98,15 @@ export async function startMoat(options: { env?: Record<string, string> } = {}):
     nodeToken: await readNodeToken(dataDir),
     child,
     log: () => output,
-    async stop() {
+    async stop(signal = "SIGINT") {
       const c = handle.child;
       if (c.exitCode !== null || c.signalCode !== null) return;
-      c.kill("SIGINT");
+      c.kill(signal);
       await once(c, "exit");
     },
-    async restart() {
-      await handle.stop();
-      handle.child = await launch();
+    async restart({ signal, env } = {}) {
+      await handle.stop(signal);
+      handle.child = await launch(env);
       Object.assign(handle.env, await readEnv());
     },
     async cleanup() {

@@ -1,0 +1,105 @@
+/**
+ * What a moat data directory's sandboxes hold on the host, and what its node's records say they
+ * should hold: crash and containment tests compare the two, so that a leak of any kind (a runsc
+ * container or process, a netns, a veth, a mount, a cgroup, a sandbox directory, a half-made layer
+ * or build) fails them.
+ */
+import { existsSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Slot } from "@moat/orchestrator";
+import { SandboxService } from "@moat/shared/gen/orchestrator";
+import { hostResources, type RunningOrchestrator } from "./orchestrator.js";
+
+/** The node's own view (orchestrator.SandboxService on its loopback port). */
+export function nodeClient(port: number) {
+  return createClient(SandboxService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+}
+
+/** Container cgroups under moat's cgroup path (`/moat/<container>`), per controller on cgroup v1. */
+export async function moatCgroups(): Promise<string[]> {
+  const roots = existsSync("/sys/fs/cgroup/cgroup.controllers")
+    ? ["/sys/fs/cgroup/moat"]
+    : ["pids", "memory", "cpu"].map((c) => `/sys/fs/cgroup/${c}/moat`);
+  const found = new Set<string>();
+  for (const root of roots) {
+    for (const entry of await readdir(root, { withFileTypes: true }).catch(() => [])) {
+      if (entry.isDirectory()) found.add(entry.name);
+    }
+  }
+  return [...found].sort();
+}
+
+/** runsc processes of this data directory (its state dir is on their command lines). */
+export async function runscProcesses(dataDir: string): Promise<string[]> {
+  const stateDir = path.join(dataDir, "runsc");
+  const found: string[] = [];
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.includes(stateDir)) found.push(cmdline.split("\0").filter(Boolean).slice(0, 1).join(" "));
+  }
+  return found.sort();
+}
+
+interface NodeRecord {
+  sandboxID: string;
+  state: string;
+  lifecycleID: string;
+  slotIndex: number;
+  dir: string;
+}
+
+async function records(dataDir: string): Promise<NodeRecord[]> {
+  const root = path.join(dataDir, "sandboxes");
+  const out: NodeRecord[] = [];
+  for (const dir of await readdir(root).catch(() => [] as string[])) {
+    const text = await readFile(path.join(root, dir, "sandbox.json"), "utf8").catch(() => undefined);
+    if (text) out.push(JSON.parse(text) as NodeRecord);
+  }
+  return out;
+}
+
+/** The sandbox directory a mount under the data directory is in, or the mount point itself. */
+function mountOwner(dataDir: string, mountPoint: string): string {
+  const rel = path.relative(path.join(dataDir, "sandboxes"), mountPoint).split(path.sep);
+  return rel.length > 1 && rel[0] !== ".." ? rel[0]! : mountPoint;
+}
+
+/**
+ * The host as it is, beside the host as the node's records say it should be: every running
+ * sandbox's container, cgroup, two namespaces, veth and mounts, a directory per record, and
+ * nothing half-made under templates/.
+ */
+export async function hostState(dataDir: string, options: { foreignCgroups?: readonly string[] } = {}) {
+  const resources = await hostResources({ dataDir } as RunningOrchestrator);
+  const all = await records(dataDir);
+  const running = all.filter((r) => r.state === "running");
+  const layers = await readdir(path.join(dataDir, "templates", "layers")).catch(() => [] as string[]);
+  const actual = {
+    containers: resources.containers,
+    // Cgroups that were there before the test (another run's) are not this data directory's.
+    cgroups: (await moatCgroups()).filter((c) => !options.foreignCgroups?.includes(c)),
+    // moat's own names (moat-n<i>, moat-g<i>, moat-v<i>); the host's other links are not ours.
+    namespaces: resources.namespaces.filter((n) => /^moat-[ng]\d+$/.test(n)),
+    links: resources.links.filter((n) => /^moat-v\d+$/.test(n)),
+    // By sandbox: a running one has its root (and whatever else its run mounts), others none.
+    mounts: [...new Set(resources.mounts.map((m) => mountOwner(dataDir, m)))].sort(),
+    dirs: resources.dirs,
+    halfMadeLayers: layers.filter((n) => n.startsWith(".tmp-")),
+  };
+  const expected = {
+    containers: running.map((r) => r.lifecycleID).sort(),
+    cgroups: running.map((r) => r.lifecycleID).sort(),
+    namespaces: running
+      .flatMap((r) => [new Slot(r.slotIndex).outerNamespace, new Slot(r.slotIndex).guestNamespace])
+      .sort(),
+    links: running.map((r) => new Slot(r.slotIndex).hostVeth).sort(),
+    mounts: running.map((r) => r.dir).sort(),
+    dirs: all.map((r) => r.dir).sort(),
+    halfMadeLayers: [] as string[],
+  };
+  return { actual, expected, records: all, processes: await runscProcesses(dataDir) };
+}
