@@ -45,6 +45,7 @@ import { bodyLimit } from "./http/body-limit.js";
 import type { App, AppEnv } from "./http/env.js";
 import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
+import { refuseNUL } from "./http/no-nul.js";
 import { RateLimiter } from "./quotas/rate-limit.js";
 
 /**
@@ -86,6 +87,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   // Template file uploads stream to disk under their own cap (maxUploadBytes).
   const jsonBodyLimit = bodyLimit(ctx.config.maxBodyBytes);
   app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
+  app.use(refuseNUL({ readBody: (c) => !isTemplateFileUpload(c.req.method, c.req.path) }));
   const authenticated = requireTeam(ctx.db, ctx.config.quotas);
   const rateLimited = new RateLimiter().middleware();
   for (const path of TEAM_ROUTES) {

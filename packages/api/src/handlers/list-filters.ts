@@ -36,6 +36,9 @@ export function parseMetadataFilter(raw: string | undefined): Record<string, str
       throw new InvalidRequestError(`metadata filter is not valid percent-encoding: '${raw}'`);
     }
     if (key === "") throw new InvalidRequestError(`metadata filter has an empty key: '${raw}'`);
+    if (key.includes("\0") || value.includes("\0")) {
+      throw new InvalidRequestError("metadata filter holds a NUL character, which no metadata may contain");
+    }
     filter[key] = value;
   }
   return filter;
