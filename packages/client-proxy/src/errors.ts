@@ -229,12 +229,16 @@ export function renderError(error: ProxyError, html: boolean): RenderedError {
   };
 }
 
-/** The same answer as a complete HTTP/1.1 response, for sockets taken over by an `upgrade`. */
-export function rawHTTPResponse(rendered: RenderedError): Buffer {
+/**
+ * The same answer as a complete HTTP/1.1 response, for sockets taken over by an `upgrade` or
+ * failed by the parser. The answer to a HEAD has no body (the client would read it as garbage).
+ */
+export function rawHTTPResponse(rendered: RenderedError, method?: string): Buffer {
   const lines = [`HTTP/1.1 ${rendered.status} ${STATUS_CODES[rendered.status] ?? ""}`];
   for (const [name, value] of Object.entries(rendered.headers)) lines.push(`${name}: ${value}`);
   lines.push("connection: close", "", "");
-  return Buffer.concat([Buffer.from(lines.join("\r\n")), rendered.body]);
+  const head = Buffer.from(lines.join("\r\n"));
+  return method === "HEAD" ? head : Buffer.concat([head, rendered.body]);
 }
 
 function escapeHTML(text: string): string {

@@ -395,7 +395,7 @@ export function forwardUpgrade(
       outcome.upstreamError = error.code ?? "ERR_UPSTREAM";
       const rendered = renderError(upstreamFailure(upstream, error), wantsHTML(req.headers.accept));
       outcome.status = rendered.status;
-      socket.end(rawHTTPResponse(rendered));
+      socket.end(rawHTTPResponse(rendered, req.method));
     });
 
     upstreamReq.end();

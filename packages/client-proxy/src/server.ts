@@ -333,7 +333,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       logRefusal(req, route, proxyError);
       metrics.recordStatus(proxyError.status);
       if (!socket.destroyed) {
-        socket.end(rawHTTPResponse(renderError(proxyError, wantsHTML(req.headers.accept))));
+        socket.end(rawHTTPResponse(renderError(proxyError, wantsHTML(req.headers.accept)), req.method));
       }
     } finally {
       admitted?.release();
