@@ -42,6 +42,26 @@ export class MetricsUnauthorizedError extends ProxyError {
   }
 }
 
+/**
+ * The bytes on the connection are not an HTTP request Node can parse (400), or its headers are too
+ * large (431), or it did not arrive in time (408), or it is a CONNECT, which the proxy does not
+ * tunnel (405). Nothing was routed: there is no sandbox to name.
+ */
+export class MalformedRequestError extends ProxyError {
+  readonly title = "Malformed Request";
+
+  constructor(
+    readonly status: 400 | 405 | 408 | 431,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  body(): JSONBody {
+    return { message: this.message, code: this.status };
+  }
+}
+
 /** The catalog has no running sandbox by that ID (unknown, killed, or paused without auto-resume). */
 export class SandboxNotFoundError extends ProxyError {
   readonly status = 502;
@@ -239,6 +259,21 @@ export function rawHTTPResponse(rendered: RenderedError, method?: string): Buffe
   lines.push("connection: close", "", "");
   const head = Buffer.from(lines.join("\r\n"));
   return method === "HEAD" ? head : Buffer.concat([head, rendered.body]);
+}
+
+/**
+ * What Node's parser rejected, as the proxy answers it: its own codes for headers too large and
+ * requests too slow, 400 otherwise.
+ */
+export function malformedRequest(error: NodeJS.ErrnoException): MalformedRequestError {
+  if (error.code === "HPE_HEADER_OVERFLOW") {
+    return new MalformedRequestError(431, "the request's headers are too large");
+  }
+  if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+    return new MalformedRequestError(408, "the request did not arrive in time");
+  }
+  const reason = (error as { reason?: string }).reason ?? error.code ?? "unparseable";
+  return new MalformedRequestError(400, `malformed HTTP request: ${reason}`);
 }
 
 function escapeHTML(text: string): string {

@@ -19,6 +19,8 @@ import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js"
 import {
   InternalProxyError,
   InvalidRouteError,
+  MalformedRequestError,
+  malformedRequest,
   MetricsUnauthorizedError,
   ProxyError,
   ReservedPathError,
@@ -345,6 +347,8 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     // Uploads and streams may legitimately take longer than Node's default of 300 s to arrive;
     // headersTimeout still bounds clients that never finish their headers.
     requestTimeout: 0,
+    // A request without a Host is the router's to refuse (with a JSON error), not Node's bare 400.
+    requireHostHeader: false,
   });
   if (maxTotal > 0) {
     server.maxConnections = maxTotal;
@@ -385,6 +389,33 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       escaped(error);
       res.destroy();
     });
+  });
+  /** Answers on a socket Node's HTTP machinery gave up or never took, as JSON, then closes it. */
+  const refuseRaw = (socket: Socket, refusal: MalformedRequestError, method: string | undefined) => {
+    metrics.recordStatus(refusal.status);
+    log.debug({ status: refusal.status, reason: refusal.message }, "refused");
+    socket.end(rawHTTPResponse(renderError(refusal, false), method));
+    socket.destroySoon();
+  };
+  // What Node's parser rejects is answered as JSON too (Node's own answer has no body), unless
+  // an answer on that connection has already begun.
+  server.on("clientError", (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
+    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (error.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const method = error.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD " ? "HEAD" : undefined;
+    refuseRaw(socket, malformedRequest(error), method);
+  });
+  // Without a listener Node drops a CONNECT without a word.
+  server.on("connect", (_req: IncomingMessage, socket: Socket) => {
+    socket.on("error", () => socket.destroy());
+    refuseRaw(
+      socket,
+      new MalformedRequestError(405, "CONNECT is not supported: send the request itself to the proxy"),
+      "CONNECT",
+    );
   });
   server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
     handleUpgrade(req, socket, head).catch((error) => {

@@ -46,6 +46,32 @@ describe("client proxy fuzz regressions", () => {
   });
   after(() => proxy.close());
 
+  test("malformed HTTP gets a JSON error, not Node's bare 400", async () => {
+    const reply = parse(await exchangeRaw(proxy.port, "\r\n\r\n "));
+    assert.equal(reply.status, 400, reply.head);
+    assert.match(reply.head, /content-type: application\/json/i);
+    const body = JSON.parse(reply.body) as { code: number; message: string };
+    assert.equal(body.code, 400);
+    assert.match(body.message, /malformed HTTP request/);
+  });
+
+  test("headers too large get a JSON 431", async () => {
+    const reply = parse(
+      await exchangeRaw(
+        proxy.port,
+        `GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ${"b".repeat(70_000)}\r\n\r\n`,
+      ),
+    );
+    assert.equal(reply.status, 431, reply.head);
+    assert.equal((JSON.parse(reply.body) as { code: number }).code, 431);
+  });
+
+  test("a request without a Host is routed (and refused) by the proxy, with a JSON error", async () => {
+    const reply = parse(await exchangeRaw(proxy.port, "GET /files HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    assert.equal(reply.status, 400, reply.head);
+    assert.match((JSON.parse(reply.body) as { message: string }).message, /names no sandbox/);
+  });
+
   test("a refused HEAD upgrade is answered without a body (a HEAD answer has none)", async () => {
     const reply = await exchangeRaw(
       proxy.port,
@@ -54,6 +80,12 @@ describe("client proxy fuzz regressions", () => {
     const { status, head, body } = parse(reply);
     assert.equal(status, 400, head);
     assert.equal(body, "", "no body after the headers of a HEAD answer");
+  });
+
+  test("a HEAD the parser rejects is answered without a body", async () => {
+    const reply = parse(await exchangeRaw(proxy.port, "HEAD \\init HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    assert.equal(reply.status, 400, reply.head);
+    assert.equal(reply.body, "");
   });
 
   test("a HEAD upgrade to a closed port gets its 502 without a body", async () => {
@@ -66,5 +98,13 @@ describe("client proxy fuzz regressions", () => {
     );
     assert.equal(reply.status, 502, reply.head);
     assert.equal(reply.body, "");
+  });
+
+  test("CONNECT gets a JSON 405 instead of a silent close", async () => {
+    const reply = parse(
+      await exchangeRaw(proxy.port, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+    );
+    assert.equal(reply.status, 405, reply.head);
+    assert.equal((JSON.parse(reply.body) as { code: number }).code, 405);
   });
 });
