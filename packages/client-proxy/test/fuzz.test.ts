@@ -113,8 +113,9 @@ describe("client proxy fuzzing, in-process", () => {
   after(async () => {
     crashes.stop();
     await proxy?.close();
+    // Not awaited: Node may never report the close of a server whose sockets went to upgrades.
+    upstream.close();
     upstream.closeAllConnections();
-    await new Promise((resolve) => upstream.close(resolve));
   });
 
   test("routing headers, hosts, tokens, paths and upgrades", async () => {

@@ -62,18 +62,44 @@ export function send(
       clearTimeout(timer);
       reject(err);
     });
+    const headersOf = (res: http.IncomingMessage) => {
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(res.headers)) {
+        if (value === undefined) continue;
+        for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
+      }
+      return headers;
+    };
     // A switched protocol (a WebSocket through the proxy) is an answer too; the tunnel is closed.
-    const switched = (res: http.IncomingMessage, socket: Socket) => {
+    outgoing.once("upgrade", (res: http.IncomingMessage, socket: Socket) => {
       clearTimeout(timer);
       socket.destroy();
-      const headers = new Headers();
-      for (const [name, value] of Object.entries(res.headers))
-        if (typeof value === "string") headers.set(name, value);
-      resolve({ status: res.statusCode ?? 0, headers, body: Buffer.alloc(0), text: "", cut: false });
-    };
-    outgoing.once("upgrade", switched);
-    // Node reads any answer to a CONNECT as a tunnel (whatever its status), body unread.
-    outgoing.once("connect", switched);
+      resolve({
+        status: res.statusCode ?? 0,
+        headers: headersOf(res),
+        body: Buffer.alloc(0),
+        text: "",
+        cut: false,
+      });
+    });
+    // Node reads any answer to a CONNECT as a tunnel, whatever its status: its body is what the
+    // server writes before it closes.
+    outgoing.once("connect", (res: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      const chunks = [head];
+      socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+      socket.on("error", () => undefined);
+      socket.once("close", () => {
+        clearTimeout(timer);
+        const body = Buffer.concat(chunks);
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: headersOf(res),
+          body,
+          text: body.toString("utf8"),
+          cut: false,
+        });
+      });
+    });
     outgoing.once("response", (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -84,13 +110,14 @@ export function send(
       });
       answer = (cut) => {
         clearTimeout(timer);
-        const headers = new Headers();
-        for (const [name, value] of Object.entries(res.headers)) {
-          if (value === undefined) continue;
-          for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
-        }
         const body = Buffer.concat(chunks);
-        resolve({ status: res.statusCode ?? 0, headers, body, text: body.toString("utf8"), cut });
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: headersOf(res),
+          body,
+          text: body.toString("utf8"),
+          cut,
+        });
       };
       res.once("end", () => answer!(false));
     });
