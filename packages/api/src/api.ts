@@ -6,7 +6,6 @@
  * the database.
  */
 import type { AddressInfo } from "node:net";
-import { createAdaptorServer } from "@hono/node-server";
 import type { Logger, SandboxCatalog } from "@moat/shared";
 import { createApp } from "./app.js";
 import {
@@ -21,6 +20,7 @@ import type { APIContext } from "./context.js";
 import { type DB, openDatabase } from "./db/database.js";
 import type { App } from "./http/env.js";
 import { APIMetrics } from "./http/metrics.js";
+import { createAPIServer } from "./http/node-server.js";
 import { NodeClient } from "./orchestrator/node-client.js";
 import { NodeWatcher } from "./orchestrator/node-watcher.js";
 import { RoundRobinPlacement } from "./placement/placement.js";
@@ -196,7 +196,7 @@ const DRAIN_MS = 5_000;
 export async function startAPI(options: OpenAPIOptions): Promise<RunningAPI> {
   const { api, setListenURL } = await buildAPI({ processMetrics: true, ...options });
   const { config } = api;
-  const server = createAdaptorServer({ fetch: api.app.fetch, overrideGlobalObjects: false });
+  const server = createAPIServer(api.app.fetch);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
