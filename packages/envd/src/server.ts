@@ -49,6 +49,12 @@ export interface Envd {
 
 /** Largest unary request body; bigger bodies are refused with resource_exhausted. */
 const MAX_RPC_BODY_BYTES = 16 * 1024 * 1024;
+/**
+ * Longest Connect-Timeout-Ms accepted (about 24.8 days), the most a Node timer holds: a longer one
+ * would fire at once, ending the call (and killing a Start's process) as soon as it began.
+ * Longer ones are refused with invalid_argument.
+ */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** Starts envd: Connect RPC services and the REST routes on one port. */
 export async function startEnvd(options: EnvdOptions): Promise<Envd> {
@@ -73,6 +79,7 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
     interceptors: [accessTokenInterceptor(context, options.trustLoopback ?? false)],
     contextValues: (req) => createContextValues().set(kRemoteAddress, req.socket.remoteAddress ?? ""),
     readMaxBytes: MAX_RPC_BODY_BYTES,
+    maxTimeoutMs: MAX_TIMEOUT_MS,
     fallback: (req, res) => void restListener(req as http.IncomingMessage, res as http.ServerResponse),
   });
 

@@ -1,0 +1,71 @@
+/**
+ * Counterexamples the envd fuzzer (tests/integration/fuzz/envd.test.ts, which fuzzes envd inside
+ * a gVisor sandbox) found, shrunk, replayed here as single fixed requests to an envd on loopback.
+ * Only harmless commands and paths: this envd runs on the host.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { send } from "../../api/test/fuzz/http.js";
+import { type Envd, startEnvd } from "../src/server.js";
+
+/** A server-streaming Connect call in JSON: its messages and its end-of-stream trailer. */
+async function stream(envd: Envd, procedure: string, message: unknown, headers: Record<string, string> = {}) {
+  const payload = Buffer.from(JSON.stringify(message));
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(payload.length, 1);
+  const answer = await send(
+    envd.port,
+    {
+      method: "POST",
+      target: `/${procedure}`,
+      headers: { "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1", ...headers },
+      body: Buffer.concat([prefix, payload]),
+    },
+    10_000,
+  );
+  assert.equal(answer.status, 200, answer.text);
+  const frames: { flags: number; json: Record<string, unknown> }[] = [];
+  for (let at = 0; at < answer.body.length; ) {
+    const length = answer.body.readUInt32BE(at + 1);
+    const json = JSON.parse(answer.body.subarray(at + 5, at + 5 + length).toString()) as Record<
+      string,
+      unknown
+    >;
+    frames.push({ flags: answer.body[at]!, json });
+    at += 5 + length;
+  }
+  const trailer = frames.at(-1)!;
+  assert.equal(trailer.flags, 2, "the stream ends with its end-of-stream envelope");
+  return {
+    messages: frames.slice(0, -1).map((f) => f.json),
+    error: trailer.json.error as { code: string } | undefined,
+  };
+}
+
+describe("envd fuzz regressions", () => {
+  let envd: Envd;
+  before(async () => {
+    envd = await startEnvd({ port: 0, host: "127.0.0.1" });
+  });
+  after(() => envd.close());
+
+  // A Connect-Timeout-Ms past what a Node timer holds fired at once: the call ended with
+  // deadline_exceeded and the process was killed as soon as it started.
+  test("a Connect-Timeout-Ms longer than a timer holds is refused, not shortened to nothing", async () => {
+    const start = { process: { cmd: "/bin/sh", args: ["-c", "sleep 0.1; echo done"] }, stdin: false };
+    const refused = await stream(envd, "process.Process/Start", start, {
+      "Connect-Timeout-Ms": "9999999999",
+    });
+    assert.equal(refused.error?.code, "invalid_argument");
+    const longest = await stream(envd, "process.Process/Start", start, {
+      "Connect-Timeout-Ms": "2147483647",
+    });
+    assert.equal(longest.error, undefined, JSON.stringify(longest));
+    const stdout = longest.messages
+      .map((m) => (m.event as { data?: { stdout?: string } }).data?.stdout)
+      .filter((s) => s !== undefined)
+      .map((s) => Buffer.from(s, "base64").toString())
+      .join("");
+    assert.equal(stdout, "done\n");
+  });
+});
