@@ -17,6 +17,7 @@ import { presentsToken, tokenMatches } from "./auth/access-token.js";
 import { UserDirectory } from "./auth/users.js";
 import type { EnvdContext } from "./context.js";
 import { createHTTPApp } from "./http/app.js";
+import { malformedBinaryInterceptor, withMalformedBinaryAsInvalidArgument } from "./malformed-binary.js";
 import { FilesystemService } from "./services/filesystem/service.js";
 import { ProcessService } from "./services/process/service.js";
 import { EnvdState } from "./state.js";
@@ -75,8 +76,13 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
     routes(router) {
       router.service(Process, processes.implementation());
       router.service(Filesystem, filesystem.implementation());
+      for (const [i, h] of router.handlers.entries())
+        router.handlers[i] = withMalformedBinaryAsInvalidArgument(h);
     },
-    interceptors: [accessTokenInterceptor(context, options.trustLoopback ?? false)],
+    interceptors: [
+      malformedBinaryInterceptor,
+      accessTokenInterceptor(context, options.trustLoopback ?? false),
+    ],
     contextValues: (req) => createContextValues().set(kRemoteAddress, req.socket.remoteAddress ?? ""),
     readMaxBytes: MAX_RPC_BODY_BYTES,
     maxTimeoutMs: MAX_TIMEOUT_MS,

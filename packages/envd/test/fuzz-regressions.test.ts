@@ -8,11 +8,19 @@ import { after, before, describe, test } from "node:test";
 import { send } from "../../api/test/fuzz/http.js";
 import { type Envd, startEnvd } from "../src/server.js";
 
-/** A server-streaming Connect call in JSON: its messages and its end-of-stream trailer. */
-async function stream(envd: Envd, procedure: string, message: unknown, headers: Record<string, string> = {}) {
-  const payload = Buffer.from(JSON.stringify(message));
+/** A server-streaming Connect call (JSON, or the raw bytes of a binary message): messages and trailer. */
+async function stream(
+  envd: Envd,
+  procedure: string,
+  message: unknown,
+  headers: Record<string, string> = {},
+  declaredLength?: number,
+) {
+  const binary = message instanceof Uint8Array;
+  const payload = binary ? Buffer.from(message) : Buffer.from(JSON.stringify(message));
   const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(payload.length, 1);
+  prefix.writeUInt32BE(declaredLength ?? payload.length, 1);
+  if (binary) headers = { "Content-Type": "application/connect+proto", ...headers };
   const answer = await send(
     envd.port,
     {
@@ -67,5 +75,25 @@ describe("envd fuzz regressions", () => {
       .map((s) => Buffer.from(s, "base64").toString())
       .join("");
     assert.equal(stdout, "done\n");
+  });
+
+  // connect-es answered these `internal` (HTTP 500 on unary calls): the client's bytes are bad.
+  test("a protobuf message that does not parse is invalid_argument, unary or streamed", async () => {
+    // A Stat request whose one field claims 5 bytes and has 1.
+    const unary = await send(
+      envd.port,
+      {
+        method: "POST",
+        target: "/filesystem.Filesystem/Stat",
+        headers: { "Content-Type": "application/proto", "Connect-Protocol-Version": "1" },
+        body: Buffer.from([10, 5, 1]),
+      },
+      10_000,
+    );
+    assert.equal(unary.status, 400, unary.text);
+    assert.equal((JSON.parse(unary.text) as { code: string }).code, "invalid_argument");
+    // The fuzzer's WatchDir: an envelope whose declared length is one byte short of its message.
+    const streamed = await stream(envd, "filesystem.Filesystem/WatchDir", Buffer.from([32, 1]), {}, 1);
+    assert.equal(streamed.error?.code, "invalid_argument");
   });
 });
