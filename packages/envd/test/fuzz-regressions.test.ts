@@ -96,4 +96,17 @@ describe("envd fuzz regressions", () => {
     const streamed = await stream(envd, "filesystem.Filesystem/WatchDir", Buffer.from([32, 1]), {}, 1);
     assert.equal(streamed.error?.code, "invalid_argument");
   });
+
+  // Node's spawn threw on these before any process existed: the call ended `internal`.
+  test("a NUL in a command, an argument or the environment is invalid_argument", async () => {
+    for (const config of [
+      { cmd: "a\u0000b" },
+      { cmd: "/bin/echo", args: ["a\u0000"] },
+      { cmd: "/bin/echo", envs: { "A\u0000": "1" } },
+      { cmd: "/bin/echo", envs: { A: "\u0000" } },
+    ]) {
+      const { error } = await stream(envd, "process.Process/Start", { process: config, stdin: false });
+      assert.equal(error?.code, "invalid_argument", JSON.stringify(config));
+    }
+  });
 });

@@ -99,13 +99,19 @@ export class ProcessHandle {
       return handle;
     }
 
-    const child = spawn(options.config.cmd, options.config.args, {
-      cwd: options.cwd,
-      env: options.env,
-      stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
-      detached: true,
-      ...ids,
-    });
+    let child: ChildProcess;
+    try {
+      child = spawn(options.config.cmd, options.config.args, {
+        cwd: options.cwd,
+        env: options.env,
+        stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+        detached: true,
+        ...ids,
+      });
+    } catch (err) {
+      // What no process can be given (a NUL in the command, an argument or the environment).
+      throw new ConnectError(`failed to start process: ${errorMessage(err)}`, Code.InvalidArgument);
+    }
     if (child.pid === undefined) {
       const err = await new Promise<Error>((resolve) => child.once("error", resolve));
       throw new ConnectError(`failed to start process: ${err.message}`, Code.InvalidArgument);
