@@ -109,4 +109,45 @@ describe("envd fuzz regressions", () => {
       assert.equal(error?.code, "invalid_argument", JSON.stringify(config));
     }
   });
+
+  // This answered `internal` (HTTP 500), as if envd had failed, for a mistake of the client.
+  test("input to a process whose stdin is off or closed is failed_precondition", async () => {
+    const unary = async (procedure: string, message: unknown) => {
+      const answer = await send(
+        envd.port,
+        {
+          method: "POST",
+          target: `/${procedure}`,
+          headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1" },
+          body: JSON.stringify(message),
+        },
+        10_000,
+      );
+      return { status: answer.status, body: JSON.parse(answer.text) as { code?: string } };
+    };
+    const payload = Buffer.from(
+      JSON.stringify({ process: { cmd: "sleep", args: ["30"] }, tag: "no-stdin", stdin: false }),
+    );
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(payload.length, 1);
+    // Only its start event is needed: the stream is cut and the process keeps running.
+    await send(
+      envd.port,
+      {
+        method: "POST",
+        target: "/process.Process/Start",
+        headers: { "Content-Type": "application/connect+json" },
+        body: Buffer.concat([prefix, payload]),
+      },
+      500,
+      { liveOK: true },
+    );
+    const process = { tag: "no-stdin" };
+    try {
+      const input = await unary("process.Process/SendInput", { process, input: { stdin: "aGk=" } });
+      assert.deepEqual([input.status, input.body.code], [400, "failed_precondition"]);
+    } finally {
+      await unary("process.Process/SendSignal", { process, signal: "SIGNAL_SIGKILL" });
+    }
+  });
 });

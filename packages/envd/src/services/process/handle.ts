@@ -158,7 +158,7 @@ export class ProcessHandle {
       throw new ConnectError("process has a pty: send pty input instead", Code.FailedPrecondition);
     const stdin = this.child?.stdin;
     if (!stdin || stdin.destroyed || stdin.writableEnded) {
-      throw new ConnectError("stdin is not enabled or was closed for this process", Code.Internal);
+      throw new ConnectError("stdin is not enabled or was closed for this process", Code.FailedPrecondition);
     }
     stdin.write(data);
   }
