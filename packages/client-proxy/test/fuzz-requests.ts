@@ -202,9 +202,15 @@ export function proxyRequests(t: ProxyTargets): fc.Arbitrary<ProxyRequest> {
  * whose body is not JSON `{code, message, …}` (HTML only for a client that asked for it). Errors
  * from envd behind the proxy carry a Connect code name instead of the status.
  */
-export function proxyAnswerProblems(answer: RawAnswer, req: RawRequest): string[] {
+export function proxyAnswerProblems(
+  answer: RawAnswer,
+  req: RawRequest,
+  options: { fromUpstream?: (answer: RawAnswer) => boolean } = {},
+): string[] {
   const { status } = answer;
   const problems: string[] = [];
+  // What a sandbox's own server answers passes through as it is: it is the sandbox's business.
+  if (options.fromUpstream?.(answer)) return problems;
   if (status >= 500 && status !== 502) problems.push(`server error ${status}`);
   if (status < 400 || req.method === "HEAD") return problems;
   const type = answer.headers.get("content-type") ?? "";

@@ -27,6 +27,7 @@ import {
 
 const DOMAIN = "moat.local";
 const DEADLINE_MS = 10_000;
+const UPSTREAM_MARK = "x-fuzz-upstream";
 
 class MemoryCatalog implements SandboxCatalog {
   readonly entries = new Map<string, CatalogEntry>();
@@ -47,13 +48,23 @@ describe("client proxy fuzzing, in-process", () => {
   const crashes = watchCrashes();
   let proxy: ClientProxy;
   let targets: ProxyTargets;
-  // A sandbox's port: answers every request, and switches protocols for upgrades.
+  // A sandbox's port: answers every request, and switches protocols for upgrades. Its answers
+  // carry UPSTREAM_MARK, so that the checks tell them from the proxy's own.
   const upstream = http.createServer((req, res) => {
     req.resume();
-    req.on("end", () => res.writeHead(200, { "content-type": "text/plain" }).end("upstream"));
+    req.on("end", () =>
+      res.writeHead(200, { "content-type": "text/plain", [UPSTREAM_MARK]: "1" }).end("upstream"),
+    );
   });
   upstream.on("upgrade", (_req, socket: Socket) => {
-    socket.end("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    socket.end(
+      `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${UPSTREAM_MARK}: 1\r\n\r\n`,
+    );
+  });
+  upstream.on("clientError", (_err, socket: Socket) => {
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\n${UPSTREAM_MARK}: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`,
+    );
   });
 
   async function healthy(): Promise<string[]> {
@@ -130,7 +141,12 @@ describe("client proxy fuzzing, in-process", () => {
           if (/^hang/.test((err as Error).message) || req.method !== "CONNECT") throw err;
           answer = { status: 0, headers: new Headers(), body: Buffer.alloc(0), text: "", cut: false };
         }
-        const problems = [...proxyAnswerProblems(answer, req), ...(await healthy()), ...crashes.take()];
+        const fromUpstream = (a: RawAnswer) => a.headers.has(UPSTREAM_MARK);
+        const problems = [
+          ...proxyAnswerProblems(answer, req, { fromUpstream }),
+          ...(await healthy()),
+          ...crashes.take(),
+        ];
         assert.deepEqual(
           problems,
           [],

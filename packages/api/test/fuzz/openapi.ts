@@ -270,6 +270,17 @@ export function wellFormed(text: string): string {
   return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
 }
 
+/**
+ * Text as it may go on the wire unencoded (dots, %, latin1 letters, …): only what HTTP cannot carry
+ * in a request target (controls, spaces, anything past latin1) and the `special` delimiters are
+ * percent-encoded.
+ */
+function rawSpelling(text: string, special: RegExp): string {
+  return [...wellFormed(text)]
+    .map((ch) => (/[^\u0021-\u00ff]/.test(ch) || special.test(ch) ? encode(ch) : ch))
+    .join("");
+}
+
 /** A path segment: one that names something, a valid one, or an odd one in some spelling. */
 function pathParam(
   name: string,
@@ -285,7 +296,7 @@ function pathParam(
         .tuple(oddString({ maxHuge: 20_000 }), fc.constantFrom("encoded", "raw"))
         .map(([s, spelling]) => ({
           // Raw spellings keep what a URL may carry as is (dots, %, unicode) but never / ? #.
-          text: spelling === "encoded" ? encode(s) : wellFormed(s).replace(/[/?#\s]/g, encode),
+          text: spelling === "encoded" ? encode(s) : rawSpelling(s, /[/?#]/),
           how: `odd ${name} (${spelling})`,
         })),
     },
@@ -321,9 +332,7 @@ function queryParam(name: string, schema: Schema, ctx: RequestContext): fc.Arbit
       arbitrary: fc
         .array(fc.tuple(oddString({ maxHuge: 20_000 }), fc.boolean()), { minLength: 1, maxLength: 3 })
         .map((values) =>
-          values.map(
-            ([v, raw]) => `${encode(name)}=${raw ? wellFormed(v).replace(/[&#\s]/g, encode) : encode(v)}`,
-          ),
+          values.map(([v, raw]) => `${encode(name)}=${raw ? rawSpelling(v, /[&#]/) : encode(v)}`),
         ),
     },
     { weight: 1, arbitrary: fc.constant<string[]>([encode(name)]) },
@@ -439,7 +448,7 @@ export function strayRequests(ctx: RequestContext, paths: string[]): fc.Arbitrar
     fc
       .array(oddString({ maxHuge: 3_000 }), { minLength: 1, maxLength: 6 })
       .map((parts) => `/${parts.map(encode).join("/")}`),
-    fc.constantFrom(...ODD_LITERALS).map((s) => `/${wellFormed(s).replace(/[?#\s]/g, encode)}`),
+    fc.constantFrom(...ODD_LITERALS).map((s) => `/${rawSpelling(s, /[?#]/)}`),
     fc.constantFrom(
       "//",
       "/./",
