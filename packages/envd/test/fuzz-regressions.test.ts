@@ -139,8 +139,8 @@ describe("envd fuzz regressions", () => {
         headers: { "Content-Type": "application/connect+json" },
         body: Buffer.concat([prefix, payload]),
       },
-      500,
-      { liveOK: true },
+      5_000,
+      { liveMs: 300 },
     );
     const process = { tag: "no-stdin" };
     try {

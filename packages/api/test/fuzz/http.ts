@@ -18,20 +18,20 @@ export interface RawAnswer {
   headers: Headers;
   body: Buffer;
   text: string;
-  /** The answer was still streaming at the deadline and the client stopped reading (`liveOK`). */
+  /** The answer was still streaming at the deadline and the client stopped reading (`liveMs`). */
   cut: boolean;
 }
 
 /**
- * Sends `req` to 127.0.0.1:`port`; rejects with a "hang" error past `deadlineMs`, unless `liveOK`
- * and the answer began: a stream that may legitimately stay open (a watch, a process's output) is
- * then cut there and answered with what came.
+ * Sends `req` to 127.0.0.1:`port`; rejects with a "hang" error when no answer began within
+ * `deadlineMs`. With `liveMs`, an answer still streaming that long after it began is cut there and
+ * answered with what came: a stream may legitimately stay open (a watch, a process's output).
  */
 export function send(
   port: number,
   req: RawRequest,
   deadlineMs: number,
-  options: { liveOK?: boolean } = {},
+  options: { liveMs?: number } = {},
 ): Promise<RawAnswer> {
   return new Promise((resolve, reject) => {
     let answer: ((cut: boolean) => void) | undefined;
@@ -53,9 +53,8 @@ export function send(
       // The proxy's own answers and envd's are small; nothing here needs redirects or retries.
       setHost: !Object.keys(req.headers).some((h) => h.toLowerCase() === "host"),
     });
-    const timer = setTimeout(() => {
+    let timer = setTimeout(() => {
       outgoing.destroy();
-      if (answer && options.liveOK) return answer(true);
       reject(new Error(`hang: ${req.method} ${req.target.slice(0, 200)} took longer than ${deadlineMs} ms`));
     }, deadlineMs);
     outgoing.once("error", (err) => {
@@ -104,7 +103,7 @@ export function send(
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
       res.once("error", (err) => {
-        if (answer && options.liveOK && outgoing.destroyed) return;
+        if (answer && options.liveMs !== undefined && outgoing.destroyed) return;
         clearTimeout(timer);
         reject(err);
       });
@@ -120,6 +119,13 @@ export function send(
         });
       };
       res.once("end", () => answer!(false));
+      if (options.liveMs !== undefined) {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          outgoing.destroy();
+          answer!(true);
+        }, options.liveMs);
+      }
     });
     outgoing.end(req.body);
   });
