@@ -1,16 +1,33 @@
 /**
  * `npm run bench`: every figure of the targets table in design.md, each beside a baseline measured
  * in the same run. Prints medians, p99s and ratios, and writes them as JSON to .bench/results.json.
- * `npm run bench -- envd` runs only the suites whose name matches.
+ * `npm run bench -- envd` runs only the suites whose name matches; `--name=value` arguments are the
+ * suites' options. The soak (20 minutes) runs only when named: `npm run bench -- soak`.
+ * Benches hold the host-wide integration-test lock: one orchestrator per host owns the sandbox
+ * networks, so a bench waits for a test run (and the other way round).
  */
+import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
+import { benchSoak } from "./soak.js";
 import { benchStorage } from "./storage.js";
 import { benchTemplates } from "./templates.js";
+
+const LOCK = "/tmp/moat-integration-tests.lock";
+if (process.env.MOAT_TEST_LOCK_HELD !== "1") {
+  if (spawnSync("flock", ["-n", LOCK, "true"]).status !== 0) {
+    console.error(`waiting for an integration test run or bench on this host to finish (lock ${LOCK})`);
+  }
+  const again = spawnSync("flock", [LOCK, process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, MOAT_TEST_LOCK_HELD: "1" },
+  });
+  process.exit(again.status ?? 1);
+}
 
 const suites: Record<string, () => Promise<Figure[]>> = {
   envd: benchEnvd,
@@ -18,12 +35,15 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   platform: benchPlatform,
   storage: benchStorage,
   templates: benchTemplates,
+  soak: () => benchSoak(),
 };
+/** Suites too long for a plain `npm run bench`. */
+const onlyWhenNamed = new Set(["soak"]);
 
-const filters = process.argv.slice(2);
+const filters = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const results: Figure[] = [];
 for (const [name, run] of Object.entries(suites)) {
-  if (filters.length > 0 && !filters.some((f) => name.includes(f))) continue;
+  if (filters.length === 0 ? onlyWhenNamed.has(name) : !filters.some((f) => name.includes(f))) continue;
   console.log(`== ${name}`);
   for (const figure of await run()) {
     printFigure(figure);
