@@ -358,6 +358,7 @@ export class SandboxManager {
     }
     sandbox.state = "stopping";
     sandbox.clearEnd();
+    const timer = phaseTimer();
     try {
       // Clients fail at once instead of waiting on a sandbox that is going away.
       const slot = sandbox.slot;
@@ -366,11 +367,14 @@ export class SandboxManager {
           this.options.logger.warn({ err, sandboxID }, "could not refuse traffic to a stopping sandbox"),
         );
       }
+      timer.lap("ingress");
       await releaseAll(sandbox, sandbox.cleanup);
+      timer.lap("release");
       await Promise.all(this.deletions);
+      timer.lap("deletions");
     } finally {
       this.sandboxes.delete(sandboxID);
-      this.options.logger.info({ sandboxID, type, reason }, "sandbox stopped");
+      this.options.logger.info({ sandboxID, type, reason, ...timer.done() }, "sandbox stopped");
       this.emit({ sandboxID, type, reason });
     }
   }
@@ -1270,7 +1274,7 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** Per-phase durations of a create, pause or resume, for the log line that ends it. */
+/** Per-phase durations of a create, pause, resume or kill, for the log line that ends it. */
 function phaseTimer(): { lap: (phase: string) => void; done: () => Record<string, number> } {
   const started = performance.now();
   const timings: Record<string, number> = {};
