@@ -158,7 +158,7 @@ class Recorder {
     let timer: NodeJS.Timeout | undefined;
     try {
       const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Hang(op, OP_DEADLINE_MS[op])), OP_DEADLINE_MS[op]);
+        timer = setTimeout(() => reject(new Hang(op, OP_DEADLINE_MS[op])), OP_DEADLINE_MS[op]).unref();
       });
       const value = await Promise.race([fn(), deadline]);
       this.samples.push({ op, at: begin - this.started, ms: performance.now() - begin });
@@ -209,6 +209,9 @@ interface LostFile {
 
 const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Resolves with `value` after `ms` without keeping the process alive (for races with a deadline). */
+const resolveAfter = <T>(ms: number, value: T) =>
+  new Promise<T>((r) => setTimeout(() => r(value), ms).unref());
 const pick = <T>(xs: T[]): T => xs[randomInt(xs.length)]!;
 
 /** File sizes: empty and tiny, small, medium and a few large (up to 4 MiB). */
@@ -661,7 +664,7 @@ export async function benchSoak(argv: string[] = process.argv.slice(2)): Promise
       log("time is up: lives in progress end, then every sandbox left is checked and killed");
       const drained = await Promise.race([
         Promise.all(workers).then(() => true),
-        sleep(DRAIN_MS).then(() => false),
+        resolveAfter(DRAIN_MS, false),
       ]);
       if (!drained) {
         drainHang = `workers still busy ${DRAIN_MS / 60_000} min after the end: ${s.rec.oldestInFlight()}`;
@@ -716,7 +719,7 @@ export async function benchSoak(argv: string[] = process.argv.slice(2)): Promise
 async function stopMoat(moat: RunningMoat): Promise<{ ok: boolean; ms: number; exit: string }> {
   const begin = performance.now();
   const exited = moat.stop().then(() => true);
-  const ok = await Promise.race([exited, sleep(120_000).then(() => false)]);
+  const ok = await Promise.race([exited, resolveAfter(120_000, false)]);
   if (!ok) {
     moat.child.kill("SIGKILL");
     await exited;
