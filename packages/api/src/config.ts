@@ -22,6 +22,11 @@ export interface OrchestratorNodeOptions {
   token?: string;
   /** A ready transport instead of `url` (tests use an in-memory one). */
   transport?: Transport;
+  /**
+   * Deadlines of the node's calls in ms (tests shorten them): `transition` (90 s) for creates,
+   * pauses, resumes and kills, `call` (15 s) for the rest.
+   */
+  deadlines?: { call?: number; transition?: number };
 }
 
 export interface APIOptions {
@@ -139,6 +144,12 @@ const optionsSchema = z.object({
             .regex(/^[\x21-\x7e]{32,}$/, "the node token is at least 32 printable characters without spaces")
             .optional(),
           transport: z.custom<Transport>((v) => typeof v === "object" && v !== null).optional(),
+          deadlines: z
+            .object({
+              call: z.number().int().positive().optional(),
+              transition: z.number().int().positive().optional(),
+            })
+            .optional(),
         })
         .refine((node) => (node.url === undefined) !== (node.transport === undefined), {
           message: "each orchestrator needs exactly one of url or transport",
@@ -225,6 +236,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
       url: n.url,
       token: n.token,
       transport: n.transport,
+      deadlines: n.deadlines,
     })),
     domain: o.domain ?? null,
     adminToken: o.adminToken,

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import { createNoopLogger } from "@moat/shared";
 import pg from "pg";
-import { type API, type OpenAPIOptions, openAPI } from "../src/index.js";
+import { type API, type OpenAPIOptions, type OrchestratorNodeOptions, openAPI } from "../src/index.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 
 export interface Backend {
@@ -75,16 +75,18 @@ export interface TestAPI {
   close(): Promise<void>;
 }
 
+/** `node` adds to the fake node's options (its call deadlines). */
 export async function startTestAPI(
   backend: Backend,
   options: Partial<OpenAPIOptions> = {},
+  node: Partial<OrchestratorNodeOptions> = {},
 ): Promise<TestAPI> {
   const fake = new FakeOrchestrator();
   const database = await backend.database();
   const api = await openAPI({
     dataDir: "/nonexistent-moat-test",
     databaseURL: database.url,
-    orchestrators: [{ id: "node-1", transport: fake.transport() }],
+    orchestrators: [{ id: "node-1", transport: fake.transport(), ...node }],
     logger: createNoopLogger(),
     metricsToken: METRICS_TOKEN,
     ...options,

@@ -256,4 +256,26 @@ for (const backend of backends) {
       assert.equal((await t.request(`/sandboxes/${sbx.sandboxID}`, { method: "DELETE" })).status, 204);
     });
   });
+
+  describe(`kills on a busy node (${backend.name})`, () => {
+    let t: TestAPI;
+    before(async () => {
+      // Ordinary calls get 100 ms, transitions 10 s: a kill is a transition.
+      t = await startTestAPI(backend, {}, { deadlines: { call: 100, transition: 10_000 } });
+    });
+    after(() => t.close());
+
+    test("a kill the node takes longer for than an ordinary call answers 204, not 500", async () => {
+      // A busy node takes over 15 s to tear a sandbox down (the soak saw it): the kill was
+      // answered 500 and the sandbox went back to running while the node went on killing it.
+      const sbx = await createSandbox(t);
+      const hold = t.fake.holdNext("delete");
+      const kill = t.request(`/sandboxes/${sbx.sandboxID}`, { method: "DELETE" });
+      await hold.reached;
+      await new Promise((r) => setTimeout(r, 500));
+      hold.release();
+      assert.equal((await kill).status, 204);
+      assert.equal((await t.request(`/sandboxes/${sbx.sandboxID}`)).status, 404);
+    });
+  });
 }

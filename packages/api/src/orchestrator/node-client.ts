@@ -79,9 +79,9 @@ export class NodeTransitionError extends Error {
 
 /**
  * Creates boot a sandbox and wait for envd, pauses checkpoint its memory, resumes restore it and
- * wait for envd: allow them far longer than the other calls.
+ * wait for envd, kills wait for a pause or resume in flight and tear the container down (over 15 s
+ * on a busy node): allow them far longer than the other calls.
  */
-const CREATE_TIMEOUT_MS = 90_000;
 const TRANSITION_TIMEOUT_MS = 90_000;
 const CALL_TIMEOUT_MS = 15_000;
 
@@ -90,9 +90,13 @@ export class NodeClient {
   private readonly client: Client<typeof SandboxService>;
   private readonly templates: Client<typeof TemplateService>;
   private readonly sessions: Http2SessionManager | undefined;
+  private readonly callMs: number;
+  private readonly transitionMs: number;
 
   constructor(options: OrchestratorNodeOptions) {
     this.id = options.id;
+    this.callMs = options.deadlines?.call ?? CALL_TIMEOUT_MS;
+    this.transitionMs = options.deadlines?.transition ?? TRANSITION_TIMEOUT_MS;
     let transport: Transport;
     if (options.transport) {
       transport = options.transport;
@@ -119,7 +123,7 @@ export class NodeClient {
     const res = await this.call("create", () =>
       this.client.create(
         { sandbox: config, endTime: timestampFromDate(endTime) },
-        { timeoutMs: CREATE_TIMEOUT_MS },
+        { timeoutMs: this.transitionMs },
       ),
     );
     if (!res.sandbox) throw new Error(`node '${this.id}' answered Create without a sandbox`);
@@ -128,20 +132,20 @@ export class NodeClient {
 
   async get(sandboxID: string): Promise<SandboxInfo> {
     const res = await this.call("get", () =>
-      this.client.get({ sandboxId: sandboxID }, { timeoutMs: CALL_TIMEOUT_MS }),
+      this.client.get({ sandboxId: sandboxID }, { timeoutMs: this.callMs }),
     );
     if (!res.sandbox) throw new NodeSandboxNotFoundError(this.id, `sandbox '${sandboxID}' not found`);
     return res.sandbox;
   }
 
   async list(): Promise<SandboxInfo[]> {
-    const res = await this.call("list", () => this.client.list({}, { timeoutMs: CALL_TIMEOUT_MS }));
+    const res = await this.call("list", () => this.client.list({}, { timeoutMs: this.callMs }));
     return res.sandboxes;
   }
 
   async delete(sandboxID: string): Promise<void> {
     await this.call("delete", () =>
-      this.client.delete({ sandboxId: sandboxID }, { timeoutMs: CALL_TIMEOUT_MS }),
+      this.client.delete({ sandboxId: sandboxID }, { timeoutMs: this.transitionMs }),
     );
   }
 
@@ -149,7 +153,7 @@ export class NodeClient {
     await this.call("updateEndTime", () =>
       this.client.updateEndTime(
         { sandboxId: sandboxID, endTime: timestampFromDate(endTime) },
-        { timeoutMs: CALL_TIMEOUT_MS },
+        { timeoutMs: this.callMs },
       ),
     );
   }
@@ -157,7 +161,7 @@ export class NodeClient {
   /** Pauses a running sandbox; `memory: false` keeps only its files (its resume boots afresh). */
   async pause(sandboxID: string, memory: boolean | undefined): Promise<SandboxInfo> {
     const res = await this.call("pause", () =>
-      this.client.pause({ sandboxId: sandboxID, memory }, { timeoutMs: TRANSITION_TIMEOUT_MS }),
+      this.client.pause({ sandboxId: sandboxID, memory }, { timeoutMs: this.transitionMs }),
     );
     if (!res.sandbox) throw new Error(`node '${this.id}' answered Pause without a sandbox`);
     return res.sandbox;
@@ -171,7 +175,7 @@ export class NodeClient {
     const res = await this.call("resume", () =>
       this.client.resume(
         { sandboxId: sandboxID, endTime: timestampFromDate(endTime), reboot },
-        { timeoutMs: TRANSITION_TIMEOUT_MS },
+        { timeoutMs: this.transitionMs },
       ),
     );
     if (!res.sandbox) throw new Error(`node '${this.id}' answered Resume without a sandbox`);
@@ -206,7 +210,7 @@ export class NodeClient {
   /** Removes a build's snapshot and settings from the node (the layers other builds use stay). */
   async deleteBuild(buildID: string): Promise<void> {
     await this.call("deleteBuild", () =>
-      this.templates.deleteBuild({ buildId: buildID }, { timeoutMs: CALL_TIMEOUT_MS }),
+      this.templates.deleteBuild({ buildId: buildID }, { timeoutMs: this.callMs }),
     );
   }
 
