@@ -174,13 +174,22 @@ export function diffPictures(before: HostPicture, after: HostPicture): Record<st
   return out;
 }
 
-/** Resident memory (VmRSS) and open file descriptors of a process; undefined once it is gone. */
-export async function processUsage(pid: number): Promise<{ rssMB: number; fds: number } | undefined> {
+/**
+ * Resident memory (VmRSS), open file descriptors and CPU time used so far (user + system, in
+ * seconds) of a process; undefined once it is gone.
+ */
+export async function processUsage(
+  pid: number,
+): Promise<{ rssMB: number; fds: number; cpuSeconds: number } | undefined> {
   try {
     const status = await readFile(`/proc/${pid}/status`, "utf8");
     const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
     const fds = (await readdir(`/proc/${pid}/fd`)).length;
-    return { rssMB: kb / 1024, fds };
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime (fields 14 and 15 of stat) in clock ticks, 100 per second on Linux.
+    const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / 100;
+    return { rssMB: kb / 1024, fds, cpuSeconds };
   } catch {
     return undefined;
   }
