@@ -17,7 +17,8 @@
  * when a file was lost, anything leaked or moat did not stop.
  */
 import { createHash, randomBytes, randomInt } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { cpus } from "node:os";
 import path from "node:path";
 import { CommandExitError, NotFoundError, Sandbox } from "e2b";
 import { type RunningMoat, startMoat, useMoat } from "../tests/integration/helpers/moat-up.js";
@@ -565,6 +566,8 @@ interface UsageSample {
   rssMB: number;
   fds: number;
   cpuSeconds: number;
+  /** The host's 1-minute load average: latencies mean little without it. */
+  load: number;
 }
 
 /** RSS and fds of moat, and every process it starts (to find those that outlive it). */
@@ -584,7 +587,8 @@ class Watcher {
       this.busy = true;
       try {
         const u = await processUsage(this.pid);
-        if (u) this.usage.push({ at: performance.now() - this.started, ...u });
+        const load = Number((await readFile("/proc/loadavg", "utf8")).split(" ")[0]);
+        if (u) this.usage.push({ at: performance.now() - this.started, ...u, load });
         for (const p of descendants(await processes(), this.pid)) this.children.set(`${p.pid}:${p.start}`, p);
       } finally {
         this.busy = false;
@@ -815,10 +819,12 @@ async function report(
   const stretch = Math.max(60_000, Math.ceil(end.workloadMs / 10 / 60_000) * 60_000);
   const buckets: string[] = [];
   const cpu: string[] = [];
+  const load: string[] = [];
   for (let from = 0; from < end.workloadMs; from += stretch) {
     const span = usage.filter((u) => u.at >= from && u.at < from + stretch);
     if (span.length === 0) continue;
     buckets.push(`${from / 60_000}′ ${fmt(summarize(span.map((u) => u.rssMB)).median, 0)}`);
+    load.push(`${from / 60_000}′ ${fmt(summarize(span.map((u) => u.load)).median)}`);
     if (span.length > 1) {
       const used = span.at(-1)!.cpuSeconds - span[0]!.cpuSeconds;
       const wall = (span.at(-1)!.at - span[0]!.at) / 1000;
@@ -828,6 +834,7 @@ async function report(
   lines.push(`  RSS median by stretch (MB): ${buckets.join(", ")}`);
   // moat is one process (API, proxy, orchestrator): near 100% it is the bottleneck itself.
   lines.push(`  moat CPU by stretch (% of one core): ${cpu.join(", ")}`);
+  lines.push(`  host load average by stretch (${cpus().length} CPUs): ${load.join(", ")}`);
   console.log(lines.join("\n"));
 
   const failed =
