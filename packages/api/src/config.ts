@@ -245,7 +245,6 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     maxUploadBytes,
     quotas: { ...DEFAULT_TEAM_LIMITS, ...o.quotas, maxUploadBytes },
     metricsToken: o.metricsToken,
-    maxUploadBytes: o.maxUploadBytes,
     diskSizeMB: o.diskSizeMB,
     logger: logger ?? createLogger("api"),
   };
