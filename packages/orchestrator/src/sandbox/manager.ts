@@ -884,7 +884,9 @@ export class SandboxManager {
     const sized = record.diskSizeMB > 0;
     // Neither needs the other: the network and the disk are made side by side.
     const [network, disk] = await Promise.allSettled([
-      prepared ? undefined : createSandboxNetwork(slot, {
+      prepared
+        ? undefined
+        : createSandboxNetwork(slot, {
             allowInternetAccess: record.allowInternetAccess,
             maxConnections: options.maxConnectionsPerSandbox,
           }),
