@@ -14,6 +14,7 @@ import { type RunningMoat, startMoat, useMoat } from "../tests/integration/helpe
 import { nodeTransport } from "../tests/integration/helpers/orchestrator.js";
 import { BareCheckpointRestore, bareRuntimeStarts } from "./orchestrator.js";
 import { kindNote, logEntries, phaseNote } from "./phases.js";
+import { BENCH_QUOTAS } from "./quotas.js";
 import type { Figure } from "./report.js";
 import { type Summary, sample, summarize } from "./stats.js";
 
@@ -89,7 +90,7 @@ export async function withMoat<T>(
       .map(([k, v]) => `${k}=${v}`)
       .join(" ")}`,
   );
-  const moat = await startMoat({ env });
+  const moat = await startMoat({ env: { ...BENCH_QUOTAS, ...env } });
   try {
     useMoat(moat);
     return await fn(moat);

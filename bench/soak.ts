@@ -33,6 +33,7 @@ import {
   processes,
   processUsage,
 } from "./host-state.js";
+import { BENCH_QUOTAS } from "./quotas.js";
 import type { Figure } from "./report.js";
 import { type Summary, slope, summarize } from "./stats.js";
 
@@ -633,7 +634,7 @@ export async function benchSoak(argv: string[] = process.argv.slice(2)): Promise
   );
 
   const before = await pictureHost();
-  const moat = await startMoat({ env: { MOAT_POOL_SIZE: String(config.poolSize) } });
+  const moat = await startMoat({ env: { ...BENCH_QUOTAS, MOAT_POOL_SIZE: String(config.poolSize) } });
   const pid = moat.child.pid!;
   const started = performance.now();
   const watcher = new Watcher(pid, started);

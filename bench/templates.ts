@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { Sandbox, Template } from "e2b";
 import { startMoat, useMoat } from "../tests/integration/helpers/moat-up.js";
 import { bareRuntimeStarts } from "./orchestrator.js";
+import { BENCH_QUOTAS } from "./quotas.js";
 import type { Figure } from "./report.js";
 import { summarize } from "./stats.js";
 
@@ -32,7 +33,7 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
 
 export async function benchTemplates(): Promise<Figure[]> {
   const bare = summarize(await bareRuntimeStarts(5));
-  const moat = await startMoat({ env: { MOAT_POOL_SIZE: "0" } });
+  const moat = await startMoat({ env: { ...BENCH_QUOTAS, MOAT_POOL_SIZE: "0" } });
   try {
     useMoat(moat);
     const oneRun = (nonce: string) =>
