@@ -4,6 +4,7 @@
  * container or process, a netns, a veth, a mount, a cgroup, a sandbox directory, a half-made layer
  * or build) fails them.
  */
+import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -42,6 +43,16 @@ export async function runscProcesses(dataDir: string): Promise<string[]> {
     if (cmdline.includes(stateDir)) found.push(cmdline.split("\0").filter(Boolean).slice(0, 1).join(" "));
   }
   return found.sort();
+}
+
+/** After moat stopped: no runsc process of `dataDir` and no container cgroup but those in `foreign` (there before). */
+export async function assertNothingOutlives(dataDir: string, foreign: readonly string[]): Promise<void> {
+  assert.deepEqual(await runscProcesses(dataDir), [], "no runsc process outlives moat");
+  assert.deepEqual(
+    (await moatCgroups()).filter((c) => !foreign.includes(c)),
+    [],
+    "no container cgroup outlives moat",
+  );
 }
 
 interface NodeRecord {

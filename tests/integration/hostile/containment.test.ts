@@ -16,7 +16,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "@moat/shared";
 import { Sandbox } from "e2b";
-import { hostState, moatCgroups, nodeClient, runscProcesses } from "../helpers/host-state.js";
+import { assertNothingOutlives, hostState, moatCgroups, nodeClient } from "../helpers/host-state.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 /** moat up runs with this open-file limit, so that a flood reaches it at a size a test can make. */
@@ -173,12 +173,7 @@ describe("hostile tenant: resource attacks are contained", { timeout: 900_000 },
     await noLeaks().catch((err: unknown) => console.error(err));
     const dataDir = moat.dataDir;
     await moat.cleanup();
-    assert.deepEqual(await runscProcesses(dataDir), [], "no runsc process outlives moat");
-    assert.deepEqual(
-      (await moatCgroups()).filter((c) => !foreignCgroups.includes(c)),
-      [],
-      "no container cgroup outlives moat",
-    );
+    await assertNothingOutlives(dataDir, foreignCgroups);
   });
 
   test("a fork bomb stops at the sandbox's process limit, also in a resumed sandbox", async () => {

@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { SandboxState } from "@moat/shared/gen/orchestrator";
 import { Sandbox, Template } from "e2b";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import { hostState, moatCgroups, nodeClient, runscProcesses } from "../helpers/host-state.js";
+import { assertNothingOutlives, hostState, moatCgroups, nodeClient } from "../helpers/host-state.js";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 type Counter = { pid: number; count: number };
@@ -147,12 +147,7 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
       await moat.restart().catch(() => undefined);
     const dataDir = moat.dataDir;
     await moat.cleanup();
-    assert.deepEqual(await runscProcesses(dataDir), [], "no runsc process outlives moat");
-    assert.deepEqual(
-      (await moatCgroups()).filter((c) => !foreignCgroups.includes(c)),
-      [],
-      "no container cgroup outlives moat",
-    );
+    await assertNothingOutlives(dataDir, foreignCgroups);
   });
 
   /** The create a crash cut: the sandbox directory it left, named by the node. */
