@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Runs test files with Node's test runner: every file (unit tests in packages/*/test, integration
 // tests in tests/), or with `--unit` only the root-free unit tests; other arguments filter by path.
-// Files run one at a time: the envd integration tests share port 49983, where the e2b SDK's debug
-// mode expects envd. Runs that include integration tests hold a host-wide lock, since one
-// orchestrator per host owns the sandbox networks: a second run waits instead of failing.
+// Unit test files run side by side; integration files one at a time (the envd integration tests
+// share port 49983, where the e2b SDK's debug mode expects envd), holding a host-wide lock, since
+// one orchestrator per host owns the sandbox networks: a second run waits instead of failing.
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
@@ -43,25 +43,36 @@ if (files.length === 0) {
   process.exit(1);
 }
 
-const argv = [
-  process.execPath,
-  "--import",
-  "tsx",
-  "--test",
-  unitOnly ? `--test-concurrency=${CONCURRENCY}` : "--test-concurrency=1",
-  "--test-reporter=spec",
-  ...files,
-];
-const integration = files.some((f) => f.startsWith("tests/"));
-if (integration && process.env.MOAT_TEST_LOCK_HELD !== "1") {
-  if (spawnSync("flock", ["-n", LOCK, "true"]).status !== 0) {
-    console.error(`waiting for another integration test run on this host to finish (lock ${LOCK})`);
+const unitFiles = files.filter((f) => f.startsWith("packages/"));
+const integrationFiles = files.filter((f) => f.startsWith("tests/"));
+
+/** Node's test runner over `group`, `concurrency` files at a time; its exit status. */
+function run(group, concurrency, lock) {
+  if (group.length === 0) return 0;
+  const argv = [
+    process.execPath,
+    "--import",
+    "tsx",
+    "--test",
+    `--test-concurrency=${concurrency}`,
+    "--test-reporter=spec",
+    ...group,
+  ];
+  if (lock && process.env.MOAT_TEST_LOCK_HELD !== "1") {
+    if (spawnSync("flock", ["-n", LOCK, "true"]).status !== 0) {
+      console.error(`waiting for another integration test run on this host to finish (lock ${LOCK})`);
+    }
+    argv.unshift("flock", LOCK);
   }
-  argv.unshift("flock", LOCK);
+  const result = spawnSync(argv[0], argv.slice(1), {
+    cwd: root,
+    stdio: "inherit",
+    env: { ...process.env, MOAT_TEST_LOCK_HELD: "1" },
+  });
+  return result.status ?? 1;
 }
-const result = spawnSync(argv[0], argv.slice(1), {
-  cwd: root,
-  stdio: "inherit",
-  env: { ...process.env, MOAT_TEST_LOCK_HELD: "1" },
-});
-process.exit(result.status ?? 1);
+
+// Unit tests first, side by side; then the integration tests, one file at a time under the lock.
+const unitStatus = run(unitFiles, CONCURRENCY, false);
+const integrationStatus = run(integrationFiles, 1, true);
+process.exit(unitStatus || integrationStatus);
