@@ -95,6 +95,7 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
   const server = http.createServer((req, res) => {
     if (req.method === "POST" && req.url === "/freeze") freeze(req, res, context, sockets);
     else if (req.method === "OPTIONS") void restListener(req, res);
+    else if (req.method !== "POST" && isRPCPath(req.url)) rpcMethodNotAllowed(req, res);
     else handler(req, res);
   });
   server.on("connection", (socket: Socket) => {
@@ -129,6 +130,27 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+const RPC_PREFIXES = [`/${Process.typeName}/`, `/${Filesystem.typeName}/`];
+
+function isRPCPath(url: string | undefined): boolean {
+  return RPC_PREFIXES.some((prefix) => url?.startsWith(prefix));
+}
+
+/**
+ * RPCs take POST only (none is marked idempotent, so Connect's GET form does not apply). connect-es
+ * answers other methods with a bare 405; this one carries envd's `{code, message}` like every
+ * other envd error.
+ */
+function rpcMethodNotAllowed(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const body = JSON.stringify({ code: 405, message: `${req.method} is not allowed here: RPCs take POST` });
+  res.writeHead(405, {
+    allow: "POST",
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  });
+  res.end(req.method === "HEAD" ? undefined : body);
 }
 
 /**

@@ -150,4 +150,25 @@ describe("envd fuzz regressions", () => {
       await unary("process.Process/SendSignal", { process, signal: "SIGNAL_SIGKILL" });
     }
   });
+
+  // Found through the client proxy: connect-es answers a GET (or PUT, …) of an RPC with a bare
+  // 405, the one envd error without a {code, message} body.
+  test("an RPC path asked with another method than POST is a JSON 405 that names POST", async () => {
+    for (const method of ["GET", "PUT", "DELETE"]) {
+      const answer = await send(envd.port, { method, target: "/process.Process/List", headers: {} }, 5_000);
+      assert.equal(answer.status, 405);
+      assert.equal(answer.headers.get("allow"), "POST");
+      assert.match(answer.headers.get("content-type") ?? "", /^application\/json/);
+      const body = JSON.parse(answer.text) as { code: number; message: string };
+      assert.equal(body.code, 405);
+      assert.match(body.message, /POST/);
+    }
+    const head = await send(
+      envd.port,
+      { method: "HEAD", target: "/filesystem.Filesystem/Stat", headers: {} },
+      5_000,
+    );
+    assert.equal(head.status, 405);
+    assert.equal(head.text, "");
+  });
 });
