@@ -9,14 +9,13 @@ import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Slot } from "@moat/orchestrator";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
-import { hostResources, type RunningOrchestrator } from "./orchestrator.js";
+import { hostResources, nodeTransport, type RunningOrchestrator } from "./orchestrator.js";
 
-/** The node's own view (orchestrator.SandboxService on its loopback port). */
-export function nodeClient(port: number) {
-  return createClient(SandboxService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+/** The node's own view (orchestrator.SandboxService on its loopback port, with its node token). */
+export function nodeClient(port: number, token: string) {
+  return createClient(SandboxService, nodeTransport(port, token));
 }
 
 /** Container cgroups under moat's cgroup path (`/moat/<container>`), per controller on cgroup v1. */

@@ -115,7 +115,7 @@ describe("hostile tenant: resource attacks are contained", { timeout: 900_000 },
       return "survived";
     }
     // Its runtime died: the node's watchdog releases it and the API closes its record.
-    const node = nodeClient(moat.orchestratorPort);
+    const node = nodeClient(moat.orchestratorPort, moat.nodeToken);
     const deadline = Date.now() + 30_000;
     for (;;) {
       const onNode = (await node.list({})).sandboxes.some((s) => s.config!.sandboxId === sbx.sandboxId);
@@ -143,7 +143,7 @@ describe("hostile tenant: resource attacks are contained", { timeout: 900_000 },
 
   /** A host cgroup file of a sandbox's current container (by its cgroup v1 name). */
   async function cgroupOf(sandboxID: string, controller: string, file: string): Promise<string> {
-    const info = await nodeClient(moat.orchestratorPort).get({ sandboxId: sandboxID });
+    const info = await nodeClient(moat.orchestratorPort, moat.nodeToken).get({ sandboxId: sandboxID });
     const lifecycleID = info.sandbox!.lifecycleId;
     const v2 = existsSync("/sys/fs/cgroup/cgroup.controllers");
     const where = v2
@@ -405,7 +405,7 @@ except OSError as e:
           );
       assert.equal(await reach(bystander), "reached");
       const hostile = await Sandbox.create("base");
-      const info = await nodeClient(moat.orchestratorPort).get({ sandboxId: hostile.sandboxId });
+      const info = await nodeClient(moat.orchestratorPort, moat.nodeToken).get({ sandboxId: hostile.sandboxId });
       const [, , high, low] = info.sandbox!.hostAddress.split(".").map(Number);
       const outer = `moat-n${high! * 256 + low!}`;
       const tracked = async (ns?: string) =>

@@ -89,7 +89,7 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
    * after it starts, so this waits a little for the two to meet.
    */
   async function consistent(): Promise<Map<string, string>> {
-    const node = nodeClient(moat.orchestratorPort);
+    const node = nodeClient(moat.orchestratorPort, moat.nodeToken);
     const deadline = Date.now() + 20_000;
     let api = new Map<string, string>();
     let onNode = new Map<string, string>();
