@@ -18,6 +18,7 @@ import { UserDirectory } from "./auth/users.js";
 import type { EnvdContext } from "./context.js";
 import { createHTTPApp } from "./http/app.js";
 import { malformedBinaryInterceptor, withMalformedBinaryAsInvalidArgument } from "./malformed-binary.js";
+import { withNegotiationErrorBodies } from "./negotiation-errors.js";
 import { FilesystemService } from "./services/filesystem/service.js";
 import { ProcessService } from "./services/process/service.js";
 import { EnvdState } from "./state.js";
@@ -77,7 +78,7 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
       router.service(Process, processes.implementation());
       router.service(Filesystem, filesystem.implementation());
       for (const [i, h] of router.handlers.entries())
-        router.handlers[i] = withMalformedBinaryAsInvalidArgument(h);
+        router.handlers[i] = withNegotiationErrorBodies(withMalformedBinaryAsInvalidArgument(h));
     },
     interceptors: [
       malformedBinaryInterceptor,
@@ -95,7 +96,6 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
   const server = http.createServer((req, res) => {
     if (req.method === "POST" && req.url === "/freeze") freeze(req, res, context, sockets);
     else if (req.method === "OPTIONS") void restListener(req, res);
-    else if (req.method !== "POST" && isRPCPath(req.url)) rpcMethodNotAllowed(req, res);
     else handler(req, res);
   });
   server.on("connection", (socket: Socket) => {
@@ -130,27 +130,6 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-const RPC_PREFIXES = [`/${Process.typeName}/`, `/${Filesystem.typeName}/`];
-
-function isRPCPath(url: string | undefined): boolean {
-  return RPC_PREFIXES.some((prefix) => url?.startsWith(prefix));
-}
-
-/**
- * RPCs take POST only (none is marked idempotent, so Connect's GET form does not apply). connect-es
- * answers other methods with a bare 405; this one carries envd's `{code, message}` like every
- * other envd error.
- */
-function rpcMethodNotAllowed(req: http.IncomingMessage, res: http.ServerResponse): void {
-  const body = JSON.stringify({ code: 405, message: `${req.method} is not allowed here: RPCs take POST` });
-  res.writeHead(405, {
-    allow: "POST",
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(body),
-  });
-  res.end(req.method === "HEAD" ? undefined : body);
 }
 
 /**

@@ -151,17 +151,32 @@ describe("envd fuzz regressions", () => {
     }
   });
 
-  // Found through the client proxy: connect-es answers a GET (or PUT, …) of an RPC with a bare
-  // 405, the one envd error without a {code, message} body.
-  test("an RPC path asked with another method than POST is a JSON 405 that names POST", async () => {
+  // Found through the client proxy: connect-es answers another method than POST (405) and a
+  // content type no protocol takes (415) with a bare status, the only envd errors without a body.
+  test("an RPC asked with another method than POST, or an unknown content type, is a JSON error", async () => {
     for (const method of ["GET", "PUT", "DELETE"]) {
       const answer = await send(envd.port, { method, target: "/process.Process/List", headers: {} }, 5_000);
       assert.equal(answer.status, 405);
       assert.equal(answer.headers.get("allow"), "POST");
+      assert.deepEqual(JSON.parse(answer.text), {
+        code: 405,
+        message: `${method} is not allowed here: RPCs take POST`,
+      });
+    }
+    for (const [target, type] of [
+      ["/process.Process/List", "text/plain"],
+      ["/process.Process/Start", "application/json"], // a stream takes application/connect+json
+    ]) {
+      const answer = await send(
+        envd.port,
+        { method: "POST", target: target!, headers: { "Content-Type": type! }, body: Buffer.from("{}") },
+        5_000,
+      );
+      assert.equal(answer.status, 415);
       assert.match(answer.headers.get("content-type") ?? "", /^application\/json/);
       const body = JSON.parse(answer.text) as { code: number; message: string };
-      assert.equal(body.code, 405);
-      assert.match(body.message, /POST/);
+      assert.equal(body.code, 415);
+      assert.match(body.message, new RegExp(`content type '${type}'`));
     }
     const head = await send(
       envd.port,
