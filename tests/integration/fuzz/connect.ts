@@ -395,8 +395,18 @@ export function connectAnswerProblems(answer: RawAnswer, call: ConnectCall, cut:
         ? ["a unary 200 without a JSON body"]
         : [];
     }
-    if (status === 415 && answer.text === "") return []; // Connect: an unsupported media type may be a bare 415
-    if (status === 405 && call.request.method === "GET") return []; // no method here is idempotent
+    // Refusals before any RPC (another method than POST, a content type no protocol takes): HTTP
+    // level, not Connect errors; envd gives them its REST error body, {code: status, message}.
+    if (status === 405 || status === 415) {
+      const body = parseObject(answer.text);
+      if (status === 405 && call.request.method === "POST") return ["405 for a POST"];
+      return typeof body !== "string" &&
+        body.code === status &&
+        typeof body.message === "string" &&
+        body.message
+        ? []
+        : [`${status} without envd's {code, message}: ${answer.text.slice(0, 200)}`];
+    }
     if (!/^application\/json/.test(type))
       return [`error ${status} with content type '${type}': ${answer.text.slice(0, 200)}`];
     const body = parseObject(answer.text);

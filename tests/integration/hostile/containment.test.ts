@@ -405,7 +405,9 @@ except OSError as e:
           );
       assert.equal(await reach(bystander), "reached");
       const hostile = await Sandbox.create("base");
-      const info = await nodeClient(moat.orchestratorPort, moat.nodeToken).get({ sandboxId: hostile.sandboxId });
+      const info = await nodeClient(moat.orchestratorPort, moat.nodeToken).get({
+        sandboxId: hostile.sandboxId,
+      });
       const [, , high, low] = info.sandbox!.hostAddress.split(".").map(Number);
       const outer = `moat-n${high! * 256 + low!}`;
       const tracked = async (ns?: string) =>
