@@ -11,6 +11,7 @@
  */
 import { chmod, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { setTimeout } from "node:timers/promises";
 import { CommandError, makePrivateDir, runCommand } from "@moat/shared";
 
 /** Smallest disk a sandbox may have: room for ext4's own metadata and a template's boot writes. */
@@ -115,16 +116,26 @@ async function isMountPoint(dir: string): Promise<boolean> {
   return info.split("\n").some((line) => line.split(" ")[4] === dir);
 }
 
+const UNMOUNT_BUSY_RETRIES = 20;
+const UNMOUNT_BUSY_DELAY_MS = 100;
+
 /** Unmounts `mountPoint`; lazily when something still holds files there (a runtime exiting). */
 export async function unmount(mountPoint: string): Promise<void> {
-  try {
-    await runCommand(["umount", mountPoint]);
-  } catch (err) {
-    if (err instanceof CommandError && /not mounted|no mount point|No such file/i.test(err.stderrTail))
+  // Busy usually means a sandbox's processes (runsc's gofer) are still exiting: give them a moment,
+  // so that the loop device is free when this returns, before falling back to a lazy unmount.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await runCommand(["umount", mountPoint]);
       return;
-    // Detach now; the kernel finishes (and clears the loop device) when the last file closes.
-    await runCommand(["umount", "--lazy", mountPoint]);
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+      if (/not mounted|no mount point|No such file/i.test(err.stderrTail)) return;
+      if (!/busy/i.test(err.stderrTail) || attempt >= UNMOUNT_BUSY_RETRIES) break;
+      await setTimeout(UNMOUNT_BUSY_DELAY_MS);
+    }
   }
+  // Detach now; the kernel finishes (and clears the loop device) when the last file closes.
+  await runCommand(["umount", "--lazy", mountPoint]);
 }
 
 /**
