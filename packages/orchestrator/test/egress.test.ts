@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { isDeniedEgress, parseEgressAllow } from "../src/network/egress.js";
-import { hostRuleset, outerRuleset } from "../src/network/sandbox-network.js";
+import { hostNetworks, hostRuleset, outerRuleset } from "../src/network/sandbox-network.js";
 import { Slot } from "../src/network/slot.js";
 import { SANDBOX_CAPABILITIES } from "../src/runtime/oci-spec.js";
 
@@ -71,6 +71,29 @@ describe("sandbox egress", () => {
     assert.ok(forward.indexOf('iifname "moat-v*" oifname "moat-v*" drop') < allow);
     assert.match(hostRuleset(), /ip daddr \{ 0\.0\.0\.0\/8, 10\.0\.0\.0\/8, [^}]+\} reject/);
     assert.doesNotMatch(hostRuleset(), / accept\n.*reject/);
+  });
+
+  test("the networks the node sits on are denied too, whatever their numbering; moat's own links are not", () => {
+    // Documentation nets are not private: a node whose LAN and mirrors use them (as lab networks do)
+    // has its LAN denied as the network it sits on, the mirror beyond the gateway reachable.
+    for (const ip of ["192.0.2.1", "198.51.100.7", "203.0.113.80"]) assert.ok(!isDeniedEgress(ip), ip);
+    const routes = JSON.stringify([
+      { dst: "default", gateway: "192.0.2.1", dev: "eth0" },
+      { type: "unreachable", dst: "10.11.0.0/16" },
+      { dst: "10.11.3.137", gateway: "10.12.14.38", dev: "moat-v905" },
+      { dst: "10.12.14.36/30", dev: "moat-v905", protocol: "kernel", scope: "link" },
+      { dst: "192.0.2.0/24", dev: "eth0", protocol: "kernel", scope: "link" },
+      { dst: "203.0.113.9", dev: "eth1", scope: "link" },
+    ]);
+    assert.deepEqual(hostNetworks(routes), ["192.0.2.0/24", "203.0.113.9/32"]);
+    const rules = hostRuleset({
+      hostNetworks: ["192.0.2.0/24"],
+      egressAllow: parseEgressAllow("192.0.2.53:53"),
+    });
+    const forward = rules.slice(rules.indexOf("chain forward"), rules.indexOf("chain output"));
+    const allow = forward.indexOf("ip daddr 192.0.2.53/32 meta l4proto { tcp, udp } th dport 53 accept");
+    const deny = forward.search(/ip daddr \{ [^}]*10\.0\.0\.0\/8[^}]*, 192\.0\.2\.0\/24 \} reject/);
+    assert.ok(allow > 0 && deny > allow, forward);
   });
 
   test("host rules: only root reaches sandbox addresses; sandbox packets carry sandbox addresses", () => {

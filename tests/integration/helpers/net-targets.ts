@@ -19,6 +19,13 @@ export const TARGETS = {
   metadata: "169.254.169.254",
 } as const;
 export const RESOLVER = "10.203.0.53";
+/**
+ * A neighbour on a network the host sits on (a link route in the root namespace), numbered from
+ * a documentation net that the fixed deny list leaves out: denied only because it is the host's
+ * own network, as a node's LAN is, whatever its numbering. It must exist before moat starts.
+ */
+export const LAN_TARGET = "198.51.100.10";
+const LAN_HOST_SIDE = "198.51.100.9";
 export const RESOLVED_ADDRESS = "10.203.7.7";
 export const TARGET_PORT = 8080;
 export const CATCH_PORT = 9999;
@@ -95,6 +102,8 @@ export async function startNetTargets(): Promise<NetTargets> {
     await inNs(["addr", "add", `${NS_SIDE}/30`, "dev", "eth0"]);
     await inNs(["link", "set", "eth0", "up"]);
     await inNs(["route", "add", "default", "via", HOST_SIDE]);
+    await runCommand(["ip", "addr", "add", `${LAN_HOST_SIDE}/30`, "dev", hostVeth]);
+    await inNs(["addr", "add", `${LAN_TARGET}/30`, "dev", "eth0"]);
     for (const address of addresses) {
       await inNs(["addr", "add", `${address}/32`, "dev", "lo"]);
       if (address !== TARGETS.metadata) {

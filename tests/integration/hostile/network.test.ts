@@ -22,6 +22,7 @@ import { CommandExitError, Sandbox } from "e2b";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 import {
   CATCH_PORT,
+  LAN_TARGET,
   type NetTargets,
   RESOLVED_ADDRESS,
   RESOLVER,
@@ -31,7 +32,7 @@ import {
 } from "../helpers/net-targets.js";
 import { nodeTransport } from "../helpers/orchestrator.js";
 
-const ALL_TARGETS = [...Object.values(TARGETS), RESOLVER];
+const ALL_TARGETS = [...Object.values(TARGETS), RESOLVER, LAN_TARGET];
 
 /** Runs a command as root in the sandbox; a non-zero exit is an answer, not an error. */
 async function asRoot(
@@ -196,7 +197,7 @@ describe("hostile network: egress, spoofing, host users, node RPC", { timeout: 9
       await moat?.cleanup();
     });
 
-    test("a sandbox reaches none of the private, carrier-NAT and metadata targets", async () => {
+    test("a sandbox reaches none of the private, carrier-NAT and metadata targets, nor the host's own network", async () => {
       const from = targets.events.length;
       const started = Date.now();
       const results = await probe(sbx, ALL_TARGETS);

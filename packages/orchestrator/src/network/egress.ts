@@ -1,13 +1,19 @@
 /**
  * Which addresses a sandbox's egress may reach. Every range that is not the public internet is
- * denied (private networks, cloud metadata, carrier NAT, loopback, multicast, reserved, the
- * documentation nets), as E2B denies them; an operator who needs one of them (a package mirror on
- * the LAN, a private resolver) allows it explicitly, per deployment. The rules live in the root
- * namespace's forward chain (see sandbox-network.ts), outside gVisor, where no sandbox can change
- * them.
+ * denied (private networks, cloud metadata, carrier NAT, loopback, multicast, reserved), as E2B
+ * denies them, and so is every network the node itself sits on (its LAN, whatever its numbering);
+ * an operator who needs one of them (a package mirror on the LAN, a private resolver) allows it
+ * explicitly, per deployment. The rules live in the root namespace's forward chain (see
+ * sandbox-network.ts), outside gVisor, where no sandbox can change them.
  */
 
-/** Not the public internet (IANA's special-purpose registry, IPv4). */
+/**
+ * Not the public internet (IANA's special-purpose registry, IPv4). The documentation nets
+ * (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) are left out: the internet routes them nowhere,
+ * so denying them protects nothing, and some networks (lab and CI networks among them) number
+ * their uplink and mirrors from them. A node's own network in them is denied as a network it sits
+ * on (hostNetworks in sandbox-network.ts).
+ */
 export const DENIED_EGRESS_CIDRS = [
   "0.0.0.0/8",
   "10.0.0.0/8",
@@ -16,12 +22,9 @@ export const DENIED_EGRESS_CIDRS = [
   "169.254.0.0/16",
   "172.16.0.0/12",
   "192.0.0.0/24",
-  "192.0.2.0/24",
   "192.88.99.0/24",
   "192.168.0.0/16",
   "198.18.0.0/15",
-  "198.51.100.0/24",
-  "203.0.113.0/24",
   "224.0.0.0/4",
   "240.0.0.0/4",
 ] as const;
@@ -83,8 +86,15 @@ export function isDeniedEgress(ip: string): boolean {
   });
 }
 
-/** The forward-chain rules for traffic coming from sandboxes (`iifname` matches their veths). */
-export function egressRules(iifname: string, allow: readonly EgressAllowEntry[]): string[] {
+/**
+ * The forward-chain rules for traffic coming from sandboxes (`iifname` matches their veths):
+ * the allow list's accepts, then a refusal of the denied ranges and of `hostNetworks` (CIDRs).
+ */
+export function egressRules(
+  iifname: string,
+  allow: readonly EgressAllowEntry[],
+  hostNetworks: readonly string[] = [],
+): string[] {
   const rules = allow.map((entry) =>
     entry.port === undefined
       ? `iifname "${iifname}" ip daddr ${entry.cidr} accept`
@@ -92,7 +102,7 @@ export function egressRules(iifname: string, allow: readonly EgressAllowEntry[])
   );
   // admin-prohibited: the sandbox's connect fails at once ("No route to host") instead of hanging.
   rules.push(
-    `iifname "${iifname}" ip daddr { ${DENIED_EGRESS_CIDRS.join(", ")} } reject with icmp type admin-prohibited`,
+    `iifname "${iifname}" ip daddr { ${[...DENIED_EGRESS_CIDRS, ...hostNetworks].join(", ")} } reject with icmp type admin-prohibited`,
   );
   return rules;
 }

@@ -145,6 +145,8 @@ function connectionLimitRuleset(max = DEFAULT_SANDBOX_CONNECTIONS): string {
 export interface HostNetworkOptions {
   /** Destinations in the denied ranges that sandboxes may reach anyway (see egress.ts). */
   egressAllow?: readonly EgressAllowEntry[];
+  /** The networks the node sits on, denied like the private ranges (default: none; see hostNetworks). */
+  hostNetworks?: readonly string[];
 }
 
 /**
@@ -167,7 +169,7 @@ export function hostRuleset(options: HostNetworkOptions = {}): string {
     'iifname "moat-v*" oifname "moat-v*" drop',
     'oifname "moat-v*" ct state established,related accept',
     'oifname "moat-v*" drop',
-    ...egressRules("moat-v*", options.egressAllow ?? []),
+    ...egressRules("moat-v*", options.egressAllow ?? [], options.hostNetworks ?? []),
   ];
   return `table inet moat
 delete table inet moat
@@ -205,7 +207,31 @@ export async function setupHostNetwork(options: HostNetworkOptions = {}): Promis
   for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
     await runCommand(["ip", "route", "replace", "unreachable", cidr]);
   }
-  await runCommand(["nft", "-f", "-"], { input: hostRuleset(options) });
+  const networks =
+    options.hostNetworks ??
+    hostNetworks((await runCommand(["ip", "-j", "-4", "route", "show", "table", "main"])).stdout);
+  await runCommand(["nft", "-f", "-"], { input: hostRuleset({ ...options, hostNetworks: networks }) });
+}
+
+/**
+ * The IPv4 networks the node sits on (its links' routes in the root namespace, `ip -j route`
+ * output), but moat's own sandbox links: a sandbox may cross the LAN to the gateway, never stop on
+ * it. Read at start; a network added later is covered once the node restarts.
+ */
+export function hostNetworks(routesJSON: string): string[] {
+  const routes = JSON.parse(routesJSON || "[]") as {
+    dst?: string;
+    dev?: string;
+    scope?: string;
+    type?: string;
+  }[];
+  const networks = new Set<string>();
+  for (const route of routes) {
+    if (route.scope !== "link" || (route.type ?? "unicast") !== "unicast") continue;
+    if (!route.dst || route.dst === "default" || route.dev?.startsWith("moat-")) continue;
+    networks.add(route.dst.includes("/") ? route.dst : `${route.dst}/32`);
+  }
+  return [...networks].sort();
 }
 
 /** Removes the node-wide rules (used when the node is taken down for good). */
