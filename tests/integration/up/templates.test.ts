@@ -112,6 +112,8 @@ describe("moat up: custom templates with the SDK's Template builder", { timeout:
       cpuCount: 2,
       memoryMB: 512,
       onBuildLogs,
+    }).catch((err: unknown) => {
+      throw new Error(`the build failed: ${String(err)}\n${logs.join("\n")}`);
     });
     assert.ok(info.templateId);
     assert.ok(
