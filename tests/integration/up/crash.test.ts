@@ -226,8 +226,13 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
   test("a crash while runsc checkpoints: the restart meets the checkpoint under way, and the sandbox is not lost", async () => {
     // runsc's checkpoint is held (SIGSTOP) once it runs, moat is killed, and the next moat starts
     // while the checkpoint, orphaned, is still under way; it goes on once that moat is up.
-    const pausing = dormant.pause().catch(() => undefined);
-    const checkpoint = await runscCommand(moat.dataDir, "checkpoint");
+    let pauseError: unknown;
+    const pausing = dormant.pause().catch((err: unknown) => {
+      pauseError = err;
+    });
+    const checkpoint = await runscCommand(moat.dataDir, "checkpoint").catch((err: unknown) => {
+      throw new Error(`${String(err)}; the pause: ${String(pauseError)}\n${moat.log().slice(-5000)}`);
+    });
     process.kill(checkpoint, "SIGSTOP");
     try {
       await moat.stop("SIGKILL");
@@ -237,11 +242,17 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
       process.kill(checkpoint, "SIGCONT");
     }
     useMoat(moat);
-    // The checkpoint ends (stopping the container it saved); the node sees whatever follows.
+    // The checkpoint ends, stopping the container it saved, with no process left to commit it:
+    // the node, which adopted the sandbox as running, pauses it with its files.
     while (await processExists(checkpoint)) await new Promise((r) => setTimeout(r, 100));
-    await new Promise((r) => setTimeout(r, 2_000));
-    const api = await consistent();
-    assert.ok(api.has(dormant.sandboxId), "the sandbox whose pause was cut is not lost");
+    const deadline = Date.now() + 20_000;
+    let state = "";
+    while (Date.now() < deadline) {
+      state = (await consistent()).get(dormant.sandboxId) ?? "lost";
+      if (state !== "running") break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(state, "paused", "the sandbox whose pause was cut is paused with its files, not lost");
     const back = await Sandbox.connect(dormant.sandboxId);
     assert.equal(await back.files.read("/home/user/dormant.txt"), "dormant before the crashes");
     await consistent();

@@ -154,6 +154,8 @@ export class SandboxManager {
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private starting = 0;
   private readonly watchdog: NodeJS.Timeout;
+  /** Sandboxes adopted mid-pause whose runsc state is being asked (reapDead). */
+  private readonly checkingPauses = new Set<string>();
   /** Container deletions a pause left running in the background; kill and killAll wait for them. */
   private readonly deletions = new Set<Promise<void>>();
   private readonly snapshots = new Map<string, TemplateSnapshot>();
@@ -424,7 +426,9 @@ export class SandboxManager {
         // A pause that died before its checkpoint: the sandbox simply goes on running.
         if (record.state === "pausing") await openIngress(slot).catch(() => undefined);
         await removeImage(memoryImagePath(dir));
+        const wasPausing = record.state === "pausing";
         this.adopt(record, dir, container.pid);
+        if (wasPausing) this.get(record.sandboxID).pauseInterrupted = true;
         keptContainers.add(record.lifecycleID);
         keptSlots.add(slot.index);
         adopted.push(record.sandboxID);
@@ -1133,10 +1137,15 @@ export class SandboxManager {
   private reapDead(): void {
     for (const sandbox of this.sandboxes.values()) {
       if (sandbox.state !== "running" || sandbox.runtimePID === undefined) continue;
+      if (sandbox.pauseInterrupted) void this.checkInterruptedPause(sandbox);
       try {
         process.kill(sandbox.runtimePID, 0);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ESRCH") continue;
+        if (sandbox.pauseInterrupted) {
+          void this.settleInterruptedPause(sandbox);
+          continue;
+        }
         this.options.logger.warn(
           { sandboxID: sandbox.id, pid: sandbox.runtimePID },
           "sandbox runtime exited",
@@ -1146,6 +1155,51 @@ export class SandboxManager {
             this.options.logger.error({ err: killErr, sandboxID: sandbox.id }, "release failed"),
         );
       }
+    }
+  }
+
+  /**
+   * A finished checkpoint leaves its container stopped while runsc's process may linger until a
+   * delete that nobody will run: runsc's own word settles such a sandbox without waiting for it.
+   */
+  private async checkInterruptedPause(sandbox: Sandbox): Promise<void> {
+    if (this.checkingPauses.has(sandbox.id)) return;
+    this.checkingPauses.add(sandbox.id);
+    try {
+      // Gone, or stopped: the checkpoint ended. An error says nothing; the next tick asks again.
+      const state = await this.options.runsc.state(sandbox.record.lifecycleID).catch(() => null);
+      const ended = state === undefined || state?.status === "stopped";
+      if (ended && sandbox.state === "running" && sandbox.pauseInterrupted)
+        await this.settleInterruptedPause(sandbox);
+    } finally {
+      this.checkingPauses.delete(sandbox.id);
+    }
+  }
+
+  /**
+   * The runtime of a sandbox adopted mid-pause exited: the earlier process's checkpoint finished
+   * (or failed) without anyone to commit it. Its files are whole (/freeze synced them before the
+   * checkpoint), its memory image is not known to be: paused with the files, as a pause that
+   * lost its runtime is. A resume boots afresh from them.
+   */
+  private async settleInterruptedPause(sandbox: Sandbox): Promise<void> {
+    const r = sandbox.record;
+    const log = this.options.logger.child({ sandboxID: r.sandboxID });
+    sandbox.state = "pausing";
+    sandbox.pauseInterrupted = false;
+    sandbox.clearEnd();
+    try {
+      await removeImage(memoryImagePath(sandbox.dir));
+      r.state = "paused";
+      r.memory = false;
+      await writeRecord(this.options.dataDir, r);
+      await this.releaseRuntime(sandbox, log);
+      sandbox.state = "paused";
+      log.warn("the runtime stopped after a pause an earlier process began; paused with its files");
+      this.emit({ sandboxID: r.sandboxID, type: "paused", reason: "interrupted pause" });
+    } catch (err) {
+      log.error({ err }, "settling an interrupted pause failed; releasing the sandbox");
+      await this.kill(r.sandboxID, "failed", "interrupted pause").catch(() => undefined);
     }
   }
 

@@ -25,6 +25,12 @@ export class Sandbox {
    * pause, but its process must be gone before its writable layer is unmounted and kept.
    */
   stopping?: "build";
+  /**
+   * Adopted by a restart while a pause of the process before was under way: that process's runsc
+   * checkpoint may still be running, and stops the runtime when it ends. If the runtime exits, the
+   * sandbox is paused with its files, not released as crashed.
+   */
+  pauseInterrupted?: boolean;
   private settleStart!: () => void;
   private endTimer: NodeJS.Timeout | undefined;
 
