@@ -148,7 +148,11 @@ for (const backend of backends) {
       await setPausedAt(young!, ago(30));
       await setPausedAt(otherOld!, ago(120));
 
-      const swept = await t.api.sweepPausedSandboxes();
+      // The node's KILLED event reaches the API before the answer: the sweep's reason still wins.
+      t.fake.deleteAnswerDelayMs = 300;
+      const swept = await t.api.sweepPausedSandboxes().finally(() => {
+        t.fake.deleteAnswerDelayMs = 0;
+      });
       assert.ok(swept.expired >= 1);
       await expectError(await t.request(`/sandboxes/${old}`, { key: short.apiKey }), 404);
       assert.equal(t.fake.sandboxes.has(old!), false, "its node dropped it");

@@ -35,6 +35,9 @@ const STOP_REASONS: Partial<Record<SandboxEventType, string>> = {
   [SandboxEventType.FAILED]: "failed",
 };
 
+/** The rows a node's stop event closes: live ones, but those an API kill is closing. */
+const WATCHED_STATES = LIVE_STATES.filter((state) => state !== "killing");
+
 export class NodeWatcher {
   private readonly abort = new AbortController();
   private running: Promise<void> | undefined;
@@ -141,7 +144,15 @@ export class NodeWatcher {
       const reason = STOP_REASONS[event.type];
       if (!reason) return;
       const at = event.time ? timestampDate(event.time) : new Date();
-      await markKilled(this.ctx, event.sandboxId, event.reason ? `${reason}: ${event.reason}` : reason, at);
+      // A row in "killing" is an API kill in flight: it closes the row with its own reason (a
+      // retention sweep's, say) once the node answers; if its process died, the reconcile does.
+      await markKilled(
+        this.ctx,
+        event.sandboxId,
+        event.reason ? `${reason}: ${event.reason}` : reason,
+        at,
+        WATCHED_STATES,
+      );
     } catch (err) {
       this.ctx.logger.error({ err, sandboxID: event.sandboxId }, "could not record a node event");
     }

@@ -78,6 +78,9 @@ export class FakeOrchestrator {
     this.failures.push({ method, error: new ConnectError(message, code) });
   }
 
+  /** How long a delete waits to answer after its KILLED event went out. */
+  deleteAnswerDelayMs = 0;
+
   /** The next call of `method` ("create", "delete", "pause", "resume") waits for `release()`. */
   holdNext(method: Method): Hold {
     let reach!: (sandboxID: string) => void;
@@ -197,6 +200,8 @@ export class FakeOrchestrator {
         clearTimeout(sandbox.timer);
         this.sandboxes.delete(req.sandboxId);
         this.emit({ sandboxId: req.sandboxId, type: SandboxEventType.KILLED, reason: "request" });
+        // A real node's answer can come after its event has reached the API's watcher.
+        if (this.deleteAnswerDelayMs) await new Promise((r) => setTimeout(r, this.deleteAnswerDelayMs));
         return {};
       },
       updateEndTime: (req) => {
