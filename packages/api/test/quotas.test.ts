@@ -169,7 +169,7 @@ for (const backend of backends) {
         .executeTakeFirstOrThrow();
       assert.deepEqual(row, {
         state: "killed",
-        stop_reason: "paused longer than the team's retention (0 days)",
+        stop_reason: "paused longer than the team's retention (1 minute)",
       });
       // Paused 31 days ago under the default: gone too.
       await setPausedAt(otherOld!, ago(31 * 86_400));

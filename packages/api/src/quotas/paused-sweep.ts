@@ -52,8 +52,8 @@ export async function sweepPausedSandboxes(ctx: APIContext, now = new Date()): P
         .returningAll()
         .executeTakeFirst();
       if (!claimed) continue;
-      const days = Math.round((Number(row.retention) / 86_400) * 100) / 100;
-      if (await deleteClaimed(ctx, claimed, `paused longer than the team's retention (${days} days)`))
+      const retention = describeSeconds(Number(row.retention));
+      if (await deleteClaimed(ctx, claimed, `paused longer than the team's retention (${retention})`))
         deleted++;
     }
     result.expired += deleted;
@@ -119,4 +119,19 @@ async function deleteClaimed(ctx: APIContext, claimed: SandboxRow, reason: strin
     );
     return false;
   }
+}
+
+/** A retention in the largest whole unit it is (30 days, 12 hours, 90 seconds). */
+function describeSeconds(seconds: number): string {
+  for (const [unit, size] of [
+    ["day", 86_400],
+    ["hour", 3_600],
+    ["minute", 60],
+  ] as const) {
+    if (seconds >= size && seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${unit}${n === 1 ? "" : "s"}`;
+    }
+  }
+  return `${seconds} second${seconds === 1 ? "" : "s"}`;
 }
