@@ -261,21 +261,6 @@ export function rawHTTPResponse(rendered: RenderedError, method?: string): Buffe
   return method === "HEAD" ? head : Buffer.concat([head, rendered.body]);
 }
 
-/**
- * What Node's parser rejected, as the proxy answers it: its own codes for headers too large and
- * requests too slow, 400 otherwise.
- */
-export function malformedRequest(error: NodeJS.ErrnoException): MalformedRequestError {
-  if (error.code === "HPE_HEADER_OVERFLOW") {
-    return new MalformedRequestError(431, "the request's headers are too large");
-  }
-  if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
-    return new MalformedRequestError(408, "the request did not arrive in time");
-  }
-  const reason = (error as { reason?: string }).reason ?? error.code ?? "unparseable";
-  return new MalformedRequestError(400, `malformed HTTP request: ${reason}`);
-}
-
 function escapeHTML(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -14,14 +14,19 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
-import { type CatalogEntry, createLogger, type Logger, type SandboxCatalog } from "@moat/shared";
+import {
+  type CatalogEntry,
+  clientErrorAnswer,
+  createLogger,
+  type Logger,
+  type SandboxCatalog,
+} from "@moat/shared";
 import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js";
 import {
   InternalProxyError,
   InvalidRouteError,
   MalformedRequestError,
   MetricsUnauthorizedError,
-  malformedRequest,
   ProxyError,
   ReservedPathError,
   rawHTTPResponse,
@@ -400,13 +405,16 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
   // What Node's parser rejects is answered as JSON too (Node's own answer has no body), unless
   // an answer on that connection has already begun.
   server.on("clientError", (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
-    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (error.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+    const answer = clientErrorAnswer(error, socket);
+    if (!answer) {
       socket.destroy();
       return;
     }
-    const method = error.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD " ? "HEAD" : undefined;
-    refuseRaw(socket, malformedRequest(error), method);
+    refuseRaw(
+      socket,
+      new MalformedRequestError(answer.status, answer.message),
+      answer.head ? "HEAD" : undefined,
+    );
   });
   // Without a listener Node drops a CONNECT without a word.
   server.on("connect", (_req: IncomingMessage, socket: Socket) => {

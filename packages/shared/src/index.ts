@@ -1,6 +1,7 @@
 export type { CatalogEntry, SandboxCatalog } from "./catalog.js";
 export { CommandError, type RunOptions, type RunResult, runCommand } from "./exec/run-command.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
+export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";
 export { createLogger, createNoopLogger, type Logger } from "./logger.js";
 export { ENVD_PORT, ENVD_VERSION } from "./version.js";

@@ -6,6 +6,7 @@
 import http, { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, RequestError } from "@hono/node-server";
+import { clientErrorAnswer } from "@moat/shared";
 import type { ErrorBody } from "./errors.js";
 
 type Fetch = Parameters<typeof getRequestListener>[0];
@@ -26,20 +27,12 @@ export function createAPIServer(fetch: Fetch): http.Server {
   });
   const server = http.createServer({ requireHostHeader: false }, listener);
   server.on("clientError", (error: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket) => {
-    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    if (error.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
+    const answer = clientErrorAnswer(error, socket);
+    if (!answer) {
       socket.destroy();
       return;
     }
-    const [status, message] =
-      error.code === "HPE_HEADER_OVERFLOW"
-        ? [431, "the request's headers are too large"]
-        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
-          ? [408, "the request did not arrive in time"]
-          : [
-              400,
-              `malformed HTTP request: ${(error as { reason?: string }).reason ?? error.code ?? "unparseable"}`,
-            ];
+    const { status, message } = answer;
     const body = Buffer.from(JSON.stringify({ code: status, message } satisfies ErrorBody));
     const head = [
       `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
@@ -49,9 +42,7 @@ export function createAPIServer(fetch: Fetch): http.Server {
       "",
       "",
     ].join("\r\n");
-    // The answer to a HEAD has no body: the client would read it as the start of the next answer.
-    const isHead = error.rawPacket?.subarray(0, 5).toString("latin1") === "HEAD ";
-    socket.end(isHead ? head : Buffer.concat([Buffer.from(head), body]));
+    socket.end(answer.head ? head : Buffer.concat([Buffer.from(head), body]));
     socket.destroySoon();
   });
   return server;

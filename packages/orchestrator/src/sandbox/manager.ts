@@ -980,11 +980,7 @@ export class SandboxManager {
         "pause failed after the runtime stopped; paused with what was saved",
       );
     }
-    r.state = "paused";
-    r.memory = memory && saved;
-    await writeRecord(options.dataDir, r);
-    await this.releaseRuntime(sandbox, log);
-    sandbox.state = "paused";
+    await this.settlePaused(sandbox, memory && saved, log);
     timer.lap("release");
     log.info({ memory: r.memory, reason, ...timer.done() }, "sandbox paused");
     this.emit({ sandboxID: r.sandboxID, type: "paused", reason });
@@ -1031,6 +1027,15 @@ export class SandboxManager {
   }
 
   /** Releases the slot, network, mount and container of the current run (pause, failed resume). */
+  /** Records the sandbox paused (with its memory image or only its files) and releases its runtime. */
+  private async settlePaused(sandbox: Sandbox, memory: boolean, log: Logger): Promise<void> {
+    sandbox.record.state = "paused";
+    sandbox.record.memory = memory;
+    await writeRecord(this.options.dataDir, sandbox.record);
+    await this.releaseRuntime(sandbox, log);
+    sandbox.state = "paused";
+  }
+
   private async releaseRuntime(sandbox: Sandbox, log: Logger): Promise<void> {
     try {
       await sandbox.runtime.run();
@@ -1190,11 +1195,7 @@ export class SandboxManager {
     sandbox.clearEnd();
     try {
       await removeImage(memoryImagePath(sandbox.dir));
-      r.state = "paused";
-      r.memory = false;
-      await writeRecord(this.options.dataDir, r);
-      await this.releaseRuntime(sandbox, log);
-      sandbox.state = "paused";
+      await this.settlePaused(sandbox, false, log);
       log.warn("the runtime stopped after a pause an earlier process began; paused with its files");
       this.emit({ sandboxID: r.sandboxID, type: "paused", reason: "interrupted pause" });
     } catch (err) {
