@@ -8,6 +8,7 @@
  * and nothing half-made is left under templates/.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
@@ -287,15 +288,19 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
 });
 
 /** Waits for a runsc command (`run`, `checkpoint`, …) on the data directory's containers; its pid. */
+/**
+ * The pid of a runsc `command` of this data directory, as soon as one runs. pgrep scans /proc in
+ * one go: a scan in Node, a file read per process, can take longer on a busy host than a small
+ * sandbox's whole checkpoint.
+ */
 async function runscCommand(dataDir: string, command: string): Promise<number> {
+  const pattern = `--root ${path.join(dataDir, "runsc")} .* ${command} `;
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    for (const pid of await readdir("/proc")) {
-      if (!/^\d+$/.test(pid)) continue;
-      const argv = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
-      if (argv.includes(path.join(dataDir, "runsc")) && argv.includes(command)) return Number(pid);
-    }
-    await new Promise((r) => setTimeout(r, 5));
+    const found = spawnSync("pgrep", ["-n", "-f", "--", pattern], { encoding: "utf8" });
+    const pid = Number.parseInt(found.stdout, 10);
+    if (found.status === 0 && pid > 0) return pid;
+    await new Promise((r) => setTimeout(r, 2));
   }
   throw new Error(`no runsc ${command} ran`);
 }
