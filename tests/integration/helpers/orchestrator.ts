@@ -64,12 +64,35 @@ export function nodeTransport(port: number, token: string): Transport {
 }
 
 /** A free TCP port on loopback (closed again before it is returned). */
+/** Ports handed out by this test process, so that two calls never return the same one. */
+const handedOut = new Set<number>();
+
+/**
+ * A port nothing listens on, for a server the test starts later. It is taken below the kernel's
+ * ephemeral range: a port from `listen(0)` is in that range, and in the seconds before the server
+ * binds it, an outgoing connection of any process (or a second `listen(0)`) can take it.
+ */
 export async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
+  const [low] = (await readFile("/proc/sys/net/ipv4/ip_local_port_range", "utf8"))
+    .trim()
+    .split(/\s+/)
+    .map(Number);
+  const top = Math.min(low ?? 32768, 65536);
+  const bottom = Math.max(1024, top - 12000);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = bottom + Math.floor(Math.random() * (top - bottom));
+    if (handedOut.has(port)) continue;
+    const server = net.createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise((r) => server.close(r));
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error("no free port below the ephemeral range after 200 tries");
 }
 
 export async function startOrchestrator(
