@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Assembles packages/envd/dist/sandbox/, the one host directory every sandbox mounts (read-only, at
 // /opt/moat/envd): envd bundled into one ESM file (envd.mjs), the sudo stand-in (sudo.mjs and its
-// shell wrapper) and the native modules envd loads when first needed (node-pty, @napi-rs/xattr),
+// shell wrapper), the code interpreter's server (code-interpreter.mjs) and the native modules envd loads when first needed (node-pty, @napi-rs/xattr),
 // with only their runtime files. Nothing else of the checkout (.git, .env, node_modules, a data
 // directory) is visible to sandboxes. Built beside and renamed into place, so a sandbox starting
 // meanwhile mounts the old directory or the new one, never half of one.
@@ -24,6 +24,8 @@ try {
     "envd.mjs": "packages/envd/dist/bin.js",
     // sudo for sandboxes, which cannot use setuid under gVisor.
     "sudo.mjs": "packages/envd/dist/sudo/bin.js",
+    // The code interpreter's server and supervisor (the code-interpreter template's start command).
+    "code-interpreter.mjs": "packages/code-interpreter/dist/bin.js",
   };
   for (const [out, entry] of Object.entries(entries)) {
     await build({
@@ -33,7 +35,8 @@ try {
       platform: "node",
       format: "esm",
       target: "node20",
-      external,
+      // ws loads these optional native helpers when present and does without them otherwise.
+      external: [...external, "bufferutil", "utf-8-validate"],
       // Bundled CommonJS dependencies call require(); give the ESM bundle one.
       banner: {
         js: "import { createRequire as __moatRequire } from 'node:module'; const require = __moatRequire(import.meta.url);",

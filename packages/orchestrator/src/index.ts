@@ -42,6 +42,13 @@ export {
   type TemplateProgress,
 } from "./template/base-template.js";
 export {
+  BUILTIN_TEAM,
+  type BuiltinTemplateResult,
+  CODE_INTERPRETER_DEFINITION,
+  CODE_INTERPRETER_PACKAGES,
+  codeInterpreterBuildID,
+} from "./template/code-interpreter.js";
+export {
   applyLayers,
   DEFAULT_IMAGE_MAX_BYTES,
   type ImageConfig,

@@ -22,6 +22,7 @@ import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
 import { TemplateBuilder } from "./template/build/builder.js";
+import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import type { TemplateStore } from "./template/store.js";
 
@@ -78,6 +79,12 @@ export interface Orchestrator {
   /** What every RPC must carry as `authorization: Bearer <token>` (kept in <data-dir>/node-token). */
   readonly nodeToken: string;
   readonly manager: SandboxManager;
+  /**
+   * Builds the code-interpreter template when its current definition is not built yet (progress
+   * through `onProgress`), makes creates of `code-interpreter-v1` use it, and prepares its
+   * snapshot and warm pool in the background.
+   */
+  ensureCodeInterpreter(onProgress?: (message: string) => void): Promise<BuiltinTemplateResult>;
   /** Stops serving; running sandboxes stay up for the next orchestrator to adopt. */
   close(): Promise<void>;
 }
@@ -230,6 +237,22 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     port,
     nodeToken,
     manager,
+    async ensureCodeInterpreter(onProgress) {
+      const result = await ensureCodeInterpreterTemplate({
+        builder,
+        store: options.templates,
+        manager,
+        logger,
+        onProgress,
+      });
+      const { templateID } = result;
+      manager.prepareTemplate(templateID).then(
+        (snapshot) => logger.info({ templateID, snapshot: snapshot?.image }, "template prepared"),
+        (err: unknown) =>
+          logger.error({ err, templateID }, "preparing the template snapshot failed; cold starts"),
+      );
+      return result;
+    },
     async close() {
       await manager.close();
       await new Promise<void>((resolve) => {

@@ -4,4 +4,11 @@ export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile }
 export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";
 export { createLogger, createNoopLogger, type Logger } from "./logger.js";
+export {
+  BUILTIN_TEMPLATES,
+  type BuiltinTemplate,
+  CODE_INTERPRETER_PORT,
+  CODE_INTERPRETER_TEMPLATE,
+  findBuiltinTemplate,
+} from "./templates.js";
 export { ENVD_PORT, ENVD_VERSION } from "./version.js";

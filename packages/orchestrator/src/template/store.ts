@@ -66,6 +66,8 @@ const BUILD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export class TemplateStore implements TemplateResolver {
   private readonly cache = new Map<string, TemplateBuild>();
+  /** Built-in templates (template id → the build creates naming only the template get). */
+  private readonly builtins = new Map<string, string>();
 
   /** `baseRootfs`: the built base template's rootfs (ensureBaseTemplate). */
   constructor(
@@ -86,7 +88,19 @@ export class TemplateStore implements TemplateResolver {
     };
   }
 
+  /** Makes creates that name `templateID` and no build get `buildID` (template/code-interpreter.ts). */
+  registerBuiltin(templateID: string, buildID: string): void {
+    this.builtins.set(templateID, buildID);
+  }
+
+  /** The build a built-in template's creates get, when it is built on this node. */
+  builtinBuildID(templateID: string): string | undefined {
+    return this.builtins.get(templateID);
+  }
+
   resolve(templateID: string, buildID?: string): TemplateBuild | undefined {
+    const builtin = !buildID ? this.builtins.get(templateID) : undefined;
+    if (builtin) return this.readBuild(builtin);
     if (!buildID || buildID === BASE_BUILD_KEY) return templateID === "base" ? this.base : undefined;
     const build = this.readBuild(buildID);
     return build && build.templateID === templateID ? build : undefined;

@@ -1,0 +1,35 @@
+/**
+ * The code interpreter's entry, bundled into envd's sandbox directory (code-interpreter.mjs):
+ * `supervise` (the template's start command) keeps the Jupyter server and `serve` running;
+ * `serve` is the server on port 49999.
+ */
+
+import { startServer } from "./server.js";
+import { supervise } from "./supervisor.js";
+
+const PORT = Number(process.env.MOAT_CODE_INTERPRETER_PORT || 49999);
+const JUPYTER_PORT = Number(process.env.MOAT_JUPYTER_PORT || 8888);
+const ENVD_URL = process.env.MOAT_ENVD_URL || "http://127.0.0.1:49983";
+
+const log = (role: string) => (message: string) =>
+  process.stderr.write(`${new Date().toISOString()} code-interpreter ${role}: ${message}\n`);
+
+const command = process.argv[2] ?? "serve";
+if (command === "supervise") {
+  supervise({
+    jupyterPort: JUPYTER_PORT,
+    serverArgv: [process.execPath, process.argv[1]!, "serve"],
+    log: log("supervisor"),
+  });
+} else if (command === "serve") {
+  await startServer({
+    port: PORT,
+    host: "0.0.0.0",
+    jupyterURL: `http://127.0.0.1:${JUPYTER_PORT}`,
+    envdURL: ENVD_URL,
+    log: log("server"),
+  });
+} else {
+  process.stderr.write(`usage: code-interpreter.mjs [serve|supervise]\n`);
+  process.exit(2);
+}

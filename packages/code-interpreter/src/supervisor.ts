@@ -1,0 +1,60 @@
+/**
+ * What a code-interpreter sandbox's start command runs: the Jupyter server (loopback only) and the
+ * code-interpreter server, each restarted within a second or two when it dies. The Jupyter server
+ * runs in a process group of its own, so its kernels go with it instead of lingering as orphans.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+
+export interface SupervisorOptions {
+  jupyterPort: number;
+  /** The code-interpreter server: this program with `serve`. */
+  serverArgv: string[];
+  log(message: string): void;
+}
+
+export function supervise(options: SupervisorOptions): void {
+  const jupyter = [
+    "python3",
+    "-m",
+    "jupyter_server",
+    "--no-browser",
+    "--ip=127.0.0.1",
+    `--port=${options.jupyterPort}`,
+    "--port-retries=0",
+    "--ServerApp.token=",
+    "--ServerApp.password=",
+    "--ServerApp.disable_check_xsrf=True",
+    "--ServerApp.root_dir=/",
+    // Kernels that finish a long execution while nobody listens keep their output to themselves.
+    "--MappingKernelManager.buffer_offline_messages=False",
+  ];
+  keep("jupyter", jupyter, options, true);
+  keep("server", options.serverArgv, options, false);
+}
+
+function keep(name: string, argv: string[], options: SupervisorOptions, group: boolean): void {
+  let failures = 0;
+  const start = () => {
+    const started = Date.now();
+    const child: ChildProcess = spawn(argv[0]!, argv.slice(1), {
+      stdio: ["ignore", "inherit", "inherit"],
+      detached: group,
+      // Quiets debugpy's warning on every kernel start (Debian's Python uses frozen modules).
+      env: { ...process.env, PYDEVD_DISABLE_FILE_VALIDATION: "1" },
+    });
+    options.log(`${name} started (pid ${child.pid})`);
+    child.once("error", (err) => options.log(`${name} could not start: ${err.message}`));
+    child.once("exit", (code, signal) => {
+      if (group && child.pid) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {}
+      }
+      failures = Date.now() - started > 30_000 ? 0 : failures + 1;
+      const delay = Math.min(500 * 2 ** Math.min(failures, 4), 5_000);
+      options.log(`${name} exited (${signal ?? code}); restarting in ${delay} ms`);
+      setTimeout(start, delay);
+    });
+  };
+  start();
+}
