@@ -84,7 +84,10 @@ export interface Orchestrator {
    * through `onProgress`), makes creates of `code-interpreter-v1` use it, and prepares its
    * snapshot and warm pool in the background.
    */
-  ensureCodeInterpreter(onProgress?: (message: string) => void): Promise<BuiltinTemplateResult>;
+  ensureCodeInterpreter(
+    onProgress?: (message: string) => void,
+    opts?: { prepare?: boolean },
+  ): Promise<BuiltinTemplateResult>;
   /** Stops serving; running sandboxes stay up for the next orchestrator to adopt. */
   close(): Promise<void>;
 }
@@ -237,7 +240,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     port,
     nodeToken,
     manager,
-    async ensureCodeInterpreter(onProgress) {
+    async ensureCodeInterpreter(onProgress, opts = {}) {
       const result = await ensureCodeInterpreterTemplate({
         builder,
         store: options.templates,
@@ -246,6 +249,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
         onProgress,
       });
       const { templateID } = result;
+      if (opts.prepare === false) return result;
       manager.prepareTemplate(templateID).then(
         (snapshot) => logger.info({ templateID, snapshot: snapshot?.image }, "template prepared"),
         (err: unknown) =>

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, makeDataDir, readNodeToken, removeDataDir } from "./orchestrator.js";
+import { CACHE_DIR, freePort, makeDataDir, readNodeToken, removeDataDir } from "./orchestrator.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
@@ -32,11 +32,14 @@ export interface RunningMoat {
 
 /**
  * `env` reaches the moat process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …);
- * `openFiles` sets its open-file limit (soft and hard).
+ * `openFiles` sets its open-file limit (soft and hard). `codeInterpreter`: with the
+ * code-interpreter template (built into the cache by `moat setup` first when it is not there);
+ * without it, moat leaves the template out.
  */
 export async function startMoat(
-  options: { env?: Record<string, string>; openFiles?: number } = {},
+  options: { env?: Record<string, string>; openFiles?: number; codeInterpreter?: boolean } = {},
 ): Promise<RunningMoat> {
+  if (options.codeInterpreter) await setupCache();
   const dataDir = await makeDataDir();
   const ports = { api: await freePort(), proxy: await freePort(), orchestrator: await freePort() };
   let output = "";
@@ -61,7 +64,14 @@ export async function startMoat(
     const child = spawn(limited[0]!, limited.slice(1), {
       stdio: ["ignore", "pipe", "pipe"],
       // No warm pool unless asked: its sandboxes would be in every leak check's picture.
-      env: { ...process.env, MOAT_LOG_LEVEL: "info", MOAT_POOL_SIZE: "0", ...options.env, ...extraEnv },
+      env: {
+        ...process.env,
+        MOAT_LOG_LEVEL: "info",
+        MOAT_POOL_SIZE: "0",
+        MOAT_CODE_INTERPRETER: options.codeInterpreter ? "on" : "off",
+        ...options.env,
+        ...extraEnv,
+      },
     });
     const collect = (chunk: Buffer) => {
       output += chunk.toString();
@@ -115,6 +125,15 @@ export async function startMoat(
     },
   };
   return handle;
+}
+
+/** `moat setup` on the cache: quick when its templates are built, minutes the first time. */
+async function setupCache(): Promise<void> {
+  const child = spawn(process.execPath, [moatBin, "setup", "--data-dir", CACHE_DIR], {
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const [code] = (await once(child, "exit")) as [number | null];
+  if (code !== 0) throw new Error(`moat setup --data-dir ${CACHE_DIR} failed (${code})`);
 }
 
 /** Points the SDK (through its environment variables) at a running moat. */

@@ -14,7 +14,14 @@ import { fileURLToPath } from "node:url";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { listLinks, listNamespaces, loopDevicesUnder, mountsUnder, nodeTokenPath } from "@moat/orchestrator";
+import {
+  BUILTIN_TEAM,
+  listLinks,
+  listNamespaces,
+  loopDevicesUnder,
+  mountsUnder,
+  nodeTokenPath,
+} from "@moat/orchestrator";
 import { runCommand } from "@moat/shared";
 import { type SandboxInfo, SandboxService } from "@moat/shared/gen/orchestrator";
 import { Sandbox } from "e2b";
@@ -42,7 +49,33 @@ export async function makeDataDir(): Promise<string> {
   await mkdir(path.join(dataDir, "templates"), { recursive: true });
   await symlink(path.join(CACHE_DIR, "runtime"), path.join(dataDir, "runtime"));
   await symlink(path.join(CACHE_DIR, "templates", "base"), path.join(dataDir, "templates", "base"));
+  await linkBuiltinTemplates(dataDir);
   return dataDir;
+}
+
+/**
+ * Links the built-in templates' builds (the code-interpreter template, which `moat setup` builds
+ * into the cache) and their layers into `dataDir`, so a test's moat finds them instead of
+ * building them again.
+ */
+async function linkBuiltinTemplates(dataDir: string): Promise<void> {
+  const builds = path.join(CACHE_DIR, "templates", "builds");
+  for (const buildID of await readdir(builds).catch(() => [] as string[])) {
+    let manifest: { teamID?: string; layers?: string[] };
+    try {
+      manifest = JSON.parse(await readFile(path.join(builds, buildID, "build.json"), "utf8"));
+    } catch {
+      continue;
+    }
+    if (manifest.teamID !== BUILTIN_TEAM) continue;
+    await mkdir(path.join(dataDir, "templates", "builds"), { recursive: true });
+    await mkdir(path.join(dataDir, "templates", "layers"), { recursive: true });
+    await symlink(path.join(builds, buildID), path.join(dataDir, "templates", "builds", buildID));
+    for (const key of manifest.layers ?? []) {
+      const link = path.join(dataDir, "templates", "layers", key);
+      await symlink(path.join(CACHE_DIR, "templates", "layers", key), link).catch(() => undefined);
+    }
+  }
 }
 
 /** The node token an orchestrator keeps in its data directory (made on its first start). */

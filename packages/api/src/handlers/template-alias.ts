@@ -5,6 +5,7 @@
  * another team's private templates have. `base` is the base template.
  */
 import { createRoute, z } from "@hono/zod-openapi";
+import { findBuiltinTemplate } from "@moat/shared";
 import type { APIContext } from "../context.js";
 import { TemplateNotFoundError } from "../errors.js";
 import type { App } from "../http/env.js";
@@ -44,6 +45,9 @@ export function registerTemplateAlias(app: App, ctx: APIContext): void {
     if (ref.namespace === undefined && ref.name === BASE_TEMPLATE && ref.tag === undefined) {
       return c.json({ templateID: BASE_TEMPLATE, public: true }, 200);
     }
+    const builtin =
+      ref.namespace === undefined && ref.tag === undefined ? findBuiltinTemplate(ref.name) : undefined;
+    if (builtin) return c.json({ templateID: builtin.templateID, public: true }, 200);
     const template = await lookupTemplate(ctx.db, team, ref);
     if (!template || !usableBy(team, template)) throw new TemplateNotFoundError(alias);
     if (ref.tag !== undefined && !(await readyBuildOf(ctx.db, template, ref.tag))) {

@@ -1,8 +1,10 @@
 /**
  * The templates sandboxes are created from: the base template every node has (Debian with envd,
- * built by `moat setup`, id and name `base`), and the builds of the teams' own templates
+ * built by `moat setup`, id and name `base`), the built-in templates every node builds from it
+ * (`code-interpreter-v1`, alias `code-interpreter`), and the builds of the teams' own templates
  * (template/), which start on the node that built them.
  */
+import { findBuiltinTemplate } from "@moat/shared";
 import type { DB } from "../db/database.js";
 import type { TeamRow } from "../db/schema.js";
 import { resolveTemplateBuild } from "../template/resolve.js";
@@ -36,7 +38,7 @@ const BASE: Omit<Template, "diskSizeMB"> = {
 };
 
 /**
- * Resolves what a create names: `base` (optionally `base:default`), or a team's template by id,
+ * Resolves what a create names: `base` (optionally `base:default`), a built-in template, or a team's template by id,
  * name, `name:tag` or `team/name` (template/resolve.ts): its resources are those of the build.
  * `diskSizeMB`: the deployment's, for the base template and builds made before disk sizes.
  */
@@ -47,6 +49,18 @@ export async function resolveTemplate(
   diskSizeMB: number,
 ): Promise<Template> {
   if (reference === "base" || reference === "base:default") return { ...BASE, diskSizeMB };
+  // Built on every node (`code-interpreter-v1`); the node picks its current build.
+  const builtin = findBuiltinTemplate(reference);
+  if (builtin) {
+    return {
+      ...BASE,
+      templateID: builtin.templateID,
+      alias: builtin.templateID,
+      cpuCount: builtin.vcpu,
+      memoryMB: builtin.memoryMB,
+      diskSizeMB,
+    };
+  }
   const { template, build } = await resolveTemplateBuild(db, team, reference);
   return {
     templateID: template.template_id,

@@ -5,6 +5,7 @@
  * build (they name it once it is ready; `default` always names the latest ready build).
  */
 import { randomUUID } from "node:crypto";
+import { findBuiltinTemplate } from "@moat/shared";
 import type { APIContext } from "../context.js";
 import type { TeamRow } from "../db/schema.js";
 import { insertBuild, supersedeUnstartedBuilds } from "../db/template-builds.js";
@@ -64,6 +65,9 @@ export async function requestBuild(
   }
   if (ref.name === BASE_TEMPLATE) {
     throw new InvalidRequestError(`${field}: '${BASE_TEMPLATE}' is reserved for the base template`);
+  }
+  if (findBuiltinTemplate(ref.name)) {
+    throw new InvalidRequestError(`${field}: '${ref.name}' is reserved for a template every moat node has`);
   }
   const tags = validateTags([...(ref.tag !== undefined ? [ref.tag] : []), ...(body.tags ?? [])]).filter(
     (tag) => tag !== DEFAULT_TAG,

@@ -1,20 +1,31 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import {
+  type BaseTemplate,
+  codeInterpreterBuildID,
   defaultDataDir,
   ensureBaseTemplate,
   ensureRunsc,
+  HostLockedError,
+  type RunscInstall,
   SetupError,
+  startOrchestrator,
   type TemplateProgress,
+  TemplateStore,
 } from "@moat/orchestrator";
-import { createLogger, makeDataDirPrivate } from "@moat/shared";
+import { createLogger, type Logger, makeDataDirPrivate } from "@moat/shared";
 import { Command } from "commander";
 
 /**
- * `moat setup`: installs what sandboxes need under the data dir (runsc, the base template). Quick
- * when already done; `.ci/run` and `moat up` call it. Progress goes to stderr, the outcome to stdout.
+ * `moat setup`: installs what sandboxes need under the data dir (runsc, the base template, the
+ * code-interpreter template). Quick when already done; `npm test` and `moat up` call it. Progress
+ * goes to stderr, the outcome to stdout. `MOAT_CODE_INTERPRETER=off` leaves the code-interpreter
+ * template out.
  */
 export function setupCommand(): Command {
   return new Command("setup")
-    .description("install runsc and build the base template (cached; about a minute the first time)")
+    .description(
+      "install runsc and build the base and code-interpreter templates (cached; minutes the first time)",
+    )
     .option("--data-dir <dir>", "moat's data directory (default: $MOAT_DATA_DIR or /var/lib/moat)")
     .action(async (opts: { dataDir?: string }) => {
       const dataDir = opts.dataDir ?? defaultDataDir();
@@ -45,6 +56,13 @@ export function setupCommand(): Command {
         process.stdout.write(
           `base template ${template.hash} ${how}: ${template.rootfs} [${seconds(started)}]\n`,
         );
+        if (process.env.MOAT_CODE_INTERPRETER !== "off") {
+          started = performance.now();
+          const ci = await ensureCodeInterpreter(dataDir, runsc, template, logger, (m) =>
+            status.line(`code-interpreter: ${m}`),
+          );
+          process.stdout.write(`code-interpreter template ${ci.buildID} ${ci.how} [${seconds(started)}]\n`);
+        }
       } catch (err) {
         status.done();
         process.stderr.write(`moat setup failed: ${err instanceof Error ? err.message : String(err)}\n`);
@@ -53,6 +71,50 @@ export function setupCommand(): Command {
         process.exitCode = 1;
       }
     });
+}
+
+/**
+ * The code-interpreter template is built by the template builder, in build sandboxes: that takes
+ * an orchestrator, and one orchestrator per host (the host lock), so a build waits for a running
+ * one to stop. A build already there needs neither.
+ */
+async function ensureCodeInterpreter(
+  dataDir: string,
+  runsc: RunscInstall,
+  base: BaseTemplate,
+  logger: Logger,
+  say: (message: string) => void,
+): Promise<{ buildID: string; how: string }> {
+  const templates = new TemplateStore(dataDir, base.rootfs);
+  const buildID = codeInterpreterBuildID(base.rootfs);
+  if (templates.readBuild(buildID)) return { buildID, how: "reused" };
+  for (let waited = 0; ; waited++) {
+    try {
+      const orchestrator = await startOrchestrator({
+        dataDir,
+        port: 0,
+        host: "127.0.0.1",
+        logger,
+        runscBinary: runsc.path,
+        platform: runsc.platform,
+        templates,
+        poolSize: 0,
+        networkPoolSize: 0,
+        prepareTemplates: [],
+      });
+      try {
+        const result = await orchestrator.ensureCodeInterpreter(say, { prepare: false });
+        return { buildID: result.buildID, how: result.reused ? "reused" : "built" };
+      } finally {
+        await orchestrator.close();
+      }
+    } catch (err) {
+      if (!(err instanceof HostLockedError)) throw err;
+      if (waited % 30 === 0)
+        say(`waiting for the orchestrator running on this host (pid ${err.pid}) to stop`);
+      await sleep(2_000);
+    }
+  }
 }
 
 function seconds(since: number): string {

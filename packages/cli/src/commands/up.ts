@@ -1,6 +1,6 @@
 /**
  * `moat up`: the whole platform on one box. First run checks prerequisites and builds what is
- * missing (runsc, the base template) with progress; then the orchestrator, the API and the client
+ * missing (runsc, the base template, the code-interpreter template) with progress; then the orchestrator, the API and the client
  * proxy start in this process, a default team and API key exist, and the three lines an E2B SDK
  * user needs are printed and written to <data-dir>/.env. Ctrl-C stops everything and kills the
  * sandboxes; teams, keys and templates stay for the next `moat up`.
@@ -95,6 +95,20 @@ async function up(opts: UpOptions): Promise<void> {
     poolSize: opts.poolSize,
     egressAllow,
   });
+  // The code-interpreter template (`@e2b/code-interpreter`'s default): built here on the first
+  // start, a few minutes; a failure leaves the rest of moat up and creates of it failing.
+  if (process.env.MOAT_CODE_INTERPRETER !== "off") {
+    progress("checking the code-interpreter template (the first build takes a few minutes)");
+    try {
+      const ci = await orchestrator.ensureCodeInterpreter((m) => progress(`[code-interpreter] ${m}`));
+      progress(`code-interpreter template ${ci.buildID} ${ci.reused ? "reused" : "built"}`);
+    } catch (err) {
+      progress(
+        `building the code-interpreter template failed: ${err instanceof Error ? err.message : String(err)}; ` +
+          "creates of code-interpreter-v1 fail until a later moat up or moat setup builds it",
+      );
+    }
+  }
   const envFile = path.join(opts.dataDir, ".env");
   const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
   // The operator's token for admin routes (POST /admin/teams), kept across restarts.

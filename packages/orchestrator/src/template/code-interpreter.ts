@@ -7,6 +7,7 @@
  * taken with the server answering /health, i.e. with the default python kernel started.
  */
 import { createHash } from "node:crypto";
+import { lstat } from "node:fs/promises";
 import { CODE_INTERPRETER_PORT, CODE_INTERPRETER_TEMPLATE, type Logger } from "@moat/shared";
 import type { SandboxManager } from "../sandbox/manager.js";
 import type { BuildLog, TemplateBuilder } from "./build/builder.js";
@@ -134,6 +135,8 @@ export async function ensureCodeInterpreterTemplate(
   // Builds of earlier definitions: their snapshots go now, their layers once no sandbox is on them.
   for (const old of store.manifests()) {
     if (old.templateID !== templateID || old.buildID === buildID || old.teamID !== BUILTIN_TEAM) continue;
+    // Shared from another data dir (tests link the machine's cache): not this one's to remove.
+    if ((await lstat(store.buildDir(old.buildID))).isSymbolicLink()) continue;
     await manager.forgetBuild(old.buildID);
     await store.deleteBuild(old.buildID);
     await builder.pruneLayers(old.layers);
