@@ -45,6 +45,12 @@ try {
     });
   }
   await copyFile(path.join(root, "packages/envd/bin/sudo"), path.join(temp, "sudo"));
+  // What code-interpreter.mjs loads into python kernels (display formatters for charts and data).
+  await mkdir(path.join(temp, "code-interpreter"));
+  await copyFile(
+    path.join(root, "packages/code-interpreter/python/moat_display.py"),
+    path.join(temp, "code-interpreter/moat_display.py"),
+  );
   await chmod(path.join(temp, "sudo"), 0o755);
 
   // node-pty: its JavaScript (tests and source maps left out) and the addon, compiled or prebuilt.

@@ -4,6 +4,7 @@
  * `serve` is the server on port 49999.
  */
 
+import path from "node:path";
 import { startServer } from "./server.js";
 import { supervise } from "./supervisor.js";
 
@@ -27,6 +28,8 @@ if (command === "supervise") {
     host: "0.0.0.0",
     jupyterURL: `http://127.0.0.1:${JUPYTER_PORT}`,
     envdURL: ENVD_URL,
+    // Beside this bundle (scripts/bundle-envd.js copies python/ there).
+    supportDir: path.join(path.dirname(process.argv[1]!), "code-interpreter"),
     log: log("server"),
   });
 } else {

@@ -69,7 +69,11 @@ export class Contexts {
   private readonly defaults = new Map<string, Promise<Context>>();
   private kernels?: Set<string>;
 
-  constructor(private readonly jupyter: Jupyter) {}
+  /** `supportDir`: where moat's kernel-side files are (moat_display.py). */
+  constructor(
+    private readonly jupyter: Jupyter,
+    private readonly supportDir: string,
+  ) {}
 
   /** Adopts the contexts the Jupyter server already has (a restarted server), then python's default. */
   async start(): Promise<void> {
@@ -122,7 +126,14 @@ export class Contexts {
     await this.jupyter.restartKernel(context.id);
     context.channel.close();
     context.envsLoaded = false;
+    await this.setup(context);
+  }
+
+  /** A new (or restarted) kernel: its cwd, and moat's display formatters. */
+  private async setup(context: Context): Promise<void> {
     await context.silent(context.language.chdir(context.cwd));
+    const setup = context.language.setup?.(this.supportDir);
+    if (setup) await context.silent(setup);
   }
 
   async interrupt(context: Context): Promise<void> {
@@ -171,7 +182,7 @@ export class Contexts {
       this.jupyter.channel(session.kernel.id),
     );
     try {
-      await context.silent(language.chdir(cwd));
+      await this.setup(context);
     } catch (err) {
       context.channel.close();
       await this.jupyter.deleteSession(session.id).catch(() => undefined);

@@ -14,6 +14,8 @@ export interface Language {
   /** Sets `vars` for one execution, keeping the values they replace for `restoreEnv`. */
   pushEnv(vars: Record<string, string>): string;
   restoreEnv(): string;
+  /** What a new kernel runs first: moat's display formatters from `dir` (python). */
+  setup?(dir: string): string;
 }
 
 const json = (value: unknown) => JSON.stringify(value);
@@ -32,6 +34,9 @@ const python: Language = {
     'for __moat_k, __moat_v in globals().pop("__moat_saved_env", {}).items():\n' +
     "    (__moat_os.environ.pop(__moat_k, None) if __moat_v is None else __moat_os.environ.__setitem__(__moat_k, __moat_v))\n" +
     "del __moat_os",
+  setup: (dir) =>
+    `import sys as __moat_sys; __moat_sys.path.insert(0, ${json(dir)}); import moat_display as __moat_display; ` +
+    "__moat_display.install(); __moat_sys.path.remove(__moat_sys.path[0]); del __moat_sys, __moat_display",
 };
 
 const javascript: Language = {

@@ -17,6 +17,8 @@ export interface ServerOptions {
   host: string;
   jupyterURL: string;
   envdURL: string;
+  /** moat's kernel-side files (moat_display.py). */
+  supportDir: string;
   log(message: string): void;
 }
 
@@ -33,7 +35,7 @@ export interface CodeInterpreterServer {
 
 export async function startServer(options: ServerOptions): Promise<CodeInterpreterServer> {
   const jupyter = new Jupyter(options.jupyterURL);
-  const contexts = new Contexts(jupyter);
+  const contexts = new Contexts(jupyter, options.supportDir);
   let ready = false;
 
   const starting = (async () => {

@@ -110,6 +110,75 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
     assert.equal(html.results[0]?.html, "<b>hi</b>");
   });
 
+  test("charts: matplotlib figures come with E2B's structured chart of each kind", async () => {
+    const chartOf = async (code: string) => {
+      const ex = await sbx.runCode(`import matplotlib.pyplot as plt\n${code}\nplt.show()`);
+      assert.equal(ex.error, undefined, ex.error?.traceback);
+      const result = ex.results.find((r) => r.chart);
+      assert.ok(result?.png, "the PNG as well");
+      return result!.chart as unknown as Record<string, unknown> & { elements: Record<string, unknown>[] };
+    };
+    const line = await chartOf(
+      "plt.plot([1, 2, 3], [4, 5, 6], label='a')\nplt.xlabel('Time (s)')\nplt.title('line')",
+    );
+    assert.equal(line.type, "line");
+    assert.equal(line.title, "line");
+    assert.equal(line.x_unit, "s");
+    assert.deepEqual(line.elements, [
+      {
+        label: "a",
+        points: [
+          [1, 4],
+          [2, 5],
+          [3, 6],
+        ],
+      },
+    ]);
+    const scatter = await chartOf("plt.scatter([1, 2], [3, 4], label='s')");
+    assert.equal(scatter.type, "scatter");
+    assert.deepEqual(scatter.elements[0]?.points, [
+      [1, 3],
+      [2, 4],
+    ]);
+    const bar = await chartOf("plt.bar(['x', 'y'], [1, 2], label='g')");
+    assert.equal(bar.type, "bar");
+    assert.deepEqual(bar.elements, [
+      { label: "x", value: "1", group: "g" },
+      { label: "y", value: "2", group: "g" },
+    ]);
+    const pie = await chartOf("plt.pie([1, 1], labels=['a', 'b'])");
+    assert.equal(pie.type, "pie");
+    assert.deepEqual(
+      pie.elements.map((e) => [e.label, Math.round(e.angle as number)]),
+      [
+        ["a", 180],
+        ["b", 180],
+      ],
+    );
+    const box = await chartOf("plt.boxplot([[1, 2, 3, 4, 5, 20]], labels=['A'])");
+    assert.equal(box.type, "box_and_whisker");
+    assert.deepEqual(box.elements[0], {
+      label: "A",
+      min: 1,
+      first_quartile: 2.25,
+      median: 3.5,
+      third_quartile: 4.75,
+      max: 5,
+      outliers: [20],
+    });
+    const superchart = await chartOf(
+      "fig, (a, b) = plt.subplots(1, 2)\na.plot([1, 2], [2, 1])\nb.bar(['x'], [3])\nfig.suptitle('both')",
+    );
+    assert.equal(superchart.type, "superchart");
+    assert.equal(superchart.title, "both");
+    assert.deepEqual(
+      superchart.elements.map((e) => e.type),
+      ["line", "bar"],
+    );
+    const frame = await sbx.runCode("import pandas as pd\npd.DataFrame({'a': [1, None], 'b': ['x', 'y']})");
+    assert.deepEqual(frame.results[0]?.data, { a: [1, null], b: ["x", "y"] });
+  });
+
   test("contexts: own cwd and state, listed, restarted, removed", async () => {
     const ctx = await sbx.createCodeContext({ cwd: "/tmp" });
     assert.equal(ctx.language, "python");
