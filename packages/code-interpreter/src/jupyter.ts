@@ -167,7 +167,9 @@ export class KernelChannel {
         this.opening = undefined;
         resolve(ws);
       });
-      ws.once("error", (err) => {
+      let failure: Error | undefined;
+      ws.on("error", (err) => {
+        failure = err;
         if (this.ws !== ws) {
           this.opening = undefined;
           reject(new JupyterError(`the kernel's channel did not open: ${err.message}`));
@@ -177,8 +179,8 @@ export class KernelChannel {
       ws.once("close", (code, reason) => {
         if (this.ws === ws) this.ws = undefined;
         const why =
-          code === 1009
-            ? `a single output message exceeded ${MAX_MESSAGE_BYTES / 2 ** 20} MiB`
+          code === 1009 || /max payload/i.test(failure?.message ?? "")
+            ? `a single output message exceeded ${MAX_MESSAGE_BYTES / 2 ** 20} MiB (print less at once)`
             : `the kernel's channel closed (${code}${reason.length ? ` ${reason.toString()}` : ""})`;
         const listeners = [...this.listeners.values()];
         this.listeners.clear();

@@ -27,6 +27,10 @@ export function supervise(options: SupervisorOptions): void {
     "--ServerApp.root_dir=/",
     // Kernels that finish a long execution while nobody listens keep their output to themselves.
     "--MappingKernelManager.buffer_offline_messages=False",
+    // Output is not dropped for its rate: the server passes it on as fast as the client reads
+    // (and ends an execution whose single message is too big to hold, with an error).
+    "--ServerApp.iopub_data_rate_limit=0",
+    "--ServerApp.iopub_msg_rate_limit=0",
   ];
   keep("jupyter", jupyter, options, true);
   keep("server", options.serverArgv, options, false);
