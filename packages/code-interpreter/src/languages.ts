@@ -61,7 +61,7 @@ const r: Language = {
   chdir: (dir) => `invisible(setwd(${json(dir)}))`,
   setEnv: (vars) => `invisible(do.call(Sys.setenv, as.list(${rVector(vars)})))`,
   pushEnv: (vars) =>
-    `.moat_saved_env <- Sys.getenv(names(${rVector(vars)}), unset = NA)\n` +
+    `.moat_saved_env <- Sys.getenv(names(${rVector(vars)}), unset = NA, names = TRUE)\n` +
     `invisible(do.call(Sys.setenv, as.list(${rVector(vars)})))`,
   restoreEnv: () =>
     'if (exists(".moat_saved_env")) { for (k in names(.moat_saved_env)) { v <- .moat_saved_env[[k]]; if (is.na(v)) Sys.unsetenv(k) else do.call(Sys.setenv, setNames(list(v), k)) }; rm(.moat_saved_env) }',

@@ -213,6 +213,30 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
     });
   });
 
+  test("R: contexts with their cwd, env vars and errors; languages without a kernel are refused", async () => {
+    const r = await sbx.createCodeContext({ language: "r", cwd: "/tmp" });
+    assert.equal(r.language, "r");
+    assert.equal(r.cwd, "/tmp");
+    const ex = await sbx.runCode('x <- 40 + 2\ncat(getwd(), "\\n")\nx', { context: r });
+    assert.equal(ex.error, undefined, ex.error?.traceback);
+    assert.deepEqual(ex.logs.stdout, ["/tmp \n"]);
+    assert.equal(ex.results[0]?.text, "[1] 42");
+    const byLanguage = await sbx.runCode('Sys.getenv("PER_RUN")', { language: "R", envs: { PER_RUN: "r" } });
+    assert.equal(byLanguage.results[0]?.text, '[1] "r"');
+    assert.equal((await sbx.runCode('Sys.getenv("PER_RUN")', { language: "r" })).results[0]?.text, '[1] ""');
+    const failed = await sbx.runCode('stop("boom")', { context: r });
+    assert.match(failed.error?.value ?? "", /boom/);
+    const js = await raw(
+      moat,
+      sbx,
+      "POST",
+      "/execute",
+      JSON.stringify({ code: "1", language: "javascript" }),
+    );
+    assert.equal(js.status, 400);
+    assert.match(JSON.parse(js.text).message, /javascript kernel is not installed/);
+  });
+
   test("env vars: the sandbox's, and per execution (restored afterwards)", async () => {
     const withEnv = await Sandbox.create({ envs: { SANDBOX_WIDE: "yes" }, timeoutMs: 120_000 });
     try {

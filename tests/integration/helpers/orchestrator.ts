@@ -149,6 +149,7 @@ export async function startOrchestrator(
           MOAT_LOG_LEVEL: "debug",
           MOAT_POOL_SIZE: "0",
           MOAT_NETWORK_POOL_SIZE: "0",
+          MOAT_CODE_INTERPRETER: "off",
           ...env,
         },
       },

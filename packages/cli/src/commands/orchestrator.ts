@@ -52,6 +52,16 @@ export function orchestratorCommand(): Command {
         templates: new TemplateStore(opts.dataDir, base.rootfs),
         egressAllow,
       });
+      // Every node has the code-interpreter template: built in the background the first time.
+      if (process.env.MOAT_CODE_INTERPRETER !== "off") {
+        orchestrator
+          .ensureCodeInterpreter((message) => logger.info({ template: "code-interpreter" }, message))
+          .then(
+            (ci) =>
+              logger.info({ buildID: ci.buildID, reused: ci.reused }, "code-interpreter template ready"),
+            (err: unknown) => logger.error({ err }, "building the code-interpreter template failed"),
+          );
+      }
       const stop = (signal: string) => {
         logger.info({ signal }, "orchestrator stopping; sandboxes keep running");
         orchestrator.close().then(

@@ -14,9 +14,13 @@ import type { BuildLog, TemplateBuilder } from "./build/builder.js";
 import type { StepInput } from "./build/steps.js";
 import { BASE_BUILD_KEY, type TemplateStore } from "./store.js";
 
-/** Debian 12 packages: the Jupyter server and kernel, and what agents' data code imports. */
+/**
+ * Debian 12 packages: the Jupyter server, the Python and R kernels, and what agents' data code
+ * imports. (Debian has no JavaScript, Java or bash kernel; see the README.)
+ */
 export const CODE_INTERPRETER_PACKAGES = [
   "python3-ipykernel",
+  "r-cran-irkernel",
   "python3-jupyter-server",
   "python3-numpy",
   "python3-pandas",
@@ -52,7 +56,7 @@ export const CODE_INTERPRETER_DEFINITION: CodeInterpreterDefinition = {
       args: [
         // Fails the build when a package is missing something the server or agents rely on.
         "python3 -c 'import ipykernel, jupyter_server, numpy, pandas, matplotlib, seaborn, scipy' && " +
-          "python3 -m jupyter kernelspec list",
+          "python3 -m jupyter kernelspec list | grep -q '^ *ir ' && python3 -m jupyter kernelspec list",
         "root",
       ],
     },
