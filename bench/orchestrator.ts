@@ -307,7 +307,7 @@ export async function waitForServing(url: string, timeoutMs = 20_000): Promise<v
 }
 
 /** Sum of the PSS of the host processes that belong to a runsc container. */
-async function containerPSS(containerID: string): Promise<number> {
+export async function containerPSS(containerID: string): Promise<number> {
   let total = 0;
   for (const pid of await readdir("/proc")) {
     if (!/^\d+$/.test(pid)) continue;

@@ -9,6 +9,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
@@ -35,6 +36,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   platform: benchPlatform,
   storage: benchStorage,
   templates: benchTemplates,
+  "code-interpreter": benchCodeInterpreter,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */
