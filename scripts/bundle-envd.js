@@ -47,10 +47,13 @@ try {
   await copyFile(path.join(root, "packages/envd/bin/sudo"), path.join(temp, "sudo"));
   // What code-interpreter.mjs loads into python kernels (display formatters for charts and data).
   await mkdir(path.join(temp, "code-interpreter"));
-  await copyFile(
-    path.join(root, "packages/code-interpreter/python/moat_display.py"),
-    path.join(temp, "code-interpreter/moat_display.py"),
-  );
+  for (const file of await readdir(path.join(root, "packages/code-interpreter/python"))) {
+    if (!file.endsWith(".py")) continue;
+    await copyFile(
+      path.join(root, "packages/code-interpreter/python", file),
+      path.join(temp, "code-interpreter", file),
+    );
+  }
   await chmod(path.join(temp, "sudo"), 0o755);
 
   // node-pty: its JavaScript (tests and source maps left out) and the addon, compiled or prebuilt.

@@ -15,11 +15,15 @@ const ENVD_URL = process.env.MOAT_ENVD_URL || "http://127.0.0.1:49983";
 const log = (role: string) => (message: string) =>
   process.stderr.write(`${new Date().toISOString()} code-interpreter ${role}: ${message}\n`);
 
+// Beside this bundle (scripts/bundle-envd.js copies python/ there).
+const SUPPORT_DIR = path.join(path.dirname(process.argv[1]!), "code-interpreter");
+
 const command = process.argv[2] ?? "serve";
 if (command === "supervise") {
   supervise({
     jupyterPort: JUPYTER_PORT,
     serverArgv: [process.execPath, process.argv[1]!, "serve"],
+    supportDir: SUPPORT_DIR,
     log: log("supervisor"),
   });
 } else if (command === "serve") {
@@ -28,8 +32,7 @@ if (command === "supervise") {
     host: "0.0.0.0",
     jupyterURL: `http://127.0.0.1:${JUPYTER_PORT}`,
     envdURL: ENVD_URL,
-    // Beside this bundle (scripts/bundle-envd.js copies python/ there).
-    supportDir: path.join(path.dirname(process.argv[1]!), "code-interpreter"),
+    supportDir: SUPPORT_DIR,
     log: log("server"),
   });
 } else {

@@ -4,19 +4,21 @@
  * runs in a process group of its own, so its kernels go with it instead of lingering as orphans.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import path from "node:path";
 
 export interface SupervisorOptions {
   jupyterPort: number;
   /** The code-interpreter server: this program with `serve`. */
   serverArgv: string[];
+  /** moat's kernel-side files (jupyter_launch.py). */
+  supportDir: string;
   log(message: string): void;
 }
 
 export function supervise(options: SupervisorOptions): void {
   const jupyter = [
     "python3",
-    "-m",
-    "jupyter_server",
+    path.join(options.supportDir, "jupyter_launch.py"),
     "--no-browser",
     "--ip=127.0.0.1",
     `--port=${options.jupyterPort}`,
