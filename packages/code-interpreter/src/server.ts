@@ -37,10 +37,11 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
   const jupyter = new Jupyter(options.jupyterURL);
   const contexts = new Contexts(jupyter, options.supportDir);
   let ready = false;
+  let closed = false;
 
-  const starting = (async () => {
+  void (async () => {
     // The Jupyter server may still be starting (or restarting under the supervisor).
-    for (;;) {
+    while (!closed) {
       if (await jupyter.ready()) {
         try {
           await contexts.start();
@@ -88,37 +89,46 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
       if (!ready) throw new CodeInterpreterError(503, "the code interpreter is starting");
       return send(res, 200, "OK");
     }
-    if (!ready) {
-      await Promise.race([starting, new Promise((r) => setTimeout(r, 30_000))]);
-      if (!ready) throw new CodeInterpreterError(503, "the code interpreter is not ready yet; retry");
-    }
     if (parts.length === 1 && parts[0] === "execute") {
       allow(method, ["POST"]);
       return executeRoute(req, res);
     }
     if (parts[0] === "contexts") {
-      if (parts.length === 1 && method === "GET") return send(res, 200, contexts.list());
+      if (parts.length === 1 && method === "GET") {
+        await whenReady();
+        return send(res, 200, contexts.list());
+      }
       if (parts.length === 1) {
         allow(method, ["GET", "POST"]);
         const body = object(await readBody(req));
         const language = optionalString(body, "language");
         const cwd = optionalString(body, "cwd");
+        await whenReady();
         const context = await contexts.create(language, cwd);
         return send(res, 200, context.info());
       }
       const id = decodeURIComponent(parts[1]!);
       if (parts.length === 2) {
         allow(method, ["DELETE"]);
+        await whenReady();
         await contexts.remove(id);
         return send(res, 200, null);
       }
       if (parts.length === 3 && parts[2] === "restart") {
         allow(method, ["POST"]);
+        await whenReady();
         await contexts.restart(id);
         return send(res, 200, null);
       }
     }
     throw new CodeInterpreterError(404, `no route ${method} ${url.pathname}`);
+  }
+
+  /** Requests wait (up to 30 s) for a starting or restarting Jupyter server. */
+  async function whenReady(): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (!ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (!ready) throw new CodeInterpreterError(503, "the code interpreter is not ready yet; retry");
   }
 
   async function executeRoute(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -130,6 +140,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     if (contextID && language)
       throw new CodeInterpreterError(400, "give 'context_id' or 'language', not both");
     const envVars = envVarsOf(body.env_vars);
+    await whenReady();
     const context = contextID ? contexts.get(contextID) : await contexts.defaultFor(language ?? "python");
     const token = req.headers["x-access-token"];
 
@@ -232,6 +243,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     port: (server.address() as AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
+        closed = true;
         clearInterval(watch);
         server.close(() => resolve());
         server.closeAllConnections();

@@ -91,6 +91,8 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
     assert.match(failed.error?.traceback ?? "", /ZeroDivisionError/);
     assert.deepEqual(errors, ["ZeroDivisionError"]);
     assert.equal((await sbx.runCode("counter")).text, "42", "an error keeps the state");
+    const again = await Sandbox.connect(sbx.sandboxId);
+    assert.equal((await again.runCode("counter")).text, "42", "Sandbox.connect reaches the same kernel");
   });
 
   test("display data: a matplotlib figure is a PNG, a DataFrame has text and HTML", async () => {

@@ -56,7 +56,8 @@ export const CODE_INTERPRETER_DEFINITION: CodeInterpreterDefinition = {
       args: [
         // Fails the build when a package is missing something the server or agents rely on.
         "python3 -c 'import ipykernel, jupyter_server, numpy, pandas, matplotlib, seaborn, scipy' && " +
-          "python3 -m jupyter kernelspec list | grep -q '^ *ir ' && python3 -m jupyter kernelspec list",
+          "python3 -c 'from jupyter_client.kernelspec import KernelSpecManager as M; " +
+          's = M().find_kernel_specs(); print(s); assert {"python3", "ir"} <= set(s)\'',
         "root",
       ],
     },
