@@ -148,6 +148,8 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     res.flushHeaders();
     let finished = false;
     let gone = false;
+    // Only this request's own code is interrupted, never an earlier one it queued behind.
+    let running = false;
     // The kernel's messages wait while the client reads slower than the code writes.
     let control: { pause(): void; resume(): void } | undefined;
     let paused = false;
@@ -167,7 +169,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     res.on("close", () => {
       gone = true;
       control?.resume();
-      if (!finished) {
+      if (running && !finished) {
         // The client timed out or went away: stop the code it no longer waits for.
         options.log(`client left mid-execution: interrupting kernel ${context.id}`);
         contexts.interrupt(context).catch(() => undefined);
@@ -176,6 +178,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     try {
       await context.exclusive(async () => {
         if (gone) return;
+        running = true;
         await prepare(context, typeof token === "string" ? token : undefined);
         if (Object.keys(envVars).length > 0) await context.silent(context.language.pushEnv(envVars));
         try {
@@ -193,6 +196,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
         } finally {
           if (Object.keys(envVars).length > 0)
             await context.silent(context.language.restoreEnv()).catch(() => undefined);
+          running = false;
         }
       });
     } catch (err) {
