@@ -7,7 +7,16 @@
  * whether it is a default, so a restarted code-interpreter server finds its contexts again with
  * their kernels' state.
  */
+import { readdir, readFile } from "node:fs/promises";
 import { CodeInterpreterError } from "./errors.js";
+
+/** The kernel's process ended under an execution (its state is gone). */
+export class KernelDiedError extends CodeInterpreterError {
+  constructor() {
+    super(502, "the kernel died; it is restarted with a fresh state");
+  }
+}
+
 import { type ExecuteOutcome, execute, type OutputLine } from "./execute.js";
 import { type Jupyter, JupyterError, type KernelChannel, type Session } from "./jupyter.js";
 import { DEFAULT_LANGUAGE, findLanguage, type Language, languageNames } from "./languages.js";
@@ -43,9 +52,26 @@ export class Context {
     return run;
   }
 
+  /** Whether the kernel's process runs (its command line names its connection file). */
+  async alive(): Promise<boolean> {
+    const needle = `kernel-${this.id}.json`;
+    for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+      if (!/^\d+$/.test(pid)) continue;
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+      if (cmdline.includes(needle)) return true;
+    }
+    return false;
+  }
+
   /** moat's own snippet: no output, no history; throws with the kernel's error. */
   async silent(code: string): Promise<void> {
-    const outcome = await execute(this.channel, { code, silent: true, emit: () => undefined });
+    const outcome = await execute(this.channel, {
+      code,
+      silent: true,
+      emit: () => undefined,
+      alive: () => this.alive(),
+    });
+    if (outcome.died) throw new KernelDiedError();
     if (outcome.lost)
       throw new CodeInterpreterError(502, `the kernel's connection was lost: ${outcome.lost}`);
     if (outcome.error)
@@ -57,7 +83,7 @@ export class Context {
     emit: (line: OutputLine) => void,
     flow: Parameters<typeof execute>[1]["flow"],
   ): Promise<ExecuteOutcome> {
-    return execute(this.channel, { code, emit, flow });
+    return execute(this.channel, { code, emit, flow, alive: () => this.alive() });
   }
 }
 

@@ -46,14 +46,20 @@ export interface ExecuteOptions {
   emit(line: OutputLine): void;
   /** Called with pause/resume, so a slow client holds the kernel's messages back. */
   flow?: (control: { pause(): void; resume(): void }) => void;
+  /** Whether the kernel's process still runs: asked every few seconds until the execution ends. */
+  alive?: () => Promise<boolean>;
 }
 
 export interface ExecuteOutcome {
   /** The error the kernel reported, if any. */
   error?: { name: string; value: string; traceback: string };
-  /** Set when the channel closed before the execution ended. */
+  /** Set when the channel closed before the execution ended, or the kernel died. */
   lost?: string;
+  /** The kernel's process is gone (the execution never ends by itself). */
+  died?: boolean;
 }
+
+const ALIVE_CHECK_MS = 2_000;
 
 export async function execute(channel: KernelChannel, options: ExecuteOptions): Promise<ExecuteOutcome> {
   const outcome: ExecuteOutcome = {};
@@ -129,9 +135,20 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
     onEvent,
   );
   options.flow?.(request);
+  let done = false;
+  const check = options.alive
+    ? setInterval(async () => {
+        if (done || (await options.alive!().catch(() => true)) || done) return;
+        outcome.died = true;
+        outcome.lost = "the kernel died";
+        finish();
+      }, ALIVE_CHECK_MS)
+    : undefined;
   try {
     await ended;
   } finally {
+    done = true;
+    clearInterval(check);
     request.resume();
     request.done();
   }

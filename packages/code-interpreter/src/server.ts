@@ -6,7 +6,7 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Context, Contexts } from "./contexts.js";
+import { type Context, Contexts, KernelDiedError } from "./contexts.js";
 import { CodeInterpreterError } from "./errors.js";
 import type { OutputLine } from "./execute.js";
 import { Jupyter } from "./jupyter.js";
@@ -185,6 +185,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
           const outcome = await context.run(code, write, (c) => {
             control = c;
           });
+          if (outcome.died) throw new KernelDiedError();
           if (outcome.lost) {
             write({
               type: "error",
@@ -201,7 +202,17 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
       });
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      write({ type: "error", name: "ExecutionError", value: message, traceback: "" });
+      if (err instanceof KernelDiedError) {
+        write({ type: "error", name: "KernelDied", value: message, traceback: "" });
+        options.log(`kernel ${context.id} died: restarting it`);
+        await context
+          .exclusive(() => contexts.restart(context.id))
+          .catch((e: unknown) =>
+            options.log(`restarting kernel ${context.id} failed: ${(e as Error).message}`),
+          );
+      } else {
+        write({ type: "error", name: "ExecutionError", value: message, traceback: "" });
+      }
     } finally {
       finished = true;
       clearInterval(keepalive);

@@ -33,6 +33,9 @@ export function supervise(options: SupervisorOptions): void {
     // (and ends an execution whose single message is too big to hold, with an error).
     "--ServerApp.iopub_data_rate_limit=0",
     "--ServerApp.iopub_msg_rate_limit=0",
+    // Jupyter's restarter takes a kernel restored from a snapshot for dead and replaces it (state
+    // lost); the server restarts kernels whose process really ended (contexts.ts, alive()).
+    "--KernelManager.autorestart=False",
   ];
   keep("jupyter", jupyter, options, true);
   keep("server", options.serverArgv, options, false);
