@@ -189,6 +189,33 @@ def _record_boxplots():
     Axes.boxplot = boxplot
 
 
+_CHUNK = 1 << 20
+
+
+def _chunk_output():
+    """A huge write goes out as 1 MiB stream messages, each sent before the next is made.
+
+    ipykernel sends what a write buffered as one message: ``print("x" * 100_000_000)`` would be
+    one 100 MB message for the Jupyter server to encode and for the client to hold at once.
+    """
+    from ipykernel.iostream import OutStream
+
+    original = OutStream.write
+    if getattr(original, "_moat", False):
+        return
+
+    def write(self, string):
+        if not isinstance(string, str) or len(string) <= _CHUNK:
+            return original(self, string)
+        for start in range(0, len(string), _CHUNK):
+            original(self, string[start : start + _CHUNK])
+            self.flush()
+        return len(string)
+
+    write._moat = True
+    OutStream.write = write
+
+
 def install():
     from IPython import get_ipython
     from IPython.core.formatters import BaseFormatter
@@ -207,6 +234,11 @@ def install():
         format_type = Unicode("e2b/data")
         print_method = ObjectName("_repr_e2b_data_")
         _return_type = dict
+
+    try:
+        _chunk_output()
+    except Exception:
+        pass
 
     formatters = shell.display_formatter.formatters
     charts = formatters.get("e2b/chart") or ChartFormatter(parent=shell.display_formatter)

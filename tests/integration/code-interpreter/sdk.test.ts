@@ -313,16 +313,6 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
     assert.equal((await sbx.runCode("counter")).text, "42", "an interrupt keeps the state");
   });
 
-  test("100 MB of output: a clear error or the output, never a dead server", async () => {
-    const big = await sbx
-      .runCode("print('x' * 100_000_000)", { timeoutMs: 120_000 })
-      .catch((err: Error) => err);
-    if (big instanceof Error) assert.match(big.message, /.+/);
-    else if (big.error) assert.match(`${big.error.name} ${big.error.value}`, /exceeded|output|too large/i);
-    else assert.equal(big.logs.stdout.join("").length, 100_000_001);
-    assert.equal((await sbx.runCode("counter", { timeoutMs: 30_000 })).text, "42");
-  });
-
   test("the server killed comes back within 30 s, with the kernels' state", async () => {
     await sbx.runCode("survivor = 'still here'");
     await sbx.commands.run("pkill -f 'code-interpreter.mjs [s]erve' || true", { user: "root" });
@@ -340,16 +330,6 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
       return ex;
     });
     assert.equal(back.text, "3");
-  });
-
-  test("kernel state survives pause and resume (Sandbox.connect)", async () => {
-    const paused = await Sandbox.create({ timeoutMs: 300_000 });
-    await paused.runCode("kept = [1, 2, 3]");
-    assert.equal(await paused.pause(), true);
-    const resumed = await Sandbox.connect(paused.sandboxId);
-    const ex = await resumed.runCode("sum(kept)");
-    assert.equal(ex.text, "6", JSON.stringify(ex.toJSON()));
-    await resumed.kill();
   });
 
   test("a sandbox without public traffic: the SDK sends its token, others are refused", async () => {
@@ -373,5 +353,22 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
     const outcome = await running;
     assert.ok(outcome instanceof Error, "the execution fails");
     assert.match(outcome.message, /killed|timed out|terminated|closed/i);
+  });
+  test("100 MB of output: streamed in bounded pieces, the server and kernel still answer", async () => {
+    const loud = await Sandbox.create({ timeoutMs: 300_000 });
+    try {
+      let received = 0;
+      const big = await loud.runCode("print('x' * 100_000_000)", {
+        timeoutMs: 240_000,
+        onStdout: (m) => {
+          received += m.line.length;
+        },
+      });
+      assert.equal(big.error, undefined, big.error?.value);
+      assert.equal(received, 100_000_001);
+      assert.equal((await loud.runCode("1 + 1", { timeoutMs: 30_000 })).text, "2");
+    } finally {
+      await loud.kill();
+    }
   });
 });

@@ -78,11 +78,16 @@ export async function startMoat(
     };
     child.stdout!.on("data", collect);
     child.stderr!.on("data", collect);
-    const deadline = Date.now() + 180_000;
+    const deadline = Date.now() + (options.codeInterpreter ? 600_000 : 180_000);
     // Up, and the base template prepared (its snapshot found or built, the pool filled).
+    // With the code interpreter, its snapshot too (made again when envd's code changed).
     const ready = () =>
       output.slice(from).includes("moat is up") &&
-      /template prepared|preparing the template snapshot failed/.test(output.slice(from));
+      /template prepared|preparing the template snapshot failed/.test(output.slice(from)) &&
+      (!options.codeInterpreter ||
+        /"templateID":"code-interpreter-v1"[^\n]*"msg":"(template prepared|preparing the template snapshot failed)/.test(
+          output.slice(from),
+        ));
     while (!ready()) {
       if (child.exitCode !== null)
         throw new Error(`moat up exited with ${child.exitCode}: ${output.slice(from)}`);
