@@ -4,11 +4,13 @@
  */
 
 import { type ChildProcess, spawn } from "node:child_process";
+import { lookup } from "node:dns/promises";
 import { once } from "node:events";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { findDebianMirror } from "@moat/orchestrator";
 import { CACHE_DIR, freePort, makeDataDir, readNodeToken, removeDataDir } from "./orchestrator.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -132,13 +134,39 @@ export async function startMoat(
   return handle;
 }
 
-/** `moat setup` on the cache: quick when its templates are built, minutes the first time. */
+/**
+ * `moat setup` on the cache: quick when its templates are built, minutes the first time. The
+ * code-interpreter build runs apt-get in a build sandbox, under the sandboxes' egress rules: where
+ * this host's Debian mirror is on a denied (private or reserved) address, the build is allowed
+ * that address and port, and nothing else.
+ */
 async function setupCache(): Promise<void> {
+  const allow = [process.env.MOAT_EGRESS_ALLOW, ...(await mirrorAddresses())].filter(Boolean).join(",");
   const child = spawn(process.execPath, [moatBin, "setup", "--data-dir", CACHE_DIR], {
     stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...(allow ? { MOAT_EGRESS_ALLOW: allow } : {}) },
   });
   const [code] = (await once(child, "exit")) as [number | null];
   if (code !== 0) throw new Error(`moat setup --data-dir ${CACHE_DIR} failed (${code})`);
+  const built = await readdir(path.join(CACHE_DIR, "templates", "builds")).catch(() => [] as string[]);
+  if (!built.some((b) => b.startsWith("code-interpreter-v1-"))) {
+    throw new Error(
+      `moat setup did not build the code-interpreter template into ${CACHE_DIR} (see its output)`,
+    );
+  }
+}
+
+/** `address:port` of the host's Debian mirrors. */
+async function mirrorAddresses(): Promise<string[]> {
+  const mirror = await findDebianMirror();
+  const out: string[] = [];
+  for (const uri of [mirror.uri, mirror.securityURI]) {
+    if (!uri) continue;
+    const url = new URL(uri);
+    const { address } = await lookup(url.hostname, { family: 4 }).catch(() => ({ address: "" }));
+    if (address) out.push(`${address}:${url.port || (url.protocol === "https:" ? 443 : 80)}`);
+  }
+  return [...new Set(out)];
 }
 
 /** Points the SDK (through its environment variables) at a running moat. */

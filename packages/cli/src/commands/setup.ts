@@ -58,10 +58,22 @@ export function setupCommand(): Command {
         );
         if (process.env.MOAT_CODE_INTERPRETER !== "off") {
           started = performance.now();
-          const ci = await ensureCodeInterpreter(dataDir, runsc, template, logger, (m) =>
-            status.line(`code-interpreter: ${m}`),
-          );
-          process.stdout.write(`code-interpreter template ${ci.buildID} ${ci.how} [${seconds(started)}]\n`);
+          // Sandboxes of every other template work without it: a failure is reported, not fatal.
+          try {
+            const ci = await ensureCodeInterpreter(dataDir, runsc, template, logger, (m) =>
+              status.line(`code-interpreter: ${m}`),
+            );
+            process.stdout.write(`code-interpreter template ${ci.buildID} ${ci.how} [${seconds(started)}]\n`);
+          } catch (err) {
+            status.done();
+            const message = err instanceof Error ? err.message : String(err);
+            const hint = /connect to|No route to host|Temporary failure resolving/.test(message)
+              ? " Build sandboxes could not reach the Debian mirror: where it is on a private or reserved address, allow it, e.g. MOAT_EGRESS_ALLOW=<address>:80."
+              : "";
+            process.stderr.write(
+              `code-interpreter template not built (moat setup and moat up try again): ${message}${hint}\n`,
+            );
+          }
         }
       } catch (err) {
         status.done();
