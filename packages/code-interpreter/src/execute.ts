@@ -60,6 +60,7 @@ export interface ExecuteOutcome {
 }
 
 const ALIVE_CHECK_MS = 2_000;
+const IDLE_GRACE_MS = 2_000;
 
 export async function execute(channel: KernelChannel, options: ExecuteOptions): Promise<ExecuteOutcome> {
   const outcome: ExecuteOutcome = {};
@@ -69,6 +70,9 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
   const ended = new Promise<void>((resolve) => {
     finish = resolve;
   });
+  // After the reply, an iopub `idle` that never comes (its subscription was still reconnecting,
+  // e.g. right after a restore) ends the execution once iopub has been quiet for a while.
+  let quiet: NodeJS.Timeout | undefined;
   const onEvent = (event: ChannelEvent) => {
     if (event.kind === "closed") {
       outcome.lost = event.reason;
@@ -77,6 +81,10 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
     }
     handle(event.message);
     if (replied && idle) finish();
+    else if (replied) {
+      clearTimeout(quiet);
+      quiet = setTimeout(finish, IDLE_GRACE_MS);
+    }
   };
   const handle = (message: KernelMessage) => {
     const content = message.content;
@@ -149,6 +157,7 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
   } finally {
     done = true;
     clearInterval(check);
+    clearTimeout(quiet);
     request.resume();
     request.done();
   }
