@@ -36,6 +36,10 @@ export function supervise(options: SupervisorOptions): void {
     // Jupyter's restarter takes a kernel restored from a snapshot for dead and replaces it (state
     // lost); the server restarts kernels whose process really ended (contexts.ts, alive()).
     "--KernelManager.autorestart=False",
+    // Kernels over unix sockets: libzmq aborts (stream_engine_base.cpp `_decoder` assertion) on
+    // TCP connections a gVisor checkpoint cut, which would take the Jupyter server and its
+    // kernels down on every restore.
+    "--KernelManager.transport=ipc",
   ];
   keep("jupyter", jupyter, options, true);
   keep("server", options.serverArgv, options, false);
