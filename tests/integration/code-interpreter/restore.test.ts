@@ -71,7 +71,11 @@ describe("code interpreter across snapshots, the warm pool and pause/resume", { 
   test("kernel state survives pause and resume", async () => {
     const sbx = await Sandbox.create({ timeoutMs: 300_000 });
     await withLog(sbx, () => sbx.runCode("kept = [1, 2, 3]"));
-    assert.equal(await sbx.pause(), true);
+    const paused = await sbx.pause().catch((err: Error) => {
+      process.stderr.write(`--- moat's log:\n${moat.log().slice(-6000)}\n`);
+      throw err;
+    });
+    assert.equal(paused, true);
     const resumed = await Sandbox.connect(sbx.sandboxId);
     try {
       const ex = await withLog(resumed, () => resumed.runCode("sum(kept)"));
