@@ -78,7 +78,10 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
   const server = http.createServer((req, res) => {
     route(req, res).catch((err: unknown) => fail(res, err, options));
   });
-  server.keepAliveTimeout = 65_000;
+  // Short: a pause cuts this server's connections without a word to the other end, and a proxy
+  // reusing a pooled one after the resume (same address) would wait forever. Node's agents retire
+  // idle sockets a second before this hint runs out.
+  server.keepAliveTimeout = 2_000;
 
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
