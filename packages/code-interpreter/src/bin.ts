@@ -9,7 +9,7 @@ import { startServer } from "./server.js";
 import { supervise } from "./supervisor.js";
 
 const PORT = Number(process.env.MOAT_CODE_INTERPRETER_PORT || 49999);
-const JUPYTER_PORT = Number(process.env.MOAT_JUPYTER_PORT || 8888);
+const JUPYTER_SOCKET = process.env.MOAT_JUPYTER_SOCKET || "/tmp/.moat-jupyter.sock";
 const ENVD_URL = process.env.MOAT_ENVD_URL || "http://127.0.0.1:49983";
 
 const log = (role: string) => (message: string) =>
@@ -21,7 +21,7 @@ const SUPPORT_DIR = path.join(path.dirname(process.argv[1]!), "code-interpreter"
 const command = process.argv[2] ?? "serve";
 if (command === "supervise") {
   supervise({
-    jupyterPort: JUPYTER_PORT,
+    jupyterSocket: JUPYTER_SOCKET,
     serverArgv: [process.execPath, process.argv[1]!, "serve"],
     supportDir: SUPPORT_DIR,
     log: log("supervisor"),
@@ -30,7 +30,7 @@ if (command === "supervise") {
   await startServer({
     port: PORT,
     host: "0.0.0.0",
-    jupyterURL: `http://127.0.0.1:${JUPYTER_PORT}`,
+    jupyterSocket: JUPYTER_SOCKET,
     envdURL: ENVD_URL,
     supportDir: SUPPORT_DIR,
     log: log("server"),

@@ -4,6 +4,7 @@
  * kernels, and one websocket per kernel carrying the kernel's shell and iopub messages.
  */
 import { randomUUID } from "node:crypto";
+import http from "node:http";
 import WebSocket from "ws";
 
 export class JupyterError extends Error {
@@ -35,13 +36,12 @@ export interface KernelMessage {
 export const MAX_MESSAGE_BYTES = 64 * 2 ** 20;
 
 export class Jupyter {
-  constructor(readonly baseURL: string) {}
+  /** `socket`: the unix socket the Jupyter server listens on. */
+  constructor(readonly socket: string) {}
 
   async ready(): Promise<boolean> {
     try {
-      const res = await fetch(`${this.baseURL}/api/status`, { signal: AbortSignal.timeout(2000) });
-      await res.body?.cancel();
-      return res.ok;
+      return (await this.call("GET", "/api/status", undefined, 2_000)).status === 200;
     } catch {
       return false;
     }
@@ -80,19 +80,53 @@ export class Jupyter {
   }
 
   channel(kernelID: string): KernelChannel {
-    const ws = this.baseURL.replace(/^http/, "ws");
-    return new KernelChannel(`${ws}/api/kernels/${encodeURIComponent(kernelID)}/channels`);
+    return new KernelChannel(
+      `ws+unix://${this.socket}:/api/kernels/${encodeURIComponent(kernelID)}/channels`,
+    );
+  }
+
+  /**
+   * One request on a connection of its own, closed after it: over a unix socket, since a TCP
+   * connection open when gVisor checkpoints the sandbox is cut, and cut ones can leave the
+   * restored network stack unusable.
+   */
+  private call(
+    method: string,
+    path: string,
+    body: unknown,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = http.request(
+        {
+          socketPath: this.socket,
+          path,
+          method,
+          agent: false,
+          headers: payload === undefined ? {} : { "content-type": "application/json" },
+          timeout: timeoutMs,
+        },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (chunk: string) => {
+            text += chunk;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+          res.on("error", reject);
+        },
+      );
+      req.on("timeout", () => req.destroy(new JupyterError(`Jupyter ${method} ${path}: no answer`)));
+      req.on("error", reject);
+      req.end(payload);
+    });
   }
 
   private async request(method: string, path: string, body?: unknown): Promise<unknown> {
-    const res = await fetch(`${this.baseURL}${path}`, {
-      method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    const text = await res.text();
-    if (!res.ok) {
+    const res = await this.call(method, path, body, 60_000);
+    const text = res.text;
+    if (res.status < 200 || res.status >= 300) {
       let reason = text.slice(0, 500);
       try {
         const parsed = JSON.parse(text) as { message?: string; reason?: string };

@@ -15,7 +15,8 @@ import { ENV_NAME } from "./languages.js";
 export interface ServerOptions {
   port: number;
   host: string;
-  jupyterURL: string;
+  /** The Jupyter server's unix socket. */
+  jupyterSocket: string;
   envdURL: string;
   /** moat's kernel-side files (moat_display.py). */
   supportDir: string;
@@ -34,7 +35,7 @@ export interface CodeInterpreterServer {
 }
 
 export async function startServer(options: ServerOptions): Promise<CodeInterpreterServer> {
-  const jupyter = new Jupyter(options.jupyterURL);
+  const jupyter = new Jupyter(options.jupyterSocket);
   const contexts = new Contexts(jupyter, options.supportDir);
   let ready = false;
   let closed = false;
@@ -76,12 +77,10 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
   watch.unref();
 
   const server = http.createServer((req, res) => {
+    // Closed after each response, for the same reason as getOnce.
+    res.shouldKeepAlive = false;
     route(req, res).catch((err: unknown) => fail(res, err, options));
   });
-  // Short: a pause cuts this server's connections without a word to the other end, and a proxy
-  // reusing a pooled one after the resume (same address) would wait forever. Node's agents retire
-  // idle sockets a second before this hint runs out.
-  server.keepAliveTimeout = 2_000;
 
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
@@ -228,12 +227,9 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
   async function prepare(context: Context, token: string | undefined): Promise<void> {
     if (context.envsLoaded) return;
     try {
-      const res = await fetch(`${options.envdURL}/envs`, {
-        headers: token ? { "x-access-token": token } : {},
-        signal: AbortSignal.timeout(5_000),
-      });
-      if (res.ok) {
-        const envs = (await res.json()) as Record<string, unknown>;
+      const res = await getOnce(`${options.envdURL}/envs`, token ? { "x-access-token": token } : {});
+      if (res.status === 200) {
+        const envs = JSON.parse(res.text) as Record<string, unknown>;
         const vars = Object.fromEntries(
           Object.entries(envs).filter(
             (e): e is [string, string] => ENV_NAME.test(e[0]) && typeof e[1] === "string",
@@ -242,7 +238,6 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
         if (Object.keys(vars).length > 0) await context.silent(context.language.setEnv(vars));
         context.envsLoaded = true;
       } else {
-        await res.body?.cancel();
         options.log(`envd /envs answered ${res.status}`);
       }
     } catch (err) {
@@ -267,6 +262,27 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * A GET on a connection of its own, closed after it: no TCP connection of this server outlives
+ * its request, since one open when gVisor checkpoints the sandbox is cut, and cut ones can leave
+ * the restored network stack unusable.
+ */
+function getOnce(url: string, headers: Record<string, string>): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers, agent: false, timeout: 5_000 }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        text += chunk;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("no answer within 5 s")));
+    req.on("error", reject);
+  });
 }
 
 function allow(method: string, methods: string[]): void {

@@ -7,7 +7,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 
 export interface SupervisorOptions {
-  jupyterPort: number;
+  /** The unix socket the Jupyter server listens on (nothing on TCP). */
+  jupyterSocket: string;
   /** The code-interpreter server: this program with `serve`. */
   serverArgv: string[];
   /** moat's kernel-side files (jupyter_launch.py). */
@@ -20,9 +21,8 @@ export function supervise(options: SupervisorOptions): void {
     "python3",
     path.join(options.supportDir, "jupyter_launch.py"),
     "--no-browser",
-    "--ip=127.0.0.1",
-    `--port=${options.jupyterPort}`,
-    "--port-retries=0",
+    `--ServerApp.sock=${options.jupyterSocket}`,
+    "--ServerApp.sock_mode=0600",
     "--ServerApp.token=",
     "--ServerApp.password=",
     "--ServerApp.disable_check_xsrf=True",

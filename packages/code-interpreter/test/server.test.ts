@@ -23,7 +23,7 @@ describe("code-interpreter server: input checked before any kernel is involved",
     server = await startServer({
       port: 0,
       host: "127.0.0.1",
-      jupyterURL: `http://127.0.0.1:${jupyter}`,
+      jupyterSocket: "/nonexistent/jupyter.sock",
       envdURL: `http://127.0.0.1:${jupyter}`,
       supportDir: "/nonexistent",
       log: () => undefined,
