@@ -323,13 +323,16 @@ describe("code interpreter: @e2b/code-interpreter against moat up", { timeout: 1
   });
 
   test("the Jupyter server killed comes back within 30 s with fresh kernels", async () => {
-    await sbx.commands.run("pkill -f 'jupyter_[s]erver' || true", { user: "root" });
+    await sbx.runCode("marker = 1");
+    const killed = await sbx.commands.run("pkill -e -f 'jupyter_[l]aunch'", { user: "root" });
+    assert.match(killed.stdout, /killed/);
     const back = await until("the code interpreter runs code again", async () => {
       const ex = await sbx.runCode("1 + 2");
       if (ex.text !== "3") throw new Error(JSON.stringify(ex.toJSON()));
       return ex;
     });
     assert.equal(back.text, "3");
+    assert.equal((await sbx.runCode("marker")).error?.name, "NameError", "a fresh kernel");
   });
 
   test("a sandbox without public traffic: the SDK sends its token, others are refused", async () => {
