@@ -1,6 +1,6 @@
 /**
  * The code interpreter's entry, bundled into envd's sandbox directory (code-interpreter.mjs):
- * `supervise` (the template's start command) keeps the Jupyter server and `serve` running;
+ * `supervise` (the template's start command) keeps `serve` running;
  * `serve` is the server on port 49999.
  */
 
@@ -9,7 +9,7 @@ import { startServer } from "./server.js";
 import { supervise } from "./supervisor.js";
 
 const PORT = Number(process.env.MOAT_CODE_INTERPRETER_PORT || 49999);
-const JUPYTER_SOCKET = process.env.MOAT_JUPYTER_SOCKET || "/tmp/.moat-jupyter.sock";
+const RUNTIME_DIR = process.env.MOAT_KERNELS_DIR || "/tmp/.moat-kernels";
 const ENVD_URL = process.env.MOAT_ENVD_URL || "http://127.0.0.1:49983";
 
 const log = (role: string) => (message: string) =>
@@ -21,16 +21,14 @@ const SUPPORT_DIR = path.join(path.dirname(process.argv[1]!), "code-interpreter"
 const command = process.argv[2] ?? "serve";
 if (command === "supervise") {
   supervise({
-    jupyterSocket: JUPYTER_SOCKET,
     serverArgv: [process.execPath, process.argv[1]!, "serve"],
-    supportDir: SUPPORT_DIR,
     log: log("supervisor"),
   });
 } else if (command === "serve") {
   await startServer({
     port: PORT,
     host: "0.0.0.0",
-    jupyterSocket: JUPYTER_SOCKET,
+    runtimeDir: RUNTIME_DIR,
     envdURL: ENVD_URL,
     supportDir: SUPPORT_DIR,
     log: log("server"),

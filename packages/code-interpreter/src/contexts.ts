@@ -3,11 +3,13 @@
  * directory. One default context per language, made on first use (python's at start, so that a
  * snapshot of the sandbox holds a started kernel). Each context runs one execution at a time.
  *
- * A context lives in the Jupyter server as a session whose name carries its language, cwd and
- * whether it is a default, so a restarted code-interpreter server finds its contexts again with
- * their kernels' state.
+ * The contexts are also written to a file beside the kernels' connection files, so a restarted
+ * code-interpreter server adopts their kernels, with their state.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import path from "node:path";
 import { CodeInterpreterError } from "./errors.js";
 
 /** The kernel's process ended under an execution (its state is gone). */
@@ -18,7 +20,7 @@ export class KernelDiedError extends CodeInterpreterError {
 }
 
 import { type ExecuteOutcome, execute, type OutputLine } from "./execute.js";
-import { type Jupyter, JupyterError, type KernelChannel, type Session } from "./jupyter.js";
+import { findKernelSpecs, Kernel, type KernelRecord, type KernelSpec } from "./kernels.js";
 import { DEFAULT_LANGUAGE, findLanguage, type Language, languageNames } from "./languages.js";
 
 export interface ContextInfo {
@@ -32,14 +34,21 @@ export class Context {
   envsLoaded = false;
   private tail: Promise<unknown> = Promise.resolve();
 
+  /** Whether an execution (or moat's setup) runs now. */
+  busy = false;
+
   constructor(
     readonly id: string,
-    readonly sessionID: string,
     readonly language: Language,
     readonly cwd: string,
     readonly isDefault: boolean,
-    readonly channel: KernelChannel,
+    /** Replaced when the kernel restarts; the context keeps its id. */
+    public kernel: Kernel,
   ) {}
+
+  get channel() {
+    return this.kernel.channel;
+  }
 
   info(): ContextInfo {
     return { id: this.id, language: this.language.name, cwd: this.cwd };
@@ -47,20 +56,22 @@ export class Context {
 
   /** Runs `work` after every earlier execution of this context ended. */
   exclusive<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(work, work);
+    const guarded = async () => {
+      this.busy = true;
+      try {
+        return await work();
+      } finally {
+        this.busy = false;
+      }
+    };
+    const run = this.tail.then(guarded, guarded);
     this.tail = run.catch(() => undefined);
     return run;
   }
 
-  /** Whether the kernel's process runs (its command line names its connection file). */
+  /** Whether the kernel's process runs. */
   async alive(): Promise<boolean> {
-    const needle = `kernel-${this.id}.json`;
-    for (const pid of await readdir("/proc").catch(() => [] as string[])) {
-      if (!/^\d+$/.test(pid)) continue;
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-      if (cmdline.includes(needle)) return true;
-    }
-    return false;
+    return this.kernel.alive();
   }
 
   /** moat's own snippet: no output, no history; throws with the kernel's error. */
@@ -87,23 +98,48 @@ export class Context {
   }
 }
 
-const SESSION_PREFIX = "moat-context:";
 export const DEFAULT_CWD = "/home/user";
+
+interface SavedContext {
+  id: string;
+  language: string;
+  cwd: string;
+  isDefault: boolean;
+  kernel: KernelRecord;
+}
 
 export class Contexts {
   private readonly contexts = new Map<string, Context>();
   private readonly defaults = new Map<string, Promise<Context>>();
-  private kernels?: Set<string>;
+  private specs?: Map<string, KernelSpec>;
+  private saving: Promise<unknown> = Promise.resolve();
 
-  /** `supportDir`: where moat's kernel-side files are (moat_display.py). */
+  /**
+   * `supportDir`: where moat's kernel-side files are (moat_display.py); `runtimeDir`: the
+   * kernels' connection files and sockets, and the list of contexts.
+   */
   constructor(
-    private readonly jupyter: Jupyter,
     private readonly supportDir: string,
+    private readonly runtimeDir: string,
+    private readonly kernelDirs?: string[],
   ) {}
 
-  /** Adopts the contexts the Jupyter server already has (a restarted server), then python's default. */
+  /** Adopts the kernels a previous server process left running, then makes python's default. */
   async start(): Promise<void> {
-    for (const session of await this.jupyter.sessions()) this.adopt(session);
+    const saved = await readFile(this.stateFile(), "utf8")
+      .then((text) => JSON.parse(text) as SavedContext[])
+      .catch(() => [] as SavedContext[]);
+    for (const entry of saved) {
+      if (this.contexts.has(entry.id)) continue;
+      const language = findLanguage(entry.language);
+      const kernel = language ? await Kernel.adopt(entry.kernel) : undefined;
+      if (!language || !kernel) continue;
+      const context = new Context(entry.id, language, entry.cwd, entry.isDefault, kernel);
+      this.contexts.set(context.id, context);
+      if (context.isDefault && !this.defaults.has(language.name))
+        this.defaults.set(language.name, Promise.resolve(context));
+    }
+    await this.save();
     await this.defaultFor(DEFAULT_LANGUAGE);
   }
 
@@ -141,18 +177,32 @@ export class Contexts {
     const context = this.get(id);
     this.contexts.delete(id);
     if (context.isDefault) this.defaults.delete(context.language.name);
-    context.channel.close();
-    await this.jupyter.deleteSession(context.sessionID).catch((err: unknown) => {
-      if (!(err instanceof JupyterError && err.status === 404)) throw err;
-    });
+    await context.kernel.kill();
+    await this.save();
   }
 
+  /** A fresh kernel for the context (same id, cwd and language; its state is gone). */
   async restart(id: string): Promise<void> {
     const context = this.get(id);
-    await this.jupyter.restartKernel(context.id);
-    context.channel.close();
+    await context.kernel.kill();
+    context.kernel = await this.startKernel(context.language);
     context.envsLoaded = false;
+    await this.save();
     await this.setup(context);
+  }
+
+  /** Restarts the kernels whose process ended while no execution ran (killed, or crashed). */
+  async reviveDead(log: (message: string) => void): Promise<void> {
+    for (const context of [...this.contexts.values()]) {
+      if (context.busy || (await context.alive())) continue;
+      log(`the kernel of context ${context.id} ended: starting a fresh one`);
+      await context
+        .exclusive(async () => {
+          if (this.contexts.get(context.id) === context && !(await context.alive()))
+            await this.restart(context.id);
+        })
+        .catch((err: unknown) => log(`restarting context ${context.id} failed: ${(err as Error).message}`));
+    }
   }
 
   /** A new (or restarted) kernel: its cwd, and moat's display formatters. */
@@ -163,15 +213,14 @@ export class Contexts {
   }
 
   async interrupt(context: Context): Promise<void> {
-    await this.jupyter.interruptKernel(context.id);
+    context.kernel.interrupt();
   }
 
-  /** Forgets every context (the Jupyter server restarted: its kernels are gone). */
-  reset(): void {
-    for (const context of this.contexts.values()) context.channel.close();
-    this.contexts.clear();
-    this.defaults.clear();
-    this.kernels = undefined;
+  /** A silent, empty execution on each context, one after another (after what runs there now). */
+  async warm(): Promise<void> {
+    for (const context of this.contexts.values()) {
+      await context.exclusive(() => context.silent("")).catch(() => undefined);
+    }
   }
 
   private language(name: string): Language {
@@ -185,61 +234,56 @@ export class Contexts {
     return language;
   }
 
-  private async make(language: Language, cwd: string, isDefault: boolean): Promise<Context> {
-    this.kernels ??= new Set(await this.jupyter.kernelNames());
-    if (!this.kernels.has(language.kernel)) {
+  private async startKernel(language: Language): Promise<Kernel> {
+    this.specs ??= await findKernelSpecs(this.kernelDirs);
+    const spec = this.specs.get(language.kernel);
+    if (!spec) {
       throw new CodeInterpreterError(
         400,
-        `the ${language.name} kernel is not installed in this sandbox (installed: ${[...this.kernels].join(", ")})`,
+        `the ${language.name} kernel is not installed in this sandbox (installed: ${[...this.specs.keys()].join(", ")})`,
       );
     }
-    const meta = JSON.stringify({ language: language.name, cwd, default: isDefault });
-    const session = await this.jupyter.createSession(
-      `${SESSION_PREFIX}${meta}`,
-      `moat-${Date.now()}-${Math.random().toString(36).slice(2)}`,
-      language.kernel,
-    );
-    const context = new Context(
-      session.kernel.id,
-      session.id,
-      language,
-      cwd,
-      isDefault,
-      this.jupyter.channel(session.kernel.id),
-    );
+    return Kernel.start(spec, this.runtimeDir, homedir());
+  }
+
+  private async make(language: Language, cwd: string, isDefault: boolean): Promise<Context> {
+    const kernel = await this.startKernel(language);
+    const context = new Context(randomUUID(), language, cwd, isDefault, kernel);
     try {
       await this.setup(context);
     } catch (err) {
-      context.channel.close();
-      await this.jupyter.deleteSession(session.id).catch(() => undefined);
+      await kernel.kill();
       if (err instanceof CodeInterpreterError && err.status === 400)
         throw new CodeInterpreterError(400, `cannot use '${cwd}' as the working directory: ${err.message}`);
       throw err;
     }
     this.contexts.set(context.id, context);
+    await this.save();
     return context;
   }
 
-  private adopt(session: Session): void {
-    if (!session.name.startsWith(SESSION_PREFIX)) return;
-    let meta: { language?: string; cwd?: string; default?: boolean };
-    try {
-      meta = JSON.parse(session.name.slice(SESSION_PREFIX.length));
-    } catch {
-      return;
-    }
-    const language = findLanguage(meta.language ?? "");
-    if (!language || !meta.cwd) return;
-    const context = new Context(
-      session.kernel.id,
-      session.id,
-      language,
-      meta.cwd,
-      meta.default === true,
-      this.jupyter.channel(session.kernel.id),
-    );
-    this.contexts.set(context.id, context);
-    if (context.isDefault && !this.defaults.has(language.name))
-      this.defaults.set(language.name, Promise.resolve(context));
+  private stateFile(): string {
+    return path.join(this.runtimeDir, "contexts.json");
+  }
+
+  /** The contexts and their kernels, for the next server process (written whole, then renamed). */
+  private save(): Promise<void> {
+    const run = this.saving.then(() => this.write());
+    this.saving = run.catch(() => undefined);
+    return run;
+  }
+
+  private async write(): Promise<void> {
+    const entries: SavedContext[] = [...this.contexts.values()].map((c) => ({
+      id: c.id,
+      language: c.language.name,
+      cwd: c.cwd,
+      isDefault: c.isDefault,
+      kernel: c.kernel.record,
+    }));
+    await mkdir(this.runtimeDir, { recursive: true, mode: 0o700 });
+    const temp = `${this.stateFile()}.${process.pid}`;
+    await writeFile(temp, JSON.stringify(entries), { mode: 0o600 });
+    await rename(temp, this.stateFile());
   }
 }

@@ -3,7 +3,7 @@
  * stderr, results (every MIME type of display_data and execute_result), the error, the execution
  * count. It ends when the kernel has both replied and gone idle, or when its channel closed.
  */
-import type { ChannelEvent, KernelChannel, KernelMessage } from "./jupyter.js";
+import type { ChannelEvent, KernelChannel, KernelMessage } from "./kernels.js";
 
 export type OutputLine =
   | { type: "stdout" | "stderr"; text: string; timestamp: string }
@@ -138,7 +138,9 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
       store_history: !options.silent,
       user_expressions: {},
       allow_stdin: false,
-      stop_on_error: true,
+      // A context runs one execution at a time, so only moat's own snippets (env vars restored
+      // after the code) can be queued behind it: an error in the code must not abort them.
+      stop_on_error: false,
     },
     onEvent,
   );

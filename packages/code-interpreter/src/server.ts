@@ -6,17 +6,18 @@
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Context, Contexts, KernelDiedError } from "./contexts.js";
+import { Contexts, KernelDiedError } from "./contexts.js";
 import { CodeInterpreterError } from "./errors.js";
 import type { OutputLine } from "./execute.js";
-import { Jupyter } from "./jupyter.js";
 import { ENV_NAME } from "./languages.js";
 
 export interface ServerOptions {
   port: number;
   host: string;
-  /** The Jupyter server's unix socket. */
-  jupyterSocket: string;
+  /** The kernels' connection files and sockets, and the list of contexts. */
+  runtimeDir: string;
+  /** Where kernelspecs are looked for (default: where Jupyter looks). */
+  kernelDirs?: string[];
   envdURL: string;
   /** moat's kernel-side files (moat_display.py). */
   supportDir: string;
@@ -28,6 +29,10 @@ const MAX_BODY_BYTES = 16 * 2 ** 20;
 /** A response buffer past this pauses the kernel's messages until the client reads. */
 const HIGH_WATER = 4 * 2 ** 20;
 const KEEPALIVE_MS = 5_000;
+/** A tick this late means the sandbox was checkpointed in between and restored. */
+const RESTORE_JUMP_MS = 5_000;
+/** Executions slower than this log where their time went (the code's own time included). */
+const SLOW_EXECUTION_MS = 1_000;
 
 export interface CodeInterpreterServer {
   port: number;
@@ -35,46 +40,47 @@ export interface CodeInterpreterServer {
 }
 
 export async function startServer(options: ServerOptions): Promise<CodeInterpreterServer> {
-  const jupyter = new Jupyter(options.jupyterSocket);
-  const contexts = new Contexts(jupyter, options.supportDir);
+  const contexts = new Contexts(options.supportDir, options.runtimeDir, options.kernelDirs);
   let ready = false;
   let closed = false;
 
   void (async () => {
-    // The Jupyter server may still be starting (or restarting under the supervisor).
     while (!closed) {
-      if (await jupyter.ready()) {
-        try {
-          await contexts.start();
-          ready = true;
-          options.log("ready: the default python context is up");
-          return;
-        } catch (err) {
-          options.log(`starting the default context failed: ${(err as Error).message}`);
-        }
+      try {
+        await contexts.start();
+        ready = true;
+        options.log("ready: the default python context is up");
+        return;
+      } catch (err) {
+        options.log(`starting the default context failed: ${(err as Error).message}`);
       }
-      await new Promise((r) => setTimeout(r, 250));
+      await new Promise((r) => setTimeout(r, 1_000));
     }
   })();
 
-  // The Jupyter server restarted (the supervisor brings it back): its kernels are gone.
-  const watch = setInterval(async () => {
-    if (!ready) return;
-    try {
-      const sessions = await jupyter.sessions();
-      const alive = new Set(sessions.map((s) => s.kernel.id));
-      if (contexts.list().some((c) => !alive.has(c.id))) {
-        options.log("kernels disappeared (the Jupyter server restarted): making the default contexts again");
-        ready = false;
-        contexts.reset();
-        await contexts.start();
-        ready = true;
-      }
-    } catch {
-      // Down for now; the next round looks again.
-    }
+  // A kernel killed or crashed between executions is replaced (its state is gone), so the next
+  // execution runs instead of failing.
+  const watch = setInterval(() => {
+    if (ready) void contexts.reviveDead(options.log);
   }, 2_000);
   watch.unref();
+
+  // A restored sandbox (from the warm pool, a snapshot or a pause) takes its first execution
+  // several times as long as later ones: memory paged back in, connections to the kernels
+  // re-established. The clock jumping past a tick tells that the sandbox
+  // was restored; a silent execution on each context then pays that before a client's code does.
+  let tick = Date.now();
+  const restored = setInterval(() => {
+    const now = Date.now();
+    const jumped = now - tick > RESTORE_JUMP_MS;
+    tick = now;
+    if (!jumped || !ready) return;
+    const started = performance.now();
+    void contexts
+      .warm()
+      .then(() => options.log(`restored: kernels warmed in ${Math.round(performance.now() - started)} ms`));
+  }, 500);
+  restored.unref();
 
   const server = http.createServer((req, res) => {
     // Closed after each response, for the same reason as getOnce.
@@ -126,7 +132,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
     throw new CodeInterpreterError(404, `no route ${method} ${url.pathname}`);
   }
 
-  /** Requests wait (up to 30 s) for a starting or restarting Jupyter server. */
+  /** Requests wait (up to 30 s) for the default context of a starting server. */
   async function whenReady(): Promise<void> {
     const deadline = Date.now() + 30_000;
     while (!ready && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
@@ -177,16 +183,51 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
         contexts.interrupt(context).catch(() => undefined);
       }
     });
+    // Written once, as soon as the user's code is done (moat's own snippets after it run on).
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearInterval(keepalive);
+      write({ type: "end_of_execution" });
+      res.end();
+    };
+    const started = performance.now();
+    const phases: string[] = [];
+    const lap = (name: string) => phases.push(`${name} ${Math.round(performance.now() - started)} ms`);
     try {
       await context.exclusive(async () => {
         if (gone) return;
         running = true;
-        await prepare(context, typeof token === "string" ? token : undefined);
-        if (Object.keys(envVars).length > 0) await context.silent(context.language.pushEnv(envVars));
+        lap("queued");
+        // moat's snippets go to the kernel right before and after the user's code, without
+        // waiting for their replies: the kernel runs its shell requests in order, so the code sees
+        // them, and an execution costs one round trip to the kernel, not three.
+        const snippets: Promise<void>[] = [];
+        const snippet = (code: string, what: string) =>
+          snippets.push(
+            context.silent(code).catch((err: unknown) => {
+              options.log(`${what} failed in kernel ${context.id}: ${(err as Error).message}`);
+              if (err instanceof KernelDiedError) throw err;
+            }),
+          );
+        const sandboxEnvs = context.envsLoaded
+          ? undefined
+          : await sandboxEnvVars(typeof token === "string" ? token : undefined);
+        if (sandboxEnvs) {
+          context.envsLoaded = true;
+          if (Object.keys(sandboxEnvs).length > 0)
+            snippet(context.language.setEnv(sandboxEnvs), "exporting the sandbox's env vars");
+        }
+        lap("envs");
+        const scoped = Object.keys(envVars).length > 0;
+        if (scoped) snippet(context.language.pushEnv(envVars), "setting the execution's env vars");
+        const run = context.run(code, write, (c) => {
+          control = c;
+        });
+        if (scoped) snippet(context.language.restoreEnv(), "restoring the env vars");
         try {
-          const outcome = await context.run(code, write, (c) => {
-            control = c;
-          });
+          const outcome = await run;
+          lap("run");
           if (outcome.died) throw new KernelDiedError();
           if (outcome.lost) {
             write({
@@ -196,9 +237,10 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
               traceback: "",
             });
           }
+          finish();
         } finally {
-          if (Object.keys(envVars).length > 0)
-            await context.silent(context.language.restoreEnv()).catch(() => undefined);
+          // The next execution of this context starts after moat's snippets of this one.
+          await Promise.allSettled(snippets);
           running = false;
         }
       });
@@ -216,32 +258,32 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
         write({ type: "error", name: "ExecutionError", value: message, traceback: "" });
       }
     } finally {
-      finished = true;
-      clearInterval(keepalive);
-      write({ type: "end_of_execution" });
-      res.end();
+      finish();
+      if (performance.now() - started > SLOW_EXECUTION_MS)
+        options.log(`slow execution in kernel ${context.id}: ${phases.join(", ")}`);
     }
   }
 
-  /** A context's first execution: the sandbox's env vars (from envd) exported into its kernel. */
-  async function prepare(context: Context, token: string | undefined): Promise<void> {
-    if (context.envsLoaded) return;
+  /**
+   * The sandbox's env vars (envd's /envs), exported into a context's kernel before its first
+   * execution; undefined when envd could not say (the next execution asks again).
+   */
+  async function sandboxEnvVars(token: string | undefined): Promise<Record<string, string> | undefined> {
     try {
       const res = await getOnce(`${options.envdURL}/envs`, token ? { "x-access-token": token } : {});
-      if (res.status === 200) {
-        const envs = JSON.parse(res.text) as Record<string, unknown>;
-        const vars = Object.fromEntries(
-          Object.entries(envs).filter(
-            (e): e is [string, string] => ENV_NAME.test(e[0]) && typeof e[1] === "string",
-          ),
-        );
-        if (Object.keys(vars).length > 0) await context.silent(context.language.setEnv(vars));
-        context.envsLoaded = true;
-      } else {
+      if (res.status !== 200) {
         options.log(`envd /envs answered ${res.status}`);
+        return undefined;
       }
+      const envs = JSON.parse(res.text) as Record<string, unknown>;
+      return Object.fromEntries(
+        Object.entries(envs).filter(
+          (e): e is [string, string] => ENV_NAME.test(e[0]) && typeof e[1] === "string",
+        ),
+      );
     } catch (err) {
       options.log(`reading the sandbox's env vars from envd failed: ${(err as Error).message}`);
+      return undefined;
     }
   }
 
@@ -258,6 +300,7 @@ export async function startServer(options: ServerOptions): Promise<CodeInterpret
       new Promise<void>((resolve) => {
         closed = true;
         clearInterval(watch);
+        clearInterval(restored);
         server.close(() => resolve());
         server.closeAllConnections();
       }),

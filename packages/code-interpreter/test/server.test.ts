@@ -1,11 +1,14 @@
 import assert from "node:assert/strict";
+import { rm } from "node:fs/promises";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { resultLine } from "../src/execute.js";
 import { findLanguage } from "../src/languages.js";
 import { type CodeInterpreterServer, startServer } from "../src/server.js";
 
-/** A port nothing listens on: the Jupyter server the server waits for never comes. */
+/** A port nothing listens on (envd's, here). */
 async function closedPort(): Promise<number> {
   const server = net.createServer().listen(0, "127.0.0.1");
   await new Promise((r) => server.once("listening", r));
@@ -17,21 +20,27 @@ async function closedPort(): Promise<number> {
 describe("code-interpreter server: input checked before any kernel is involved", () => {
   let server: CodeInterpreterServer;
   let base: string;
+  const runtimeDir = path.join(tmpdir(), `moat-ci-test-${process.pid}`);
 
   before(async () => {
-    const jupyter = await closedPort();
+    const envd = await closedPort();
     server = await startServer({
       port: 0,
       host: "127.0.0.1",
-      jupyterSocket: "/nonexistent/jupyter.sock",
-      envdURL: `http://127.0.0.1:${jupyter}`,
+      runtimeDir,
+      // No kernelspecs: the default context never starts.
+      kernelDirs: [],
+      envdURL: `http://127.0.0.1:${envd}`,
       supportDir: "/nonexistent",
       log: () => undefined,
     });
     base = `http://127.0.0.1:${server.port}`;
   });
 
-  after(() => server.close());
+  after(async () => {
+    await server.close();
+    await rm(runtimeDir, { recursive: true, force: true });
+  });
 
   const post = async (path: string, body: string) => {
     const res = await fetch(`${base}${path}`, {
@@ -61,7 +70,7 @@ describe("code-interpreter server: input checked before any kernel is involved",
     }
   });
 
-  test("/health is 503 until the Jupyter server answers; unknown routes 404; wrong methods 405", async () => {
+  test("/health is 503 until the default context runs; unknown routes 404; wrong methods 405", async () => {
     const health = await fetch(`${base}/health`);
     assert.equal(health.status, 503);
     assert.equal(((await health.json()) as { code: number }).code, 503);
