@@ -24,7 +24,7 @@ try {
     "envd.mjs": "packages/envd/dist/bin.js",
     // sudo for sandboxes, which cannot use setuid under gVisor.
     "sudo.mjs": "packages/envd/dist/sudo/bin.js",
-    // The code interpreter's server and supervisor (the code-interpreter template's start command).
+    // The code interpreter's server (the code-interpreter template's start command runs it).
     "code-interpreter.mjs": "packages/code-interpreter/dist/bin.js",
   };
   for (const [out, entry] of Object.entries(entries)) {
@@ -55,6 +55,9 @@ try {
     );
   }
   await chmod(path.join(temp, "sudo"), 0o755);
+  // The code-interpreter template's start command.
+  await copyFile(path.join(root, "packages/code-interpreter/bin/respawn"), path.join(temp, "respawn"));
+  await chmod(path.join(temp, "respawn"), 0o755);
 
   // node-pty: its JavaScript (tests and source maps left out) and the addon, compiled or prebuilt.
   const prebuilt = `prebuilds/${process.platform}-${process.arch}/`;

@@ -1,6 +1,6 @@
 /**
  * The `code-interpreter-v1` template (alias `code-interpreter`) every node has: the base template
- * plus Debian's Jupyter server, IPython kernel and data-science packages, built by the node's own
+ * plus Debian's IPython and R kernels and data-science packages, built by the node's own
  * template builder, with the code-interpreter server (code-interpreter.mjs in envd's read-only
  * directory) as its start command. Its build id is the hash of its definition and of the base
  * template it stacks on, so it is built once and again only when either changes; its snapshot is
@@ -15,8 +15,8 @@ import type { StepInput } from "./build/steps.js";
 import { BASE_BUILD_KEY, type TemplateStore } from "./store.js";
 
 /**
- * Debian 12 packages: the Jupyter server, the Python and R kernels, and what agents' data code
- * imports. (Debian has no JavaScript, Java or bash kernel; see the README.)
+ * Debian 12 packages: the Python and R kernels, the Jupyter server (for agents that start one;
+ * moat's server runs the kernels itself), and what agents' data code imports. (Debian has no JavaScript, Java or bash kernel; see the README.)
  */
 export const CODE_INTERPRETER_PACKAGES = [
   "python3-ipykernel",
@@ -62,9 +62,9 @@ export const CODE_INTERPRETER_DEFINITION: CodeInterpreterDefinition = {
       ],
     },
   ],
-  // Output to a log file: nobody reads the start command's own output after the build.
-  startCmd:
-    "exec /opt/moat/node /opt/moat/envd/code-interpreter.mjs supervise >>/tmp/.moat-code-interpreter.log 2>&1",
+  // The server in a loop that starts it again when it ends (envd's directory, `respawn`). Output
+  // to a log file: nobody reads the start command's own output after the build.
+  startCmd: "exec /bin/sh /opt/moat/envd/respawn >>/tmp/.moat-code-interpreter.log 2>&1",
   readyCmd: `curl -sf http://127.0.0.1:${CODE_INTERPRETER_PORT}/health`,
   vcpu: CODE_INTERPRETER_TEMPLATE.vcpu,
   memoryMB: CODE_INTERPRETER_TEMPLATE.memoryMB,
