@@ -22,6 +22,8 @@ export interface SandboxSpecInput {
   nodeBinary: string;
   envdDir: string;
   envdPort: number;
+  /** cgroup cpu.shares: low for warm pool entries (runtime/cpu-priority.ts); default 1024. */
+  cpuShares?: number;
 }
 
 export const SANDBOX_NODE_PATH = "/opt/moat/node";
@@ -118,7 +120,11 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
       ],
       resources: {
         memory: { limit: input.memoryMB * 1024 * 1024 },
-        cpu: { quota: input.vcpu * cpuPeriod, period: cpuPeriod },
+        cpu: {
+          quota: input.vcpu * cpuPeriod,
+          period: cpuPeriod,
+          ...(input.cpuShares ? { shares: input.cpuShares } : {}),
+        },
         pids: { limit: input.pidsLimit },
       },
       cgroupsPath: `/moat/${input.containerID}`,

@@ -19,6 +19,7 @@ import {
 } from "../network/sandbox-network.js";
 import { MAX_SLOTS, Slot, slotIndexOf } from "../network/slot.js";
 import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
+import { BACKGROUND_CPU_SHARES, raiseCpuPriority } from "../runtime/cpu-priority.js";
 import { sandboxSpec } from "../runtime/oci-spec.js";
 import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, prepareImage, removeImage } from "../snapshot/image.js";
@@ -143,6 +144,12 @@ const READY_INTERVAL_MS = 2000;
 const DEFAULT_READY_CMD = "sleep 20";
 /** How long a cold create waits for a template's ready command before answering anyway. */
 const COLD_READY_TIMEOUT_MS = 30_000;
+/**
+ * A claim's refill starts this long after it: a restore takes the CPU for a second or two, and
+ * on a small node it doubled the first commands' time in the sandbox just handed out (they run
+ * at once; the refill also runs at a low CPU share, runtime/cpu-priority.ts).
+ */
+const POOL_REFILL_DELAY_MS = 1_000;
 /** When a pool refill fails, the next try waits this long. */
 const POOL_RETRY_MS = 5000;
 /** When an auto-pause at the end time fails, the sandbox keeps running and it is tried again. */
@@ -233,6 +240,10 @@ export class SandboxManager {
       await writeRecord(options.dataDir, record);
       if (pooled) {
         pooled.record = record;
+        // Restored at a low CPU share (the refill must not slow the sandboxes in use): now it is one.
+        await raiseCpuPriority(pooled.record.lifecycleID).catch((err: unknown) =>
+          options.logger.warn({ err, sandboxID: input.sandboxID }, "raising a pool entry's CPU share failed"),
+        );
       } else {
         cleanup.push("sandbox directory", () => removeSandboxDir(dir));
         sandbox = new Sandbox(record, dir, cleanup);
@@ -687,12 +698,15 @@ export class SandboxManager {
     // Entries were made with the build's disk size.
     if (this.diskSizeOf(input.diskSizeMB, build) !== this.diskSizeOf(0, build)) return undefined;
     const entry = this.pools.get(build.key)?.shift();
-    if (entry) this.fillPool(build.key);
+    if (entry) this.fillPool(build.key, POOL_REFILL_DELAY_MS);
     return entry;
   }
 
-  /** Refills the template's warm pool in the background, one sandbox at a time, creates first. */
-  private fillPool(buildKey: string): void {
+  /**
+   * Refills the template's warm pool in the background, one sandbox at a time, creates first,
+   * after `delayMs` (a claim's refill waits a moment: see POOL_REFILL_DELAY_MS).
+   */
+  private fillPool(buildKey: string, delayMs = 0): void {
     const snapshot = this.snapshots.get(buildKey);
     if (!snapshot || this.options.poolSize <= 0 || this.closed || this.filling.has(buildKey)) return;
     const build = this.resolveBuildByKey(buildKey, snapshot.templateID);
@@ -702,6 +716,7 @@ export class SandboxManager {
     this.pools.set(buildKey, pool);
     void (async () => {
       try {
+        if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
         while (!this.closed && pool.length < this.options.poolSize) {
           if (this.starting > 0) {
             await new Promise((r) => setTimeout(r, 50));
@@ -1252,6 +1267,7 @@ export class SandboxManager {
       nodeBinary: options.nodeBinary,
       envdDir: options.envdDir,
       envdPort: ENVD_PORT,
+      cpuShares: sandbox.record.state === "pooled" ? BACKGROUND_CPU_SHARES : undefined,
     });
     await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
     return bundle;
