@@ -13,6 +13,7 @@ import { once } from "node:events";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { isDeepStrictEqual } from "node:util";
 import { SandboxState } from "@moat/shared/gen/orchestrator";
 import { Sandbox, Template } from "e2b";
 import { COUNTER_SERVER } from "../helpers/counter.js";
@@ -111,7 +112,14 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
       [...onNode].sort(),
       "the API lists what the node runs, in the same states",
     );
-    const host = await hostState(moat.dataDir, { foreignCgroups });
+    // A sandbox the node just reported paused may still be releasing its runtime (container,
+    // mount, network): the host has a few seconds to settle; a leak stays past them.
+    const settle = Date.now() + 10_000;
+    let host = await hostState(moat.dataDir, { foreignCgroups });
+    while (!isDeepStrictEqual(host.actual, host.expected) && Date.now() < settle) {
+      await new Promise((r) => setTimeout(r, 250));
+      host = await hostState(moat.dataDir, { foreignCgroups });
+    }
     assert.deepEqual(
       host.actual,
       host.expected,
@@ -227,6 +235,16 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
   test("a crash while runsc checkpoints: the restart meets the checkpoint under way, and the sandbox is not lost", async () => {
     // runsc's checkpoint is held (SIGSTOP) once it runs, moat is killed, and the next moat starts
     // while the checkpoint, orphaned, is still under way; it goes on once that moat is up.
+    // 200 MB of memory that does not compress make the checkpoint last long enough to be caught
+    // (a small sandbox's took 300 ms, which polling sometimes missed).
+    await dormant.commands.run(
+      'python3 -c \'import os, time; b = os.urandom(200 * 2**20); open("/tmp/ballast-ready", "w").close(); time.sleep(10**9)\'',
+      { background: true },
+    );
+    for (let i = 0; !(await dormant.files.exists("/tmp/ballast-ready")); i++) {
+      assert.ok(i < 300, "the ballast was not in memory within 30 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
     let pauseError: unknown;
     const pausing = dormant.pause().catch((err: unknown) => {
       pauseError = err;
