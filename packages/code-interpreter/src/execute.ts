@@ -66,6 +66,7 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
   const outcome: ExecuteOutcome = {};
   let replied = false;
   let idle = false;
+  let replyError: ExecuteOutcome["error"];
   let finish!: () => void;
   const ended = new Promise<void>((resolve) => {
     finish = resolve;
@@ -116,16 +117,12 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
         break;
       case "execute_reply":
         replied = true;
-        // Kernels that report a failure only in the reply (no `error` message on iopub).
-        if (content.status === "error" && !outcome.error) {
-          const error = errorOf(content);
-          outcome.error = error;
-          options.emit({ type: "error", ...error });
-        } else if (content.status === "aborted" && !outcome.error) {
-          const error = { name: "ExecutionAborted", value: "the execution was aborted", traceback: "" };
-          outcome.error = error;
-          options.emit({ type: "error", ...error });
-        }
+        // Kernels that report a failure only in the reply (no `error` message on iopub). The
+        // reply (shell) can arrive before the iopub `error`: it is reported at the end, when
+        // iopub had none.
+        if (content.status === "error") replyError = errorOf(content);
+        else if (content.status === "aborted")
+          replyError = { name: "ExecutionAborted", value: "the execution was aborted", traceback: "" };
         break;
     }
   };
@@ -156,6 +153,10 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
     : undefined;
   try {
     await ended;
+    if (replyError && !outcome.error && !outcome.lost) {
+      outcome.error = replyError;
+      options.emit({ type: "error", ...replyError });
+    }
   } finally {
     done = true;
     clearInterval(check);
