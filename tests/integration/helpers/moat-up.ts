@@ -93,7 +93,10 @@ export async function startMoat(
     while (!ready()) {
       if (child.exitCode !== null)
         throw new Error(`moat up exited with ${child.exitCode}: ${output.slice(from)}`);
-      if (Date.now() > deadline) throw new Error(`moat up did not come up: ${output.slice(from)}`);
+      if (Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`moat up did not come up: ${output.slice(from)}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
     return child;
@@ -107,7 +110,11 @@ export async function startMoat(
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
   };
-  const child = await launch();
+  // A moat that never came up leaves no data directory behind.
+  const child = await launch().catch(async (err: unknown) => {
+    await removeDataDir(dataDir).catch(() => undefined);
+    throw err;
+  });
   const handle: RunningMoat = {
     dataDir,
     env: await readEnv(),
