@@ -71,7 +71,9 @@ interface Connection {
   ip: string;
   shell_port: number;
   iopub_port: number;
+  stdin_port: number;
   control_port: number;
+  hb_port: number;
 }
 
 /** One running kernel process. */
@@ -130,14 +132,21 @@ export class Kernel {
   /** A kernel a previous server process started, when it still runs. */
   static async adopt(record: KernelRecord): Promise<Kernel | undefined> {
     const cmdline = await readFile(`/proc/${record.pid}/cmdline`, "utf8").catch(() => "");
-    if (!cmdline.includes(record.connectionFile)) return undefined;
-    const connection = JSON.parse(await readFile(record.connectionFile, "utf8")) as Connection;
-    const kernel = new Kernel(record, new KernelChannel(connection));
+    if (!cmdline.includes(record.connectionFile)) {
+      // Gone: its files stay behind otherwise (the pid may be another process's now).
+      await removeKernelFiles(record.connectionFile);
+      return undefined;
+    }
+    const connection = await readConnection(record.connectionFile);
+    const kernel = connection ? new Kernel(record, new KernelChannel(connection)) : undefined;
     try {
+      if (!kernel) throw new KernelError("its connection file is unreadable");
       await kernel.channel.open(5_000);
       return kernel;
     } catch {
-      await kernel.kill();
+      // Running but unusable: ended, so that the context list does not keep it.
+      signalGroup(record.pid, "SIGKILL");
+      await removeKernelFiles(record.connectionFile);
       return undefined;
     }
   }
@@ -162,14 +171,24 @@ export class Kernel {
     this.channel.close();
     signalGroup(this.record.pid, "SIGKILL");
     for (let i = 0; i < 250 && this.alive(); i++) await sleep(20);
-    const connection = await readFile(this.record.connectionFile, "utf8")
-      .then((t) => JSON.parse(t) as Connection)
-      .catch(() => undefined);
-    await rm(this.record.connectionFile, { force: true });
-    if (connection) {
-      for (const port of [1, 2, 3, 4, 5]) await rm(`${connection.ip}-${port}`, { force: true });
-    }
+    await removeKernelFiles(this.record.connectionFile);
   }
+}
+
+function readConnection(connectionFile: string): Promise<Connection | undefined> {
+  return readFile(connectionFile, "utf8")
+    .then((text) => JSON.parse(text) as Connection)
+    .catch(() => undefined);
+}
+
+/** A kernel's connection file and the unix sockets it names. */
+async function removeKernelFiles(connectionFile: string): Promise<void> {
+  const connection = await readConnection(connectionFile);
+  await rm(connectionFile, { force: true });
+  if (!connection) return;
+  const { shell_port, iopub_port, stdin_port, control_port, hb_port } = connection;
+  for (const port of [shell_port, iopub_port, stdin_port, control_port, hb_port])
+    await rm(`${connection.ip}-${port}`, { force: true });
 }
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {

@@ -4,7 +4,7 @@
  * take the CPU from the sandbox just handed out (on a 2-core node it doubled the first command's
  * time); a claim raises it to the normal share.
  */
-import { access, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 
 /** cgroup v1 cpu.shares (1024 is the default); runsc turns it into cpu.weight on cgroup v2. */
 export const BACKGROUND_CPU_SHARES = 16;
@@ -14,21 +14,17 @@ const NORMAL_CPU_WEIGHT = 100;
 
 /** Gives the container's cgroup the normal CPU share again; false when there is no such cgroup. */
 export async function raiseCpuPriority(containerID: string, root = "/sys/fs/cgroup"): Promise<boolean> {
-  const v1 = `${root}/cpu/moat/${containerID}/cpu.shares`;
-  const v2 = `${root}/moat/${containerID}/cpu.weight`;
   for (const [file, value] of [
-    [v1, NORMAL_CPU_SHARES],
-    [v2, NORMAL_CPU_WEIGHT],
+    [`${root}/cpu/moat/${containerID}/cpu.shares`, NORMAL_CPU_SHARES],
+    [`${root}/moat/${containerID}/cpu.weight`, NORMAL_CPU_WEIGHT],
   ] as const) {
-    if (
-      !(await access(file).then(
-        () => true,
-        () => false,
-      ))
-    )
-      continue;
-    await writeFile(file, String(value));
-    return true;
+    try {
+      // r+: written, never created (a cgroup that is not there is ENOENT, not a new file).
+      await writeFile(file, String(value), { flag: "r+" });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
   }
   return false;
 }
