@@ -22,6 +22,7 @@ import {
   type SandboxCatalog,
 } from "@moat/shared";
 import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js";
+import { limitClientConnections } from "./client-connections.js";
 import {
   InternalProxyError,
   InvalidRouteError,
@@ -84,6 +85,13 @@ export interface ClientProxyOptions {
    * quarter of that limit; 0 means no limit.
    */
   maxConnections?: number;
+  /**
+   * Client connections one client address holds at once; beyond it that address's new ones are
+   * closed as they arrive (after its silent and idle ones are shed), while other clients get in.
+   * Default: half of `maxConnections`, so that no one client can fill the proxy. 0 means no limit:
+   * set it behind a load balancer, where every client has the balancer's address.
+   */
+  maxConnectionsPerClient?: number;
   /** How long connecting to a sandbox's port may take before the proxy answers 502. Default 10 s. */
   connectTimeoutMs?: number;
   /**
@@ -102,11 +110,6 @@ export interface ClientProxy {
 }
 
 const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX = 1000;
-
-/** How long a new connection may take to send a request's headers before it can be shed. */
-const SILENT_GRACE_MS = 1000;
-/** At most one shedding pass per interval while connections arrive at the cap. */
-const SHED_INTERVAL_MS = 250;
 
 /** The process's open-file limit, or undefined when it is unlimited or cannot be read. */
 function openFileLimit(): number | undefined {
@@ -141,6 +144,8 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     (maxTotal > 0
       ? Math.min(DEFAULT_MAX_CONNECTIONS_PER_SANDBOX, Math.max(1, Math.floor(maxTotal / 4)))
       : DEFAULT_MAX_CONNECTIONS_PER_SANDBOX);
+  const maxPerClient =
+    options.maxConnectionsPerClient ?? (maxTotal > 0 ? Math.max(1, Math.floor(maxTotal / 2)) : 0);
   const metrics = new ProxyMetrics();
   const pool = new UpstreamPool();
   const forwarding: ForwardOptions = {
@@ -355,37 +360,20 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     // A request without a Host is the router's to refuse (with a JSON error), not Node's bare 400.
     requireHostHeader: false,
   });
-  if (maxTotal > 0) {
-    server.maxConnections = maxTotal;
-    // At the cap, connections that ask for nothing make room: those idle between requests, and
-    // those that have not finished a request's headers after a second (opened and left silent, or
-    // trickling). A flood of them cannot hold the proxy; requests in flight are never cut.
-    const unasked = new Map<Socket, number>();
-    server.on("connection", (socket: Socket) => {
-      unasked.set(socket, Date.now());
-      socket.once("close", () => unasked.delete(socket));
-    });
-    server.prependListener("request", (req: IncomingMessage) => unasked.delete(req.socket));
-    server.prependListener("upgrade", (req: IncomingMessage) => unasked.delete(req.socket));
-    let lastShed = 0;
-    server.on("drop", () => {
-      metrics.recordDroppedConnection();
-      const now = Date.now();
-      if (now - lastShed < SHED_INTERVAL_MS) return;
-      lastShed = now;
-      let shed = 0;
-      for (const [socket, since] of unasked) {
-        if (now - since < SILENT_GRACE_MS) continue;
-        socket.destroy();
-        shed++;
-      }
-      server.closeIdleConnections();
+  limitClientConnections(server, {
+    maxTotal,
+    maxPerClient,
+    onDrop: () => metrics.recordDroppedConnection(),
+    onShed: (shed, cap) =>
       log.warn(
-        { maxConnections: maxTotal, shed },
-        "client connection cap reached; shedding connections that ask for nothing",
-      );
-    });
-  }
+        cap === "total"
+          ? { maxConnections: maxTotal, shed }
+          : { maxConnectionsPerClient: maxPerClient, shed },
+        cap === "total"
+          ? "client connection cap reached; shedding connections that ask for nothing"
+          : "a client reached its connection cap; shedding its connections that ask for nothing",
+      ),
+  });
   // The handlers answer every failure themselves; anything that still escapes is a bug, logged
   // here rather than left to crash the process that hosts the proxy.
   const escaped = (error: unknown) => log.error({ err: error }, "unhandled error in the client proxy");

@@ -740,6 +740,35 @@ describe("client proxy", { timeout: 60_000 }, () => {
       }
     });
 
+    test("one client address cannot fill the proxy: another client gets in at once", async () => {
+      const capped = await startClientProxy({
+        port: 0,
+        domain: DOMAIN,
+        catalog,
+        logger: createNoopLogger(),
+        maxConnections: 20,
+      });
+      const flood: Socket[] = [];
+      try {
+        // 127.0.0.2 is another client on the loopback, opening silent connections far past the cap.
+        for (let i = 0; i < 60; i++) {
+          const socket = net.connect({ port: capped.port, host: "127.0.0.1", localAddress: "127.0.0.2" });
+          socket.on("error", () => undefined);
+          flood.push(socket);
+        }
+        await Promise.all(flood.map((s) => once(s, "connect").catch(() => undefined)));
+        await sleep(100);
+        const open = flood.filter((s) => !s.destroyed && s.readyState === "open");
+        assert.ok(open.length <= 10, `${open.length} connections of one client held (its cap is half of 20)`);
+        // Well within the grace before silent connections are shed: room was never taken.
+        const reply = await send("/echo", { headers: via("web"), port: capped.port });
+        assert.equal(reply.status, 200);
+      } finally {
+        for (const socket of flood) socket.destroy();
+        await capped.close();
+      }
+    });
+
     test("a port that never completes the handshake is 502 after the connect timeout", async () => {
       // A listener with a full accept queue drops SYNs: the loopback stand-in for a released address.
       const listener = spawn(

@@ -353,7 +353,12 @@ asyncio.run(main())
     let filesPeak = filesBefore;
     await whileUnderAttack("3,000 connections to one sandbox's port", async () => {
       for (let i = 0; i < 3000; i++) {
-        const socket = net.connect(Number(proxy.port), proxy.hostname);
+        // From 127.0.0.2: the attacker is another client than the SDK's (127.0.0.1).
+        const socket = net.connect({
+          port: Number(proxy.port),
+          host: proxy.hostname,
+          localAddress: "127.0.0.2",
+        });
         sockets.push(socket);
         socket.setEncoding("utf8");
         socket.once("data", (d: string) => count(d.split("\r\n")[0]!));

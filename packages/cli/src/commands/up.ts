@@ -134,6 +134,8 @@ async function up(opts: UpOptions): Promise<void> {
     metricsToken: process.env.MOAT_METRICS_TOKEN || adminToken,
     // Default: a quarter of this process's open-file limit.
     maxConnections: envCount("MOAT_PROXY_MAX_CONNECTIONS"),
+    // Default: half of maxConnections; 0 behind a load balancer (every client has its address).
+    maxConnectionsPerClient: envCount("MOAT_PROXY_MAX_CONNECTIONS_PER_CLIENT"),
   });
 
   const team = await api.bootstrap();
