@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, readlink } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { isDeepStrictEqual } from "node:util";
@@ -252,6 +252,12 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
     const checkpoint = await runscCommand(moat.dataDir, "checkpoint").catch((err: unknown) => {
       throw new Error(`${String(err)}; the pause: ${String(pauseError)}\n${moat.log().slice(-5000)}`);
     });
+    // Held only once it writes its image: earlier it may be loading the container's state under
+    // runsc's lock, and a restart's `runsc list` would wait for that lock for ever.
+    for (let i = 0; !(await writesImage(checkpoint)); i++) {
+      assert.ok(i < 3000, "the checkpoint did not open its image within 30 s");
+      await new Promise((r) => setTimeout(r, 10));
+    }
     process.kill(checkpoint, "SIGSTOP");
     try {
       await moat.stop("SIGKILL");
@@ -321,6 +327,16 @@ async function runscCommand(dataDir: string, command: string): Promise<number> {
     await new Promise((r) => setTimeout(r, 2));
   }
   throw new Error(`no runsc ${command} ran`);
+}
+
+/** Whether the process has a checkpoint image open (runsc writes `checkpoint.img` in the image directory). */
+async function writesImage(pid: number): Promise<boolean> {
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+  for (const fd of fds) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    if (target.endsWith(".img")) return true;
+  }
+  return false;
 }
 
 async function processExists(pid: number): Promise<boolean> {
