@@ -128,7 +128,7 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
     assert.deepEqual(
       host.records.map((r) => [r.sandboxID, r.state]).sort(),
       [...onNode].sort(),
-      "every sandbox directory belongs to a sandbox the node has",
+      `every sandbox directory belongs to a sandbox the node has; moat's log:\n${moat.log().slice(-6000)}`,
     );
     for (const id of cutCreates) assert.ok(!onNode.has(id), `the cut create of ${id} left no sandbox`);
     return api;

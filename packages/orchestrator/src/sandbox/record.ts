@@ -43,13 +43,30 @@ export function memoryImagePath(dir: string): string {
   return path.join(dir, "memory");
 }
 
-/** Writes the record (its access token and env vars: root only) into the sandbox's directory. */
-export async function writeRecord(dataDir: string, record: SandboxRecord): Promise<void> {
+/** The last write queued per record file: writes of one record land in the order they were made. */
+const writes = new Map<string, Promise<void>>();
+
+/**
+ * Writes the record (its access token and env vars: root only) into the sandbox's directory, as
+ * it is at the call. Writes of the same record are queued: two in flight at once (an end-time
+ * change during a resume) shared one temporary file, and the older one could land last.
+ */
+export function writeRecord(dataDir: string, record: SandboxRecord): Promise<void> {
   const dir = sandboxDir(dataDir, record.dir);
-  await makePrivateDir(dir);
   const file = path.join(dir, "sandbox.json");
-  await writePrivateFile(`${file}.tmp`, `${JSON.stringify(record, null, 2)}\n`);
-  await rename(`${file}.tmp`, file);
+  const text = `${JSON.stringify(record, null, 2)}\n`;
+  const write = async () => {
+    await makePrivateDir(dir);
+    await writePrivateFile(`${file}.tmp`, text);
+    await rename(`${file}.tmp`, file);
+  };
+  const queued = (writes.get(file) ?? Promise.resolve()).then(write, write);
+  writes.set(file, queued);
+  const forget = () => {
+    if (writes.get(file) === queued) writes.delete(file);
+  };
+  queued.then(forget, forget);
+  return queued;
 }
 
 /** Every sandbox directory with the record it holds (undefined when unreadable or missing). */
