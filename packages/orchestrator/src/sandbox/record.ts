@@ -1,7 +1,8 @@
 import { readdir, readFile, rename } from "node:fs/promises";
 import path from "node:path";
 import { makePrivateDir, writePrivateFile } from "@moat/shared";
-import type { CreateInput } from "./manager.js";
+import type { CreateInput } from "./create-input.js";
+import type { RecordState, SandboxKind } from "./state.js";
 
 /**
  * What the orchestrator keeps on disk about each sandbox, so that a restarted orchestrator can
@@ -21,7 +22,9 @@ export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
    * is under way (after a crash: running if the container lives, else paused); "paused" once the
    * sandbox holds nothing but its directory; "pooled" for warm pool entries nobody claimed yet.
    */
-  state: "starting" | "running" | "pausing" | "paused" | "pooled";
+  state: RecordState;
+  /** What the sandbox is for; absent in records of users' sandboxes made before it was written. */
+  kind?: SandboxKind;
   /** Paused with a memory image (resume restores it) or files only (resume boots afresh). */
   memory?: boolean;
   /** How the current run started. */

@@ -1,8 +1,9 @@
 import { CleanupStack } from "@moat/shared";
 import type { Slot } from "../network/slot.js";
 import type { SandboxRecord } from "./record.js";
+import { canMove, IllegalStateChangeError, type SandboxKind, type SandboxState } from "./state.js";
 
-export type SandboxState = "starting" | "running" | "pausing" | "paused" | "resuming" | "stopping";
+export type { SandboxKind, SandboxState } from "./state.js";
 
 /**
  * A sandbox on this node and every OS resource it holds, on two cleanup stacks: `runtime` holds
@@ -11,7 +12,6 @@ export type SandboxState = "starting" | "running" | "pausing" | "paused" | "resu
  * writable layer and memory image, its registry entry) and is released by a kill only.
  */
 export class Sandbox {
-  state: SandboxState = "starting";
   slot: Slot | undefined;
   runtime = new CleanupStack();
   /** Host pid of the runsc sandbox process, watched so that a sandbox that dies is noticed. */
@@ -21,16 +21,17 @@ export class Sandbox {
   /** The pause or resume in flight; a kill waits for it. */
   transition: Promise<unknown> | undefined;
   /**
-   * A build sandbox being stopped: its container's delete runs in the background as after a
-   * pause, but its process must be gone before its writable layer is unmounted and kept.
+   * The current run's container may be deleted after its release returns: its process stopped
+   * with a checkpoint, or a pause released it (a new run gets a new container).
    */
-  stopping?: "build";
+  backgroundDelete = false;
   /**
    * Adopted by a restart while a pause of the process before was under way: that process's runsc
    * checkpoint may still be running, and stops the runtime when it ends. If the runtime exits, the
    * sandbox is paused with its files, not released as crashed.
    */
   pauseInterrupted?: boolean;
+  private current: SandboxState;
   private settleStart!: () => void;
   private endTimer: NodeJS.Timeout | undefined;
 
@@ -38,10 +39,27 @@ export class Sandbox {
     public record: SandboxRecord,
     readonly dir: string,
     readonly cleanup: CleanupStack,
+    initial: SandboxState = "starting",
   ) {
+    this.current = initial;
     this.started = new Promise((resolve) => {
       this.settleStart = resolve;
     });
+  }
+
+  get state(): SandboxState {
+    return this.current;
+  }
+
+  /** Moves to `to` as the state table allows (sandbox/state.ts); any other move is a bug. */
+  moveTo(to: SandboxState): void {
+    if (!canMove(this.current, to)) throw new IllegalStateChangeError(this.id, this.current, to);
+    this.current = to;
+  }
+
+  /** What the sandbox is for; a claimed pool entry becomes a user's. */
+  get kind(): SandboxKind {
+    return this.record.kind ?? (this.record.state === "pooled" ? "pool" : "user");
   }
 
   /** Called by the create (or the adopt) that made this sandbox once it is done. */

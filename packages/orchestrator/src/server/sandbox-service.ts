@@ -27,6 +27,8 @@ import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
+  // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
+  pooled: SandboxState.STARTING,
   starting: SandboxState.STARTING,
   running: SandboxState.RUNNING,
   pausing: SandboxState.PAUSING,

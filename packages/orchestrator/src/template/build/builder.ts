@@ -15,13 +15,13 @@ import { pipeline } from "node:stream/promises";
 import type { Logger } from "@moat/shared";
 import { removeTree } from "../../host/files.js";
 import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
-import type { SandboxManager } from "../../sandbox/manager.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
 import type { RegistryAllowList } from "../oci/address-policy.js";
 import { applyLayers } from "../oci/layers.js";
 import { parseImageReference } from "../oci/reference.js";
 import { type PulledImage, RegistryClient } from "../oci/registry.js";
 import { BASE_BUILD_KEY, type BuildManifest, type TemplateStore } from "../store.js";
+import type { BuildHost } from "./build-host.js";
 import { COPY_SCRIPT, PROVISION_SCRIPT, PROVISION_VERSION, WORKDIR_SCRIPT } from "./scripts.js";
 import {
   type BuildContext,
@@ -68,7 +68,8 @@ export interface BuildOutcome {
 }
 
 export interface TemplateBuilderOptions {
-  manager: SandboxManager;
+  /** The node's sandboxes: build sandboxes come from its factory (the manager is one). */
+  manager: BuildHost;
   store: TemplateStore;
   dataDir: string;
   logger: Logger;
@@ -395,7 +396,7 @@ export class TemplateBuilder {
     await this.makeLayer(key, meta, async (fs) => {
       let sandbox: Sandbox;
       try {
-        sandbox = await manager.startBuildSandbox(
+        sandbox = await manager.factory.startBuildSandbox(
           req.templateID,
           lowers,
           { vcpu: req.vcpu, memoryMB: req.memoryMB, diskSizeMB: req.diskSizeMB },
@@ -410,13 +411,13 @@ export class TemplateBuilder {
       }
       let ok = false;
       try {
-        manager.fault("build:sandbox");
+        manager.faults.at("build:sandbox");
         await work(sandbox);
         // What the step wrote reaches the host's files before the sandbox stops.
         await this.exec(sandbox, { command: "sync", user: "root" }, label, () => undefined);
         ok = true;
       } finally {
-        await manager.stopBuildSandbox(sandbox, ok ? fs : undefined);
+        await manager.factory.stopBuildSandbox(sandbox, ok ? fs : undefined);
       }
     });
   }
@@ -438,7 +439,7 @@ export class TemplateBuilder {
         `${JSON.stringify({ key, ...meta, createdAt: new Date().toISOString() }, null, 2)}\n`,
       );
       if (store.hasLayer(key)) return; // another build made it meanwhile
-      this.options.manager.fault("build:layer");
+      this.options.manager.faults.at("build:layer");
       if (existsSync(final)) await removeTree(final);
       await rename(temp, final);
     } finally {
@@ -535,10 +536,10 @@ export class TemplateBuilder {
       .digest("hex")
       .slice(0, 32);
     await store.commitBuild(manifest);
-    manager.fault("build:committed");
+    manager.faults.at("build:committed");
     const twin = store.findFinished(manifest.finalKey, req.buildID, req.teamID);
     const built = store.readBuild(req.buildID);
-    if (twin && built && (await manager.reuseSnapshot(twin, built))) {
+    if (twin && built && (await manager.snapshots.reuse(twin, built))) {
       say(`CACHED snapshot of build ${twin.key}`);
       say("template ready");
       return;

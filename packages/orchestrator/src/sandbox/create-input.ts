@@ -1,0 +1,46 @@
+import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
+import { InvalidSandboxConfigError } from "./errors.js";
+
+/** What a create asks of the node (the API checked the team's rights and quotas before). */
+export interface CreateInput {
+  sandboxID: string;
+  templateID: string;
+  /** The template build; empty for the base template. */
+  buildID?: string;
+  teamID: string;
+  vcpu: number;
+  memoryMB: number;
+  /** Most the writable layer may hold, in MiB; 0: the node's default. */
+  diskSizeMB: number;
+  envVars: Record<string, string>;
+  metadata: Record<string, string>;
+  envdAccessToken: string;
+  allowInternetAccess: boolean;
+  defaultUser: string;
+  defaultWorkdir: string;
+  /** At the end time, pause instead of kill (keeping memory unless autoPauseMemory is false). */
+  autoPause?: boolean;
+  autoPauseMemory?: boolean;
+  endTime: Date;
+}
+
+const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
+
+export function validateCreate(input: CreateInput): void {
+  if (!SANDBOX_ID.test(input.sandboxID)) {
+    throw new InvalidSandboxConfigError(`sandbox id '${input.sandboxID}' must match ${SANDBOX_ID}`);
+  }
+  if (!Number.isInteger(input.vcpu) || input.vcpu < 1 || input.vcpu > 64) {
+    throw new InvalidSandboxConfigError(`vcpu must be an integer from 1 to 64, got ${input.vcpu}`);
+  }
+  if (!Number.isInteger(input.memoryMB) || input.memoryMB < 64 || input.memoryMB > 256 * 1024) {
+    throw new InvalidSandboxConfigError(`memory_mb must be from 64 to 262144, got ${input.memoryMB}`);
+  }
+  const disk = input.diskSizeMB;
+  if (!Number.isInteger(disk) || (disk !== 0 && (disk < MIN_DISK_SIZE_MB || disk > MAX_DISK_SIZE_MB))) {
+    throw new InvalidSandboxConfigError(
+      `disk_size_mb must be 0 (the node's default) or from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}, got ${disk}`,
+    );
+  }
+  if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+}

@@ -1,0 +1,18 @@
+/** Per-phase durations of a create, pause, resume or kill, for the log line that ends it. */
+export function phaseTimer(): { lap: (phase: string) => void; done: () => Record<string, number> } {
+  const started = performance.now();
+  const timings: Record<string, number> = {};
+  let mark = started;
+  return {
+    lap(phase) {
+      const now = performance.now();
+      timings[phase] = Math.round(now - mark);
+      mark = now;
+    },
+    done: () => ({ totalMs: Math.round(performance.now() - started), ...timings }),
+  };
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,170 @@
+/**
+ * Startup reconcile: what a node finds on its host after a restart (or a crash) against the
+ * sandbox records it wrote. Sandboxes whose container, network and mount survived are adopted,
+ * paused ones kept (a pause a crash cut is settled), everything of the rest released, and what no
+ * record owns (containers, namespaces, links, mounts, loop devices) reaped.
+ */
+import path from "node:path";
+import type { Logger } from "@moat/shared";
+import { processAlive } from "../host/process.js";
+import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
+import { destroySandboxNetwork, openIngress } from "../network/sandbox-network.js";
+import { Slot, slotIndexOf } from "../network/slot.js";
+import type { Runsc } from "../runtime/runsc.js";
+import { imageExists, prepareImage, removeImage } from "../snapshot/image.js";
+import { detachLoop, diskPaths, loopDevicesUnder, mountedDevices } from "../storage/disk.js";
+import { mountsUnder, removeSandboxDir, unmountRootfs } from "../storage/overlay.js";
+import { memoryImagePath, readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
+
+/** What the host shows of one recorded sandbox. */
+export interface ReclaimFacts {
+  /** runsc lists its current container as running and the sandbox process is alive. */
+  containerRunning: boolean;
+  /** Both namespaces of its slot exist. */
+  networkPresent: boolean;
+  /** A committed memory image is in its directory. */
+  imageCommitted: boolean;
+}
+
+export type ReclaimDecision =
+  /** It runs on: the node takes it back. `pauseInterrupted`: a pause was cut before its checkpoint ended. */
+  | { action: "adopt"; pauseInterrupted: boolean }
+  /** Paused. `settle`: a pause whose runtime is gone, to be finished with what it saved. */
+  | { action: "keep-paused"; settle: boolean }
+  /** Nothing to keep (a create, a pool entry, a build or snapshot sandbox cut short, or gone). */
+  | { action: "release" };
+
+export function reclaimDecision(record: SandboxRecord | undefined, facts: ReclaimFacts): ReclaimDecision {
+  if (!record) return { action: "release" };
+  const { state } = record;
+  // A committed image means the checkpoint finished and the runtime stopped, whatever runsc
+  // still says about a process the host has not reaped yet.
+  const checkpointed = state === "pausing" && facts.imageCommitted;
+  const live =
+    (state === "running" || state === "pausing") &&
+    !checkpointed &&
+    record.slotIndex > 0 &&
+    facts.containerRunning &&
+    facts.networkPresent;
+  if (live) return { action: "adopt", pauseInterrupted: state === "pausing" };
+  if (state === "paused") return { action: "keep-paused", settle: false };
+  if (state === "pausing") return { action: "keep-paused", settle: true };
+  return { action: "release" };
+}
+
+export interface ReclaimHost {
+  dataDir: string;
+  runsc: Runsc;
+  logger: Logger;
+  /** Registers a sandbox that runs on; its runtime is adopted as it is. */
+  adopt(record: SandboxRecord, dir: string, runtimePID: number, pauseInterrupted: boolean): void;
+  /** Registers a paused sandbox. */
+  keepPaused(record: SandboxRecord, dir: string): void;
+  /** Directories of the sandboxes running now (their mounts are kept). */
+  runningDirs(): string[];
+}
+
+export interface ReclaimReport {
+  adopted: string[];
+  paused: string[];
+  released: string[];
+  reaped: string[];
+}
+
+export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
+  const report: ReclaimReport = { adopted: [], paused: [], released: [], reaped: [] };
+  const { runsc, dataDir } = host;
+  const containers = new Map((await runsc.list()).map((c) => [c.id, c]));
+  const namespaces = new Set(await listNamespaces());
+  const keptContainers = new Set<string>();
+  const keptSlots = new Set<number>();
+
+  for (const { dir: dirName, record } of await readRecords(dataDir)) {
+    const dir = sandboxDir(dataDir, dirName);
+    const container = record ? containers.get(record.lifecycleID) : undefined;
+    const slot = record?.slotIndex ? new Slot(record.slotIndex) : undefined;
+    const decision = reclaimDecision(record, {
+      containerRunning: container?.status === "running" && (await processAlive(container.pid)),
+      networkPresent:
+        slot !== undefined && namespaces.has(slot.outerNamespace) && namespaces.has(slot.guestNamespace),
+      imageCommitted: record?.state === "pausing" && (await imageExists(memoryImagePath(dir))),
+    });
+    if (decision.action === "adopt" && record && container && slot) {
+      // A pause that died before its checkpoint ended: the sandbox simply goes on running, and
+      // the image it began is no use.
+      if (decision.pauseInterrupted) await openIngress(slot).catch(() => undefined);
+      await removeImage(memoryImagePath(dir));
+      host.adopt(record, dir, container.pid, decision.pauseInterrupted);
+      keptContainers.add(record.lifecycleID);
+      keptSlots.add(slot.index);
+      report.adopted.push(record.sandboxID);
+      continue;
+    }
+    if (decision.action === "keep-paused" && record) {
+      if (decision.settle) {
+        // Whatever image was committed is kept, and the files always are.
+        await runsc.destroy(record.lifecycleID).catch(() => undefined);
+        if (slot) await destroySandboxNetwork(slot).catch(() => undefined);
+        await unmountRootfs(dir);
+        record.memory = await imageExists(memoryImagePath(dir));
+        record.state = "paused";
+        await writeRecord(dataDir, record);
+      }
+      await prepareImage(memoryImagePath(dir));
+      host.keepPaused(record, dir);
+      report.paused.push(record.sandboxID);
+      continue;
+    }
+    if (record) await runsc.destroy(record.lifecycleID).catch(() => undefined);
+    if (slot) await destroySandboxNetwork(slot).catch(() => undefined);
+    await removeSandboxDir(dir);
+    report.released.push(record?.sandboxID ?? dirName);
+  }
+
+  await reapUnowned(host, keptContainers, keptSlots, [...containers.keys()], report.reaped);
+  host.logger.info(report, "reclaim finished");
+  return report;
+}
+
+/** Containers, namespaces, links, mounts and loop devices no kept sandbox owns. */
+async function reapUnowned(
+  host: ReclaimHost,
+  keptContainers: Set<string>,
+  keptSlots: Set<number>,
+  containers: string[],
+  reaped: string[],
+): Promise<void> {
+  for (const id of containers) {
+    if (keptContainers.has(id)) continue;
+    await host.runsc.destroy(id);
+    reaped.push(`container ${id}`);
+  }
+  for (const name of await listNamespaces()) {
+    const index = slotIndexOf(name);
+    if (index === undefined || keptSlots.has(index)) continue;
+    await deleteNamespace(name);
+    reaped.push(`netns ${name}`);
+  }
+  for (const name of await listLinks()) {
+    const index = slotIndexOf(name);
+    if (index === undefined || keptSlots.has(index)) continue;
+    await deleteLink(name);
+    reaped.push(`link ${name}`);
+  }
+  const keptMounts = new Set(
+    host.runningDirs().flatMap((dir) => [path.join(dir, "rootfs"), diskPaths(dir).mountPoint]),
+  );
+  const sandboxesDir = path.join(host.dataDir, "sandboxes");
+  const stale = (await mountsUnder(sandboxesDir)).filter((m) => !keptMounts.has(m));
+  // Per sandbox: its overlay first, then the disk under it.
+  for (const dir of new Set(stale.map((m) => path.dirname(m)))) await unmountRootfs(dir);
+  reaped.push(...stale.map((m) => `mount ${m}`));
+  // A loop device no mount uses (a crash between attaching and mounting); one a lazy unmount
+  // still holds detaches itself once free.
+  const mounted = await mountedDevices();
+  for (const loop of await loopDevicesUnder(sandboxesDir)) {
+    if (mounted.has(loop.device)) continue;
+    await detachLoop(loop.device);
+    reaped.push(`loop ${loop.device} (${loop.backingFile})`);
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * A SandboxFactory without runsc, namespaces or mounts: sandboxes "run" as soon as they boot, and
+ * each operation can be told to fail. The lifecycle (sandbox/manager.ts) runs on it unchanged.
+ */
+import { mkdir, rm } from "node:fs/promises";
+import { CleanupStack } from "@moat/shared";
+import { Slot } from "../../src/network/slot.js";
+import type { BootOptions, InstanceBuild, SandboxFactory } from "../../src/sandbox/factory.js";
+import type { Sandbox } from "../../src/sandbox/sandbox.js";
+import { partialPath } from "../../src/snapshot/image.js";
+
+type Operation = "boot" | "init" | "freeze" | "checkpoint" | "release";
+
+/** A pid that no process has (above the kernel's pid_max). */
+export const DEAD_PID = 2 ** 22 + 1;
+
+export class FakeFactory implements SandboxFactory {
+  /** Each call, in order: "boot:<sandboxID>" and so on. */
+  readonly calls: string[] = [];
+  /** Operations that throw on their next call. */
+  readonly failNext = new Set<Operation>();
+  /** What isRunning answers (a failed pause asks whether the runtime lives on). */
+  running = true;
+  /** The pid booted sandboxes get: this process by default, alive for the watchdog. */
+  runtimePID = process.pid;
+  private nextSlot = 1;
+  /** Runtimes booted and not released. */
+  readonly live = new Set<string>();
+
+  private step(operation: Operation, sandbox: Sandbox): void {
+    this.calls.push(`${operation}:${sandbox.id}`);
+    if (this.failNext.delete(operation)) throw new Error(`fake ${operation} failed`);
+  }
+
+  async instance(_build: InstanceBuild): Promise<Sandbox> {
+    throw new Error("the fake factory makes no node sandboxes");
+  }
+
+  async boot(sandbox: Sandbox, options: BootOptions = {}): Promise<void> {
+    const slot = new Slot(this.nextSlot++);
+    sandbox.runtime.push("network", () => {
+      this.live.delete(sandbox.id);
+    });
+    sandbox.slot = slot;
+    sandbox.record.slotIndex = slot.index;
+    this.live.add(sandbox.id);
+    options.lap?.("network");
+    this.step("boot", sandbox);
+    sandbox.runtimePID = this.runtimePID;
+    options.lap?.("envdReady");
+  }
+
+  async init(sandbox: Sandbox): Promise<void> {
+    this.step("init", sandbox);
+  }
+
+  async freeze(sandbox: Sandbox): Promise<void> {
+    this.step("freeze", sandbox);
+  }
+
+  async reopen(sandbox: Sandbox): Promise<void> {
+    this.calls.push(`reopen:${sandbox.id}`);
+  }
+
+  async refuse(sandbox: Sandbox): Promise<void> {
+    this.calls.push(`refuse:${sandbox.id}`);
+  }
+
+  async checkpoint(sandbox: Sandbox, image: string): Promise<void> {
+    this.step("checkpoint", sandbox);
+    await mkdir(partialPath(image), { recursive: true });
+  }
+
+  async isRunning(): Promise<boolean> {
+    return this.running;
+  }
+
+  adoptRuntime(sandbox: Sandbox, runtimePID: number): void {
+    sandbox.slot = new Slot(sandbox.record.slotIndex);
+    sandbox.runtimePID = runtimePID;
+    this.live.add(sandbox.id);
+    sandbox.runtime.push("network", () => {
+      this.live.delete(sandbox.id);
+    });
+  }
+
+  async releaseRuntime(sandbox: Sandbox): Promise<void> {
+    this.calls.push(`releaseRuntime:${sandbox.id}`);
+    try {
+      await sandbox.runtime.run();
+    } finally {
+      sandbox.runtime = new CleanupStack();
+      sandbox.slot = undefined;
+      sandbox.runtimePID = undefined;
+      sandbox.backgroundDelete = false;
+    }
+  }
+
+  async release(sandbox: Sandbox): Promise<void> {
+    this.step("release", sandbox);
+    try {
+      await sandbox.runtime.run();
+    } finally {
+      await sandbox.cleanup.run();
+    }
+  }
+
+  async reset(sandbox: Sandbox): Promise<void> {
+    await this.releaseRuntime(sandbox);
+  }
+
+  async startAndWaitReady(): Promise<void> {}
+
+  async startBuildSandbox(): Promise<Sandbox> {
+    throw new Error("the fake factory makes no build sandboxes");
+  }
+
+  async stopBuildSandbox(): Promise<void> {}
+
+  async removeDirectory(dir: string): Promise<void> {
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  async settled(): Promise<void> {}
+}

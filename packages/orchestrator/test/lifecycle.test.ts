@@ -1,0 +1,246 @@
+/**
+ * The sandbox lifecycle (sandbox/manager.ts) on a fake runtime: no root, no runsc, no network.
+ * What is checked is the manager's own logic: states, capacity, records, events, and what a
+ * failed pause, resume or create leaves behind.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, beforeEach, describe, test } from "node:test";
+import { createNoopLogger } from "@moat/shared";
+import type { Runsc } from "../src/runtime/runsc.js";
+import type { CreateInput } from "../src/sandbox/create-input.js";
+import {
+  NodeBusyError,
+  PauseFailedError,
+  ResumeFailedError,
+  SandboxStateError,
+} from "../src/sandbox/errors.js";
+import { type SandboxEvent, SandboxManager } from "../src/sandbox/manager.js";
+import type { TemplateBuild } from "../src/template/store.js";
+import { DEAD_PID, FakeFactory } from "./fakes/factory.js";
+
+const BASE: TemplateBuild = {
+  templateID: "base",
+  key: "base",
+  dir: "/nonexistent/base",
+  lowers: ["/nonexistent/base/rootfs"],
+  vcpu: 1,
+  memoryMB: 512,
+  diskSizeMB: 0,
+  env: {},
+} as unknown as TemplateBuild;
+
+function input(sandboxID: string, extra: Partial<CreateInput> = {}): CreateInput {
+  return {
+    sandboxID,
+    templateID: "base",
+    teamID: "team",
+    vcpu: 1,
+    memoryMB: 512,
+    diskSizeMB: 0,
+    envVars: {},
+    metadata: {},
+    envdAccessToken: "",
+    allowInternetAccess: true,
+    defaultUser: "",
+    defaultWorkdir: "",
+    endTime: new Date(Date.now() + 3_600_000),
+    ...extra,
+  };
+}
+
+describe("sandbox lifecycle on a fake runtime", () => {
+  const dirs: string[] = [];
+  let dataDir: string;
+  let factory: FakeFactory;
+  let manager: SandboxManager;
+  let events: SandboxEvent[];
+
+  function start(options: { maxSandboxes?: number; maxStarting?: number } = {}): SandboxManager {
+    const m = new SandboxManager({
+      dataDir,
+      runsc: {} as Runsc,
+      templates: { resolve: (id: string) => (id === "base" ? BASE : undefined) },
+      nodeBinary: "/usr/bin/node",
+      envdDir: "/nonexistent",
+      logger: createNoopLogger(),
+      maxSandboxes: options.maxSandboxes ?? 10,
+      maxStarting: options.maxStarting ?? 4,
+      pidsLimit: 100,
+      envdReadyTimeoutMs: 1000,
+      poolSize: 0,
+      diskSizeMB: 0,
+      factory,
+    });
+    m.subscribe((e) => events.push(e));
+    return m;
+  }
+
+  const record = async (dir: string) =>
+    JSON.parse(await readFile(path.join(dataDir, "sandboxes", dir, "sandbox.json"), "utf8")) as {
+      state: string;
+      memory?: boolean;
+      kind?: string;
+    };
+
+  beforeEach(async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), "moat-lifecycle-"));
+    dirs.push(dataDir);
+    factory = new FakeFactory();
+    events = [];
+    manager = start();
+  });
+
+  after(async () => {
+    await manager?.close();
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  test("a create boots, sends /init, records the sandbox running and says so", async () => {
+    const sandbox = await manager.create(input("s1"));
+    assert.equal(sandbox.state, "running");
+    assert.deepEqual(factory.calls, ["boot:s1", "init:s1"]);
+    assert.equal((await record("s1")).state, "running");
+    assert.equal((await record("s1")).kind, "user");
+    assert.deepEqual(
+      events.map((e) => e.type),
+      ["created"],
+    );
+  });
+
+  test("a create that fails releases what it took and leaves no sandbox or directory", async () => {
+    factory.failNext.add("init");
+    await assert.rejects(manager.create(input("s1")), /fake init failed/);
+    assert.throws(() => manager.get("s1"));
+    assert.equal(factory.live.size, 0, "the runtime was released");
+    await assert.rejects(record("s1"), { code: "ENOENT" });
+    assert.deepEqual(
+      events.map((e) => [e.type, e.reason]),
+      [["failed", "fake init failed"]],
+    );
+  });
+
+  test("capacity: at most maxSandboxes not paused, and maxStarting creates at once", async () => {
+    manager = start({ maxSandboxes: 2, maxStarting: 1 });
+    await manager.create(input("s1"));
+    await manager.create(input("s2"));
+    await assert.rejects(manager.create(input("s3")), NodeBusyError);
+    await manager.pause("s2");
+    await manager.create(input("s3"));
+    await assert.rejects(manager.resume("s2", new Date(Date.now() + 60_000)), NodeBusyError);
+
+    const parallel = start({ maxSandboxes: 10, maxStarting: 1 });
+    const first = parallel.create(input("p1"));
+    await assert.rejects(parallel.create(input("p2")), /1 sandboxes already starting/);
+    await first;
+    await parallel.close();
+  });
+
+  test("a pause saves memory and releases the runtime; a resume restores it", async () => {
+    await manager.create(input("s1"));
+    const paused = await manager.pause("s1");
+    assert.equal(paused.state, "paused");
+    assert.equal(paused.slot, undefined);
+    assert.equal(factory.live.size, 0);
+    assert.deepEqual(await record("s1"), { ...(await record("s1")), state: "paused", memory: true });
+    const resumed = await manager.resume("s1", new Date(Date.now() + 60_000));
+    assert.equal(resumed.state, "running");
+    assert.equal((await record("s1")).state, "running");
+    assert.deepEqual(
+      events.map((e) => [e.type, e.reason]),
+      [
+        ["created", ""],
+        ["paused", "request"],
+        ["resumed", "memory"],
+      ],
+    );
+  });
+
+  test("a pause that fails while the runtime lives: the sandbox runs on, as it was", async () => {
+    await manager.create(input("s1"));
+    factory.failNext.add("checkpoint");
+    await assert.rejects(manager.pause("s1"), PauseFailedError);
+    const sandbox = manager.get("s1");
+    assert.equal(sandbox.state, "running");
+    assert.ok(factory.calls.includes("reopen:s1"), "traffic let in again");
+    assert.equal((await record("s1")).state, "running");
+    assert.equal(sandbox.backgroundDelete, false, "a later kill waits for the container");
+    // It can be paused again.
+    await manager.pause("s1");
+    assert.equal(sandbox.state, "paused");
+  });
+
+  test("a pause that fails after the runtime died: paused with its files, never lost", async () => {
+    await manager.create(input("s1"));
+    factory.failNext.add("checkpoint");
+    factory.running = false;
+    const paused = await manager.pause("s1");
+    assert.equal(paused.state, "paused");
+    assert.equal((await record("s1")).memory, false, "no memory image: a resume boots afresh");
+    await manager.resume("s1", new Date(Date.now() + 60_000));
+    assert.equal(events.at(-1)?.reason, "files");
+  });
+
+  test("a resume that fails: still paused with its image, and the attempt's runtime released", async () => {
+    await manager.create(input("s1"));
+    await manager.pause("s1");
+    factory.failNext.add("init");
+    await assert.rejects(manager.resume("s1", new Date(Date.now() + 60_000)), ResumeFailedError);
+    assert.equal(manager.get("s1").state, "paused");
+    assert.equal(factory.live.size, 0);
+    assert.equal((await record("s1")).memory, true);
+    await manager.resume("s1", new Date(Date.now() + 60_000));
+    assert.equal(manager.get("s1").state, "running");
+  });
+
+  test("operations in the wrong state are refused; a kill works from running and paused", async () => {
+    await manager.create(input("s1"));
+    await assert.rejects(manager.resume("s1", new Date()), SandboxStateError);
+    await manager.pause("s1");
+    await assert.rejects(manager.pause("s1"), SandboxStateError);
+    await manager.kill("s1");
+    assert.throws(() => manager.get("s1"));
+    await assert.rejects(record("s1"), { code: "ENOENT" });
+    await manager.create(input("s2"));
+    await manager.kill("s2", "expired", "end time reached");
+    assert.deepEqual(
+      events.filter((e) => e.type === "killed" || e.type === "expired").map((e) => e.sandboxID),
+      ["s1", "s2"],
+    );
+    assert.equal(factory.live.size, 0);
+  });
+
+  test("the end time kills the sandbox, or pauses it when it asked for auto-pause", async () => {
+    await manager.create(input("s1", { endTime: new Date(Date.now() + 50) }));
+    await manager.create(input("s2", { endTime: new Date(Date.now() + 50), autoPause: true }));
+    for (let i = 0; i < 100 && events.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(
+      events
+        .slice(2)
+        .map((e) => [e.sandboxID, e.type])
+        .sort(),
+      [
+        ["s1", "expired"],
+        ["s2", "paused"],
+      ],
+    );
+    assert.equal(manager.get("s2").state, "paused");
+  });
+
+  test("the watchdog releases a sandbox whose runtime died, with a failed event", async () => {
+    factory.runtimePID = DEAD_PID;
+    await manager.create(input("s1"));
+    for (let i = 0; i < 100 && !events.some((e) => e.type === "failed"); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(events.at(-1), {
+      ...events.at(-1),
+      sandboxID: "s1",
+      type: "failed",
+      reason: "sandbox runtime exited (out of memory or crashed)",
+    });
+    assert.throws(() => manager.get("s1"));
+  });
+});

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { type ReclaimFacts, reclaimDecision } from "../src/sandbox/reclaim.js";
+import type { SandboxRecord } from "../src/sandbox/record.js";
+
+const record = (state: SandboxRecord["state"], slotIndex = 7) => ({ state, slotIndex }) as SandboxRecord;
+const alive: ReclaimFacts = { containerRunning: true, networkPresent: true, imageCommitted: false };
+
+describe("reclaim decisions after a restart", () => {
+  test("a running sandbox whose container and network survived is adopted", () => {
+    assert.deepEqual(reclaimDecision(record("running"), alive), { action: "adopt", pauseInterrupted: false });
+  });
+
+  test("a running sandbox that lost its container, its network or its slot is released", () => {
+    for (const facts of [
+      { ...alive, containerRunning: false },
+      { ...alive, networkPresent: false },
+    ]) {
+      assert.deepEqual(reclaimDecision(record("running"), facts), { action: "release" });
+    }
+    assert.deepEqual(reclaimDecision(record("running", 0), alive), { action: "release" });
+  });
+
+  test("a pause cut before its checkpoint ended: the sandbox runs on, marked", () => {
+    assert.deepEqual(reclaimDecision(record("pausing"), alive), { action: "adopt", pauseInterrupted: true });
+  });
+
+  test("a pause whose image was committed, or whose runtime is gone, is settled as paused", () => {
+    assert.deepEqual(reclaimDecision(record("pausing"), { ...alive, imageCommitted: true }), {
+      action: "keep-paused",
+      settle: true,
+    });
+    assert.deepEqual(reclaimDecision(record("pausing"), { ...alive, containerRunning: false }), {
+      action: "keep-paused",
+      settle: true,
+    });
+  });
+
+  test("paused sandboxes are kept; creates, pool entries and unreadable records are released", () => {
+    assert.deepEqual(reclaimDecision(record("paused"), { ...alive, containerRunning: false }), {
+      action: "keep-paused",
+      settle: false,
+    });
+    for (const state of ["starting", "pooled"] as const) {
+      assert.deepEqual(reclaimDecision(record(state), alive), { action: "release" }, state);
+    }
+    assert.deepEqual(reclaimDecision(undefined, alive), { action: "release" });
+  });
+});
