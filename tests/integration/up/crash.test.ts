@@ -270,13 +270,16 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
     // The checkpoint ends, stopping the container it saved, with no process left to commit it:
     // the node, which adopted the sandbox as running, pauses it with its files.
     while (await processExists(checkpoint)) await new Promise((r) => setTimeout(r, 100));
+    // The node's word first: the whole-host check below must not run while the pause settles.
+    const node = nodeClient(moat.orchestratorPort, moat.nodeToken);
     const deadline = Date.now() + 20_000;
-    let state = "";
-    while (Date.now() < deadline) {
-      state = (await consistent()).get(dormant.sandboxId) ?? "lost";
-      if (state !== "running") break;
+    for (;;) {
+      const listed = (await node.list({})).sandboxes.find((s) => s.config?.sandboxId === dormant.sandboxId);
+      if (listed?.state !== SandboxState.RUNNING && listed?.state !== SandboxState.PAUSING) break;
+      if (Date.now() > deadline) break;
       await new Promise((r) => setTimeout(r, 250));
     }
+    const state = (await consistent()).get(dormant.sandboxId) ?? "lost";
     assert.equal(state, "paused", "the sandbox whose pause was cut is paused with its files, not lost");
     const back = await Sandbox.connect(dormant.sandboxId);
     assert.equal(await back.files.read("/home/user/dormant.txt"), "dormant before the crashes");
