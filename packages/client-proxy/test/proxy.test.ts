@@ -757,10 +757,11 @@ describe("client proxy", { timeout: 60_000 }, () => {
           flood.push(socket);
         }
         await Promise.all(flood.map((s) => once(s, "connect").catch(() => undefined)));
-        await sleep(100);
-        const open = flood.filter((s) => !s.destroyed && s.readyState === "open");
-        assert.ok(open.length <= 10, `${open.length} connections of one client held (its cap is half of 20)`);
-        // Well within the grace before silent connections are shed: room was never taken.
+        // The kernel completes every handshake; the proxy closes the ones past the cap as it takes them.
+        const held = () => flood.filter((s) => !s.destroyed && s.readyState === "open").length;
+        for (let i = 0; i < 100 && held() > 10; i++) await sleep(50);
+        assert.ok(held() <= 10, `${held()} connections of one client held (its cap is half of 20)`);
+        // No connection of the other client was ever shed or closed to make room: it gets in.
         const reply = await send("/echo", { headers: via("web"), port: capped.port });
         assert.equal(reply.status, 200);
       } finally {
