@@ -46,6 +46,7 @@ import type { App, AppEnv } from "./http/env.js";
 import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
 import { refuseNUL } from "./http/no-nul.js";
+import { rateLimit } from "./http/rate-limit.js";
 import { RateLimiter } from "./quotas/rate-limit.js";
 
 /**
@@ -89,7 +90,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
   app.use(refuseNUL({ readBody: (c) => !isTemplateFileUpload(c.req.method, c.req.path) }));
   const authenticated = requireTeam(ctx.db, ctx.config.quotas);
-  const rateLimited = new RateLimiter().middleware();
+  const rateLimited = rateLimit(new RateLimiter());
   for (const path of TEAM_ROUTES) {
     app.use(path, authenticated);
     app.use(path, rateLimited);

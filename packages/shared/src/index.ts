@@ -1,3 +1,4 @@
+export { Channel, type ChannelOptions, type Pulled } from "./async/channel.js";
 export type { CatalogEntry, SandboxCatalog } from "./catalog.js";
 export { CommandError, type RunOptions, type RunResult, runCommand } from "./exec/run-command.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";

@@ -5,12 +5,14 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
 import type { App } from "../http/env.js";
+import { decodeLogCursor, encodeLogCursor } from "../http/page-cursor.js";
 import { errorJSON, errorResponses, jsonResponse } from "../http/schemas.js";
 import {
   BuildIDParamsSchema,
   LogPageQuerySchema,
   TemplateBuildLogsResponseSchema,
 } from "../http/template-schemas.js";
+import { buildLogEntryView } from "../http/template-views.js";
 import { buildLogs } from "../template/build-logs.js";
 import { SECURITY } from "./shared.js";
 
@@ -46,7 +48,23 @@ const route = createRoute({
 export function registerTemplateBuildLogs(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
     const { templateID, buildID } = c.req.valid("param");
-    const { source: _source, ...query } = c.req.valid("query");
-    return c.json(await buildLogs(ctx, c.get("caller").team, templateID, buildID, query), 200);
+    const { source: _source, cursor, pageCursor, ...query } = c.req.valid("query");
+    const afterOrdinal = pageCursor !== undefined ? decodeLogCursor(pageCursor) : undefined;
+    const page = await buildLogs(ctx, c.get("caller").team, templateID, buildID, {
+      ...query,
+      ...(cursor !== undefined ? { from: new Date(cursor) } : {}),
+      ...(afterOrdinal !== undefined ? { afterOrdinal } : {}),
+    });
+    return c.json(
+      {
+        logs: page.entries.map((row) => ({ id: String(row.ordinal), ...buildLogEntryView(row) })),
+        ...(page.nextAfterOrdinal !== undefined
+          ? { nextCursor: encodeLogCursor(page.nextAfterOrdinal) }
+          : {}),
+        // Entries are stored as they arrive, so there is one source for live and finished builds.
+        source: "persistent" as const,
+      },
+      200,
+    );
   });
 }

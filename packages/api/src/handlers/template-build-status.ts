@@ -11,6 +11,7 @@ import {
   LogPageQuerySchema,
   TemplateBuildInfoSchema,
 } from "../http/template-schemas.js";
+import { buildStatusView } from "../http/template-views.js";
 import { buildStatus } from "../template/build-status.js";
 import { SECURITY } from "./shared.js";
 
@@ -41,9 +42,7 @@ const route = createRoute({
 export function registerTemplateBuildStatus(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
     const { templateID, buildID } = c.req.valid("param");
-    return c.json(
-      await buildStatus(ctx, c.get("caller").team, templateID, buildID, c.req.valid("query")),
-      200,
-    );
+    const status = await buildStatus(ctx, c.get("caller").team, templateID, buildID, c.req.valid("query"));
+    return c.json(buildStatusView(status), 200);
   });
 }

@@ -9,8 +9,8 @@ import { getTemplateFile } from "../db/template-files.js";
 import { ForbiddenError, TemplateNotFoundError } from "../errors.js";
 import type { App } from "../http/env.js";
 import { errorJSON } from "../http/schemas.js";
-import { FILES_HASH } from "../http/template-schemas.js";
 import { TEMPLATE_FILES_PATH } from "../template/file-urls.js";
+import { FILES_HASH } from "../template/files.js";
 
 export const FileParamsSchema = z.object({
   teamID: z

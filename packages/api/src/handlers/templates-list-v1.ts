@@ -5,8 +5,8 @@ import { InvalidRequestError } from "../errors.js";
 import type { App } from "../http/env.js";
 import { errorResponses, jsonResponse } from "../http/schemas.js";
 import { TemplateSchema } from "../http/template-schemas.js";
-import type { TemplateView } from "../http/template-views.js";
-import { listTemplatesPage } from "../template/list.js";
+import { type TemplateView, templateView } from "../http/template-views.js";
+import { listTemplatesPage, type TemplatePosition } from "../template/list.js";
 import { SECURITY } from "./shared.js";
 
 const route = createRoute({
@@ -29,13 +29,12 @@ export function registerTemplatesListV1(app: App, ctx: APIContext): void {
       throw new InvalidRequestError(`teamID: '${teamID}' is not the team of the credentials`);
     }
     const templates: TemplateView[] = [];
-    let after: { time: Date; id: string } | undefined;
+    let after: TemplatePosition | undefined;
     for (;;) {
       const page = await listTemplatesPage(ctx, team, { limit: 100, after });
-      templates.push(...page.templates);
-      const last = page.templates.at(-1);
-      if (!page.nextToken || !last) break;
-      after = { time: new Date(last.createdAt), id: last.templateID };
+      templates.push(...page.templates.map((t) => templateView(team, t.template, t.latest, t.ready)));
+      if (!page.next) break;
+      after = page.next;
     }
     return c.json(templates, 200);
   });

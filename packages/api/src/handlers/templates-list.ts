@@ -2,9 +2,10 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
 import type { App } from "../http/env.js";
-import { decodePageCursor } from "../http/page-cursor.js";
+import { decodePageCursor, encodePageCursor } from "../http/page-cursor.js";
 import { errorResponses } from "../http/schemas.js";
 import { nextTokenHeaders, PageQuerySchema, TemplateSchema } from "../http/template-schemas.js";
+import { templateView } from "../http/template-views.js";
 import { listTemplatesPage } from "../template/list.js";
 import { SECURITY } from "./shared.js";
 
@@ -28,11 +29,15 @@ const route = createRoute({
 export function registerTemplatesList(app: App, ctx: APIContext): void {
   app.openapi(route, async (c) => {
     const { limit, nextToken } = c.req.valid("query");
-    const page = await listTemplatesPage(ctx, c.get("caller").team, {
+    const team = c.get("caller").team;
+    const page = await listTemplatesPage(ctx, team, {
       limit: limit ?? 100,
       after: nextToken ? decodePageCursor(nextToken) : undefined,
     });
-    if (page.nextToken) c.header("X-Next-Token", page.nextToken);
-    return c.json(page.templates, 200);
+    if (page.next) c.header("X-Next-Token", encodePageCursor(page.next));
+    return c.json(
+      page.templates.map((t) => templateView(team, t.template, t.latest, t.ready)),
+      200,
+    );
   });
 }

@@ -1,6 +1,7 @@
 /**
- * The opaque `nextToken` of the template lists: base64url of "<time>__<id>", the position after a
- * page's last row (as E2B's cursors, and as the sandbox list's in handlers/list-filters.ts).
+ * The opaque page tokens. The template lists' `nextToken`: base64url of "<time>__<id>", the
+ * position after a page's last row (as E2B's cursors, and as the sandbox list's in
+ * handlers/list-filters.ts). A build log's `nextCursor`: base64url of "log:<ordinal>".
  */
 import { InvalidRequestError } from "../errors.js";
 
@@ -16,4 +17,18 @@ export function decodePageCursor(token: string): { time: Date; id: string } {
     throw new InvalidRequestError("nextToken is not a token this API issued");
   }
   return { time, id: match[2]! };
+}
+
+export function encodeLogCursor(ordinal: number): string {
+  return Buffer.from(`log:${ordinal}`).toString("base64url");
+}
+
+export function decodeLogCursor(cursor: string): number {
+  const match = /^log:(\d{1,15})$/.exec(Buffer.from(cursor, "base64url").toString());
+  if (!match) {
+    throw new InvalidRequestError(
+      "pageCursor is not a nextCursor this API returned; start again without it (or with cursor, a time in ms)",
+    );
+  }
+  return Number(match[1]);
 }

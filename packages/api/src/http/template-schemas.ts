@@ -4,6 +4,7 @@
  * resolveSymlinks, gzip), which are dropped.
  */
 import { z } from "@hono/zod-openapi";
+import { STEP_TYPES } from "../template/start-build.js";
 
 const INT32_MAX = 2_147_483_647;
 const DateTime = z.string().openapi({ format: "date-time" });
@@ -66,8 +67,6 @@ export const TemplateBuildFileUploadSchema = z
     headers: z.record(z.string(), z.string()).optional(),
   })
   .openapi("TemplateBuildFileUpload");
-
-export const STEP_TYPES = ["COPY", "RUN", "ENV", "WORKDIR", "USER"] as const;
 
 export const TemplateStepSchema = z
   .object({
@@ -262,9 +261,6 @@ export const BuildIDParamsSchema = TemplateIDParamsSchema.extend({
     .regex(UUID, "buildID must be a lowercase UUID")
     .openapi({ param: { name: "buildID", in: "path" } }),
 });
-
-/** SHA-256 hex: what the SDK computes over a COPY step's files. */
-export const FILES_HASH = /^[0-9a-f]{64}$/;
 
 /** One page: `limit` 1-100 (default 100), `nextToken` from the previous page's X-Next-Token. */
 export const PageQuerySchema = z.object({

@@ -1,9 +1,11 @@
 /** How template records look on the wire (E2B's Template, TemplateWithBuilds, TemplateBuild, …). */
 import type { z } from "@hono/zod-openapi";
 import type { TeamRow, TemplateBuildLogRow, TemplateBuildRow, TemplateRow } from "../db/schema.js";
+import type { BuildStatus } from "../template/build-status.js";
 import { templateNames } from "../template/names.js";
 import type {
   BuildLogEntrySchema,
+  TemplateBuildInfoSchema,
   TemplateBuildSchema,
   TemplateSchema,
   TemplateWithBuildsSchema,
@@ -79,5 +81,26 @@ export function buildLogEntryView(entry: TemplateBuildLogRow): BuildLogEntryView
     level: entry.level,
     message: entry.message,
     ...(entry.step !== null ? { step: entry.step } : {}),
+  };
+}
+
+/** A build's status poll; `logs` is always empty (the entries are in `logEntries`). */
+export function buildStatusView(status: BuildStatus): z.infer<typeof TemplateBuildInfoSchema> {
+  const { template, build, entries, reason } = status;
+  return {
+    templateID: template.template_id,
+    buildID: build.build_id,
+    status: build.status,
+    logEntries: entries.map(buildLogEntryView),
+    logs: [],
+    ...(reason
+      ? {
+          reason: {
+            message: reason.message,
+            ...(reason.step !== undefined ? { step: reason.step } : {}),
+            logEntries: reason.entries.map(buildLogEntryView),
+          },
+        }
+      : {}),
   };
 }

@@ -4,18 +4,14 @@
  * missed while the stream is down, and a Pause or Resume call can fail after the node acted: in
  * each case the record is brought in line with what the node reports (Get, List).
  */
-import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
+import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
-import { getSandbox, type SandboxChanges, updateSandbox } from "../db/sandboxes.js";
-import type { SandboxRow, SandboxRowState } from "../db/schema.js";
+import { getSandbox, updateSandbox } from "../db/sandboxes.js";
+import type { SandboxRow } from "../db/schema.js";
 import { NodeSandboxNotFoundError } from "../orchestrator/node-client.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
 import { nodeOf } from "./nodes.js";
-
-/** Records that may become paused, and running, on the node's word. */
-const MAY_PAUSE: readonly SandboxRowState[] = ["running", "pausing", "resuming"];
-const MAY_RUN: readonly SandboxRowState[] = ["paused", "pausing", "resuming"];
+import { nodeStateChanges } from "./reconcile.js";
 
 /**
  * Brings the record in line with the node's RUNNING or PAUSED sandbox (other node states are
@@ -26,23 +22,7 @@ export async function applyNodeState(
   row: SandboxRow,
   info: SandboxInfo,
 ): Promise<SandboxRow> {
-  let changes: SandboxChanges | undefined;
-  if (info.state === SandboxState.PAUSED && MAY_PAUSE.includes(row.state)) {
-    changes = { state: "paused", host_address: null };
-  } else if (
-    info.state === SandboxState.RUNNING &&
-    info.hostAddress !== "" &&
-    (MAY_RUN.includes(row.state) || (row.state === "running" && row.host_address !== info.hostAddress))
-  ) {
-    // A resume elsewhere moved it: a new host address, and the end time the node now enforces.
-    changes = {
-      state: "running",
-      host_address: info.hostAddress,
-      envd_version: info.envdVersion || row.envd_version,
-      ...(info.endTime ? { end_at: timestampDate(info.endTime) } : {}),
-      ...(info.startTime && row.state !== "running" ? { started_at: timestampDate(info.startTime) } : {}),
-    };
-  }
+  const changes = nodeStateChanges(row, info);
   if (!changes) return row;
   const changed = await updateSandbox(ctx.db, row.sandbox_id, [row.state], changes);
   if (!changed) return (await getSandbox(ctx.db, row.sandbox_id)) ?? row;

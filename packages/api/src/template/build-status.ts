@@ -5,9 +5,14 @@
  * entry written before the build ended is then in the page or a later one.
  */
 import type { APIContext } from "../context.js";
-import type { TeamRow, TemplateBuildLogsTable } from "../db/schema.js";
+import type {
+  TeamRow,
+  TemplateBuildLogRow,
+  TemplateBuildLogsTable,
+  TemplateBuildRow,
+  TemplateRow,
+} from "../db/schema.js";
 import { listBuildLogs } from "../db/template-builds.js";
-import { buildLogEntryView } from "../http/template-views.js";
 import { findOwnBuild } from "./resolve.js";
 
 type Level = TemplateBuildLogsTable["level"];
@@ -25,13 +30,22 @@ export interface StatusQuery {
   level?: Level;
 }
 
+export interface BuildStatus {
+  template: TemplateRow;
+  build: TemplateBuildRow;
+  /** The page of the log the query asked for. */
+  entries: TemplateBuildLogRow[];
+  /** Why a failed build failed, with the warnings and errors of its failed step. */
+  reason?: { message: string; step?: string; entries: TemplateBuildLogRow[] };
+}
+
 export async function buildStatus(
   ctx: APIContext,
   team: TeamRow,
   templateRef: string,
   buildID: string,
   query: StatusQuery,
-) {
+): Promise<BuildStatus> {
   const { template, build } = await findOwnBuild(ctx.db, team, templateRef, buildID);
   const levels = LOG_LEVELS.slice(LOG_LEVELS.indexOf(query.level ?? "debug"));
   const entries = await listBuildLogs(ctx.db, {
@@ -40,9 +54,7 @@ export async function buildStatus(
     offset: query.logsOffset ?? 0,
     limit: Math.min(query.limit ?? MAX_LOG_ENTRIES, MAX_LOG_ENTRIES),
   });
-  let reason:
-    | { message: string; step?: string; logEntries: ReturnType<typeof buildLogEntryView>[] }
-    | undefined;
+  let reason: BuildStatus["reason"];
   if (build.status === "error" && build.reason) {
     // What went wrong in the failed step, for the SDK's BuildError.
     const stepEntries =
@@ -58,15 +70,8 @@ export async function buildStatus(
     reason = {
       message: build.reason.message,
       ...(build.reason.step !== undefined ? { step: build.reason.step } : {}),
-      logEntries: stepEntries.map(buildLogEntryView),
+      entries: stepEntries,
     };
   }
-  return {
-    templateID: template.template_id,
-    buildID,
-    status: build.status,
-    logEntries: entries.map(buildLogEntryView),
-    logs: [] as string[],
-    ...(reason ? { reason } : {}),
-  };
+  return { template, build, entries, ...(reason ? { reason } : {}) };
 }

@@ -21,10 +21,12 @@ import {
   upsertTemplateFile,
 } from "../db/template-files.js";
 import { ForbiddenError, InvalidRequestError } from "../errors.js";
-import { FILES_HASH } from "../http/template-schemas.js";
 import { teamLimits } from "../quotas/limits.js";
 import { checkUploadSpace, takeUploadSpace } from "../quotas/reserve.js";
 import { findOwnTemplate } from "./resolve.js";
+
+/** SHA-256 hex: what the SDK computes over a COPY step's files, and names them by. */
+export const FILES_HASH = /^[0-9a-f]{64}$/;
 
 export interface FileUploadLink {
   present: boolean;

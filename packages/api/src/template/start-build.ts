@@ -6,23 +6,45 @@
  * background (build-runner.ts). The request answers as soon as the build runs.
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { z } from "@hono/zod-openapi";
 import type { BuildTemplateRequestSchema, TemplateStepSchema } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import type { StoredBuildStart, TeamRow, TemplateBuildRow } from "../db/schema.js";
 import { claimBuild, getBuild } from "../db/template-builds.js";
 import { getTemplateFile, touchTemplateFile } from "../db/template-files.js";
 import { CapacityError, ConflictError, InvalidRequestError } from "../errors.js";
-import { FILES_HASH, type TemplateBuildStartV2Schema } from "../http/template-schemas.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
 import { placeSandbox } from "../placement/placement.js";
 import { checkResources } from "../quotas/check.js";
 import { teamLimits } from "../quotas/limits.js";
 import { takeBuildSlot } from "../quotas/reserve.js";
+import { FILES_HASH } from "./files.js";
 import { findOwnBuild, resolveTemplateBuild } from "./resolve.js";
 
-export type BuildStart = z.infer<typeof TemplateBuildStartV2Schema>;
-type Step = NonNullable<BuildStart["steps"]>[number];
+export const STEP_TYPES = ["COPY", "RUN", "ENV", "WORKDIR", "USER"] as const;
+
+export interface BuildStep {
+  type: (typeof STEP_TYPES)[number];
+  args: string[];
+  force?: boolean;
+  filesHash?: string;
+}
+
+/** Credentials of the registry `fromImage` is pulled from; other types than "registry" are refused. */
+export type ImageRegistry =
+  | { type: "registry"; username: string; password: string }
+  | { type: "aws" }
+  | { type: "gcp" };
+
+/** The start request as the SDK sends it (null and absent alike mean not given). */
+export interface BuildStart {
+  fromImage?: string | null;
+  fromTemplate?: string | null;
+  fromImageRegistry?: ImageRegistry | null;
+  force?: boolean;
+  startCmd?: string | null;
+  readyCmd?: string | null;
+  steps?: BuildStep[];
+}
 
 interface Base {
   fromImage: string;
@@ -137,7 +159,7 @@ async function resolveBase(ctx: APIContext, team: TeamRow, body: BuildStart): Pr
 async function checkSteps(
   ctx: APIContext,
   team: TeamRow,
-  steps: Step[],
+  steps: BuildStep[],
 ): Promise<Array<MessageInitShape<typeof TemplateStepSchema>>> {
   const out: Array<MessageInitShape<typeof TemplateStepSchema>> = [];
   for (const [index, step] of steps.entries()) {
@@ -176,7 +198,7 @@ async function checkSteps(
 }
 
 /** What is wrong with a step's arguments, by the layout E2B gives each type; undefined if nothing. */
-function argumentProblem(step: Step): string | undefined {
+function argumentProblem(step: BuildStep): string | undefined {
   const { args } = step;
   switch (step.type) {
     case "COPY":

@@ -5,7 +5,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ENVD_VERSION } from "@moat/shared";
+import { Channel, ENVD_VERSION } from "@moat/shared";
 import {
   type SandboxConfigSchema,
   SandboxEventType,
@@ -101,34 +101,19 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
       return {};
     },
     async *watchEvents(_req, ctx) {
-      const queue: SandboxEvent[] = [];
-      let wake: (() => void) | undefined;
-      const unsubscribe = manager.subscribe((event) => {
-        queue.push(event);
-        wake?.();
-      });
-      // One abort listener for the stream's whole life (not one per wait).
-      const onAbort = () => wake?.();
-      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      // Unbounded (events are few); an aborted call ends the stream at once, dropping what waits.
+      const queue = new Channel<SandboxEvent>({ signal: ctx.signal });
+      const unsubscribe = manager.subscribe((event) => queue.push(event));
       try {
-        while (!ctx.signal.aborted) {
-          const event = queue.shift();
-          if (event) {
-            yield {
-              sandboxId: event.sandboxID,
-              type: EVENT_TYPES[event.type],
-              time: timestampFromDate(event.time),
-              reason: event.reason,
-            };
-            continue;
-          }
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-          wake = undefined;
+        for await (const event of queue) {
+          yield {
+            sandboxId: event.sandboxID,
+            type: EVENT_TYPES[event.type],
+            time: timestampFromDate(event.time),
+            reason: event.reason,
+          };
         }
       } finally {
-        ctx.signal.removeEventListener("abort", onAbort);
         unsubscribe();
       }
     },

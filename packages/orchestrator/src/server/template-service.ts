@@ -5,7 +5,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ENVD_VERSION } from "@moat/shared";
+import { Channel, ENVD_VERSION } from "@moat/shared";
 import type { BuildTemplateEventSchema, TemplateService } from "@moat/shared/gen/orchestrator";
 import type { SandboxManager } from "../sandbox/manager.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
@@ -38,13 +38,9 @@ export function templateService(
           Code.InvalidArgument,
         );
       }
-      // Log entries queue here until the stream takes them.
-      const queue: Event[] = [];
-      let wake: (() => void) | undefined;
-      const push = (event: Event) => {
-        queue.push(event);
-        wake?.();
-      };
+      // Log entries queue here until the stream takes them (unbounded: a build's log is modest).
+      const queue = new Channel<Event>();
+      const push = (event: Event) => queue.push(event);
       const emit = (log: BuildLog) =>
         push({
           event: {
@@ -57,7 +53,6 @@ export function templateService(
             },
           },
         });
-      let done = false;
       const work = builder
         .build(
           {
@@ -106,19 +101,10 @@ export function templateService(
             });
           },
         )
-        .finally(() => {
-          done = true;
-          wake?.();
-        });
+        .finally(() => queue.close());
       try {
-        for (;;) {
-          while (queue.length > 0) yield queue.shift()!;
-          if (done) break;
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-          wake = undefined;
-        }
+        // A caller that goes away cancels the queue; the build, cancelled by the signal, is awaited.
+        yield* queue;
       } finally {
         await work;
       }

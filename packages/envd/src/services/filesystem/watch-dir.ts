@@ -1,7 +1,7 @@
-import type { ConnectError, HandlerContext } from "@connectrpc/connect";
+import { ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Channel } from "@moat/shared";
 import type { WatchDirRequest } from "@moat/shared/gen/envd/filesystem";
 import { keepaliveIntervalMs } from "../../context.js";
-import { Channel } from "../../util/channel.js";
 import type { FilesystemEventInit } from "./dir-watcher.js";
 import type { FilesystemService } from "./service.js";
 
@@ -29,7 +29,10 @@ export async function* watchDir(service: FilesystemService, req: WatchDirRequest
   try {
     yield { event: { case: "start" as const, value: {} } };
     for (;;) {
-      const next = await channel.pull(hctx.signal, idleMs);
+      // An aborted call ends the stream with its reason as the error.
+      const next = await channel.pull(hctx.signal, idleMs).catch((err: unknown) => {
+        throw ConnectError.from(err);
+      });
       if (next.kind === "done") break;
       yield next.kind === "idle"
         ? { event: { case: "keepalive" as const, value: {} } }

@@ -10,10 +10,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { constants as osConstants } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { Channel } from "@moat/shared";
 import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
 import type * as pty from "node-pty";
 import type { User } from "../../auth/users.js";
-import { Channel } from "../../util/channel.js";
 
 export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
 export type EndEventInit = { exitCode: number; exited: boolean; status: string; error?: string };
@@ -136,8 +136,7 @@ export class ProcessHandle {
 
   /** A channel of every event from now on; the caller must `unsubscribe` it. */
   subscribe(): Channel<ProcessEventInit> {
-    const channel = new Channel<ProcessEventInit>();
-    channel.onPull = () => this.resumeOutputIfDrained();
+    const channel = new Channel<ProcessEventInit>({ onTake: () => this.resumeOutputIfDrained() });
     if (this.endEvent) {
       channel.push({ event: { case: "end", value: this.endEvent } });
       channel.close();

@@ -73,7 +73,10 @@ export class ProcessService {
     try {
       yield { event: { event: { case: "start", value: { pid: handle.pid } } } };
       for (;;) {
-        const next = await channel.pull(hctx.signal, idleMs);
+        // An aborted call ends the stream with its reason as the error.
+        const next = await channel.pull(hctx.signal, idleMs).catch((err: unknown) => {
+          throw ConnectError.from(err);
+        });
         if (next.kind === "done") return;
         yield { event: next.kind === "idle" ? { event: { case: "keepalive", value: {} } } : next.value };
       }
