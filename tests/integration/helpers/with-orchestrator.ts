@@ -72,7 +72,8 @@ export function withOrchestrator(options: WithOrchestratorOptions = {}): Running
       await step(() => orch.stop());
       // After the stop: sandboxes outlive their orchestrator by design, so only what the deletes
       // missed is left.
-      if (foreign) await step(() => assertNoSandboxOutlives(orch.dataDir, foreign!));
+      const seen = foreign;
+      if (seen) await step(() => assertNoSandboxOutlives(orch.dataDir, seen));
     }
     const dir = dataDir;
     if (dir) await step(() => removeDataDir(dir));
