@@ -5,11 +5,11 @@
  * with the envd access token the API issued.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { type RunningAPI, startAPI } from "@moat/api";
 import { createLogger, ENVD_VERSION } from "@moat/shared";
 import { NotFoundError, Sandbox } from "e2b";
-import { type RunningOrchestrator, removeDataDir, startOrchestrator } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 const ENV_KEYS = ["E2B_API_URL", "E2B_API_KEY", "E2B_SANDBOX_URL", "E2B_DEBUG", "E2B_DOMAIN"] as const;
 
@@ -29,13 +29,20 @@ async function eventuallyNotFound(sandboxID: string, timeoutMs = 30_000): Promis
 }
 
 describe("API: the e2b SDK on a real node", { timeout: 600_000 }, () => {
-  let orch: RunningOrchestrator;
   let api: RunningAPI;
   let otherKey: string;
   const savedEnv = new Map<string, string | undefined>();
+  const orch = withOrchestrator({
+    beforeTeardown: async () => {
+      for (const [key, value] of savedEnv) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+      await api?.close();
+    },
+  });
 
   before(async () => {
-    orch = await startOrchestrator();
     api = await startAPI({
       dataDir: orch.dataDir,
       port: 0,
@@ -51,21 +58,6 @@ describe("API: the e2b SDK on a real node", { timeout: 600_000 }, () => {
     for (const key of ENV_KEYS) delete process.env[key];
     process.env.E2B_API_URL = api.url;
     process.env.E2B_API_KEY = boot.apiKey;
-  });
-
-  after(async () => {
-    for (const [key, value] of savedEnv) {
-      if (value === undefined) delete process.env[key];
-      else process.env[key] = value;
-    }
-    await api?.close();
-    if (orch) {
-      for (const s of (await orch.client.list({})).sandboxes) {
-        await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-      }
-      await orch.stop();
-      await removeDataDir(orch.dataDir);
-    }
   });
 
   /** The SDK's sandbox object aimed at the sandbox's envd on the node (no proxy here). */

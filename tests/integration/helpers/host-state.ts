@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { Slot } from "@moat/orchestrator";
+import { listLinks, listNamespaces, Slot } from "@moat/orchestrator";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
 import { hostResources, nodeTransport, type RunningOrchestrator } from "./orchestrator.js";
 
@@ -54,6 +54,45 @@ export async function assertNothingOutlives(dataDir: string, foreign: readonly s
   );
 }
 
+/** moat's own namespaces (moat-n<i>, moat-g<i>) and veths (moat-v<i>); the host's others are not ours. */
+const MOAT_NAMESPACE = /^moat-[ng]\d+$/;
+const MOAT_LINK = /^moat-v\d+$/;
+
+/** What the host holds of moat's before a suite starts (another run's): its leak check leaves it out. */
+export interface ForeignResources {
+  cgroups: string[];
+  namespaces: string[];
+  links: string[];
+}
+
+export async function foreignResources(): Promise<ForeignResources> {
+  return {
+    cgroups: await moatCgroups(),
+    namespaces: (await listNamespaces()).filter((n) => MOAT_NAMESPACE.test(n)),
+    links: (await listLinks()).filter((n) => MOAT_LINK.test(n)),
+  };
+}
+
+/**
+ * After moat stopped with every sandbox deleted: no runsc process or container, container cgroup,
+ * namespace, veth, mount or loop device of `dataDir`'s sandboxes is left.
+ */
+export async function assertNoSandboxOutlives(dataDir: string, foreign: ForeignResources): Promise<void> {
+  await assertNothingOutlives(dataDir, foreign.cgroups);
+  const host = await hostResources({ dataDir });
+  assert.deepEqual(
+    {
+      containers: host.containers,
+      namespaces: host.namespaces.filter((n) => MOAT_NAMESPACE.test(n) && !foreign.namespaces.includes(n)),
+      links: host.links.filter((n) => MOAT_LINK.test(n) && !foreign.links.includes(n)),
+      mounts: host.mounts,
+      loops: host.loops,
+    },
+    { containers: [], namespaces: [], links: [], mounts: [], loops: [] },
+    "no container, network, mount or disk of a sandbox outlives moat",
+  );
+}
+
 interface NodeRecord {
   sandboxID: string;
   state: string;
@@ -92,9 +131,8 @@ export async function hostState(dataDir: string, options: { foreignCgroups?: rea
     containers: resources.containers,
     // Cgroups that were there before the test (another run's) are not this data directory's.
     cgroups: (await moatCgroups()).filter((c) => !options.foreignCgroups?.includes(c)),
-    // moat's own names (moat-n<i>, moat-g<i>, moat-v<i>); the host's other links are not ours.
-    namespaces: resources.namespaces.filter((n) => /^moat-[ng]\d+$/.test(n)),
-    links: resources.links.filter((n) => /^moat-v\d+$/.test(n)),
+    namespaces: resources.namespaces.filter((n) => MOAT_NAMESPACE.test(n)),
+    links: resources.links.filter((n) => MOAT_LINK.test(n)),
     // By sandbox: a running one has its root (and whatever else its run mounts), others none.
     mounts: [...new Set(resources.mounts.map((m) => mountOwner(dataDir, m)))].sort(),
     dirs: resources.dirs,

@@ -128,9 +128,14 @@ export async function freePort(): Promise<number> {
   throw new Error("no free port below the ephemeral range after 200 tries");
 }
 
+/** `env` reaches the orchestrator process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …). */
+export interface StartOrchestratorOptions {
+  env?: Record<string, string>;
+}
+
 export async function startOrchestrator(
   dataDir?: string,
-  options: { env?: Record<string, string> } = {},
+  options: StartOrchestratorOptions = {},
 ): Promise<RunningOrchestrator> {
   const dir = dataDir ?? (await makeDataDir());
   const port = await freePort();
@@ -169,7 +174,14 @@ export async function startOrchestrator(
       /template prepared|preparing the template snapshot failed/.test(output.slice(logStart));
     while (!ready()) {
       if (child.exitCode !== null) throw new Error(`orchestrator exited with ${child.exitCode}: ${output}`);
-      if (Date.now() > deadline) throw new Error(`orchestrator did not start: ${output}`);
+      if (Date.now() > deadline) {
+        // Gone before the throw: a teardown's restart must not meet it on the same data directory.
+        if (child.signalCode === null) {
+          child.kill("SIGKILL");
+          await once(child, "exit");
+        }
+        throw new Error(`orchestrator did not start: ${output}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
     return child;

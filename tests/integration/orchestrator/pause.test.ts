@@ -4,19 +4,13 @@
  * that restarts, a file that is lost, a sandbox half paused and half running, a resource left.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import {
-  createSandbox,
-  hostResources,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 async function startCounter(info: SandboxInfo): Promise<void> {
   const sbx = sdkFor(info);
@@ -41,20 +35,11 @@ async function askCounter(info: SandboxInfo): Promise<{ pid: number; count: numb
 const endIn = (ms: number) => timestampFromDate(new Date(Date.now() + ms));
 
 describe("orchestrator: pause and resume", { timeout: 900_000 }, () => {
-  let orch: RunningOrchestrator;
+  const orch = withOrchestrator();
   let baseline: Awaited<ReturnType<typeof hostResources>>;
 
   before(async () => {
-    orch = await startOrchestrator();
     baseline = await hostResources(orch);
-  });
-
-  after(async () => {
-    for (const s of (await orch.client.list({})).sandboxes) {
-      await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-    }
-    await orch.stop();
-    await removeDataDir(orch.dataDir);
   });
 
   const pause = async (id: string) => (await orch.client.pause({ sandboxId: id })).sandbox!;

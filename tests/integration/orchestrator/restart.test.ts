@@ -1,34 +1,19 @@
 import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { runCommand } from "@moat/shared";
 import { SandboxEventType } from "@moat/shared/gen/orchestrator";
-import {
-  createSandbox,
-  hostResources,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: end times and restart safety", { timeout: 600_000 }, () => {
-  let orch: RunningOrchestrator;
+  const orch = withOrchestrator();
   let baseline: Awaited<ReturnType<typeof hostResources>>;
 
   before(async () => {
-    orch = await startOrchestrator();
     baseline = await hostResources(orch);
-  });
-
-  after(async () => {
-    for (const s of (await orch.client.list({})).sandboxes) {
-      await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-    }
-    await orch.stop();
-    await removeDataDir(orch.dataDir);
   });
 
   test("a sandbox is killed at its end time; UpdateEndTime moves it", async () => {

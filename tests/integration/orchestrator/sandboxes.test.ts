@@ -1,37 +1,25 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { SandboxEventType, type SandboxInfo } from "@moat/shared/gen/orchestrator";
-import {
-  createSandbox,
-  hostResources,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () => {
-  let orch: RunningOrchestrator;
   let baseline: Awaited<ReturnType<typeof hostResources>>;
   let sandboxes: SandboxInfo[] = [];
   let hostServer: http.Server;
+  const orch = withOrchestrator({
+    beforeTeardown: () => {
+      hostServer?.close();
+    },
+  });
 
   before(async () => {
-    orch = await startOrchestrator();
     baseline = await hostResources(orch);
     // A service on the host that sandboxes must not reach.
     hostServer = http.createServer((_req, res) => res.end("host secret")).listen(0, "0.0.0.0");
-  });
-
-  after(async () => {
-    hostServer.close();
-    for (const s of (await orch.client.list({})).sandboxes) {
-      await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-    }
-    await orch.stop();
-    await removeDataDir(orch.dataDir);
   });
 
   test("five sandboxes created at once each answer envd", async () => {

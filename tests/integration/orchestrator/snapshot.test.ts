@@ -3,33 +3,18 @@
  * fall back to, and the warm pool (claimed, refilled, released on stop and after a crash).
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { waitFor } from "../helpers/counter.js";
-import {
-  createSandbox,
-  hostResources,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: template snapshots and the warm pool", { timeout: 600_000 }, () => {
-  let orch: RunningOrchestrator;
+  const orch = withOrchestrator();
   let baseline: Awaited<ReturnType<typeof hostResources>>;
   const poolFills = () => orch.log().split("warm pool full").length - 1;
 
   before(async () => {
-    orch = await startOrchestrator();
     baseline = await hostResources(orch);
-  });
-
-  after(async () => {
-    for (const s of (await orch.client.list({})).sandboxes) {
-      await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-    }
-    await orch.stop();
-    await removeDataDir(orch.dataDir);
   });
 
   test("a create restores the template snapshot and is still its own machine", async () => {

@@ -7,19 +7,14 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import http from "node:http";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type ClientProxy, startClientProxy } from "@moat/client-proxy";
 import { type CatalogEntry, createNoopLogger, type SandboxCatalog } from "@moat/shared";
 import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
 import { FilesystemEventType, Sandbox } from "e2b";
-import {
-  createSandbox,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 const DOMAIN = "moat.local";
 const ACCESS_TOKEN = "proxy-test-envd-token";
@@ -50,14 +45,17 @@ async function getByHost(proxyPort: number, host: string, path: string) {
 
 describe("client proxy: the official SDK through the proxy to a gVisor sandbox", { timeout: 600_000 }, () => {
   const catalog = new TestCatalog();
-  let orch: RunningOrchestrator;
   let proxy: ClientProxy;
   let info: SandboxInfo;
   let sandboxID: string;
   let sbx: Sandbox;
+  const orch = withOrchestrator({
+    beforeTeardown: async () => {
+      await proxy?.close();
+    },
+  });
 
   before(async () => {
-    orch = await startOrchestrator();
     info = await createSandbox(orch, { accessToken: ACCESS_TOKEN });
     sandboxID = info.config!.sandboxId;
     catalog.entries.set(sandboxID, {
@@ -81,17 +79,6 @@ describe("client proxy: the official SDK through the proxy to a gVisor sandbox",
       sandboxUrl: `http://127.0.0.1:${proxy.port}`,
       apiKey: "e2b_x",
     });
-  });
-
-  after(async () => {
-    await proxy?.close();
-    if (orch) {
-      for (const s of (await orch.client.list({})).sandboxes) {
-        await orch.client.delete({ sandboxId: s.config!.sandboxId }).catch(() => undefined);
-      }
-      await orch.stop();
-      await removeDataDir(orch.dataDir);
-    }
   });
 
   test("commands.run returns stdout", async () => {

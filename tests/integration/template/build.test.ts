@@ -11,34 +11,33 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import type { BuildResult, TemplateStep } from "@moat/shared/gen/orchestrator";
 import { TemplateService } from "@moat/shared/gen/orchestrator";
 import * as tar from "tar";
-import {
-  createSandbox,
-  hostResources,
-  nodeTransport,
-  type RunningOrchestrator,
-  removeDataDir,
-  sdkFor,
-  startOrchestrator,
-} from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, nodeTransport, sdkFor } from "../helpers/orchestrator.js";
+import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 type StepInit = Partial<TemplateStep> & { type: string; args: string[] };
 
 describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
-  let orch: RunningOrchestrator;
   let templates: ReturnType<typeof createClient<typeof TemplateService>>;
   let files: http.Server;
   let filesBase: string;
   let work: string;
   let before0: Awaited<ReturnType<typeof hostResources>>;
+  const orch = withOrchestrator({
+    beforeTeardown: () => {
+      files?.close();
+    },
+    afterTeardown: async () => {
+      if (work) await rm(work, { recursive: true, force: true });
+    },
+  });
 
   before(async () => {
     work = await mkdtemp(path.join(tmpdir(), "moat-test-ctx-"));
-    orch = await startOrchestrator();
     before0 = await hostResources(orch);
     templates = createClient(TemplateService, nodeTransport(orch.port, orch.token));
     // What the API does for COPY steps: serves each uploaded tar at a URL.
@@ -57,13 +56,6 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     files.listen(0, "127.0.0.1");
     await once(files, "listening");
     filesBase = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
-  });
-
-  after(async () => {
-    files?.close();
-    await orch?.stop();
-    if (orch) await removeDataDir(orch.dataDir);
-    await rm(work, { recursive: true, force: true });
   });
 
   /**
