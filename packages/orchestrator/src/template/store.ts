@@ -1,5 +1,5 @@
 /**
- * Templates on this node's disk. The base template is one rootfs (template/base-template.ts); a
+ * Templates on this node's disk. The base template is one rootfs (setup/base-template.ts); a
  * built template is a stack of layers over a base, each layer the writable layer of the build
  * sandbox that ran one step, shared between builds by the hash of everything that produced it:
  *

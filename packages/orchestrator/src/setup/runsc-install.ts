@@ -4,9 +4,8 @@ import { access, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type Logger, runCommand } from "@moat/shared";
-import { findDebianMirror } from "../host/apt-sources.js";
 import { findOnPath, readJSON, writeFileAtomic } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import { findDebianMirror } from "./apt-sources.js";
 import { DOWNLOADED_RUNSC, downloadDebianRunsc, RUNSC_SUITE } from "./debian-download.js";
 import { patchRunscNetnsCheck } from "./netns-patch.js";
 import { probeNetns } from "./netns-probe.js";
@@ -18,6 +17,7 @@ import {
   parseRunscVersion,
   type RunscVersion,
 } from "./runsc-version.js";
+import { SetupError } from "./setup-error.js";
 import { smokeTestRunsc } from "./smoke-test.js";
 
 /** The runsc moat runs sandboxes with, as decided (and cached) by ensureRunsc. */

@@ -3,16 +3,16 @@ import { mkdtemp, readFile, rm, statfs, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createNoopLogger, runCommand } from "@moat/shared";
-import { findDebianMirror } from "./host/apt-sources.js";
-import { findOnPath, pathWithSbin } from "./host/files.js";
-import { SetupError } from "./host/setup-error.js";
-import { ensureRunsc, runtimeDir } from "./runtime/install.js";
-import { execInNetns, probeNetns, withProbeNetns } from "./runtime/netns-probe.js";
-import { smokeTestRunsc } from "./runtime/smoke-test.js";
-import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "./storage/disk.js";
-import { BASE_SUITE } from "./template/base-definition.js";
-import { findBaseTemplate } from "./template/base-template.js";
-import { probeLayerSandbox } from "./template/oci/layers.js";
+import { findOnPath, pathWithSbin } from "../host/files.js";
+import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "../storage/disk.js";
+import { probeLayerSandbox } from "../template/oci/layers.js";
+import { findDebianMirror } from "./apt-sources.js";
+import { BASE_SUITE } from "./base-definition.js";
+import { findBaseTemplate } from "./base-template.js";
+import { execInNetns, probeNetns, withProbeNetns } from "./netns-probe.js";
+import { ensureRunsc, runtimeDir } from "./runsc-install.js";
+import { SetupError } from "./setup-error.js";
+import { smokeTestRunsc } from "./smoke-test.js";
 
 /** One prerequisite, as `moat doctor` prints it. */
 export interface DoctorCheck {

@@ -3,10 +3,10 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "nod
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommandError, type Logger, runCommand } from "@moat/shared";
-import { type DebianMirror, findDebianMirror } from "../host/apt-sources.js";
 import { findOnPath, isPidAlive, pathWithSbin, readJSON, removeTree } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import { type DebianMirror, findDebianMirror } from "./apt-sources.js";
 import { BASE_DEFINITION, type BaseDefinition, definitionHash } from "./base-definition.js";
+import { SetupError } from "./setup-error.js";
 
 export interface BaseTemplate {
   templateID: "base";

@@ -2,9 +2,9 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, runCommand } from "@moat/shared";
-import type { DebianMirror } from "../host/apt-sources.js";
 import { isPidAlive, pathWithSbin } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import type { DebianMirror } from "./apt-sources.js";
+import { SetupError } from "./setup-error.js";
 
 /** The Debian suite whose runsc moat downloads: Debian 12's (20221219) is too old. */
 export const RUNSC_SUITE = "trixie";
