@@ -2,7 +2,8 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, runCommand } from "@moat/shared";
-import { isPidAlive, pathWithSbin } from "../host/files.js";
+import { pathWithSbin } from "../host/files.js";
+import { processAlive } from "../host/process.js";
 import type { DebianMirror } from "./apt-sources.js";
 import { SetupError } from "./setup-error.js";
 
@@ -101,7 +102,7 @@ export async function downloadDebianRunsc(opts: {
 async function reapStaleDownloads(runtimeDir: string): Promise<void> {
   for (const name of await readdir(runtimeDir)) {
     const match = new RegExp(`^${TEMP_PREFIX}(\\d+)-`).exec(name);
-    if (match && !isPidAlive(Number(match[1]))) {
+    if (match && !(await processAlive(Number(match[1])))) {
       await rm(path.join(runtimeDir, name), { recursive: true, force: true });
     }
   }
