@@ -1,5 +1,5 @@
 export { defaultDataDir } from "./config.js";
-export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host-lock.js";
+export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
 export {
   DENIED_EGRESS_CIDRS,
   type EgressAllowEntry,

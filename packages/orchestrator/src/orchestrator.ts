@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
 import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
-import { acquireHostLock } from "./host-lock.js";
+import { acquireHostLock } from "./host/lock.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS, setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
