@@ -1,4 +1,4 @@
-export { defaultDataDir } from "./config.js";
+export { DEFAULT_DATA_DIR, defaultDataDir, type NodeConfig, readNodeConfig } from "./config.js";
 export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
 export {
   DENIED_EGRESS_CIDRS,
@@ -30,6 +30,7 @@ export {
   findBaseTemplate,
   type TemplateProgress,
 } from "./setup/base-template.js";
+export { readSetupConfig, type SetupConfig } from "./setup/config.js";
 export { type DoctorCheck, runDoctor } from "./setup/doctor.js";
 export {
   ensureRunsc,
