@@ -1,4 +1,140 @@
+/**
+ * The node agent's settings from the environment, each parsed here once: `readNodeConfig` turns
+ * the `MOAT_*` variables into typed values with their defaults, and nothing else in the node reads
+ * `process.env` for them. `startOrchestrator` reads it at start unless given one; its options
+ * override single values. What only `moat setup` and `moat doctor` read is in setup/config.ts.
+ *
+ * Not read here: MOAT_LOG_LEVEL (the logger's, from @moat/shared; oci-spec.ts sets it for envd
+ * inside sandboxes) and MOAT_CODE_INTERPRETER (the CLI's). MOAT_IMAGE_MAX_MB reaches the layer
+ * process (template/oci/layer-child.ts) as `maxBytes` in its job argument, not through its
+ * environment.
+ */
+import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
+import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
+import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
+import { RegistryAllowList } from "./template/oci/address-policy.js";
+import { DEFAULT_IMAGE_MAX_BYTES } from "./template/oci/layers.js";
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface NodeConfig {
+  /** MOAT_DATA_DIR: where moat keeps runsc, templates and sandboxes (default /var/lib/moat). */
+  dataDir: string;
+  /** MOAT_FAULTS: failure injection for tests, `step=error|crash,…` (default: none). */
+  faults: ReadonlyMap<string, "error" | "crash">;
+  /** MOAT_TEMPLATE_SNAPSHOTS: `off` boots every create cold instead of restoring (default on). */
+  templateSnapshots: boolean;
+  /** MOAT_POOL_SIZE: ready sandboxes kept per template (default 2; 0 disables the pool). */
+  poolSize: number;
+  /** MOAT_NETWORK_POOL_SIZE: sandbox networks made ahead of time (default 2; 0 disables). */
+  networkPoolSize: number;
+  /** MOAT_SANDBOX_MAX_CONNECTIONS: outbound connections one sandbox may have open (default 8192; 0: no cap). */
+  maxConnectionsPerSandbox: number;
+  /** MOAT_REGISTRY_ALLOW: registries allowed on non-public addresses, comma-separated (default: none). */
+  registryAllow: RegistryAllowList;
+  /** MOAT_IMAGE_MAX_MB: what an image may download and unpack to, here in bytes (default 10240 MiB). */
+  imageMaxBytes: number;
+  /** MOAT_EGRESS_ALLOW: denied destinations sandboxes may reach all the same (default: none). */
+  egressAllow: readonly EgressAllowEntry[];
+  /** MOAT_DISK_SIZE_MB: disk of sandboxes whose create or template names none (default 10240; 0: no limit). */
+  diskSizeMB: number;
+}
+
+export const DEFAULT_DATA_DIR = "/var/lib/moat";
+
+/** E2B's sandboxes get 10 GB of disk by default; here it bounds the writable layer. */
+export const DEFAULT_DISK_SIZE_MB = 10 * 1024;
+
+/**
+ * Parses the node's variables from `env`. Every malformed one is reported: one alone throws its
+ * own error (its message names the variable and what it accepts), several throw one error
+ * listing them all.
+ */
+export function readNodeConfig(env: Env = process.env): NodeConfig {
+  const errors: unknown[] = [];
+  const parse = <T>(read: () => T, fallback: T): T => {
+    try {
+      return read();
+    } catch (err) {
+      errors.push(err);
+      return fallback;
+    }
+  };
+  const config: NodeConfig = {
+    dataDir: env.MOAT_DATA_DIR || DEFAULT_DATA_DIR,
+    faults: parse(() => parseFaults(env.MOAT_FAULTS), new Map()),
+    templateSnapshots: env.MOAT_TEMPLATE_SNAPSHOTS !== "off",
+    poolSize: parse(() => parseCount(env, "MOAT_POOL_SIZE", 2), 2),
+    networkPoolSize: parse(() => parseCount(env, "MOAT_NETWORK_POOL_SIZE", 2), 2),
+    maxConnectionsPerSandbox: parse(
+      () => parseCount(env, "MOAT_SANDBOX_MAX_CONNECTIONS", DEFAULT_SANDBOX_CONNECTIONS),
+      DEFAULT_SANDBOX_CONNECTIONS,
+    ),
+    registryAllow: parse(() => new RegistryAllowList(env.MOAT_REGISTRY_ALLOW ?? ""), new RegistryAllowList()),
+    imageMaxBytes: parse(
+      () => parseCount(env, "MOAT_IMAGE_MAX_MB", DEFAULT_IMAGE_MAX_BYTES / 2 ** 20) * 2 ** 20,
+      DEFAULT_IMAGE_MAX_BYTES,
+    ),
+    egressAllow: parse(() => parseEgressAllow(env.MOAT_EGRESS_ALLOW), []),
+    diskSizeMB: parse(() => diskSizeFromEnv(env.MOAT_DISK_SIZE_MB), DEFAULT_DISK_SIZE_MB),
+  };
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) {
+    throw new Error(
+      `the node's environment has ${errors.length} malformed settings: ${errors
+        .map((err) => (err instanceof Error ? err.message : String(err)))
+        .join("; ")}`,
+    );
+  }
+  return config;
+}
+
 /** Where moat keeps its state (runsc, templates, sandboxes): `MOAT_DATA_DIR`, else /var/lib/moat. */
-export function defaultDataDir(): string {
-  return process.env.MOAT_DATA_DIR || "/var/lib/moat";
+export function defaultDataDir(env: Env = process.env): string {
+  return env.MOAT_DATA_DIR || DEFAULT_DATA_DIR;
+}
+
+/** MOAT_DISK_SIZE_MB: 0 (no limit) or a size a sandbox disk can have; unset or empty is the default. */
+export function diskSizeFromEnv(value: string | undefined): number {
+  const size = Number(value || DEFAULT_DISK_SIZE_MB);
+  if (!Number.isInteger(size) || (size !== 0 && (size < MIN_DISK_SIZE_MB || size > MAX_DISK_SIZE_MB))) {
+    throw new Error(
+      `MOAT_DISK_SIZE_MB must be 0 (no limit) or a whole number of MiB from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}, got '${value}'`,
+    );
+  }
+  return size;
+}
+
+/**
+ * MOAT_DISK_SIZE_MB alone, undefined when malformed: `moat doctor` checks the host, and leaves a
+ * bad value to the node's start to report.
+ */
+export function readDiskSizeMB(env: Env = process.env): number | undefined {
+  try {
+    return diskSizeFromEnv(env.MOAT_DISK_SIZE_MB);
+  } catch {
+    return undefined;
+  }
+}
+
+/** MOAT_FAULTS: `pause:frozen=error,resume:restored=crash` → a map of step → kind (`=error` if left out). */
+export function parseFaults(spec: string | undefined): Map<string, "error" | "crash"> {
+  const faults = new Map<string, "error" | "crash">();
+  for (const item of (spec ?? "").split(",").filter(Boolean)) {
+    const [step, kind = "error"] = item.split("=");
+    if (kind !== "error" && kind !== "crash")
+      throw new Error(`MOAT_FAULTS: '${item}' must end in =error or =crash`);
+    faults.set(step!, kind);
+  }
+  return faults;
+}
+
+/** A whole number ≥ 0; unset is `fallback`. Set but empty reads as 0, as it always has. */
+function parseCount(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  const value = Number(raw ?? fallback);
+  if (!Number.isInteger(value) || value < 0) {
+    throw new Error(`${name} must be a whole number ≥ 0, got '${raw}'`);
+  }
+  return value;
 }

@@ -1,8 +1,5 @@
-export { defaultDataDir } from "./config.js";
-export { type DoctorCheck, runDoctor } from "./doctor.js";
-export { type DebianMirror, findDebianMirror } from "./host/apt-sources.js";
-export { SetupError } from "./host/setup-error.js";
-export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host-lock.js";
+export { DEFAULT_DATA_DIR, defaultDataDir, type NodeConfig, readNodeConfig } from "./config.js";
+export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
 export {
   DENIED_EGRESS_CIDRS,
   type EgressAllowEntry,
@@ -20,27 +17,31 @@ export {
   type OrchestratorOptions,
   startOrchestrator,
 } from "./orchestrator.js";
-export {
-  ensureRunsc,
-  RUNSC_PLATFORM,
-  type RunscInstall,
-  readRunscInstall,
-  runtimeDir,
-} from "./runtime/install.js";
 export { sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
 export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
 export { NODE_TOKEN_FILE, nodeTokenPath } from "./server/node-token.js";
-export { loopDevicesUnder, mountDisk, unmountDisk } from "./storage/disk.js";
-export { mountRootfs, mountsUnder, removeSandboxDir } from "./storage/overlay.js";
-export { BASE_DEFINITION, definitionHash } from "./template/base-definition.js";
+export { type DebianMirror, findDebianMirror } from "./setup/apt-sources.js";
+export { BASE_DEFINITION, definitionHash } from "./setup/base-definition.js";
 export {
   type BaseTemplate,
   baseTemplateDir,
   ensureBaseTemplate,
   findBaseTemplate,
   type TemplateProgress,
-} from "./template/base-template.js";
+} from "./setup/base-template.js";
+export { readSetupConfig, type SetupConfig } from "./setup/config.js";
+export { type DoctorCheck, runDoctor } from "./setup/doctor.js";
+export {
+  ensureRunsc,
+  RUNSC_PLATFORM,
+  type RunscInstall,
+  readRunscInstall,
+  runtimeDir,
+} from "./setup/runsc-install.js";
+export { SetupError } from "./setup/setup-error.js";
+export { loopDevicesUnder, mountDisk, unmountDisk } from "./storage/disk.js";
+export { mountRootfs, mountsUnder, removeSandboxDir } from "./storage/overlay.js";
 export {
   BUILTIN_TEAM,
   type BuiltinTemplateResult,

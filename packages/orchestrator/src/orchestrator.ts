@@ -10,9 +10,10 @@ import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
 import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
-import { acquireHostLock } from "./host-lock.js";
-import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
-import { DEFAULT_SANDBOX_CONNECTIONS, setupHostNetwork } from "./network/sandbox-network.js";
+import { type NodeConfig, readNodeConfig } from "./config.js";
+import { acquireHostLock } from "./host/lock.js";
+import type { EgressAllowEntry } from "./network/egress.js";
+import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
@@ -20,7 +21,6 @@ import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
-import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -36,6 +36,8 @@ export interface OrchestratorOptions {
   platform: "systrap" | "ptrace";
   /** The node's templates: the base template and the builds made here. */
   templates: TemplateStore;
+  /** The node's settings from the environment (default: readNodeConfig() at start); the options below override them one by one. */
+  config?: NodeConfig;
   maxSandboxes?: number;
   maxStarting?: number;
   pidsLimit?: number;
@@ -97,38 +99,6 @@ export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 /** What sandboxes mount read-only for envd (scripts/bundle-envd.js makes it); nothing else of the checkout. */
 export const ENVD_DIR = path.join(APP_DIR, "packages", "envd", "dist", "sandbox");
 
-/** E2B's sandboxes get 10 GB of disk by default; here it bounds the writable layer. */
-export const DEFAULT_DISK_SIZE_MB = 10 * 1024;
-
-/** MOAT_DISK_SIZE_MB: 0 (no limit) or a size a sandbox disk can have. */
-export function diskSizeFromEnv(value = process.env.MOAT_DISK_SIZE_MB): number {
-  const size = Number(value || DEFAULT_DISK_SIZE_MB);
-  if (!Number.isInteger(size) || (size !== 0 && (size < MIN_DISK_SIZE_MB || size > MAX_DISK_SIZE_MB))) {
-    throw new Error(
-      `MOAT_DISK_SIZE_MB must be 0 (no limit) or a whole number of MiB from ${MIN_DISK_SIZE_MB} to ${MAX_DISK_SIZE_MB}, got '${value}'`,
-    );
-  }
-  return size;
-}
-
-function countFromEnv(name: string, fallback: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isInteger(value) || value < 0) throw new Error(`${name} must be a whole number ≥ 0`);
-  return value;
-}
-
-/** `pause:frozen=error,resume:restored=crash` → a map of step → kind. */
-export function parseFaults(spec: string | undefined): Map<string, "error" | "crash"> {
-  const faults = new Map<string, "error" | "crash">();
-  for (const item of (spec ?? "").split(",").filter(Boolean)) {
-    const [step, kind = "error"] = item.split("=");
-    if (kind !== "error" && kind !== "crash")
-      throw new Error(`MOAT_FAULTS: '${item}' must end in =error or =crash`);
-    faults.set(step!, kind);
-  }
-  return faults;
-}
-
 export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
   const releaseLock = await acquireHostLock();
   try {
@@ -144,11 +114,13 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
   if (!existsSync(path.join(ENVD_DIR, "envd.mjs"))) {
     throw new Error(`envd's sandbox directory ${ENVD_DIR} is missing or incomplete: run npm run build`);
   }
-  // Before anything is set up: a malformed list stops the start with its message.
-  const registryAllow = new RegistryAllowList(options.registryAllow ?? process.env.MOAT_REGISTRY_ALLOW ?? "");
+  // Before anything is set up: a malformed variable stops the start with its message.
+  const config = options.config ?? readNodeConfig();
+  const registryAllow =
+    options.registryAllow !== undefined ? new RegistryAllowList(options.registryAllow) : config.registryAllow;
   if (registryAllow.size > 0)
     logger.info({ registryAllow: registryAllow.toString() }, "registries allowed on private addresses");
-  const egressAllow = options.egressAllow ?? parseEgressAllow(process.env.MOAT_EGRESS_ALLOW);
+  const egressAllow = options.egressAllow ?? config.egressAllow;
   if (egressAllow.length > 0) {
     logger.info(
       { egressAllow: egressAllow.map((e) => (e.port ? `${e.cidr}:${e.port}` : e.cidr)) },
@@ -164,7 +136,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     platform: options.platform,
   });
   const pidsLimit = options.pidsLimit ?? 1024;
-  const snapshots = options.templateSnapshots ?? process.env.MOAT_TEMPLATE_SNAPSHOTS !== "off";
+  const snapshots = options.templateSnapshots ?? config.templateSnapshots;
   const manager = new SandboxManager({
     dataDir: options.dataDir,
     runsc,
@@ -176,7 +148,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     maxStarting: options.maxStarting ?? 16,
     pidsLimit,
     envdReadyTimeoutMs: 20_000,
-    faults: options.faults ?? parseFaults(process.env.MOAT_FAULTS),
+    faults: options.faults ?? config.faults,
     snapshotKey: snapshots
       ? await snapshotKey({
           runscBinary: options.runscBinary,
@@ -185,12 +157,10 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
           pidsLimit,
         })
       : undefined,
-    poolSize: options.poolSize ?? countFromEnv("MOAT_POOL_SIZE", 2),
-    networkPoolSize: options.networkPoolSize ?? countFromEnv("MOAT_NETWORK_POOL_SIZE", 2),
-    diskSizeMB: options.diskSizeMB ?? diskSizeFromEnv(),
-    maxConnectionsPerSandbox:
-      options.maxConnectionsPerSandbox ??
-      countFromEnv("MOAT_SANDBOX_MAX_CONNECTIONS", DEFAULT_SANDBOX_CONNECTIONS),
+    poolSize: options.poolSize ?? config.poolSize,
+    networkPoolSize: options.networkPoolSize ?? config.networkPoolSize,
+    diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
+    maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
   });
   await manager.reclaim();
   await options.templates.sweep();
@@ -209,7 +179,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     dataDir: options.dataDir,
     logger,
     registryAllow,
-    imageMaxBytes: options.imageMaxBytes ?? countFromEnv("MOAT_IMAGE_MAX_MB", 10240) * 2 ** 20,
+    imageMaxBytes: options.imageMaxBytes ?? config.imageMaxBytes,
   });
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>

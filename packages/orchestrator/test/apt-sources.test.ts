@@ -8,7 +8,7 @@ import {
   parseOneLineSources,
   pickDebianMirror,
   readAptSources,
-} from "../src/host/apt-sources.js";
+} from "../src/setup/apt-sources.js";
 
 /** Debian 12's default debian.sources, as on our machines (with snapshot comments). */
 const DEBIAN_SOURCES = `Types: deb

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { BASE_DEFINITION, type BaseDefinition, definitionHash } from "../src/template/base-definition.js";
+import { BASE_DEFINITION, type BaseDefinition, definitionHash } from "../src/setup/base-definition.js";
 
 describe("definitionHash", () => {
   const hash = definitionHash(BASE_DEFINITION);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { diskSizeFromEnv } from "../src/orchestrator.js";
+import { diskSizeFromEnv } from "../src/config.js";
 
 describe("MOAT_DISK_SIZE_MB", () => {
   test("default 10 GiB; 0 turns disks off; a size a disk can have, else a clear error", () => {

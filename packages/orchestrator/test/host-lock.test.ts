@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { acquireHostLock, HostLockedError } from "../src/host-lock.js";
+import { acquireHostLock, HostLockedError } from "../src/host/lock.js";
 
 describe("host lock (one orchestrator per host)", () => {
   test("a second holder is refused while the first lives; release frees it", async () => {

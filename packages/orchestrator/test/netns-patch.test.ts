@@ -5,7 +5,7 @@ import {
   patchRunscNetnsCheck,
   ROOT_NETNS_PROBE_PATH,
   replaceAllBytes,
-} from "../src/runtime/netns-patch.js";
+} from "../src/setup/netns-patch.js";
 
 describe("patchRunscNetnsCheck", () => {
   test("the replacement has the same length, so offsets in the binary stay valid", () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { hasNetnsCheckBug, isSupportedVersion, parseRunscVersion } from "../src/runtime/runsc-version.js";
+import { hasNetnsCheckBug, isSupportedVersion, parseRunscVersion } from "../src/setup/runsc-version.js";
 
 describe("parseRunscVersion", () => {
   test("Debian's build", () => {

@@ -34,17 +34,6 @@ export async function readJSON(file: string): Promise<unknown> {
   }
 }
 
-/** Whether a process with this pid exists (used to tell a live build's temp dir from a crashed one's). */
-export function isPidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** The first executable `name` in PATH (plus the sbin dirs, which a non-login root shell may lack). */
 export async function findOnPath(name: string): Promise<string | undefined> {
   const dirs = [...(process.env.PATH ?? "").split(":"), "/usr/local/sbin", "/usr/sbin", "/sbin"];

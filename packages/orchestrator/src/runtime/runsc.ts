@@ -3,7 +3,7 @@ import { open, readFile, rm } from "node:fs/promises";
 import { CommandError, runCommand } from "@moat/shared";
 
 export interface RunscOptions {
-  /** The runsc binary (see install.ts). */
+  /** The runsc binary (see setup/runsc-install.ts). */
   binary: string;
   /** runsc's state directory (--root): only moat's containers live there. */
   stateDir: string;

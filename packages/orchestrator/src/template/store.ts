@@ -1,5 +1,5 @@
 /**
- * Templates on this node's disk. The base template is one rootfs (template/base-template.ts); a
+ * Templates on this node's disk. The base template is one rootfs (setup/base-template.ts); a
  * built template is a stack of layers over a base, each layer the writable layer of the build
  * sandbox that ran one step, shared between builds by the hash of everything that produced it:
  *
@@ -10,7 +10,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { isPidAlive, removeTree } from "../host/files.js";
+import { removeTree } from "../host/files.js";
+import { processAlive } from "../host/process.js";
 
 /** What a build's sandboxes start with, besides its files. */
 export interface TemplateSettings {
@@ -258,16 +259,16 @@ export class TemplateStore implements TemplateResolver {
    * COPY archives.
    */
   async sweep(): Promise<void> {
-    const gone = (pid: number) => pid > 0 && (pid === process.pid || !isPidAlive(pid));
+    const gone = async (pid: number) => pid > 0 && (pid === process.pid || !(await processAlive(pid)));
     const layers = this.layersDir();
     for (const name of await readdir(layers).catch(() => [] as string[])) {
       const pid = Number(/^\.tmp-[0-9a-f]+-(\d+)-/.exec(name)?.[1]);
-      if (gone(pid)) await removeTree(path.join(layers, name));
+      if (await gone(pid)) await removeTree(path.join(layers, name));
     }
     const builds = path.join(this.dataDir, "templates", "builds");
     for (const buildID of await readdir(builds).catch(() => [] as string[])) {
       const mark = await readFile(path.join(builds, buildID, BUILDING_MARK), "utf8").catch(() => "");
-      if (mark && gone(Number(mark))) {
+      if (mark && (await gone(Number(mark)))) {
         this.cache.delete(buildID);
         await removeTree(path.join(builds, buildID));
       }

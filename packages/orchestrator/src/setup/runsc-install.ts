@@ -4,9 +4,9 @@ import { access, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type Logger, runCommand } from "@moat/shared";
-import { findDebianMirror } from "../host/apt-sources.js";
 import { findOnPath, readJSON, writeFileAtomic } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import { findDebianMirror } from "./apt-sources.js";
+import { readSetupConfig, type SetupConfig } from "./config.js";
 import { DOWNLOADED_RUNSC, downloadDebianRunsc, RUNSC_SUITE } from "./debian-download.js";
 import { patchRunscNetnsCheck } from "./netns-patch.js";
 import { probeNetns } from "./netns-probe.js";
@@ -18,6 +18,7 @@ import {
   parseRunscVersion,
   type RunscVersion,
 } from "./runsc-version.js";
+import { SetupError } from "./setup-error.js";
 import { smokeTestRunsc } from "./smoke-test.js";
 
 /** The runsc moat runs sandboxes with, as decided (and cached) by ensureRunsc. */
@@ -81,11 +82,14 @@ export async function ensureRunsc(opts: {
   onProgress?: (msg: string) => void;
   /** When false, fail instead of downloading (moat doctor). */
   allowDownload?: boolean;
+  /** MOAT_RUNSC and MOAT_DEBIAN_MIRROR (default: readSetupConfig()). */
+  setup?: SetupConfig;
 }): Promise<RunscInstall> {
   const { logger } = opts;
+  const setup = opts.setup ?? readSetupConfig();
   requireRoot();
   const dir = runtimeDir(opts.dataDir);
-  const candidates = await findCandidates(opts.dataDir);
+  const candidates = await findCandidates(opts.dataDir, setup.runsc);
   const record = await readRecord(dir);
   if (record && record.fingerprint === (await fingerprint(candidates, dir))) {
     const install = { ...record.install, path: path.resolve(dir, record.install.path) };
@@ -101,7 +105,7 @@ export async function ensureRunsc(opts: {
         "Run `moat setup`, which downloads Debian trixie's runsc, or install gVisor and set MOAT_RUNSC",
       );
     }
-    const mirror = await findDebianMirror();
+    const mirror = await findDebianMirror(undefined, setup.debianMirror);
     const deb = await downloadDebianRunsc({ runtimeDir: dir, mirror, logger, onProgress: opts.onProgress });
     const downloaded: Candidate = {
       path: path.join(dir, DOWNLOADED_RUNSC),
@@ -153,7 +157,7 @@ export async function ensureRunsc(opts: {
   const fresh: InstallRecord = {
     schema: RECORD_SCHEMA,
     // Recomputed: a download just added a candidate.
-    fingerprint: await fingerprint(await findCandidates(opts.dataDir), dir),
+    fingerprint: await fingerprint(await findCandidates(opts.dataDir, setup.runsc), dir),
     origin: inRuntimeDir(candidate.path, dir),
     install: { ...install, path: inRuntimeDir(install.path, dir) },
     checkedAt: new Date().toISOString(),
@@ -192,8 +196,8 @@ function installHint(): string {
   return `Install gVisor ${NETNS_CHECK_FIXED_DATE} or newer (https://gvisor.dev/docs/user_guide/install/) and set MOAT_RUNSC to its runsc`;
 }
 
-async function findCandidates(dataDir: string): Promise<Candidate[]> {
-  const explicit = process.env.MOAT_RUNSC;
+/** `explicit`: MOAT_RUNSC. */
+async function findCandidates(dataDir: string, explicit: string | undefined): Promise<Candidate[]> {
   if (explicit) {
     const resolved = path.resolve(explicit);
     if (!(await isExecutable(resolved))) {

@@ -3,10 +3,11 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "nod
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CommandError, type Logger, runCommand } from "@moat/shared";
-import { type DebianMirror, findDebianMirror } from "../host/apt-sources.js";
-import { findOnPath, isPidAlive, pathWithSbin, readJSON, removeTree } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import { findOnPath, pathWithSbin, readJSON, removeTree } from "../host/files.js";
+import { processAlive } from "../host/process.js";
+import { type DebianMirror, findDebianMirror } from "./apt-sources.js";
 import { BASE_DEFINITION, type BaseDefinition, definitionHash } from "./base-definition.js";
+import { SetupError } from "./setup-error.js";
 
 export interface BaseTemplate {
   templateID: "base";
@@ -274,7 +275,7 @@ async function acquireLock(
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     const owner = Number((await readFile(lockFile, "utf8").catch(() => "")).trim());
-    if (!Number.isInteger(owner) || owner <= 0 || !isPidAlive(owner)) {
+    if (!Number.isInteger(owner) || owner <= 0 || !(await processAlive(owner))) {
       // Written by a process that is gone (or is being written right now: retry shortly).
       const age = Date.now() - ((await stat(lockFile).catch(() => undefined))?.mtimeMs ?? 0);
       if (owner > 0 || age > 5_000) await rm(lockFile, { force: true });
@@ -302,7 +303,7 @@ async function acquireLock(
 async function reapStaleBuilds(baseDir: string): Promise<void> {
   for (const name of await readdir(baseDir)) {
     const match = new RegExp(`^${BUILD_PREFIX}[0-9a-f]+-(\\d+)$`).exec(name);
-    if (match && (Number(match[1]) === process.pid || !isPidAlive(Number(match[1])))) {
+    if (match && (Number(match[1]) === process.pid || !(await processAlive(Number(match[1]))))) {
       await removeTree(path.join(baseDir, name));
     }
   }

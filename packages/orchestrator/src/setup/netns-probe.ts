@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { runCommand } from "@moat/shared";
-import { isPidAlive, pathWithSbin } from "../host/files.js";
+import { pathWithSbin } from "../host/files.js";
+import { processAlive } from "../host/process.js";
 import { PATCHED_PROBE_FILE, ROOT_NETNS_PROBE_PATH } from "./netns-patch.js";
 
 /** Temporary namespaces are named `moat-probe-<pid>-<n>` so a later run can reap a crashed one's. */
@@ -68,7 +69,7 @@ async function reapStaleProbes(): Promise<void> {
   const names = await readdir(NETNS_DIR).catch(() => [] as string[]);
   for (const name of names) {
     const match = new RegExp(`^${PROBE_NETNS_PREFIX}(\\d+)-\\d+$`).exec(name);
-    if (!match || Number(match[1]) === process.pid || isPidAlive(Number(match[1]))) continue;
+    if (!match || Number(match[1]) === process.pid || (await processAlive(Number(match[1])))) continue;
     await ip(["netns", "delete", name]).catch(() => undefined);
   }
 }

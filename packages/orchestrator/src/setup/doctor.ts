@@ -3,16 +3,17 @@ import { mkdtemp, readFile, rm, statfs, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createNoopLogger, runCommand } from "@moat/shared";
-import { findDebianMirror } from "./host/apt-sources.js";
-import { findOnPath, pathWithSbin } from "./host/files.js";
-import { SetupError } from "./host/setup-error.js";
-import { ensureRunsc, runtimeDir } from "./runtime/install.js";
-import { execInNetns, probeNetns, withProbeNetns } from "./runtime/netns-probe.js";
-import { smokeTestRunsc } from "./runtime/smoke-test.js";
-import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "./storage/disk.js";
-import { BASE_SUITE } from "./template/base-definition.js";
-import { findBaseTemplate } from "./template/base-template.js";
-import { probeLayerSandbox } from "./template/oci/layers.js";
+import { readDiskSizeMB } from "../config.js";
+import { findOnPath, pathWithSbin } from "../host/files.js";
+import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "../storage/disk.js";
+import { probeLayerSandbox } from "../template/oci/layers.js";
+import { findDebianMirror } from "./apt-sources.js";
+import { BASE_SUITE } from "./base-definition.js";
+import { findBaseTemplate } from "./base-template.js";
+import { execInNetns, probeNetns, withProbeNetns } from "./netns-probe.js";
+import { ensureRunsc, runtimeDir } from "./runsc-install.js";
+import { SetupError } from "./setup-error.js";
+import { smokeTestRunsc } from "./smoke-test.js";
 
 /** One prerequisite, as `moat doctor` prints it. */
 export interface DoctorCheck {
@@ -34,7 +35,12 @@ const LOW_DISK_BYTES = 5 * 1024 ** 3;
  * when it fails. Read-mostly: it creates and deletes temporary network namespaces (moat-probe-*),
  * and may cache the runsc decision as `moat setup` would, but never downloads or builds.
  */
-export async function runDoctor(opts: { dataDir: string }): Promise<DoctorCheck[]> {
+export async function runDoctor(opts: {
+  dataDir: string;
+  /** The node's MOAT_DISK_SIZE_MB (default: read from the environment; a malformed one is the node's to report). */
+  diskSizeMB?: number;
+}): Promise<DoctorCheck[]> {
+  const diskSizeMB = opts.diskSizeMB ?? readDiskSizeMB();
   const checks: Array<[string, () => Promise<Omit<DoctorCheck, "name">>]> = [
     ["root", checkRoot],
     ["runsc", () => checkRunsc(opts.dataDir)],
@@ -44,7 +50,7 @@ export async function runDoctor(opts: { dataDir: string }): Promise<DoctorCheck[
     ["debootstrap", checkDebootstrap],
     ["bubblewrap", checkBubblewrap],
     ["disk", () => checkDisk(opts.dataDir)],
-    ["sandbox-disks", checkSandboxDisks],
+    ["sandbox-disks", () => checkSandboxDisks(diskSizeMB)],
     ["ip-forward", checkIPForward],
     ["base-template", () => checkTemplate(opts.dataDir)],
   ];
@@ -192,8 +198,8 @@ async function checkCgroups(): Promise<Omit<DoctorCheck, "name">> {
  * Sandbox disks (storage/disk.ts): mkfs.ext4 and loop devices. Probed by making, mounting and
  * removing a small one.
  */
-async function checkSandboxDisks(): Promise<Omit<DoctorCheck, "name">> {
-  if (process.env.MOAT_DISK_SIZE_MB === "0") {
+async function checkSandboxDisks(diskSizeMB: number | undefined): Promise<Omit<DoctorCheck, "name">> {
+  if (diskSizeMB === 0) {
     return {
       ok: true,
       detail: "off (MOAT_DISK_SIZE_MB=0): sandboxes may fill the data directory's disk",

@@ -1,5 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
+import { readSetupConfig } from "./config.js";
 import { SetupError } from "./setup-error.js";
 
 /**
@@ -133,9 +134,14 @@ export async function readAptSources(etcApt = "/etc/apt"): Promise<AptSource[]> 
   return sources;
 }
 
-/** The host's Debian mirror (see DebianMirror); throws a SetupError saying how to name one. */
-export async function findDebianMirror(etcApt = "/etc/apt"): Promise<DebianMirror> {
-  const override = process.env.MOAT_DEBIAN_MIRROR;
+/**
+ * The host's Debian mirror (see DebianMirror), or `override` (MOAT_DEBIAN_MIRROR); throws a
+ * SetupError saying how to name one.
+ */
+export async function findDebianMirror(
+  etcApt = "/etc/apt",
+  override = readSetupConfig().debianMirror,
+): Promise<DebianMirror> {
   if (override) {
     if (!FETCHABLE.test(override)) {
       throw new SetupError(

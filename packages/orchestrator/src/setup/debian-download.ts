@@ -2,9 +2,10 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, runCommand } from "@moat/shared";
-import type { DebianMirror } from "../host/apt-sources.js";
-import { isPidAlive, pathWithSbin } from "../host/files.js";
-import { SetupError } from "../host/setup-error.js";
+import { pathWithSbin } from "../host/files.js";
+import { processAlive } from "../host/process.js";
+import type { DebianMirror } from "./apt-sources.js";
+import { SetupError } from "./setup-error.js";
 
 /** The Debian suite whose runsc moat downloads: Debian 12's (20221219) is too old. */
 export const RUNSC_SUITE = "trixie";
@@ -101,7 +102,7 @@ export async function downloadDebianRunsc(opts: {
 async function reapStaleDownloads(runtimeDir: string): Promise<void> {
   for (const name of await readdir(runtimeDir)) {
     const match = new RegExp(`^${TEMP_PREFIX}(\\d+)-`).exec(name);
-    if (match && !isPidAlive(Number(match[1]))) {
+    if (match && !(await processAlive(Number(match[1])))) {
       await rm(path.join(runtimeDir, name), { recursive: true, force: true });
     }
   }

@@ -1,5 +1,6 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { processAlive } from "./process.js";
 
 /**
  * One orchestrator per host: sandbox names and addresses derive from slot numbers, and startup
@@ -31,17 +32,8 @@ export async function acquireHostLock(lockPath = HOST_LOCK_PATH): Promise<() => 
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     const owner = Number((await readFile(lockPath, "utf8").catch(() => "")).trim());
-    if (owner && owner !== process.pid && isAlive(owner)) throw new HostLockedError(owner);
+    if (owner && owner !== process.pid && (await processAlive(owner))) throw new HostLockedError(owner);
     await rm(lockPath, { force: true });
   }
   throw new Error(`could not take the host lock ${lockPath}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
