@@ -73,7 +73,13 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
   });
   // After the reply, an iopub `idle` that never comes (its subscription was still reconnecting,
   // e.g. right after a restore) ends the execution once iopub has been quiet for a while.
+  // Quiet only counts while iopub is read: held back for a slow client, it is not quiet.
   let quiet: NodeJS.Timeout | undefined;
+  let paused = false;
+  const armQuiet = () => {
+    clearTimeout(quiet);
+    if (replied && !paused) quiet = setTimeout(finish, IDLE_GRACE_MS);
+  };
   const onEvent = (event: ChannelEvent) => {
     if (event.kind === "closed") {
       outcome.lost = event.reason;
@@ -82,10 +88,7 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
     }
     handle(event.message);
     if (replied && idle) finish();
-    else if (replied) {
-      clearTimeout(quiet);
-      quiet = setTimeout(finish, IDLE_GRACE_MS);
-    }
+    else armQuiet();
   };
   const handle = (message: KernelMessage) => {
     const content = message.content;
@@ -141,7 +144,18 @@ export async function execute(channel: KernelChannel, options: ExecuteOptions): 
     },
     onEvent,
   );
-  options.flow?.(request);
+  options.flow?.({
+    pause() {
+      paused = true;
+      clearTimeout(quiet);
+      request.pause();
+    },
+    resume() {
+      paused = false;
+      request.resume();
+      armQuiet();
+    },
+  });
   let done = false;
   const check = options.alive
     ? setInterval(async () => {

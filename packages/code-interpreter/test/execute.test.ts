@@ -79,3 +79,60 @@ test("a kernel that reports its error only in the reply still gives one error li
     ["ZeroDivisionError"],
   );
 });
+
+test("output held back for a slow client past the idle grace is still all delivered", async () => {
+  // The reply comes first; then the client is slow (the server pauses iopub) for longer than the
+  // grace after which a reply without an idle ends the execution. Paused is not quiet.
+  let paused = false;
+  let wake: (() => void) | undefined;
+  let control: { pause(): void; resume(): void } | undefined;
+  const channel = {
+    request(_type: string, _channel: string, _content: unknown, listener: (e: ChannelEvent) => void) {
+      void (async () => {
+        for (const event of [
+          message("status", { execution_state: "busy" }),
+          message("execute_reply", { status: "ok" }),
+          message("stream", { name: "stdout", text: "a" }),
+          message("stream", { name: "stdout", text: "b" }),
+          message("status", { execution_state: "idle" }),
+        ]) {
+          await new Promise((r) => setImmediate(r));
+          if (paused) await new Promise<void>((r) => (wake = r));
+          listener(event);
+        }
+      })();
+      return {
+        msgID: "request",
+        done: () => undefined,
+        pause: () => {
+          paused = true;
+        },
+        resume: () => {
+          paused = false;
+          wake?.();
+        },
+      };
+    },
+  } as unknown as KernelChannel;
+  const text: string[] = [];
+  let clientResumed = false;
+  await execute(channel, {
+    code: "print('ab')",
+    flow: (c) => {
+      control = c;
+    },
+    emit: (line) => {
+      if (line.type !== "stdout") return;
+      text.push(line.text);
+      if (text.length === 1) {
+        control!.pause();
+        setTimeout(() => {
+          clientResumed = true;
+          control!.resume();
+        }, 2_500);
+      }
+    },
+  });
+  assert.ok(clientResumed, "the execution did not end while the client held the output back");
+  assert.deepEqual(text, ["a", "b"]);
+});
