@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { type Logger, makePrivateDir, makeTreePrivate } from "@moat/shared";
-import { Kysely, type MigrationProvider, Migrator, PostgresDialect } from "kysely";
+import { Kysely, type MigrationProvider, Migrator, PostgresDialect, sql } from "kysely";
 import pg from "pg";
 import type { DatabaseConfig } from "../config.js";
 import { migrations } from "./migrations/index.js";
@@ -117,11 +117,20 @@ function migratedMemoryImage(logger: Logger): Promise<Blob> {
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
 export async function migrate(db: DB, logger: Logger): Promise<void> {
+  // Named, since Kysely otherwise takes a migration table in any schema of the database (another
+  // deployment's, or another test's) for this one's and leaves this schema without one.
+  const schema = await sql<{ schema: string | null }>`select current_schema() as schema`
+    .execute(db)
+    .then((r) => r.rows[0]?.schema ?? undefined)
+    .catch((err: unknown) => {
+      throw new MigrationError(undefined, err);
+    });
   const migrator = new Migrator({
     db,
     provider,
     migrationTableName: "moat_migrations",
     migrationLockTableName: "moat_migrations_lock",
+    migrationTableSchema: schema,
   });
   const { error, results } = await migrator.migrateToLatest();
   for (const result of results ?? []) {
