@@ -82,7 +82,8 @@ class ImageBlob extends Blob {
 
 function migratedMemoryImage(logger: Logger): Promise<Blob> {
   memoryImage ??= (async () => {
-    const hash = createHash("sha256");
+    // "checkpointed": images from before the checkpoint below are not reused.
+    const hash = createHash("sha256").update("checkpointed\0");
     for (const [name, m] of Object.entries(migrations)) hash.update(`${name}\0${m.up}\0${m.down}\0`);
     const file = path.join(tmpdir(), `moat-pglite-${hash.digest("hex").slice(0, 16)}.tar`);
     const cached = await readFile(file).catch(() => undefined);
@@ -92,6 +93,8 @@ function migratedMemoryImage(logger: Logger): Promise<Blob> {
     let image: Uint8Array;
     try {
       await migrate(db, logger);
+      // Checkpointed, so that each database started from the image skips crash recovery.
+      await pglite.exec("checkpoint");
       image = new Uint8Array(await (await pglite.dumpDataDir("none")).arrayBuffer());
     } finally {
       await db.destroy();
