@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { backends, createSandbox, startTestAPI, type TestAPI } from "./helpers.js";
+import { backends, createSandbox, POSTGRES_OFF, startTestAPI, type TestAPI } from "./helpers.js";
 
 for (const backend of backends) {
   describe(`team isolation (${backend.name})`, () => {
@@ -84,3 +84,24 @@ for (const backend of backends) {
     });
   });
 }
+
+const postgres = backends.find((b) => b.name === "postgres");
+
+describe("two deployments in schemas of one PostgreSQL database", {
+  skip: postgres ? false : POSTGRES_OFF,
+}, () => {
+  test("the second migrates its own schema while the first's tables exist", async () => {
+    const first = await startTestAPI(postgres!);
+    try {
+      const second = await startTestAPI(postgres!);
+      try {
+        assert.equal((await second.request("/v2/sandboxes")).status, 200);
+        assert.equal((await first.request("/v2/sandboxes", { key: second.apiKey })).status, 401);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await first.close();
+    }
+  });
+});

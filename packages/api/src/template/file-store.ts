@@ -5,7 +5,9 @@
  * reader never sees half a file and a failed or refused upload leaves nothing behind; nothing is
  * held in memory.
  */
+
 import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { createReadStream, createWriteStream } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
@@ -65,16 +67,15 @@ export class TemplateFileStore {
         callback(null, chunk);
       },
     });
+    const file = createWriteStream(temporary, { flags: "wx", mode: 0o600 });
     try {
-      await pipeline(
-        Readable.fromWeb(body as WebReadableStream<Uint8Array>),
-        counter,
-        createWriteStream(temporary, { flags: "wx", mode: 0o600 }),
-      );
+      await pipeline(Readable.fromWeb(body as WebReadableStream<Uint8Array>), counter, file);
       if (declaredLength !== undefined && size !== declaredLength) {
         throw new InvalidRequestError(`the body has ${size} bytes, Content-Length says ${declaredLength}`);
       }
     } catch (err) {
+      // A pipeline that fails early may end before the file is even created: removed once closed.
+      if (!file.closed) await once(file, "close").catch(() => undefined);
       await rm(temporary, { force: true });
       throw err;
     }
