@@ -1,5 +1,6 @@
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
-import { InvalidSandboxConfigError } from "./errors.js";
+import type { TemplateBuild, TemplateResolver } from "../template/store.js";
+import { InvalidSandboxConfigError, TemplateNotFoundError } from "./errors.js";
 
 /** What a create asks of the node (the API checked the team's rights and quotas before). */
 export interface CreateInput {
@@ -43,4 +44,24 @@ export function validateCreate(input: CreateInput): void {
     );
   }
   if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+}
+
+/** A create's template build, or TemplateNotFoundError (`buildID` empty: the base template). */
+export function resolveBuild(
+  templates: TemplateResolver,
+  templateID: string,
+  buildID?: string,
+): TemplateBuild {
+  const build = templates.resolve(templateID, buildID);
+  if (!build) throw new TemplateNotFoundError(buildID ? `${templateID}/${buildID}` : templateID);
+  return build;
+}
+
+/** A sandbox's disk size: what its create asks, else its template build's, else the node's. */
+export function diskSizeOf(
+  requested: number,
+  build: Pick<TemplateBuild, "diskSizeMB">,
+  nodeDefault: number,
+): number {
+  return requested || build.diskSizeMB || nodeDefault;
 }

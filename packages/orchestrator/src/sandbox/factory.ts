@@ -25,9 +25,9 @@ import {
   unmountRootfs,
 } from "../storage/overlay.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
+import { diskSizeOf, resolveBuild } from "./create-input.js";
 import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
 import { type OutputLine, runInSandbox, startInSandbox } from "./envd-process.js";
-import { TemplateNotFoundError } from "./errors.js";
 import { type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 import { Sandbox } from "./sandbox.js";
 import type { SandboxKind } from "./state.js";
@@ -135,7 +135,7 @@ export class RunscSandboxFactory implements SandboxFactory {
       teamID: "",
       vcpu: build.vcpu,
       memoryMB: build.memoryMB,
-      diskSizeMB: this.diskSizeOf(0, build),
+      diskSizeMB: diskSizeOf(0, build, this.options.diskSizeMB),
       envVars: {},
       metadata: {},
       envdAccessToken: "",
@@ -158,17 +158,13 @@ export class RunscSandboxFactory implements SandboxFactory {
     return new Sandbox(record, dir, cleanup, kind === "pool" ? "pooled" : "starting");
   }
 
-  /** A sandbox's disk size: what its create asks, else its template build's, else the node's. */
-  diskSizeOf(requested: number, build: Pick<TemplateBuild, "diskSizeMB">): number {
-    return requested || build.diskSizeMB || this.options.diskSizeMB;
-  }
-
   async boot(sandbox: Sandbox, boot: BootOptions = {}): Promise<void> {
     const { options } = this;
     const { record } = sandbox;
     const lap = boot.lap ?? (() => undefined);
     const runtime = sandbox.runtime;
-    const lowers = record.lowers ?? this.resolveBuild(record.templateID, record.buildID).lowers;
+    const lowers =
+      record.lowers ?? resolveBuild(this.options.templates, record.templateID, record.buildID).lowers;
     const sized = record.diskSizeMB > 0;
     // Neither needs the other: the network and the disk are made side by side.
     const [network, disk] = await Promise.allSettled([
@@ -403,12 +399,6 @@ export class RunscSandboxFactory implements SandboxFactory {
     await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
     return bundle;
   }
-
-  private resolveBuild(templateID: string, buildID?: string): TemplateBuild {
-    const build = this.options.templates.resolve(templateID, buildID);
-    if (!build) throw new TemplateNotFoundError(buildID ? `${templateID}/${buildID}` : templateID);
-    return build;
-  }
 }
 
 /** A fresh runsc container id: each run of a sandbox gets its own. */
@@ -416,7 +406,8 @@ export function newLifecycleID(sandboxID: string): string {
   return `moat-${sandboxID}-${randomBytes(3).toString("hex")}`;
 }
 
-function resetRuntime(sandbox: Sandbox): void {
+/** Forgets the current run (its stack already ran): no slot, pid or container. */
+export function resetRuntime(sandbox: Sandbox): void {
   sandbox.runtime = new CleanupStack();
   sandbox.slot = undefined;
   sandbox.runtimePID = undefined;

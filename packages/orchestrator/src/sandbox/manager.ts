@@ -15,7 +15,7 @@ import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
-import { type CreateInput, validateCreate } from "./create-input.js";
+import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
@@ -25,7 +25,6 @@ import {
   SandboxExistsError,
   SandboxNotFoundError,
   SandboxStateError,
-  TemplateNotFoundError,
 } from "./errors.js";
 import { newLifecycleID, RunscSandboxFactory, type SandboxFactory } from "./factory.js";
 import { type FaultKind, Faults } from "./faults.js";
@@ -155,7 +154,7 @@ export class SandboxManager {
     validateCreate(input);
     const { options, factory } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
-    const build = this.resolveBuild(input.templateID, input.buildID);
+    const build = resolveBuild(this.options.templates, input.templateID, input.buildID);
     this.checkCapacity();
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
@@ -587,15 +586,8 @@ export class SandboxManager {
     }
   }
 
-  /** A sandbox's disk size: what its create asks, else its template build's, else the node's. */
   private diskSizeOf(requested: number, build: Pick<TemplateBuild, "diskSizeMB">): number {
-    return requested || build.diskSizeMB || this.options.diskSizeMB;
-  }
-
-  private resolveBuild(templateID: string, buildID?: string): TemplateBuild {
-    const build = this.options.templates.resolve(templateID, buildID);
-    if (!build) throw new TemplateNotFoundError(buildID ? `${templateID}/${buildID}` : templateID);
-    return build;
+    return diskSizeOf(requested, build, this.options.diskSizeMB);
   }
 
   /**

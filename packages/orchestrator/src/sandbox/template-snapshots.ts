@@ -17,9 +17,9 @@ import {
   type TemplateSnapshot,
 } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
+import { resolveBuild } from "./create-input.js";
 import { warmEnvd } from "./envd-client.js";
 import type { OutputLine } from "./envd-process.js";
-import { TemplateNotFoundError } from "./errors.js";
 import { type SandboxFactory, writableLayer } from "./factory.js";
 import type { Faults } from "./faults.js";
 import { phaseTimer } from "./phase-timer.js";
@@ -91,8 +91,7 @@ export class TemplateSnapshots {
   ): Promise<{ build: TemplateBuild; snapshot: TemplateSnapshot } | undefined> {
     const { options } = this;
     if (!options.key) return undefined;
-    const build = options.templates.resolve(templateID, opts.buildID);
-    if (!build) throw new TemplateNotFoundError(opts.buildID ? `${templateID}/${opts.buildID}` : templateID);
+    const build = resolveBuild(options.templates, templateID, opts.buildID);
     const dir = snapshotDir(build.dir, options.key);
     const snapshot =
       (await findSnapshot(templateID, dir, build)) ?? (await this.make(build, dir, opts.onOutput));

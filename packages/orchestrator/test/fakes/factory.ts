@@ -3,9 +3,13 @@
  * each operation can be told to fail. The lifecycle (sandbox/manager.ts) runs on it unchanged.
  */
 import { mkdir, rm } from "node:fs/promises";
-import { CleanupStack } from "@moat/shared";
 import { Slot } from "../../src/network/slot.js";
-import type { BootOptions, InstanceBuild, SandboxFactory } from "../../src/sandbox/factory.js";
+import {
+  type BootOptions,
+  type InstanceBuild,
+  resetRuntime,
+  type SandboxFactory,
+} from "../../src/sandbox/factory.js";
 import type { Sandbox } from "../../src/sandbox/sandbox.js";
 import { partialPath } from "../../src/snapshot/image.js";
 
@@ -89,10 +93,7 @@ export class FakeFactory implements SandboxFactory {
     try {
       await sandbox.runtime.run();
     } finally {
-      sandbox.runtime = new CleanupStack();
-      sandbox.slot = undefined;
-      sandbox.runtimePID = undefined;
-      sandbox.backgroundDelete = false;
+      resetRuntime(sandbox);
     }
   }
 
