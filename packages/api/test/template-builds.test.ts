@@ -184,6 +184,13 @@ for (const backend of backends) {
         assert.deepEqual(seen, direction === "forward" ? messages : [...messages].reverse());
       }
 
+      // A page cursor this API did not make is a clear 400, never a crash or another page.
+      for (const forged of ["not-a-cursor", Buffer.from("log:-1").toString("base64url"), "%00"]) {
+        const res = await t.request(`${base}/logs?pageCursor=${forged}`);
+        assert.equal(res.status, 400, forged);
+        assert.match(((await res.json()) as { message: string }).message, /pageCursor|NUL/);
+      }
+
       // cursor is a time: entries from it (forward) or up to it (backward).
       const times = whole.logs.map((e) => Date.parse(e.timestamp));
       const last = times.at(-1)!;
