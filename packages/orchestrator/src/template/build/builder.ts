@@ -94,6 +94,12 @@ interface Stack {
   /** The key the next layer's key chains from. */
   top: string;
   ctx: BuildContext;
+  /**
+   * Whether the context's workdir is in the layers: a RUN or COPY step made it (each creates it
+   * first), or the build this one starts from ran in it. Docker's WORKDIR creates the directory
+   * even when no step follows it; finalize does that when this is false.
+   */
+  workdirMade: boolean;
 }
 
 export class TemplateBuilder {
@@ -152,6 +158,7 @@ export class TemplateBuilder {
         stack = await this.step(req, stack, step, label, forced, emit, signal);
       }
       signal.throwIfAborted();
+      if (stack.ctx.workdir && !stack.workdirMade) stack = await this.makeWorkdir(req, stack, forced, emit);
       await this.finalize(req, stack, emit);
       await store.finishBuild(req.buildID);
       log.info({ seconds: Math.round((performance.now() - started) / 100) / 10 }, "template build finished");
@@ -185,6 +192,7 @@ export class TemplateBuilder {
         layers: [],
         top: `base:${store.baseRootfs}`,
         ctx: { env: {}, user: "user" },
+        workdirMade: true,
       };
     }
     if (!req.fromImage) {
@@ -201,6 +209,8 @@ export class TemplateBuilder {
         layers: [...manifest.layers],
         top: manifest.layers.at(-1) ?? `base:${manifest.baseRootfs}`,
         ctx: { env: { ...manifest.env }, user: manifest.user ?? "user", workdir: manifest.workdir },
+        // Its sandboxes start in it, so it exists.
+        workdirMade: true,
       };
     }
     return this.imageBase(req, say, signal);
@@ -290,6 +300,8 @@ export class TemplateBuilder {
       layers: [imageKey, provisionKey],
       top: provisionKey,
       ctx: { env, user: "user", workdir },
+      // An image's WorkingDir need not exist in it (Docker creates it when a container starts).
+      workdirMade: workdir === undefined,
     };
   }
 
@@ -306,13 +318,14 @@ export class TemplateBuilder {
     const say = (message: string) => emit({ level: "info", message, step: label });
     if (step.kind === "ENV" || step.kind === "WORKDIR" || step.kind === "USER") {
       say(`[${label}] ${describeStep(step)}`);
-      return { ...stack, ctx: nextContext(stack.ctx, step) };
+      const ctx = nextContext(stack.ctx, step);
+      return { ...stack, ctx, workdirMade: stack.workdirMade && ctx.workdir === stack.ctx.workdir };
     }
     const key = layerKey(req.teamID, stack.top, step, stack.ctx, forced ? req.buildID : "");
     this.hold(req, key);
     if (!forced && store.hasLayer(key)) {
       say(`CACHED [${label}] ${describeStep(step)}`);
-      return { ...stack, layers: [...stack.layers, key], top: key };
+      return { ...stack, layers: [...stack.layers, key], top: key, workdirMade: true };
     }
     say(`[${label}] ${describeStep(step)}`);
     const lowers = [...stack.layers].reverse().map((k) => store.layerFiles(k));
@@ -370,7 +383,43 @@ export class TemplateBuilder {
     } finally {
       if (archive) await rm(archive, { force: true });
     }
-    return { ...stack, layers: [...stack.layers, key], top: key };
+    return { ...stack, layers: [...stack.layers, key], top: key, workdirMade: true };
+  }
+
+  /**
+   * A layer holding the workdir that the last WORKDIR named and no RUN or COPY step made, owned
+   * by the build's current user (as BuildKit's WORKDIR makes it): sandboxes start in it.
+   */
+  private async makeWorkdir(
+    req: BuildRequest,
+    stack: Stack,
+    forced: boolean,
+    emit: (log: BuildLog) => void,
+  ): Promise<Stack> {
+    const { store } = this.options;
+    const label = "finalize";
+    const workdir = stack.ctx.workdir!;
+    const step: Step = { kind: "WORKDIR", dir: workdir };
+    const key = layerKey(req.teamID, stack.top, step, stack.ctx, forced ? req.buildID : "");
+    this.hold(req, key);
+    const made = { ...stack, layers: [...stack.layers, key], top: key, workdirMade: true };
+    if (!forced && store.hasLayer(key)) {
+      emit({ level: "info", message: `CACHED [${label}] creating the workdir ${workdir}`, step: label });
+      return made;
+    }
+    emit({ level: "info", message: `[${label}] creating the workdir ${workdir}`, step: label });
+    const lowers = [...stack.layers].reverse().map((k) => store.layerFiles(k));
+    if (stack.baseRootfs) lowers.push(stack.baseRootfs);
+    const stream = (line: OutputLine) => emit({ level: "info", message: line.line, step: label });
+    await this.runLayer(req, key, lowers, { step: describeStep(step), parent: stack.top }, label, (sandbox) =>
+      this.exec(
+        sandbox,
+        { command: script(WORKDIR_SCRIPT, workdir, stack.ctx.user), user: "root" },
+        label,
+        stream,
+      ),
+    );
+    return made;
   }
 
   /**
