@@ -16,6 +16,7 @@ import { Process } from "@moat/shared/gen/envd/process";
 import { presentsToken, tokenMatches } from "./auth/access-token.js";
 import { UserDirectory } from "./auth/users.js";
 import type { EnvdContext } from "./context.js";
+import { forgetInodeNumbers } from "./fs/metadata.js";
 import { createHTTPApp } from "./http/app.js";
 import { malformedBinaryInterceptor, withMalformedBinaryAsInvalidArgument } from "./malformed-binary.js";
 import { withNegotiationErrorBodies } from "./negotiation-errors.js";
@@ -156,6 +157,7 @@ function freeze(
     );
     return;
   }
+  forgetInodeNumbers();
   execFile("sync", (err) => {
     if (err) {
       logger.error({ err }, "sync before a checkpoint failed");

@@ -4,10 +4,13 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   chownSync,
+  closeSync,
   existsSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -250,6 +253,25 @@ describe("envd /files through the e2b SDK", () => {
     assert.equal(await sbx.files.read(link), "new");
   });
 
+  test("overwriting writes in place: the inode stays, hard links and open readers see the new content", async () => {
+    const file = path.join(dir, "in-place.txt");
+    await sbx.files.write(file, "version one, long enough to be cut");
+    const before = statSync(file);
+    const link = path.join(dir, "in-place-link.txt");
+    execFileSync("ln", [file, link]);
+    const reader = openSync(file, "r");
+    try {
+      await sbx.files.write(file, "version two");
+      await sbx.files.write(file, "version 3", { useOctetStream: true });
+      assert.equal(statSync(file).ino, before.ino);
+      assert.equal(readFileSync(link, "utf8"), "version 3");
+      const buf = Buffer.alloc(64);
+      assert.equal(buf.subarray(0, readSync(reader, buf, 0, 64, 0)).toString(), "version 3");
+    } finally {
+      closeSync(reader);
+    }
+  });
+
   test("reads pseudo files whose size is reported as 0", async () => {
     const version = await sbx.files.read("/proc/version");
     assert.match(version, /Linux/);
@@ -405,9 +427,8 @@ describe("envd /files through the e2b SDK", () => {
         }, 100);
       });
     });
-    for (let i = 0; i < 50 && tempFiles(path.dirname(target)).length > 0; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    // envd notices the hang-up, then removes the file this upload created.
+    for (let i = 0; i < 50 && existsSync(target); i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(existsSync(target), false);
     assert.deepEqual(tempFiles(path.dirname(target)), []);
     assert.equal(await sbx.files.read(path.join(dir, "text.txt")), "hello, envd\n");
@@ -433,6 +454,20 @@ describe("envd /files through the e2b SDK", () => {
       );
       assert.equal(existsSync(target), false);
       assert.deepEqual(tempFiles(small), []);
+
+      // Over an existing file, written in place as E2B does: what fit stays, and the error says so.
+      const existing = path.join(small, "existing.bin");
+      writeFileSync(existing, "old content");
+      chownSync(existing, uidOf("user"), gidOf("user"));
+      const ino = statSync(existing).ino;
+      const over = await fetch(filesURL({ path: existing }), {
+        method: "POST",
+        headers: { "content-type": "application/octet-stream" },
+        body: new Uint8Array(3 * 1024 * 1024),
+      });
+      assert.equal(over.status, 507);
+      assert.match((await errorBody(over)).message, /not enough disk space.*holds only what was written/);
+      assert.equal(statSync(existing).ino, ino);
     } finally {
       execFileSync("umount", ["-l", small], { stdio: "ignore" });
     }

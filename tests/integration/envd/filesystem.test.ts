@@ -727,6 +727,32 @@ describe("polling watchers", () => {
     assert.equal((await rpc("RemoveWatcher", { watcherId: id })).json.code, "not_found");
   });
 
+  test("an upload's events are queued when it returns: new CREATE, CHMOD, WRITE; existing CHMOD, WRITE", async () => {
+    // What the Python SDK does: watch, write, then poll once and count.
+    const dir = await freshDir();
+    const { json } = await rpc("CreateWatcher", { path: dir });
+    const id = json.watcherId as string;
+    const poll = async () =>
+      (
+        ((await rpc("GetWatcherEvents", { watcherId: id })).json.events as Array<{
+          name: string;
+          type: string;
+        }>) ?? []
+      ).map((e) => `${e.type.replace("EVENT_TYPE_", "")} ${e.name}`);
+    try {
+      await sandbox.files.write(path.join(dir, "w.txt"), "first");
+      assert.deepEqual(await poll(), ["CREATE w.txt", "CHMOD w.txt", "WRITE w.txt"]);
+      await sandbox.files.write(path.join(dir, "w.txt"), "second, longer");
+      assert.deepEqual(await poll(), ["CHMOD w.txt", "WRITE w.txt"]);
+      await sandbox.files.write(path.join(dir, "w.txt"), "raw", { useOctetStream: true });
+      assert.deepEqual(await poll(), ["CHMOD w.txt", "WRITE w.txt"]);
+      await sandbox.files.write(path.join(dir, "empty.txt"), "");
+      assert.deepEqual(await poll(), ["CREATE empty.txt", "CHMOD empty.txt"]);
+    } finally {
+      await rpc("RemoveWatcher", { watcherId: id });
+    }
+  });
+
   test("CreateWatcher checks its path like WatchDir", async () => {
     const dir = await freshDir();
     await userFile(path.join(dir, "f"), "x");

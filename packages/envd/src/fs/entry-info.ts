@@ -38,7 +38,7 @@ export async function entryInfo(target: string, users: UserDirectory): Promise<E
     group: users.groupName(own.gid),
     modifiedTime: timestampFromMs(Math.trunc(own.mtimeMs)),
     symlinkTarget,
-    metadata: own.isFile() ? await readMetadata(target) : {},
+    metadata: own.isFile() ? await readMetadata(target, own) : {},
   };
 }
 

@@ -58,7 +58,9 @@ export function composeFiles(ctx: EnvdContext): Handler<HTTPEnv> {
       }
       sources.push({ path: resolved, dev: stats.dev, ino: stats.ino });
     }
-    const written = await writeFileAs(destination, () => concatenate(sources, access), user, {}, ctx.logger);
+    const written = await writeFileAs(destination, () => concatenate(sources, access), user, {}, ctx.logger, {
+      replace: true,
+    });
     // Duplicated sources are fine to list twice; removing the second time is a no-op.
     for (const source of sources) await removeSource(source, access).catch(() => {});
     return c.json({ path: written.path, name: written.name, type: written.type });

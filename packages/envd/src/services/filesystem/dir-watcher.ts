@@ -16,7 +16,7 @@
  * known at the old path, so only changes made around the move are reported.
  */
 import { type FSWatcher, watch } from "node:fs";
-import { lstat, readdir, stat } from "node:fs/promises";
+import { lstat, readdir, realpath, stat } from "node:fs/promises";
 import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -70,6 +70,50 @@ const STAT_CONCURRENCY = 32;
 /** For how many batches a path reported gone stays known as gone. */
 const GONE_BATCHES = 3;
 
+/** Every watcher running, for settleWatchers. */
+const running = new Set<DirWatcher>();
+/** Files envd is writing (paths with symlinks resolved), with how many writes each. */
+const writing = new Map<string, number>();
+
+/**
+ * Holds back the notifications about `file` until the returned release is
+ * called: while envd streams an upload into it, watchers report one WRITE when it is done rather
+ * than one per chunk (inotify merges the unread IN_MODIFYs of a quick write the same way; the
+ * truncation and the writes would otherwise be reported apart, depending on timing).
+ */
+export async function holdEvents(file: string): Promise<() => void> {
+  if (running.size === 0) return () => {};
+  const parent = path.dirname(file);
+  const realFile = path.join(await realpath(parent).catch(() => parent), path.basename(file));
+  writing.set(realFile, (writing.get(realFile) ?? 0) + 1);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const left = (writing.get(realFile) ?? 1) - 1;
+    if (left > 0) writing.set(realFile, left);
+    else writing.delete(realFile);
+    for (const watcher of running) watcher.resume();
+  };
+}
+
+/**
+ * Resolves once every watcher that sees `file` has reported what was done to it so far, so that
+ * a client that watches and then writes finds the events queued when the write returns (E2B's
+ * inotify-based envd reports synchronously; the Python SDK polls right after a write). Costs
+ * nothing when nobody watches there.
+ */
+export async function settleWatchers(file: string): Promise<void> {
+  if (running.size === 0) return;
+  const parent = path.dirname(file);
+  const dir = await realpath(parent).catch(() => parent);
+  const watching = [...running].filter((w) => w.sees(dir));
+  if (watching.length === 0) return;
+  // The notifications of a finished syscall are read in the loop's next poll phase at the latest.
+  for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+  await Promise.all(watching.map((w) => w.settled()));
+}
+
 export class DirWatcher {
   private readonly dirs = new Map<string, WatchedDir>();
   private pending: Notification[] = [];
@@ -84,6 +128,8 @@ export class DirWatcher {
    * notification about a path that is still gone is a duplicate, not a new short-lived entry.
    */
   private readonly recentlyGone = new Map<string, number>();
+  /** The watched directory with its symlinks resolved. */
+  private realRoot = "";
   /** Identity of the watched directory, to tell when it is removed or replaced. */
   private rootInode: { dev: number; ino: number } | undefined;
 
@@ -99,6 +145,7 @@ export class DirWatcher {
       const root = watcher.watchDir(options.root)!;
       const { dev, ino } = await stat(options.root);
       watcher.rootInode = { dev, ino };
+      watcher.realRoot = await realpath(options.root);
       await watcher.scan(root, false);
     })();
     try {
@@ -107,13 +154,43 @@ export class DirWatcher {
       watcher.close();
       throw fsError(err, `watch '${options.root}'`);
     }
+    running.add(watcher);
     return watcher;
+  }
+
+  /** Whether changes inside `realDir` (symlinks resolved) reach this watcher. */
+  sees(realDir: string): boolean {
+    if (realDir === this.realRoot) return true;
+    return this.options.recursive && realDir.startsWith(this.realRoot === "/" ? "/" : `${this.realRoot}/`);
+  }
+
+  /** Whether a notification is about a file envd is writing. */
+  private held(n: Notification): boolean {
+    if (writing.size === 0) return false;
+    const realDir = this.realRoot + n.dir.path.slice(this.options.root.length);
+    return writing.has(path.join(realDir, n.name));
+  }
+
+  /** Processes what holdEvents held back, once released. */
+  resume(): void {
+    if (this.closed || this.pending.length === 0) return;
+    this.flush ??= setImmediate(() => this.runBatch());
+  }
+
+  /** Resolves once the notifications received so far are reported. */
+  async settled(): Promise<void> {
+    while (!this.closed && this.flush !== undefined) {
+      await new Promise((resolve) => setImmediate(resolve));
+      await this.work.catch(() => {});
+    }
+    await this.work.catch(() => {});
   }
 
   /** Stops every watch; no event is reported after this returns. Idempotent. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    running.delete(this);
     if (this.flush) clearImmediate(this.flush);
     this.flush = undefined;
     this.pending = [];
@@ -265,8 +342,9 @@ export class DirWatcher {
 
   private async processBatch(): Promise<void> {
     if (this.closed) return;
-    const notifications = this.pending;
-    this.pending = [];
+    // Notifications about a file envd is writing wait until it is done (see holdEvents).
+    const notifications = this.pending.filter((n) => !this.held(n));
+    this.pending = this.pending.filter((n) => this.held(n));
     const batch = ++this.batches;
     for (const [p, at] of this.recentlyGone) if (at <= batch - GONE_BATCHES) this.recentlyGone.delete(p);
 

@@ -7,6 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { MoveRequest } from "@moat/shared/gen/envd/filesystem";
 import { fsError } from "../../errors.js";
 import { entryInfo } from "../../fs/entry-info.js";
+import { prepareMove } from "../../fs/metadata.js";
 import { makeDirsAs } from "../../fs/ownership.js";
 import type { FilesystemService } from "./service.js";
 
@@ -32,7 +33,9 @@ export async function move(service: FilesystemService, req: MoveRequest, hctx: H
   try {
     await access.requireMove(source, destination);
     await makeDirsAs(path.dirname(destination), user, access);
+    const moveMetadata = await prepareMove(source, destination);
     await renameAcrossDevices(source, destination);
+    await moveMetadata();
     return { entry: await entryInfo(destination, service.ctx.users) };
   } catch (err) {
     throw fsError(err, `move '${source}' to '${destination}'`);

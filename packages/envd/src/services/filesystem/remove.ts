@@ -3,6 +3,7 @@ import type { HandlerContext } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { RemoveRequest } from "@moat/shared/gen/envd/filesystem";
 import { fsError } from "../../errors.js";
+import { forgetRemoved } from "../../fs/metadata.js";
 import type { FilesystemService } from "./service.js";
 
 /**
@@ -23,6 +24,7 @@ export async function remove(service: FilesystemService, req: RemoveRequest, hct
   }
   try {
     await rm(target, { recursive: true, force: true });
+    await forgetRemoved(target);
     return {};
   } catch (err) {
     // Below a file nothing exists: already removed.
