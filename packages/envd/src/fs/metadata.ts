@@ -7,7 +7,9 @@
  * allows. There envd keeps the metadata itself, in a table in its own memory (which a pause, a
  * snapshot or a fork saves with the sandbox), keyed by the file's path and checked against its
  * inode: metadata follows envd's own moves and removes, and is dropped once the path holds
- * another file (a process replaced it). It does not follow a file that a process moves.
+ * another file (a process renamed another file over it, as editors save). It does not follow a
+ * file that a process moves, and a file a process deletes and creates again under the same name
+ * may keep it when the host filesystem hands out the freed inode number again.
  */
 import type { Stats } from "node:fs";
 import { lstat, realpath } from "node:fs/promises";
@@ -94,7 +96,8 @@ export async function readMetadata(file: string, stats?: Stats): Promise<Record<
       // removed between list and get
     }
   }
-  return out;
+  // gVisor answers listxattr with an empty list where it does not support it (as Linux does).
+  return Object.keys(out).length > 0 ? out : readTable(file, stats);
 }
 
 async function readTable(file: string, stats?: Stats): Promise<Record<string, string>> {
@@ -114,8 +117,8 @@ async function readTable(file: string, stats?: Stats): Promise<Record<string, st
 /**
  * Replaces all metadata of `file` (a regular file, not a symlink: the xattr calls do not follow a
  * final symlink) with `metadata`; empty removes it. `inode`: the file as the caller opened it,
- * which the table records. Throws EOPNOTSUPP-free errors only: a full table or xattr block is
- * `{ full: true }` (see xattrsFull), anything else as it came.
+ * which the table records. A full xattr block is an error xattrsFull recognizes, a full table
+ * ENOSPC.
  */
 export async function replaceMetadata(
   file: string,
@@ -130,15 +133,13 @@ export async function replaceMetadata(
     for (const [key, value] of Object.entries(metadata)) {
       await setAttribute(file, METADATA_XATTR_PREFIX + key, Buffer.from(value, "utf8"));
     }
+    // Clearing "succeeds" where listxattr answers an empty list for want of support.
+    if (table.size > 0) table.delete(await tableKey(file));
     return;
   } catch (err) {
     if (!xattrsUnsupported(err)) throw err;
   }
   const key = await tableKey(file);
-  if (Object.keys(metadata).length === 0) {
-    table.delete(key);
-    return;
-  }
   if (!table.has(key) && table.size >= MAX_TABLE_FILES) await sweepTable();
   if (!table.has(key) && table.size >= MAX_TABLE_FILES) {
     throw Object.assign(new Error(`metadata is kept for ${MAX_TABLE_FILES} files at most in this sandbox`), {
