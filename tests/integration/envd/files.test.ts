@@ -572,6 +572,17 @@ describe("envd /files through the e2b SDK", () => {
     assert.equal(await write(path.join(dir, "to-sys/passwd"), "user::0:0\n"), 403);
     assert.equal(await write(path.join(sys, "new.txt"), "x"), 403);
     assert.equal(await write(path.join(sys, "new-dir/new.txt"), "x"), 403);
+    // Written in place: a hard link the user has to root's file is checked on the inode it leads to.
+    const userDir = makeUserDir("/tmp/moat-test-links-");
+    try {
+      execFileSync("ln", [passwd, path.join(userDir, "passwd-link")]);
+      assert.equal(await write(path.join(userDir, "passwd-link"), "user::0:0\n"), 403);
+      symlinkSync(passwd, path.join(userDir, "passwd-symlink"));
+      chownLink(path.join(userDir, "passwd-symlink"), "user");
+      assert.equal(await write(path.join(userDir, "passwd-symlink"), "user::0:0\n"), 403);
+    } finally {
+      rmSync(userDir, { recursive: true, force: true });
+    }
     assert.equal(readFileSync(passwd, "utf8"), "root:x:0:0\n");
     assert.equal(existsSync(path.join(sys, "new.txt")), false);
     assert.equal(existsSync(path.join(sys, "new-dir")), false);
