@@ -146,6 +146,15 @@ describe("hostile: envd's control routes and file routes", { timeout: 600_000 },
       sbx.files.write("/home/user/etc-link/cron.d/moat", "* * * * * root id\n"),
       permissionDenied,
     );
+    // Uploads write in place: a hard link of the user's to root's file (when gVisor lets them make
+    // one) is checked on the file it leads to.
+    await sbx.commands.run("ln /etc/passwd ~/passwd-hardlink 2>/dev/null || true");
+    if ((await sbx.commands.run("test -e ~/passwd-hardlink && echo yes || true")).stdout === "yes\n") {
+      await assert.rejects(
+        sbx.files.write("/home/user/passwd-hardlink", "user::0:0::/root:/bin/bash\n"),
+        permissionDenied,
+      );
+    }
     // Directly at the host address with the token, as `user` by Basic auth: the same.
     const asUser = { "x-access-token": envd.token, ...basic("user") };
     await expectStatus(await fetch(`${envd.url}/files?path=/etc/shadow`, { headers: asUser }), 403);
