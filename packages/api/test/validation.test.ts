@@ -86,8 +86,20 @@ for (const backend of backends) {
       assert.equal(secured.status, 201);
     });
 
+    test("mcp is refused as a gateway that cannot start (400, the SDK's SandboxError), before any sandbox", async () => {
+      await expectError(
+        await create({ templateID: "base", mcp: { x: {} } }),
+        400,
+        /^Failed to start MCP gateway: .*without mcp/,
+      );
+      await expectError(
+        await create({ templateID: "mcp-gateway", mcp: {} }, "/sandboxes"),
+        400,
+        /MCP gateway/,
+      );
+    });
+
     test("features this version lacks answer 501, never a silent success", async () => {
-      await expectError(await create({ templateID: "base", mcp: { x: {} } }), 501, /mcp/);
       await expectError(
         await create({ templateID: "base", volumeMounts: [{ name: "v", path: "/data" }] }),
         501,

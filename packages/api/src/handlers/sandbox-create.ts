@@ -77,6 +77,9 @@ export function registerSandboxCreate(app: App, ctx: APIContext): void {
 
 type NewSandboxBody = z.infer<typeof NewSandboxV2Schema>;
 
+export const MCP_UNAVAILABLE =
+  "Failed to start MCP gateway: this moat has no MCP gateway (E2B's mcp-gateway template); create the sandbox without mcp and start your MCP server in it with commands.run";
+
 /** Checks the rules between fields (§1.3) and what this version supports; builds the create. */
 export function createInput(
   body: NewSandboxBody,
@@ -103,7 +106,9 @@ export function createInput(
     }
   }
 
-  if (body.mcp) throw new NotSupportedError("mcp is not supported yet by this moat version");
+  // The SDK starts E2B's MCP gateway itself after the create; moat has none, so the create is
+  // refused before any sandbox exists, in the words the SDK uses when the gateway fails to start.
+  if (body.mcp) throw new InvalidRequestError(MCP_UNAVAILABLE);
   if (body.volumeMounts?.length)
     throw new NotSupportedError("volumes are not supported yet by this moat version");
   if (body.iam?.tokens && Object.keys(body.iam.tokens).length > 0) {
