@@ -21,4 +21,9 @@ export interface SandboxCatalog {
   lookup(sandboxID: string): Promise<CatalogEntry | undefined>;
   /** Resumes a paused sandbox for the proxy (auto-resume); undefined when it cannot. */
   resume?(sandboxID: string): Promise<CatalogEntry | undefined>;
+  /**
+   * The live sandbox whose envd access token `verifies` (a signed `/files` URL names no sandbox;
+   * its signature covers one sandbox's token). Undefined when none does.
+   */
+  findByAccessToken?(verifies: (envdAccessToken: string) => boolean): Promise<CatalogEntry | undefined>;
 }

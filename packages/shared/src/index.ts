@@ -1,6 +1,7 @@
 export { Channel, type ChannelOptions, type Pulled } from "./async/channel.js";
 export type { CatalogEntry, SandboxCatalog } from "./catalog.js";
 export { CommandError, type RunOptions, type RunResult, runCommand } from "./exec/run-command.js";
+export { type FileOperation, fileSignature } from "./file-signature.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
 export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";

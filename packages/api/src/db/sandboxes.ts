@@ -132,6 +132,20 @@ export async function listNodeSandboxes(
     .execute();
 }
 
+/** The ids and envd access tokens of secured sandboxes in `states` (the signed-URL routing). */
+export async function listAccessTokens(
+  db: DB,
+  states: readonly SandboxRowState[],
+): Promise<{ sandbox_id: string; envd_access_token: string }[]> {
+  const rows = await db
+    .selectFrom("sandboxes")
+    .select(["sandbox_id", "envd_access_token"])
+    .where("state", "in", states)
+    .where("envd_access_token", "is not", null)
+    .execute();
+  return rows.flatMap((r) => (r.envd_access_token ? [{ ...r, envd_access_token: r.envd_access_token }] : []));
+}
+
 export async function countByState(db: DB): Promise<Map<SandboxRowState, number>> {
   const rows = await db
     .selectFrom("sandboxes")

@@ -5,11 +5,14 @@
  * killed sandbox; entries also expire, which bounds the staleness other API processes can cause.
  * A sandbox being paused reads as stopping and one being resumed as starting: the proxy answers
  * "transitioning, retry" for both. `resume` is the proxy's auto-resume, run by the API (see
- * `autoResume` in ./resume.ts).
+ * `autoResume` in ./resume.ts). Signed `/files` URLs name no sandbox: `findByAccessToken` finds the
+ * one whose envd access token their signature covers, among the tokens of live secured sandboxes
+ * (kept up to date by this process's changes, and read again from the database on a miss, at
+ * most once per `tokenRefreshMs`, for sandboxes other API processes made).
  */
 import type { CatalogEntry, SandboxCatalog } from "@moat/shared";
 import type { DB } from "../db/database.js";
-import { getSandbox } from "../db/sandboxes.js";
+import { getSandbox, listAccessTokens } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
 
 export interface CatalogOptions {
@@ -21,6 +24,8 @@ export interface CatalogOptions {
   missTTLMs?: number;
   /** Most entries kept; the oldest go first. */
   maxEntries?: number;
+  /** How often, at most, a signed URL that matches no known token reads the tokens again. */
+  tokenRefreshMs?: number;
 }
 
 interface Cached {
@@ -34,6 +39,13 @@ export class APICatalog implements SandboxCatalog {
   private readonly missTTLMs: number;
   private readonly maxEntries: number;
   private readonly resumer: CatalogOptions["resume"];
+  private readonly tokenRefreshMs: number;
+  /** Envd access tokens of live secured sandboxes, by sandbox id. */
+  private tokens = new Map<string, string>();
+  private tokensReadAt = Number.NEGATIVE_INFINITY;
+  private tokensReading: Promise<void> | undefined;
+  /** Sandboxes changed while the tokens are being read: their change wins over the read. */
+  private changedDuringRead: Set<string> | undefined;
 
   constructor(
     private readonly db: DB,
@@ -43,6 +55,7 @@ export class APICatalog implements SandboxCatalog {
     this.ttlMs = options.ttlMs ?? 30_000;
     this.missTTLMs = options.missTTLMs ?? 1_000;
     this.maxEntries = options.maxEntries ?? 100_000;
+    this.tokenRefreshMs = options.tokenRefreshMs ?? 1_000;
   }
 
   async lookup(sandboxID: string): Promise<CatalogEntry | undefined> {
@@ -57,9 +70,22 @@ export class APICatalog implements SandboxCatalog {
     return this.resumer ? this.resumer(sandboxID) : undefined;
   }
 
+  async findByAccessToken(verifies: (envdAccessToken: string) => boolean): Promise<CatalogEntry | undefined> {
+    let sandboxID = this.matchToken(verifies);
+    if (sandboxID === undefined && Date.now() - this.tokensReadAt >= this.tokenRefreshMs) {
+      this.tokensReading ??= this.readTokens().finally(() => {
+        this.tokensReading = undefined;
+      });
+      await this.tokensReading;
+      sandboxID = this.matchToken(verifies);
+    }
+    return sandboxID === undefined ? undefined : this.lookup(sandboxID);
+  }
+
   /** Records what the database now says of a sandbox (undefined: it has no row). */
   update(sandboxID: string, row: SandboxRow | undefined): CatalogEntry | undefined {
     const entry = row ? catalogEntry(row) : undefined;
+    this.setToken(sandboxID, row && TOKEN_STATES.includes(row.state) ? row.envd_access_token : undefined);
     this.cache.delete(sandboxID);
     if (this.cache.size >= this.maxEntries) {
       const oldest = this.cache.keys().next().value;
@@ -71,6 +97,36 @@ export class APICatalog implements SandboxCatalog {
 
   forget(sandboxID: string): void {
     this.cache.delete(sandboxID);
+    this.setToken(sandboxID, undefined);
+  }
+
+  private matchToken(verifies: (envdAccessToken: string) => boolean): string | undefined {
+    for (const [sandboxID, token] of this.tokens) if (verifies(token)) return sandboxID;
+    return undefined;
+  }
+
+  private setToken(sandboxID: string, token: string | null | undefined): void {
+    this.changedDuringRead?.add(sandboxID);
+    if (token) this.tokens.set(sandboxID, token);
+    else this.tokens.delete(sandboxID);
+  }
+
+  private async readTokens(): Promise<void> {
+    const changed = new Set<string>();
+    this.changedDuringRead = changed;
+    try {
+      this.tokensReadAt = Date.now();
+      const rows = await listAccessTokens(this.db, TOKEN_STATES);
+      const read = new Map(rows.map((r) => [r.sandbox_id, r.envd_access_token]));
+      for (const sandboxID of changed) {
+        const token = this.tokens.get(sandboxID);
+        if (token) read.set(sandboxID, token);
+        else read.delete(sandboxID);
+      }
+      this.tokens = read;
+    } finally {
+      this.changedDuringRead = undefined;
+    }
   }
 }
 
@@ -83,6 +139,11 @@ const STATES: Record<SandboxRow["state"], CatalogEntry["state"] | undefined> = {
   killing: "stopping",
   killed: undefined,
 };
+
+/** The states whose sandboxes a signed URL can reach (every live one but those being killed). */
+const TOKEN_STATES = (Object.keys(STATES) as SandboxRow["state"][]).filter(
+  (state) => state !== "killing" && STATES[state] !== undefined,
+);
 
 export function catalogEntry(row: SandboxRow): CatalogEntry | undefined {
   const state = STATES[row.state];

@@ -16,20 +16,4 @@ export function presentsToken(expected: string | undefined, presented: string | 
   return expected === undefined || tokenMatches(expected, presented);
 }
 
-export type FileOperation = "read" | "write";
-
-/**
- * The signature E2B puts on `/files` URLs of secured sandboxes (protocol doc §3.2):
- * `v1_` + unpadded base64 of sha256("<path>:<operation>:<username>:<token>[:<expiration>]").
- */
-export function fileSignature(
-  path: string,
-  operation: FileOperation,
-  username: string,
-  accessToken: string,
-  expiration?: number,
-): string {
-  let payload = `${path}:${operation}:${username}:${accessToken}`;
-  if (expiration !== undefined) payload += `:${expiration}`;
-  return `v1_${createHash("sha256").update(payload).digest("base64").replace(/=+$/, "")}`;
-}
+export { type FileOperation, fileSignature } from "@moat/shared";
