@@ -42,6 +42,16 @@ export class MetricsUnauthorizedError extends ProxyError {
   }
 }
 
+/** A `/files` URL on the shared address that is unsigned, or whose signature fits no sandbox or expired. */
+export class FileURLUnauthorizedError extends ProxyError {
+  readonly status = 401;
+  readonly title = "Unauthorized";
+
+  body(): JSONBody {
+    return { message: this.message, code: this.status };
+  }
+}
+
 /**
  * The bytes on the connection are not an HTTP request Node can parse (400), or its headers are too
  * large (431), or it did not arrive in time (408), or it is a CONNECT, which the proxy does not

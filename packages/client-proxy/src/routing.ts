@@ -9,7 +9,8 @@
  *   `sandbox.<domain>`. On a sandbox host the host wins, so a page served from one sandbox cannot
  *   redirect its own requests to another sandbox by adding headers.
  *
- * A shared host with no routing headers addresses the proxy itself (its `/health`).
+ * A shared host with no routing headers addresses the proxy itself (its `/health`), or, for a
+ * signed `/files` URL, the sandbox its signature names (signed-urls.ts).
  */
 import { isIP } from "node:net";
 import { posix } from "node:path";
@@ -31,7 +32,8 @@ export interface RouteInput {
 }
 
 export type Route =
-  | { kind: "sandbox"; sandboxID: string; port: number; via: "headers" | "host" }
+  /** `signature`: a signed `/files` URL on a shared host (signed-urls.ts), not resolved here. */
+  | { kind: "sandbox"; sandboxID: string; port: number; via: "headers" | "host" | "signature" }
   /** A shared host without routing headers: the request is for the proxy itself. */
   | { kind: "proxy" };
 

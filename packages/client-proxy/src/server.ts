@@ -3,7 +3,8 @@
  * goes through (design.md, "Walk of a create"; e2b-protocol.md §6.4).
  *
  * One request, HTTP or Upgrade, goes:
- *   route (routing.ts: host or headers → sandboxID, port)
+ *   route (routing.ts: host or headers → sandboxID, port; signed-urls.ts: a signed `/files` URL on
+ *     the shared address → the sandbox whose token signed it, envd's port)
  *   → catalog lookup (unknown or stopped → 502, starting/stopping → 409, paused → auto-resume)
  *   → guards (envd's internal paths → 404, traffic token → 403, per-sandbox connection cap → 429)
  *   → forward (forward.ts: stream both ways, or tunnel an upgrade).
@@ -18,6 +19,7 @@ import {
   type CatalogEntry,
   clientErrorAnswer,
   createLogger,
+  ENVD_PORT,
   type Logger,
   type SandboxCatalog,
 } from "@moat/shared";
@@ -56,6 +58,7 @@ import {
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
 } from "./routing.js";
+import { filesQuery, findSignedSandbox } from "./signed-urls.js";
 
 export interface ClientProxyOptions {
   /** Port to listen on; 0 picks a free one (the chosen port is in the result). */
@@ -178,13 +181,21 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     }
   }
 
-  async function resume(entry: CatalogEntry, port: number, req: IncomingMessage): Promise<CatalogEntry> {
+  async function resume(
+    entry: CatalogEntry,
+    port: number,
+    req: IncomingMessage,
+    signed: boolean,
+  ): Promise<CatalogEntry> {
     const { sandboxID } = entry;
     if (!entry.autoResume || !catalog.resume) throw new SandboxNotFoundError(sandboxID);
-    const denied = checkResumeAllowed(entry, port, {
-      accessToken: headerValue(req.headers["x-access-token"]),
-      trafficToken: headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]),
-    });
+    // A valid signed URL was made with the sandbox's access token: it stands for the token here.
+    const denied = signed
+      ? undefined
+      : checkResumeAllowed(entry, port, {
+          accessToken: headerValue(req.headers["x-access-token"]),
+          trafficToken: headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]),
+        });
     if (denied) throw denied;
     let pending = resuming.get(sandboxID);
     if (!pending) {
@@ -203,15 +214,23 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     return resumed;
   }
 
-  /** Looks the sandbox up and applies every guard; the result holds a connection slot. */
-  async function admit(req: IncomingMessage, sandboxID: string, port: number): Promise<Admitted> {
+  /**
+   * Looks the sandbox up and applies every guard; the result holds a connection slot. `signed`:
+   * routed by a signed `/files` URL the proxy has verified.
+   */
+  async function admit(
+    req: IncomingMessage,
+    sandboxID: string,
+    port: number,
+    signed = false,
+  ): Promise<Admitted> {
     let entry = await lookup(sandboxID);
     if (entry?.state !== "running") pool.forget(sandboxID);
     if (!entry) throw new SandboxNotFoundError(sandboxID);
     if (isReservedEnvdPath(port, req.url ?? "/")) throw new ReservedPathError(normalisePath(req.url ?? "/"));
     const tokenError = checkTrafficToken(entry, port, headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]));
     if (tokenError) throw tokenError;
-    if (entry.state === "paused") entry = await resume(entry, port, req);
+    if (entry.state === "paused") entry = await resume(entry, port, req, signed);
     if (entry.state !== "running") throw new SandboxTransitioningError(sandboxID);
 
     const count = active.get(sandboxID) ?? 0;
@@ -296,10 +315,15 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     try {
       route = routeOf(req);
       if (route.kind === "proxy") {
-        serveSelf(req, res);
-        return;
+        const signedQuery = filesQuery(req.method, req.url);
+        if (!signedQuery) {
+          serveSelf(req, res);
+          return;
+        }
+        const { sandboxID } = await findSignedSandbox(catalog, req.method ?? "", signedQuery);
+        route = { kind: "sandbox", sandboxID, port: ENVD_PORT, via: "signature" };
       }
-      admitted = await admit(req, route.sandboxID, route.port);
+      admitted = await admit(req, route.sandboxID, route.port, route.via === "signature");
       const outcome = await forwardHTTP(req, res, admitted.upstream, forwarding);
       metrics.recordStatus(outcome.status);
       logForwarded(req, admitted.upstream, outcome, started);

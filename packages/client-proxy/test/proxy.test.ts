@@ -10,7 +10,7 @@ import http from "node:http";
 import net, { type AddressInfo, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type CatalogEntry, createNoopLogger, type SandboxCatalog } from "@moat/shared";
+import { type CatalogEntry, createNoopLogger, fileSignature, type SandboxCatalog } from "@moat/shared";
 import { WebSocket, WebSocketServer } from "ws";
 import { UpstreamPool } from "../src/forward.js";
 import { type ClientProxy, startClientProxy } from "../src/index.js";
@@ -28,6 +28,10 @@ class MemoryCatalog implements SandboxCatalog {
 
   async lookup(sandboxID: string): Promise<CatalogEntry | undefined> {
     return this.entries.get(sandboxID);
+  }
+
+  async findByAccessToken(verifies: (token: string) => boolean): Promise<CatalogEntry | undefined> {
+    return [...this.entries.values()].find((e) => e.envdAccessToken && verifies(e.envdAccessToken));
   }
 
   async resume(sandboxID: string): Promise<CatalogEntry | undefined> {
@@ -424,6 +428,114 @@ describe("client proxy", { timeout: 60_000 }, () => {
       });
       assert.equal(allowed.status, 200);
       assert.equal(catalog.entries.get("locked")?.state, "running");
+    });
+  });
+
+  describe("signed file URLs on the shared address", () => {
+    /** A /files URL as the SDK's downloadUrl/uploadUrl make it, signed with `token`. */
+    function signedURL(token: string, operation: "read" | "write", params: Record<string, string> = {}) {
+      const path = params.path ?? "/home/user/a.txt";
+      const expiration = params.signature_expiration;
+      const signature = fileSignature(
+        path,
+        operation,
+        params.username ?? "",
+        token,
+        expiration === undefined ? undefined : Number(expiration),
+      );
+      return `/files?${new URLSearchParams({ path, ...params, signature })}`;
+    }
+
+    before(() => {
+      catalog.put({
+        sandboxID: "signera",
+        state: "running",
+        hostAddress: "127.0.0.2",
+        envdAccessToken: "tok-a",
+      });
+      // Nothing listens on 127.0.0.3: a request routed there is 502 naming the sandbox.
+      catalog.put({
+        sandboxID: "signerb",
+        state: "running",
+        hostAddress: "127.0.0.3",
+        envdAccessToken: "tok-b",
+      });
+    });
+
+    test("a signed URL reaches the sandbox whose token signed it, unchanged, with no routing headers", async () => {
+      const url = signedURL("tok-a", "read", {
+        signature_expiration: String(Math.floor(Date.now() / 1000) + 60),
+      });
+      const read = await send(url);
+      assert.equal(read.status, 200, read.body.toString());
+      assert.equal(json(read).url, url, "envd gets the URL as signed, to check it again");
+      const write = await send(signedURL("tok-a", "write", { username: "root" }), {
+        method: "POST",
+        body: "x",
+      });
+      assert.equal(write.status, 200);
+      assert.equal(json(write).method, "POST");
+      const other = await send(signedURL("tok-b", "read"));
+      assert.equal(other.status, 502);
+      assert.equal(json(other).sandboxId, "signerb", "B's signature goes to B only");
+    });
+
+    test("unsigned, tampered, expired or misused URLs are 401 and reach no sandbox", async () => {
+      const good = new URL(signedURL("tok-a", "read"), "http://x");
+      const variants: [string, string, RegExp][] = [
+        ["GET", "/files?path=%2Fhome%2Fuser%2Fa.txt", /missing signature/],
+        ["GET", good.href.replace("a.txt", "b.txt").slice("http://x".length), /invalid signature/],
+        ["GET", `${good.pathname}${good.search}&username=root`, /invalid signature/],
+        [
+          "GET",
+          `${good.pathname}${good.search.replace("signature=v1_", "signature=v1_A")}`,
+          /invalid signature/,
+        ],
+        ["POST", `${good.pathname}${good.search}`, /invalid signature/],
+        ["GET", signedURL("tok-a", "read", { signature_expiration: "1000" }), /expired/],
+        ["GET", `${good.pathname}${good.search}&signature_expiration=soon`, /invalid signature_expiration/],
+        ["GET", signedURL("not-a-sandbox-token", "read"), /invalid signature/],
+      ];
+      for (const [method, url, message] of variants) {
+        const reply = await send(url, { method, body: method === "POST" ? "x" : undefined });
+        assert.equal(reply.status, 401, `${method} ${url}: ${reply.body}`);
+        assert.equal(json(reply).code, 401);
+        assert.match(json(reply).message, message, url);
+      }
+    });
+
+    test("only exactly /files with GET, HEAD or POST is routed by signature", async () => {
+      const query = new URL(signedURL("tok-a", "read"), "http://x").search;
+      for (const [method, path] of [
+        ["GET", `/files/${query}`],
+        ["GET", `//files${query}`],
+        ["GET", `/envs${query}`],
+        ["GET", `/init${query}`],
+        ["PUT", `/files${query}`],
+        ["DELETE", `/files${query}`],
+      ] as const) {
+        const reply = await send(path, { method });
+        assert.equal(reply.status, 400, `${method} ${path}`);
+        assert.match(json(reply).message, /names no sandbox/);
+      }
+    });
+
+    test("a valid signature resumes a paused sandbox with auto-resume; an expired one does not", async () => {
+      catalog.put({
+        sandboxID: "signedpaused",
+        state: "paused",
+        hostAddress: "127.0.0.2",
+        envdAccessToken: "tok-p",
+        autoResume: true,
+      });
+      const calls = catalog.resumeCalls;
+      const expired = await send(signedURL("tok-p", "read", { signature_expiration: "1000" }));
+      assert.equal(expired.status, 401);
+      assert.equal(catalog.resumeCalls, calls);
+      assert.equal(catalog.entries.get("signedpaused")?.state, "paused");
+      const valid = await send(signedURL("tok-p", "read"));
+      assert.equal(valid.status, 200);
+      assert.equal(catalog.entries.get("signedpaused")?.state, "running");
     });
   });
 
