@@ -152,6 +152,7 @@ describe("sandbox lifecycle on a fake runtime", () => {
       events.map((e) => [e.type, e.reason]),
       [
         ["created", ""],
+        ["pausing", "request"],
         ["paused", "request"],
         ["resumed", "memory"],
       ],
@@ -167,6 +168,14 @@ describe("sandbox lifecycle on a fake runtime", () => {
     assert.ok(factory.calls.includes("reopen:s1"), "traffic let in again");
     assert.equal((await record("s1")).state, "running");
     assert.equal(sandbox.backgroundDelete, false, "a later kill waits for the container");
+    assert.deepEqual(
+      events.slice(-2).map((e) => [e.type, e.reason]),
+      [
+        ["pausing", "request"],
+        ["resumed", "pause failed"],
+      ],
+      "whoever held traffic for the pause hears that the sandbox runs on",
+    );
     // It can be paused again.
     await manager.pause("s1");
     assert.equal(sandbox.state, "paused");
@@ -181,6 +190,22 @@ describe("sandbox lifecycle on a fake runtime", () => {
     assert.equal((await record("s1")).memory, false, "no memory image: a resume boots afresh");
     await manager.resume("s1", new Date(Date.now() + 60_000));
     assert.equal(events.at(-1)?.reason, "files");
+  });
+
+  test("the end time cannot change mid-pause (its outcome would drop it); before and after it can", async () => {
+    await manager.create(input("s1"));
+    manager.updateEndTime("s1", new Date(Date.now() + 120_000));
+    const pausing = manager.pause("s1");
+    assert.equal(manager.get("s1").state, "pausing");
+    assert.throws(() => manager.updateEndTime("s1", new Date(Date.now() + 60_000)), SandboxStateError);
+    await pausing;
+    const later = new Date(Date.now() + 600_000);
+    manager.updateEndTime("s1", later);
+    assert.equal(
+      manager.get("s1").record.endTime,
+      later.toISOString(),
+      "a paused sandbox keeps it for its resume",
+    );
   });
 
   test("a resume that fails: still paused with its image, and the attempt's runtime released", async () => {
@@ -215,7 +240,7 @@ describe("sandbox lifecycle on a fake runtime", () => {
   test("the end time kills the sandbox, or pauses it when it asked for auto-pause", async () => {
     await manager.create(input("s1", { endTime: new Date(Date.now() + 50) }));
     await manager.create(input("s2", { endTime: new Date(Date.now() + 50), autoPause: true }));
-    for (let i = 0; i < 100 && events.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 100 && events.length < 5; i++) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(
       events
         .slice(2)
@@ -224,6 +249,7 @@ describe("sandbox lifecycle on a fake runtime", () => {
       [
         ["s1", "expired"],
         ["s2", "paused"],
+        ["s2", "pausing"],
       ],
     );
     assert.equal(manager.get("s2").state, "paused");

@@ -69,7 +69,7 @@ export interface SandboxManagerOptions {
   factory?: SandboxFactory;
 }
 
-export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "paused" | "resumed";
+export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "pausing" | "paused" | "resumed";
 export interface SandboxEvent {
   sandboxID: string;
   type: SandboxEventType;
@@ -267,6 +267,9 @@ export class SandboxManager {
     if (sandbox.state !== "running") throw new SandboxStateError(sandboxID, sandbox.state, "pause");
     sandbox.moveTo("pausing");
     sandbox.clearEnd();
+    // Before ingress closes: the API and the proxy hold new traffic instead of sending it into
+    // a sandbox that no longer answers.
+    this.emit({ sandboxID, type: "pausing", reason: options.reason ?? "request" });
     const work = this.doPause(sandbox, options.memory ?? true, options.reason ?? "request");
     sandbox.transition = work;
     try {
@@ -346,6 +349,11 @@ export class SandboxManager {
 
   updateEndTime(sandboxID: string, endTime: Date): void {
     const sandbox = this.get(sandboxID);
+    // Mid-pause or mid-resume the outcome would drop it (a resume sets its own end): the caller
+    // waits for the transition to end and sets it then.
+    if (sandbox.state !== "running" && sandbox.state !== "paused") {
+      throw new SandboxStateError(sandboxID, sandbox.state, "change the end time of");
+    }
     sandbox.record.endTime = endTime.toISOString();
     // A paused sandbox has no timer here: its end time applies again once it resumes.
     if (sandbox.state === "running") this.armEnd(sandbox);
@@ -480,6 +488,7 @@ export class SandboxManager {
         sandbox.moveTo("running");
         this.armEnd(sandbox);
         log.warn({ err }, "pause failed; the sandbox goes on running");
+        this.emit({ sandboxID: r.sandboxID, type: "resumed", reason: "pause failed" });
         throw new PauseFailedError(r.sandboxID, errorMessage(err));
       }
       // The runtime is gone: keep what was saved. A whole image is kept; without one the sandbox

@@ -41,6 +41,7 @@ const EVENT_TYPES: Record<SandboxEvent["type"], SandboxEventType> = {
   killed: SandboxEventType.KILLED,
   expired: SandboxEventType.EXPIRED,
   failed: SandboxEventType.FAILED,
+  pausing: SandboxEventType.PAUSING,
   paused: SandboxEventType.PAUSED,
   resumed: SandboxEventType.RESUMED,
 };
