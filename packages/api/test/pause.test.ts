@@ -162,11 +162,6 @@ for (const backend of backends) {
       await expectError(await pause(p.sandboxID), 409, /is being resumed/);
       // A kill waits for the resume this process has under way, then kills.
       const killDuringResume = t.request(`/sandboxes/${p.sandboxID}`, { method: "DELETE" });
-      await expectError(
-        await t.request(`/sandboxes/${p.sandboxID}/timeout`, { method: "POST", json: { timeout: 60 } }),
-        409,
-        /is being resumed/,
-      );
       assert.equal((await detail(p.sandboxID)).state, "paused", "shown paused until the node answers");
       assert.equal((await t.api.catalog.lookup(p.sandboxID))?.state, "starting");
       resuming.release();
@@ -176,13 +171,34 @@ for (const backend of backends) {
       assert.equal(t.fake.count("pause", p.sandboxID), 1);
     });
 
+    test("a new end time during a resume waits for it (the resume sets an end of its own), then applies", async () => {
+      const p = await paused();
+      const resuming = t.fake.holdNext("resume");
+      const resume = connect(p.sandboxID, { timeout: 30 });
+      await resuming.reached;
+      let answered = false;
+      const setTimeout = t
+        .request(`/sandboxes/${p.sandboxID}/timeout`, { method: "POST", json: { timeout: 600 } })
+        .then((res) => {
+          answered = true;
+          return res;
+        });
+      await new Promise((r) => globalThis.setTimeout(r, 100));
+      assert.equal(answered, false, "it waits for the resume");
+      resuming.release();
+      assert.equal((await resume).status, 201);
+      assert.equal((await setTimeout).status, 204);
+      assert.ok(secondsLeft(p.sandboxID) > 590, "the later call's end holds on the node");
+      assert.ok(new Date((await detail(p.sandboxID)).endAt).getTime() - Date.now() > 590_000);
+    });
+
     test("two concurrent pauses: one 204, the other 409; one Pause call", async () => {
       const sbx = await createSandbox(t);
       const held = t.fake.holdNext("pause");
       const first = pause(sbx.sandboxID);
       await held.reached;
       assert.equal((await detail(sbx.sandboxID)).state, "running", "shown running until the node answers");
-      assert.equal((await t.api.catalog.lookup(sbx.sandboxID))?.state, "stopping");
+      assert.equal((await t.api.catalog.lookup(sbx.sandboxID))?.state, "pausing");
       await expectError(await pause(sbx.sandboxID), 409, /is being paused; try again/);
       held.release();
       assert.equal((await first).status, 204);

@@ -20,6 +20,7 @@ import {
   judgeOnNode,
   judgeRecord,
   nodeStateChanges,
+  pausingNeedsRecord,
   STALE_CREATE_MS,
   transitionNeedsNode,
   WATCHED_STATES,
@@ -105,6 +106,17 @@ describe("reconcile rules", () => {
       recorded: "running",
     });
     assert.deepEqual(judgeEvent(event(SandboxEventType.CREATED), NOW), { action: "ignore" });
+  });
+
+  test("a pause the node began makes only this node's running rows pausing, none in transition here", () => {
+    assert.deepEqual(judgeEvent(event(SandboxEventType.PAUSING), NOW), { action: "pausing" });
+    assert.ok(pausingNeedsRecord(row("running"), "node-1", false));
+    assert.ok(!pausingNeedsRecord(row("running"), "node-1", true), "this process's own pause");
+    assert.ok(!pausingNeedsRecord(row("running"), "node-2", false), "another node's");
+    for (const state of ["starting", "pausing", "paused", "resuming", "killing", "killed"] as const) {
+      assert.ok(!pausingNeedsRecord(row(state), "node-1", false), state);
+    }
+    assert.ok(!pausingNeedsRecord(undefined, "node-1", false), "never recorded");
   });
 
   test("a transition event asks the node only for this node's live rows not yet in that state", () => {

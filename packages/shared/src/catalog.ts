@@ -5,8 +5,11 @@
  */
 export interface CatalogEntry {
   sandboxID: string;
-  /** running: traffic flows; paused: resumable (auto-resume may apply); other states get 502. */
-  state: "running" | "paused" | "starting" | "stopping";
+  /**
+   * running: traffic flows; paused: resumable (auto-resume may apply); pausing and starting (a
+   * create or resume): traffic waits for the outcome; stopping (a kill): 409.
+   */
+  state: "running" | "paused" | "pausing" | "starting" | "stopping";
   /** Where the sandbox's node reaches it, e.g. "10.11.0.7"; ports are the sandbox's own. */
   hostAddress: string;
   /** Required in X-Access-Token by envd (port 49983) when set. */

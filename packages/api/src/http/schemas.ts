@@ -197,7 +197,7 @@ export const TeamSchema = z
 export const CatalogEntrySchema = z
   .object({
     sandboxID: z.string(),
-    state: z.enum(["running", "paused", "starting", "stopping"]),
+    state: z.enum(["running", "paused", "pausing", "starting", "stopping"]),
     hostAddress: z.string(),
     envdAccessToken: z.string().optional(),
     trafficAccessToken: z.string().optional(),

@@ -7,10 +7,17 @@
 import type { SandboxEvent, SandboxInfo } from "@moat/shared/gen/orchestrator";
 import { ownsDatabase } from "../config.js";
 import type { APIContext } from "../context.js";
-import { getSandbox, listNodeSandboxes } from "../db/sandboxes.js";
-import { markKilled } from "../sandbox/lifecycle.js";
+import { getSandbox, listNodeSandboxes, updateSandbox } from "../db/sandboxes.js";
+import { markKilled, recordStateChange } from "../sandbox/lifecycle.js";
 import { applyNodeState } from "../sandbox/node-state.js";
-import { isOrphan, judgeEvent, judgeOnNode, judgeRecord, transitionNeedsNode } from "../sandbox/reconcile.js";
+import {
+  isOrphan,
+  judgeEvent,
+  judgeOnNode,
+  judgeRecord,
+  pausingNeedsRecord,
+  transitionNeedsNode,
+} from "../sandbox/reconcile.js";
 import { LIVE_STATES } from "../sandbox/states.js";
 import { type NodeClient, NodeSandboxNotFoundError } from "./node-client.js";
 
@@ -113,6 +120,8 @@ export class NodeWatcher {
       const verdict = judgeEvent(event, new Date());
       if (verdict.action === "transition") {
         await this.applyTransition(event.sandboxId, verdict.recorded);
+      } else if (verdict.action === "pausing") {
+        await this.applyPausing(event.sandboxId);
       } else if (verdict.action === "close") {
         await markKilled(this.ctx, event.sandboxId, verdict.reason, verdict.at, verdict.from);
       }
@@ -137,6 +146,20 @@ export class NodeWatcher {
       throw err;
     }
     await applyNodeState(ctx, row, info);
+  }
+
+  /**
+   * A pause the node began on its own (auto-pause): the record and the routing catalog say
+   * pausing at once, so that requests wait for the outcome instead of meeting a sandbox that
+   * stopped taking connections.
+   */
+  private async applyPausing(sandboxID: string): Promise<void> {
+    const { ctx, node } = this;
+    const inTransition = ctx.transitions.get(sandboxID) !== undefined;
+    const row = inTransition ? undefined : await getSandbox(ctx.db, sandboxID);
+    if (!pausingNeedsRecord(row, node.id, inTransition)) return;
+    const pausing = await updateSandbox(ctx.db, sandboxID, ["running"], { state: "pausing" });
+    if (pausing) await recordStateChange(ctx, row.state, pausing);
   }
 
   private async reconcileLogged(): Promise<void> {

@@ -3,8 +3,8 @@
  * sandboxes table with an in-memory cache in front. Every state change the API makes or learns
  * from a node goes through `update`/`forget` here, so the cache of this process never serves a
  * killed sandbox; entries also expire, which bounds the staleness other API processes can cause.
- * A sandbox being paused reads as stopping and one being resumed as starting: the proxy answers
- * "transitioning, retry" for both. `resume` is the proxy's auto-resume, run by the API (see
+ * A sandbox being paused reads as pausing and one being resumed as starting: the proxy holds
+ * traffic for both until the outcome. `resume` is the proxy's auto-resume, run by the API (see
  * `autoResume` in ./resume.ts). Signed `/files` URLs name no sandbox: `findByAccessToken` finds the
  * one whose envd access token their signature covers, among the tokens of live secured sandboxes
  * (kept up to date by this process's changes, and read again from the database on a miss, at
@@ -133,7 +133,7 @@ export class APICatalog implements SandboxCatalog {
 const STATES: Record<SandboxRow["state"], CatalogEntry["state"] | undefined> = {
   starting: "starting",
   running: "running",
-  pausing: "stopping",
+  pausing: "pausing",
   paused: "paused",
   resuming: "starting",
   killing: "stopping",

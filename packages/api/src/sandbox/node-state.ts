@@ -4,7 +4,7 @@
  * missed while the stream is down, and a Pause or Resume call can fail after the node acted: in
  * each case the record is brought in line with what the node reports (Get, List).
  */
-import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
+import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import { getSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
@@ -64,4 +64,44 @@ export async function settleFromNode(
     ctx.logger.warn({ sandboxID: row.sandbox_id, nodeState: info.state }, "transition left unsettled");
   }
   return settled;
+}
+
+/** How long a request waits for a pause or resume it did not start before answering 409. */
+export const TRANSITION_WAIT_MS = 60_000;
+const TRANSITION_POLL_MS = 100;
+
+/**
+ * Waits while the sandbox is between states, then answers its record: a transition in flight in
+ * this process is awaited; one the node runs on its own (an auto-pause), or for another API
+ * process, is followed on the node (Get) until it runs or is paused, and recorded. Answers
+ * undefined when the sandbox is gone; the record as it still is when the wait ran out.
+ */
+export async function awaitTransition(
+  ctx: APIContext,
+  row: SandboxRow,
+  timeoutMs = TRANSITION_WAIT_MS,
+): Promise<SandboxRow | undefined> {
+  const sandboxID = row.sandbox_id;
+  const local = ctx.transitions.get(sandboxID);
+  if (local) {
+    await local.settled;
+    return getSandbox(ctx.db, sandboxID);
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let info: SandboxInfo;
+    try {
+      info = await nodeOf(ctx, row).get(sandboxID);
+    } catch (err) {
+      if (!(err instanceof NodeSandboxNotFoundError)) throw err;
+      await markKilled(ctx, sandboxID, "missing on node");
+      return undefined;
+    }
+    const settled = info.state === SandboxState.RUNNING || info.state === SandboxState.PAUSED;
+    const current = await getSandbox(ctx.db, sandboxID);
+    if (!current) return undefined;
+    if (settled) return applyNodeState(ctx, current, info);
+    if (Date.now() >= deadline) return current;
+    await new Promise((resolve) => setTimeout(resolve, TRANSITION_POLL_MS));
+  }
 }

@@ -58,12 +58,15 @@ export type EventVerdict =
   | Close
   /** A pause or resume: the record takes the node's current word (see transitionNeedsNode). */
   | { action: "transition"; recorded: "paused" | "running" }
+  /** The node began a pause of its own: a running record becomes pausing (see pausingNeedsRecord). */
+  | { action: "pausing" }
   | { action: "ignore" };
 
 /** What a node's event means for the sandbox's record; `now` stands in for an event without time. */
 export function judgeEvent(event: SandboxEvent, now: Date): EventVerdict {
   if (event.type === SandboxEventType.PAUSED) return { action: "transition", recorded: "paused" };
   if (event.type === SandboxEventType.RESUMED) return { action: "transition", recorded: "running" };
+  if (event.type === SandboxEventType.PAUSING) return { action: "pausing" };
   const reason = STOP_REASONS[event.type];
   if (!reason) return { action: "ignore" };
   return {
@@ -89,6 +92,19 @@ export function transitionNeedsNode(
 ): row is SandboxRow {
   if (inTransition || !row || row.node_id !== nodeID) return false;
   return row.state !== recorded && LIVE_STATES.includes(row.state) && row.state !== "killing";
+}
+
+/**
+ * Whether a PAUSING event makes the record pausing: a running record of that node with no
+ * transition in flight in this process (a pause this process asked for recorded it already). The
+ * PAUSED or RESUMED event that follows on the same stream, or the reconcile, settles it.
+ */
+export function pausingNeedsRecord(
+  row: SandboxRow | undefined,
+  nodeID: string,
+  inTransition: boolean,
+): row is SandboxRow {
+  return !inTransition && row?.node_id === nodeID && row.state === "running";
 }
 
 export interface ReconcileClock {

@@ -5,7 +5,8 @@
  * becomes running at the new host address the node answers (it changes on every resume).
  *
  * One resume per sandbox: a request that finds a resume in flight here shares its outcome, and
- * one that finds a pause in flight waits for it and then resumes. The node restores a sandbox
+ * one that finds a pause in flight (here, or the node's own auto-pause) waits for it and then
+ * resumes. The node restores a sandbox
  * where it was paused, so there is no placement: a busy node answers 429 (retry), as a create
  * that found every node busy.
  */
@@ -24,7 +25,7 @@ import {
 import { takeRunningSlot } from "../quotas/reserve.js";
 import { catalogEntry } from "./catalog.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
-import { settleFromNode } from "./node-state.js";
+import { awaitTransition, settleFromNode } from "./node-state.js";
 import { nodeOf } from "./nodes.js";
 import { stateConflict } from "./states.js";
 
@@ -64,6 +65,14 @@ export async function resumeOrGet(
       continue;
     }
     if (row.state === "running") return { row, resumed: false };
+    if (row.state === "pausing" || row.state === "resuming") {
+      // Not this process's transition: the node's auto-pause, or another API process.
+      const settled = await awaitTransition(ctx, row);
+      if (settled?.state === "pausing" || settled?.state === "resuming") {
+        throw stateConflict(sandboxID, settled.state);
+      }
+      continue;
+    }
     if (row.state !== "paused") throw stateConflict(sandboxID, row.state);
     // Nothing was awaited since the check above, so nothing can have started: this start succeeds.
     const transition = ctx.transitions.start(sandboxID, "resume", () => resumeOnNode(ctx, row, request));

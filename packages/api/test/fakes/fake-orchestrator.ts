@@ -2,10 +2,11 @@
  * An orchestrator in memory: the SandboxService methods over a Map, served through Connect's
  * in-memory router transport, so the API under test talks to it with its real client (codes,
  * streams and all). End times are enforced with timers, as the real node does: announced as
- * EXPIRED events, or, for sandboxes created with auto_pause, as pauses (PAUSED events). Pause and
+ * EXPIRED events, or, for sandboxes created with auto_pause, as pauses (PAUSING, then PAUSED). Pause and
  * Resume follow the contract: failed_precondition unless running (Pause) or paused (Resume), a new
  * host address on every resume, paused sandboxes kept (List, Get, Delete) with no address.
- * Tests steer it with `failNext`, `holdNext`, `stopOutOfBand`, `pauseOutOfBand`,
+ * Tests steer it with `failNext`, `holdNext`, `stopOutOfBand`, `pauseOutOfBand` (or
+ * `beginPauseOutOfBand`, held between PAUSING and its outcome),
  * `resumeOutOfBand` and `calls`. Its TemplateService is `templates` (fake-template-service.ts);
  * creates start from the base template or from a build it finished.
  */
@@ -113,9 +114,31 @@ export class FakeOrchestrator {
    * out the PAUSED event (as if it were missed).
    */
   pauseOutOfBand(sandboxID: string, options: { silently?: boolean; memory?: boolean } = {}): void {
+    this.beginPauseOutOfBand(sandboxID, options).finish();
+  }
+
+  /**
+   * The node begins a pause of its own (PAUSING, unless `silently`) and holds it there until
+   * `finish` (paused, PAUSED) or `fail` (running on, RESUMED with reason "pause failed").
+   */
+  beginPauseOutOfBand(
+    sandboxID: string,
+    options: { silently?: boolean; memory?: boolean } = {},
+  ): { finish(): void; fail(): void } {
     const sandbox = this.sandboxes.get(sandboxID);
     if (sandbox?.state !== "running") throw new Error(`fake: '${sandboxID}' is not running`);
-    this.pauseNow(sandbox, options.memory ?? true, "end time reached", options.silently);
+    sandbox.state = "pausing";
+    clearTimeout(sandbox.timer);
+    const reason = "end time reached";
+    if (!options.silently) this.emit({ sandboxId: sandboxID, type: SandboxEventType.PAUSING, reason });
+    return {
+      finish: () => this.pauseNow(sandbox, options.memory ?? true, reason, options.silently),
+      fail: () => {
+        sandbox.state = "running";
+        this.schedule(sandbox);
+        this.emit({ sandboxId: sandboxID, type: SandboxEventType.RESUMED, reason: "pause failed" });
+      },
+    };
   }
 
   /** Something else (another API process) resumes a paused sandbox on the node. */
@@ -224,6 +247,7 @@ export class FakeOrchestrator {
         }
         sandbox.state = "pausing";
         clearTimeout(sandbox.timer);
+        this.emit({ sandboxId: req.sandboxId, type: SandboxEventType.PAUSING, reason: "request" });
         await this.held("pause", req.sandboxId);
         if (this.sandboxes.get(req.sandboxId) !== sandbox) throw new ConnectError("deleted", Code.NotFound);
         this.pauseNow(sandbox, req.memory ?? true, "request");
@@ -326,7 +350,7 @@ export class FakeOrchestrator {
       () => {
         if (sandbox.state !== "running") return;
         if (sandbox.config.autoPause) {
-          this.pauseNow(sandbox, sandbox.config.autoPauseMemory ?? true, "end time reached");
+          this.pauseOutOfBand(sandbox.config.sandboxId, { memory: sandbox.config.autoPauseMemory ?? true });
         } else {
           this.stopOutOfBand(sandbox.config.sandboxId);
         }
