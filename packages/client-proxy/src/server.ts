@@ -5,7 +5,8 @@
  * One request, HTTP or Upgrade, goes:
  *   route (routing.ts: host or headers → sandboxID, port; signed-urls.ts: a signed `/files` URL on
  *     the shared address → the sandbox whose token signed it, envd's port)
- *   → catalog lookup (unknown or stopped → 502, starting/stopping → 409, paused → auto-resume)
+ *   → catalog lookup (unknown or stopped → 502, stopping → 409, pausing/starting → wait for the
+ *     outcome, paused → auto-resume or 502)
  *   → guards (envd's internal paths → 404, traffic token → 403, per-sandbox connection cap → 429)
  *   → forward (forward.ts: stream both ways, or tunnel an upgrade).
  * Every refusal is a typed ProxyError rendered here, as JSON or, for browsers, HTML.
@@ -15,6 +16,7 @@ import { readFileSync } from "node:fs";
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   type CatalogEntry,
   clientErrorAnswer,
@@ -98,6 +100,12 @@ export interface ClientProxyOptions {
   /** How long connecting to a sandbox's port may take before the proxy answers 502. Default 10 s. */
   connectTimeoutMs?: number;
   /**
+   * How long a request for a sandbox being paused, created or resumed waits for the outcome
+   * (then it is forwarded, resumes the sandbox, or gets the paused sandbox's 502) before the
+   * proxy answers 409. Default 30 s.
+   */
+  transitionWaitMs?: number;
+  /**
    * Bearer token that reads GET /metrics (the operator's Prometheus). Unset: /metrics answers 401
    * to everyone, since traffic counts of every tenant are nobody else's business.
    */
@@ -113,6 +121,9 @@ export interface ClientProxy {
 }
 
 const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX = 1000;
+const DEFAULT_TRANSITION_WAIT_MS = 30_000;
+/** How often a request waiting for a transition looks at the catalog again. */
+const TRANSITION_POLL_MS = 50;
 
 /** The process's open-file limit, or undefined when it is unlimited or cannot be read. */
 function openFileLimit(): number | undefined {
@@ -151,6 +162,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     options.maxConnectionsPerClient ?? (maxTotal > 0 ? Math.max(1, Math.floor(maxTotal / 2)) : 0);
   const metrics = new ProxyMetrics();
   const pool = new UpstreamPool();
+  const transitionWaitMs = options.transitionWaitMs ?? DEFAULT_TRANSITION_WAIT_MS;
   const forwarding: ForwardOptions = {
     pool,
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
@@ -215,6 +227,25 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
   }
 
   /**
+   * The sandbox's entry once it is no longer being paused, created or resumed: a pause closes the
+   * sandbox to new connections (one sent there would wait for the connect timeout), so requests
+   * wait here for the outcome instead. Stops early when the client leaves.
+   */
+  async function afterTransition(entry: CatalogEntry, req: IncomingMessage): Promise<CatalogEntry | undefined> {
+    const deadline = performance.now() + transitionWaitMs;
+    let current: CatalogEntry | undefined = entry;
+    while (
+      (current?.state === "pausing" || current?.state === "starting") &&
+      performance.now() < deadline &&
+      !req.socket.destroyed
+    ) {
+      await sleep(TRANSITION_POLL_MS);
+      current = await lookup(entry.sandboxID);
+    }
+    return current;
+  }
+
+  /**
    * Looks the sandbox up and applies every guard; the result holds a connection slot. `signed`:
    * routed by a signed `/files` URL the proxy has verified.
    */
@@ -230,6 +261,11 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     if (isReservedEnvdPath(port, req.url ?? "/")) throw new ReservedPathError(normalisePath(req.url ?? "/"));
     const tokenError = checkTrafficToken(entry, port, headerValue(req.headers[TRAFFIC_ACCESS_TOKEN_HEADER]));
     if (tokenError) throw tokenError;
+    if (entry.state === "pausing" || entry.state === "starting") {
+      entry = await afterTransition(entry, req);
+      if (entry?.state !== "running") pool.forget(sandboxID);
+      if (!entry) throw new SandboxNotFoundError(sandboxID);
+    }
     if (entry.state === "paused") entry = await resume(entry, port, req, signed);
     if (entry.state !== "running") throw new SandboxTransitioningError(sandboxID);
 

@@ -110,6 +110,8 @@ describe("client proxy fuzzing, in-process", () => {
       domain: DOMAIN,
       catalog,
       logger: createNoopLogger(),
+      // starting1 never starts: its requests wait this long, then get 409.
+      transitionWaitMs: 200,
     });
     targets = {
       domain: DOMAIN,

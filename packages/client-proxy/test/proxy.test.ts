@@ -8,6 +8,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import http from "node:http";
 import net, { type AddressInfo, type Socket } from "node:net";
+import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type CatalogEntry, createNoopLogger, fileSignature, type SandboxCatalog } from "@moat/shared";
@@ -235,6 +236,7 @@ describe("client proxy", { timeout: 60_000 }, () => {
       catalog,
       logger: createNoopLogger(),
       metricsToken: METRICS_TOKEN,
+      transitionWaitMs: 400,
     });
   });
 
@@ -384,9 +386,12 @@ describe("client proxy", { timeout: 60_000 }, () => {
       assert.match(page.body.toString(), /The sandbox was not found/);
     });
 
-    test("a starting or stopping sandbox is 409", async () => {
+    test("a sandbox being killed is 409 at once; one still starting is 409 once the wait runs out", async () => {
       for (const id of ["starting", "stopping"]) {
+        const started = performance.now();
         const reply = await send("/echo", { headers: via(id) });
+        const waited = performance.now() - started;
+        assert.ok(id === "starting" ? waited >= 350 : waited < 300, `${id} answered after ${waited} ms`);
         assert.equal(reply.status, 409);
         assert.deepEqual(json(reply), {
           message: "The sandbox is still transitioning. Try again in a moment.",
@@ -428,6 +433,35 @@ describe("client proxy", { timeout: 60_000 }, () => {
       });
       assert.equal(allowed.status, 200);
       assert.equal(catalog.entries.get("locked")?.state, "running");
+    });
+
+    test("requests during a pause wait for its outcome: 502 once paused, resumed with auto-resume, or forwarded", async () => {
+      const outcomes: [string, Partial<CatalogEntry>, number][] = [
+        ["pausedafter", { state: "paused" }, 502],
+        ["resumedafter", { state: "paused", autoResume: true }, 200],
+        ["failedpause", { state: "running" }, 200],
+        ["killedafter", {}, 502],
+      ];
+      const resumes = catalog.resumeCalls;
+      await Promise.all(
+        outcomes.map(async ([id, after, status]) => {
+          catalog.put({ sandboxID: id, state: "pausing", hostAddress: "127.0.0.1" });
+          const reply = send("/echo", { headers: via(id) });
+          await sleep(120);
+          if (after.state)
+            catalog.put({ sandboxID: id, hostAddress: "127.0.0.1", state: after.state, ...after });
+          else catalog.entries.delete(id);
+          const answer = await reply;
+          assert.equal(answer.status, status, `${id}: ${answer.body}`);
+          if (status === 502) assert.equal(json(answer).message, "The sandbox was not found");
+        }),
+      );
+      assert.equal(catalog.resumeCalls, resumes + 1);
+      catalog.put({ sandboxID: "resuming", state: "starting", hostAddress: "127.0.0.1" });
+      const during = send("/echo", { headers: via("resuming") });
+      await sleep(120);
+      catalog.put({ sandboxID: "resuming", state: "running", hostAddress: "127.0.0.1" });
+      assert.equal((await during).status, 200, "a resume under way is waited for, not a 409");
     });
   });
 
