@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import { after, before, describe, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Sandbox, SandboxError } from "e2b";
 import { nodeClient } from "../helpers/host-state.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
@@ -114,6 +115,101 @@ describe("moat up: the SDK suite's gaps", { timeout: 300_000 }, () => {
         assert.ok(res.status === 401 || res.status === 404, `${what}: ${res.status} ${text}`);
       }
       assert.equal(await b.files.read(secretB), "B's content", "B's file is untouched");
+    });
+  });
+
+  describe("requests in the middle of an auto-pause (setTimeout(0), onTimeout: pause)", () => {
+    /** Longest any one call may take: a pause takes about a second; the bug was a 10 s hang. */
+    const PROMPT_MS = 8_000;
+
+    /** Runs `call`, failing when it takes longer than PROMPT_MS; answers its value. */
+    async function prompt<T>(what: string, call: () => Promise<T>): Promise<T> {
+      const started = Date.now();
+      try {
+        return await call();
+      } finally {
+        const took = Date.now() - started;
+        assert.ok(took < PROMPT_MS, `${what} took ${took} ms`);
+      }
+    }
+
+    test("isRunning polled after setTimeout(0) answers true, then false, promptly; connect resumes", async () => {
+      for (let round = 0; round < 2; round++) {
+        const sbx = await Sandbox.create("base", { lifecycle: { onTimeout: "pause" } });
+        await sbx.setTimeout(0);
+        const deadline = Date.now() + 30_000;
+        while (await prompt("isRunning", () => sbx.isRunning())) {
+          assert.ok(Date.now() < deadline, "paused within 30 s");
+          await sleep(50);
+        }
+        assert.equal((await prompt("getInfo", () => sbx.getInfo())).state, "paused");
+        await prompt("connect", () => sbx.connect());
+        assert.equal(await prompt("isRunning", () => sbx.isRunning()), true);
+        assert.equal((await sbx.commands.run("echo resumed")).stdout, "resumed\n");
+        await sbx.kill();
+      }
+    });
+
+    test("connect, getInfo and setTimeout at any point of the pause answer, and connect leaves it running", async () => {
+      for (const delay of [0, 150, 400, 800]) {
+        const sbx = await Sandbox.create("base", { lifecycle: { onTimeout: "pause" } });
+        await sbx.setTimeout(0);
+        await sleep(delay);
+        const [info] = await Promise.all([
+          prompt("getInfo", () => sbx.getInfo()),
+          prompt("setTimeout", () => sbx.setTimeout(120_000)),
+          prompt("isRunning", () => sbx.isRunning()),
+        ]);
+        assert.ok(info.state === "running" || info.state === "paused");
+        await prompt("connect", () => sbx.connect());
+        assert.equal(await prompt("isRunning", () => sbx.isRunning()), true, `connect after ${delay} ms`);
+        assert.equal((await sbx.getInfo()).state, "running");
+        assert.equal((await sbx.commands.run("echo up")).stdout, "up\n");
+        await sbx.kill();
+      }
+    });
+
+    test("with autoResume, traffic during the pause waits for it and resumes the sandbox", async () => {
+      const sbx = await Sandbox.create("base", { lifecycle: { onTimeout: "pause", autoResume: true } });
+      await sbx.files.write("/home/user/kept.txt", "kept");
+      await sbx.setTimeout(0);
+      const reads = [0, 100, 250, 500, 900, 1400].map(async (delay) => {
+        await sleep(delay);
+        return prompt(`read after ${delay} ms`, () => sbx.files.read("/home/user/kept.txt"));
+      });
+      assert.deepEqual(await Promise.all(reads), Array(6).fill("kept"));
+      assert.equal(await sbx.isRunning(), true);
+      await sbx.kill();
+    });
+
+    test("without autoResume, traffic during the pause gets the proxy's 502 JSON or envd's answer, never a hang or a reset", async () => {
+      const sbx = await Sandbox.create("base", { lifecycle: { onTimeout: "pause" } });
+      const accessToken = (sbx as unknown as { envdAccessToken: string }).envdAccessToken;
+      await sbx.setTimeout(0);
+      const seen = new Set<number>();
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const res = await prompt("GET /envs", () =>
+          fetch(`${moat.env.E2B_SANDBOX_URL}/envs`, {
+            headers: { ...routeTo(sbx.sandboxId), "X-Access-Token": accessToken },
+          }),
+        );
+        seen.add(res.status);
+        if (res.status === 502) {
+          assert.deepEqual(await res.json(), {
+            message: "The sandbox was not found",
+            sandboxId: sbx.sandboxId,
+            code: 502,
+          });
+          break;
+        }
+        assert.equal(res.status, 200, await res.text());
+        await res.arrayBuffer().catch(() => undefined);
+        assert.ok(Date.now() < deadline, "paused within 30 s");
+        await sleep(20);
+      }
+      assert.ok(seen.has(502));
+      await sbx.kill();
     });
   });
 
