@@ -43,6 +43,11 @@ export interface ForwardOutcome {
   upstreamError?: string;
   /** The client went away before the response ended. */
   clientAborted?: boolean;
+  /**
+   * With `handBack`: the sandbox could not be reached or dropped the connection before answering,
+   * and nothing was sent to the client; this is the answer the proxy would have given.
+   */
+  unanswered?: ProxyError;
 }
 
 /** The status recorded when the client leaves before any response (nginx's convention). */
@@ -187,6 +192,12 @@ export interface ForwardOptions {
   /** Keep-alive pools for plain requests (tunnels use connections of their own). */
   pool: UpstreamPool;
   connectTimeoutMs: number;
+  /**
+   * Hand a failure to reach the sandbox (anything but a closed port) back as `unanswered`
+   * instead of answering it, so that the caller may send the request again: only for requests
+   * without a body whose method may be repeated.
+   */
+  handBack?: boolean;
 }
 
 /** Fails the request with ETIMEDOUT when its (new) socket does not connect in time. */
@@ -252,6 +263,7 @@ export function forwardHTTP(
 
     /** Ends the exchange without a clean end on either side, because the sandbox side failed. */
     let cut = false;
+    let handedBack = false;
     const cutBoth = (code: string) => {
       outcome.upstreamError ??= code;
       cut = true;
@@ -291,15 +303,23 @@ export function forwardHTTP(
         return;
       }
       outcome.upstreamError = error.code ?? "ERR_UPSTREAM";
+      const failure = upstreamFailure(upstream, error);
+      if (options.handBack && failure instanceof UpstreamUnreachableError) {
+        handedBack = true;
+        outcome.unanswered = failure;
+        resolve(outcome);
+        return;
+      }
       // Drain what the client still sends so its connection stays usable for the next request.
       req.unpipe(upstreamReq);
       req.resume();
-      const rendered = renderError(upstreamFailure(upstream, error), wantsHTML(req.headers.accept));
+      const rendered = renderError(failure, wantsHTML(req.headers.accept));
       outcome.status = rendered.status;
       res.writeHead(rendered.status, rendered.headers).end(rendered.body);
     });
 
     res.on("close", () => {
+      if (handedBack) return;
       if (!res.writableFinished && !cut) {
         outcome.clientAborted = true;
         if (outcome.status === 0) outcome.status = CLIENT_CLOSED_REQUEST;
@@ -308,7 +328,9 @@ export function forwardHTTP(
       resolve(outcome);
     });
 
-    req.pipe(upstreamReq);
+    // A request sent again has been read to its end already.
+    if (req.readableEnded) upstreamReq.end();
+    else req.pipe(upstreamReq);
   });
 }
 

@@ -124,6 +124,8 @@ const DEFAULT_MAX_CONNECTIONS_PER_SANDBOX = 1000;
 const DEFAULT_TRANSITION_WAIT_MS = 30_000;
 /** How often a request waiting for a transition looks at the catalog again. */
 const TRANSITION_POLL_MS = 50;
+/** How long a request the sandbox dropped unanswered waits to learn that it paused or moved. */
+const MOVE_WAIT_MS = 2_000;
 
 /** The process's open-file limit, or undefined when it is unlimited or cannot be read. */
 function openFileLimit(): number | undefined {
@@ -231,7 +233,10 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
    * sandbox to new connections (one sent there would wait for the connect timeout), so requests
    * wait here for the outcome instead. Stops early when the client leaves.
    */
-  async function afterTransition(entry: CatalogEntry, req: IncomingMessage): Promise<CatalogEntry | undefined> {
+  async function afterTransition(
+    entry: CatalogEntry,
+    req: IncomingMessage,
+  ): Promise<CatalogEntry | undefined> {
     const deadline = performance.now() + transitionWaitMs;
     let current: CatalogEntry | undefined = entry;
     while (
@@ -243,6 +248,20 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       current = await lookup(entry.sandboxID);
     }
     return current;
+  }
+
+  /**
+   * Whether the sandbox left `address` (paused, pausing, moved or gone) within a moment: the
+   * node's word of a pause can reach the catalog just after a request met the closed sandbox.
+   */
+  async function movedOn(sandboxID: string, address: string, req: IncomingMessage): Promise<boolean> {
+    const deadline = performance.now() + MOVE_WAIT_MS;
+    for (;;) {
+      const entry = await lookup(sandboxID);
+      if (entry?.state !== "running" || entry.hostAddress !== address) return true;
+      if (performance.now() >= deadline || req.socket.destroyed) return false;
+      await sleep(TRANSITION_POLL_MS);
+    }
   }
 
   /**
@@ -359,8 +378,23 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         const { sandboxID } = await findSignedSandbox(catalog, req.method ?? "", signedQuery);
         route = { kind: "sandbox", sandboxID, port: ENVD_PORT, via: "signature" };
       }
-      admitted = await admit(req, route.sandboxID, route.port, route.via === "signature");
-      const outcome = await forwardHTTP(req, res, admitted.upstream, forwarding);
+      const signed = route.via === "signature";
+      admitted = await admit(req, route.sandboxID, route.port, signed);
+      let outcome = await forwardHTTP(req, res, admitted.upstream, {
+        ...forwarding,
+        handBack: mayResend(req),
+      });
+      if (outcome.unanswered) {
+        // Reset or unreachable before any answer: if the sandbox has begun a pause (or moved) in
+        // the meantime, the request goes where it is now, as it would have a moment later.
+        const { address } = admitted.upstream;
+        if (outcome.upstreamError) metrics.recordUpstreamError(outcome.upstreamError);
+        admitted.release();
+        admitted = undefined;
+        if (!(await movedOn(route.sandboxID, address, req))) throw outcome.unanswered;
+        admitted = await admit(req, route.sandboxID, route.port, signed);
+        outcome = await forwardHTTP(req, res, admitted.upstream, forwarding);
+      }
       metrics.recordStatus(outcome.status);
       logForwarded(req, admitted.upstream, outcome, started);
     } catch (error) {
@@ -505,6 +539,13 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       return closing;
     },
   };
+}
+
+/** Whether the request can be sent to the sandbox again: a method that may repeat, no body. */
+function mayResend(req: IncomingMessage): boolean {
+  const { method, headers } = req;
+  if (method !== "GET" && method !== "HEAD" && method !== "OPTIONS") return false;
+  return headers["transfer-encoding"] === undefined && (headers["content-length"] ?? "0") === "0";
 }
 
 /** The path of a request target without its query: queries can carry file-URL signatures. */

@@ -463,6 +463,47 @@ describe("client proxy", { timeout: 60_000 }, () => {
       catalog.put({ sandboxID: "resuming", state: "running", hostAddress: "127.0.0.1" });
       assert.equal((await during).status, 200, "a resume under way is waited for, not a 409");
     });
+    test("a request the sandbox drops unanswered as its pause begins is sent again where it is now (no body only)", async () => {
+      // 127.0.0.5 drops every connection (a sandbox being frozen); 127.0.0.6 is where it resumes.
+      const dropper = net.createServer((socket) => {
+        const id = dropping.shift();
+        if (id) {
+          catalog.put({ sandboxID: id, state: "pausing", hostAddress: "127.0.0.5", autoResume: true });
+          setTimeout(() => {
+            catalog.put({ sandboxID: id, state: "paused", hostAddress: "127.0.0.6", autoResume: true });
+          }, 100);
+        }
+        socket.destroy();
+      });
+      const dropping: string[] = [];
+      const port = await new Promise<number>((resolve) =>
+        dropper.listen(0, "127.0.0.5", () => resolve((dropper.address() as AddressInfo).port)),
+      );
+      const resumed = http.createServer(sandboxApp);
+      await listen(resumed, "127.0.0.6", port);
+      // A proxy of its own: its upstream errors stay out of the shared proxy's metrics.
+      const own = await startClientProxy({ port: 0, domain: DOMAIN, catalog, logger: createNoopLogger() });
+      try {
+        for (const [id, method, body, status] of [
+          ["dropget", "GET", undefined, 200],
+          ["droppost", "POST", "not sent twice", 502],
+        ] as const) {
+          catalog.put({ sandboxID: id, state: "running", hostAddress: "127.0.0.5", autoResume: true });
+          dropping.push(id);
+          const reply = await send("/echo", { method, body, headers: via(id, port), port: own.port });
+          assert.equal(reply.status, status, `${method}: ${reply.body}`);
+          if (status === 502) assert.equal(json(reply).message, "The sandbox is not reachable");
+          else assert.equal(json(reply).method, "GET");
+        }
+        const errors = Object.values(own.metrics().upstreamErrors).reduce((a, b) => a + b, 0);
+        assert.equal(errors, 2, "both drops are counted");
+      } finally {
+        await own.close();
+        dropper.close();
+        resumed.closeAllConnections();
+        await new Promise((r) => resumed.close(r));
+      }
+    });
   });
 
   describe("signed file URLs on the shared address", () => {
