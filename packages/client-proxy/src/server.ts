@@ -428,6 +428,14 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
           "This upgrade request names no sandbox: send E2b-Sandbox-Id and E2b-Sandbox-Port",
         );
       }
+      // Its body would never reach a sandbox server that answers it as a plain request (Node's,
+      // without an upgrade handler, waits for it): the exchange would hang.
+      if (req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] ?? "0") !== "0") {
+        throw new MalformedRequestError(
+          400,
+          "An Upgrade request cannot carry a body: send the body without Upgrade, or after the protocol switch",
+        );
+      }
       admitted = await admit(req, route.sandboxID, route.port);
       if (socket.destroyed) return;
       const outcome = await forwardUpgrade(req, socket, head, admitted.upstream, forwarding);

@@ -846,6 +846,25 @@ describe("client proxy", { timeout: 60_000 }, () => {
       const declined = await status(via("envd", ENVD_PORT), "/health");
       assert.equal(declined.status, 200);
     });
+
+    test("an upgrade with a body is 400 at once (a sandbox server answering it as a request waited for the body)", async () => {
+      for (const framing of ["content-length: 1", "transfer-encoding: chunked"]) {
+        const socket = net.connect(proxy.port, "127.0.0.1");
+        await once(socket, "connect");
+        socket.write(
+          `POST /process.Process/List HTTP/1.1\r\nHost: 49983-envd.${DOMAIN}\r\nConnection: Upgrade\r\n` +
+            `Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n` +
+            `${framing}\r\n\r\n${framing.startsWith("content") ? "\0" : "1\r\n\0\r\n0\r\n\r\n"}`,
+        );
+        let answer = "";
+        socket.on("data", (chunk: Buffer) => {
+          answer += chunk.toString();
+        });
+        await within(once(socket, "close"), 3_000, `an answer (${framing})`);
+        assert.match(answer, /^HTTP\/1\.1 400 /, framing);
+        assert.match(answer, /cannot carry a body/);
+      }
+    });
   });
 
   describe("limits and lifecycle", () => {
