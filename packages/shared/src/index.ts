@@ -1,5 +1,17 @@
 export { Channel, type ChannelOptions, type Pulled } from "./async/channel.js";
 export type { CatalogEntry, SandboxCatalog } from "./catalog.js";
+export {
+  ALL_TRAFFIC,
+  coversAllIPv4,
+  domainMatches,
+  EgressRuleError,
+  type EgressRuleInput,
+  MAX_EGRESS_ENTRIES,
+  normalizeName,
+  type ParsedEgressRules,
+  parseEgressRules,
+  parseIPv4,
+} from "./egress-rules.js";
 export { CommandError, type RunOptions, type RunResult, runCommand } from "./exec/run-command.js";
 export { type FileOperation, fileSignature } from "./file-signature.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
