@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IinwQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKpMCChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTSU5HEAcynQUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IixAQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhEKCWFsbG93X291dBgZIAMoCRIQCghkZW55X291dBgaIAMoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX2F1dG9fcGF1c2VfbWVtb3J5InIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8imQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkSEgoKc3RhcnRfa2luZBgIIAEoCSJJChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoGbWVtb3J5GAIgASgISACIAQFCCQoHX21lbW9yeSJCChRQYXVzZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvImgKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYm9vdBgDIAEoCCJDChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0IkUKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UiWAoUVXBkYXRlRW5kVGltZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFwoVVXBkYXRlRW5kVGltZVJlc3BvbnNlIm4KFFVwZGF0ZU5ldHdvcmtSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAIgASgIEhEKCWFsbG93X291dBgDIAMoCRIQCghkZW55X291dBgEIAMoCSIXChVVcGRhdGVOZXR3b3JrUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKpMCChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTSU5HEAcy9wUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlTmV0d29yaxIiLm9yY2hlc3RyYXRvci5VcGRhdGVOZXR3b3JrUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVOZXR3b3JrUmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -106,6 +106,20 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: string build_id = 15;
    */
   buildId: string;
+
+  /**
+   * Egress rules (E2B's network.allowOut / denyOut): IPv4 addresses and CIDRs, and in allow_out
+   * domain names (`example.com`, `*.example.com`). Allows win over denies; allow_internet_access
+   * false denies 0.0.0.0/0. The node's own denies (private ranges, metadata) stay above them.
+   *
+   * @generated from field: repeated string allow_out = 25;
+   */
+  allowOut: string[];
+
+  /**
+   * @generated from field: repeated string deny_out = 26;
+   */
+  denyOut: string[];
 };
 
 /**
@@ -429,6 +443,51 @@ export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*
   messageDesc(file_orchestrator_orchestrator, 15);
 
 /**
+ * @generated from message orchestrator.UpdateNetworkRequest
+ */
+export type UpdateNetworkRequest = Message<"orchestrator.UpdateNetworkRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: bool allow_internet_access = 2;
+   */
+  allowInternetAccess: boolean;
+
+  /**
+   * @generated from field: repeated string allow_out = 3;
+   */
+  allowOut: string[];
+
+  /**
+   * @generated from field: repeated string deny_out = 4;
+   */
+  denyOut: string[];
+};
+
+/**
+ * Describes the message orchestrator.UpdateNetworkRequest.
+ * Use `create(UpdateNetworkRequestSchema)` to create a new message.
+ */
+export const UpdateNetworkRequestSchema: GenMessage<UpdateNetworkRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 16);
+
+/**
+ * @generated from message orchestrator.UpdateNetworkResponse
+ */
+export type UpdateNetworkResponse = Message<"orchestrator.UpdateNetworkResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.UpdateNetworkResponse.
+ * Use `create(UpdateNetworkResponseSchema)` to create a new message.
+ */
+export const UpdateNetworkResponseSchema: GenMessage<UpdateNetworkResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 17);
+
+/**
  * @generated from message orchestrator.WatchEventsRequest
  */
 export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
@@ -439,7 +498,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 16);
+  messageDesc(file_orchestrator_orchestrator, 18);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -473,7 +532,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 17);
+  messageDesc(file_orchestrator_orchestrator, 19);
 
 /**
  * @generated from message orchestrator.TemplateStep
@@ -519,7 +578,7 @@ export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 18);
+  messageDesc(file_orchestrator_orchestrator, 20);
 
 /**
  * @generated from message orchestrator.RegistryAuth
@@ -541,7 +600,7 @@ export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 19);
+  messageDesc(file_orchestrator_orchestrator, 21);
 
 /**
  * @generated from message orchestrator.BuildTemplateRequest
@@ -626,7 +685,7 @@ export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> 
  * Use `create(BuildTemplateRequestSchema)` to create a new message.
  */
 export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 20);
+  messageDesc(file_orchestrator_orchestrator, 22);
 
 /**
  * @generated from message orchestrator.BuildLogEntry
@@ -663,7 +722,7 @@ export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 21);
+  messageDesc(file_orchestrator_orchestrator, 23);
 
 /**
  * @generated from message orchestrator.BuildResult
@@ -709,7 +768,7 @@ export type BuildResult = Message<"orchestrator.BuildResult"> & {
  * Use `create(BuildResultSchema)` to create a new message.
  */
 export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 22);
+  messageDesc(file_orchestrator_orchestrator, 24);
 
 /**
  * @generated from message orchestrator.BuildTemplateEvent
@@ -738,7 +797,7 @@ export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
  * Use `create(BuildTemplateEventSchema)` to create a new message.
  */
 export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 23);
+  messageDesc(file_orchestrator_orchestrator, 25);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildRequest
@@ -755,7 +814,7 @@ export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBui
  * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
  */
 export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 24);
+  messageDesc(file_orchestrator_orchestrator, 26);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildResponse
@@ -768,7 +827,7 @@ export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBu
  * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
  */
 export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 25);
+  messageDesc(file_orchestrator_orchestrator, 27);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -952,6 +1011,18 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof ResumeSandboxRequestSchema;
     output: typeof ResumeSandboxResponseSchema;
+  },
+  /**
+   * Replaces a sandbox's egress rules (allow_internet_access, allow_out, deny_out): at once while it
+   * runs (new connections follow them), on its resume while it is paused. Fails with
+   * invalid_argument for a malformed rule, failed_precondition between states.
+   *
+   * @generated from rpc orchestrator.SandboxService.UpdateNetwork
+   */
+  updateNetwork: {
+    methodKind: "unary";
+    input: typeof UpdateNetworkRequestSchema;
+    output: typeof UpdateNetworkResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 0);
