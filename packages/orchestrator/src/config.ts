@@ -9,6 +9,7 @@
  * process (template/oci/layer-child.ts) as `maxBytes` in its job argument, not through its
  * environment.
  */
+import { parseUpstreams, type Upstream } from "./network/dns-resolver.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
@@ -38,6 +39,11 @@ export interface NodeConfig {
   egressAllow: readonly EgressAllowEntry[];
   /** MOAT_DISK_SIZE_MB: disk of sandboxes whose create or template names none (default 10240; 0: no limit). */
   diskSizeMB: number;
+  /**
+   * MOAT_DNS_UPSTREAM: the resolvers the sandboxes' resolver forwards to, comma-separated
+   * `address[:port]` (default: undefined, the host's /etc/resolv.conf).
+   */
+  dnsUpstream: readonly Upstream[] | undefined;
 }
 
 export const DEFAULT_DATA_DIR = "/var/lib/moat";
@@ -77,6 +83,9 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     ),
     egressAllow: parse(() => parseEgressAllow(env.MOAT_EGRESS_ALLOW), []),
     diskSizeMB: parse(() => diskSizeFromEnv(env.MOAT_DISK_SIZE_MB), DEFAULT_DISK_SIZE_MB),
+    dnsUpstream: env.MOAT_DNS_UPSTREAM
+      ? parse(() => parseUpstreams(env.MOAT_DNS_UPSTREAM!), undefined)
+      : undefined,
   };
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) {

@@ -8,11 +8,13 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import type { Logger } from "@moat/shared";
+import { CleanupStack, type Logger } from "@moat/shared";
 import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
 import { type NodeConfig, readNodeConfig } from "./config.js";
 import { acquireHostLock } from "./host/lock.js";
+import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
 import type { EgressAllowEntry } from "./network/egress.js";
+import { EgressRegistry } from "./network/egress-rules.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
@@ -74,6 +76,8 @@ export interface OrchestratorOptions {
    * MOAT_DISK_SIZE_MB, else 10240; 0: no limit).
    */
   diskSizeMB?: number;
+  /** Resolvers the sandboxes' resolver forwards to (default: MOAT_DNS_UPSTREAM, else /etc/resolv.conf). */
+  dnsUpstream?: readonly Upstream[];
 }
 
 export interface Orchestrator {
@@ -101,15 +105,22 @@ export const ENVD_DIR = path.join(APP_DIR, "packages", "envd", "dist", "sandbox"
 
 export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
   const releaseLock = await acquireHostLock();
+  // What the start has set up by then, released if it fails later.
+  const started = new CleanupStack();
   try {
-    return await start(options, releaseLock);
+    return await start(options, releaseLock, started);
   } catch (err) {
+    await started.run().catch(() => undefined);
     await releaseLock();
     throw err;
   }
 }
 
-async function start(options: OrchestratorOptions, releaseLock: () => Promise<void>): Promise<Orchestrator> {
+async function start(
+  options: OrchestratorOptions,
+  releaseLock: () => Promise<void>,
+  started: CleanupStack,
+): Promise<Orchestrator> {
   const { logger } = options;
   if (!existsSync(path.join(ENVD_DIR, "envd.mjs"))) {
     throw new Error(`envd's sandbox directory ${ENVD_DIR} is missing or incomplete: run npm run build`);
@@ -129,6 +140,16 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
   }
   await makeNodeDataPrivate(options.dataDir);
   await setupHostNetwork({ egressAllow });
+  const egress = new EgressRegistry();
+  const upstreams = options.dnsUpstream ?? config.dnsUpstream ?? (await hostUpstreams());
+  if (upstreams.length === 0) {
+    logger.warn(
+      "no resolver in /etc/resolv.conf: names will not resolve in sandboxes; set MOAT_DNS_UPSTREAM (e.g. 10.0.0.2)",
+    );
+  }
+  const resolver = new DnsResolver({ sandboxes: egress, upstreams, logger });
+  await resolver.start();
+  started.push("sandbox resolver", () => resolver.close());
   const nodeToken = await ensureNodeToken(options.dataDir, logger);
   const runsc = new Runsc({
     binary: options.runscBinary,
@@ -161,6 +182,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     networkPoolSize: options.networkPoolSize ?? config.networkPoolSize,
     diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
+    egress,
   });
   await manager.reclaim();
   await options.templates.sweep();
@@ -229,6 +251,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     },
     async close() {
       await manager.close();
+      await resolver.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         // Open streams (WatchEvents) would hold close() forever.

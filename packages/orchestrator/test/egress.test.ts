@@ -106,18 +106,23 @@ describe("sandbox egress", () => {
     assert.match(rules, /iifname "moat-v\*" meta nfproto ipv6 drop/);
   });
 
-  test("outer rules: only the inner address leaves the sandbox; deny-all mode keeps its forward drop", () => {
-    const open = outerRuleset(new Slot(5), { allowInternetAccess: true });
-    assert.match(open, /hook ingress device "tap0" priority -500; policy drop;/);
-    assert.match(open, /meta protocol ip ip saddr 169\.254\.0\.21 accept/);
-    assert.match(open, /dnat to 169\.254\.0\.21/);
-    assert.match(open, /snat to 10\.11\.0\.5/);
-    assert.doesNotMatch(open, /chain forward/);
-    const closed = outerRuleset(new Slot(5), { allowInternetAccess: false });
-    assert.match(
-      closed,
-      /chain forward \{[^}]*iifname "tap0" ct state established,related accept\s+iifname "tap0" drop/,
+  test("outer rules: only the inner address leaves the sandbox; egress is the egress table's", () => {
+    const rules = outerRuleset(new Slot(5));
+    assert.match(rules, /hook ingress device "tap0" priority -500; policy drop;/);
+    assert.match(rules, /meta protocol ip ip saddr 169\.254\.0\.21 accept/);
+    assert.match(rules, /dnat to 169\.254\.0\.21/);
+    assert.match(rules, /snat to 10\.11\.0\.5/);
+    assert.doesNotMatch(rules, /chain forward/);
+  });
+
+  test("host rules: sandboxes reach the node's resolver on its port only; nothing else reaches it", () => {
+    const input = hostRuleset().split("chain input")[1]!.split("chain forward")[0]!;
+    const lines = input.split("\n").map((l) => l.trim());
+    const accept = lines.indexOf(
+      'iifname "moat-v*" ip daddr 10.12.0.1 meta l4proto { tcp, udp } th dport 5333 accept',
     );
+    assert.ok(accept > 0 && accept < lines.indexOf('iifname "moat-v*" drop'), input);
+    assert.ok(lines.indexOf("ip daddr 10.12.0.1 drop") > accept, input);
   });
 
   test("sandbox root holds no CAP_NET_ADMIN", () => {

@@ -1,5 +1,6 @@
-import { CommandError, runCommand } from "@moat/shared";
+import { CommandError, parseEgressRules, runCommand } from "@moat/shared";
 import { type EgressAllowEntry, egressRules } from "./egress.js";
+import { egressRuleset, RESOLVER_ADDRESS, RESOLVER_PORT } from "./egress-rules.js";
 import { deleteLink, deleteNamespace, inNamespace, ip } from "./netns.js";
 import {
   HOST_ADDRESS_CIDR,
@@ -73,10 +74,14 @@ export async function createSandboxNetwork(slot: Slot, options: NetworkOptions):
       ],
     );
     await inNamespace(outer, ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // The sandbox's own egress rules start as internet access alone says; the factory applies
+    // its whole rules before the sandbox runs (network/egress-rules.ts).
     await inNamespace(
       outer,
       ["nft", "-f", "-"],
-      outerRuleset(slot, options) + connectionLimitRuleset(options.maxConnections),
+      outerRuleset(slot) +
+        connectionLimitRuleset(options.maxConnections) +
+        egressRuleset(parseEgressRules({ allowInternetAccess: options.allowInternetAccess })),
     );
   } catch (err) {
     await destroySandboxNetwork(slot).catch(() => undefined);
@@ -93,19 +98,12 @@ export async function destroySandboxNetwork(slot: Slot): Promise<void> {
 }
 
 /**
- * NAT between the slot's host address and the inner address, the egress policy, and the
- * anti-spoofing filter: whatever the sandbox's root does to its netstack (addresses, raw packets),
- * only IPv4 from the inner address (and ARP) gets past tap0. Exported for the unit tests.
+ * NAT between the slot's host address and the inner address, and the anti-spoofing filter:
+ * whatever the sandbox's root does to its netstack (addresses, raw packets), only IPv4 from the
+ * inner address (and ARP) gets past tap0. The egress policy is a table of its own
+ * (egress-rules.ts). Exported for the unit tests.
  */
-export function outerRuleset(slot: Slot, options: NetworkOptions): string {
-  const egress = options.allowInternetAccess
-    ? ""
-    : `
-  chain forward {
-    type filter hook forward priority filter; policy accept;
-    iifname "tap0" ct state established,related accept
-    iifname "tap0" drop
-  }`;
+export function outerRuleset(slot: Slot): string {
   return `table netdev moat_guard {
   chain ingress {
     type filter hook ingress device "tap0" priority -500; policy drop;
@@ -121,7 +119,7 @@ table ip moat {
   chain postrouting {
     type nat hook postrouting priority srcnat;
     oifname "vpeer" ip saddr ${INNER_ADDRESS} snat to ${slot.hostAddress}
-  }${egress}
+  }
 }
 `;
 }
@@ -160,7 +158,8 @@ export interface HostNetworkOptions {
  *   exact check;
  * - only root processes on the host (the orchestrator and the client proxy) open connections to
  *   sandbox host and transfer addresses: a local user cannot bypass the proxy's traffic tokens or
- *   reach envd's ports directly. Root on the host is trusted.
+ *   reach envd's ports directly. Root on the host is trusted;
+ * - the node's resolver (RESOLVER_ADDRESS) answers sandboxes only, on its port only.
  * Egress is masqueraded.
  */
 export function hostRuleset(options: HostNetworkOptions = {}): string {
@@ -182,7 +181,9 @@ table inet moat {
   chain input {
     type filter hook input priority filter; policy accept;
     iifname "moat-v*" ct state established,related accept
+    iifname "moat-v*" ip daddr ${RESOLVER_ADDRESS} meta l4proto { tcp, udp } th dport ${RESOLVER_PORT} accept
     iifname "moat-v*" drop
+    ip daddr ${RESOLVER_ADDRESS} drop
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
@@ -207,6 +208,8 @@ export async function setupHostNetwork(options: HostNetworkOptions = {}): Promis
   for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
     await runCommand(["ip", "route", "replace", "unreachable", cidr]);
   }
+  // The sandboxes' resolver listens here (a local address wins over the unreachable route).
+  await runCommand(["ip", "addr", "replace", `${RESOLVER_ADDRESS}/32`, "dev", "lo"]);
   const networks =
     options.hostNetworks ??
     hostNetworks((await runCommand(["ip", "-j", "-4", "route", "show", "table", "main"])).stdout);
@@ -244,6 +247,7 @@ export async function teardownHostNetwork(): Promise<void> {
   for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
     await runCommand(["ip", "route", "delete", "unreachable", cidr]).catch(() => undefined);
   }
+  await runCommand(["ip", "addr", "delete", `${RESOLVER_ADDRESS}/32`, "dev", "lo"]).catch(() => undefined);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { type EgressFields, EgressRuleError, egressRulesOf } from "../network/egress-rules.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { InvalidSandboxConfigError, TemplateNotFoundError } from "./errors.js";
@@ -17,6 +18,9 @@ export interface CreateInput {
   metadata: Record<string, string>;
   envdAccessToken: string;
   allowInternetAccess: boolean;
+  /** Egress rules (E2B's network.allowOut / denyOut; network/egress-rules.ts). */
+  allowOut?: string[];
+  denyOut?: string[];
   defaultUser: string;
   defaultWorkdir: string;
   /** At the end time, pause instead of kill (keeping memory unless autoPauseMemory is false). */
@@ -44,6 +48,17 @@ export function validateCreate(input: CreateInput): void {
     );
   }
   if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+  checkEgress(input);
+}
+
+/** Egress rules that parse, else InvalidSandboxConfigError naming the bad entry. */
+export function checkEgress(fields: EgressFields): void {
+  try {
+    egressRulesOf(fields);
+  } catch (err) {
+    if (err instanceof EgressRuleError) throw new InvalidSandboxConfigError(err.message);
+    throw err;
+  }
 }
 
 /** A create's template build, or TemplateNotFoundError (`buildID` empty: the base template). */

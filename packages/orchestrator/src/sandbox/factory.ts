@@ -10,6 +10,7 @@ import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger, runCommand } from "@moat/shared";
 import { waitForExit } from "../host/process.js";
+import type { EgressRegistry } from "../network/egress-rules.js";
 import type { NetworkPool } from "../network/network-pool.js";
 import { closeIngress, openIngress, refuseIngress } from "../network/sandbox-network.js";
 import { BACKGROUND_CPU_SHARES } from "../runtime/cpu-priority.js";
@@ -60,6 +61,8 @@ export interface SandboxFactory {
   reopen(sandbox: Sandbox): Promise<void>;
   /** Refuses new traffic at once (a sandbox going away). */
   refuse(sandbox: Sandbox): Promise<void>;
+  /** Applies the record's egress rules to its running network now (network/egress-rules.ts). */
+  applyEgress(sandbox: Sandbox): Promise<void>;
   /** Saves memory and processes into `image` (uncommitted); the container stops. */
   checkpoint(sandbox: Sandbox, image: string): Promise<void>;
   /** Whether runsc says the sandbox's current container runs. */
@@ -102,6 +105,8 @@ export interface RunscSandboxFactoryOptions {
   dataDir: string;
   runsc: Runsc;
   networks: NetworkPool;
+  /** Every running sandbox's egress rules, by slot (what the node's resolver asks). */
+  egress: EgressRegistry;
   templates: TemplateResolver;
   /** The node binary and envd's directory (ENVD_DIR) mounted into sandboxes. */
   nodeBinary: string;
@@ -179,6 +184,10 @@ export class RunscSandboxFactory implements SandboxFactory {
     }
     if (sized && disk.status === "fulfilled") runtime.push("disk mount", () => unmountDisk(sandbox.dir));
     for (const step of [network, disk]) if (step.status === "rejected") throw step.reason;
+    // Before anything of the sandbox runs: its rules hold from its first packet.
+    const slot = sandbox.slot!;
+    runtime.push("egress rules", () => options.egress.detach(slot));
+    await options.egress.attach(slot, sandbox.id, record);
     lap(sized ? "networkDisk" : "network");
     if (boot.seed) {
       await boot.seed(writableLayer(sandbox).upper);
@@ -224,6 +233,10 @@ export class RunscSandboxFactory implements SandboxFactory {
     if (sandbox.slot) await refuseIngress(sandbox.slot);
   }
 
+  async applyEgress(sandbox: Sandbox): Promise<void> {
+    if (sandbox.slot) await this.options.egress.attach(sandbox.slot, sandbox.id, sandbox.record);
+  }
+
   async checkpoint(sandbox: Sandbox, image: string): Promise<void> {
     await this.options.runsc.checkpoint(sandbox.record.lifecycleID, await prepareImage(image));
   }
@@ -238,10 +251,17 @@ export class RunscSandboxFactory implements SandboxFactory {
     const { record, dir, runtime } = sandbox;
     const lease = options.networks.adopt(record.slotIndex);
     runtime.push("network", () => lease.release());
+    runtime.push("egress rules", () => options.egress.detach(lease.slot));
     runtime.push("rootfs mount", () => unmountRootfs(dir));
     runtime.push("runsc container", () => options.runsc.destroy(record.lifecycleID));
     sandbox.slot = lease.slot;
     sandbox.runtimePID = runtimePID;
+    // Its table is still in its namespace; applied again so that the rules and the resolver agree.
+    options.egress
+      .attach(lease.slot, sandbox.id, record)
+      .catch((err: unknown) =>
+        options.logger.error({ err, sandboxID: sandbox.id }, "re-applying an adopted sandbox's egress rules"),
+      );
   }
 
   async releaseRuntime(sandbox: Sandbox): Promise<void> {

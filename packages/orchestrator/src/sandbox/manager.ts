@@ -7,6 +7,7 @@
  */
 import { randomInt } from "node:crypto";
 import { CleanupStack, type Logger } from "@moat/shared";
+import { type EgressFields, EgressRegistry } from "../network/egress-rules.js";
 import { NetworkPool } from "../network/network-pool.js";
 import { MAX_SLOTS } from "../network/slot.js";
 import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
@@ -15,7 +16,7 @@ import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
-import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
+import { type CreateInput, checkEgress, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
@@ -67,6 +68,8 @@ export interface SandboxManagerOptions {
   maxConnectionsPerSandbox?: number;
   /** The runtime; default the real one (runsc, the host's network). Unit tests pass fakes. */
   factory?: SandboxFactory;
+  /** Sandboxes' egress rules by slot, which the node's resolver reads (default: a registry of its own). */
+  egress?: EgressRegistry;
 }
 
 export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "pausing" | "paused" | "resumed";
@@ -112,7 +115,11 @@ export class SandboxManager {
         busy,
         maxConnections: options.maxConnectionsPerSandbox,
       });
-      this.factory = new RunscSandboxFactory({ ...options, networks: this.networks });
+      this.factory = new RunscSandboxFactory({
+        ...options,
+        networks: this.networks,
+        egress: options.egress ?? new EgressRegistry(),
+      });
     }
     this.snapshots = new TemplateSnapshots({
       key: options.snapshotKey,
@@ -194,6 +201,7 @@ export class SandboxManager {
         await raiseCpuPriority(record.lifecycleID).catch((err: unknown) =>
           log.warn({ err }, "raising a pool entry's CPU share failed"),
         );
+        await factory.applyEgress(pooled);
       } else {
         cleanup.push("sandbox directory", () => factory.removeDirectory(dir));
         sandbox = new Sandbox(record, dir, cleanup);
@@ -345,6 +353,50 @@ export class SandboxManager {
       this.options.logger.info({ sandboxID, type, reason, ...timer.done() }, "sandbox stopped");
       this.emit({ sandboxID, type, reason });
     }
+  }
+
+  /**
+   * Replaces a sandbox's egress rules: applied at once while it runs (new connections follow
+   * them), kept for its resume while it is paused; refused between states.
+   */
+  async updateNetwork(sandboxID: string, fields: EgressFields): Promise<Sandbox> {
+    const sandbox = this.get(sandboxID);
+    checkEgress(fields);
+    if (sandbox.state !== "running" && sandbox.state !== "paused") {
+      throw new SandboxStateError(sandboxID, sandbox.state, "change the network rules of");
+    }
+    const r = sandbox.record;
+    const previous: EgressFields = {
+      allowInternetAccess: r.allowInternetAccess,
+      allowOut: r.allowOut,
+      denyOut: r.denyOut,
+    };
+    Object.assign(r, {
+      allowInternetAccess: fields.allowInternetAccess,
+      allowOut: fields.allowOut,
+      denyOut: fields.denyOut,
+    });
+    if (sandbox.state === "running") {
+      try {
+        await this.factory.applyEgress(sandbox);
+      } catch (err) {
+        Object.assign(r, previous);
+        await this.factory.applyEgress(sandbox).catch(() => undefined);
+        throw err;
+      }
+    }
+    await writeRecord(this.options.dataDir, r);
+    this.options.logger.info(
+      {
+        sandboxID,
+        state: sandbox.state,
+        allowInternetAccess: r.allowInternetAccess,
+        allowOut: r.allowOut,
+        denyOut: r.denyOut,
+      },
+      "sandbox network rules updated",
+    );
+    return sandbox;
   }
 
   updateEndTime(sandboxID: string, endTime: Date): void {

@@ -37,16 +37,17 @@ export interface WarmPoolOptions {
 
 /**
  * Whether a create can take an entry restored from `snapshot`: entries are booted with the
- * snapshot's CPU and memory, internet access on, and the build's disk size.
+ * snapshot's CPU and memory, internet access on (their start command ran with it: a sandbox that
+ * denies anything restores from the snapshot into its own rules instead), and the build's disk size.
  */
 export function fitsPool(
-  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "diskSizeMB">,
+  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "denyOut" | "diskSizeMB">,
   build: Pick<TemplateBuild, "diskSizeMB">,
   snapshot: Pick<TemplateSnapshot, "vcpu" | "memoryMB"> | undefined,
   diskSizeOf: WarmPoolOptions["diskSizeOf"],
 ): boolean {
   if (!snapshot || input.memoryMB !== snapshot.memoryMB || input.vcpu !== snapshot.vcpu) return false;
-  if (!input.allowInternetAccess) return false;
+  if (!input.allowInternetAccess || (input.denyOut?.length ?? 0) > 0) return false;
   return diskSizeOf(input.diskSizeMB, build) === diskSizeOf(0, build);
 }
 

@@ -66,6 +66,8 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           metadata: config.metadata,
           envdAccessToken: config.envdAccessToken,
           allowInternetAccess: config.allowInternetAccess,
+          allowOut: config.allowOut,
+          denyOut: config.denyOut,
           defaultUser: config.defaultUser,
           defaultWorkdir: config.defaultWorkdir,
           autoPause: config.autoPause,
@@ -94,6 +96,16 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
       const endTime = timestampDate(req.endTime);
       const sandbox = await mapErrors(() => manager.resume(req.sandboxId, endTime, { reboot: req.reboot }));
       return { sandbox: info(sandbox) };
+    },
+    async updateNetwork(req) {
+      await mapErrors(() =>
+        manager.updateNetwork(req.sandboxId, {
+          allowInternetAccess: req.allowInternetAccess,
+          allowOut: req.allowOut,
+          denyOut: req.denyOut,
+        }),
+      );
+      return {};
     },
     async updateEndTime(req) {
       if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
@@ -134,6 +146,8 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     envVars: r.envVars,
     metadata: r.metadata,
     allowInternetAccess: r.allowInternetAccess,
+    allowOut: r.allowOut ?? [],
+    denyOut: r.denyOut ?? [],
     defaultUser: r.defaultUser,
     defaultWorkdir: r.defaultWorkdir,
     autoPause: r.autoPause ?? false,

@@ -62,6 +62,10 @@ export class FakeFactory implements SandboxFactory {
     this.step("freeze", sandbox);
   }
 
+  async applyEgress(sandbox: Sandbox): Promise<void> {
+    this.calls.push(`egress:${sandbox.id}`);
+  }
+
   async reopen(sandbox: Sandbox): Promise<void> {
     this.calls.push(`reopen:${sandbox.id}`);
   }
