@@ -16,6 +16,7 @@ import { registerSandboxGet } from "./handlers/sandbox-get.js";
 import { registerSandboxKill } from "./handlers/sandbox-kill.js";
 import { registerSandboxLogs } from "./handlers/sandbox-logs.js";
 import { registerSandboxMetrics } from "./handlers/sandbox-metrics.js";
+import { registerSandboxNetwork } from "./handlers/sandbox-network.js";
 import { registerSandboxPause } from "./handlers/sandbox-pause.js";
 import { registerSandboxRefresh } from "./handlers/sandbox-refresh.js";
 import { registerSandboxResume } from "./handlers/sandbox-resume.js";
@@ -129,6 +130,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerSandboxGet(app, ctx);
   registerSandboxKill(app, ctx);
   registerSandboxTimeout(app, ctx);
+  registerSandboxNetwork(app, ctx);
   registerSandboxRefresh(app, ctx);
   registerSandboxConnect(app, ctx);
   registerSandboxPause(app, ctx);

@@ -59,6 +59,9 @@ export type SandboxRowState =
 export interface SandboxNetworkRecord {
   allowPublicTraffic?: boolean;
   maskRequestHost?: string;
+  /** Egress rules as the client gave them (sandbox/network.ts); the node enforces them. */
+  allowOut?: string[];
+  denyOut?: string[];
 }
 
 export interface SandboxesTable {

@@ -5,7 +5,7 @@
  */
 import { createRoute, type z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
-import type { SandboxNetworkRecord, TeamRow } from "../db/schema.js";
+import type { TeamRow } from "../db/schema.js";
 import { InvalidRequestError, NotSupportedError } from "../errors.js";
 import type { App } from "../http/env.js";
 import {
@@ -20,6 +20,7 @@ import {
 import { sandboxView } from "../http/views.js";
 import type { TeamLimits } from "../quotas/limits.js";
 import { type CreateSandboxInput, createSandbox } from "../sandbox/create.js";
+import { createNetworkSettings } from "../sandbox/network.js";
 import { checkTimeout, SECURITY } from "./shared.js";
 
 const responses = {
@@ -114,7 +115,7 @@ export function createInput(
   if (body.iam?.tokens && Object.keys(body.iam.tokens).length > 0) {
     throw new NotSupportedError("iam tokens are not supported yet by this moat version");
   }
-  const { allowInternetAccess, network } = networkSettings(body);
+  const { allowInternetAccess, network } = createNetworkSettings(body);
   return {
     team,
     limits: caller.limits,
@@ -129,42 +130,4 @@ export function createInput(
     autoPauseMemory: body.autoPauseMemory ?? true,
     autoResume: body.autoResume?.enabled ?? false,
   };
-}
-
-/**
- * Egress is all or nothing in this version: `allow_internet_access`, or its equivalent
- * `denyOut: ["0.0.0.0/0"]`. Finer rules are refused rather than ignored, so that nobody believes
- * a sandbox is fenced in when it is not.
- */
-function networkSettings(body: NewSandboxBody): {
-  allowInternetAccess: boolean | null;
-  network: SandboxNetworkRecord | null;
-} {
-  let allowInternetAccess = body.allow_internet_access ?? null;
-  const net = body.network;
-  if (!net) return { allowInternetAccess, network: null };
-  const denyAll = net.denyOut?.length === 1 && net.denyOut[0] === "0.0.0.0/0" && !net.allowOut?.length;
-  if (denyAll) {
-    if (allowInternetAccess === true) {
-      throw new InvalidRequestError('allow_internet_access: true contradicts network.denyOut: ["0.0.0.0/0"]');
-    }
-    allowInternetAccess = false;
-  } else if (net.allowOut?.length || net.denyOut?.length) {
-    throw new NotSupportedError(
-      "network.allowOut/denyOut rules are not supported yet by this moat version; use allow_internet_access",
-    );
-  }
-  if (net.egressProxy)
-    throw new NotSupportedError("network.egressProxy is not supported yet by this moat version");
-  if (net.rules && Object.keys(net.rules).length > 0) {
-    throw new NotSupportedError("network.rules are not supported yet by this moat version");
-  }
-  if (net.httpsPorts?.length)
-    throw new NotSupportedError("network.httpsPorts is not supported yet by this moat version");
-  if (net.maskRequestHost !== undefined) {
-    throw new NotSupportedError("network.maskRequestHost is not supported yet by this moat version");
-  }
-  const network: SandboxNetworkRecord = {};
-  if (net.allowPublicTraffic !== undefined) network.allowPublicTraffic = net.allowPublicTraffic;
-  return { allowInternetAccess, network: Object.keys(network).length > 0 ? network : null };
 }

@@ -53,6 +53,18 @@ export const NetworkConfigSchema = z
   })
   .openapi("SandboxNetworkConfig");
 
+export const NetworkUpdateSchema = z
+  .strictObject({
+    allowOut: z.array(z.string()).optional(),
+    denyOut: z.array(z.string()).optional(),
+    allow_internet_access: z.boolean().optional(),
+    egressProxy: NetworkConfigSchema.shape.egressProxy,
+    rules: NetworkConfigSchema.shape.rules,
+  })
+  .openapi("SandboxNetworkUpdateConfig", {
+    description: "Replaces the sandbox's egress rules; a field left out is cleared.",
+  });
+
 const newSandboxFields = {
   templateID: z.string().min(1).max(256).openapi({ description: "Template id or alias, e.g. base" }),
   timeout: TimeoutSeconds.optional(),
@@ -122,7 +134,12 @@ export const SandboxDetailSchema = z
     domain: z.string().nullable().optional(),
     allowInternetAccess: z.boolean().nullable().optional(),
     network: z
-      .object({ allowPublicTraffic: z.boolean().optional(), maskRequestHost: z.string().optional() })
+      .object({
+        allowPublicTraffic: z.boolean().optional(),
+        maskRequestHost: z.string().optional(),
+        allowOut: z.array(z.string()).optional(),
+        denyOut: z.array(z.string()).optional(),
+      })
       .optional(),
     lifecycle: z.object({ onTimeout: z.enum(["kill", "pause"]), autoResume: z.boolean() }).optional(),
   })

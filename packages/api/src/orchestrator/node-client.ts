@@ -158,6 +158,16 @@ export class NodeClient {
     );
   }
 
+  /** Replaces a sandbox's egress rules (applied at once while it runs, on its resume while paused). */
+  async updateNetwork(
+    sandboxID: string,
+    rules: { allowInternetAccess: boolean; allowOut: string[]; denyOut: string[] },
+  ): Promise<void> {
+    await this.call("updateNetwork", () =>
+      this.client.updateNetwork({ sandboxId: sandboxID, ...rules }, { timeoutMs: this.callMs }),
+    );
+  }
+
   /** Pauses a running sandbox; `memory: false` keeps only its files (its resume boots afresh). */
   async pause(sandboxID: string, memory: boolean | undefined): Promise<SandboxInfo> {
     const res = await this.call("pause", () =>

@@ -171,6 +171,8 @@ async function startOnNode(
       metadata: input.metadata,
       envdAccessToken: envdAccessToken ?? "",
       allowInternetAccess: input.allowInternetAccess ?? true,
+      allowOut: input.network?.allowOut ?? [],
+      denyOut: input.network?.denyOut ?? [],
       autoPause: input.autoPause,
       autoPauseMemory: input.autoPauseMemory,
       buildId: template.buildID,

@@ -47,7 +47,7 @@ interface FakeSandbox {
   timer: NodeJS.Timeout;
 }
 
-type Method = "create" | "delete" | "updateEndTime" | "list" | "get" | "pause" | "resume";
+type Method = "create" | "delete" | "updateEndTime" | "updateNetwork" | "list" | "get" | "pause" | "resume";
 
 /** A call stopped half-way (after its checks and state change, before its effect) until released. */
 export interface Hold {
@@ -236,6 +236,17 @@ export class FakeOrchestrator {
         }
         sandbox.endTime = timestampDate(req.endTime);
         this.schedule(sandbox);
+        return {};
+      },
+      updateNetwork: (req) => {
+        this.record("updateNetwork", req.sandboxId);
+        const sandbox = this.find(req.sandboxId);
+        if (sandbox.state !== "running" && sandbox.state !== "paused") {
+          throw new ConnectError(`sandbox is ${sandbox.state}`, Code.FailedPrecondition);
+        }
+        sandbox.config.allowInternetAccess = req.allowInternetAccess;
+        sandbox.config.allowOut = req.allowOut;
+        sandbox.config.denyOut = req.denyOut;
         return {};
       },
       pause: async (req) => {
