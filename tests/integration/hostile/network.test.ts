@@ -6,7 +6,9 @@
  * - sandbox root cannot add addresses, and packets with another source never leave its
  *   namespaces (each of the two filters alone stops them);
  * - a non-root host process cannot connect to a sandbox's host address, root can;
- * - the orchestrator RPC refuses calls without its node token.
+ * - the orchestrator RPC refuses calls without its node token;
+ * - names resolve through the node's resolver whatever resolver a sandbox names (its upstream is
+ *   the test's resolver here).
  * The targets live in a namespace the test makes (helpers/net-targets.ts): nothing leaves the host.
  */
 import assert from "node:assert/strict";
@@ -15,7 +17,7 @@ import { stat } from "node:fs/promises";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { isDeniedEgress, nodeTokenPath } from "@moat/orchestrator";
+import { nodeTokenPath } from "@moat/orchestrator";
 import { runCommand } from "@moat/shared";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
 import { CommandExitError, Sandbox } from "e2b";
@@ -71,14 +73,19 @@ print(json.dumps(out))
   return JSON.parse(r.stdout) as Record<string, string>;
 }
 
-/** Resolves a name through RESOLVER alone (resolv.conf rewritten as root, one quick try). */
-async function resolveThroughTestResolver(sbx: Sandbox): Promise<string> {
+/**
+ * Resolves a name with the sandbox's resolv.conf, or with `nameserver` alone in it (rewritten as
+ * root, one quick try): "" when nothing answers.
+ */
+async function resolveName(sbx: Sandbox, nameserver?: string): Promise<string> {
   const r = await asRoot(
     sbx,
-    `cp /etc/resolv.conf /tmp/resolv.conf.orig
-printf 'nameserver ${RESOLVER}\\noptions timeout:2 attempts:1\\n' > /etc/resolv.conf
+    nameserver
+      ? `cp /etc/resolv.conf /tmp/resolv.conf.orig
+printf 'nameserver ${nameserver}\\noptions timeout:2 attempts:1\\n' > /etc/resolv.conf
 getent ahostsv4 probe.moattest.invalid | awk 'NR == 1 { print $1 }'
-cp /tmp/resolv.conf.orig /etc/resolv.conf`,
+cp /tmp/resolv.conf.orig /etc/resolv.conf`
+      : "getent ahostsv4 probe.moattest.invalid | awk 'NR == 1 { print $1 }'",
   );
   return r.stdout.trim();
 }
@@ -187,7 +194,8 @@ describe("hostile network: egress, spoofing, host users, node RPC", { timeout: 9
     let sbx: Sandbox;
 
     before(async () => {
-      moat = await startMoat();
+      // Sandboxes' names resolve through moat, which asks the test's resolver: nothing leaves the host.
+      moat = await startMoat({ env: { MOAT_DNS_UPSTREAM: RESOLVER } });
       useMoat(moat);
       sbx = await Sandbox.create("base", { timeoutMs: 300_000 });
     });
@@ -208,12 +216,15 @@ describe("hostile network: egress, spoofing, host users, node RPC", { timeout: 9
       assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
     });
 
-    test("name resolution: the template's resolvers are public; a private one is refused", async () => {
-      const conf = (await asRoot(sbx, "cat /etc/resolv.conf")).stdout;
-      const resolvers = [...conf.matchAll(/^nameserver\s+(\S+)/gm)].map((m) => m[1]!);
-      assert.ok(resolvers.length > 0, conf);
-      for (const resolver of resolvers) assert.ok(!isDeniedEgress(resolver), `${resolver} is reachable`);
-      assert.equal(await resolveThroughTestResolver(sbx), "");
+    test("name resolution goes through moat, whatever resolver the sandbox names", async () => {
+      // The template's resolvers, and the test's own resolver named directly (a private address
+      // the sandbox cannot reach): port 53 goes to the node's resolver either way, which forwards
+      // to its upstream (here the test's resolver).
+      assert.equal(await resolveName(sbx), RESOLVED_ADDRESS);
+      assert.equal(await resolveName(sbx, RESOLVER), RESOLVED_ADDRESS);
+      assert.equal(await resolveName(sbx, "169.254.0.22"), RESOLVED_ADDRESS, "the sandbox's gateway");
+      const results = await probe(sbx, [RESOLVER]);
+      assert.match(results[RESOLVER]!, /^error /, "the resolver's address itself stays denied");
     });
 
     test("sandbox root cannot add an address or change a link", async () => {
@@ -280,7 +291,9 @@ describe("hostile network: egress, spoofing, host users, node RPC", { timeout: 9
     let sbx: Sandbox;
 
     before(async () => {
-      moat = await startMoat({ env: { MOAT_EGRESS_ALLOW: `${TARGETS.private10}, ${RESOLVER}:53` } });
+      moat = await startMoat({
+        env: { MOAT_EGRESS_ALLOW: `${TARGETS.private10}, ${RESOLVER}:53`, MOAT_DNS_UPSTREAM: RESOLVER },
+      });
       useMoat(moat);
       sbx = await Sandbox.create("base", { timeoutMs: 300_000 });
     });
@@ -303,8 +316,8 @@ describe("hostile network: egress, spoofing, host users, node RPC", { timeout: 9
       );
     });
 
-    test("name resolution through a private resolver allowed on port 53", async () => {
-      assert.equal(await resolveThroughTestResolver(sbx), RESOLVED_ADDRESS);
+    test("name resolution through a private resolver: moat's upstream", async () => {
+      assert.equal(await resolveName(sbx), RESOLVED_ADDRESS);
     });
 
     test("forged source addresses never leave: each filter alone drops them", async () => {
