@@ -41,6 +41,12 @@ export const BASE_PACKAGES = [
 
 export const SETUP_SCRIPT_VERSION = 1;
 
+// The script below names 8.8.8.8 and 8.8.4.4 in /etc/resolv.conf. Sandboxes never reach them: every
+// DNS query a sandbox sends goes to the node's resolver (network/egress-rules.ts), so they resolve
+// through moat all the same. Naming the gateway (169.254.0.22) instead, as image templates do
+// (template/build/scripts.ts), changes the definition's hash and so rebuilds the base template:
+// left for the next change that rebuilds it anyway.
+
 /**
  * The post-debootstrap setup, after E2B's provision.sh and configure.sh. It reads MOAT_MIRROR and
  * MOAT_SECURITY_MIRROR (may be empty) from its environment for the template's own apt sources:

@@ -65,7 +65,8 @@ export const WORKDIR_SCRIPT = `set -eu
 /**
  * What E2B's provision.sh and configure.sh make of any image, so that sandboxes work the same from
  * it: the `user` account with its home and passwordless sudo, /code, a writable /usr/local,
- * resolvers reachable through the sandbox's NAT, and /etc/hosts.
+ * the sandbox's gateway as its resolver (the node's resolver answers there, and every query to port
+ * 53 reaches it whatever resolv.conf says), and /etc/hosts.
  */
 export const PROVISION_SCRIPT = `set -eu
 if ! id -u user >/dev/null 2>&1; then
@@ -90,11 +91,11 @@ if [ -d /etc/sudoers.d ]; then
   chmod 0440 /etc/sudoers.d/90-moat-user
 fi
 rm -f /etc/resolv.conf
-printf 'nameserver 8.8.8.8\\nnameserver 8.8.4.4\\n' > /etc/resolv.conf
+printf 'nameserver 169.254.0.22\\n' > /etc/resolv.conf
 if ! grep -qs localhost /etc/hosts; then
   printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > /etc/hosts
 fi
 `;
 
 /** Bump when PROVISION_SCRIPT or the host-side preparation of image layers changes. */
-export const PROVISION_VERSION = 1;
+export const PROVISION_VERSION = 2;
