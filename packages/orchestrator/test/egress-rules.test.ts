@@ -171,6 +171,15 @@ describe("sandbox egress rules", () => {
       () => registry.attach(slot, "x", { allowInternetAccess: true, allowOut: ["10.0.0.0/33"] }),
       /not a valid/,
     );
+    // A network just made holds the rules it was made with: nothing to apply when they fit.
+    nft.scripts.length = 0;
+    const fresh = new Slot(301);
+    await registry.attach(fresh, "new", { allowInternetAccess: false }, { allowInternetAccess: false });
+    await registry.attach(fresh, "new", { allowInternetAccess: false, denyOut: ["0.0.0.0/0"] });
+    assert.deepEqual(nft.scripts, []);
+    await registry.attach(fresh, "new", { allowInternetAccess: true }, { allowInternetAccess: false });
+    assert.equal(nft.scripts.length, 1);
+    registry.detach(fresh);
     registry.detach(slot);
     assert.equal(registry.forSource("10.11.1.44"), undefined);
     assert.equal(registry.size, 0);

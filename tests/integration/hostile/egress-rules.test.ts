@@ -293,4 +293,14 @@ describe("sandbox egress rules: allowOut/denyOut, domains, updateNetwork", { tim
     await assert.rejects(Sandbox.updateNetwork("inosuchsandbox00000000", {}), SandboxNotFoundError);
     assert.deepEqual(await reachable(sbx), ALL, "a refused update changed nothing");
   });
+
+  test("a moat that crashed: the next one adopts the sandbox with its rules and answers its names", async () => {
+    const sbx = await create({ network: { allowOut: ["allowed.moattest.test"], denyOut: ["0.0.0.0/0"] } });
+    await moat.restart({ signal: "SIGKILL" });
+    assert.equal(await resolve(sbx, "allowed.moattest.test"), TARGETS.a);
+    assert.deepEqual(await reachable(sbx), [TARGETS.a]);
+    assert.equal(await resolve(sbx, "other.moattest.test"), "");
+    await sbx.updateNetwork({ allowOut: [TARGETS.c], denyOut: ["0.0.0.0/0"] });
+    assert.deepEqual(await reachable(sbx), [TARGETS.c]);
+  });
 });

@@ -187,7 +187,9 @@ export class RunscSandboxFactory implements SandboxFactory {
     // Before anything of the sandbox runs: its rules hold from its first packet.
     const slot = sandbox.slot!;
     runtime.push("egress rules", () => options.egress.detach(slot));
-    await options.egress.attach(slot, sandbox.id, record);
+    await options.egress.attach(slot, sandbox.id, record, {
+      allowInternetAccess: record.allowInternetAccess,
+    });
     lap(sized ? "networkDisk" : "network");
     if (boot.seed) {
       await boot.seed(writableLayer(sandbox).upper);
