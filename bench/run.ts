@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchCodeInterpreter } from "./code-interpreter.js";
+import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
@@ -37,6 +38,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   storage: benchStorage,
   templates: benchTemplates,
   "code-interpreter": benchCodeInterpreter,
+  egress: benchEgress,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */
