@@ -159,8 +159,9 @@ export class DnsResolver {
     if (!response) return errorReply(raw, RCODE.SERVFAIL);
     if (decision === "admit") {
       const { addresses, ttl } = answeredAddresses(response.raw, response.packet, name);
+      let opened: string[];
       try {
-        await egress.admit(name, addresses, ttl);
+        opened = await egress.admit(name, addresses, ttl);
       } catch (err) {
         this.options.logger.error(
           { err, sandboxID: egress.sandboxID, name },
@@ -168,9 +169,10 @@ export class DnsResolver {
         );
         return errorReply(raw, RCODE.SERVFAIL);
       }
-      this.options.logger.debug(
-        { sandboxID: egress.sandboxID, name, type: question.type, decision: "allowed", addresses, ttl },
-        "dns",
+      // Once per address and TTL at info; repeats (already open) at debug.
+      this.options.logger[opened.length > 0 ? "info" : "debug"](
+        { sandboxID: egress.sandboxID, name, type: question.type, decision: "allowed", opened, ttl },
+        "dns: name allowed by the sandbox's egress rules",
       );
     }
     // The upstream's answer as it came, with the sandbox's query id.

@@ -196,16 +196,16 @@ export class SandboxEgress {
   }
 
   /**
-   * Opens the addresses an allowed name resolved to, for `ttl` seconds (bounded); resolves once
-   * they are open, so that the sandbox's connection right after the answer passes. Nothing is
+   * Opens the addresses an allowed name resolved to, for `ttl` seconds (bounded); resolves, with
+   * the addresses it had to open (not those open already), once they are open, so that the sandbox's connection right after the answer passes. Nothing is
    * opened when the rules no longer allow the name by the time its turn comes.
    */
-  admit(name: string, addresses: readonly string[], ttl: number): Promise<void> {
-    if (addresses.length === 0) return Promise.resolve();
+  admit(name: string, addresses: readonly string[], ttl: number): Promise<string[]> {
+    if (addresses.length === 0) return Promise.resolve([]);
     const seconds = resolvedTTL(ttl);
     return this.enqueue(async () => {
       // Decided before an update that may have come since: asked again under the rules now.
-      if (this.decide(name) !== "admit") return;
+      if (this.decide(name) !== "admit") return [];
       const now = this.now();
       const expires = now + seconds * 1000;
       if (this.resolved.size >= MAX_RESOLVED_PER_SANDBOX) this.forgetExpired(now);
@@ -223,6 +223,7 @@ export class SandboxEgress {
         due.push(address);
       }
       if (due.length > 0) await this.run(this.slot.outerNamespace, admitRuleset(due, seconds));
+      return due;
     });
   }
 
@@ -230,9 +231,12 @@ export class SandboxEgress {
     for (const [address, open] of this.resolved) if (open.expires <= now) this.resolved.delete(address);
   }
 
-  private enqueue(work: () => Promise<void>): Promise<void> {
+  private enqueue<T>(work: () => Promise<T>): Promise<T> {
     const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
+    this.queue = next.then(
+      () => undefined,
+      () => undefined,
+    );
     return next;
   }
 }
