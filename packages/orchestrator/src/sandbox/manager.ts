@@ -16,7 +16,7 @@ import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
-import { type CreateInput, checkEgress, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
+import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
@@ -29,6 +29,7 @@ import {
 } from "./errors.js";
 import { newLifecycleID, RunscSandboxFactory, type SandboxFactory } from "./factory.js";
 import { type FaultKind, Faults } from "./faults.js";
+import { updateEgress } from "./network-update.js";
 import { errorMessage, phaseTimer } from "./phase-timer.js";
 import { type ReclaimReport, reclaim } from "./reclaim.js";
 import { memoryImagePath, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
@@ -355,47 +356,10 @@ export class SandboxManager {
     }
   }
 
-  /**
-   * Replaces a sandbox's egress rules: applied at once while it runs (new connections follow
-   * them), kept for its resume while it is paused; refused between states.
-   */
+  /** Replaces a sandbox's egress rules (sandbox/network-update.ts). */
   async updateNetwork(sandboxID: string, fields: EgressFields): Promise<Sandbox> {
     const sandbox = this.get(sandboxID);
-    checkEgress(fields);
-    if (sandbox.state !== "running" && sandbox.state !== "paused") {
-      throw new SandboxStateError(sandboxID, sandbox.state, "change the network rules of");
-    }
-    const r = sandbox.record;
-    const previous: EgressFields = {
-      allowInternetAccess: r.allowInternetAccess,
-      allowOut: r.allowOut,
-      denyOut: r.denyOut,
-    };
-    Object.assign(r, {
-      allowInternetAccess: fields.allowInternetAccess,
-      allowOut: fields.allowOut,
-      denyOut: fields.denyOut,
-    });
-    if (sandbox.state === "running") {
-      try {
-        await this.factory.applyEgress(sandbox);
-      } catch (err) {
-        Object.assign(r, previous);
-        await this.factory.applyEgress(sandbox).catch(() => undefined);
-        throw err;
-      }
-    }
-    await writeRecord(this.options.dataDir, r);
-    this.options.logger.info(
-      {
-        sandboxID,
-        state: sandbox.state,
-        allowInternetAccess: r.allowInternetAccess,
-        allowOut: r.allowOut,
-        denyOut: r.denyOut,
-      },
-      "sandbox network rules updated",
-    );
+    await updateEgress(sandbox, fields, { ...this.options, factory: this.factory });
     return sandbox;
   }
 
