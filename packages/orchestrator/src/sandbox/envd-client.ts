@@ -37,12 +37,13 @@ export async function waitForEnvd(
 /**
  * POST /init: env vars, token, defaults and the clock, as the orchestrator does after every start.
  * The token goes in X-Access-Token too: a sandbox that has one (a resume) only accepts /init with
- * it, and one that has none yet ignores the header.
+ * it, and one that has none yet ignores the header. A sandbox restored from another's snapshot
+ * holds that one's token: `presentToken` proves it, and the body's token replaces it.
  */
-export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<void> {
+export async function initEnvd(hostAddress: string, init: EnvdInit, presentToken?: string): Promise<void> {
   const res = await fetch(`http://${hostAddress}:${ENVD_PORT}/init`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...tokenHeader(init.accessToken) },
+    headers: { "content-type": "application/json", ...tokenHeader(presentToken || init.accessToken) },
     body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
     signal: AbortSignal.timeout(10_000),
   });

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IinwQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKvMBChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGMp0FCg5TYW5kYm94U2VydmljZRJRCgZDcmVhdGUSIi5vcmNoZXN0cmF0b3IuQ3JlYXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuQ3JlYXRlU2FuZGJveFJlc3BvbnNlEkgKA0dldBIfLm9yY2hlc3RyYXRvci5HZXRTYW5kYm94UmVxdWVzdBogLm9yY2hlc3RyYXRvci5HZXRTYW5kYm94UmVzcG9uc2USTwoETGlzdBIiLm9yY2hlc3RyYXRvci5MaXN0U2FuZGJveGVzUmVxdWVzdBojLm9yY2hlc3RyYXRvci5MaXN0U2FuZGJveGVzUmVzcG9uc2USUQoGRGVsZXRlEiIub3JjaGVzdHJhdG9yLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJYCg1VcGRhdGVFbmRUaW1lEiIub3JjaGVzdHJhdG9yLlVwZGF0ZUVuZFRpbWVSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlVwZGF0ZUVuZFRpbWVSZXNwb25zZRJNCgtXYXRjaEV2ZW50cxIgLm9yY2hlc3RyYXRvci5XYXRjaEV2ZW50c1JlcXVlc3QaGi5vcmNoZXN0cmF0b3IuU2FuZGJveEV2ZW50MAESTgoFUGF1c2USIS5vcmNoZXN0cmF0b3IuUGF1c2VTYW5kYm94UmVxdWVzdBoiLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXNwb25zZRJRCgZSZXN1bWUSIi5vcmNoZXN0cmF0b3IuUmVzdW1lU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuUmVzdW1lU2FuZGJveFJlc3BvbnNlMsYBCg9UZW1wbGF0ZVNlcnZpY2USTwoFQnVpbGQSIi5vcmNoZXN0cmF0b3IuQnVpbGRUZW1wbGF0ZVJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuQnVpbGRUZW1wbGF0ZUV2ZW50MAESYgoLRGVsZXRlQnVpbGQSKC5vcmNoZXN0cmF0b3IuRGVsZXRlVGVtcGxhdGVCdWlsZFJlcXVlc3QaKS5vcmNoZXN0cmF0b3IuRGVsZXRlVGVtcGxhdGVCdWlsZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IitAQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhMKC3NuYXBzaG90X2lkGBAgASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIkEKFlNuYXBzaG90U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSKxAQoMU25hcHNob3RJbmZvEhMKC3NuYXBzaG90X2lkGAEgASgJEhkKEXNvdXJjZV9zYW5kYm94X2lkGAIgASgJEisKBmNvbmZpZxgDIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEjAKDGNyZWF0ZWRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgFIAEoBCJHChdTbmFwc2hvdFNhbmRib3hSZXNwb25zZRIsCghzbmFwc2hvdBgBIAEoCzIaLm9yY2hlc3RyYXRvci5TbmFwc2hvdEluZm8iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiaQoKRm9ya1RhcmdldBISCgpzYW5kYm94X2lkGAEgASgJEhkKEWVudmRfYWNjZXNzX3Rva2VuGAIgASgJEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJRChJGb3JrU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRInCgVmb3JrcxgCIAMoCzIYLm9yY2hlc3RyYXRvci5Gb3JrVGFyZ2V0ImMKCkZvcmtSZXN1bHQSKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbxIVCg1lcnJvcl9tZXNzYWdlGAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAkiQAoTRm9ya1NhbmRib3hSZXNwb25zZRIpCgdyZXN1bHRzGAEgAygLMhgub3JjaGVzdHJhdG9yLkZvcmtSZXN1bHQiJwoRR2V0U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJAChJHZXRTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIWChRMaXN0U2FuZGJveGVzUmVxdWVzdCJFChVMaXN0U2FuZGJveGVzUmVzcG9uc2USLAoJc2FuZGJveGVzGAEgAygLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIioKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlIlgKFFVwZGF0ZUVuZFRpbWVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhcKFVVwZGF0ZUVuZFRpbWVSZXNwb25zZSIUChJXYXRjaEV2ZW50c1JlcXVlc3QiigEKDFNhbmRib3hFdmVudBISCgpzYW5kYm94X2lkGAEgASgJEiwKBHR5cGUYAiABKA4yHi5vcmNoZXN0cmF0b3IuU2FuZGJveEV2ZW50VHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkiYAoMVGVtcGxhdGVTdGVwEgwKBHR5cGUYASABKAkSDAoEYXJncxgCIAMoCRINCgVmb3JjZRgDIAEoCBISCgpmaWxlc19oYXNoGAQgASgJEhEKCWZpbGVzX3VybBgFIAEoCSIyCgxSZWdpc3RyeUF1dGgSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiyQIKFEJ1aWxkVGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEhQKDGRpc2tfc2l6ZV9tYhgFIAEoDRISCgpmcm9tX2ltYWdlGAYgASgJEhUKDWZyb21fYnVpbGRfaWQYByABKAkSNwoTZnJvbV9pbWFnZV9yZWdpc3RyeRgIIAEoCzIaLm9yY2hlc3RyYXRvci5SZWdpc3RyeUF1dGgSDQoFZm9yY2UYCSABKAgSEQoJc3RhcnRfY21kGAogASgJEhEKCXJlYWR5X2NtZBgLIAEoCRIpCgVzdGVwcxgMIAMoCzIaLm9yY2hlc3RyYXRvci5UZW1wbGF0ZVN0ZXASDwoHdGVhbV9pZBgNIAEoCSJnCg1CdWlsZExvZ0VudHJ5EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxldmVsGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDAoEc3RlcBgEIAEoCSJ9CgtCdWlsZFJlc3VsdBIKCgJvaxgBIAEoCBIPCgdtZXNzYWdlGAIgASgJEgwKBHN0ZXAYAyABKAkSFAoMZW52ZF92ZXJzaW9uGAQgASgJEhQKDGRlZmF1bHRfdXNlchgFIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYBiABKAkidgoSQnVpbGRUZW1wbGF0ZUV2ZW50EioKA2xvZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5CdWlsZExvZ0VudHJ5SAASKwoGcmVzdWx0GAIgASgLMhkub3JjaGVzdHJhdG9yLkJ1aWxkUmVzdWx0SABCBwoFZXZlbnQiLgoaRGVsZXRlVGVtcGxhdGVCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiHQobRGVsZXRlVGVtcGxhdGVCdWlsZFJlc3BvbnNlKtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYq8wEKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYyoAcKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2USVwoIU25hcHNob3QSJC5vcmNoZXN0cmF0b3IuU25hcHNob3RTYW5kYm94UmVxdWVzdBolLm9yY2hlc3RyYXRvci5TbmFwc2hvdFNhbmRib3hSZXNwb25zZRJbCg5EZWxldGVTbmFwc2hvdBIjLm9yY2hlc3RyYXRvci5EZWxldGVTbmFwc2hvdFJlcXVlc3QaJC5vcmNoZXN0cmF0b3IuRGVsZXRlU25hcHNob3RSZXNwb25zZRJLCgRGb3JrEiAub3JjaGVzdHJhdG9yLkZvcmtTYW5kYm94UmVxdWVzdBohLm9yY2hlc3RyYXRvci5Gb3JrU2FuZGJveFJlc3BvbnNlMsYBCg9UZW1wbGF0ZVNlcnZpY2USTwoFQnVpbGQSIi5vcmNoZXN0cmF0b3IuQnVpbGRUZW1wbGF0ZVJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuQnVpbGRUZW1wbGF0ZUV2ZW50MAESYgoLRGVsZXRlQnVpbGQSKC5vcmNoZXN0cmF0b3IuRGVsZXRlVGVtcGxhdGVCdWlsZFJlcXVlc3QaKS5vcmNoZXN0cmF0b3IuRGVsZXRlVGVtcGxhdGVCdWlsZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -106,6 +106,14 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: string build_id = 15;
    */
   buildId: string;
+
+  /**
+   * Start from this snapshot (Snapshot) instead of the template's: its memory, processes and
+   * files. The snapshot's team must be team_id; vcpu, memory_mb and disk_size_mb must be its own.
+   *
+   * @generated from field: string snapshot_id = 16;
+   */
+  snapshotId: string;
 };
 
 /**
@@ -300,6 +308,220 @@ export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*
   messageDesc(file_orchestrator_orchestrator, 7);
 
 /**
+ * @generated from message orchestrator.SnapshotSandboxRequest
+ */
+export type SnapshotSandboxRequest = Message<"orchestrator.SnapshotSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Chosen by the caller (as sandbox ids are): [a-z0-9-], 1 to 64 characters.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotSandboxRequest.
+ * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
+ */
+export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 8);
+
+/**
+ * @generated from message orchestrator.SnapshotInfo
+ */
+export type SnapshotInfo = Message<"orchestrator.SnapshotInfo"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The sandbox it was taken from, and its config then (ids and tokens left out).
+   *
+   * @generated from field: string source_sandbox_id = 2;
+   */
+  sourceSandboxId: string;
+
+  /**
+   * @generated from field: orchestrator.SandboxConfig config = 3;
+   */
+  config?: SandboxConfig | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_time = 4;
+   */
+  createdTime?: Timestamp | undefined;
+
+  /**
+   * What it takes on the node's disk (memory image and files).
+   *
+   * @generated from field: uint64 size_bytes = 5;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotInfo.
+ * Use `create(SnapshotInfoSchema)` to create a new message.
+ */
+export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 9);
+
+/**
+ * @generated from message orchestrator.SnapshotSandboxResponse
+ */
+export type SnapshotSandboxResponse = Message<"orchestrator.SnapshotSandboxResponse"> & {
+  /**
+   * @generated from field: orchestrator.SnapshotInfo snapshot = 1;
+   */
+  snapshot?: SnapshotInfo | undefined;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotSandboxResponse.
+ * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
+ */
+export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 10);
+
+/**
+ * @generated from message orchestrator.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"orchestrator.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message orchestrator.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 11);
+
+/**
+ * @generated from message orchestrator.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"orchestrator.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 12);
+
+/**
+ * @generated from message orchestrator.ForkTarget
+ */
+export type ForkTarget = Message<"orchestrator.ForkTarget"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * The fork's own envd access token (empty: an unsecured sandbox); the source's does not open it.
+   *
+   * @generated from field: string envd_access_token = 2;
+   */
+  envdAccessToken: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message orchestrator.ForkTarget.
+ * Use `create(ForkTargetSchema)` to create a new message.
+ */
+export const ForkTargetSchema: GenMessage<ForkTarget> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 13);
+
+/**
+ * @generated from message orchestrator.ForkSandboxRequest
+ */
+export type ForkSandboxRequest = Message<"orchestrator.ForkSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: repeated orchestrator.ForkTarget forks = 2;
+   */
+  forks: ForkTarget[];
+};
+
+/**
+ * Describes the message orchestrator.ForkSandboxRequest.
+ * Use `create(ForkSandboxRequestSchema)` to create a new message.
+ */
+export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 14);
+
+/**
+ * @generated from message orchestrator.ForkResult
+ */
+export type ForkResult = Message<"orchestrator.ForkResult"> & {
+  /**
+   * Exactly one of sandbox and error_message is set.
+   *
+   * @generated from field: orchestrator.SandboxInfo sandbox = 1;
+   */
+  sandbox?: SandboxInfo | undefined;
+
+  /**
+   * @generated from field: string error_message = 2;
+   */
+  errorMessage: string;
+
+  /**
+   * "resource_exhausted" when the node had no room for it (a retry, or another node, may), else
+   * "internal".
+   *
+   * @generated from field: string error_code = 3;
+   */
+  errorCode: string;
+};
+
+/**
+ * Describes the message orchestrator.ForkResult.
+ * Use `create(ForkResultSchema)` to create a new message.
+ */
+export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 15);
+
+/**
+ * @generated from message orchestrator.ForkSandboxResponse
+ */
+export type ForkSandboxResponse = Message<"orchestrator.ForkSandboxResponse"> & {
+  /**
+   * One per fork, in the order of the request.
+   *
+   * @generated from field: repeated orchestrator.ForkResult results = 1;
+   */
+  results: ForkResult[];
+};
+
+/**
+ * Describes the message orchestrator.ForkSandboxResponse.
+ * Use `create(ForkSandboxResponseSchema)` to create a new message.
+ */
+export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 16);
+
+/**
  * @generated from message orchestrator.GetSandboxRequest
  */
 export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
@@ -314,7 +536,7 @@ export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 8);
+  messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
  * @generated from message orchestrator.GetSandboxResponse
@@ -331,7 +553,7 @@ export type GetSandboxResponse = Message<"orchestrator.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 9);
+  messageDesc(file_orchestrator_orchestrator, 18);
 
 /**
  * @generated from message orchestrator.ListSandboxesRequest
@@ -344,7 +566,7 @@ export type ListSandboxesRequest = Message<"orchestrator.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 10);
+  messageDesc(file_orchestrator_orchestrator, 19);
 
 /**
  * @generated from message orchestrator.ListSandboxesResponse
@@ -361,7 +583,7 @@ export type ListSandboxesResponse = Message<"orchestrator.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 11);
+  messageDesc(file_orchestrator_orchestrator, 20);
 
 /**
  * @generated from message orchestrator.DeleteSandboxRequest
@@ -378,7 +600,7 @@ export type DeleteSandboxRequest = Message<"orchestrator.DeleteSandboxRequest"> 
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 12);
+  messageDesc(file_orchestrator_orchestrator, 21);
 
 /**
  * @generated from message orchestrator.DeleteSandboxResponse
@@ -391,7 +613,7 @@ export type DeleteSandboxResponse = Message<"orchestrator.DeleteSandboxResponse"
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 13);
+  messageDesc(file_orchestrator_orchestrator, 22);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeRequest
@@ -413,7 +635,7 @@ export type UpdateEndTimeRequest = Message<"orchestrator.UpdateEndTimeRequest"> 
  * Use `create(UpdateEndTimeRequestSchema)` to create a new message.
  */
 export const UpdateEndTimeRequestSchema: GenMessage<UpdateEndTimeRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 14);
+  messageDesc(file_orchestrator_orchestrator, 23);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeResponse
@@ -426,7 +648,7 @@ export type UpdateEndTimeResponse = Message<"orchestrator.UpdateEndTimeResponse"
  * Use `create(UpdateEndTimeResponseSchema)` to create a new message.
  */
 export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 15);
+  messageDesc(file_orchestrator_orchestrator, 24);
 
 /**
  * @generated from message orchestrator.WatchEventsRequest
@@ -439,7 +661,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 16);
+  messageDesc(file_orchestrator_orchestrator, 25);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -473,7 +695,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 17);
+  messageDesc(file_orchestrator_orchestrator, 26);
 
 /**
  * @generated from message orchestrator.TemplateStep
@@ -519,7 +741,7 @@ export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 18);
+  messageDesc(file_orchestrator_orchestrator, 27);
 
 /**
  * @generated from message orchestrator.RegistryAuth
@@ -541,7 +763,7 @@ export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 19);
+  messageDesc(file_orchestrator_orchestrator, 28);
 
 /**
  * @generated from message orchestrator.BuildTemplateRequest
@@ -626,7 +848,7 @@ export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> 
  * Use `create(BuildTemplateRequestSchema)` to create a new message.
  */
 export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 20);
+  messageDesc(file_orchestrator_orchestrator, 29);
 
 /**
  * @generated from message orchestrator.BuildLogEntry
@@ -663,7 +885,7 @@ export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 21);
+  messageDesc(file_orchestrator_orchestrator, 30);
 
 /**
  * @generated from message orchestrator.BuildResult
@@ -709,7 +931,7 @@ export type BuildResult = Message<"orchestrator.BuildResult"> & {
  * Use `create(BuildResultSchema)` to create a new message.
  */
 export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 22);
+  messageDesc(file_orchestrator_orchestrator, 31);
 
 /**
  * @generated from message orchestrator.BuildTemplateEvent
@@ -738,7 +960,7 @@ export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
  * Use `create(BuildTemplateEventSchema)` to create a new message.
  */
 export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 23);
+  messageDesc(file_orchestrator_orchestrator, 32);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildRequest
@@ -755,7 +977,7 @@ export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBui
  * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
  */
 export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 24);
+  messageDesc(file_orchestrator_orchestrator, 33);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildResponse
@@ -768,7 +990,7 @@ export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBu
  * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
  */
 export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 25);
+  messageDesc(file_orchestrator_orchestrator, 34);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -944,6 +1166,40 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof ResumeSandboxRequestSchema;
     output: typeof ResumeSandboxResponseSchema;
+  },
+  /**
+   * Saves a running sandbox's memory, processes and files as a snapshot that creates start from
+   * (SandboxConfig.snapshot_id); the sandbox goes on running. Fails with failed_precondition
+   * when it is not running.
+   *
+   * @generated from rpc orchestrator.SandboxService.Snapshot
+   */
+  snapshot: {
+    methodKind: "unary";
+    input: typeof SnapshotSandboxRequestSchema;
+    output: typeof SnapshotSandboxResponseSchema;
+  },
+  /**
+   * Removes a snapshot; sandboxes started from it keep running (they have copies of its files).
+   *
+   * @generated from rpc orchestrator.SandboxService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * Snapshots a running sandbox once and starts one new sandbox per fork from it, each with the
+   * source's config but its own id, token and end time; the source goes on running. Each fork
+   * succeeds or fails on its own (its result); the call fails only when the snapshot does.
+   *
+   * @generated from rpc orchestrator.SandboxService.Fork
+   */
+  fork: {
+    methodKind: "unary";
+    input: typeof ForkSandboxRequestSchema;
+    output: typeof ForkSandboxResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 0);
