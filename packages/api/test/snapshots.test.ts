@@ -306,20 +306,31 @@ function suite(backend: Backend): void {
       );
     }
     assert.equal(t.fake.snapshots.size, 1, "still there");
-    // Even a row made public by hand is the owner's alone.
+    // Even a row made public by hand is the owner's alone: refused before any node is asked.
     await t.api.db
       .updateTable("templates")
       .set({ public: true })
       .where("template_id", "=", templateID)
       .execute();
+    const creates = t.fake.count("create");
     await expectError(
       await t.request("/v2/sandboxes", {
         method: "POST",
-        json: { templateID: mine.snapshotID },
+        json: { templateID: "default/private-snap" },
         key: other.apiKey,
       }),
       404,
     );
+    assert.equal(t.fake.count("create"), creates);
+    // Without a key nothing is listed, forked or snapshotted.
+    for (const [route, method] of [
+      ["/snapshots", "GET"],
+      [`/sandboxes/${source.sandboxID}/fork`, "POST"],
+      [`/sandboxes/${source.sandboxID}/snapshots`, "POST"],
+    ] as const) {
+      const init = method === "POST" ? { method, key: null, json: {} } : { method, key: null };
+      await expectError(await t.request(route, init), 401);
+    }
     assert.equal((await t.request(`/templates/${templateID}`, { method: "DELETE" })).status, 204);
     await removeAll();
   });

@@ -2,10 +2,12 @@
  * Forks end to end: the unmodified e2b SDK against `moat up`. A fork carries the source's memory
  * (a background server's counter goes on from where it was, in the same process), processes and
  * files, under its own id, hostname and token; the source runs on; forks work while a command
- * streams and files are written, and of a fork; bad requests get clear errors; and nothing of a
- * fork's snapshot, or of a fork, stays on the host.
+ * streams and files are written, and of a fork; a crash of moat mid-fork leaves the source
+ * running and nothing half-made; bad requests get clear errors; and nothing of a fork's snapshot,
+ * or of a fork, stays on the host.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -162,6 +164,36 @@ describe("moat up: forks", { timeout: 600_000 }, () => {
     await source.commands.kill(writer.pid);
     await hostIsClean();
   });
+
+  for (const step of ["sandbox-snapshot:stopped", "sandbox-snapshot:restored"]) {
+    test(`a crash of moat mid-fork (${step}): after the restart the source runs on, and no fork or snapshot is left`, async () => {
+      await moat.restart({ signal: "SIGKILL", env: { MOAT_FAULTS: `${step}=crash` } });
+      useMoat(moat);
+      const child = moat.child;
+      const died = once(child, "exit");
+      await assert.rejects(source.fork({ count: 2 }));
+      await died;
+      assert.equal(child.signalCode, "SIGKILL", `moat died at ${step}`);
+      await moat.restart();
+      useMoat(moat);
+      // The source was stopped in place with its disk frozen (or forks were restoring): it runs on.
+      sourceCounter = { pid: sourceCounter.pid, count: sourceCounter.count + 1 };
+      assert.deepEqual(await askCounter(source.sandboxId), sourceCounter);
+      await source.files.write("/home/user/after-crash.txt", "the disk takes writes");
+      assert.equal(await source.files.read("/home/user/state.txt"), "before the fork");
+      const deadline = Date.now() + 20_000;
+      let listed = await Sandbox.list().nextItems();
+      while (listed.length !== 1 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        listed = await Sandbox.list().nextItems();
+      }
+      assert.deepEqual(
+        listed.map((s) => [s.sandboxId, s.state]),
+        [[source.sandboxId, "running"]],
+      );
+      await hostIsClean();
+    });
+  }
 
   test("bad forks: unknown, another team's, paused, counts out of bounds, past the team's sandboxes", async () => {
     await assert.rejects(Sandbox.fork("nosuchsandbox0000000"), SandboxNotFoundError);

@@ -69,9 +69,14 @@ export interface SandboxFactory {
   /**
    * Saves a running sandbox's memory into `image` (uncommitted) and a copy of its writable layer
    * into `files` taken at the same moment, and lets it carry on: its TCP connections are reset
-   * (gVisor cannot save them), everything else goes on where it was.
+   * (gVisor cannot save them), everything else goes on where it was. `whileStopped` runs once
+   * both are saved, before the sandbox carries on (failure injection).
    */
-  snapshotInPlace(sandbox: Sandbox, target: { image: string; files: string }): Promise<void>;
+  snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void>;
   /** Whether runsc says the sandbox's current container runs. */
   isRunning(sandbox: Sandbox): Promise<boolean>;
   /** The runtime of a sandbox found running after a restart, put on its runtime stack. */
@@ -249,7 +254,11 @@ export class RunscSandboxFactory implements SandboxFactory {
    * sandbox and leaves it paused, the disk is frozen and copied, and it all carries on. Whatever
    * fails, the sandbox is resumed and let in again before this returns.
    */
-  async snapshotInPlace(sandbox: Sandbox, target: { image: string; files: string }): Promise<void> {
+  async snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void> {
     const { runsc } = this.options;
     const slot = sandbox.slot;
     if (!slot) throw new Error("running sandbox without a network slot");
@@ -260,6 +269,7 @@ export class RunscSandboxFactory implements SandboxFactory {
       try {
         await runsc.checkpoint(containerID, await prepareImage(target.image), { leaveRunning: true });
         await copyWritableLayer(sandbox.dir, sandbox.record.diskSizeMB > 0, target.files);
+        whileStopped?.();
       } finally {
         await runsc.resume(containerID);
       }

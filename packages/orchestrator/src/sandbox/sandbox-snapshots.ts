@@ -86,8 +86,10 @@ export class SandboxSnapshots {
     const partial = await beginSnapshot(dataDir, snapshotID);
     const parts = snapshotParts(partial);
     try {
-      await factory.snapshotInPlace(sandbox, { image: parts.image, files: parts.files });
-      faults.at("snapshot:taken");
+      await factory.snapshotInPlace(sandbox, { image: parts.image, files: parts.files }, () =>
+        faults.at("sandbox-snapshot:stopped"),
+      );
+      faults.at("sandbox-snapshot:taken");
       await commitImage(parts.image);
       const snapshot: SandboxSnapshot = {
         snapshotID,
@@ -181,7 +183,7 @@ export class SandboxSnapshots {
       );
     }
     await factory.boot(sandbox, { image: restore ? snapshotParts(dir).image : undefined, lap });
-    faults.at("snapshot:restored");
+    faults.at("sandbox-snapshot:restored");
     sandbox.record.startKind = restore ? "snapshot" : "cold";
   }
 }

@@ -85,11 +85,16 @@ export class FakeFactory implements SandboxFactory {
   }
 
   /** A snapshot's files: an upper directory with one file naming its source (disk sizes are 0 here). */
-  async snapshotInPlace(sandbox: Sandbox, target: { image: string; files: string }): Promise<void> {
+  async snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void> {
     this.step("snapshot", sandbox);
     await mkdir(partialPath(target.image), { recursive: true });
     await mkdir(path.join(target.files, "upper"), { recursive: true });
     await writeFile(path.join(target.files, "upper", "source"), sandbox.id);
+    whileStopped?.();
   }
 
   async isRunning(): Promise<boolean> {
