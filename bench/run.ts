@@ -11,6 +11,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEnvd } from "./envd.js";
+import { benchFork } from "./fork.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
@@ -37,6 +38,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   storage: benchStorage,
   templates: benchTemplates,
   "code-interpreter": benchCodeInterpreter,
+  fork: benchFork,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */
