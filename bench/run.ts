@@ -12,6 +12,7 @@ import path from "node:path";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
+import { benchFork } from "./fork.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
@@ -39,6 +40,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   templates: benchTemplates,
   "code-interpreter": benchCodeInterpreter,
   egress: benchEgress,
+  fork: benchFork,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -30,6 +30,7 @@ import { APICatalog } from "./sandbox/catalog.js";
 import { KeyedLock } from "./sandbox/keyed-lock.js";
 import { autoResume } from "./sandbox/resume.js";
 import { SandboxTransitions } from "./sandbox/transitions.js";
+import { sweepUnfinishedSnapshots } from "./snapshot/sweep.js";
 import { TemplateBuilds } from "./template/build-runner.js";
 import { TemplateFileStore } from "./template/file-store.js";
 import { FileURLSigner } from "./template/file-urls.js";
@@ -112,6 +113,12 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   await ctx.templateFiles.makePrivate();
   // Builds an API process left unfinished are recorded as interrupted before any request.
   await builds.start();
+  // So are snapshots (all of them when the database is this process's alone).
+  const sweepSnapshots = (before?: Date) =>
+    sweepUnfinishedSnapshots(ctx, before).catch((err: unknown) =>
+      logger.warn({ err }, "could not sweep unfinished snapshots"),
+    );
+  await sweepSnapshots(ownsDatabase(config.database) ? new Date() : undefined);
   const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });
   const app = createApp(ctx, metrics);
   const watchers =
@@ -125,13 +132,12 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     FILE_SWEEP_INTERVAL_MS,
   );
   fileSweep.unref();
-  const pausedSweep = setInterval(
-    () =>
-      void sweepPausedSandboxes(ctx).catch((err: unknown) =>
-        logger.warn({ err }, "could not sweep paused sandboxes"),
-      ),
-    PAUSED_SWEEP_INTERVAL_MS,
-  );
+  const pausedSweep = setInterval(() => {
+    void sweepPausedSandboxes(ctx).catch((err: unknown) =>
+      logger.warn({ err }, "could not sweep paused sandboxes"),
+    );
+    void sweepSnapshots();
+  }, PAUSED_SWEEP_INTERVAL_MS);
   pausedSweep.unref();
   logger.info(
     { database: config.database.kind, nodes: [...nodes.keys()], watching: watchers.length > 0 },

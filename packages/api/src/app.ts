@@ -12,6 +12,7 @@ import { registerHealth } from "./handlers/health.js";
 import { registerInternalCatalog } from "./handlers/internal-catalog.js";
 import { registerSandboxConnect } from "./handlers/sandbox-connect.js";
 import { registerSandboxCreate } from "./handlers/sandbox-create.js";
+import { registerSandboxFork } from "./handlers/sandbox-fork.js";
 import { registerSandboxGet } from "./handlers/sandbox-get.js";
 import { registerSandboxKill } from "./handlers/sandbox-kill.js";
 import { registerSandboxLogs } from "./handlers/sandbox-logs.js";
@@ -23,6 +24,8 @@ import { registerSandboxResume } from "./handlers/sandbox-resume.js";
 import { registerSandboxTimeout } from "./handlers/sandbox-timeout.js";
 import { registerSandboxesList } from "./handlers/sandboxes-list.js";
 import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
+import { registerSnapshotCreate } from "./handlers/snapshot-create.js";
+import { registerSnapshotsList } from "./handlers/snapshots-list.js";
 import { registerTeamsList } from "./handlers/teams-list.js";
 import { registerTemplateAlias } from "./handlers/template-alias.js";
 import { registerTemplateBuildLogs } from "./handlers/template-build-logs.js";
@@ -54,7 +57,16 @@ import { RateLimiter } from "./quotas/rate-limit.js";
  * Paths whose routes belong to a team: everything but health, metrics, docs, internal and the
  * signed template file URLs (which carry their own authorisation).
  */
-const TEAM_ROUTES = ["/sandboxes", "/sandboxes/*", "/v2/*", "/v3/*", "/teams", "/templates", "/templates/*"];
+const TEAM_ROUTES = [
+  "/sandboxes",
+  "/sandboxes/*",
+  "/v2/*",
+  "/v3/*",
+  "/teams",
+  "/templates",
+  "/templates/*",
+  "/snapshots",
+];
 
 export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   const { logger } = ctx;
@@ -136,6 +148,9 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerSandboxPause(app, ctx);
   registerSandboxResume(app, ctx);
   registerSandboxLogs(app, ctx);
+  registerSandboxFork(app, ctx);
+  registerSnapshotCreate(app, ctx);
+  registerSnapshotsList(app, ctx);
   registerTeamsList(app, ctx);
   registerTemplateRequestBuild(app, ctx);
   registerTemplateFilesLink(app, ctx);

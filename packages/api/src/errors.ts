@@ -98,6 +98,14 @@ export class SandboxConflictError extends Error {
   }
 }
 
+/** A node could not snapshot (or fork) a sandbox; nothing of it is left and the sandbox runs on (500). */
+export class SnapshotFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SnapshotFailedError";
+  }
+}
+
 /** A feature this moat version does not have yet (501). */
 export class NotSupportedError extends Error {
   constructor(message: string) {

@@ -36,6 +36,16 @@ describe("reclaim decisions after a restart", () => {
     });
   });
 
+  test("a snapshot a crash cut: the sandbox (resumed first) runs on; without its container it is released", () => {
+    assert.deepEqual(reclaimDecision(record("snapshotting"), alive), {
+      action: "adopt",
+      pauseInterrupted: false,
+    });
+    assert.deepEqual(reclaimDecision(record("snapshotting"), { ...alive, containerRunning: false }), {
+      action: "release",
+    });
+  });
+
   test("paused sandboxes are kept; creates, pool entries and unreadable records are released", () => {
     assert.deepEqual(reclaimDecision(record("paused"), { ...alive, containerRunning: false }), {
       action: "keep-paused",

@@ -5,7 +5,16 @@ import type { SandboxRecord } from "../src/sandbox/record.js";
 import { Sandbox } from "../src/sandbox/sandbox.js";
 import { canMove, IllegalStateChangeError, type SandboxState } from "../src/sandbox/state.js";
 
-const ALL: SandboxState[] = ["pooled", "starting", "running", "pausing", "paused", "resuming", "stopping"];
+const ALL: SandboxState[] = [
+  "pooled",
+  "starting",
+  "running",
+  "pausing",
+  "paused",
+  "resuming",
+  "snapshotting",
+  "stopping",
+];
 
 describe("sandbox states", () => {
   test("the table: the lifecycle's moves and no others", () => {
@@ -16,6 +25,7 @@ describe("sandbox states", () => {
       "starting→running",
       "starting→stopping",
       "running→pausing",
+      "running→snapshotting",
       "running→stopping",
       "pausing→running",
       "pausing→paused",
@@ -24,6 +34,7 @@ describe("sandbox states", () => {
       "paused→stopping",
       "resuming→running",
       "resuming→paused",
+      "snapshotting→running",
     ]);
   });
 

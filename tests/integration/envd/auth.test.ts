@@ -97,7 +97,7 @@ describe("envd /init, access token and signed file URLs", () => {
     assert.equal(res.status, 204);
     assert.equal(res.headers.get("x-envd-version"), "0.6.13");
     // Re-init after a resume proves the token (in the body as E2B's orchestrator sends it, or in
-    // X-Access-Token as moat's does) and stays fine; another token cannot replace it.
+    // X-Access-Token as moat's does) and stays fine; only its holder may replace it (a fork's).
     assert.equal((await initEnvd({ accessToken: TOKEN, envVars: { FOO: "baz" } })).status, 204);
     const withHeader = await fetch(`${ENVD_URL}/init`, {
       method: "POST",
@@ -105,12 +105,18 @@ describe("envd /init, access token and signed file URLs", () => {
       body: JSON.stringify({ envVars: { FOO: "baz" } }),
     });
     assert.equal(withHeader.status, 204);
-    const swap = await fetch(`${ENVD_URL}/init`, {
-      method: "POST",
-      headers: { "content-type": "application/json", "x-access-token": TOKEN },
-      body: JSON.stringify({ accessToken: "another-token" }),
-    });
-    await expectError(swap, 409);
+    const swap = (headers: Record<string, string>, accessToken: string) =>
+      fetch(`${ENVD_URL}/init`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify({ accessToken }),
+      });
+    await expectError(await swap({}, "another-token"), 401);
+    assert.equal((await swap({ "x-access-token": TOKEN }, "another-token")).status, 204);
+    // The old token opens nothing any more; the new one does, and gives the token back.
+    assert.equal((await fetch(`${ENVD_URL}/envs`, { headers: { "x-access-token": TOKEN } })).status, 401);
+    await expectError(await swap({ "x-access-token": TOKEN }, TOKEN), 401);
+    assert.equal((await swap({ "x-access-token": "another-token" }, TOKEN)).status, 204);
   });
 
   test("a secured envd refuses /init and /freeze without its token, before changing anything", async () => {

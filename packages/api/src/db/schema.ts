@@ -117,6 +117,8 @@ export interface TemplatesTable {
   /** Unique in the team; `base` is reserved for the static base template. */
   name: string;
   public: ColumnType<boolean, boolean | undefined, boolean>;
+  /** A snapshot of sandboxes (each build one snapshot) rather than a built template. */
+  snapshot: ColumnType<boolean, boolean | undefined, never>;
   /**
    * What sandboxes get: the resources of the template's latest ready build (those asked for by
    * its first build until one is ready).
@@ -191,6 +193,8 @@ export interface TemplateBuildsTable {
    * it any more (it can never be resolved again). null while it is kept.
    */
   retired_at: Date | null;
+  /** A snapshot's build: the sandbox it was taken from. */
+  source_sandbox_id: ColumnType<string | null, string | null | undefined, never>;
 }
 
 export interface TemplateBuildLogsTable {

@@ -217,10 +217,10 @@ export async function listReadyBuilds(db: DB, templateID: string): Promise<Templ
 export async function listRetirableBuilds(
   db: DB,
   supersededBefore: Date,
-): Promise<Array<Pick<TemplateBuildRow, "build_id" | "template_id" | "node_id">>> {
+): Promise<Array<Pick<TemplateBuildRow, "build_id" | "template_id" | "node_id" | "source_sandbox_id">>> {
   return db
     .selectFrom("template_builds as b")
-    .select(["b.build_id", "b.template_id", "b.node_id"])
+    .select(["b.build_id", "b.template_id", "b.node_id", "b.source_sandbox_id"])
     .where("b.status", "=", "ready")
     .where("b.retired_at", "is", null)
     .where((eb) =>

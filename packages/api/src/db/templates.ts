@@ -77,13 +77,17 @@ export async function listTemplatesByName(
   }));
 }
 
-/** One page of a team's templates, newest first with the id as tie-breaker. */
+/** One page of a team's templates (its snapshots are listed apart), newest first with the id as tie-breaker. */
 export async function listTeamTemplates(
   db: DB,
   teamID: string,
   page: { limit: number; after?: { time: Date; id: string } },
 ): Promise<TemplateRow[]> {
-  let query = db.selectFrom("templates").selectAll().where("team_id", "=", teamID);
+  let query = db
+    .selectFrom("templates")
+    .selectAll()
+    .where("team_id", "=", teamID)
+    .where("snapshot", "=", false);
   const { after } = page;
   if (after) {
     query = query.where((eb) =>

@@ -5,7 +5,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
 import { setTemplatePublic } from "../db/templates.js";
-import { TemplateNotFoundError } from "../errors.js";
+import { InvalidRequestError, TemplateNotFoundError } from "../errors.js";
 import type { App } from "../http/env.js";
 import { errorJSON, errorResponses, jsonBody, jsonResponse } from "../http/schemas.js";
 import {
@@ -37,6 +37,11 @@ export function registerTemplateUpdate(app: App, ctx: APIContext): void {
     const { templateID } = c.req.valid("param");
     const body = c.req.valid("json");
     let template = await findOwnTemplate(ctx.db, team, templateID);
+    if (body.public === true && template.snapshot) {
+      throw new InvalidRequestError(
+        "a snapshot cannot be made public: it holds its sandbox's memory and files",
+      );
+    }
     if (body.public !== undefined) {
       const updated = await setTemplatePublic(ctx.db, template.template_id, body.public);
       if (!updated) throw new TemplateNotFoundError(templateID);

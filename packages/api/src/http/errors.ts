@@ -20,6 +20,7 @@ import {
   RateLimitedError,
   SandboxConflictError,
   SandboxNotFoundError,
+  SnapshotFailedError,
   TeamNotFoundError,
   TemplateNotFoundError,
   TooLargeError,
@@ -51,6 +52,7 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof ConflictError) return { status: 409, message: err.message };
   if (err instanceof TooLargeError) return { status: 413, message: err.message };
   if (err instanceof NotSupportedError) return { status: 501, message: err.message };
+  if (err instanceof SnapshotFailedError) return { status: 500, message: err.message };
   if (err instanceof CapacityError) return { status: 429, message: err.message };
   if (err instanceof QuotaExceededError) return { status: 429, message: err.message };
   if (err instanceof RateLimitedError) return { status: 429, message: err.message };

@@ -10,10 +10,12 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import {
   type BuildTemplateEvent,
   type BuildTemplateRequestSchema,
+  type ForkResult,
   type SandboxConfigSchema,
   type SandboxEvent,
   type SandboxInfo,
   SandboxService,
+  type SnapshotInfo,
   TemplateService,
 } from "@moat/shared/gen/orchestrator";
 import type { OrchestratorNodeOptions } from "../config.js";
@@ -74,6 +76,17 @@ export class NodeTransitionError extends Error {
   ) {
     super(message);
     this.name = "NodeTransitionError";
+  }
+}
+
+/** A snapshot (or a fork's) failed on the node; nothing of it is left and the sandbox runs on. */
+export class NodeSnapshotFailedError extends Error {
+  constructor(
+    readonly nodeID: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "NodeSnapshotFailedError";
   }
 }
 
@@ -192,6 +205,59 @@ export class NodeClient {
     return res.sandbox;
   }
 
+  /** Saves a running sandbox as snapshot `snapshotID` (memory, processes, files); it runs on. */
+  async snapshot(sandboxID: string, snapshotID: string): Promise<SnapshotInfo> {
+    const res = await this.call("snapshot", () =>
+      this.client.snapshot(
+        { sandboxId: sandboxID, snapshotId: snapshotID },
+        { timeoutMs: this.transitionMs },
+      ),
+    );
+    if (!res.snapshot) throw new Error(`node '${this.id}' answered Snapshot without a snapshot`);
+    return res.snapshot;
+  }
+
+  /** Removes a snapshot; one the node does not have is not an error. */
+  async deleteSnapshot(snapshotID: string): Promise<void> {
+    try {
+      await this.call("deleteSnapshot", () =>
+        this.client.deleteSnapshot({ snapshotId: snapshotID }, { timeoutMs: this.callMs }),
+      );
+    } catch (err) {
+      if (err instanceof NodeSandboxNotFoundError) return;
+      throw err;
+    }
+  }
+
+  /**
+   * Snapshots a running sandbox once and starts a sandbox per fork from it; one result per fork,
+   * in order. Forks restore a few at a time: the deadline grows with their number.
+   */
+  async fork(
+    sandboxID: string,
+    forks: Array<{ sandboxID: string; envdAccessToken: string; endTime: Date }>,
+  ): Promise<ForkResult[]> {
+    const res = await this.call("fork", () =>
+      this.client.fork(
+        {
+          sandboxId: sandboxID,
+          forks: forks.map((f) => ({
+            sandboxId: f.sandboxID,
+            envdAccessToken: f.envdAccessToken,
+            endTime: timestampFromDate(f.endTime),
+          })),
+        },
+        { timeoutMs: this.transitionMs * Math.max(1, Math.ceil(forks.length / 2)) },
+      ),
+    );
+    if (res.results.length !== forks.length) {
+      throw new Error(
+        `node '${this.id}' answered Fork with ${res.results.length} results for ${forks.length} forks`,
+      );
+    }
+    return res.results;
+  }
+
   /** The node's lifecycle events from now on, until `signal` aborts or the stream breaks. */
   async *events(signal: AbortSignal): AsyncGenerator<SandboxEvent> {
     try {
@@ -253,6 +319,8 @@ export class NodeClient {
         return new NodeBusyError(this.id, message);
       case Code.FailedPrecondition:
         return new NodeTransitionError(this.id, message);
+      case Code.Aborted:
+        return new NodeSnapshotFailedError(this.id, message);
       case Code.Unavailable:
       case Code.DeadlineExceeded:
         return new NodeUnavailableError(this.id, message);

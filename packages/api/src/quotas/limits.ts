@@ -14,6 +14,8 @@ export interface TeamLimits {
   maxPausedSandboxes: number;
   /** How long a paused sandbox is kept; older ones are deleted, as E2B does. */
   pausedRetentionSeconds: number;
+  /** Snapshots kept at once (each holds a sandbox's memory and disk on its node): 429 past it. */
+  maxSnapshots: number;
   /** Template builds running at once: starts past it get 429. */
   maxBuilds: number;
   /** Largest uploaded COPY file (a tar), in bytes: 413 past it. */
@@ -42,6 +44,7 @@ export const TeamLimitsSchema = z.strictObject({
   maxSandboxes: count,
   maxPausedSandboxes: count,
   pausedRetentionSeconds: positive.max(10 * 365 * 86_400),
+  maxSnapshots: count,
   maxBuilds: count,
   maxUploadBytes: z.number().int().min(1024).max(Number.MAX_SAFE_INTEGER),
   maxStoredUploadBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
@@ -65,6 +68,7 @@ export const DEFAULT_TEAM_LIMITS: TeamLimits = {
   maxSandboxes: 20,
   maxPausedSandboxes: 100,
   pausedRetentionSeconds: 30 * 86_400,
+  maxSnapshots: 100,
   maxBuilds: 2,
   maxUploadBytes: 2 * 1024 ** 3,
   maxStoredUploadBytes: 10 * 1024 ** 3,
@@ -80,6 +84,7 @@ export const TEAM_LIMIT_ENV: Record<keyof TeamLimits, string> = {
   maxSandboxes: "MOAT_TEAM_MAX_SANDBOXES",
   maxPausedSandboxes: "MOAT_TEAM_MAX_PAUSED_SANDBOXES",
   pausedRetentionSeconds: "MOAT_TEAM_PAUSED_RETENTION_SECONDS",
+  maxSnapshots: "MOAT_TEAM_MAX_SNAPSHOTS",
   maxBuilds: "MOAT_TEAM_MAX_BUILDS",
   maxUploadBytes: "MOAT_TEAM_MAX_UPLOAD_BYTES",
   maxStoredUploadBytes: "MOAT_TEAM_MAX_STORED_UPLOAD_BYTES",

@@ -55,7 +55,8 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   const template = await resolveTemplate(ctx.db, input.team, input.template, ctx.config.diskSizeMB);
   checkResources(input.limits, template.cpuCount, template.memoryMB, `template '${input.template}'`);
   const sandboxID = newSandboxID();
-  const envdAccessToken = input.secure ? newEnvdAccessToken() : null;
+  // A snapshot's envd holds its source's token: a sandbox from it always gets one of its own.
+  const envdAccessToken = input.secure || template.snapshot ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
   const log = ctx.logger.child({ sandboxID, teamID: input.team.team_id });
   const nodes = candidateNodes(ctx, template, input.template);
@@ -175,7 +176,8 @@ async function startOnNode(
       denyOut: input.network?.denyOut ?? [],
       autoPause: input.autoPause,
       autoPauseMemory: input.autoPauseMemory,
-      buildId: template.buildID,
+      buildId: template.snapshot ? "" : template.buildID,
+      snapshotId: template.snapshot ? template.buildID : "",
       defaultUser: template.defaultUser,
       defaultWorkdir: template.defaultWorkdir,
     },

@@ -24,6 +24,8 @@ export interface Template {
   /** What the build recorded for envd requests that name no user or workdir ("": the node's). */
   defaultUser: string;
   defaultWorkdir: string;
+  /** A snapshot of a sandbox: `buildID` names the snapshot on its node (memory, processes, files). */
+  snapshot: boolean;
 }
 
 const BASE: Omit<Template, "diskSizeMB"> = {
@@ -35,6 +37,7 @@ const BASE: Omit<Template, "diskSizeMB"> = {
   nodeID: null,
   defaultUser: "",
   defaultWorkdir: "",
+  snapshot: false,
 };
 
 /**
@@ -72,5 +75,6 @@ export async function resolveTemplate(
     nodeID: build.node_id,
     defaultUser: build.default_user ?? "",
     defaultWorkdir: build.default_workdir ?? "",
+    snapshot: template.snapshot,
   };
 }

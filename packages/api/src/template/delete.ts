@@ -11,10 +11,13 @@ import { listReadyBuilds } from "../db/template-builds.js";
 import { deleteTemplate as deleteTemplateRow } from "../db/templates.js";
 import { ConflictError, TemplateNotFoundError } from "../errors.js";
 import { LIVE_STATES } from "../sandbox/states.js";
+import { deleteSnapshot } from "../snapshot/delete.js";
 import { findOwnTemplate } from "./resolve.js";
 
 export async function deleteTemplate(ctx: APIContext, team: TeamRow, templateRef: string): Promise<void> {
   const template = await findOwnTemplate(ctx.db, team, templateRef);
+  // Sandboxes from a snapshot have their own copies of it: it goes whatever runs.
+  if (template.snapshot) return deleteSnapshot(ctx, team, template);
   const templateID = template.template_id;
   const live = await countTemplateSandboxes(ctx.db, templateID, LIVE_STATES);
   if (live > 0) {

@@ -10,8 +10,8 @@ import type { APIContext } from "../context.js";
 import type { TeamRow } from "../db/schema.js";
 import { insertBuild, supersedeUnstartedBuilds } from "../db/template-builds.js";
 import { assignTags } from "../db/template-tags.js";
-import { upsertTemplateForBuild } from "../db/templates.js";
-import { InvalidRequestError } from "../errors.js";
+import { getTeamTemplateByName, upsertTemplateForBuild } from "../db/templates.js";
+import { ConflictError, InvalidRequestError } from "../errors.js";
 import { checkResources } from "../quotas/check.js";
 import { teamLimits } from "../quotas/limits.js";
 import { newTemplateID } from "../sandbox/ids.js";
@@ -79,6 +79,11 @@ export async function requestBuild(
   checkResources(teamLimits(ctx.config.quotas, team), cpuCount, memoryMB, "the template");
   const diskSizeMB = ctx.config.diskSizeMB;
 
+  if ((await getTeamTemplateByName(ctx.db, team.team_id, ref.name))?.snapshot) {
+    throw new ConflictError(
+      `${field}: '${ref.name}' is the name of a snapshot of your team; choose another name (or delete the snapshot)`,
+    );
+  }
   const template = await ctx.db.transaction().execute(async (tx) => {
     const row = await upsertTemplateForBuild(tx, {
       templateID: newTemplateID(),

@@ -35,9 +35,12 @@ export async function lookupTemplate(
   )?.template;
 }
 
-/** A team may start sandboxes from (and build on) its own templates and public ones. */
+/**
+ * A team may start sandboxes from (and build on) its own templates and public ones; a snapshot
+ * (a sandbox's memory and files) only its own, whatever its row says.
+ */
 export function usableBy(team: TeamRow, template: TemplateRow): boolean {
-  return template.team_id === team.team_id || template.public;
+  return template.team_id === team.team_id || (template.public && !template.snapshot);
 }
 
 /**

@@ -31,7 +31,9 @@ export async function retireSupersededBuilds(deps: RetireDeps, supersededBefore:
     const node = build.node_id === null ? undefined : deps.nodes.get(build.node_id);
     try {
       // A node this API no longer knows has nothing to be told; the record is settled anyway.
-      await node?.deleteBuild(build.build_id);
+      // A snapshot's build (a name given to a newer snapshot) is a snapshot on its node.
+      if (build.source_sandbox_id) await node?.deleteSnapshot(build.build_id);
+      else await node?.deleteBuild(build.build_id);
     } catch (err) {
       log.warn(
         { err, nodeID: build.node_id },

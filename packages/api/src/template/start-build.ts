@@ -148,7 +148,12 @@ async function resolveBase(ctx: APIContext, team: TeamRow, body: BuildStart): Pr
   if (fromTemplate === "base" || fromTemplate === "base:default") {
     return { fromImage: "", fromBuildID: "base", nodeID: null };
   }
-  const { build } = await resolveTemplateBuild(ctx.db, team, fromTemplate);
+  const { template, build } = await resolveTemplateBuild(ctx.db, team, fromTemplate);
+  if (template.snapshot) {
+    throw new InvalidRequestError(
+      `fromTemplate: '${fromTemplate}' is a snapshot; templates build on templates (start sandboxes from the snapshot instead)`,
+    );
+  }
   return { fromImage: "", fromBuildID: build.build_id, nodeID: build.node_id };
 }
 

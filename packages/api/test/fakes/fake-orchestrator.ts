@@ -47,7 +47,18 @@ interface FakeSandbox {
   timer: NodeJS.Timeout;
 }
 
-type Method = "create" | "delete" | "updateEndTime" | "updateNetwork" | "list" | "get" | "pause" | "resume";
+type Method =
+  | "create"
+  | "delete"
+  | "updateEndTime"
+  | "updateNetwork"
+  | "list"
+  | "get"
+  | "pause"
+  | "resume"
+  | "snapshot"
+  | "deleteSnapshot"
+  | "fork";
 
 /** A call stopped half-way (after its checks and state change, before its effect) until released. */
 export interface Hold {
@@ -67,6 +78,10 @@ export class FakeOrchestrator {
     | { method: "resume"; sandboxID: string; reboot: boolean }
   > = [];
   envdVersion = "0.6.13";
+  /** Snapshots the node holds: their team and the sandbox each was taken from, by snapshot id. */
+  readonly snapshots = new Map<string, { teamID: string; sourceSandboxID: string; config: SandboxConfig }>();
+  /** Forks of the next Fork that fail, by position (0-based), with this error code and message. */
+  readonly failForks = new Map<number, { code: string; message: string }>();
   private readonly listeners = new Set<(event: EventInit) => void>();
   private readonly failures: Array<{ method: Method; error: ConnectError }> = [];
   private readonly holds: Array<{ method: Method; reach(sandboxID: string): void; released: Promise<void> }> =
@@ -186,9 +201,15 @@ export class FakeOrchestrator {
         this.record("create", config?.sandboxId);
         if (!config || !req.endTime)
           throw new ConnectError("sandbox and end_time are required", Code.InvalidArgument);
-        const known = config.buildId
-          ? this.templates.ready.has(config.buildId)
-          : config.templateId === "base";
+        const snapshot = config.snapshotId ? this.snapshots.get(config.snapshotId) : undefined;
+        if (config.snapshotId && snapshot?.teamID !== config.teamId) {
+          throw new ConnectError(`snapshot '${config.snapshotId}' not found on this node`, Code.NotFound);
+        }
+        const known = config.snapshotId
+          ? true
+          : config.buildId
+            ? this.templates.ready.has(config.buildId)
+            : config.templateId === "base";
         if (!known) throw new ConnectError(`template '${config.templateId}' not found`, Code.NotFound);
         if (this.sandboxes.has(config.sandboxId)) throw new ConnectError("exists", Code.AlreadyExists);
         await this.held("create", config.sandboxId);
@@ -277,6 +298,60 @@ export class FakeOrchestrator {
         if (this.sandboxes.get(req.sandboxId) !== sandbox) throw new ConnectError("deleted", Code.NotFound);
         this.resumeNow(sandbox, timestampDate(req.endTime));
         return { sandbox: this.info(sandbox) };
+      },
+      snapshot: async (req) => {
+        this.record("snapshot", req.sandboxId);
+        const sandbox = this.find(req.sandboxId);
+        if (sandbox.state !== "running") {
+          throw new ConnectError(`sandbox is ${sandbox.state}, not running`, Code.FailedPrecondition);
+        }
+        await this.held("snapshot", req.sandboxId);
+        if (this.snapshots.has(req.snapshotId)) throw new ConnectError("exists", Code.AlreadyExists);
+        this.snapshots.set(req.snapshotId, {
+          teamID: sandbox.config.teamId,
+          sourceSandboxID: req.sandboxId,
+          config: sandbox.config,
+        });
+        return { snapshot: { snapshotId: req.snapshotId, sourceSandboxId: req.sandboxId } };
+      },
+      deleteSnapshot: (req) => {
+        this.record("deleteSnapshot", req.snapshotId);
+        if (!this.snapshots.delete(req.snapshotId)) {
+          throw new ConnectError(`snapshot '${req.snapshotId}' not found on this node`, Code.NotFound);
+        }
+        return {};
+      },
+      fork: async (req) => {
+        this.record("fork", req.sandboxId);
+        const source = this.find(req.sandboxId);
+        if (source.state !== "running") {
+          throw new ConnectError(`sandbox is ${source.state}, not running`, Code.FailedPrecondition);
+        }
+        await this.held("fork", req.sandboxId);
+        const results = req.forks.map((target, i) => {
+          const failure = this.failForks.get(i);
+          if (failure) return { errorCode: failure.code, errorMessage: failure.message };
+          const sandbox: FakeSandbox = {
+            config: {
+              ...source.config,
+              sandboxId: target.sandboxId,
+              envdAccessToken: target.envdAccessToken,
+            },
+            state: "running",
+            startTime: new Date(),
+            endTime: target.endTime ? timestampDate(target.endTime) : new Date(Date.now() + 60_000),
+            hostAddress: "127.0.0.1",
+            startKind: "cold",
+            pausedWithMemory: undefined,
+            timer: setTimeout(() => undefined, 0),
+          };
+          this.sandboxes.set(target.sandboxId, sandbox);
+          this.schedule(sandbox);
+          this.emit({ sandboxId: target.sandboxId, type: SandboxEventType.CREATED });
+          return { sandbox: this.info(sandbox) };
+        });
+        this.failForks.clear();
+        return { results };
       },
       watchEvents: (_req, ctx) => this.stream(ctx.signal),
     };

@@ -42,7 +42,9 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     const { state, logger } = ctx;
     // Once a token is set, only its holder may configure the sandbox again (env vars such as
     // BASH_FUNC_…, the default user, the clock): the token in X-Access-Token or, as E2B's
-    // orchestrator sends it, the same token in the body. Checked before anything changes.
+    // orchestrator sends it, the same token in the body. Checked before anything changes. With
+    // the token in X-Access-Token the body may name another, which replaces it: the node gives
+    // each fork of a sandbox its own (a fork wakes with its source's).
     const header = c.req.header("x-access-token") || undefined;
     if (header !== undefined && !presentsToken(state.accessToken, header)) throw unauthorizedInit();
     const body = parseInitRequest(await readJSON(nodeRequest(c), MAX_INIT_BODY_BYTES));
@@ -50,15 +52,6 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     if (body.defaultUser !== undefined && !ctx.users.lookup(body.defaultUser)) {
       throw new HTTPError(400, `defaultUser: unknown user '${body.defaultUser}'`);
     }
-    // A running sandbox's token cannot be swapped by whoever reaches /init (as in envd).
-    if (
-      body.accessToken !== undefined &&
-      state.accessToken !== undefined &&
-      body.accessToken !== state.accessToken
-    ) {
-      throw new HTTPError(409, "access token is already set and cannot be changed");
-    }
-
     if (body.timestamp && options.setClock) await setClock(body.timestamp, ctx);
     if (body.hostname && options.setHostname) {
       // An exec under gVisor (~50 ms): it overlaps the client's first round trips instead of

@@ -26,6 +26,8 @@ export interface CreateInput {
   /** At the end time, pause instead of kill (keeping memory unless autoPauseMemory is false). */
   autoPause?: boolean;
   autoPauseMemory?: boolean;
+  /** Start from this sandbox snapshot (its memory, processes and files) instead of the template's. */
+  snapshotID?: string;
   endTime: Date;
 }
 

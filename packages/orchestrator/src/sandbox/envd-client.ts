@@ -37,16 +37,46 @@ export async function waitForEnvd(
 /**
  * POST /init: env vars, token, defaults and the clock, as the orchestrator does after every start.
  * The token goes in X-Access-Token too: a sandbox that has one (a resume) only accepts /init with
- * it, and one that has none yet ignores the header.
+ * it, and one that has none yet ignores the header. A sandbox restored from another's snapshot
+ * holds that one's token: `presentToken` proves it, and the body's token replaces it.
  */
-export async function initEnvd(hostAddress: string, init: EnvdInit): Promise<void> {
-  const res = await fetch(`http://${hostAddress}:${ENVD_PORT}/init`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...tokenHeader(init.accessToken) },
-    body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (res.status !== 204) throw new Error(`envd /init answered ${res.status}: ${await res.text()}`);
+export async function initEnvd(hostAddress: string, init: EnvdInit, presentToken?: string): Promise<void> {
+  let proof = presentToken || init.accessToken;
+  // A reset /init may have been applied: then the new token is the one to prove.
+  let maybeApplied = false;
+  for (let attempt = 1; ; attempt++) {
+    let res: Response;
+    try {
+      res = await fetch(`http://${hostAddress}:${ENVD_PORT}/init`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...tokenHeader(proof) },
+        body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    } catch (err) {
+      // A sandbox restored from another's snapshot now and then resets a connection the node
+      // just opened (about one fork in 60 under load); /init is idempotent, so it is sent again.
+      if (attempt >= INIT_ATTEMPTS || !connectionReset(err)) throw err;
+      maybeApplied = true;
+      continue;
+    }
+    if (res.status === 401 && maybeApplied && proof !== init.accessToken && init.accessToken) {
+      await res.arrayBuffer();
+      proof = init.accessToken;
+      continue;
+    }
+    if (res.status !== 204) throw new Error(`envd /init answered ${res.status}: ${await res.text()}`);
+    await res.arrayBuffer();
+    return;
+  }
+}
+
+const INIT_ATTEMPTS = 3;
+
+/** fetch's error for a connection the other side reset or closed before answering. */
+function connectionReset(err: unknown): boolean {
+  const cause = err instanceof Error ? (err.cause as { code?: string } | undefined) : undefined;
+  return cause?.code === "ECONNRESET" || cause?.code === "UND_ERR_SOCKET";
 }
 
 /** X-Access-Token for a secured sandbox; nothing for one without a token. */

@@ -20,6 +20,21 @@ export class TemplateNotFoundError extends Error {
   }
 }
 
+/** No such snapshot on this node for the team (another team's reads the same). */
+export class SnapshotNotFoundError extends Error {
+  constructor(readonly snapshotID: string) {
+    super(`snapshot '${snapshotID}' not found on this node`);
+    this.name = "SnapshotNotFoundError";
+  }
+}
+
+export class SnapshotExistsError extends Error {
+  constructor(readonly snapshotID: string) {
+    super(`snapshot '${snapshotID}' already exists on this node`);
+    this.name = "SnapshotExistsError";
+  }
+}
+
 /** The node cannot take another sandbox now: retry later or elsewhere. */
 export class NodeBusyError extends Error {
   constructor(reason: string) {
@@ -55,6 +70,17 @@ export class PauseFailedError extends Error {
   ) {
     super(`pausing sandbox '${sandboxID}' failed (${reason}); it is still running`);
     this.name = "PauseFailedError";
+  }
+}
+
+/** A snapshot (or fork) failed; nothing of it is left, and the sandbox carries on. */
+export class SnapshotFailedError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    reason: string,
+  ) {
+    super(`snapshotting sandbox '${sandboxID}' failed (${reason}); it is still running, try again`);
+    this.name = "SnapshotFailedError";
   }
 }
 

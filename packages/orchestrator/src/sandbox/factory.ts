@@ -18,6 +18,7 @@ import { sandboxSpec } from "../runtime/oci-spec.js";
 import type { Runsc } from "../runtime/runsc.js";
 import { prepareImage } from "../snapshot/image.js";
 import { mountDisk, removeDisk, unmountDisk } from "../storage/disk.js";
+import { copyWritableLayer } from "../storage/layer-copy.js";
 import {
   mountRootfs,
   removeSandboxDir,
@@ -53,8 +54,11 @@ export interface SandboxFactory {
   /** A node's own sandbox, not registered anywhere: its record written, no runtime yet. */
   instance(build: InstanceBuild, kind: Exclude<SandboxKind, "user">): Promise<Sandbox>;
   boot(sandbox: Sandbox, options?: BootOptions): Promise<void>;
-  /** POST /init: env vars, token, defaults and hostname; the same body again after a resume. */
-  init(sandbox: Sandbox): Promise<void>;
+  /**
+   * POST /init: env vars, token, defaults and hostname; the same body again after a resume.
+   * `presentToken`: the token the restored envd holds (a sandbox started from a snapshot).
+   */
+  init(sandbox: Sandbox, presentToken?: string): Promise<void>;
   /** envd syncs the files and drops its connections; new connections are held off. */
   freeze(sandbox: Sandbox): Promise<void>;
   /** Lets traffic in again (a pause that failed with the runtime alive). */
@@ -65,6 +69,17 @@ export interface SandboxFactory {
   applyEgress(sandbox: Sandbox): Promise<void>;
   /** Saves memory and processes into `image` (uncommitted); the container stops. */
   checkpoint(sandbox: Sandbox, image: string): Promise<void>;
+  /**
+   * Saves a running sandbox's memory into `image` (uncommitted) and a copy of its writable layer
+   * into `files` taken at the same moment, and lets it carry on: its TCP connections are reset
+   * (gVisor cannot save them), everything else goes on where it was. `whileStopped` runs once
+   * both are saved, before the sandbox carries on (failure injection).
+   */
+  snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void>;
   /** Whether runsc says the sandbox's current container runs. */
   isRunning(sandbox: Sandbox): Promise<boolean>;
   /** The runtime of a sandbox found running after a restart, put on its runtime stack. */
@@ -210,15 +225,19 @@ export class RunscSandboxFactory implements SandboxFactory {
     lap("envdReady");
   }
 
-  async init(sandbox: Sandbox): Promise<void> {
+  async init(sandbox: Sandbox, presentToken?: string): Promise<void> {
     const r = sandbox.record;
-    await initEnvd(sandbox.hostAddress, {
-      envVars: { ...r.envVars, E2B_SANDBOX_ID: r.sandboxID, E2B_TEMPLATE_ID: r.templateID },
-      accessToken: r.envdAccessToken || undefined,
-      defaultUser: r.defaultUser || undefined,
-      defaultWorkdir: r.defaultWorkdir || undefined,
-      hostname: r.sandboxID,
-    });
+    await initEnvd(
+      sandbox.hostAddress,
+      {
+        envVars: { ...r.envVars, E2B_SANDBOX_ID: r.sandboxID, E2B_TEMPLATE_ID: r.templateID },
+        accessToken: r.envdAccessToken || undefined,
+        defaultUser: r.defaultUser || undefined,
+        defaultWorkdir: r.defaultWorkdir || undefined,
+        hostname: r.sandboxID,
+      },
+      presentToken,
+    );
   }
 
   async freeze(sandbox: Sandbox): Promise<void> {
@@ -241,6 +260,37 @@ export class RunscSandboxFactory implements SandboxFactory {
 
   async checkpoint(sandbox: Sandbox, image: string): Promise<void> {
     await this.options.runsc.checkpoint(sandbox.record.lifecycleID, await prepareImage(image));
+  }
+
+  /**
+   * As a pause begins: new connections are held off (dropped SYNs, retried by clients) and envd
+   * syncs the files and resets its connections (one gVisor drops during the save leaves the
+   * restored network stack unusable). Then every task stops (runsc pause), gVisor saves the
+   * sandbox and leaves it paused, the disk is frozen and copied, and it all carries on. Whatever
+   * fails, the sandbox is resumed and let in again before this returns.
+   */
+  async snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void> {
+    const { runsc } = this.options;
+    const slot = sandbox.slot;
+    if (!slot) throw new Error("running sandbox without a network slot");
+    const containerID = sandbox.record.lifecycleID;
+    try {
+      await this.freeze(sandbox);
+      await runsc.pause(containerID);
+      try {
+        await runsc.checkpoint(containerID, await prepareImage(target.image), { leaveRunning: true });
+        await copyWritableLayer(sandbox.dir, sandbox.record.diskSizeMB > 0, target.files);
+        whileStopped?.();
+      } finally {
+        await runsc.resume(containerID);
+      }
+    } finally {
+      await openIngress(slot);
+    }
   }
 
   async isRunning(sandbox: Sandbox): Promise<boolean> {

@@ -6,6 +6,7 @@
  * factory (sandbox/factory.ts); states and their moves are in sandbox/state.ts.
  */
 import { randomInt } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { CleanupStack, type Logger } from "@moat/shared";
 import { type EgressFields, EgressRegistry } from "../network/egress-rules.js";
 import { NetworkPool } from "../network/network-pool.js";
@@ -14,6 +15,7 @@ import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
 import { raiseCpuPriority } from "../runtime/cpu-priority.js";
 import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
+import type { SandboxSnapshot } from "../snapshot/sandbox-snapshot.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
@@ -26,14 +28,17 @@ import {
   SandboxExistsError,
   SandboxNotFoundError,
   SandboxStateError,
+  SnapshotFailedError,
 } from "./errors.js";
 import { newLifecycleID, RunscSandboxFactory, type SandboxFactory } from "./factory.js";
 import { type FaultKind, Faults } from "./faults.js";
 import { updateEgress } from "./network-update.js";
+import { type ForkOutcome, type ForkTarget, forkSandbox } from "./fork.js";
 import { errorMessage, phaseTimer } from "./phase-timer.js";
 import { type ReclaimReport, reclaim } from "./reclaim.js";
 import { memoryImagePath, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 import { Sandbox } from "./sandbox.js";
+import { SandboxSnapshots } from "./sandbox-snapshots.js";
 import { TemplateSnapshots } from "./template-snapshots.js";
 import { WarmPool } from "./warm-pool.js";
 
@@ -71,6 +76,8 @@ export interface SandboxManagerOptions {
   factory?: SandboxFactory;
   /** Sandboxes' egress rules by slot, which the node's resolver reads (default: a registry of its own). */
   egress?: EgressRegistry;
+  /** Forks of one request restored at once (default: the host's cores). */
+  forkConcurrency?: number;
 }
 
 export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "pausing" | "paused" | "resumed";
@@ -93,6 +100,8 @@ export class SandboxManager {
   readonly faults: Faults;
   readonly snapshots: TemplateSnapshots;
   readonly pool: WarmPool;
+  /** Snapshots of users' sandboxes, which creates and forks start from. */
+  readonly sandboxSnapshots: SandboxSnapshots;
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private readonly networks: NetworkPool | undefined;
@@ -138,6 +147,13 @@ export class SandboxManager {
       busy,
       diskSizeOf: (requested, build) => this.diskSizeOf(requested, build),
     });
+    this.sandboxSnapshots = new SandboxSnapshots({
+      dataDir: options.dataDir,
+      factory: this.factory,
+      faults: this.faults,
+      logger,
+      runtimeKey: options.snapshotKey,
+    });
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
   }
@@ -162,21 +178,23 @@ export class SandboxManager {
     validateCreate(input);
     const { options, factory } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
-    const build = resolveBuild(this.options.templates, input.templateID, input.buildID);
+    const source = input.snapshotID ? this.sandboxSnapshots.forCreate(input) : undefined;
+    const build = source?.build ?? resolveBuild(this.options.templates, input.templateID, input.buildID);
     this.checkCapacity();
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const timer = phaseTimer();
     // Counted as starting before a pool entry is claimed: the refill it triggers waits for this.
     this.starting++;
-    const pooled = this.pool.claim(input, build);
+    const pooled = source ? undefined : this.pool.claim(input, build);
     pooled?.moveTo("starting");
     const cleanup = pooled?.cleanup ?? new CleanupStack();
     let sandbox: Sandbox | undefined = pooled;
     try {
       const record: SandboxRecord = {
         ...input,
-        diskSizeMB: this.diskSizeOf(input.diskSizeMB, build),
+        // A snapshot's disk is copied as it is: its size, even none.
+        diskSizeMB: source ? source.snapshot.config.diskSizeMB : this.diskSizeOf(input.diskSizeMB, build),
         // The template's environment, user and workdir, unless the create names its own.
         envVars: { ...build.env, ...input.envVars },
         defaultUser: input.defaultUser || build.user || "",
@@ -212,8 +230,11 @@ export class SandboxManager {
       cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
       timer.lap("record");
 
-      if (!pooled) await this.bootNew(created, build, this.faults.after("create", timer.lap));
-      await factory.init(created);
+      const lap = this.faults.after("create", timer.lap);
+      if (source) await this.sandboxSnapshots.boot(created, source.snapshot, lap);
+      else if (!pooled) await this.bootNew(created, build, lap);
+      // A sandbox from a snapshot wakes with the source's token: proving it gets it its own.
+      await factory.init(created, source?.snapshot.accessToken);
       timer.lap("init");
       this.faults.at("create:init");
       if (record.startKind === "cold" && build.startCmd) {
@@ -312,6 +333,47 @@ export class SandboxManager {
     return sandbox;
   }
 
+  /**
+   * Saves a running sandbox's memory, processes and files as a snapshot that creates can start
+   * from; the sandbox carries on (its TCP connections are reset). A failed snapshot leaves
+   * nothing; a sandbox whose runtime did not survive it is released.
+   */
+  async snapshot(
+    sandboxID: string,
+    snapshotID: string,
+    options: { ephemeral?: boolean } = {},
+  ): Promise<SandboxSnapshot> {
+    const sandbox = this.get(sandboxID);
+    if (sandbox.state !== "running") throw new SandboxStateError(sandboxID, sandbox.state, "snapshot");
+    this.sandboxSnapshots.checkNew(snapshotID);
+    sandbox.moveTo("snapshotting");
+    sandbox.clearEnd();
+    const work = this.doSnapshot(sandbox, snapshotID, options.ephemeral ?? false);
+    sandbox.transition = work;
+    try {
+      return await work;
+    } finally {
+      sandbox.transition = undefined;
+    }
+  }
+
+  /**
+   * Forks a running sandbox (sandbox/fork.ts): one snapshot, then a create per target from it.
+   * Each outcome is a sandbox or the error that kept that fork from starting.
+   */
+  async fork(sandboxID: string, targets: readonly ForkTarget[]): Promise<ForkOutcome[]> {
+    // Before the source is stopped for nothing.
+    const taken = targets.find((t) => this.sandboxes.has(t.sandboxID));
+    if (taken) throw new SandboxExistsError(taken.sandboxID);
+    const concurrency = this.options.forkConcurrency ?? availableParallelism();
+    return forkSandbox(this, sandboxID, targets, concurrency);
+  }
+
+  /** Removes a snapshot; sandboxes started from it have copies of its files and carry on. */
+  deleteSnapshot(snapshotID: string): Promise<boolean> {
+    return this.sandboxSnapshots.remove(snapshotID);
+  }
+
   /** Kills a sandbox (running or paused) and releases everything it holds. */
   async kill(
     sandboxID: string,
@@ -385,6 +447,7 @@ export class SandboxManager {
       runsc: this.options.runsc,
       logger: this.options.logger,
       adopt: (record, dir, pid, pauseInterrupted) => this.adopt(record, dir, pid, pauseInterrupted),
+      loadSnapshots: () => this.sandboxSnapshots.load(),
       keepPaused: (record, dir) => this.register(record, dir, "paused"),
       runningDirs: () => this.list().flatMap((s) => (s.state === "running" ? [s.dir] : [])),
     });
@@ -431,6 +494,7 @@ export class SandboxManager {
     for (const sandbox of [...this.sandboxes.values(), ...this.pool.entries()]) {
       for (const lower of sandbox.record.lowers ?? []) lowers.add(lower);
     }
+    for (const lower of this.sandboxSnapshots.lowers()) lowers.add(lower);
     return lowers;
   }
 
@@ -566,6 +630,41 @@ export class SandboxManager {
       "sandbox resumed",
     );
     this.emit({ sandboxID: r.sandboxID, type: "resumed", reason: restore ? "memory" : "files" });
+  }
+
+  private async doSnapshot(
+    sandbox: Sandbox,
+    snapshotID: string,
+    ephemeral: boolean,
+  ): Promise<SandboxSnapshot> {
+    const r = sandbox.record;
+    const log = this.options.logger.child({ sandboxID: r.sandboxID, snapshotID });
+    const timer = phaseTimer();
+    let failure: unknown;
+    try {
+      // On disk first: a crash while the sandbox is stopped in place is resumed by reclaim.
+      r.state = "snapshotting";
+      await writeRecord(this.options.dataDir, r);
+      const snapshot = await this.sandboxSnapshots.take(sandbox, snapshotID, ephemeral);
+      log.info({ ephemeral, ...timer.done() }, "sandbox snapshotted");
+      return snapshot;
+    } catch (err) {
+      failure = err;
+      throw new SnapshotFailedError(r.sandboxID, errorMessage(err));
+    } finally {
+      const alive = failure === undefined || (await this.factory.isRunning(sandbox));
+      r.state = "running";
+      await writeRecord(this.options.dataDir, r).catch((err: unknown) =>
+        log.error({ err }, "could not record the end of a snapshot"),
+      );
+      sandbox.moveTo("running");
+      this.armEnd(sandbox);
+      if (!alive) {
+        // Stopped in place for good (runsc could not resume it): released, never left frozen.
+        log.error({ err: failure }, "the sandbox did not survive a failed snapshot; releasing it");
+        void this.kill(r.sandboxID, "failed", "snapshot failed").catch(() => undefined);
+      }
+    }
   }
 
   /** Records the sandbox paused (with its memory image or only its files) and releases its runtime. */

@@ -1,8 +1,9 @@
 /**
  * Startup reconcile: what a node finds on its host after a restart (or a crash) against the
- * sandbox records it wrote. Sandboxes whose container, network and mount survived are adopted,
- * paused ones kept (a pause a crash cut is settled), everything of the rest released, and what no
- * record owns (containers, namespaces, links, mounts, loop devices) reaped.
+ * sandbox records it wrote. Sandboxes whose container, network and mount survived are adopted
+ * (one a crash left stopped in place for a snapshot is resumed first), paused ones kept (a pause
+ * a crash cut is settled), everything of the rest released, and what no record owns (containers,
+ * namespaces, links, mounts, loop devices, unfinished and fork snapshots) reaped.
  */
 import path from "node:path";
 import type { Logger } from "@moat/shared";
@@ -10,9 +11,10 @@ import { processAlive } from "../host/process.js";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
 import { destroySandboxNetwork, openIngress } from "../network/sandbox-network.js";
 import { Slot, slotIndexOf } from "../network/slot.js";
-import type { Runsc } from "../runtime/runsc.js";
+import type { ContainerState, Runsc } from "../runtime/runsc.js";
 import { imageExists, prepareImage, removeImage } from "../snapshot/image.js";
 import { detachLoop, diskPaths, loopDevicesUnder, mountedDevices } from "../storage/disk.js";
+import { thawIfFrozen } from "../storage/layer-copy.js";
 import { mountsUnder, removeSandboxDir, unmountRootfs } from "../storage/overlay.js";
 import { memoryImagePath, readRecords, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 
@@ -41,7 +43,7 @@ export function reclaimDecision(record: SandboxRecord | undefined, facts: Reclai
   // still says about a process the host has not reaped yet.
   const checkpointed = state === "pausing" && facts.imageCommitted;
   const live =
-    (state === "running" || state === "pausing") &&
+    (state === "running" || state === "pausing" || state === "snapshotting") &&
     !checkpointed &&
     record.slotIndex > 0 &&
     facts.containerRunning &&
@@ -60,6 +62,8 @@ export interface ReclaimHost {
   adopt(record: SandboxRecord, dir: string, runtimePID: number, pauseInterrupted: boolean): void;
   /** Registers a paused sandbox. */
   keepPaused(record: SandboxRecord, dir: string): void;
+  /** Takes back the whole sandbox snapshots, and removes unfinished and fork ones. */
+  loadSnapshots(): Promise<void>;
   /** Directories of the sandboxes running now (their mounts are kept). */
   runningDirs(): string[];
 }
@@ -79,9 +83,12 @@ export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
   const keptContainers = new Set<string>();
   const keptSlots = new Set<number>();
 
+  await host.loadSnapshots();
   for (const { dir: dirName, record } of await readRecords(dataDir)) {
     const dir = sandboxDir(dataDir, dirName);
-    const container = record ? containers.get(record.lifecycleID) : undefined;
+    let container = record ? containers.get(record.lifecycleID) : undefined;
+    if (record?.state === "snapshotting" && container)
+      container = await resumeCutSnapshot(runsc, dir, container);
     const slot = record?.slotIndex ? new Slot(record.slotIndex) : undefined;
     const decision = reclaimDecision(record, {
       containerRunning: container?.status === "running" && (await processAlive(container.pid)),
@@ -92,7 +99,8 @@ export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
     if (decision.action === "adopt" && record && container && slot) {
       // A pause that died before its checkpoint ended: the sandbox simply goes on running, and
       // the image it began is no use.
-      if (decision.pauseInterrupted) await openIngress(slot).catch(() => undefined);
+      if (decision.pauseInterrupted || record.state === "snapshotting")
+        await openIngress(slot).catch(() => undefined);
       await removeImage(memoryImagePath(dir));
       host.adopt(record, dir, container.pid, decision.pauseInterrupted);
       keptContainers.add(record.lifecycleID);
@@ -124,6 +132,20 @@ export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
   await reapUnowned(host, keptContainers, keptSlots, [...containers.keys()], report.reaped);
   host.logger.info(report, "reclaim finished");
   return report;
+}
+
+/**
+ * A snapshot a crash cut may have left its sandbox stopped in place (runsc pause) and its disk
+ * frozen: both are undone, and the sandbox runs on as it was. Answers the container as it is now.
+ */
+async function resumeCutSnapshot(
+  runsc: Runsc,
+  dir: string,
+  container: ContainerState,
+): Promise<ContainerState> {
+  await thawIfFrozen(dir);
+  if (container.status === "paused") await runsc.resume(container.id).catch(() => undefined);
+  return (await runsc.state(container.id).catch(() => undefined)) ?? container;
 }
 
 /** Containers, namespaces, links, mounts and loop devices no kept sandbox owns. */

@@ -7,7 +7,8 @@
  *                                     ▲           │                      │
  *                                     └───────────┘ (pause failed,       └──▶ paused (resume failed)
  *                                                    the runtime lives)
- *   any state but resuming ──▶ stopping (kill) ──▶ gone
+ *   running ──▶ snapshotting ──▶ running (a snapshot or fork of it taken, or not)
+ *   any state but resuming and snapshotting ──▶ stopping (kill) ──▶ gone
  */
 
 /** What a sandbox is for. Only `user` sandboxes are in the registry and have an id a client knows. */
@@ -32,21 +33,28 @@ export type SandboxState =
   /** Holds nothing but its directory: files, and a memory image unless paused without memory. */
   | "paused"
   | "resuming"
+  /** Stopped in place while its memory and files are saved for a snapshot or a fork; runs on after. */
+  | "snapshotting"
   /** Being killed: its runtime and directory are released. */
   | "stopping";
 
 /** The states written to a sandbox's record; `resuming` and `stopping` are never written. */
-export type RecordState = Extract<SandboxState, "starting" | "pooled" | "running" | "pausing" | "paused">;
+export type RecordState = Extract<
+  SandboxState,
+  "starting" | "pooled" | "running" | "pausing" | "paused" | "snapshotting"
+>;
 
 const NEXT: Readonly<Record<SandboxState, readonly SandboxState[]>> = {
   pooled: ["starting", "stopping"],
   starting: ["running", "stopping"],
-  running: ["pausing", "stopping"],
+  running: ["pausing", "snapshotting", "stopping"],
   // Back to running when the pause failed while the runtime still lived.
   pausing: ["paused", "running", "stopping"],
   paused: ["resuming", "stopping"],
   // Back to paused when the resume failed; a kill waits for the resume to end first.
   resuming: ["running", "paused"],
+  // Back to running whatever happened; a kill waits for the snapshot to end first.
+  snapshotting: ["running"],
   stopping: [],
 };
 

@@ -21,10 +21,15 @@ import {
   SandboxExistsError,
   SandboxNotFoundError,
   SandboxStateError,
+  SnapshotExistsError,
+  SnapshotFailedError,
+  SnapshotNotFoundError,
   TemplateNotFoundError,
 } from "../sandbox/errors.js";
 import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
+import type { SandboxRecord } from "../sandbox/record.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
+import type { snapshotConfigOf } from "../snapshot/sandbox-snapshot.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
   // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
@@ -34,6 +39,8 @@ const STATES: Record<Sandbox["state"], SandboxState> = {
   pausing: SandboxState.PAUSING,
   paused: SandboxState.PAUSED,
   resuming: SandboxState.RESUMING,
+  // Stopped in place for a moment while a snapshot is taken; it runs on after.
+  snapshotting: SandboxState.RUNNING,
   stopping: SandboxState.STOPPING,
 };
 const EVENT_TYPES: Record<SandboxEvent["type"], SandboxEventType> = {
@@ -72,6 +79,7 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           defaultWorkdir: config.defaultWorkdir,
           autoPause: config.autoPause,
           autoPauseMemory: config.autoPauseMemory,
+          snapshotID: config.snapshotId || undefined,
           endTime,
         }),
       );
@@ -107,6 +115,45 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
       );
       return {};
     },
+    async snapshot(req) {
+      const snapshot = await mapErrors(() => manager.snapshot(req.sandboxId, req.snapshotId));
+      return {
+        snapshot: {
+          snapshotId: snapshot.snapshotID,
+          sourceSandboxId: snapshot.sourceSandboxID,
+          config: configMessage({ ...snapshot.config, sandboxID: "" }),
+          createdTime: timestampFromDate(new Date(snapshot.createdAt)),
+          sizeBytes: BigInt(snapshot.sizeBytes),
+        },
+      };
+    },
+    async deleteSnapshot(req) {
+      await mapErrors(async () => {
+        if (!(await manager.deleteSnapshot(req.snapshotId))) throw new SnapshotNotFoundError(req.snapshotId);
+      });
+      return {};
+    },
+    async fork(req) {
+      const targets = req.forks.map((f) => {
+        if (!f.endTime) throw new ConnectError("each fork needs an end_time", Code.InvalidArgument);
+        return {
+          sandboxID: f.sandboxId,
+          envdAccessToken: f.envdAccessToken,
+          endTime: timestampDate(f.endTime),
+        };
+      });
+      const outcomes = await mapErrors(() => manager.fork(req.sandboxId, targets));
+      return {
+        results: outcomes.map((o) =>
+          o.sandbox
+            ? { sandbox: info(o.sandbox) }
+            : {
+                errorMessage: o.error.message,
+                errorCode: o.error instanceof NodeBusyError ? "resource_exhausted" : "internal",
+              },
+        ),
+      };
+    },
     async updateEndTime(req) {
       if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
       const endTime = timestampDate(req.endTime);
@@ -135,7 +182,23 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
 
 function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
   const r = sandbox.record;
-  const config: MessageInitShape<typeof SandboxConfigSchema> = {
+  return {
+    config: configMessage(r),
+    state: STATES[sandbox.state],
+    startTime: timestampFromDate(new Date(r.startTime)),
+    endTime: timestampFromDate(sandbox.endTime),
+    hostAddress: sandbox.hostAddress,
+    envdVersion: ENVD_VERSION,
+    lifecycleId: r.lifecycleID,
+    startKind: r.startKind ?? "cold",
+  };
+}
+
+/** A sandbox's settings as the RPCs carry them (the access token never leaves the node). */
+function configMessage(
+  r: Pick<SandboxRecord, "sandboxID"> & ReturnType<typeof snapshotConfigOf> & { snapshotID?: string },
+): MessageInitShape<typeof SandboxConfigSchema> {
+  return {
     sandboxId: r.sandboxID,
     templateId: r.templateID,
     buildId: r.buildID ?? "",
@@ -152,16 +215,7 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     defaultWorkdir: r.defaultWorkdir,
     autoPause: r.autoPause ?? false,
     autoPauseMemory: r.autoPauseMemory ?? true,
-  };
-  return {
-    config,
-    state: STATES[sandbox.state],
-    startTime: timestampFromDate(new Date(r.startTime)),
-    endTime: timestampFromDate(sandbox.endTime),
-    hostAddress: sandbox.hostAddress,
-    envdVersion: ENVD_VERSION,
-    lifecycleId: r.lifecycleID,
-    startKind: r.startKind ?? "cold",
+    snapshotId: r.snapshotID ?? "",
   };
 }
 
@@ -172,6 +226,10 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof ConnectError) throw err;
     if (err instanceof SandboxNotFoundError) throw new ConnectError(err.message, Code.NotFound);
     if (err instanceof TemplateNotFoundError) throw new ConnectError(err.message, Code.NotFound);
+    if (err instanceof SnapshotNotFoundError) throw new ConnectError(err.message, Code.NotFound);
+    if (err instanceof SnapshotExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
+    // Nothing of it is left and the sandbox runs on: the caller may try again.
+    if (err instanceof SnapshotFailedError) throw new ConnectError(err.message, Code.Aborted);
     if (err instanceof SandboxExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);

@@ -1,7 +1,7 @@
 /**
  * The node's part of the data directory is root's alone: sandbox records (access tokens, env vars),
- * writable layers and disks, memory images, template layers and snapshots, pulled image blobs and
- * uploaded build files. New files are made private where they are written; this tightens what an
+ * writable layers and disks, memory images, template layers and snapshots, sandbox snapshots,
+ * pulled image blobs and uploaded build files. New files are made private where they are written; this tightens what an
  * earlier version (or an operator) left open, at every start. The files inside root filesystems
  * (template layers, a snapshot's writable layer) keep their modes: the sandboxes see them.
  */
@@ -15,7 +15,8 @@ export async function makeNodeDataPrivate(dataDir: string): Promise<void> {
   const sandboxes = path.join(dataDir, "sandboxes");
   const templates = path.join(dataDir, "templates");
   const cache = path.join(dataDir, "cache");
-  await Promise.all([sandboxes, templates, cache].map((dir) => makePrivateDir(dir)));
+  const snapshots = path.join(dataDir, "snapshots");
+  await Promise.all([sandboxes, templates, cache, snapshots].map((dir) => makePrivateDir(dir)));
   await makeTreePrivate(cache);
   await makeTreePrivate(path.join(templates, "downloads"));
 
@@ -24,6 +25,11 @@ export async function makeNodeDataPrivate(dataDir: string): Promise<void> {
     await makeTreePrivate(path.join(dir, "memory"));
     await makeTreePrivate(path.join(dir, "memory.partial"));
     await makeTreePrivate(path.join(dir, "bundle"));
+  }
+  // A sandbox's snapshot: its manifest (the source's env vars and token), memory and disk.
+  for (const dir of await subdirs(snapshots)) {
+    await makeDirEntriesPrivate(dir);
+    await makeTreePrivate(path.join(dir, "memory"));
   }
   for (const dir of await subdirs(path.join(templates, "layers"))) await makeDirEntriesPrivate(dir);
   // A build's directory (build.json: its ENV values) and the base template's, with their snapshots'

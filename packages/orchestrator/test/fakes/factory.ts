@@ -2,7 +2,8 @@
  * A SandboxFactory without runsc, namespaces or mounts: sandboxes "run" as soon as they boot, and
  * each operation can be told to fail. The lifecycle (sandbox/manager.ts) runs on it unchanged.
  */
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { Slot } from "../../src/network/slot.js";
 import {
   type BootOptions,
@@ -13,7 +14,7 @@ import {
 import type { Sandbox } from "../../src/sandbox/sandbox.js";
 import { partialPath } from "../../src/snapshot/image.js";
 
-type Operation = "boot" | "init" | "freeze" | "checkpoint" | "release";
+type Operation = "boot" | "init" | "freeze" | "checkpoint" | "snapshot" | "release";
 
 /** A pid that no process has (above the kernel's pid_max). */
 export const DEAD_PID = 2 ** 22 + 1;
@@ -40,7 +41,11 @@ export class FakeFactory implements SandboxFactory {
     throw new Error("the fake factory makes no node sandboxes");
   }
 
+  /** The memory image each boot restored (undefined: a fresh boot), by sandbox id. */
+  readonly bootImages = new Map<string, string | undefined>();
+
   async boot(sandbox: Sandbox, options: BootOptions = {}): Promise<void> {
+    this.bootImages.set(sandbox.id, options.image);
     const slot = new Slot(this.nextSlot++);
     sandbox.runtime.push("network", () => {
       this.live.delete(sandbox.id);
@@ -54,8 +59,12 @@ export class FakeFactory implements SandboxFactory {
     options.lap?.("envdReady");
   }
 
-  async init(sandbox: Sandbox): Promise<void> {
+  /** The token each init proved (a sandbox from a snapshot proves its source's), by sandbox id. */
+  readonly initTokens = new Map<string, string | undefined>();
+
+  async init(sandbox: Sandbox, presentToken?: string): Promise<void> {
     this.step("init", sandbox);
+    this.initTokens.set(sandbox.id, presentToken);
   }
 
   async freeze(sandbox: Sandbox): Promise<void> {
@@ -77,6 +86,19 @@ export class FakeFactory implements SandboxFactory {
   async checkpoint(sandbox: Sandbox, image: string): Promise<void> {
     this.step("checkpoint", sandbox);
     await mkdir(partialPath(image), { recursive: true });
+  }
+
+  /** A snapshot's files: an upper directory with one file naming its source (disk sizes are 0 here). */
+  async snapshotInPlace(
+    sandbox: Sandbox,
+    target: { image: string; files: string },
+    whileStopped?: () => void,
+  ): Promise<void> {
+    this.step("snapshot", sandbox);
+    await mkdir(partialPath(target.image), { recursive: true });
+    await mkdir(path.join(target.files, "upper"), { recursive: true });
+    await writeFile(path.join(target.files, "upper", "source"), sandbox.id);
+    whileStopped?.();
   }
 
   async isRunning(): Promise<boolean> {

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IixAQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhEKCWFsbG93X291dBgZIAMoCRIQCghkZW55X291dBgaIAMoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX2F1dG9fcGF1c2VfbWVtb3J5InIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8imQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkSEgoKc3RhcnRfa2luZBgIIAEoCSJJChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoGbWVtb3J5GAIgASgISACIAQFCCQoHX21lbW9yeSJCChRQYXVzZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvImgKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYm9vdBgDIAEoCCJDChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0IkUKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UiWAoUVXBkYXRlRW5kVGltZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFwoVVXBkYXRlRW5kVGltZVJlc3BvbnNlIm4KFFVwZGF0ZU5ldHdvcmtSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAIgASgIEhEKCWFsbG93X291dBgDIAMoCRIQCghkZW55X291dBgEIAMoCSIXChVVcGRhdGVOZXR3b3JrUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKpMCChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTSU5HEAcy9wUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlTmV0d29yaxIiLm9yY2hlc3RyYXRvci5VcGRhdGVOZXR3b3JrUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVOZXR3b3JrUmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3Ii2QQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhEKCWFsbG93X291dBgZIAMoCRIQCghkZW55X291dBgaIAMoCRITCgtzbmFwc2hvdF9pZBgQIAEoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX2F1dG9fcGF1c2VfbWVtb3J5InIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8imQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkSEgoKc3RhcnRfa2luZBgIIAEoCSJJChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoGbWVtb3J5GAIgASgISACIAQFCCQoHX21lbW9yeSJCChRQYXVzZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvImgKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYm9vdBgDIAEoCCJDChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyJBChZTbmFwc2hvdFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkisQEKDFNuYXBzaG90SW5mbxITCgtzbmFwc2hvdF9pZBgBIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgCIAEoCRIrCgZjb25maWcYAyABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIwCgxjcmVhdGVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBSABKAQiRwoXU25hcHNob3RTYW5kYm94UmVzcG9uc2USLAoIc25hcHNob3QYASABKAsyGi5vcmNoZXN0cmF0b3IuU25hcHNob3RJbmZvIiwKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImkKCkZvcmtUYXJnZXQSEgoKc2FuZGJveF9pZBgBIAEoCRIZChFlbnZkX2FjY2Vzc190b2tlbhgCIAEoCRIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUQoSRm9ya1NhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSJwoFZm9ya3MYAiADKAsyGC5vcmNoZXN0cmF0b3IuRm9ya1RhcmdldCJjCgpGb3JrUmVzdWx0EioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8SFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgJIkAKE0ZvcmtTYW5kYm94UmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLm9yY2hlc3RyYXRvci5Gb3JrUmVzdWx0IicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UibgoUVXBkYXRlTmV0d29ya1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYAiABKAgSEQoJYWxsb3dfb3V0GAMgAygJEhAKCGRlbnlfb3V0GAQgAygJIhcKFVVwZGF0ZU5ldHdvcmtSZXNwb25zZSIUChJXYXRjaEV2ZW50c1JlcXVlc3QiigEKDFNhbmRib3hFdmVudBISCgpzYW5kYm94X2lkGAEgASgJEiwKBHR5cGUYAiABKA4yHi5vcmNoZXN0cmF0b3IuU2FuZGJveEV2ZW50VHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkiYAoMVGVtcGxhdGVTdGVwEgwKBHR5cGUYASABKAkSDAoEYXJncxgCIAMoCRINCgVmb3JjZRgDIAEoCBISCgpmaWxlc19oYXNoGAQgASgJEhEKCWZpbGVzX3VybBgFIAEoCSIyCgxSZWdpc3RyeUF1dGgSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiyQIKFEJ1aWxkVGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEhQKDGRpc2tfc2l6ZV9tYhgFIAEoDRISCgpmcm9tX2ltYWdlGAYgASgJEhUKDWZyb21fYnVpbGRfaWQYByABKAkSNwoTZnJvbV9pbWFnZV9yZWdpc3RyeRgIIAEoCzIaLm9yY2hlc3RyYXRvci5SZWdpc3RyeUF1dGgSDQoFZm9yY2UYCSABKAgSEQoJc3RhcnRfY21kGAogASgJEhEKCXJlYWR5X2NtZBgLIAEoCRIpCgVzdGVwcxgMIAMoCzIaLm9yY2hlc3RyYXRvci5UZW1wbGF0ZVN0ZXASDwoHdGVhbV9pZBgNIAEoCSJnCg1CdWlsZExvZ0VudHJ5EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxldmVsGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDAoEc3RlcBgEIAEoCSJ9CgtCdWlsZFJlc3VsdBIKCgJvaxgBIAEoCBIPCgdtZXNzYWdlGAIgASgJEgwKBHN0ZXAYAyABKAkSFAoMZW52ZF92ZXJzaW9uGAQgASgJEhQKDGRlZmF1bHRfdXNlchgFIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYBiABKAkidgoSQnVpbGRUZW1wbGF0ZUV2ZW50EioKA2xvZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5CdWlsZExvZ0VudHJ5SAASKwoGcmVzdWx0GAIgASgLMhkub3JjaGVzdHJhdG9yLkJ1aWxkUmVzdWx0SABCBwoFZXZlbnQiLgoaRGVsZXRlVGVtcGxhdGVCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiHQobRGVsZXRlVGVtcGxhdGVCdWlsZFJlc3BvbnNlKtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYqkwIKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYSHgoaU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNJTkcQBzL6BwoOU2FuZGJveFNlcnZpY2USUQoGQ3JlYXRlEiIub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJICgNHZXQSHy5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlc3BvbnNlEk8KBExpc3QSIi5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1Jlc3BvbnNlElEKBkRlbGV0ZRIiLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlRW5kVGltZRIiLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC5vcmNoZXN0cmF0b3IuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudDABEk4KBVBhdXNlEiEub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5vcmNoZXN0cmF0b3IuUGF1c2VTYW5kYm94UmVzcG9uc2USUQoGUmVzdW1lEiIub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXNwb25zZRJYCg1VcGRhdGVOZXR3b3JrEiIub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXNwb25zZRJXCghTbmFwc2hvdBIkLm9yY2hlc3RyYXRvci5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiUub3JjaGVzdHJhdG9yLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlElsKDkRlbGV0ZVNuYXBzaG90EiMub3JjaGVzdHJhdG9yLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBokLm9yY2hlc3RyYXRvci5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEksKBEZvcmsSIC5vcmNoZXN0cmF0b3IuRm9ya1NhbmRib3hSZXF1ZXN0GiEub3JjaGVzdHJhdG9yLkZvcmtTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -120,6 +120,14 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: repeated string deny_out = 26;
    */
   denyOut: string[];
+
+  /**
+   * Start from this snapshot (Snapshot) instead of the template's: its memory, processes and
+   * files. The snapshot's team must be team_id; vcpu, memory_mb and disk_size_mb must be its own.
+   *
+   * @generated from field: string snapshot_id = 16;
+   */
+  snapshotId: string;
 };
 
 /**
@@ -314,6 +322,220 @@ export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*
   messageDesc(file_orchestrator_orchestrator, 7);
 
 /**
+ * @generated from message orchestrator.SnapshotSandboxRequest
+ */
+export type SnapshotSandboxRequest = Message<"orchestrator.SnapshotSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Chosen by the caller (as sandbox ids are): [a-z0-9-], 1 to 64 characters.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotSandboxRequest.
+ * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
+ */
+export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 8);
+
+/**
+ * @generated from message orchestrator.SnapshotInfo
+ */
+export type SnapshotInfo = Message<"orchestrator.SnapshotInfo"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The sandbox it was taken from, and its config then (ids and tokens left out).
+   *
+   * @generated from field: string source_sandbox_id = 2;
+   */
+  sourceSandboxId: string;
+
+  /**
+   * @generated from field: orchestrator.SandboxConfig config = 3;
+   */
+  config?: SandboxConfig | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_time = 4;
+   */
+  createdTime?: Timestamp | undefined;
+
+  /**
+   * What it takes on the node's disk (memory image and files).
+   *
+   * @generated from field: uint64 size_bytes = 5;
+   */
+  sizeBytes: bigint;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotInfo.
+ * Use `create(SnapshotInfoSchema)` to create a new message.
+ */
+export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 9);
+
+/**
+ * @generated from message orchestrator.SnapshotSandboxResponse
+ */
+export type SnapshotSandboxResponse = Message<"orchestrator.SnapshotSandboxResponse"> & {
+  /**
+   * @generated from field: orchestrator.SnapshotInfo snapshot = 1;
+   */
+  snapshot?: SnapshotInfo | undefined;
+};
+
+/**
+ * Describes the message orchestrator.SnapshotSandboxResponse.
+ * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
+ */
+export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 10);
+
+/**
+ * @generated from message orchestrator.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"orchestrator.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message orchestrator.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 11);
+
+/**
+ * @generated from message orchestrator.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"orchestrator.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 12);
+
+/**
+ * @generated from message orchestrator.ForkTarget
+ */
+export type ForkTarget = Message<"orchestrator.ForkTarget"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * The fork's own envd access token (empty: an unsecured sandbox); the source's does not open it.
+   *
+   * @generated from field: string envd_access_token = 2;
+   */
+  envdAccessToken: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 3;
+   */
+  endTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message orchestrator.ForkTarget.
+ * Use `create(ForkTargetSchema)` to create a new message.
+ */
+export const ForkTargetSchema: GenMessage<ForkTarget> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 13);
+
+/**
+ * @generated from message orchestrator.ForkSandboxRequest
+ */
+export type ForkSandboxRequest = Message<"orchestrator.ForkSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: repeated orchestrator.ForkTarget forks = 2;
+   */
+  forks: ForkTarget[];
+};
+
+/**
+ * Describes the message orchestrator.ForkSandboxRequest.
+ * Use `create(ForkSandboxRequestSchema)` to create a new message.
+ */
+export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 14);
+
+/**
+ * @generated from message orchestrator.ForkResult
+ */
+export type ForkResult = Message<"orchestrator.ForkResult"> & {
+  /**
+   * Exactly one of sandbox and error_message is set.
+   *
+   * @generated from field: orchestrator.SandboxInfo sandbox = 1;
+   */
+  sandbox?: SandboxInfo | undefined;
+
+  /**
+   * @generated from field: string error_message = 2;
+   */
+  errorMessage: string;
+
+  /**
+   * "resource_exhausted" when the node had no room for it (a retry, or another node, may), else
+   * "internal".
+   *
+   * @generated from field: string error_code = 3;
+   */
+  errorCode: string;
+};
+
+/**
+ * Describes the message orchestrator.ForkResult.
+ * Use `create(ForkResultSchema)` to create a new message.
+ */
+export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 15);
+
+/**
+ * @generated from message orchestrator.ForkSandboxResponse
+ */
+export type ForkSandboxResponse = Message<"orchestrator.ForkSandboxResponse"> & {
+  /**
+   * One per fork, in the order of the request.
+   *
+   * @generated from field: repeated orchestrator.ForkResult results = 1;
+   */
+  results: ForkResult[];
+};
+
+/**
+ * Describes the message orchestrator.ForkSandboxResponse.
+ * Use `create(ForkSandboxResponseSchema)` to create a new message.
+ */
+export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 16);
+
+/**
  * @generated from message orchestrator.GetSandboxRequest
  */
 export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
@@ -328,7 +550,7 @@ export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 8);
+  messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
  * @generated from message orchestrator.GetSandboxResponse
@@ -345,7 +567,7 @@ export type GetSandboxResponse = Message<"orchestrator.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 9);
+  messageDesc(file_orchestrator_orchestrator, 18);
 
 /**
  * @generated from message orchestrator.ListSandboxesRequest
@@ -358,7 +580,7 @@ export type ListSandboxesRequest = Message<"orchestrator.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 10);
+  messageDesc(file_orchestrator_orchestrator, 19);
 
 /**
  * @generated from message orchestrator.ListSandboxesResponse
@@ -375,7 +597,7 @@ export type ListSandboxesResponse = Message<"orchestrator.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 11);
+  messageDesc(file_orchestrator_orchestrator, 20);
 
 /**
  * @generated from message orchestrator.DeleteSandboxRequest
@@ -392,7 +614,7 @@ export type DeleteSandboxRequest = Message<"orchestrator.DeleteSandboxRequest"> 
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 12);
+  messageDesc(file_orchestrator_orchestrator, 21);
 
 /**
  * @generated from message orchestrator.DeleteSandboxResponse
@@ -405,7 +627,7 @@ export type DeleteSandboxResponse = Message<"orchestrator.DeleteSandboxResponse"
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 13);
+  messageDesc(file_orchestrator_orchestrator, 22);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeRequest
@@ -427,7 +649,7 @@ export type UpdateEndTimeRequest = Message<"orchestrator.UpdateEndTimeRequest"> 
  * Use `create(UpdateEndTimeRequestSchema)` to create a new message.
  */
 export const UpdateEndTimeRequestSchema: GenMessage<UpdateEndTimeRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 14);
+  messageDesc(file_orchestrator_orchestrator, 23);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeResponse
@@ -440,7 +662,7 @@ export type UpdateEndTimeResponse = Message<"orchestrator.UpdateEndTimeResponse"
  * Use `create(UpdateEndTimeResponseSchema)` to create a new message.
  */
 export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 15);
+  messageDesc(file_orchestrator_orchestrator, 24);
 
 /**
  * @generated from message orchestrator.UpdateNetworkRequest
@@ -472,7 +694,7 @@ export type UpdateNetworkRequest = Message<"orchestrator.UpdateNetworkRequest"> 
  * Use `create(UpdateNetworkRequestSchema)` to create a new message.
  */
 export const UpdateNetworkRequestSchema: GenMessage<UpdateNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 16);
+  messageDesc(file_orchestrator_orchestrator, 25);
 
 /**
  * @generated from message orchestrator.UpdateNetworkResponse
@@ -485,7 +707,7 @@ export type UpdateNetworkResponse = Message<"orchestrator.UpdateNetworkResponse"
  * Use `create(UpdateNetworkResponseSchema)` to create a new message.
  */
 export const UpdateNetworkResponseSchema: GenMessage<UpdateNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 17);
+  messageDesc(file_orchestrator_orchestrator, 26);
 
 /**
  * @generated from message orchestrator.WatchEventsRequest
@@ -498,7 +720,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 18);
+  messageDesc(file_orchestrator_orchestrator, 27);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -532,7 +754,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 19);
+  messageDesc(file_orchestrator_orchestrator, 28);
 
 /**
  * @generated from message orchestrator.TemplateStep
@@ -578,7 +800,7 @@ export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 20);
+  messageDesc(file_orchestrator_orchestrator, 29);
 
 /**
  * @generated from message orchestrator.RegistryAuth
@@ -600,7 +822,7 @@ export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 21);
+  messageDesc(file_orchestrator_orchestrator, 30);
 
 /**
  * @generated from message orchestrator.BuildTemplateRequest
@@ -685,7 +907,7 @@ export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> 
  * Use `create(BuildTemplateRequestSchema)` to create a new message.
  */
 export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 22);
+  messageDesc(file_orchestrator_orchestrator, 31);
 
 /**
  * @generated from message orchestrator.BuildLogEntry
@@ -722,7 +944,7 @@ export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 23);
+  messageDesc(file_orchestrator_orchestrator, 32);
 
 /**
  * @generated from message orchestrator.BuildResult
@@ -768,7 +990,7 @@ export type BuildResult = Message<"orchestrator.BuildResult"> & {
  * Use `create(BuildResultSchema)` to create a new message.
  */
 export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 24);
+  messageDesc(file_orchestrator_orchestrator, 33);
 
 /**
  * @generated from message orchestrator.BuildTemplateEvent
@@ -797,7 +1019,7 @@ export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
  * Use `create(BuildTemplateEventSchema)` to create a new message.
  */
 export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 25);
+  messageDesc(file_orchestrator_orchestrator, 34);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildRequest
@@ -814,7 +1036,7 @@ export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBui
  * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
  */
 export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 26);
+  messageDesc(file_orchestrator_orchestrator, 35);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildResponse
@@ -827,7 +1049,7 @@ export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBu
  * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
  */
 export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 27);
+  messageDesc(file_orchestrator_orchestrator, 36);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -1023,6 +1245,40 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof UpdateNetworkRequestSchema;
     output: typeof UpdateNetworkResponseSchema;
+  },
+  /**
+   * Saves a running sandbox's memory, processes and files as a snapshot that creates start from
+   * (SandboxConfig.snapshot_id); the sandbox goes on running. Fails with failed_precondition
+   * when it is not running.
+   *
+   * @generated from rpc orchestrator.SandboxService.Snapshot
+   */
+  snapshot: {
+    methodKind: "unary";
+    input: typeof SnapshotSandboxRequestSchema;
+    output: typeof SnapshotSandboxResponseSchema;
+  },
+  /**
+   * Removes a snapshot; sandboxes started from it keep running (they have copies of its files).
+   *
+   * @generated from rpc orchestrator.SandboxService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * Snapshots a running sandbox once and starts one new sandbox per fork from it, each with the
+   * source's config but its own id, token and end time; the source goes on running. Each fork
+   * succeeds or fails on its own (its result); the call fails only when the snapshot does.
+   *
+   * @generated from rpc orchestrator.SandboxService.Fork
+   */
+  fork: {
+    methodKind: "unary";
+    input: typeof ForkSandboxRequestSchema;
+    output: typeof ForkSandboxResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 0);
