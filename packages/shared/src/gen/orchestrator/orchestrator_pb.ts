@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IinwQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkicgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSLAoHc2FuZGJveBgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJDChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyKZAgoLU2FuZGJveEluZm8SKwoGY29uZmlnGAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSKQoFc3RhdGUYAiABKA4yGi5vcmNoZXN0cmF0b3IuU2FuZGJveFN0YXRlEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxob3N0X2FkZHJlc3MYBSABKAkSFAoMZW52ZF92ZXJzaW9uGAYgASgJEhQKDGxpZmVjeWNsZV9pZBgHIAEoCRISCgpzdGFydF9raW5kGAggASgJIkkKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgZtZW1vcnkYAiABKAhIAIgBAUIJCgdfbWVtb3J5IkIKFFBhdXNlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iaAoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVib290GAMgASgIIkMKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKpMCChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTSU5HEAcynQUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3Ii0QQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEjAKDXZvbHVtZV9tb3VudHMYFCADKAsyGS5vcmNoZXN0cmF0b3IuVm9sdW1lTW91bnQaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQhQKEl9hdXRvX3BhdXNlX21lbW9yeSI8CgtWb2x1bWVNb3VudBIRCgl2b2x1bWVfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRwYXRoGAMgASgJInIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8imQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkSEgoKc3RhcnRfa2luZBgIIAEoCSJJChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoGbWVtb3J5GAIgASgISACIAQFCCQoHX21lbW9yeSJCChRQYXVzZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvImgKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYm9vdBgDIAEoCCJDChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0IkUKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UiWAoUVXBkYXRlRW5kVGltZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFwoVVXBkYXRlRW5kVGltZVJlc3BvbnNlIhQKEldhdGNoRXZlbnRzUmVxdWVzdCKKAQoMU2FuZGJveEV2ZW50EhIKCnNhbmRib3hfaWQYASABKAkSLAoEdHlwZRgCIAEoDjIeLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnRUeXBlEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYXNvbhgEIAEoCSJgCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkSEQoJZmlsZXNfdXJsGAUgASgJIjIKDFJlZ2lzdHJ5QXV0aBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSLJAgoUQnVpbGRUZW1wbGF0ZVJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDAoEdmNwdRgDIAEoDRIRCgltZW1vcnlfbWIYBCABKA0SFAoMZGlza19zaXplX21iGAUgASgNEhIKCmZyb21faW1hZ2UYBiABKAkSFQoNZnJvbV9idWlsZF9pZBgHIAEoCRI3ChNmcm9tX2ltYWdlX3JlZ2lzdHJ5GAggASgLMhoub3JjaGVzdHJhdG9yLlJlZ2lzdHJ5QXV0aBINCgVmb3JjZRgJIAEoCBIRCglzdGFydF9jbWQYCiABKAkSEQoJcmVhZHlfY21kGAsgASgJEikKBXN0ZXBzGAwgAygLMhoub3JjaGVzdHJhdG9yLlRlbXBsYXRlU3RlcBIPCgd0ZWFtX2lkGA0gASgJImcKDUJ1aWxkTG9nRW50cnkSKAoEdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGV2ZWwYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIMCgRzdGVwGAQgASgJIn0KC0J1aWxkUmVzdWx0EgoKAm9rGAEgASgIEg8KB21lc3NhZ2UYAiABKAkSDAoEc3RlcBgDIAEoCRIUCgxlbnZkX3ZlcnNpb24YBCABKAkSFAoMZGVmYXVsdF91c2VyGAUgASgJEhcKD2RlZmF1bHRfd29ya2RpchgGIAEoCSJ2ChJCdWlsZFRlbXBsYXRlRXZlbnQSKgoDbG9nGAEgASgLMhsub3JjaGVzdHJhdG9yLkJ1aWxkTG9nRW50cnlIABIrCgZyZXN1bHQYAiABKAsyGS5vcmNoZXN0cmF0b3IuQnVpbGRSZXN1bHRIAEIHCgVldmVudCIuChpEZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIdChtEZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2UiLwoJVm9sdW1lUmVmEg8KB3RlYW1faWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJIk8KE0NyZWF0ZVZvbHVtZVJlcXVlc3QSJwoGdm9sdW1lGAEgASgLMhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhIPCgdzaXplX21iGAIgASgNIjUKC1ZvbHVtZVVzYWdlEhIKCnNpemVfYnl0ZXMYASABKAQSEgoKdXNlZF9ieXRlcxgCIAEoBCIWChREZWxldGVWb2x1bWVSZXNwb25zZSJKChFWb2x1bWVQYXRoUmVxdWVzdBInCgZ2b2x1bWUYASABKAsyFy5vcmNoZXN0cmF0b3IuVm9sdW1lUmVmEgwKBHBhdGgYAiABKAki/gEKC1ZvbHVtZUVudHJ5EgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIMCgRwYXRoGAMgASgJEgwKBHNpemUYBCABKAQSDAoEbW9kZRgFIAEoDRILCgN1aWQYBiABKA0SCwoDZ2lkGAcgASgNEikKBWF0aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVtdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFY3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnRhcmdldBgLIAEoCSJcChRMaXN0Vm9sdW1lRGlyUmVxdWVzdBInCgZ2b2x1bWUYASABKAsyFy5vcmNoZXN0cmF0b3IuVm9sdW1lUmVmEgwKBHBhdGgYAiABKAkSDQoFZGVwdGgYAyABKA0iQwoVTGlzdFZvbHVtZURpclJlc3BvbnNlEioKB2VudHJpZXMYASADKAsyGS5vcmNoZXN0cmF0b3IuVm9sdW1lRW50cnkiYQoPVm9sdW1lT3duZXJzaGlwEhAKA3VpZBgBIAEoDUgAiAEBEhAKA2dpZBgCIAEoDUgBiAEBEhEKBG1vZGUYAyABKA1IAogBAUIGCgRfdWlkQgYKBF9naWRCBwoFX21vZGUikAEKFE1ha2VWb2x1bWVEaXJSZXF1ZXN0EicKBnZvbHVtZRgBIAEoCzIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYSDAoEcGF0aBgCIAEoCRIwCglvd25lcnNoaXAYAyABKAsyHS5vcmNoZXN0cmF0b3IuVm9sdW1lT3duZXJzaGlwEg8KB3BhcmVudHMYBCABKAgiGgoYUmVtb3ZlVm9sdW1lUGF0aFJlc3BvbnNlIoYBChtVcGRhdGVWb2x1bWVNZXRhZGF0YVJlcXVlc3QSJwoGdm9sdW1lGAEgASgLMhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhIMCgRwYXRoGAIgASgJEjAKCW93bmVyc2hpcBgDIAEoCzIdLm9yY2hlc3RyYXRvci5Wb2x1bWVPd25lcnNoaXAiXQoWUmVhZFZvbHVtZUZpbGVSZXNwb25zZRIqCgVlbnRyeRgBIAEoCzIZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeUgAEg8KBWNodW5rGAIgASgMSABCBgoEcGFydCKAAQoVV3JpdGVWb2x1bWVGaWxlSGVhZGVyEicKBnZvbHVtZRgBIAEoCzIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYSDAoEcGF0aBgCIAEoCRIwCglvd25lcnNoaXAYAyABKAsyHS5vcmNoZXN0cmF0b3IuVm9sdW1lT3duZXJzaGlwImgKFldyaXRlVm9sdW1lRmlsZVJlcXVlc3QSNQoGaGVhZGVyGAEgASgLMiMub3JjaGVzdHJhdG9yLldyaXRlVm9sdW1lRmlsZUhlYWRlckgAEg8KBWNodW5rGAIgASgMSABCBgoEcGFydCrRAQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGgoWU0FOREJPWF9TVEFURV9TVE9QUElORxADEhkKFVNBTkRCT1hfU1RBVEVfUEFVU0lORxAEEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAUSGgoWU0FOREJPWF9TVEFURV9SRVNVTUlORxAGKpMCChBTYW5kYm94RXZlbnRUeXBlEiIKHlNBTkRCT1hfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9DUkVBVEVEEAESHQoZU0FOREJPWF9FVkVOVF9UWVBFX0tJTExFRBACEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9FWFBJUkVEEAMSHQoZU0FOREJPWF9FVkVOVF9UWVBFX0ZBSUxFRBAEEh0KGVNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTRUQQBRIeChpTQU5EQk9YX0VWRU5UX1RZUEVfUkVTVU1FRBAGEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9QQVVTSU5HEAcynQUKDlNhbmRib3hTZXJ2aWNlElEKBkNyZWF0ZRIiLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5DcmVhdGVTYW5kYm94UmVzcG9uc2USSAoDR2V0Eh8ub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXF1ZXN0GiAub3JjaGVzdHJhdG9yLkdldFNhbmRib3hSZXNwb25zZRJPCgRMaXN0EiIub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJRCgZEZWxldGUSIi5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuRGVsZXRlU2FuZGJveFJlc3BvbnNlElgKDVVwZGF0ZUVuZFRpbWUSIi5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlcXVlc3QaIy5vcmNoZXN0cmF0b3IuVXBkYXRlRW5kVGltZVJlc3BvbnNlEk0KC1dhdGNoRXZlbnRzEiAub3JjaGVzdHJhdG9yLldhdGNoRXZlbnRzUmVxdWVzdBoaLm9yY2hlc3RyYXRvci5TYW5kYm94RXZlbnQwARJOCgVQYXVzZRIhLm9yY2hlc3RyYXRvci5QYXVzZVNhbmRib3hSZXF1ZXN0GiIub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlc3BvbnNlElEKBlJlc3VtZRIiLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5SZXN1bWVTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2UyjQYKDVZvbHVtZVNlcnZpY2USRgoGQ3JlYXRlEiEub3JjaGVzdHJhdG9yLkNyZWF0ZVZvbHVtZVJlcXVlc3QaGS5vcmNoZXN0cmF0b3IuVm9sdW1lVXNhZ2USRQoGRGVsZXRlEhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhoiLm9yY2hlc3RyYXRvci5EZWxldGVWb2x1bWVSZXNwb25zZRI7CgVVc2FnZRIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYaGS5vcmNoZXN0cmF0b3IuVm9sdW1lVXNhZ2USQgoEU3RhdBIfLm9yY2hlc3RyYXRvci5Wb2x1bWVQYXRoUmVxdWVzdBoZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeRJSCgdMaXN0RGlyEiIub3JjaGVzdHJhdG9yLkxpc3RWb2x1bWVEaXJSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RWb2x1bWVEaXJSZXNwb25zZRJICgdNYWtlRGlyEiIub3JjaGVzdHJhdG9yLk1ha2VWb2x1bWVEaXJSZXF1ZXN0Ghkub3JjaGVzdHJhdG9yLlZvbHVtZUVudHJ5ElEKBlJlbW92ZRIfLm9yY2hlc3RyYXRvci5Wb2x1bWVQYXRoUmVxdWVzdBomLm9yY2hlc3RyYXRvci5SZW1vdmVWb2x1bWVQYXRoUmVzcG9uc2USVgoOVXBkYXRlTWV0YWRhdGESKS5vcmNoZXN0cmF0b3IuVXBkYXRlVm9sdW1lTWV0YWRhdGFSZXF1ZXN0Ghkub3JjaGVzdHJhdG9yLlZvbHVtZUVudHJ5ElMKCFJlYWRGaWxlEh8ub3JjaGVzdHJhdG9yLlZvbHVtZVBhdGhSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLlJlYWRWb2x1bWVGaWxlUmVzcG9uc2UwARJOCglXcml0ZUZpbGUSJC5vcmNoZXN0cmF0b3IuV3JpdGVWb2x1bWVGaWxlUmVxdWVzdBoZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeSgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -106,6 +106,15 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: string build_id = 15;
    */
   buildId: string;
+
+  /**
+   * Volumes of the sandbox's team mounted read-write at their paths (absolute, normalised, checked
+   * by the API and again by the node). The node finds each volume under its data directory by
+   * team_id and volume_id.
+   *
+   * @generated from field: repeated orchestrator.VolumeMount volume_mounts = 20;
+   */
+  volumeMounts: VolumeMount[];
 };
 
 /**
@@ -114,6 +123,37 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
  */
 export const SandboxConfigSchema: GenMessage<SandboxConfig> = /*@__PURE__*/
   messageDesc(file_orchestrator_orchestrator, 0);
+
+/**
+ * @generated from message orchestrator.VolumeMount
+ */
+export type VolumeMount = Message<"orchestrator.VolumeMount"> & {
+  /**
+   * @generated from field: string volume_id = 1;
+   */
+  volumeId: string;
+
+  /**
+   * The volume's name, as the API reports the mount.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Where the volume appears inside the sandbox.
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeMount.
+ * Use `create(VolumeMountSchema)` to create a new message.
+ */
+export const VolumeMountSchema: GenMessage<VolumeMount> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 1);
 
 /**
  * @generated from message orchestrator.CreateSandboxRequest
@@ -135,7 +175,7 @@ export type CreateSandboxRequest = Message<"orchestrator.CreateSandboxRequest"> 
  * Use `create(CreateSandboxRequestSchema)` to create a new message.
  */
 export const CreateSandboxRequestSchema: GenMessage<CreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 1);
+  messageDesc(file_orchestrator_orchestrator, 2);
 
 /**
  * @generated from message orchestrator.CreateSandboxResponse
@@ -152,7 +192,7 @@ export type CreateSandboxResponse = Message<"orchestrator.CreateSandboxResponse"
  * Use `create(CreateSandboxResponseSchema)` to create a new message.
  */
 export const CreateSandboxResponseSchema: GenMessage<CreateSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 2);
+  messageDesc(file_orchestrator_orchestrator, 3);
 
 /**
  * @generated from message orchestrator.SandboxInfo
@@ -210,7 +250,7 @@ export type SandboxInfo = Message<"orchestrator.SandboxInfo"> & {
  * Use `create(SandboxInfoSchema)` to create a new message.
  */
 export const SandboxInfoSchema: GenMessage<SandboxInfo> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 3);
+  messageDesc(file_orchestrator_orchestrator, 4);
 
 /**
  * @generated from message orchestrator.PauseSandboxRequest
@@ -234,7 +274,7 @@ export type PauseSandboxRequest = Message<"orchestrator.PauseSandboxRequest"> & 
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 4);
+  messageDesc(file_orchestrator_orchestrator, 5);
 
 /**
  * @generated from message orchestrator.PauseSandboxResponse
@@ -251,7 +291,7 @@ export type PauseSandboxResponse = Message<"orchestrator.PauseSandboxResponse"> 
  * Use `create(PauseSandboxResponseSchema)` to create a new message.
  */
 export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 5);
+  messageDesc(file_orchestrator_orchestrator, 6);
 
 /**
  * @generated from message orchestrator.ResumeSandboxRequest
@@ -280,7 +320,7 @@ export type ResumeSandboxRequest = Message<"orchestrator.ResumeSandboxRequest"> 
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 6);
+  messageDesc(file_orchestrator_orchestrator, 7);
 
 /**
  * @generated from message orchestrator.ResumeSandboxResponse
@@ -297,7 +337,7 @@ export type ResumeSandboxResponse = Message<"orchestrator.ResumeSandboxResponse"
  * Use `create(ResumeSandboxResponseSchema)` to create a new message.
  */
 export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 7);
+  messageDesc(file_orchestrator_orchestrator, 8);
 
 /**
  * @generated from message orchestrator.GetSandboxRequest
@@ -314,7 +354,7 @@ export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 8);
+  messageDesc(file_orchestrator_orchestrator, 9);
 
 /**
  * @generated from message orchestrator.GetSandboxResponse
@@ -331,7 +371,7 @@ export type GetSandboxResponse = Message<"orchestrator.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 9);
+  messageDesc(file_orchestrator_orchestrator, 10);
 
 /**
  * @generated from message orchestrator.ListSandboxesRequest
@@ -344,7 +384,7 @@ export type ListSandboxesRequest = Message<"orchestrator.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 10);
+  messageDesc(file_orchestrator_orchestrator, 11);
 
 /**
  * @generated from message orchestrator.ListSandboxesResponse
@@ -361,7 +401,7 @@ export type ListSandboxesResponse = Message<"orchestrator.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 11);
+  messageDesc(file_orchestrator_orchestrator, 12);
 
 /**
  * @generated from message orchestrator.DeleteSandboxRequest
@@ -378,7 +418,7 @@ export type DeleteSandboxRequest = Message<"orchestrator.DeleteSandboxRequest"> 
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 12);
+  messageDesc(file_orchestrator_orchestrator, 13);
 
 /**
  * @generated from message orchestrator.DeleteSandboxResponse
@@ -391,7 +431,7 @@ export type DeleteSandboxResponse = Message<"orchestrator.DeleteSandboxResponse"
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 13);
+  messageDesc(file_orchestrator_orchestrator, 14);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeRequest
@@ -413,7 +453,7 @@ export type UpdateEndTimeRequest = Message<"orchestrator.UpdateEndTimeRequest"> 
  * Use `create(UpdateEndTimeRequestSchema)` to create a new message.
  */
 export const UpdateEndTimeRequestSchema: GenMessage<UpdateEndTimeRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 14);
+  messageDesc(file_orchestrator_orchestrator, 15);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeResponse
@@ -426,7 +466,7 @@ export type UpdateEndTimeResponse = Message<"orchestrator.UpdateEndTimeResponse"
  * Use `create(UpdateEndTimeResponseSchema)` to create a new message.
  */
 export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 15);
+  messageDesc(file_orchestrator_orchestrator, 16);
 
 /**
  * @generated from message orchestrator.WatchEventsRequest
@@ -439,7 +479,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 16);
+  messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -473,7 +513,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 17);
+  messageDesc(file_orchestrator_orchestrator, 18);
 
 /**
  * @generated from message orchestrator.TemplateStep
@@ -519,7 +559,7 @@ export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 18);
+  messageDesc(file_orchestrator_orchestrator, 19);
 
 /**
  * @generated from message orchestrator.RegistryAuth
@@ -541,7 +581,7 @@ export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 19);
+  messageDesc(file_orchestrator_orchestrator, 20);
 
 /**
  * @generated from message orchestrator.BuildTemplateRequest
@@ -626,7 +666,7 @@ export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> 
  * Use `create(BuildTemplateRequestSchema)` to create a new message.
  */
 export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 20);
+  messageDesc(file_orchestrator_orchestrator, 21);
 
 /**
  * @generated from message orchestrator.BuildLogEntry
@@ -663,7 +703,7 @@ export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 21);
+  messageDesc(file_orchestrator_orchestrator, 22);
 
 /**
  * @generated from message orchestrator.BuildResult
@@ -709,7 +749,7 @@ export type BuildResult = Message<"orchestrator.BuildResult"> & {
  * Use `create(BuildResultSchema)` to create a new message.
  */
 export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 22);
+  messageDesc(file_orchestrator_orchestrator, 23);
 
 /**
  * @generated from message orchestrator.BuildTemplateEvent
@@ -738,7 +778,7 @@ export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
  * Use `create(BuildTemplateEventSchema)` to create a new message.
  */
 export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 23);
+  messageDesc(file_orchestrator_orchestrator, 24);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildRequest
@@ -755,7 +795,7 @@ export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBui
  * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
  */
 export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 24);
+  messageDesc(file_orchestrator_orchestrator, 25);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildResponse
@@ -768,7 +808,417 @@ export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBu
  * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
  */
 export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 25);
+  messageDesc(file_orchestrator_orchestrator, 26);
+
+/**
+ * @generated from message orchestrator.VolumeRef
+ */
+export type VolumeRef = Message<"orchestrator.VolumeRef"> & {
+  /**
+   * @generated from field: string team_id = 1;
+   */
+  teamId: string;
+
+  /**
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeRef.
+ * Use `create(VolumeRefSchema)` to create a new message.
+ */
+export const VolumeRefSchema: GenMessage<VolumeRef> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 27);
+
+/**
+ * @generated from message orchestrator.CreateVolumeRequest
+ */
+export type CreateVolumeRequest = Message<"orchestrator.CreateVolumeRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: uint32 size_mb = 2;
+   */
+  sizeMb: number;
+};
+
+/**
+ * Describes the message orchestrator.CreateVolumeRequest.
+ * Use `create(CreateVolumeRequestSchema)` to create a new message.
+ */
+export const CreateVolumeRequestSchema: GenMessage<CreateVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 28);
+
+/**
+ * @generated from message orchestrator.VolumeUsage
+ */
+export type VolumeUsage = Message<"orchestrator.VolumeUsage"> & {
+  /**
+   * @generated from field: uint64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint64 used_bytes = 2;
+   */
+  usedBytes: bigint;
+};
+
+/**
+ * Describes the message orchestrator.VolumeUsage.
+ * Use `create(VolumeUsageSchema)` to create a new message.
+ */
+export const VolumeUsageSchema: GenMessage<VolumeUsage> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 29);
+
+/**
+ * @generated from message orchestrator.DeleteVolumeResponse
+ */
+export type DeleteVolumeResponse = Message<"orchestrator.DeleteVolumeResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.DeleteVolumeResponse.
+ * Use `create(DeleteVolumeResponseSchema)` to create a new message.
+ */
+export const DeleteVolumeResponseSchema: GenMessage<DeleteVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 30);
+
+/**
+ * @generated from message orchestrator.VolumePathRequest
+ */
+export type VolumePathRequest = Message<"orchestrator.VolumePathRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumePathRequest.
+ * Use `create(VolumePathRequestSchema)` to create a new message.
+ */
+export const VolumePathRequestSchema: GenMessage<VolumePathRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 31);
+
+/**
+ * @generated from message orchestrator.VolumeEntry
+ */
+export type VolumeEntry = Message<"orchestrator.VolumeEntry"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * "file", "directory", "symlink" or "unknown".
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * From the volume's root, starting with "/".
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * Permission bits only.
+   *
+   * @generated from field: uint32 mode = 5;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: uint32 uid = 6;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 7;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp atime = 8;
+   */
+  atime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp mtime = 9;
+   */
+  mtime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp ctime = 10;
+   */
+  ctime?: Timestamp | undefined;
+
+  /**
+   * A symbolic link's target, as written (never followed).
+   *
+   * @generated from field: string target = 11;
+   */
+  target: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeEntry.
+ * Use `create(VolumeEntrySchema)` to create a new message.
+ */
+export const VolumeEntrySchema: GenMessage<VolumeEntry> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 32);
+
+/**
+ * @generated from message orchestrator.ListVolumeDirRequest
+ */
+export type ListVolumeDirRequest = Message<"orchestrator.ListVolumeDirRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Levels below the directory to list (1: its entries only).
+   *
+   * @generated from field: uint32 depth = 3;
+   */
+  depth: number;
+};
+
+/**
+ * Describes the message orchestrator.ListVolumeDirRequest.
+ * Use `create(ListVolumeDirRequestSchema)` to create a new message.
+ */
+export const ListVolumeDirRequestSchema: GenMessage<ListVolumeDirRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 33);
+
+/**
+ * @generated from message orchestrator.ListVolumeDirResponse
+ */
+export type ListVolumeDirResponse = Message<"orchestrator.ListVolumeDirResponse"> & {
+  /**
+   * @generated from field: repeated orchestrator.VolumeEntry entries = 1;
+   */
+  entries: VolumeEntry[];
+};
+
+/**
+ * Describes the message orchestrator.ListVolumeDirResponse.
+ * Use `create(ListVolumeDirResponseSchema)` to create a new message.
+ */
+export const ListVolumeDirResponseSchema: GenMessage<ListVolumeDirResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 34);
+
+/**
+ * Owner and mode of what a call creates or changes; unset ones keep (or default to) their values.
+ *
+ * @generated from message orchestrator.VolumeOwnership
+ */
+export type VolumeOwnership = Message<"orchestrator.VolumeOwnership"> & {
+  /**
+   * @generated from field: optional uint32 uid = 1;
+   */
+  uid?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 gid = 2;
+   */
+  gid?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 mode = 3;
+   */
+  mode?: number | undefined;
+};
+
+/**
+ * Describes the message orchestrator.VolumeOwnership.
+ * Use `create(VolumeOwnershipSchema)` to create a new message.
+ */
+export const VolumeOwnershipSchema: GenMessage<VolumeOwnership> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 35);
+
+/**
+ * @generated from message orchestrator.MakeVolumeDirRequest
+ */
+export type MakeVolumeDirRequest = Message<"orchestrator.MakeVolumeDirRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+
+  /**
+   * Make missing parents too, and succeed when the directory exists.
+   *
+   * @generated from field: bool parents = 4;
+   */
+  parents: boolean;
+};
+
+/**
+ * Describes the message orchestrator.MakeVolumeDirRequest.
+ * Use `create(MakeVolumeDirRequestSchema)` to create a new message.
+ */
+export const MakeVolumeDirRequestSchema: GenMessage<MakeVolumeDirRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 36);
+
+/**
+ * @generated from message orchestrator.RemoveVolumePathResponse
+ */
+export type RemoveVolumePathResponse = Message<"orchestrator.RemoveVolumePathResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.RemoveVolumePathResponse.
+ * Use `create(RemoveVolumePathResponseSchema)` to create a new message.
+ */
+export const RemoveVolumePathResponseSchema: GenMessage<RemoveVolumePathResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 37);
+
+/**
+ * @generated from message orchestrator.UpdateVolumeMetadataRequest
+ */
+export type UpdateVolumeMetadataRequest = Message<"orchestrator.UpdateVolumeMetadataRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+};
+
+/**
+ * Describes the message orchestrator.UpdateVolumeMetadataRequest.
+ * Use `create(UpdateVolumeMetadataRequestSchema)` to create a new message.
+ */
+export const UpdateVolumeMetadataRequestSchema: GenMessage<UpdateVolumeMetadataRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 38);
+
+/**
+ * @generated from message orchestrator.ReadVolumeFileResponse
+ */
+export type ReadVolumeFileResponse = Message<"orchestrator.ReadVolumeFileResponse"> & {
+  /**
+   * @generated from oneof orchestrator.ReadVolumeFileResponse.part
+   */
+  part: {
+    /**
+     * @generated from field: orchestrator.VolumeEntry entry = 1;
+     */
+    value: VolumeEntry;
+    case: "entry";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message orchestrator.ReadVolumeFileResponse.
+ * Use `create(ReadVolumeFileResponseSchema)` to create a new message.
+ */
+export const ReadVolumeFileResponseSchema: GenMessage<ReadVolumeFileResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 39);
+
+/**
+ * @generated from message orchestrator.WriteVolumeFileHeader
+ */
+export type WriteVolumeFileHeader = Message<"orchestrator.WriteVolumeFileHeader"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+};
+
+/**
+ * Describes the message orchestrator.WriteVolumeFileHeader.
+ * Use `create(WriteVolumeFileHeaderSchema)` to create a new message.
+ */
+export const WriteVolumeFileHeaderSchema: GenMessage<WriteVolumeFileHeader> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 40);
+
+/**
+ * @generated from message orchestrator.WriteVolumeFileRequest
+ */
+export type WriteVolumeFileRequest = Message<"orchestrator.WriteVolumeFileRequest"> & {
+  /**
+   * @generated from oneof orchestrator.WriteVolumeFileRequest.part
+   */
+  part: {
+    /**
+     * @generated from field: orchestrator.WriteVolumeFileHeader header = 1;
+     */
+    value: WriteVolumeFileHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message orchestrator.WriteVolumeFileRequest.
+ * Use `create(WriteVolumeFileRequestSchema)` to create a new message.
+ */
+export const WriteVolumeFileRequestSchema: GenMessage<WriteVolumeFileRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 41);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -987,4 +1437,108 @@ export const TemplateService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 1);
+
+/**
+ * A team's volumes on this node: each an ext4 image of its size, loop-mounted nosuid,nodev on the
+ * node, bind-mounted into the sandboxes that name it, and read and written by the API's volume
+ * content routes through the calls below. Every path is relative to the volume's root and is
+ * resolved beneath it without following symbolic links.
+ *
+ * @generated from service orchestrator.VolumeService
+ */
+export const VolumeService: GenService<{
+  /**
+   * Makes the volume (idempotent: an existing one is kept as it is).
+   *
+   * @generated from rpc orchestrator.VolumeService.Create
+   */
+  create: {
+    methodKind: "unary";
+    input: typeof CreateVolumeRequestSchema;
+    output: typeof VolumeUsageSchema;
+  },
+  /**
+   * Removes the volume and everything in it; failed_precondition while a sandbox on this node
+   * (running, paused or starting) mounts it. A volume that is not there is not an error.
+   *
+   * @generated from rpc orchestrator.VolumeService.Delete
+   */
+  delete: {
+    methodKind: "unary";
+    input: typeof VolumeRefSchema;
+    output: typeof DeleteVolumeResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.Usage
+   */
+  usage: {
+    methodKind: "unary";
+    input: typeof VolumeRefSchema;
+    output: typeof VolumeUsageSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.Stat
+   */
+  stat: {
+    methodKind: "unary";
+    input: typeof VolumePathRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.ListDir
+   */
+  listDir: {
+    methodKind: "unary";
+    input: typeof ListVolumeDirRequestSchema;
+    output: typeof ListVolumeDirResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.MakeDir
+   */
+  makeDir: {
+    methodKind: "unary";
+    input: typeof MakeVolumeDirRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * Removes a file, a link or a directory with everything in it.
+   *
+   * @generated from rpc orchestrator.VolumeService.Remove
+   */
+  remove: {
+    methodKind: "unary";
+    input: typeof VolumePathRequestSchema;
+    output: typeof RemoveVolumePathResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.UpdateMetadata
+   */
+  updateMetadata: {
+    methodKind: "unary";
+    input: typeof UpdateVolumeMetadataRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * The file's entry first, then its bytes in chunks.
+   *
+   * @generated from rpc orchestrator.VolumeService.ReadFile
+   */
+  readFile: {
+    methodKind: "server_streaming";
+    input: typeof VolumePathRequestSchema;
+    output: typeof ReadVolumeFileResponseSchema;
+  },
+  /**
+   * A header first, then the bytes in chunks; the file replaces any file of that name at once
+   * (written beside it and renamed).
+   *
+   * @generated from rpc orchestrator.VolumeService.WriteFile
+   */
+  writeFile: {
+    methodKind: "client_streaming";
+    input: typeof WriteVolumeFileRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_orchestrator_orchestrator, 2);
 
