@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "@moat/shared";
-import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
+import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen/orchestrator";
 import { type NodeConfig, readNodeConfig } from "./config.js";
 import { acquireHostLock } from "./host/lock.js";
 import type { EgressAllowEntry } from "./network/egress.js";
@@ -19,8 +19,10 @@ import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
+import { volumeService } from "./server/volume-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
+import { VolumeStore } from "./storage/volumes.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -136,6 +138,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     platform: options.platform,
   });
   const pidsLimit = options.pidsLimit ?? 1024;
+  const volumes = new VolumeStore({ dataDir: options.dataDir, logger });
   const snapshots = options.templateSnapshots ?? config.templateSnapshots;
   const manager = new SandboxManager({
     dataDir: options.dataDir,
@@ -161,6 +164,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
     networkPoolSize: options.networkPoolSize ?? config.networkPoolSize,
     diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
+    volumes,
   });
   await manager.reclaim();
   await options.templates.sweep();
@@ -193,6 +197,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
       routes: (router) => {
         router.service(SandboxService, sandboxService(manager));
         router.service(TemplateService, templateService(builder, options.templates, manager));
+        router.service(VolumeService, volumeService(volumes, manager));
       },
       interceptors: [requireNodeToken(nodeToken)],
     }),
@@ -234,6 +239,7 @@ async function start(options: OrchestratorOptions, releaseLock: () => Promise<vo
         // Open streams (WatchEvents) would hold close() forever.
         setTimeout(resolve, 1000).unref();
       });
+      await volumes.close();
       await releaseLock();
     },
   };

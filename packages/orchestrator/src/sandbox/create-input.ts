@@ -1,4 +1,6 @@
+import { volumeMountsProblem } from "@moat/shared";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
+import { checkVolumeRef } from "../storage/volumes.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { InvalidSandboxConfigError, TemplateNotFoundError } from "./errors.js";
 
@@ -22,7 +24,15 @@ export interface CreateInput {
   /** At the end time, pause instead of kill (keeping memory unless autoPauseMemory is false). */
   autoPause?: boolean;
   autoPauseMemory?: boolean;
+  /** The team's volumes mounted read-write at their paths (storage/volumes.ts). */
+  volumeMounts?: VolumeMountInput[];
   endTime: Date;
+}
+
+export interface VolumeMountInput {
+  volumeID: string;
+  name: string;
+  path: string;
 }
 
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
@@ -44,6 +54,17 @@ export function validateCreate(input: CreateInput): void {
     );
   }
   if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+  const mounts = input.volumeMounts ?? [];
+  // The API checked these; the node checks again before any of it names a host directory or a mount.
+  const problem = volumeMountsProblem(mounts);
+  if (problem) throw new InvalidSandboxConfigError(problem);
+  for (const mount of mounts) {
+    try {
+      checkVolumeRef({ teamID: input.teamID, volumeID: mount.volumeID });
+    } catch (err) {
+      throw new InvalidSandboxConfigError((err as Error).message);
+    }
+  }
 }
 
 /** A create's template build, or TemplateNotFoundError (`buildID` empty: the base template). */

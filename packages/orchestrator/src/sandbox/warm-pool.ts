@@ -40,13 +40,15 @@ export interface WarmPoolOptions {
  * snapshot's CPU and memory, internet access on, and the build's disk size.
  */
 export function fitsPool(
-  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "diskSizeMB">,
+  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "diskSizeMB" | "volumeMounts">,
   build: Pick<TemplateBuild, "diskSizeMB">,
   snapshot: Pick<TemplateSnapshot, "vcpu" | "memoryMB"> | undefined,
   diskSizeOf: WarmPoolOptions["diskSizeOf"],
 ): boolean {
   if (!snapshot || input.memoryMB !== snapshot.memoryMB || input.vcpu !== snapshot.vcpu) return false;
   if (!input.allowInternetAccess) return false;
+  // Entries run without volumes; a mount cannot be added to a running sandbox.
+  if (input.volumeMounts?.length) return false;
   return diskSizeOf(input.diskSizeMB, build) === diskSizeOf(0, build);
 }
 

@@ -70,6 +70,11 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           defaultWorkdir: config.defaultWorkdir,
           autoPause: config.autoPause,
           autoPauseMemory: config.autoPauseMemory,
+          volumeMounts: config.volumeMounts.map((m) => ({
+            volumeID: m.volumeId,
+            name: m.name,
+            path: m.path,
+          })),
           endTime,
         }),
       );
@@ -138,6 +143,7 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     defaultWorkdir: r.defaultWorkdir,
     autoPause: r.autoPause ?? false,
     autoPauseMemory: r.autoPauseMemory ?? true,
+    volumeMounts: (r.volumeMounts ?? []).map((m) => ({ volumeId: m.volumeID, name: m.name, path: m.path })),
   };
   return {
     config,
