@@ -15,6 +15,7 @@ import {
   type SandboxInfo,
   SandboxService,
   TemplateService,
+  VolumeService,
 } from "@moat/shared/gen/orchestrator";
 import type { OrchestratorNodeOptions } from "../config.js";
 
@@ -89,6 +90,8 @@ export class NodeClient {
   readonly id: string;
   private readonly client: Client<typeof SandboxService>;
   private readonly templates: Client<typeof TemplateService>;
+  /** The node's volumes and their files (volume/node-volumes.ts wraps it with its own errors). */
+  readonly volumes: Client<typeof VolumeService>;
   private readonly sessions: Http2SessionManager | undefined;
   private readonly callMs: number;
   private readonly transitionMs: number;
@@ -117,6 +120,7 @@ export class NodeClient {
     }
     this.client = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
+    this.volumes = createClient(VolumeService, transport);
   }
 
   async create(config: MessageInitShape<typeof SandboxConfigSchema>, endTime: Date): Promise<SandboxInfo> {
