@@ -25,6 +25,7 @@ import {
 } from "../sandbox/errors.js";
 import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
+import { VolumeNotFoundError } from "../storage/volumes.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
   // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
@@ -168,6 +169,8 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
     if (err instanceof SandboxStateError) throw new ConnectError(err.message, Code.FailedPrecondition);
+    // A volume deleted behind the API's back (its own checks keep creates off deleted ones).
+    if (err instanceof VolumeNotFoundError) throw new ConnectError(err.message, Code.InvalidArgument);
     // The sandbox is whole (still running, or still paused): the caller may try again.
     if (err instanceof PauseFailedError || err instanceof ResumeFailedError) {
       throw new ConnectError(err.message, Code.Unavailable);
