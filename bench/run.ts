@@ -17,6 +17,7 @@ import { type Figure, printFigure } from "./report.js";
 import { benchSoak } from "./soak.js";
 import { benchStorage } from "./storage.js";
 import { benchTemplates } from "./templates.js";
+import { benchVolumes } from "./volumes.js";
 
 const LOCK = "/tmp/moat-integration-tests.lock";
 if (process.env.MOAT_TEST_LOCK_HELD !== "1") {
@@ -37,6 +38,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   storage: benchStorage,
   templates: benchTemplates,
   "code-interpreter": benchCodeInterpreter,
+  volumes: benchVolumes,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -22,6 +22,9 @@ import {
 } from "../errors.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
 
+/** Bytes per message of a file streamed to or from a node: fewer, larger messages stream faster. */
+const STREAM_CHUNK_BYTES = 1024 * 1024;
+
 /** mkfs and a mount, or a removal of everything in a volume: longer than a plain call. */
 const LIFECYCLE_TIMEOUT_MS = 120_000;
 /** A stat, a listing, a directory made or changed. */
@@ -136,7 +139,7 @@ export class NodeVolumes {
       MessageInitShape<typeof WriteVolumeFileRequestSchema>
     > {
       yield { part: { case: "header", value: { volume: ref, path, ownership } } };
-      for await (const chunk of bytes) yield { part: { case: "chunk", value: chunk } };
+      for await (const chunk of coalesce(bytes)) yield { part: { case: "chunk", value: chunk } };
     })();
     return this.call(() => this.node.volumes.writeFile(requests, { signal }));
   }
@@ -173,4 +176,20 @@ export class NodeVolumes {
         return new Error(`node '${this.node.id}' volume call failed: ${connectErr.message}`, { cause: err });
     }
   }
+}
+
+/** The body's pieces (64 KiB from an HTTP request) gathered into messages of up to 1 MiB. */
+async function* coalesce(bytes: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of bytes) {
+    pending.push(chunk);
+    size += chunk.byteLength;
+    if (size >= STREAM_CHUNK_BYTES) {
+      yield Buffer.concat(pending, size);
+      pending = [];
+      size = 0;
+    }
+  }
+  if (size > 0) yield Buffer.concat(pending, size);
 }

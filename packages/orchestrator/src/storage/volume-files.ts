@@ -79,7 +79,7 @@ export const MAX_NAME_BYTES = 255;
 export const MAX_LIST_DEPTH = 32;
 const MAX_REMOVE_DEPTH = 512;
 const DEFAULT_MAX_LIST_ENTRIES = 100_000;
-const READ_CHUNK_BYTES = 256 * 1024;
+const READ_CHUNK_BYTES = 1024 * 1024;
 const FILE_MODE = 0o644;
 const DIR_MODE = 0o755;
 /** A uid or gid of (uint32)-1 means "unchanged" to chown; it is not an id. */
