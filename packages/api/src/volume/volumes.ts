@@ -54,16 +54,19 @@ export async function createVolume(ctx: APIContext, team: TeamRow, name: string)
     }
     const clash = await tx
       .selectFrom("volumes")
-      .select("state")
+      .select(["state", "volume_id"])
       .where("team_id", "=", team.team_id)
       .where("name", "=", name)
       .executeTakeFirst();
     if (clash) {
-      throw new ConflictError(
-        clash.state === "deleting"
-          ? `volume '${name}' is being deleted; delete it again to finish, then create it`
-          : `a volume named '${name}' already exists in this team; pick another name or use Volume.connect`,
-      );
+      // A create or delete that was cut short (the node unreachable, the API stopped) left the
+      // name taken by a volume nobody sees: its id says how to free it.
+      const CLASHES: Record<VolumeRow["state"], string> = {
+        ready: `a volume named '${name}' already exists in this team; pick another name or use Volume.connect`,
+        creating: `volume '${name}' (${clash.volume_id}) is being created, or its creation was cut short; retry in a moment, or delete it (DELETE /volumes/${clash.volume_id}) and create it again`,
+        deleting: `volume '${name}' (${clash.volume_id}) is being deleted; delete it again (DELETE /volumes/${clash.volume_id}) to finish, then create it`,
+      };
+      throw new ConflictError(CLASHES[clash.state]);
     }
     const values = {
       volume_id: volumeID,
