@@ -19,6 +19,7 @@ import { type Figure, printFigure } from "./report.js";
 import { benchSoak } from "./soak.js";
 import { benchStorage } from "./storage.js";
 import { benchTemplates } from "./templates.js";
+import { benchVolumes } from "./volumes.js";
 
 const LOCK = "/tmp/moat-integration-tests.lock";
 if (process.env.MOAT_TEST_LOCK_HELD !== "1") {
@@ -41,6 +42,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   "code-interpreter": benchCodeInterpreter,
   egress: benchEgress,
   fork: benchFork,
+  volumes: benchVolumes,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -35,6 +35,7 @@ import { TemplateBuilds } from "./template/build-runner.js";
 import { TemplateFileStore } from "./template/file-store.js";
 import { FileURLSigner } from "./template/file-urls.js";
 import { removeUnusedFiles } from "./template/files.js";
+import { VolumeTokens } from "./volume/tokens.js";
 
 export interface API {
   readonly config: APIConfig;
@@ -109,6 +110,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     builds,
     templateFiles: new TemplateFileStore(config.dataDir, config.maxUploadBytes),
     fileURLs: new FileURLSigner(db, () => publicURL),
+    volumeTokens: new VolumeTokens(db),
   };
   await ctx.templateFiles.makePrivate();
   // Builds an API process left unfinished are recorded as interrupted before any request.

@@ -43,6 +43,12 @@ import { registerTemplateTagsList } from "./handlers/template-tags-list.js";
 import { registerTemplateUpdate } from "./handlers/template-update.js";
 import { registerTemplatesList } from "./handlers/templates-list.js";
 import { registerTemplatesListV1 } from "./handlers/templates-list-v1.js";
+import { isVolumeFileUpload, registerVolumeContentFiles } from "./handlers/volume-content-files.js";
+import { registerVolumeContentPaths } from "./handlers/volume-content-paths.js";
+import { registerVolumeCreate } from "./handlers/volume-create.js";
+import { registerVolumeDelete } from "./handlers/volume-delete.js";
+import { registerVolumeGet } from "./handlers/volume-get.js";
+import { registerVolumesList } from "./handlers/volumes-list.js";
 import { requireMetricsToken } from "./http/admin.js";
 import { requireTeam } from "./http/auth.js";
 import { bodyLimit } from "./http/body-limit.js";
@@ -54,8 +60,8 @@ import { rateLimit } from "./http/rate-limit.js";
 import { RateLimiter } from "./quotas/rate-limit.js";
 
 /**
- * Paths whose routes belong to a team: everything but health, metrics, docs, internal and the
- * signed template file URLs (which carry their own authorisation).
+ * Paths whose routes belong to a team: everything but health, metrics, docs, internal, the signed
+ * template file URLs and the volume content routes (which carry their own authorisation).
  */
 const TEAM_ROUTES = [
   "/sandboxes",
@@ -66,6 +72,8 @@ const TEAM_ROUTES = [
   "/templates",
   "/templates/*",
   "/snapshots",
+  "/volumes",
+  "/volumes/*",
 ];
 
 export function createApp(ctx: APIContext, metrics: APIMetrics): App {
@@ -98,10 +106,13 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
       exposeHeaders: ["X-Next-Token", "X-Total-Running"],
     }),
   );
-  // Template file uploads stream to disk under their own cap (maxUploadBytes).
+  // Template file uploads stream to disk under their own cap (maxUploadBytes), volume file uploads
+  // to their volume (its size).
+  const streamed = (method: string, path: string) =>
+    isTemplateFileUpload(method, path) || isVolumeFileUpload(method, path);
   const jsonBodyLimit = bodyLimit(ctx.config.maxBodyBytes);
-  app.use((c, next) => (isTemplateFileUpload(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
-  app.use(refuseNUL({ readBody: (c) => !isTemplateFileUpload(c.req.method, c.req.path) }));
+  app.use((c, next) => (streamed(c.req.method, c.req.path) ? next() : jsonBodyLimit(c, next)));
+  app.use(refuseNUL({ readBody: (c) => !streamed(c.req.method, c.req.path) }));
   const authenticated = requireTeam(ctx.db, ctx.config.quotas);
   const rateLimited = rateLimit(new RateLimiter());
   for (const path of TEAM_ROUTES) {
@@ -170,6 +181,13 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTemplateUpdate(app, ctx);
   registerTemplateDelete(app, ctx);
   registerInternalCatalog(app, ctx);
+  registerVolumeCreate(app, ctx);
+  registerVolumesList(app, ctx);
+  registerVolumeGet(app, ctx);
+  registerVolumeDelete(app, ctx);
+  const volumeContentRate = new RateLimiter();
+  registerVolumeContentPaths(app, ctx, volumeContentRate);
+  registerVolumeContentFiles(app, ctx, volumeContentRate);
   registerAdminTeamsCreate(app, ctx);
   registerAdminTeamsLimits(app, ctx);
 

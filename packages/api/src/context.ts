@@ -14,6 +14,7 @@ import type { SandboxTransitions } from "./sandbox/transitions.js";
 import type { TemplateBuilds } from "./template/build-runner.js";
 import type { TemplateFileStore } from "./template/file-store.js";
 import type { FileURLSigner } from "./template/file-urls.js";
+import type { VolumeTokens } from "./volume/tokens.js";
 
 export interface APIContext {
   readonly config: APIConfig;
@@ -31,4 +32,6 @@ export interface APIContext {
   /** The files uploaded for COPY steps, and the signed URLs they are uploaded and downloaded at. */
   readonly templateFiles: TemplateFileStore;
   readonly fileURLs: FileURLSigner;
+  /** The tokens of volumes, which the volume content routes take. */
+  readonly volumeTokens: VolumeTokens;
 }

@@ -145,6 +145,33 @@ export class RateLimitedError extends Error {
   }
 }
 
+/**
+ * The volume does not exist for this team (missing, being deleted, or another team's), or a path
+ * in it does not exist (404).
+ */
+export class VolumeNotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VolumeNotFoundError";
+  }
+}
+
+/** A volume is full: the write did not fit its size (507, as envd answers a full disk). */
+export class VolumeFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VolumeFullError";
+  }
+}
+
+/** The node a request needs cannot be reached now (503: retry). */
+export class NodeUnreachableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NodeUnreachableError";
+  }
+}
+
 /** No team has that id (404; admin routes only). */
 export class TeamNotFoundError extends Error {
   constructor(readonly teamID: string) {

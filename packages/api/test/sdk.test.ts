@@ -144,7 +144,8 @@ describe("the e2b SDK against the API (fake node)", () => {
     );
     await assert.rejects(
       Sandbox.create("base", { ...opts, volumeMounts: { "/data": "vol" } }),
-      (err: Error) => err instanceof SandboxError && /501: volumes are not supported yet/.test(err.message),
+      (err: Error) =>
+        err instanceof SandboxError && /400: volumeMounts: volume 'vol' not found/.test(err.message),
     );
   });
 });

@@ -9,7 +9,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { CleanupStack, type Logger } from "@moat/shared";
-import { SandboxService, TemplateService } from "@moat/shared/gen/orchestrator";
+import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen/orchestrator";
 import { type NodeConfig, readNodeConfig } from "./config.js";
 import { acquireHostLock } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
@@ -21,8 +21,10 @@ import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
+import { volumeService } from "./server/volume-service.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
+import { VolumeStore } from "./storage/volumes.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -157,6 +159,7 @@ async function start(
     platform: options.platform,
   });
   const pidsLimit = options.pidsLimit ?? 1024;
+  const volumes = new VolumeStore({ dataDir: options.dataDir, logger });
   const snapshots = options.templateSnapshots ?? config.templateSnapshots;
   const manager = new SandboxManager({
     dataDir: options.dataDir,
@@ -183,6 +186,7 @@ async function start(
     diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
     egress,
+    volumes,
   });
   await manager.reclaim();
   await options.templates.sweep();
@@ -215,6 +219,7 @@ async function start(
       routes: (router) => {
         router.service(SandboxService, sandboxService(manager));
         router.service(TemplateService, templateService(builder, options.templates, manager));
+        router.service(VolumeService, volumeService(volumes, manager));
       },
       interceptors: [requireNodeToken(nodeToken)],
     }),
@@ -257,6 +262,7 @@ async function start(
         // Open streams (WatchEvents) would hold close() forever.
         setTimeout(resolve, 1000).unref();
       });
+      await volumes.close();
       await releaseLock();
     },
   };

@@ -26,3 +26,9 @@ export {
   findBuiltinTemplate,
 } from "./templates.js";
 export { ENVD_PORT, ENVD_VERSION } from "./version.js";
+export {
+  MAX_VOLUME_MOUNT_PATH_BYTES,
+  MAX_VOLUME_MOUNTS,
+  volumeMountPathProblem,
+  volumeMountsProblem,
+} from "./volume-mounts.js";

@@ -183,6 +183,7 @@ export function useMoat(moat: RunningMoat): void {
   process.env.E2B_API_URL = moat.env.E2B_API_URL;
   process.env.E2B_SANDBOX_URL = moat.env.E2B_SANDBOX_URL;
   process.env.E2B_DOMAIN = moat.env.E2B_DOMAIN;
+  process.env.E2B_VOLUME_API_URL = moat.env.E2B_VOLUME_API_URL;
 }
 
 /** GET through the proxy with Host <port>-<id>.<domain>, as a browser on the sandbox URL does. */

@@ -96,6 +96,35 @@ export interface SandboxesTable {
   stopped_at: Date | null;
   /** Why it stopped: "request", "timeout", "runtime exited", "create failed: …", "missing on node". */
   stop_reason: string | null;
+  /** The volumes it mounts; null: none. */
+  volume_mounts: ColumnType<SandboxVolumeMount[] | null, string | null | undefined, string | null>;
+  created_at: CreatedAt;
+}
+
+export interface SandboxVolumeMount {
+  name: string;
+  path: string;
+  volumeID: string;
+}
+
+/**
+ * creating: being made on its node; ready: usable; deleting: being removed (a DELETE retried after
+ * a failure finishes it). Only ready volumes are listed, shown and mounted.
+ */
+export type VolumeState = "creating" | "ready" | "deleting";
+
+/** A team's volume: a file system on one node that sandboxes mount and the content routes read. */
+export interface VolumesTable {
+  /** 20 characters of [a-z0-9], like sandbox ids. */
+  volume_id: string;
+  team_id: string;
+  /** Unique in the team. */
+  name: string;
+  /** The node that holds it: sandboxes that mount it start there. */
+  node_id: string;
+  /** Its size (the team's volume size when it was made). */
+  size_mb: number;
+  state: VolumeState;
   created_at: CreatedAt;
 }
 
@@ -253,6 +282,7 @@ export interface Database {
   template_tags: TemplateTagsTable;
   template_files: TemplateFilesTable;
   signing_keys: SigningKeysTable;
+  volumes: VolumesTable;
 }
 
 export type TeamRow = Selectable<TeamsTable>;
@@ -262,3 +292,4 @@ export type SandboxLogRow = Selectable<SandboxLogsTable>;
 export type TemplateRow = Selectable<TemplatesTable>;
 export type TemplateBuildRow = Selectable<TemplateBuildsTable>;
 export type TemplateBuildLogRow = Selectable<TemplateBuildLogsTable>;
+export type VolumeRow = Selectable<VolumesTable>;

@@ -110,8 +110,6 @@ export function createInput(
   // The SDK starts E2B's MCP gateway itself after the create; moat has none, so the create is
   // refused before any sandbox exists, in the words the SDK uses when the gateway fails to start.
   if (body.mcp) throw new InvalidRequestError(MCP_UNAVAILABLE);
-  if (body.volumeMounts?.length)
-    throw new NotSupportedError("volumes are not supported yet by this moat version");
   if (body.iam?.tokens && Object.keys(body.iam.tokens).length > 0) {
     throw new NotSupportedError("iam tokens are not supported yet by this moat version");
   }
@@ -129,5 +127,6 @@ export function createInput(
     autoPause: body.autoPause ?? false,
     autoPauseMemory: body.autoPauseMemory ?? true,
     autoResume: body.autoResume?.enabled ?? false,
+    volumeMounts: body.volumeMounts ?? [],
   };
 }

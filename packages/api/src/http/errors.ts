@@ -15,6 +15,7 @@ import {
   ConflictError,
   ForbiddenError,
   InvalidRequestError,
+  NodeUnreachableError,
   NotSupportedError,
   QuotaExceededError,
   RateLimitedError,
@@ -25,6 +26,8 @@ import {
   TemplateNotFoundError,
   TooLargeError,
   UnauthenticatedError,
+  VolumeFullError,
+  VolumeNotFoundError,
 } from "../errors.js";
 
 /** How long a client should wait before retrying a create that found every node busy. */
@@ -48,6 +51,9 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
   if (err instanceof BuildNotFoundError) return { status: 404, message: err.message };
   if (err instanceof TeamNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof VolumeNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof VolumeFullError) return { status: 507, message: err.message };
+  if (err instanceof NodeUnreachableError) return { status: 503, message: err.message };
   if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
   if (err instanceof ConflictError) return { status: 409, message: err.message };
   if (err instanceof TooLargeError) return { status: 413, message: err.message };

@@ -36,7 +36,7 @@ export function listedSandboxView(row: SandboxRow): ListedSandboxView {
     metadata: row.metadata,
     state: publicState(row.state),
     envdVersion: row.envd_version ?? "",
-    volumeMounts: [],
+    volumeMounts: (row.volume_mounts ?? []).map((m) => ({ name: m.name, path: m.path })),
   };
 }
 

@@ -17,6 +17,7 @@ import {
   SandboxService,
   type SnapshotInfo,
   TemplateService,
+  VolumeService,
 } from "@moat/shared/gen/orchestrator";
 import type { OrchestratorNodeOptions } from "../config.js";
 
@@ -102,6 +103,8 @@ export class NodeClient {
   readonly id: string;
   private readonly client: Client<typeof SandboxService>;
   private readonly templates: Client<typeof TemplateService>;
+  /** The node's volumes and their files (volume/node-volumes.ts wraps it with its own errors). */
+  readonly volumes: Client<typeof VolumeService>;
   private readonly sessions: Http2SessionManager | undefined;
   private readonly callMs: number;
   private readonly transitionMs: number;
@@ -130,6 +133,7 @@ export class NodeClient {
     }
     this.client = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
+    this.volumes = createClient(VolumeService, transport);
   }
 
   async create(config: MessageInitShape<typeof SandboxConfigSchema>, endTime: Date): Promise<SandboxInfo> {

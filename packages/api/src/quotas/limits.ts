@@ -32,6 +32,10 @@ export interface TeamLimits {
   requestsPerSecond: number;
   /** Requests an idle key may make at once before the rate applies. */
   requestBurst: number;
+  /** Volumes the team keeps at once: creates past it get 429. */
+  maxVolumes: number;
+  /** Size of each new volume, in MiB: writes past it fail (ENOSPC inside a sandbox, 507 through the API). */
+  volumeSizeMB: number;
 }
 
 export type TeamLimitOverrides = Partial<TeamLimits>;
@@ -53,6 +57,12 @@ export const TeamLimitsSchema = z.strictObject({
   maxTimeoutSeconds: positive.max(10 * 365 * 86_400),
   requestsPerSecond: z.number().min(0).max(1_000_000),
   requestBurst: positive.max(10_000_000),
+  maxVolumes: count,
+  volumeSizeMB: z
+    .number()
+    .int()
+    .min(16)
+    .max(1024 * 1024),
 });
 
 /** Overrides as the admin routes take them: any subset; null removes an override. */
@@ -77,6 +87,8 @@ export const DEFAULT_TEAM_LIMITS: TeamLimits = {
   maxTimeoutSeconds: 86_400,
   requestsPerSecond: 100,
   requestBurst: 200,
+  maxVolumes: 10,
+  volumeSizeMB: 10 * 1024,
 };
 
 /** The environment variable of each default (documented in the README). */
@@ -93,6 +105,8 @@ export const TEAM_LIMIT_ENV: Record<keyof TeamLimits, string> = {
   maxTimeoutSeconds: "MOAT_TEAM_MAX_TIMEOUT_SECONDS",
   requestsPerSecond: "MOAT_TEAM_REQUESTS_PER_SECOND",
   requestBurst: "MOAT_TEAM_REQUEST_BURST",
+  maxVolumes: "MOAT_TEAM_MAX_VOLUMES",
+  volumeSizeMB: "MOAT_TEAM_VOLUME_SIZE_MB",
 };
 
 /** A team's limits: the operator's defaults with the team's overrides. */

@@ -12,7 +12,13 @@
  */
 import type { APIContext } from "../context.js";
 import { insertSandbox, updateSandbox } from "../db/sandboxes.js";
-import type { NewSandboxRow, SandboxNetworkRecord, SandboxRow, TeamRow } from "../db/schema.js";
+import type {
+  NewSandboxRow,
+  SandboxNetworkRecord,
+  SandboxRow,
+  SandboxVolumeMount,
+  TeamRow,
+} from "../db/schema.js";
 import { recordSpawn } from "../db/templates.js";
 import { CapacityError, InvalidRequestError, TemplateNotFoundError } from "../errors.js";
 import {
@@ -25,6 +31,7 @@ import { MAX_PLACEMENT_ATTEMPTS, placeSandbox } from "../placement/placement.js"
 import { checkResources } from "../quotas/check.js";
 import type { TeamLimits } from "../quotas/limits.js";
 import { takeRunningSlot } from "../quotas/reserve.js";
+import { checkMountsStillReady, resolveVolumeMounts } from "../volume/mounts.js";
 import { newEnvdAccessToken, newSandboxID, newTrafficAccessToken } from "./ids.js";
 import { logSandbox, markKilled } from "./lifecycle.js";
 import { resolveTemplate, type Template } from "./templates.js";
@@ -49,17 +56,20 @@ export interface CreateSandboxInput {
   autoPauseMemory: boolean;
   /** Traffic through the client proxy may resume it while paused. */
   autoResume: boolean;
+  /** Volumes of the team to mount (by name), checked and resolved by volume/mounts.ts. */
+  volumeMounts?: ReadonlyArray<{ name: string; path: string }>;
 }
 
 export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
   const template = await resolveTemplate(ctx.db, input.team, input.template, ctx.config.diskSizeMB);
   checkResources(input.limits, template.cpuCount, template.memoryMB, `template '${input.template}'`);
+  const volumes = await resolveVolumeMounts(ctx.db, input.team.team_id, input.volumeMounts ?? []);
   const sandboxID = newSandboxID();
   // A snapshot's envd holds its source's token: a sandbox from it always gets one of its own.
   const envdAccessToken = input.secure || template.snapshot ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
   const log = ctx.logger.child({ sandboxID, teamID: input.team.team_id });
-  const nodes = candidateNodes(ctx, template, input.template);
+  const nodes = candidateNodes(ctx, template, input.template, volumes.nodeID);
   const tried = new Set<string>();
   let lastError: Error | undefined;
 
@@ -92,8 +102,12 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         timeout_seconds: input.timeoutSeconds,
         started_at: now,
         end_at: endAt,
+        volume_mounts: volumes.mounts.length > 0 ? JSON.stringify(volumes.mounts) : null,
       };
-      await takeRunningSlot(ctx, input.team.team_id, (tx) => insertSandbox(tx, record));
+      await takeRunningSlot(ctx, input.team.team_id, async (tx) => {
+        await checkMountsStillReady(tx, input.team.team_id, volumes.mounts);
+        await insertSandbox(tx, record);
+      });
     } else {
       await ctx.db
         .updateTable("sandboxes")
@@ -102,7 +116,16 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         .execute();
     }
     try {
-      const row = await startOnNode(ctx, node, sandboxID, input, template, envdAccessToken, endAt);
+      const row = await startOnNode(
+        ctx,
+        node,
+        sandboxID,
+        input,
+        template,
+        envdAccessToken,
+        endAt,
+        volumes.mounts,
+      );
       log.info({ nodeID: node.id, attempt }, "sandbox created");
       if (template.buildID) await countSpawn(ctx, template);
       await logSandbox(ctx, row, "info", "sandbox created", {
@@ -132,8 +155,26 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   );
 }
 
-/** Every node for the base template; for a build, the node that has it. */
-function candidateNodes(ctx: APIContext, template: Template, reference: string): NodeClient[] {
+/**
+ * Every node for the base template; for a build, the node that has it; with volumes, the node that
+ * holds them (which must be the build's).
+ */
+function candidateNodes(
+  ctx: APIContext,
+  template: Template,
+  reference: string,
+  volumeNodeID?: string,
+): NodeClient[] {
+  if (volumeNodeID !== undefined) {
+    if (template.nodeID !== null && template.nodeID !== volumeNodeID) {
+      throw new InvalidRequestError(
+        `template '${reference}' is on node '${template.nodeID}' and the volumes on node '${volumeNodeID}'; a sandbox starts where both are`,
+      );
+    }
+    const node = ctx.nodes.get(volumeNodeID);
+    if (!node) throw new CapacityError(`node '${volumeNodeID}', which holds the volumes, is not configured`);
+    return [node];
+  }
   if (template.nodeID === null) return [...ctx.nodes.values()];
   const node = ctx.nodes.get(template.nodeID);
   if (!node) {
@@ -159,6 +200,7 @@ async function startOnNode(
   template: Template,
   envdAccessToken: string | null,
   endAt: Date,
+  mounts: SandboxVolumeMount[],
 ): Promise<SandboxRow> {
   const info = await node.create(
     {
@@ -180,6 +222,7 @@ async function startOnNode(
       snapshotId: template.snapshot ? template.buildID : "",
       defaultUser: template.defaultUser,
       defaultWorkdir: template.defaultWorkdir,
+      volumeMounts: mounts.map((m) => ({ volumeId: m.volumeID, name: m.name, path: m.path })),
     },
     endAt,
   );

@@ -27,8 +27,10 @@ import {
   SandboxService,
   SandboxState,
   TemplateService,
+  VolumeService,
 } from "@moat/shared/gen/orchestrator";
 import { FakeTemplateService } from "./fake-template-service.js";
+import { FakeVolumeService } from "./fake-volume-service.js";
 
 type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
@@ -70,6 +72,7 @@ export interface Hold {
 export class FakeOrchestrator {
   readonly sandboxes = new Map<string, FakeSandbox>();
   readonly templates = new FakeTemplateService();
+  readonly volumes = new FakeVolumeService();
   /** Every call by method name, in order (the request's sandbox id, when it has one). */
   readonly calls: Array<{ method: string; sandboxID?: string }> = [];
   /** Every Pause and Resume request as received. */
@@ -186,6 +189,7 @@ export class FakeOrchestrator {
     return createRouterTransport(({ service }) => {
       service(SandboxService, this.service());
       service(TemplateService, this.templates.service());
+      service(VolumeService, this.volumes.service());
     });
   }
 

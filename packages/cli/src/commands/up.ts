@@ -1,7 +1,7 @@
 /**
  * `moat up`: the whole platform on one box. First run checks prerequisites and builds what is
  * missing (runsc, the base template, the code-interpreter template) with progress; then the orchestrator, the API and the client
- * proxy start in this process, a default team and API key exist, and the three lines an E2B SDK
+ * proxy start in this process, a default team and API key exist, and the lines an E2B SDK
  * user needs are printed and written to <data-dir>/.env. Ctrl-C stops everything and kills the
  * sandboxes; teams, keys and templates stay for the next `moat up`.
  */
@@ -149,6 +149,8 @@ async function up(opts: UpOptions): Promise<void> {
     E2B_API_KEY: apiKey ?? "",
     E2B_API_URL: api.url,
     E2B_SANDBOX_URL: `http://${opts.host}:${proxy.port}`,
+    // The SDK's Volume sends its file requests there (E2B_API_URL is not used for them).
+    E2B_VOLUME_API_URL: api.url,
     E2B_DOMAIN: opts.domain,
     MOAT_ADMIN_TOKEN: adminToken,
   };
@@ -159,7 +161,7 @@ async function up(opts: UpOptions): Promise<void> {
       .join("\n")}\n`,
   );
   process.stdout.write(
-    `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\n\n(also written to ${envFile})\n` +
+    `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\nexport E2B_VOLUME_API_URL=${env.E2B_VOLUME_API_URL}\n\n(also written to ${envFile})\n` +
       `Prometheus: ${api.url}/metrics and ${env.E2B_SANDBOX_URL}/metrics with Authorization: Bearer ` +
       `${process.env.MOAT_METRICS_TOKEN ? "$MOAT_METRICS_TOKEN" : `$MOAT_ADMIN_TOKEN (in ${envFile})`}\n`,
   );

@@ -24,6 +24,8 @@ export interface SandboxSpecInput {
   envdPort: number;
   /** cgroup cpu.shares: low for warm pool entries (runtime/cpu-priority.ts); default 1024. */
   cpuShares?: number;
+  /** Volumes: a host directory (the volume's mount on the node) at a path inside, read-write. */
+  volumeMounts?: Array<{ source: string; destination: string }>;
 }
 
 export const SANDBOX_NODE_PATH = "/opt/moat/node";
@@ -109,6 +111,12 @@ export function sandboxSpec(input: SandboxSpecInput): Record<string, unknown> {
         source: `${input.envdDir}/sudo`,
         options: ["rbind", "ro"],
       },
+      ...(input.volumeMounts ?? []).map((m) => ({
+        destination: m.destination,
+        type: "bind",
+        source: m.source,
+        options: ["rbind", "rw", "nosuid", "nodev"],
+      })),
     ],
     linux: {
       namespaces: [

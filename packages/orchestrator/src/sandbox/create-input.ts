@@ -1,5 +1,7 @@
+import { volumeMountsProblem } from "@moat/shared";
 import { type EgressFields, EgressRuleError, egressRulesOf } from "../network/egress-rules.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
+import { checkVolumeRef } from "../storage/volumes.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { InvalidSandboxConfigError, TemplateNotFoundError } from "./errors.js";
 
@@ -28,7 +30,15 @@ export interface CreateInput {
   autoPauseMemory?: boolean;
   /** Start from this sandbox snapshot (its memory, processes and files) instead of the template's. */
   snapshotID?: string;
+  /** The team's volumes mounted read-write at their paths (storage/volumes.ts). */
+  volumeMounts?: VolumeMountInput[];
   endTime: Date;
+}
+
+export interface VolumeMountInput {
+  volumeID: string;
+  name: string;
+  path: string;
 }
 
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
@@ -51,6 +61,17 @@ export function validateCreate(input: CreateInput): void {
   }
   if (Number.isNaN(input.endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
   checkEgress(input);
+  const mounts = input.volumeMounts ?? [];
+  // The API checked these; the node checks again before any of it names a host directory or a mount.
+  const problem = volumeMountsProblem(mounts);
+  if (problem) throw new InvalidSandboxConfigError(problem);
+  for (const mount of mounts) {
+    try {
+      checkVolumeRef({ teamID: input.teamID, volumeID: mount.volumeID });
+    } catch (err) {
+      throw new InvalidSandboxConfigError((err as Error).message);
+    }
+  }
 }
 
 /** Egress rules that parse, else InvalidSandboxConfigError naming the bad entry. */

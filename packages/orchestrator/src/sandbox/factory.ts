@@ -26,6 +26,7 @@ import {
   unmountOverlay,
   unmountRootfs,
 } from "../storage/overlay.js";
+import type { VolumeStore } from "../storage/volumes.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { diskSizeOf, resolveBuild } from "./create-input.js";
 import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
@@ -130,6 +131,8 @@ export interface RunscSandboxFactoryOptions {
   envdReadyTimeoutMs: number;
   /** Disk size of sandboxes whose create and template name none, in MiB; 0: no limit. */
   diskSizeMB: number;
+  /** The node's volumes, which sandboxes with volume mounts mount. */
+  volumes?: VolumeStore;
   logger: Logger;
 }
 
@@ -467,10 +470,26 @@ export class RunscSandboxFactory implements SandboxFactory {
       envdPort: ENVD_PORT,
       // Pool entries restore at a low CPU share; a claim raises it (runtime/cpu-priority.ts).
       cpuShares: sandbox.kind === "pool" ? BACKGROUND_CPU_SHARES : undefined,
+      volumeMounts: await volumeSources(options.volumes, sandbox.record),
     });
     await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
     return bundle;
   }
+}
+
+/** Each volume mount's host directory (mounted on the node now if it was not) and its path inside. */
+async function volumeSources(
+  volumes: VolumeStore | undefined,
+  record: SandboxRecord,
+): Promise<Array<{ source: string; destination: string }>> {
+  const mounts = record.volumeMounts ?? [];
+  if (mounts.length > 0 && !volumes) throw new Error("this node has no volume store");
+  const out: Array<{ source: string; destination: string }> = [];
+  for (const m of mounts) {
+    const source = await volumes!.mountPoint({ teamID: record.teamID, volumeID: m.volumeID });
+    out.push({ source, destination: m.path });
+  }
+  return out;
 }
 
 /** A fresh runsc container id: each run of a sandbox gets its own. */

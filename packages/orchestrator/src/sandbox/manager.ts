@@ -17,6 +17,7 @@ import type { Runsc } from "../runtime/runsc.js";
 import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import type { SandboxSnapshot } from "../snapshot/sandbox-snapshot.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
+import type { VolumeStore } from "../storage/volumes.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
@@ -72,6 +73,8 @@ export interface SandboxManagerOptions {
   diskSizeMB: number;
   /** Outbound connections one sandbox may have open at once (network/sandbox-network.ts). */
   maxConnectionsPerSandbox?: number;
+  /** The node's volumes (sandboxes with volume mounts mount them). */
+  volumes?: VolumeStore;
   /** The runtime; default the real one (runsc, the host's network). Unit tests pass fakes. */
   factory?: SandboxFactory;
   /** Sandboxes' egress rules by slot, which the node's resolver reads (default: a registry of its own). */
@@ -511,7 +514,8 @@ export class SandboxManager {
   private async bootNew(sandbox: Sandbox, build: TemplateBuild, lap: (phase: string) => void): Promise<void> {
     const { record } = sandbox;
     const snapshot = await this.snapshots.forCreate(build);
-    if (!snapshot || snapshot.memoryMB !== record.memoryMB) {
+    // A snapshot's restore brings back its mounts only: a sandbox with volumes boots cold.
+    if (!snapshot || snapshot.memoryMB !== record.memoryMB || record.volumeMounts?.length) {
       await this.factory.boot(sandbox, { lap });
       return;
     }

@@ -41,13 +41,15 @@ export interface WarmPoolOptions {
  * denies anything restores from the snapshot into its own rules instead), and the build's disk size.
  */
 export function fitsPool(
-  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "denyOut" | "diskSizeMB">,
+  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "denyOut" | "diskSizeMB" | "volumeMounts">,
   build: Pick<TemplateBuild, "diskSizeMB">,
   snapshot: Pick<TemplateSnapshot, "vcpu" | "memoryMB"> | undefined,
   diskSizeOf: WarmPoolOptions["diskSizeOf"],
 ): boolean {
   if (!snapshot || input.memoryMB !== snapshot.memoryMB || input.vcpu !== snapshot.vcpu) return false;
   if (!input.allowInternetAccess || (input.denyOut?.length ?? 0) > 0) return false;
+  // Entries run without volumes; a mount cannot be added to a running sandbox.
+  if (input.volumeMounts?.length) return false;
   return diskSizeOf(input.diskSizeMB, build) === diskSizeOf(0, build);
 }
 

@@ -30,6 +30,7 @@ import type { SandboxEvent, SandboxManager } from "../sandbox/manager.js";
 import type { SandboxRecord } from "../sandbox/record.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { snapshotConfigOf } from "../snapshot/sandbox-snapshot.js";
+import { VolumeNotFoundError } from "../storage/volumes.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
   // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
@@ -80,6 +81,11 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
           autoPause: config.autoPause,
           autoPauseMemory: config.autoPauseMemory,
           snapshotID: config.snapshotId || undefined,
+          volumeMounts: config.volumeMounts.map((m) => ({
+            volumeID: m.volumeId,
+            name: m.name,
+            path: m.path,
+          })),
           endTime,
         }),
       );
@@ -216,6 +222,7 @@ function configMessage(
     autoPause: r.autoPause ?? false,
     autoPauseMemory: r.autoPauseMemory ?? true,
     snapshotId: r.snapshotID ?? "",
+    volumeMounts: (r.volumeMounts ?? []).map((m) => ({ volumeId: m.volumeID, name: m.name, path: m.path })),
   };
 }
 
@@ -234,6 +241,8 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
     if (err instanceof SandboxStateError) throw new ConnectError(err.message, Code.FailedPrecondition);
+    // A volume deleted behind the API's back (its own checks keep creates off deleted ones).
+    if (err instanceof VolumeNotFoundError) throw new ConnectError(err.message, Code.InvalidArgument);
     // The sandbox is whole (still running, or still paused): the caller may try again.
     if (err instanceof PauseFailedError || err instanceof ResumeFailedError) {
       throw new ConnectError(err.message, Code.Unavailable);

@@ -19,7 +19,7 @@ export const MIN_DISK_SIZE_MB = 64;
 /** Largest: images are sparse, but a size beyond this is a typo, not a plan. */
 export const MAX_DISK_SIZE_MB = 1024 * 1024;
 /** Mount options of the sandbox disk: files from inside never act as setuid programs or devices. */
-const MOUNT_OPTIONS = "loop,nosuid,nodev,noatime,discard";
+export const MOUNT_OPTIONS = "loop,nosuid,nodev,noatime,discard";
 
 export function diskPaths(sandboxDir: string): { image: string; mountPoint: string } {
   return { image: path.join(sandboxDir, "disk.img"), mountPoint: path.join(sandboxDir, "disk") };
@@ -111,7 +111,7 @@ export async function mountedDevices(): Promise<Set<string>> {
   return sources;
 }
 
-async function isMountPoint(dir: string): Promise<boolean> {
+export async function isMountPoint(dir: string): Promise<boolean> {
   const info = await readFile("/proc/self/mountinfo", "utf8");
   return info.split("\n").some((line) => line.split(" ")[4] === dir);
 }
@@ -142,9 +142,13 @@ export async function unmount(mountPoint: string): Promise<void> {
  * A sparse file of `sizeMB` with an empty ext4 on it. Journal kept (a host crash must not cost a
  * paused sandbox its files) but not zeroed: the sparse file reads as zeros already, so the new
  * disk takes ~4 MB of the host's. No blocks are reserved for root: the sandbox's `user` gets the
- * whole size.
+ * whole size. `rootOwner`: who owns the file system's root directory (default root).
  */
-async function makeImage(image: string, sizeMB: number): Promise<void> {
+export async function makeImage(
+  image: string,
+  sizeMB: number,
+  options: { label?: string; rootOwner?: { uid: number; gid: number } } = {},
+): Promise<void> {
   const partial = `${image}.partial`;
   const handle = await open(partial, "w", 0o600);
   try {
@@ -161,9 +165,12 @@ async function makeImage(image: string, sizeMB: number): Promise<void> {
         "-m",
         "0",
         "-E",
-        "lazy_itable_init=1,lazy_journal_init=1",
+        [
+          "lazy_itable_init=1,lazy_journal_init=1",
+          ...(options.rootOwner ? [`root_owner=${options.rootOwner.uid}:${options.rootOwner.gid}`] : []),
+        ].join(","),
         "-L",
-        "moat-sandbox",
+        options.label ?? "moat-sandbox",
         partial,
       ],
       { timeoutMs: 60_000 },

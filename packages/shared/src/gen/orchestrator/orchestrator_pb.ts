@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file orchestrator/orchestrator.proto.
  */
 export const file_orchestrator_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3Ii2QQKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhEKCWFsbG93X291dBgZIAMoCRIQCghkZW55X291dBgaIAMoCRITCgtzbmFwc2hvdF9pZBgQIAEoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCFAoSX2F1dG9fcGF1c2VfbWVtb3J5InIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EiwKB3NhbmRib3gYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiQwoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8imQIKC1NhbmRib3hJbmZvEisKBmNvbmZpZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnEikKBXN0YXRlGAIgASgOMhoub3JjaGVzdHJhdG9yLlNhbmRib3hTdGF0ZRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaG9zdF9hZGRyZXNzGAUgASgJEhQKDGVudmRfdmVyc2lvbhgGIAEoCRIUCgxsaWZlY3ljbGVfaWQYByABKAkSEgoKc3RhcnRfa2luZBgIIAEoCSJJChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoGbWVtb3J5GAIgASgISACIAQFCCQoHX21lbW9yeSJCChRQYXVzZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvImgKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBnJlYm9vdBgDIAEoCCJDChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyJBChZTbmFwc2hvdFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkisQEKDFNuYXBzaG90SW5mbxITCgtzbmFwc2hvdF9pZBgBIAEoCRIZChFzb3VyY2Vfc2FuZGJveF9pZBgCIAEoCRIrCgZjb25maWcYAyABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIwCgxjcmVhdGVkX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBSABKAQiRwoXU25hcHNob3RTYW5kYm94UmVzcG9uc2USLAoIc25hcHNob3QYASABKAsyGi5vcmNoZXN0cmF0b3IuU25hcHNob3RJbmZvIiwKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImkKCkZvcmtUYXJnZXQSEgoKc2FuZGJveF9pZBgBIAEoCRIZChFlbnZkX2FjY2Vzc190b2tlbhgCIAEoCRIsCghlbmRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiUQoSRm9ya1NhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSJwoFZm9ya3MYAiADKAsyGC5vcmNoZXN0cmF0b3IuRm9ya1RhcmdldCJjCgpGb3JrUmVzdWx0EioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8SFQoNZXJyb3JfbWVzc2FnZRgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgJIkAKE0ZvcmtTYW5kYm94UmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLm9yY2hlc3RyYXRvci5Gb3JrUmVzdWx0IicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQAoSR2V0U2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iFgoUTGlzdFNhbmRib3hlc1JlcXVlc3QiRQoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEiwKCXNhbmRib3hlcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJYChRVcGRhdGVFbmRUaW1lUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIXChVVcGRhdGVFbmRUaW1lUmVzcG9uc2UibgoUVXBkYXRlTmV0d29ya1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYAiABKAgSEQoJYWxsb3dfb3V0GAMgAygJEhAKCGRlbnlfb3V0GAQgAygJIhcKFVVwZGF0ZU5ldHdvcmtSZXNwb25zZSIUChJXYXRjaEV2ZW50c1JlcXVlc3QiigEKDFNhbmRib3hFdmVudBISCgpzYW5kYm94X2lkGAEgASgJEiwKBHR5cGUYAiABKA4yHi5vcmNoZXN0cmF0b3IuU2FuZGJveEV2ZW50VHlwZRIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBCABKAkiYAoMVGVtcGxhdGVTdGVwEgwKBHR5cGUYASABKAkSDAoEYXJncxgCIAMoCRINCgVmb3JjZRgDIAEoCBISCgpmaWxlc19oYXNoGAQgASgJEhEKCWZpbGVzX3VybBgFIAEoCSIyCgxSZWdpc3RyeUF1dGgSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiyQIKFEJ1aWxkVGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEhQKDGRpc2tfc2l6ZV9tYhgFIAEoDRISCgpmcm9tX2ltYWdlGAYgASgJEhUKDWZyb21fYnVpbGRfaWQYByABKAkSNwoTZnJvbV9pbWFnZV9yZWdpc3RyeRgIIAEoCzIaLm9yY2hlc3RyYXRvci5SZWdpc3RyeUF1dGgSDQoFZm9yY2UYCSABKAgSEQoJc3RhcnRfY21kGAogASgJEhEKCXJlYWR5X2NtZBgLIAEoCRIpCgVzdGVwcxgMIAMoCzIaLm9yY2hlc3RyYXRvci5UZW1wbGF0ZVN0ZXASDwoHdGVhbV9pZBgNIAEoCSJnCg1CdWlsZExvZ0VudHJ5EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxldmVsGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDAoEc3RlcBgEIAEoCSJ9CgtCdWlsZFJlc3VsdBIKCgJvaxgBIAEoCBIPCgdtZXNzYWdlGAIgASgJEgwKBHN0ZXAYAyABKAkSFAoMZW52ZF92ZXJzaW9uGAQgASgJEhQKDGRlZmF1bHRfdXNlchgFIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYBiABKAkidgoSQnVpbGRUZW1wbGF0ZUV2ZW50EioKA2xvZxgBIAEoCzIbLm9yY2hlc3RyYXRvci5CdWlsZExvZ0VudHJ5SAASKwoGcmVzdWx0GAIgASgLMhkub3JjaGVzdHJhdG9yLkJ1aWxkUmVzdWx0SABCBwoFZXZlbnQiLgoaRGVsZXRlVGVtcGxhdGVCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiHQobRGVsZXRlVGVtcGxhdGVCdWlsZFJlc3BvbnNlKtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYqkwIKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYSHgoaU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNJTkcQBzL6BwoOU2FuZGJveFNlcnZpY2USUQoGQ3JlYXRlEiIub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJICgNHZXQSHy5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlc3BvbnNlEk8KBExpc3QSIi5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1Jlc3BvbnNlElEKBkRlbGV0ZRIiLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlRW5kVGltZRIiLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC5vcmNoZXN0cmF0b3IuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudDABEk4KBVBhdXNlEiEub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5vcmNoZXN0cmF0b3IuUGF1c2VTYW5kYm94UmVzcG9uc2USUQoGUmVzdW1lEiIub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXNwb25zZRJYCg1VcGRhdGVOZXR3b3JrEiIub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXNwb25zZRJXCghTbmFwc2hvdBIkLm9yY2hlc3RyYXRvci5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiUub3JjaGVzdHJhdG9yLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlElsKDkRlbGV0ZVNuYXBzaG90EiMub3JjaGVzdHJhdG9yLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBokLm9yY2hlc3RyYXRvci5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEksKBEZvcmsSIC5vcmNoZXN0cmF0b3IuRm9ya1NhbmRib3hSZXF1ZXN0GiEub3JjaGVzdHJhdG9yLkZvcmtTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9vcmNoZXN0cmF0b3Ivb3JjaGVzdHJhdG9yLnByb3RvEgxvcmNoZXN0cmF0b3IiiwUKDVNhbmRib3hDb25maWcSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEgwKBHZjcHUYBCABKA0SEQoJbWVtb3J5X21iGAUgASgNEhQKDGRpc2tfc2l6ZV9tYhgGIAEoDRI6CghlbnZfdmFycxgHIAMoCzIoLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLkVudlZhcnNFbnRyeRI7CghtZXRhZGF0YRgIIAMoCzIpLm9yY2hlc3RyYXRvci5TYW5kYm94Q29uZmlnLk1ldGFkYXRhRW50cnkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCSABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAogASgIEhQKDGRlZmF1bHRfdXNlchgLIAEoCRIXCg9kZWZhdWx0X3dvcmtkaXIYDCABKAkSEgoKYXV0b19wYXVzZRgNIAEoCBIeChFhdXRvX3BhdXNlX21lbW9yeRgOIAEoCEgAiAEBEhAKCGJ1aWxkX2lkGA8gASgJEhEKCWFsbG93X291dBgZIAMoCRIQCghkZW55X291dBgaIAMoCRITCgtzbmFwc2hvdF9pZBgQIAEoCRIwCg12b2x1bWVfbW91bnRzGBQgAygLMhkub3JjaGVzdHJhdG9yLlZvbHVtZU1vdW50Gi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19wYXVzZV9tZW1vcnkiPAoLVm9sdW1lTW91bnQSEQoJdm9sdW1lX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcGF0aBgDIAEoCSJyChRDcmVhdGVTYW5kYm94UmVxdWVzdBIsCgdzYW5kYm94GAEgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkMKFUNyZWF0ZVNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIpkCCgtTYW5kYm94SW5mbxIrCgZjb25maWcYASABKAsyGy5vcmNoZXN0cmF0b3IuU2FuZGJveENvbmZpZxIpCgVzdGF0ZRgCIAEoDjIaLm9yY2hlc3RyYXRvci5TYW5kYm94U3RhdGUSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGhvc3RfYWRkcmVzcxgFIAEoCRIUCgxlbnZkX3ZlcnNpb24YBiABKAkSFAoMbGlmZWN5Y2xlX2lkGAcgASgJEhIKCnN0YXJ0X2tpbmQYCCABKAkiSQoTUGF1c2VTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKBm1lbW9yeRgCIAEoCEgAiAEBQgkKB19tZW1vcnkiQgoUUGF1c2VTYW5kYm94UmVzcG9uc2USKgoHc2FuZGJveBgBIAEoCzIZLm9yY2hlc3RyYXRvci5TYW5kYm94SW5mbyJoChRSZXN1bWVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWJvb3QYAyABKAgiQwoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEioKB3NhbmRib3gYASABKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iQQoWU25hcHNob3RTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJIrEBCgxTbmFwc2hvdEluZm8SEwoLc25hcHNob3RfaWQYASABKAkSGQoRc291cmNlX3NhbmRib3hfaWQYAiABKAkSKwoGY29uZmlnGAMgASgLMhsub3JjaGVzdHJhdG9yLlNhbmRib3hDb25maWcSMAoMY3JlYXRlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzaXplX2J5dGVzGAUgASgEIkcKF1NuYXBzaG90U2FuZGJveFJlc3BvbnNlEiwKCHNuYXBzaG90GAEgASgLMhoub3JjaGVzdHJhdG9yLlNuYXBzaG90SW5mbyIsChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkiGAoWRGVsZXRlU25hcHNob3RSZXNwb25zZSJpCgpGb3JrVGFyZ2V0EhIKCnNhbmRib3hfaWQYASABKAkSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YAiABKAkSLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlEKEkZvcmtTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEicKBWZvcmtzGAIgAygLMhgub3JjaGVzdHJhdG9yLkZvcmtUYXJnZXQiYwoKRm9ya1Jlc3VsdBIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvEhUKDWVycm9yX21lc3NhZ2UYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCSJAChNGb3JrU2FuZGJveFJlc3BvbnNlEikKB3Jlc3VsdHMYASADKAsyGC5vcmNoZXN0cmF0b3IuRm9ya1Jlc3VsdCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkAKEkdldFNhbmRib3hSZXNwb25zZRIqCgdzYW5kYm94GAEgASgLMhkub3JjaGVzdHJhdG9yLlNhbmRib3hJbmZvIhYKFExpc3RTYW5kYm94ZXNSZXF1ZXN0IkUKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIsCglzYW5kYm94ZXMYASADKAsyGS5vcmNoZXN0cmF0b3IuU2FuZGJveEluZm8iKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UiWAoUVXBkYXRlRW5kVGltZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiFwoVVXBkYXRlRW5kVGltZVJlc3BvbnNlIm4KFFVwZGF0ZU5ldHdvcmtSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAIgASgIEhEKCWFsbG93X291dBgDIAMoCRIQCghkZW55X291dBgEIAMoCSIXChVVcGRhdGVOZXR3b3JrUmVzcG9uc2UiFAoSV2F0Y2hFdmVudHNSZXF1ZXN0IooBCgxTYW5kYm94RXZlbnQSEgoKc2FuZGJveF9pZBgBIAEoCRIsCgR0eXBlGAIgASgOMh4ub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudFR5cGUSKAoEdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAQgASgJImAKDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCRIRCglmaWxlc191cmwYBSABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIskCChRCdWlsZFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIMCgR2Y3B1GAMgASgNEhEKCW1lbW9yeV9tYhgEIAEoDRIUCgxkaXNrX3NpemVfbWIYBSABKA0SEgoKZnJvbV9pbWFnZRgGIAEoCRIVCg1mcm9tX2J1aWxkX2lkGAcgASgJEjcKE2Zyb21faW1hZ2VfcmVnaXN0cnkYCCABKAsyGi5vcmNoZXN0cmF0b3IuUmVnaXN0cnlBdXRoEg0KBWZvcmNlGAkgASgIEhEKCXN0YXJ0X2NtZBgKIAEoCRIRCglyZWFkeV9jbWQYCyABKAkSKQoFc3RlcHMYDCADKAsyGi5vcmNoZXN0cmF0b3IuVGVtcGxhdGVTdGVwEg8KB3RlYW1faWQYDSABKAkiZwoNQnVpbGRMb2dFbnRyeRIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkifQoLQnVpbGRSZXN1bHQSCgoCb2sYASABKAgSDwoHbWVzc2FnZRgCIAEoCRIMCgRzdGVwGAMgASgJEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIUCgxkZWZhdWx0X3VzZXIYBSABKAkSFwoPZGVmYXVsdF93b3JrZGlyGAYgASgJInYKEkJ1aWxkVGVtcGxhdGVFdmVudBIqCgNsb2cYASABKAsyGy5vcmNoZXN0cmF0b3IuQnVpbGRMb2dFbnRyeUgAEisKBnJlc3VsdBgCIAEoCzIZLm9yY2hlc3RyYXRvci5CdWlsZFJlc3VsdEgAQgcKBWV2ZW50Ii4KGkRlbGV0ZVRlbXBsYXRlQnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIh0KG0RlbGV0ZVRlbXBsYXRlQnVpbGRSZXNwb25zZSIvCglWb2x1bWVSZWYSDwoHdGVhbV9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiTwoTQ3JlYXRlVm9sdW1lUmVxdWVzdBInCgZ2b2x1bWUYASABKAsyFy5vcmNoZXN0cmF0b3IuVm9sdW1lUmVmEg8KB3NpemVfbWIYAiABKA0iNQoLVm9sdW1lVXNhZ2USEgoKc2l6ZV9ieXRlcxgBIAEoBBISCgp1c2VkX2J5dGVzGAIgASgEIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlIkoKEVZvbHVtZVBhdGhSZXF1ZXN0EicKBnZvbHVtZRgBIAEoCzIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYSDAoEcGF0aBgCIAEoCSL+AQoLVm9sdW1lRW50cnkSDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEgwKBHBhdGgYAyABKAkSDAoEc2l6ZRgEIAEoBBIMCgRtb2RlGAUgASgNEgsKA3VpZBgGIAEoDRILCgNnaWQYByABKA0SKQoFYXRpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBW10aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVjdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGdGFyZ2V0GAsgASgJIlwKFExpc3RWb2x1bWVEaXJSZXF1ZXN0EicKBnZvbHVtZRgBIAEoCzIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYSDAoEcGF0aBgCIAEoCRINCgVkZXB0aBgDIAEoDSJDChVMaXN0Vm9sdW1lRGlyUmVzcG9uc2USKgoHZW50cmllcxgBIAMoCzIZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeSJhCg9Wb2x1bWVPd25lcnNoaXASEAoDdWlkGAEgASgNSACIAQESEAoDZ2lkGAIgASgNSAGIAQESEQoEbW9kZRgDIAEoDUgCiAEBQgYKBF91aWRCBgoEX2dpZEIHCgVfbW9kZSKQAQoUTWFrZVZvbHVtZURpclJlcXVlc3QSJwoGdm9sdW1lGAEgASgLMhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhIMCgRwYXRoGAIgASgJEjAKCW93bmVyc2hpcBgDIAEoCzIdLm9yY2hlc3RyYXRvci5Wb2x1bWVPd25lcnNoaXASDwoHcGFyZW50cxgEIAEoCCIaChhSZW1vdmVWb2x1bWVQYXRoUmVzcG9uc2UihgEKG1VwZGF0ZVZvbHVtZU1ldGFkYXRhUmVxdWVzdBInCgZ2b2x1bWUYASABKAsyFy5vcmNoZXN0cmF0b3IuVm9sdW1lUmVmEgwKBHBhdGgYAiABKAkSMAoJb3duZXJzaGlwGAMgASgLMh0ub3JjaGVzdHJhdG9yLlZvbHVtZU93bmVyc2hpcCJdChZSZWFkVm9sdW1lRmlsZVJlc3BvbnNlEioKBWVudHJ5GAEgASgLMhkub3JjaGVzdHJhdG9yLlZvbHVtZUVudHJ5SAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0IoABChVXcml0ZVZvbHVtZUZpbGVIZWFkZXISJwoGdm9sdW1lGAEgASgLMhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhIMCgRwYXRoGAIgASgJEjAKCW93bmVyc2hpcBgDIAEoCzIdLm9yY2hlc3RyYXRvci5Wb2x1bWVPd25lcnNoaXAiaAoWV3JpdGVWb2x1bWVGaWxlUmVxdWVzdBI1CgZoZWFkZXIYASABKAsyIy5vcmNoZXN0cmF0b3IuV3JpdGVWb2x1bWVGaWxlSGVhZGVySAASDwoFY2h1bmsYAiABKAxIAEIGCgRwYXJ0KtEBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIaChZTQU5EQk9YX1NUQVRFX1NUT1BQSU5HEAMSGQoVU0FOREJPWF9TVEFURV9QQVVTSU5HEAQSGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQBRIaChZTQU5EQk9YX1NUQVRFX1JFU1VNSU5HEAYqkwIKEFNhbmRib3hFdmVudFR5cGUSIgoeU0FOREJPWF9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASHgoaU0FOREJPWF9FVkVOVF9UWVBFX0NSRUFURUQQARIdChlTQU5EQk9YX0VWRU5UX1RZUEVfS0lMTEVEEAISHgoaU0FOREJPWF9FVkVOVF9UWVBFX0VYUElSRUQQAxIdChlTQU5EQk9YX0VWRU5UX1RZUEVfRkFJTEVEEAQSHQoZU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNFRBAFEh4KGlNBTkRCT1hfRVZFTlRfVFlQRV9SRVNVTUVEEAYSHgoaU0FOREJPWF9FVkVOVF9UWVBFX1BBVVNJTkcQBzL6BwoOU2FuZGJveFNlcnZpY2USUQoGQ3JlYXRlEiIub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJICgNHZXQSHy5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlcXVlc3QaIC5vcmNoZXN0cmF0b3IuR2V0U2FuZGJveFJlc3BvbnNlEk8KBExpc3QSIi5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1JlcXVlc3QaIy5vcmNoZXN0cmF0b3IuTGlzdFNhbmRib3hlc1Jlc3BvbnNlElEKBkRlbGV0ZRIiLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVxdWVzdBojLm9yY2hlc3RyYXRvci5EZWxldGVTYW5kYm94UmVzcG9uc2USWAoNVXBkYXRlRW5kVGltZRIiLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVxdWVzdBojLm9yY2hlc3RyYXRvci5VcGRhdGVFbmRUaW1lUmVzcG9uc2USTQoLV2F0Y2hFdmVudHMSIC5vcmNoZXN0cmF0b3IuV2F0Y2hFdmVudHNSZXF1ZXN0Ghoub3JjaGVzdHJhdG9yLlNhbmRib3hFdmVudDABEk4KBVBhdXNlEiEub3JjaGVzdHJhdG9yLlBhdXNlU2FuZGJveFJlcXVlc3QaIi5vcmNoZXN0cmF0b3IuUGF1c2VTYW5kYm94UmVzcG9uc2USUQoGUmVzdW1lEiIub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlJlc3VtZVNhbmRib3hSZXNwb25zZRJYCg1VcGRhdGVOZXR3b3JrEiIub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLlVwZGF0ZU5ldHdvcmtSZXNwb25zZRJXCghTbmFwc2hvdBIkLm9yY2hlc3RyYXRvci5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiUub3JjaGVzdHJhdG9yLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlElsKDkRlbGV0ZVNuYXBzaG90EiMub3JjaGVzdHJhdG9yLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBokLm9yY2hlc3RyYXRvci5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEksKBEZvcmsSIC5vcmNoZXN0cmF0b3IuRm9ya1NhbmRib3hSZXF1ZXN0GiEub3JjaGVzdHJhdG9yLkZvcmtTYW5kYm94UmVzcG9uc2UyxgEKD1RlbXBsYXRlU2VydmljZRJPCgVCdWlsZBIiLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlUmVxdWVzdBogLm9yY2hlc3RyYXRvci5CdWlsZFRlbXBsYXRlRXZlbnQwARJiCgtEZWxldGVCdWlsZBIoLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVxdWVzdBopLm9yY2hlc3RyYXRvci5EZWxldGVUZW1wbGF0ZUJ1aWxkUmVzcG9uc2UyjQYKDVZvbHVtZVNlcnZpY2USRgoGQ3JlYXRlEiEub3JjaGVzdHJhdG9yLkNyZWF0ZVZvbHVtZVJlcXVlc3QaGS5vcmNoZXN0cmF0b3IuVm9sdW1lVXNhZ2USRQoGRGVsZXRlEhcub3JjaGVzdHJhdG9yLlZvbHVtZVJlZhoiLm9yY2hlc3RyYXRvci5EZWxldGVWb2x1bWVSZXNwb25zZRI7CgVVc2FnZRIXLm9yY2hlc3RyYXRvci5Wb2x1bWVSZWYaGS5vcmNoZXN0cmF0b3IuVm9sdW1lVXNhZ2USQgoEU3RhdBIfLm9yY2hlc3RyYXRvci5Wb2x1bWVQYXRoUmVxdWVzdBoZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeRJSCgdMaXN0RGlyEiIub3JjaGVzdHJhdG9yLkxpc3RWb2x1bWVEaXJSZXF1ZXN0GiMub3JjaGVzdHJhdG9yLkxpc3RWb2x1bWVEaXJSZXNwb25zZRJICgdNYWtlRGlyEiIub3JjaGVzdHJhdG9yLk1ha2VWb2x1bWVEaXJSZXF1ZXN0Ghkub3JjaGVzdHJhdG9yLlZvbHVtZUVudHJ5ElEKBlJlbW92ZRIfLm9yY2hlc3RyYXRvci5Wb2x1bWVQYXRoUmVxdWVzdBomLm9yY2hlc3RyYXRvci5SZW1vdmVWb2x1bWVQYXRoUmVzcG9uc2USVgoOVXBkYXRlTWV0YWRhdGESKS5vcmNoZXN0cmF0b3IuVXBkYXRlVm9sdW1lTWV0YWRhdGFSZXF1ZXN0Ghkub3JjaGVzdHJhdG9yLlZvbHVtZUVudHJ5ElMKCFJlYWRGaWxlEh8ub3JjaGVzdHJhdG9yLlZvbHVtZVBhdGhSZXF1ZXN0GiQub3JjaGVzdHJhdG9yLlJlYWRWb2x1bWVGaWxlUmVzcG9uc2UwARJOCglXcml0ZUZpbGUSJC5vcmNoZXN0cmF0b3IuV3JpdGVWb2x1bWVGaWxlUmVxdWVzdBoZLm9yY2hlc3RyYXRvci5Wb2x1bWVFbnRyeSgBYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message orchestrator.SandboxConfig
@@ -128,6 +128,15 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
    * @generated from field: string snapshot_id = 16;
    */
   snapshotId: string;
+
+  /**
+   * Volumes of the sandbox's team mounted read-write at their paths (absolute, normalised, checked
+   * by the API and again by the node). The node finds each volume under its data directory by
+   * team_id and volume_id.
+   *
+   * @generated from field: repeated orchestrator.VolumeMount volume_mounts = 20;
+   */
+  volumeMounts: VolumeMount[];
 };
 
 /**
@@ -136,6 +145,37 @@ export type SandboxConfig = Message<"orchestrator.SandboxConfig"> & {
  */
 export const SandboxConfigSchema: GenMessage<SandboxConfig> = /*@__PURE__*/
   messageDesc(file_orchestrator_orchestrator, 0);
+
+/**
+ * @generated from message orchestrator.VolumeMount
+ */
+export type VolumeMount = Message<"orchestrator.VolumeMount"> & {
+  /**
+   * @generated from field: string volume_id = 1;
+   */
+  volumeId: string;
+
+  /**
+   * The volume's name, as the API reports the mount.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Where the volume appears inside the sandbox.
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeMount.
+ * Use `create(VolumeMountSchema)` to create a new message.
+ */
+export const VolumeMountSchema: GenMessage<VolumeMount> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 1);
 
 /**
  * @generated from message orchestrator.CreateSandboxRequest
@@ -157,7 +197,7 @@ export type CreateSandboxRequest = Message<"orchestrator.CreateSandboxRequest"> 
  * Use `create(CreateSandboxRequestSchema)` to create a new message.
  */
 export const CreateSandboxRequestSchema: GenMessage<CreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 1);
+  messageDesc(file_orchestrator_orchestrator, 2);
 
 /**
  * @generated from message orchestrator.CreateSandboxResponse
@@ -174,7 +214,7 @@ export type CreateSandboxResponse = Message<"orchestrator.CreateSandboxResponse"
  * Use `create(CreateSandboxResponseSchema)` to create a new message.
  */
 export const CreateSandboxResponseSchema: GenMessage<CreateSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 2);
+  messageDesc(file_orchestrator_orchestrator, 3);
 
 /**
  * @generated from message orchestrator.SandboxInfo
@@ -232,7 +272,7 @@ export type SandboxInfo = Message<"orchestrator.SandboxInfo"> & {
  * Use `create(SandboxInfoSchema)` to create a new message.
  */
 export const SandboxInfoSchema: GenMessage<SandboxInfo> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 3);
+  messageDesc(file_orchestrator_orchestrator, 4);
 
 /**
  * @generated from message orchestrator.PauseSandboxRequest
@@ -256,7 +296,7 @@ export type PauseSandboxRequest = Message<"orchestrator.PauseSandboxRequest"> & 
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 4);
+  messageDesc(file_orchestrator_orchestrator, 5);
 
 /**
  * @generated from message orchestrator.PauseSandboxResponse
@@ -273,7 +313,7 @@ export type PauseSandboxResponse = Message<"orchestrator.PauseSandboxResponse"> 
  * Use `create(PauseSandboxResponseSchema)` to create a new message.
  */
 export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 5);
+  messageDesc(file_orchestrator_orchestrator, 6);
 
 /**
  * @generated from message orchestrator.ResumeSandboxRequest
@@ -302,7 +342,7 @@ export type ResumeSandboxRequest = Message<"orchestrator.ResumeSandboxRequest"> 
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 6);
+  messageDesc(file_orchestrator_orchestrator, 7);
 
 /**
  * @generated from message orchestrator.ResumeSandboxResponse
@@ -319,7 +359,7 @@ export type ResumeSandboxResponse = Message<"orchestrator.ResumeSandboxResponse"
  * Use `create(ResumeSandboxResponseSchema)` to create a new message.
  */
 export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 7);
+  messageDesc(file_orchestrator_orchestrator, 8);
 
 /**
  * @generated from message orchestrator.SnapshotSandboxRequest
@@ -343,7 +383,7 @@ export type SnapshotSandboxRequest = Message<"orchestrator.SnapshotSandboxReques
  * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
  */
 export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 8);
+  messageDesc(file_orchestrator_orchestrator, 9);
 
 /**
  * @generated from message orchestrator.SnapshotInfo
@@ -384,7 +424,7 @@ export type SnapshotInfo = Message<"orchestrator.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 9);
+  messageDesc(file_orchestrator_orchestrator, 10);
 
 /**
  * @generated from message orchestrator.SnapshotSandboxResponse
@@ -401,7 +441,7 @@ export type SnapshotSandboxResponse = Message<"orchestrator.SnapshotSandboxRespo
  * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
  */
 export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 10);
+  messageDesc(file_orchestrator_orchestrator, 11);
 
 /**
  * @generated from message orchestrator.DeleteSnapshotRequest
@@ -418,7 +458,7 @@ export type DeleteSnapshotRequest = Message<"orchestrator.DeleteSnapshotRequest"
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 11);
+  messageDesc(file_orchestrator_orchestrator, 12);
 
 /**
  * @generated from message orchestrator.DeleteSnapshotResponse
@@ -431,7 +471,7 @@ export type DeleteSnapshotResponse = Message<"orchestrator.DeleteSnapshotRespons
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 12);
+  messageDesc(file_orchestrator_orchestrator, 13);
 
 /**
  * @generated from message orchestrator.ForkTarget
@@ -460,7 +500,7 @@ export type ForkTarget = Message<"orchestrator.ForkTarget"> & {
  * Use `create(ForkTargetSchema)` to create a new message.
  */
 export const ForkTargetSchema: GenMessage<ForkTarget> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 13);
+  messageDesc(file_orchestrator_orchestrator, 14);
 
 /**
  * @generated from message orchestrator.ForkSandboxRequest
@@ -482,7 +522,7 @@ export type ForkSandboxRequest = Message<"orchestrator.ForkSandboxRequest"> & {
  * Use `create(ForkSandboxRequestSchema)` to create a new message.
  */
 export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 14);
+  messageDesc(file_orchestrator_orchestrator, 15);
 
 /**
  * @generated from message orchestrator.ForkResult
@@ -514,7 +554,7 @@ export type ForkResult = Message<"orchestrator.ForkResult"> & {
  * Use `create(ForkResultSchema)` to create a new message.
  */
 export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 15);
+  messageDesc(file_orchestrator_orchestrator, 16);
 
 /**
  * @generated from message orchestrator.ForkSandboxResponse
@@ -533,7 +573,7 @@ export type ForkSandboxResponse = Message<"orchestrator.ForkSandboxResponse"> & 
  * Use `create(ForkSandboxResponseSchema)` to create a new message.
  */
 export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 16);
+  messageDesc(file_orchestrator_orchestrator, 17);
 
 /**
  * @generated from message orchestrator.GetSandboxRequest
@@ -550,7 +590,7 @@ export type GetSandboxRequest = Message<"orchestrator.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 17);
+  messageDesc(file_orchestrator_orchestrator, 18);
 
 /**
  * @generated from message orchestrator.GetSandboxResponse
@@ -567,7 +607,7 @@ export type GetSandboxResponse = Message<"orchestrator.GetSandboxResponse"> & {
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 18);
+  messageDesc(file_orchestrator_orchestrator, 19);
 
 /**
  * @generated from message orchestrator.ListSandboxesRequest
@@ -580,7 +620,7 @@ export type ListSandboxesRequest = Message<"orchestrator.ListSandboxesRequest"> 
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 19);
+  messageDesc(file_orchestrator_orchestrator, 20);
 
 /**
  * @generated from message orchestrator.ListSandboxesResponse
@@ -597,7 +637,7 @@ export type ListSandboxesResponse = Message<"orchestrator.ListSandboxesResponse"
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 20);
+  messageDesc(file_orchestrator_orchestrator, 21);
 
 /**
  * @generated from message orchestrator.DeleteSandboxRequest
@@ -614,7 +654,7 @@ export type DeleteSandboxRequest = Message<"orchestrator.DeleteSandboxRequest"> 
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 21);
+  messageDesc(file_orchestrator_orchestrator, 22);
 
 /**
  * @generated from message orchestrator.DeleteSandboxResponse
@@ -627,7 +667,7 @@ export type DeleteSandboxResponse = Message<"orchestrator.DeleteSandboxResponse"
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 22);
+  messageDesc(file_orchestrator_orchestrator, 23);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeRequest
@@ -649,7 +689,7 @@ export type UpdateEndTimeRequest = Message<"orchestrator.UpdateEndTimeRequest"> 
  * Use `create(UpdateEndTimeRequestSchema)` to create a new message.
  */
 export const UpdateEndTimeRequestSchema: GenMessage<UpdateEndTimeRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 23);
+  messageDesc(file_orchestrator_orchestrator, 24);
 
 /**
  * @generated from message orchestrator.UpdateEndTimeResponse
@@ -662,7 +702,7 @@ export type UpdateEndTimeResponse = Message<"orchestrator.UpdateEndTimeResponse"
  * Use `create(UpdateEndTimeResponseSchema)` to create a new message.
  */
 export const UpdateEndTimeResponseSchema: GenMessage<UpdateEndTimeResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 24);
+  messageDesc(file_orchestrator_orchestrator, 25);
 
 /**
  * @generated from message orchestrator.UpdateNetworkRequest
@@ -694,7 +734,7 @@ export type UpdateNetworkRequest = Message<"orchestrator.UpdateNetworkRequest"> 
  * Use `create(UpdateNetworkRequestSchema)` to create a new message.
  */
 export const UpdateNetworkRequestSchema: GenMessage<UpdateNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 25);
+  messageDesc(file_orchestrator_orchestrator, 26);
 
 /**
  * @generated from message orchestrator.UpdateNetworkResponse
@@ -707,7 +747,7 @@ export type UpdateNetworkResponse = Message<"orchestrator.UpdateNetworkResponse"
  * Use `create(UpdateNetworkResponseSchema)` to create a new message.
  */
 export const UpdateNetworkResponseSchema: GenMessage<UpdateNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 26);
+  messageDesc(file_orchestrator_orchestrator, 27);
 
 /**
  * @generated from message orchestrator.WatchEventsRequest
@@ -720,7 +760,7 @@ export type WatchEventsRequest = Message<"orchestrator.WatchEventsRequest"> & {
  * Use `create(WatchEventsRequestSchema)` to create a new message.
  */
 export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 27);
+  messageDesc(file_orchestrator_orchestrator, 28);
 
 /**
  * @generated from message orchestrator.SandboxEvent
@@ -754,7 +794,7 @@ export type SandboxEvent = Message<"orchestrator.SandboxEvent"> & {
  * Use `create(SandboxEventSchema)` to create a new message.
  */
 export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 28);
+  messageDesc(file_orchestrator_orchestrator, 29);
 
 /**
  * @generated from message orchestrator.TemplateStep
@@ -800,7 +840,7 @@ export type TemplateStep = Message<"orchestrator.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 29);
+  messageDesc(file_orchestrator_orchestrator, 30);
 
 /**
  * @generated from message orchestrator.RegistryAuth
@@ -822,7 +862,7 @@ export type RegistryAuth = Message<"orchestrator.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 30);
+  messageDesc(file_orchestrator_orchestrator, 31);
 
 /**
  * @generated from message orchestrator.BuildTemplateRequest
@@ -907,7 +947,7 @@ export type BuildTemplateRequest = Message<"orchestrator.BuildTemplateRequest"> 
  * Use `create(BuildTemplateRequestSchema)` to create a new message.
  */
 export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 31);
+  messageDesc(file_orchestrator_orchestrator, 32);
 
 /**
  * @generated from message orchestrator.BuildLogEntry
@@ -944,7 +984,7 @@ export type BuildLogEntry = Message<"orchestrator.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 32);
+  messageDesc(file_orchestrator_orchestrator, 33);
 
 /**
  * @generated from message orchestrator.BuildResult
@@ -990,7 +1030,7 @@ export type BuildResult = Message<"orchestrator.BuildResult"> & {
  * Use `create(BuildResultSchema)` to create a new message.
  */
 export const BuildResultSchema: GenMessage<BuildResult> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 33);
+  messageDesc(file_orchestrator_orchestrator, 34);
 
 /**
  * @generated from message orchestrator.BuildTemplateEvent
@@ -1019,7 +1059,7 @@ export type BuildTemplateEvent = Message<"orchestrator.BuildTemplateEvent"> & {
  * Use `create(BuildTemplateEventSchema)` to create a new message.
  */
 export const BuildTemplateEventSchema: GenMessage<BuildTemplateEvent> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 34);
+  messageDesc(file_orchestrator_orchestrator, 35);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildRequest
@@ -1036,7 +1076,7 @@ export type DeleteTemplateBuildRequest = Message<"orchestrator.DeleteTemplateBui
  * Use `create(DeleteTemplateBuildRequestSchema)` to create a new message.
  */
 export const DeleteTemplateBuildRequestSchema: GenMessage<DeleteTemplateBuildRequest> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 35);
+  messageDesc(file_orchestrator_orchestrator, 36);
 
 /**
  * @generated from message orchestrator.DeleteTemplateBuildResponse
@@ -1049,7 +1089,417 @@ export type DeleteTemplateBuildResponse = Message<"orchestrator.DeleteTemplateBu
  * Use `create(DeleteTemplateBuildResponseSchema)` to create a new message.
  */
 export const DeleteTemplateBuildResponseSchema: GenMessage<DeleteTemplateBuildResponse> = /*@__PURE__*/
-  messageDesc(file_orchestrator_orchestrator, 36);
+  messageDesc(file_orchestrator_orchestrator, 37);
+
+/**
+ * @generated from message orchestrator.VolumeRef
+ */
+export type VolumeRef = Message<"orchestrator.VolumeRef"> & {
+  /**
+   * @generated from field: string team_id = 1;
+   */
+  teamId: string;
+
+  /**
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeRef.
+ * Use `create(VolumeRefSchema)` to create a new message.
+ */
+export const VolumeRefSchema: GenMessage<VolumeRef> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 38);
+
+/**
+ * @generated from message orchestrator.CreateVolumeRequest
+ */
+export type CreateVolumeRequest = Message<"orchestrator.CreateVolumeRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: uint32 size_mb = 2;
+   */
+  sizeMb: number;
+};
+
+/**
+ * Describes the message orchestrator.CreateVolumeRequest.
+ * Use `create(CreateVolumeRequestSchema)` to create a new message.
+ */
+export const CreateVolumeRequestSchema: GenMessage<CreateVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 39);
+
+/**
+ * @generated from message orchestrator.VolumeUsage
+ */
+export type VolumeUsage = Message<"orchestrator.VolumeUsage"> & {
+  /**
+   * @generated from field: uint64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint64 used_bytes = 2;
+   */
+  usedBytes: bigint;
+};
+
+/**
+ * Describes the message orchestrator.VolumeUsage.
+ * Use `create(VolumeUsageSchema)` to create a new message.
+ */
+export const VolumeUsageSchema: GenMessage<VolumeUsage> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 40);
+
+/**
+ * @generated from message orchestrator.DeleteVolumeResponse
+ */
+export type DeleteVolumeResponse = Message<"orchestrator.DeleteVolumeResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.DeleteVolumeResponse.
+ * Use `create(DeleteVolumeResponseSchema)` to create a new message.
+ */
+export const DeleteVolumeResponseSchema: GenMessage<DeleteVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 41);
+
+/**
+ * @generated from message orchestrator.VolumePathRequest
+ */
+export type VolumePathRequest = Message<"orchestrator.VolumePathRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumePathRequest.
+ * Use `create(VolumePathRequestSchema)` to create a new message.
+ */
+export const VolumePathRequestSchema: GenMessage<VolumePathRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 42);
+
+/**
+ * @generated from message orchestrator.VolumeEntry
+ */
+export type VolumeEntry = Message<"orchestrator.VolumeEntry"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * "file", "directory", "symlink" or "unknown".
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * From the volume's root, starting with "/".
+   *
+   * @generated from field: string path = 3;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * Permission bits only.
+   *
+   * @generated from field: uint32 mode = 5;
+   */
+  mode: number;
+
+  /**
+   * @generated from field: uint32 uid = 6;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 7;
+   */
+  gid: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp atime = 8;
+   */
+  atime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp mtime = 9;
+   */
+  mtime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp ctime = 10;
+   */
+  ctime?: Timestamp | undefined;
+
+  /**
+   * A symbolic link's target, as written (never followed).
+   *
+   * @generated from field: string target = 11;
+   */
+  target: string;
+};
+
+/**
+ * Describes the message orchestrator.VolumeEntry.
+ * Use `create(VolumeEntrySchema)` to create a new message.
+ */
+export const VolumeEntrySchema: GenMessage<VolumeEntry> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 43);
+
+/**
+ * @generated from message orchestrator.ListVolumeDirRequest
+ */
+export type ListVolumeDirRequest = Message<"orchestrator.ListVolumeDirRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Levels below the directory to list (1: its entries only).
+   *
+   * @generated from field: uint32 depth = 3;
+   */
+  depth: number;
+};
+
+/**
+ * Describes the message orchestrator.ListVolumeDirRequest.
+ * Use `create(ListVolumeDirRequestSchema)` to create a new message.
+ */
+export const ListVolumeDirRequestSchema: GenMessage<ListVolumeDirRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 44);
+
+/**
+ * @generated from message orchestrator.ListVolumeDirResponse
+ */
+export type ListVolumeDirResponse = Message<"orchestrator.ListVolumeDirResponse"> & {
+  /**
+   * @generated from field: repeated orchestrator.VolumeEntry entries = 1;
+   */
+  entries: VolumeEntry[];
+};
+
+/**
+ * Describes the message orchestrator.ListVolumeDirResponse.
+ * Use `create(ListVolumeDirResponseSchema)` to create a new message.
+ */
+export const ListVolumeDirResponseSchema: GenMessage<ListVolumeDirResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 45);
+
+/**
+ * Owner and mode of what a call creates or changes; unset ones keep (or default to) their values.
+ *
+ * @generated from message orchestrator.VolumeOwnership
+ */
+export type VolumeOwnership = Message<"orchestrator.VolumeOwnership"> & {
+  /**
+   * @generated from field: optional uint32 uid = 1;
+   */
+  uid?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 gid = 2;
+   */
+  gid?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 mode = 3;
+   */
+  mode?: number | undefined;
+};
+
+/**
+ * Describes the message orchestrator.VolumeOwnership.
+ * Use `create(VolumeOwnershipSchema)` to create a new message.
+ */
+export const VolumeOwnershipSchema: GenMessage<VolumeOwnership> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 46);
+
+/**
+ * @generated from message orchestrator.MakeVolumeDirRequest
+ */
+export type MakeVolumeDirRequest = Message<"orchestrator.MakeVolumeDirRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+
+  /**
+   * Make missing parents too, and succeed when the directory exists.
+   *
+   * @generated from field: bool parents = 4;
+   */
+  parents: boolean;
+};
+
+/**
+ * Describes the message orchestrator.MakeVolumeDirRequest.
+ * Use `create(MakeVolumeDirRequestSchema)` to create a new message.
+ */
+export const MakeVolumeDirRequestSchema: GenMessage<MakeVolumeDirRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 47);
+
+/**
+ * @generated from message orchestrator.RemoveVolumePathResponse
+ */
+export type RemoveVolumePathResponse = Message<"orchestrator.RemoveVolumePathResponse"> & {
+};
+
+/**
+ * Describes the message orchestrator.RemoveVolumePathResponse.
+ * Use `create(RemoveVolumePathResponseSchema)` to create a new message.
+ */
+export const RemoveVolumePathResponseSchema: GenMessage<RemoveVolumePathResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 48);
+
+/**
+ * @generated from message orchestrator.UpdateVolumeMetadataRequest
+ */
+export type UpdateVolumeMetadataRequest = Message<"orchestrator.UpdateVolumeMetadataRequest"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+};
+
+/**
+ * Describes the message orchestrator.UpdateVolumeMetadataRequest.
+ * Use `create(UpdateVolumeMetadataRequestSchema)` to create a new message.
+ */
+export const UpdateVolumeMetadataRequestSchema: GenMessage<UpdateVolumeMetadataRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 49);
+
+/**
+ * @generated from message orchestrator.ReadVolumeFileResponse
+ */
+export type ReadVolumeFileResponse = Message<"orchestrator.ReadVolumeFileResponse"> & {
+  /**
+   * @generated from oneof orchestrator.ReadVolumeFileResponse.part
+   */
+  part: {
+    /**
+     * @generated from field: orchestrator.VolumeEntry entry = 1;
+     */
+    value: VolumeEntry;
+    case: "entry";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message orchestrator.ReadVolumeFileResponse.
+ * Use `create(ReadVolumeFileResponseSchema)` to create a new message.
+ */
+export const ReadVolumeFileResponseSchema: GenMessage<ReadVolumeFileResponse> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 50);
+
+/**
+ * @generated from message orchestrator.WriteVolumeFileHeader
+ */
+export type WriteVolumeFileHeader = Message<"orchestrator.WriteVolumeFileHeader"> & {
+  /**
+   * @generated from field: orchestrator.VolumeRef volume = 1;
+   */
+  volume?: VolumeRef | undefined;
+
+  /**
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * @generated from field: orchestrator.VolumeOwnership ownership = 3;
+   */
+  ownership?: VolumeOwnership | undefined;
+};
+
+/**
+ * Describes the message orchestrator.WriteVolumeFileHeader.
+ * Use `create(WriteVolumeFileHeaderSchema)` to create a new message.
+ */
+export const WriteVolumeFileHeaderSchema: GenMessage<WriteVolumeFileHeader> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 51);
+
+/**
+ * @generated from message orchestrator.WriteVolumeFileRequest
+ */
+export type WriteVolumeFileRequest = Message<"orchestrator.WriteVolumeFileRequest"> & {
+  /**
+   * @generated from oneof orchestrator.WriteVolumeFileRequest.part
+   */
+  part: {
+    /**
+     * @generated from field: orchestrator.WriteVolumeFileHeader header = 1;
+     */
+    value: WriteVolumeFileHeader;
+    case: "header";
+  } | {
+    /**
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message orchestrator.WriteVolumeFileRequest.
+ * Use `create(WriteVolumeFileRequestSchema)` to create a new message.
+ */
+export const WriteVolumeFileRequestSchema: GenMessage<WriteVolumeFileRequest> = /*@__PURE__*/
+  messageDesc(file_orchestrator_orchestrator, 52);
 
 /**
  * @generated from enum orchestrator.SandboxState
@@ -1314,4 +1764,108 @@ export const TemplateService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_orchestrator_orchestrator, 1);
+
+/**
+ * A team's volumes on this node: each an ext4 image of its size, loop-mounted nosuid,nodev on the
+ * node, bind-mounted into the sandboxes that name it, and read and written by the API's volume
+ * content routes through the calls below. Every path is relative to the volume's root and is
+ * resolved beneath it without following symbolic links.
+ *
+ * @generated from service orchestrator.VolumeService
+ */
+export const VolumeService: GenService<{
+  /**
+   * Makes the volume (idempotent: an existing one is kept as it is).
+   *
+   * @generated from rpc orchestrator.VolumeService.Create
+   */
+  create: {
+    methodKind: "unary";
+    input: typeof CreateVolumeRequestSchema;
+    output: typeof VolumeUsageSchema;
+  },
+  /**
+   * Removes the volume and everything in it; failed_precondition while a sandbox on this node
+   * (running, paused or starting) mounts it. A volume that is not there is not an error.
+   *
+   * @generated from rpc orchestrator.VolumeService.Delete
+   */
+  delete: {
+    methodKind: "unary";
+    input: typeof VolumeRefSchema;
+    output: typeof DeleteVolumeResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.Usage
+   */
+  usage: {
+    methodKind: "unary";
+    input: typeof VolumeRefSchema;
+    output: typeof VolumeUsageSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.Stat
+   */
+  stat: {
+    methodKind: "unary";
+    input: typeof VolumePathRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.ListDir
+   */
+  listDir: {
+    methodKind: "unary";
+    input: typeof ListVolumeDirRequestSchema;
+    output: typeof ListVolumeDirResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.MakeDir
+   */
+  makeDir: {
+    methodKind: "unary";
+    input: typeof MakeVolumeDirRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * Removes a file, a link or a directory with everything in it.
+   *
+   * @generated from rpc orchestrator.VolumeService.Remove
+   */
+  remove: {
+    methodKind: "unary";
+    input: typeof VolumePathRequestSchema;
+    output: typeof RemoveVolumePathResponseSchema;
+  },
+  /**
+   * @generated from rpc orchestrator.VolumeService.UpdateMetadata
+   */
+  updateMetadata: {
+    methodKind: "unary";
+    input: typeof UpdateVolumeMetadataRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+  /**
+   * The file's entry first, then its bytes in chunks.
+   *
+   * @generated from rpc orchestrator.VolumeService.ReadFile
+   */
+  readFile: {
+    methodKind: "server_streaming";
+    input: typeof VolumePathRequestSchema;
+    output: typeof ReadVolumeFileResponseSchema;
+  },
+  /**
+   * A header first, then the bytes in chunks; the file replaces any file of that name at once
+   * (written beside it and renamed).
+   *
+   * @generated from rpc orchestrator.VolumeService.WriteFile
+   */
+  writeFile: {
+    methodKind: "client_streaming";
+    input: typeof WriteVolumeFileRequestSchema;
+    output: typeof VolumeEntrySchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_orchestrator_orchestrator, 2);
 
