@@ -156,7 +156,15 @@ describe("moat up: volumes", { timeout: 600_000 }, () => {
       refused,
       /^409: volume 'two-sandboxes' is mounted by sandboxes .* kill them before deleting/,
     );
+    // A snapshot would outlive the mount its memory expects: refused. A fork mounts what its source does.
+    assert.match(await failure(a!.createSnapshot()), /^409: .*cannot hold volume mounts/);
+    const [fork] = await a!.fork({ timeoutMs: 120_000 });
+    assert.equal((await run(fork!, "cat /mnt/v/api.txt")).stdout, "from the api");
+    assert.equal((await run(fork!, "echo from-fork > /mnt/v/fork.txt")).exitCode, 0);
+    assert.equal(await vol.readFile("/fork.txt"), "from-fork\n");
     await Promise.all([a!.kill(), b!.kill()]);
+    assert.match(await failure(Volume.destroy(vol.volumeId)), /^409: .*mounted by sandbox/);
+    await fork!.kill();
     assert.equal(await Volume.destroy(vol.volumeId), true);
     assert.equal(await Volume.destroy(vol.volumeId), false);
   });

@@ -49,6 +49,14 @@ export async function createSnapshot(
 ): Promise<SnapshotView> {
   const parsed = name === undefined ? undefined : parseSnapshotName(team, name);
   const row = await runningSource(ctx, team.team_id, sandboxID, "take a snapshot of");
+  // A snapshot outlives the volumes its source mounts, and its memory expects them at their paths:
+  // sandboxes from it could not restore without them, nor hold them as mounts of their own.
+  if (row.volume_mounts?.length) {
+    throw new ConflictError(
+      `sandbox ${sandboxID} mounts volumes (${row.volume_mounts.map((m) => m.name).join(", ")}): a snapshot ` +
+        "cannot hold volume mounts. Take it of a sandbox without volumes, or fork this one instead",
+    );
+  }
   const buildID = randomUUID();
   const template = await withTeamLock(ctx, team.team_id, async (tx, _team, limits) => {
     const held = await countTeamSnapshots(tx, team.team_id);
