@@ -33,8 +33,8 @@ import {
 } from "./errors.js";
 import { newLifecycleID, RunscSandboxFactory, type SandboxFactory } from "./factory.js";
 import { type FaultKind, Faults } from "./faults.js";
-import { updateEgress } from "./network-update.js";
 import { type ForkOutcome, type ForkTarget, forkSandbox } from "./fork.js";
+import { updateEgress } from "./network-update.js";
 import { errorMessage, phaseTimer } from "./phase-timer.js";
 import { type ReclaimReport, reclaim } from "./reclaim.js";
 import { memoryImagePath, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";

@@ -41,7 +41,10 @@ export interface WarmPoolOptions {
  * denies anything restores from the snapshot into its own rules instead), and the build's disk size.
  */
 export function fitsPool(
-  input: Pick<CreateInput, "vcpu" | "memoryMB" | "allowInternetAccess" | "denyOut" | "diskSizeMB" | "volumeMounts">,
+  input: Pick<
+    CreateInput,
+    "vcpu" | "memoryMB" | "allowInternetAccess" | "denyOut" | "diskSizeMB" | "volumeMounts"
+  >,
   build: Pick<TemplateBuild, "diskSizeMB">,
   snapshot: Pick<TemplateSnapshot, "vcpu" | "memoryMB"> | undefined,
   diskSizeOf: WarmPoolOptions["diskSizeOf"],
