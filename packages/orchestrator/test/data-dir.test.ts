@@ -26,6 +26,7 @@ describe("the node's data directory is root's alone", () => {
       "templates/builds/b1/snapshots/key/upper/etc",
       "templates/downloads",
       "cache/oci/blobs",
+      "volumes/team-1/v1/fs/shared",
     ];
     for (const dir of dirs) await mkdir(path.join(dataDir, dir), { recursive: true, mode: 0o755 });
     const files = [
@@ -40,6 +41,8 @@ describe("the node's data directory is root's alone", () => {
       "templates/builds/b1/snapshots/key/memory/checkpoint.img",
       "templates/downloads/files.tar",
       "cache/oci/blobs/sha256-abc",
+      "volumes/team-1/v1/volume.img",
+      "volumes/team-1/v1/fs/shared/notes.txt",
     ];
     for (const file of files) await writeFile(path.join(dataDir, file), "x", { mode: 0o644 });
     await chmod(path.join(dataDir, "templates/layers/k1/fs/bin/tool"), 0o4755);
@@ -68,6 +71,9 @@ describe("the node's data directory is root's alone", () => {
       "templates/downloads",
       "cache",
       "cache/oci/blobs",
+      "volumes",
+      "volumes/team-1",
+      "volumes/team-1/v1",
     ]) {
       assert.equal(await mode(path.join(dataDir, dir)), "0700", dir || "the data directory");
     }
@@ -81,6 +87,7 @@ describe("the node's data directory is root's alone", () => {
       "templates/builds/b1/snapshots/key/memory/checkpoint.img",
       "templates/downloads/files.tar",
       "cache/oci/blobs/sha256-abc",
+      "volumes/team-1/v1/volume.img",
     ]) {
       assert.equal(await mode(path.join(dataDir, file)), "0600", file);
     }
@@ -94,6 +101,8 @@ describe("the node's data directory is root's alone", () => {
       ["templates/layers/k1/fs", "0755"],
       ["templates/layers/k1/fs/bin/tool", "4755"],
       ["templates/builds/b1/snapshots/key/upper/etc", "0755"],
+      ["volumes/team-1/v1/fs", "0755"],
+      ["volumes/team-1/v1/fs/shared/notes.txt", "0644"],
     ] as const) {
       assert.equal(await mode(path.join(dataDir, file)), expected, file);
     }

@@ -32,6 +32,13 @@ export async function makeNodeDataPrivate(dataDir: string): Promise<void> {
     await makeTreePrivate(path.join(dir, "memory"));
   }
   for (const dir of await subdirs(path.join(templates, "layers"))) await makeDirEntriesPrivate(dir);
+  // Volumes: their images 0600, the directories above their file systems 0700 (storage/volumes.ts).
+  const volumes = path.join(dataDir, "volumes");
+  if (await lstat(volumes).catch(() => undefined)) await chmod(volumes, 0o700);
+  for (const team of await subdirs(volumes)) {
+    await chmod(team, 0o700);
+    for (const dir of await subdirs(team)) await makeDirEntriesPrivate(dir);
+  }
   // A build's directory (build.json: its ENV values) and the base template's, with their snapshots'
   // memory images (the template's start command's memory).
   const builds = await subdirs(path.join(templates, "builds"));
