@@ -15,6 +15,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import dgram from "node:dgram";
 import { runCommand } from "@moat/shared";
 import dnsPacket from "dns-packet";
+import { addTargetNamespace, removeTargetNamespace } from "./net-targets.js";
 
 export const TARGETS = { a: "203.0.113.10", b: "203.0.113.11", c: "203.0.113.12" } as const;
 export const ROGUE_RESOLVER = "203.0.113.53";
@@ -136,33 +137,10 @@ export async function startEgressTargets(): Promise<EgressTargets> {
   const remove = async () => {
     server?.kill("SIGKILL");
     upstream?.close();
-    await runCommand(["ip", "rule", "del", "priority", RULE_PRIORITY]).catch(() => undefined);
-    await runCommand(["ip", "route", "flush", "table", RULE_TABLE]).catch(() => undefined);
-    await runCommand(["ip", "netns", "delete", namespace]).catch(() => undefined);
-    await runCommand(["ip", "link", "delete", hostVeth]).catch(() => undefined);
+    await removeTargetNamespace({ namespace, hostVeth, rulePriority: RULE_PRIORITY, ruleTable: RULE_TABLE });
   };
   try {
-    await runCommand(["ip", "netns", "add", namespace]);
-    await runCommand([
-      "ip",
-      "link",
-      "add",
-      hostVeth,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      namespace,
-    ]);
-    await runCommand(["ip", "addr", "add", `${HOST_SIDE}/30`, "dev", hostVeth]);
-    await runCommand(["ip", "link", "set", hostVeth, "up"]);
-    const inNs = (args: string[]) => runCommand(["ip", "-n", namespace, ...args]);
-    await inNs(["link", "set", "lo", "up"]);
-    await inNs(["addr", "add", `${NS_SIDE}/30`, "dev", "eth0"]);
-    await inNs(["link", "set", "eth0", "up"]);
-    await inNs(["route", "add", "default", "via", HOST_SIDE]);
+    const inNs = await addTargetNamespace({ namespace, hostVeth, hostSide: HOST_SIDE, nsSide: NS_SIDE });
     for (const address of [...Object.values(TARGETS), ROGUE_RESOLVER]) {
       await inNs(["addr", "add", `${address}/32`, "dev", "lo"]);
     }

@@ -66,6 +66,55 @@ udp.on("message", (m, from) => report({ kind: "udp", from: from.address, payload
 udp.bind(${CATCH_PORT}, "0.0.0.0");
 `;
 
+/**
+ * A namespace of the test's own, joined to the root namespace by a veth pair (`hostSide` on the
+ * host's end, `nsSide` on its `eth0`, a /30) and routing back through it. Answers a runner of
+ * `ip -n <namespace> …`.
+ */
+export async function addTargetNamespace(o: {
+  namespace: string;
+  hostVeth: string;
+  hostSide: string;
+  nsSide: string;
+}): Promise<(args: string[]) => Promise<unknown>> {
+  await runCommand(["ip", "netns", "add", o.namespace]);
+  await runCommand([
+    "ip",
+    "link",
+    "add",
+    o.hostVeth,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    "eth0",
+    "netns",
+    o.namespace,
+  ]);
+  await runCommand(["ip", "addr", "add", `${o.hostSide}/30`, "dev", o.hostVeth]);
+  await runCommand(["ip", "link", "set", o.hostVeth, "up"]);
+  const inNs = (args: string[]) => runCommand(["ip", "-n", o.namespace, ...args]);
+  await inNs(["link", "set", "lo", "up"]);
+  await inNs(["addr", "add", `${o.nsSide}/30`, "dev", "eth0"]);
+  await inNs(["link", "set", "eth0", "up"]);
+  await inNs(["route", "add", "default", "via", o.hostSide]);
+  return inNs;
+}
+
+/** Removes what addTargetNamespace made and the policy rule and table that route into it. */
+export async function removeTargetNamespace(o: {
+  namespace: string;
+  hostVeth: string;
+  rulePriority: string;
+  ruleTable: string;
+}): Promise<void> {
+  await runCommand(["ip", "rule", "del", "priority", o.rulePriority]).catch(() => undefined);
+  await runCommand(["ip", "route", "flush", "table", o.ruleTable]).catch(() => undefined);
+  // The veth pair (and the routes through it) goes with the namespace.
+  await runCommand(["ip", "netns", "delete", o.namespace]).catch(() => undefined);
+  await runCommand(["ip", "link", "delete", o.hostVeth]).catch(() => undefined);
+}
+
 export async function startNetTargets(): Promise<NetTargets> {
   const namespace = `moattest-egress-${process.pid}`;
   const hostVeth = `moattest-e${process.pid % 100_000}`;
@@ -74,34 +123,10 @@ export async function startNetTargets(): Promise<NetTargets> {
   const events: TargetEvent[] = [];
   const remove = async () => {
     server?.kill("SIGKILL");
-    await runCommand(["ip", "rule", "del", "priority", RULE_PRIORITY]).catch(() => undefined);
-    await runCommand(["ip", "route", "flush", "table", RULE_TABLE]).catch(() => undefined);
-    // The veth pair (and the routes through it) goes with the namespace.
-    await runCommand(["ip", "netns", "delete", namespace]).catch(() => undefined);
-    await runCommand(["ip", "link", "delete", hostVeth]).catch(() => undefined);
+    await removeTargetNamespace({ namespace, hostVeth, rulePriority: RULE_PRIORITY, ruleTable: RULE_TABLE });
   };
   try {
-    await runCommand(["ip", "netns", "add", namespace]);
-    await runCommand([
-      "ip",
-      "link",
-      "add",
-      hostVeth,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      namespace,
-    ]);
-    await runCommand(["ip", "addr", "add", `${HOST_SIDE}/30`, "dev", hostVeth]);
-    await runCommand(["ip", "link", "set", hostVeth, "up"]);
-    const inNs = (args: string[]) => runCommand(["ip", "-n", namespace, ...args]);
-    await inNs(["link", "set", "lo", "up"]);
-    await inNs(["addr", "add", `${NS_SIDE}/30`, "dev", "eth0"]);
-    await inNs(["link", "set", "eth0", "up"]);
-    await inNs(["route", "add", "default", "via", HOST_SIDE]);
+    const inNs = await addTargetNamespace({ namespace, hostVeth, hostSide: HOST_SIDE, nsSide: NS_SIDE });
     await runCommand(["ip", "addr", "add", `${LAN_HOST_SIDE}/30`, "dev", hostVeth]);
     await inNs(["addr", "add", `${LAN_TARGET}/30`, "dev", "eth0"]);
     for (const address of addresses) {
