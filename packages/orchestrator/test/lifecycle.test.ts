@@ -10,7 +10,6 @@ import path from "node:path";
 import { after, beforeEach, describe, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
 import type { Runsc } from "../src/runtime/runsc.js";
-import type { CreateInput } from "../src/sandbox/create-input.js";
 import {
   NodeBusyError,
   PauseFailedError,
@@ -18,38 +17,8 @@ import {
   SandboxStateError,
 } from "../src/sandbox/errors.js";
 import { type SandboxEvent, SandboxManager } from "../src/sandbox/manager.js";
-import type { TemplateBuild } from "../src/template/store.js";
 import { DEAD_PID, FakeFactory } from "./fakes/factory.js";
-
-const BASE: TemplateBuild = {
-  templateID: "base",
-  key: "base",
-  dir: "/nonexistent/base",
-  lowers: ["/nonexistent/base/rootfs"],
-  vcpu: 1,
-  memoryMB: 512,
-  diskSizeMB: 0,
-  env: {},
-} as unknown as TemplateBuild;
-
-function input(sandboxID: string, extra: Partial<CreateInput> = {}): CreateInput {
-  return {
-    sandboxID,
-    templateID: "base",
-    teamID: "team",
-    vcpu: 1,
-    memoryMB: 512,
-    diskSizeMB: 0,
-    envVars: {},
-    metadata: {},
-    envdAccessToken: "",
-    allowInternetAccess: true,
-    defaultUser: "",
-    defaultWorkdir: "",
-    endTime: new Date(Date.now() + 3_600_000),
-    ...extra,
-  };
-}
+import { BASE, createInput as input } from "./fakes/inputs.js";
 
 describe("sandbox lifecycle on a fake runtime", () => {
   const dirs: string[] = [];
