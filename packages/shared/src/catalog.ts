@@ -18,6 +18,14 @@ export interface CatalogEntry {
   trafficAccessToken?: string;
   /** Whether traffic to a paused sandbox may resume it. */
   autoResume: boolean;
+  /** The node the sandbox runs on (a fleet; unset on a single box). */
+  nodeID?: string;
+  /**
+   * Base URL of that node's proxy, e.g. "http://10.0.0.5:5007": a client proxy in a fleet forwards
+   * there (with the node token) instead of to `hostAddress`, which only the node itself reaches.
+   * Unset: the proxy reaches `hostAddress` directly (one box).
+   */
+  nodeProxyURL?: string;
 }
 
 export interface SandboxCatalog {
