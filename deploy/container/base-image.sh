@@ -39,6 +39,9 @@ debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mi
 # What debootstrap leaves behind that an image does not need.
 rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb "$work/rootfs/var/lib/apt/lists/"* "$work/rootfs/debootstrap"
 tar -C "$work/rootfs" --numeric-owner -cf "$work/rootfs.tar" .
-podman import --change 'CMD ["/bin/bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+podman import --quiet --change 'CMD ["/bin/bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   "$work/rootfs.tar" "$image" >/dev/null
+# Bases of older definitions are no longer used by anything this script makes.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep "^localhost/moat-base:$suite-" | grep -vx "$image" |
+  xargs -r podman rmi >/dev/null 2>&1 || true
 echo "$image"
