@@ -83,7 +83,16 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
     ],
   },
   proxy: {
-    flags: ["--config", "--port", "--host", "--redis-url", "--api-url", "--domain"],
+    flags: [
+      "--config",
+      "--port",
+      "--host",
+      "--redis-url",
+      "--api-url",
+      "--domain",
+      "--max-connections",
+      "--max-connections-per-client",
+    ],
     env: [
       "MOAT_CONFIG",
       "MOAT_LOG_LEVEL",
