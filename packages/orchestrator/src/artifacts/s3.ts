@@ -15,6 +15,7 @@ import { pipeline } from "node:stream/promises";
 import {
   DeleteObjectCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
   ListObjectsV2Command,
   S3Client,
@@ -82,7 +83,7 @@ export class S3ArtifactStore implements ArtifactStore {
 
   async getFile(key: string, file: string): Promise<boolean> {
     checkObjectKey(key);
-    let answer: Awaited<ReturnType<S3Client["send"]>> & { Body?: unknown; Metadata?: Record<string, string> };
+    let answer: GetObjectCommandOutput;
     try {
       answer = await this.client.send(
         new GetObjectCommand({ Bucket: this.options.bucket, Key: this.objectKey(key) }),
