@@ -11,6 +11,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { DirectoryArtifactStore, S3ArtifactStore } from "@moat/orchestrator";
 import type { BuildResult } from "@moat/shared/gen/orchestrator";
@@ -21,6 +22,7 @@ import { assertNoSandboxOutlives, type ForeignResources, foreignResources } from
 import {
   createSandbox,
   makeDataDir,
+  newSandboxID,
   nodeTransport,
   type RunningOrchestrator,
   removeDataDir,
@@ -183,4 +185,38 @@ describe("templates through shared artifacts", { timeout: 600_000 }, () => {
       assert.deepEqual(await readdir(path.join(second.dataDir, "artifacts", "tmp")), []);
     });
   }
+
+  test("a named snapshot taken on one data directory starts on a fresh one, and its delete reaches shared storage", async () => {
+    const backend = backends[0]!;
+    const snapshotId = "shared-snap-1";
+    const first = await start(backend.env);
+    const source = await createSandbox(first, { memoryMB: 512 });
+    await sdkFor(source).commands.run("echo kept-in-the-snapshot > /home/user/snap.txt");
+    await first.client.snapshot({ sandboxId: source.config!.sandboxId, snapshotId });
+    await first.client.delete({ sandboxId: source.config!.sandboxId });
+    assert.equal(await backend.store.has(`snapshots/${snapshotId}.tar.zst`), true);
+    await first.stop();
+
+    const second = await start(backend.env);
+    const res = await second.client.create({
+      sandbox: {
+        sandboxId: newSandboxID(),
+        templateId: "base",
+        vcpu: 1,
+        memoryMb: 512,
+        snapshotId,
+        allowInternetAccess: true,
+      },
+      endTime: timestampFromDate(new Date(Date.now() + 300_000)),
+    });
+    const info = res.sandbox!;
+    assert.equal(info.startKind, "snapshot");
+    const out = await sdkFor(info).commands.run("cat /home/user/snap.txt");
+    assert.equal(out.stdout.trim(), "kept-in-the-snapshot");
+    assert.match(second.log(), /snapshot fetched from shared storage/);
+    await second.client.delete({ sandboxId: info.config!.sandboxId });
+    await second.client.deleteSnapshot({ snapshotId });
+    assert.equal(await backend.store.has(`snapshots/${snapshotId}.tar.zst`), false);
+    await second.stop();
+  });
 });
