@@ -49,7 +49,7 @@ export interface ArchiveEntry {
 /** Lists `archive` and throws ArchiveError unless every entry is safe to extract (see above). */
 export async function checkArchive(archive: string): Promise<ArchiveEntry[]> {
   const { stdout } = await runCommand(
-    // --absolute-names: names as the archive has them (tar would strip a leading "/" silently).
+    // --absolute-names: every name exactly as the archive holds it, whatever tar would do on extraction.
     [
       "tar",
       "--list",
