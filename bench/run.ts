@@ -9,6 +9,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { benchArtifacts } from "./artifacts.js";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
@@ -43,6 +44,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   egress: benchEgress,
   fork: benchFork,
   volumes: benchVolumes,
+  artifacts: benchArtifacts,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -74,6 +74,12 @@ export interface APIOptions {
    * hold (the node enforces it); env `MOAT_DISK_SIZE_MB`. Default 10240; 0: no limit.
    */
   diskSizeMB?: number;
+  /**
+   * The nodes share artifact storage (their `--artifacts`): any node can start any build, so a
+   * create may go to any ready node instead of the one that built it; env `MOAT_SHARED_ARTIFACTS=1`.
+   * Default false.
+   */
+  sharedArtifacts?: boolean;
   logger?: Logger;
 }
 
@@ -106,6 +112,8 @@ export interface APIConfig {
   quotas: TeamLimits;
   metricsToken: string | undefined;
   diskSizeMB: number;
+  /** Creates of a build may go to any node (the nodes share artifacts). */
+  sharedArtifacts: boolean;
   logger: Logger;
 }
 
@@ -190,6 +198,9 @@ const optionsSchema = z.object({
       error: DISK_SIZE_ERROR,
     })
     .default(DEFAULT_DISK_SIZE_MB),
+  sharedArtifacts: z
+    .boolean({ error: "must be true or false (MOAT_SHARED_ARTIFACTS: 1 or 0)" })
+    .default(false),
 });
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
@@ -204,6 +215,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     metricsToken: rest.metricsToken ?? (env.MOAT_METRICS_TOKEN || undefined),
     quotas: { ...quotasFromEnv(env), ...rest.quotas },
     diskSizeMB: rest.diskSizeMB ?? (env.MOAT_DISK_SIZE_MB || undefined),
+    sharedArtifacts: rest.sharedArtifacts ?? envFlag(env.MOAT_SHARED_ARTIFACTS),
   });
   if (!parsed.success) {
     throw new ConfigError(
@@ -246,8 +258,15 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     quotas: { ...DEFAULT_TEAM_LIMITS, ...o.quotas, maxUploadBytes },
     metricsToken: o.metricsToken,
     diskSizeMB: o.diskSizeMB,
+    sharedArtifacts: o.sharedArtifacts,
     logger: logger ?? createLogger("api"),
   };
+}
+
+/** `1` or `0` (unset or empty: undefined); anything else is passed on to fail validation. */
+function envFlag(value: string | undefined): unknown {
+  if (!value) return undefined;
+  return value === "1" ? true : value === "0" ? false : value;
 }
 
 function databaseConfig(url: string | undefined, dataDir: string): DatabaseConfig {

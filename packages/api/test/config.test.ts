@@ -168,4 +168,16 @@ describe("config", () => {
       );
     }
   });
+
+  test("MOAT_SHARED_ARTIFACTS turns it on; a bad value is refused", () => {
+    const parse = (env: NodeJS.ProcessEnv) =>
+      parseConfig({ dataDir: "/d", orchestrators: [node], logger }, env).sharedArtifacts;
+    assert.equal(parse({}), false);
+    assert.equal(parse({ MOAT_SHARED_ARTIFACTS: "1" }), true);
+    assert.equal(parse({ MOAT_SHARED_ARTIFACTS: "0" }), false);
+    assert.throws(
+      () => parse({ MOAT_SHARED_ARTIFACTS: "yes" }),
+      /sharedArtifacts: must be true or false \(MOAT_SHARED_ARTIFACTS: 1 or 0\)/,
+    );
+  });
 });

@@ -9,6 +9,8 @@
  * process (template/oci/layer-child.ts) as `maxBytes` in its job argument, not through its
  * environment.
  */
+import { DEFAULT_ARTIFACT_CACHE_MB } from "./artifacts/cache.js";
+import { parseArtifactLocation } from "./artifacts/open.js";
 import { parseUpstreams, type Upstream } from "./network/dns-resolver.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
@@ -44,6 +46,13 @@ export interface NodeConfig {
    * `address[:port]` (default: undefined, the host's /etc/resolv.conf).
    */
   dnsUpstream: readonly Upstream[] | undefined;
+  /**
+   * MOAT_ARTIFACTS: the fleet's shared artifact storage, a directory (a shared mount) or
+   * `s3://bucket/prefix` (default: undefined, nothing shared). Opened by artifacts/open.ts.
+   */
+  artifacts: string | undefined;
+  /** MOAT_ARTIFACT_CACHE_MB: what the node keeps of fetched artifacts, in MiB (default 20480). */
+  artifactCacheMB: number;
 }
 
 export const DEFAULT_DATA_DIR = "/var/lib/moat";
@@ -86,6 +95,11 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     dnsUpstream: env.MOAT_DNS_UPSTREAM
       ? parse(() => parseUpstreams(env.MOAT_DNS_UPSTREAM!), undefined)
       : undefined,
+    artifacts: env.MOAT_ARTIFACTS ? parse(() => checkArtifacts(env.MOAT_ARTIFACTS!), undefined) : undefined,
+    artifactCacheMB: parse(
+      () => parseCount(env, "MOAT_ARTIFACT_CACHE_MB", DEFAULT_ARTIFACT_CACHE_MB),
+      DEFAULT_ARTIFACT_CACHE_MB,
+    ),
   };
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) {
@@ -124,6 +138,15 @@ export function readDiskSizeMB(env: Env = process.env): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+function checkArtifacts(value: string): string {
+  try {
+    parseArtifactLocation(value);
+  } catch (err) {
+    throw new Error(`MOAT_ARTIFACTS: ${(err as Error).message}`);
+  }
+  return value;
 }
 
 /** MOAT_FAULTS: `pause:frozen=error,resume:restored=crash` → a map of step → kind (`=error` if left out). */

@@ -1,3 +1,8 @@
+export { ArtifactChecksumError } from "./artifacts/checksum.js";
+export { DirectoryArtifactStore } from "./artifacts/directory.js";
+export { describeArtifactStore, openArtifactStore, parseArtifactLocation } from "./artifacts/open.js";
+export { S3ArtifactStore } from "./artifacts/s3.js";
+export type { ArtifactStore } from "./artifacts/store.js";
 export { DEFAULT_DATA_DIR, defaultDataDir, type NodeConfig, readNodeConfig } from "./config.js";
 export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
 export {

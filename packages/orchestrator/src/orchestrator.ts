@@ -10,6 +10,9 @@ import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { CleanupStack, type Logger } from "@moat/shared";
 import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen/orchestrator";
+import { describeArtifactStore, openArtifactStore } from "./artifacts/open.js";
+import { SharedArtifacts } from "./artifacts/shared.js";
+import type { ArtifactStore } from "./artifacts/store.js";
 import { type NodeConfig, readNodeConfig } from "./config.js";
 import { acquireHostLock } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
@@ -80,6 +83,13 @@ export interface OrchestratorOptions {
   diskSizeMB?: number;
   /** Resolvers the sandboxes' resolver forwards to (default: MOAT_DNS_UPSTREAM, else /etc/resolv.conf). */
   dnsUpstream?: readonly Upstream[];
+  /**
+   * The fleet's shared artifact storage (default: MOAT_ARTIFACTS opened, else none): builds and
+   * named snapshots are published there and fetched from it on demand (artifacts/shared.ts).
+   */
+  artifacts?: ArtifactStore;
+  /** What the node keeps of fetched artifacts, in MiB (default: MOAT_ARTIFACT_CACHE_MB, else 20480). */
+  artifactCacheMB?: number;
 }
 
 export interface Orchestrator {
@@ -161,6 +171,37 @@ async function start(
   const pidsLimit = options.pidsLimit ?? 1024;
   const volumes = new VolumeStore({ dataDir: options.dataDir, logger });
   const snapshots = options.templateSnapshots ?? config.templateSnapshots;
+  const artifacts =
+    options.artifacts ?? (config.artifacts ? await openArtifactStore(config.artifacts) : undefined);
+  const key = snapshots
+    ? await snapshotKey({
+        runscBinary: options.runscBinary,
+        nodeBinary: process.execPath,
+        envdDir: ENVD_DIR,
+        pidsLimit,
+        // Shared snapshots: the same key on every node of the same runtime, wherever it keeps it.
+        portable: artifacts !== undefined,
+      })
+    : undefined;
+  let shared: SharedArtifacts | undefined;
+  if (artifacts) {
+    shared = new SharedArtifacts({
+      store: artifacts,
+      templates: options.templates,
+      dataDir: options.dataDir,
+      snapshotKey: key,
+      cacheBytes: (options.artifactCacheMB ?? config.artifactCacheMB) * 2 ** 20,
+      logger,
+    });
+    await shared.load();
+    logger.info(
+      {
+        artifacts: describeArtifactStore(artifacts),
+        cacheMB: options.artifactCacheMB ?? config.artifactCacheMB,
+      },
+      "shared artifacts",
+    );
+  }
   const manager = new SandboxManager({
     dataDir: options.dataDir,
     runsc,
@@ -173,14 +214,8 @@ async function start(
     pidsLimit,
     envdReadyTimeoutMs: 20_000,
     faults: options.faults ?? config.faults,
-    snapshotKey: snapshots
-      ? await snapshotKey({
-          runscBinary: options.runscBinary,
-          nodeBinary: process.execPath,
-          envdDir: ENVD_DIR,
-          pidsLimit,
-        })
-      : undefined,
+    snapshotKey: key,
+    shared,
     poolSize: options.poolSize ?? config.poolSize,
     networkPoolSize: options.networkPoolSize ?? config.networkPoolSize,
     diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
@@ -206,11 +241,19 @@ async function start(
     logger,
     registryAllow,
     imageMaxBytes: options.imageMaxBytes ?? config.imageMaxBytes,
+    shared,
   });
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>
     builder.pruneLayers().catch((err: unknown) => logger.warn({ err }, "pruning template layers failed"));
   await prune();
+  manager.onBuildRemoved = async (buildID) => {
+    const layers = options.templates.readManifest(buildID)?.layers ?? [];
+    await options.templates.deleteBuild(buildID);
+    await builder.pruneLayers(layers);
+  };
+  // Fetched builds and snapshots past the cache's bound (it may have been lowered) go now.
+  await shared?.cache.evict();
   manager.subscribe((event) => {
     if (event.type === "killed" || event.type === "expired" || event.type === "failed") void prune();
   });
@@ -218,7 +261,7 @@ async function start(
     connectNodeAdapter({
       routes: (router) => {
         router.service(SandboxService, sandboxService(manager));
-        router.service(TemplateService, templateService(builder, options.templates, manager));
+        router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
       interceptors: [requireNodeToken(nodeToken)],

@@ -6,12 +6,14 @@ import * as tar from "tar";
 
 export interface RawEntry {
   path: string;
-  type?: "File" | "Directory" | "SymbolicLink" | "Link" | "FIFO";
+  type?: "File" | "Directory" | "SymbolicLink" | "Link" | "FIFO" | "CharacterDevice" | "BlockDevice";
   linkpath?: string;
   data?: string | Buffer;
   mode?: number;
   uid?: number;
   gid?: number;
+  devmaj?: number;
+  devmin?: number;
 }
 
 export function rawTar(entries: RawEntry[]): Buffer {
@@ -28,6 +30,8 @@ export function rawTar(entries: RawEntry[]): Buffer {
       uid: entry.uid ?? 0,
       gid: entry.gid ?? 0,
       mtime: new Date(1_700_000_000_000),
+      devmaj: entry.devmaj,
+      devmin: entry.devmin,
     });
     const block = Buffer.alloc(512);
     header.encode(block, 0);

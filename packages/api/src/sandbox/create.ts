@@ -156,8 +156,9 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
 }
 
 /**
- * Every node for the base template; for a build, the node that has it; with volumes, the node that
- * holds them (which must be the build's).
+ * Every node for the base template; for a build, the node that has it, or every node when the
+ * nodes share artifacts (any node fetches a build it lacks); with volumes, the node that holds
+ * them (which must have the build, unless artifacts are shared).
  */
 function candidateNodes(
   ctx: APIContext,
@@ -165,8 +166,9 @@ function candidateNodes(
   reference: string,
   volumeNodeID?: string,
 ): NodeClient[] {
+  const shared = ctx.config.sharedArtifacts;
   if (volumeNodeID !== undefined) {
-    if (template.nodeID !== null && template.nodeID !== volumeNodeID) {
+    if (!shared && template.nodeID !== null && template.nodeID !== volumeNodeID) {
       throw new InvalidRequestError(
         `template '${reference}' is on node '${template.nodeID}' and the volumes on node '${volumeNodeID}'; a sandbox starts where both are`,
       );
@@ -175,7 +177,7 @@ function candidateNodes(
     if (!node) throw new CapacityError(`node '${volumeNodeID}', which holds the volumes, is not configured`);
     return [node];
   }
-  if (template.nodeID === null) return [...ctx.nodes.values()];
+  if (template.nodeID === null || shared) return [...ctx.nodes.values()];
   const node = ctx.nodes.get(template.nodeID);
   if (!node) {
     throw new CapacityError(

@@ -6,8 +6,12 @@ export function doctorCommand(): Command {
   return new Command("doctor")
     .description("check that this host can run sandboxes, and say how to fix what it cannot")
     .option("--data-dir <dir>", "moat's data directory (default: $MOAT_DATA_DIR or /var/lib/moat)")
-    .action(async (opts: { dataDir?: string }) => {
-      const checks = await runDoctor({ dataDir: opts.dataDir ?? defaultDataDir() });
+    .option("--artifacts <location>", "also check this shared artifact storage (default: MOAT_ARTIFACTS)")
+    .action(async (opts: { dataDir?: string; artifacts?: string }) => {
+      const checks = await runDoctor({
+        dataDir: opts.dataDir ?? defaultDataDir(),
+        artifacts: opts.artifacts,
+      });
       process.stdout.write(formatChecks(checks));
       if (checks.some((c) => !c.ok)) process.exitCode = 1;
     });

@@ -8,6 +8,8 @@ import {
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
 import { Command } from "commander";
+import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
+import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
 
@@ -16,6 +18,8 @@ interface OrchestratorCommandOptions {
   port: number;
   host: string;
   egressAllow?: EgressAllowEntry[];
+  artifacts?: string;
+  artifactCacheMb?: number;
 }
 
 /**
@@ -33,9 +37,12 @@ export function orchestratorCommand(): Command {
       "127.0.0.1",
     )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .option("--artifacts <location>", ARTIFACTS_HELP)
+    .option("--artifact-cache-mb <mb>", ARTIFACT_CACHE_HELP, parseCount)
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
+      const artifacts = await artifactsOrExit(opts.artifacts);
       const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger });
       const base = await ensureBaseTemplate({
         dataDir: opts.dataDir,
@@ -51,6 +58,8 @@ export function orchestratorCommand(): Command {
         platform: runsc.platform,
         templates: new TemplateStore(opts.dataDir, base.rootfs),
         egressAllow,
+        artifacts,
+        artifactCacheMB: opts.artifactCacheMb,
       });
       // Every node has the code-interpreter template: built in the background the first time.
       if (process.env.MOAT_CODE_INTERPRETER !== "off") {

@@ -21,6 +21,7 @@ import {
 } from "@moat/orchestrator";
 import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
 import { Command } from "commander";
+import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
@@ -34,6 +35,7 @@ interface UpOptions {
   domain: string;
   poolSize?: number;
   egressAllow?: EgressAllowEntry[];
+  artifacts?: string;
 }
 
 export function upCommand(): Command {
@@ -51,6 +53,7 @@ export function upCommand(): Command {
       parseCount,
     )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .option("--artifacts <location>", ARTIFACTS_HELP)
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -64,6 +67,7 @@ async function up(opts: UpOptions): Promise<void> {
     process.exit(1);
   }
   const egressAllow = egressAllowOrExit(opts.egressAllow);
+  const artifacts = await artifactsOrExit(opts.artifacts);
   // Tenant data lives there (tokens, env vars, memory images, the database): root only.
   await makeDataDirPrivate(opts.dataDir);
 
@@ -94,6 +98,7 @@ async function up(opts: UpOptions): Promise<void> {
     templates: new TemplateStore(opts.dataDir, base.rootfs),
     poolSize: opts.poolSize,
     egressAllow,
+    artifacts,
   });
   // The code-interpreter template (`@e2b/code-interpreter`'s default): built here on the first
   // start, a few minutes; a failure leaves the rest of moat up and creates of it failing.

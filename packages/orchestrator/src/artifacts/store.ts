@@ -12,7 +12,11 @@ export interface ArtifactStore {
   readonly kind: string;
   /** Publishes the local file `file` as `key` (written beside and committed, so never seen half-made). */
   putFile(key: string, file: string): Promise<void>;
-  /** Fetches `key` into the local file `file` (written beside, then renamed); false when there is no such object. */
+  /**
+   * Fetches `key` into the local file `file` (written beside, then renamed); false when there is
+   * no such object. The download is checked against the checksum put with it: a mismatch throws
+   * ArtifactChecksumError and leaves no file.
+   */
   getFile(key: string, file: string): Promise<boolean>;
   /** Whether `key` exists. */
   has(key: string): Promise<boolean>;
@@ -21,6 +25,9 @@ export interface ArtifactStore {
   /** Every key under `prefix` (which ends with "/"). */
   list(prefix: string): Promise<string[]>;
 }
+
+/** The suffix of the checksum kept beside an object (artifacts/checksum.ts); no key ends with it. */
+export const SEAL_SUFFIX = ".sha256";
 
 /** Keys are relative paths of `[A-Za-z0-9._-]` segments: no "..", no absolute paths, no empty segment. */
 export function checkKey(key: string): string {

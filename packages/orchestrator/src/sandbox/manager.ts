@@ -8,6 +8,7 @@
 import { randomInt } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { CleanupStack, type Logger } from "@moat/shared";
+import { buildKey, type SharedArtifacts } from "../artifacts/shared.js";
 import { type EgressFields, EgressRegistry } from "../network/egress-rules.js";
 import { NetworkPool } from "../network/network-pool.js";
 import { MAX_SLOTS } from "../network/slot.js";
@@ -81,6 +82,8 @@ export interface SandboxManagerOptions {
   egress?: EgressRegistry;
   /** Forks of one request restored at once (default: the host's cores). */
   forkConcurrency?: number;
+  /** Shared artifacts: builds and snapshots this node lacks are fetched, what it makes is published. */
+  shared?: SharedArtifacts;
 }
 
 export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "pausing" | "paused" | "resumed";
@@ -134,8 +137,21 @@ export class SandboxManager {
         egress: options.egress ?? new EgressRegistry(),
       });
     }
+    const { shared } = options;
     this.snapshots = new TemplateSnapshots({
       key: options.snapshotKey,
+      // A snapshot re-made here (another runtime's was shared, or none) goes to shared storage for
+      // the nodes of this runtime; a new build's goes with the build (TemplateBuilder).
+      onMade: shared
+        ? (build) => {
+            shared.store
+              .has(buildKey(build.key))
+              .then((published) => (published ? shared.publishTemplateSnapshot(build.key) : false))
+              .catch((err: unknown) =>
+                logger.warn({ err, buildID: build.key }, "publishing a re-made template snapshot failed"),
+              );
+          }
+        : undefined,
       factory: this.factory,
       templates: options.templates,
       faults: this.faults,
@@ -156,6 +172,18 @@ export class SandboxManager {
       faults: this.faults,
       logger,
       runtimeKey: options.snapshotKey,
+      shared,
+    });
+    shared?.attach({
+      buildsInUse: () => new Set(this.list().map((s) => s.record.buildKey ?? "")),
+      removeBuild: async (buildID) => {
+        await this.forgetBuild(buildID);
+        if (!this.onBuildRemoved) throw new Error("the node cannot remove builds yet");
+        await this.onBuildRemoved(buildID);
+      },
+      removeSnapshot: async (snapshotID) => {
+        await this.sandboxSnapshots.remove(snapshotID, { localOnly: true });
+      },
     });
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
@@ -181,6 +209,7 @@ export class SandboxManager {
     validateCreate(input);
     const { options, factory } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
+    await this.fetchMissing(input);
     const source = input.snapshotID ? this.sandboxSnapshots.forCreate(input) : undefined;
     const build = source?.build ?? resolveBuild(this.options.templates, input.templateID, input.buildID);
     this.checkCapacity();
@@ -499,6 +528,27 @@ export class SandboxManager {
     }
     for (const lower of this.sandboxSnapshots.lowers()) lowers.add(lower);
     return lowers;
+  }
+
+  /** Removes an evicted build's files and the layers nothing else uses (set by the node: orchestrator.ts). */
+  onBuildRemoved: ((buildID: string) => Promise<unknown>) | undefined;
+
+  /**
+   * With shared artifacts: fetches the build or named snapshot a create names when this node
+   * lacks it (concurrent creates wait for the same download).
+   */
+  private async fetchMissing(input: CreateInput): Promise<void> {
+    const { shared, templates } = this.options;
+    if (!shared) return;
+    if (input.snapshotID) {
+      if (this.sandboxSnapshots.get(input.snapshotID)) return;
+      const snapshot = await shared.fetchSnapshot(input.snapshotID);
+      if (snapshot) this.sandboxSnapshots.adopt(snapshot);
+      return;
+    }
+    if (!input.buildID) return;
+    if (templates.resolve(input.templateID, input.buildID)) shared.touchBuild(input.buildID);
+    else await shared.fetchBuild(input.buildID);
   }
 
   /** Forgets a deleted build's snapshot and empties its warm pool. */

@@ -5,6 +5,7 @@
  * these and a create per fork (sandbox/fork.ts).
  */
 import type { Logger } from "@moat/shared";
+import { type SharedArtifacts, snapshotKey } from "../artifacts/shared.js";
 import { commitImage } from "../snapshot/image.js";
 import {
   beginSnapshot,
@@ -33,6 +34,8 @@ export interface SandboxSnapshotsOptions {
   logger: Logger;
   /** Key of this node's runtime (snapshot/template-snapshot.ts); a memory image of another is not restored. */
   runtimeKey?: string;
+  /** Shared artifacts: named snapshots are published when taken and deleted there with the node's copy. */
+  shared?: SharedArtifacts;
 }
 
 /** What a create from a snapshot starts from. */
@@ -103,6 +106,8 @@ export class SandboxSnapshots {
         sizeBytes: await diskUsage(partial),
       };
       await commitSnapshot(dataDir, partial, snapshot);
+      // Before the snapshot is known: a create elsewhere may name it as soon as this answers.
+      if (!ephemeral) await this.options.shared?.publishSnapshot(snapshot);
       this.known.set(snapshotID, snapshot);
       logger.info(
         { snapshotID, sandboxID: r.sandboxID, sizeBytes: snapshot.sizeBytes, ephemeral },
@@ -117,10 +122,25 @@ export class SandboxSnapshots {
     }
   }
 
-  async remove(snapshotID: string): Promise<boolean> {
-    const known = this.known.delete(snapshotID);
-    if (SNAPSHOT_ID.test(snapshotID)) await removeSnapshotFiles(this.options.dataDir, snapshotID);
+  /**
+   * Removes a snapshot here and, with shared artifacts, from shared storage (true when either had
+   * it); `localOnly`: this node's copy only (the cache evicting it).
+   */
+  async remove(snapshotID: string, opts: { localOnly?: boolean } = {}): Promise<boolean> {
+    let known = this.known.delete(snapshotID);
+    if (!SNAPSHOT_ID.test(snapshotID)) return known;
+    await removeSnapshotFiles(this.options.dataDir, snapshotID);
+    const { shared } = this.options;
+    if (shared && !opts.localOnly) {
+      known = (await shared.store.has(snapshotKey(snapshotID))) || known;
+      await shared.deleteSnapshot(snapshotID);
+    }
     return known;
+  }
+
+  /** A snapshot fetched from shared storage (artifacts/shared.ts), now on this node's disk. */
+  adopt(snapshot: SandboxSnapshot): void {
+    this.known.set(snapshot.snapshotID, snapshot);
   }
 
   /**

@@ -31,6 +31,8 @@ export interface TemplateSnapshotsOptions {
   templates: TemplateResolver;
   faults: Faults;
   logger: Logger;
+  /** Told of each snapshot this node made for a template build (not the base template). */
+  onMade?: (build: TemplateBuild) => void;
 }
 
 export class TemplateSnapshots {
@@ -150,6 +152,7 @@ export class TemplateSnapshots {
       await commitImage(image);
       timer.lap("checkpoint");
       logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
+      if (build.key !== "base") this.options.onMade?.(build);
       return (await findSnapshot(templateID, dir, build))!;
     } finally {
       await factory

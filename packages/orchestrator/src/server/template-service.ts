@@ -7,6 +7,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Channel, ENVD_VERSION } from "@moat/shared";
 import type { BuildTemplateEventSchema, TemplateService } from "@moat/shared/gen/orchestrator";
+import type { SharedArtifacts } from "../artifacts/shared.js";
 import type { SandboxManager } from "../sandbox/manager.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
 import type { BuildLog, TemplateBuilder } from "../template/build/builder.js";
@@ -19,6 +20,7 @@ export function templateService(
   builder: TemplateBuilder,
   store: TemplateStore,
   manager: SandboxManager,
+  shared?: SharedArtifacts,
 ): ServiceImpl<typeof TemplateService> {
   return {
     async *build(req, ctx) {
@@ -114,6 +116,8 @@ export function templateService(
       await manager.forgetBuild(req.buildId);
       await store.deleteBuild(req.buildId);
       await builder.pruneLayers(layers);
+      // Its layers stay in shared storage: other builds of the team may stand on them.
+      await shared?.deleteBuild(req.buildId);
       return {};
     },
   };

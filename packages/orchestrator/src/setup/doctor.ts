@@ -1,8 +1,9 @@
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, statfs, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import path from "node:path";
 import { createNoopLogger, runCommand } from "@moat/shared";
+import { describeArtifactStore, openArtifactStore } from "../artifacts/open.js";
 import { readDiskSizeMB } from "../config.js";
 import { findOnPath, pathWithSbin } from "../host/files.js";
 import { MIN_DISK_SIZE_MB, mountDisk, unmountDisk } from "../storage/disk.js";
@@ -39,8 +40,11 @@ export async function runDoctor(opts: {
   dataDir: string;
   /** The node's MOAT_DISK_SIZE_MB (default: read from the environment; a malformed one is the node's to report). */
   diskSizeMB?: number;
+  /** The node's shared artifact storage (default: MOAT_ARTIFACTS; unset: not checked). */
+  artifacts?: string;
 }): Promise<DoctorCheck[]> {
   const diskSizeMB = opts.diskSizeMB ?? readDiskSizeMB();
+  const artifacts = opts.artifacts ?? process.env.MOAT_ARTIFACTS;
   const checks: Array<[string, () => Promise<Omit<DoctorCheck, "name">>]> = [
     ["root", checkRoot],
     ["runsc", () => checkRunsc(opts.dataDir)],
@@ -53,6 +57,7 @@ export async function runDoctor(opts: {
     ["sandbox-disks", () => checkSandboxDisks(diskSizeMB)],
     ["ip-forward", checkIPForward],
     ["base-template", () => checkTemplate(opts.dataDir)],
+    ...(artifacts ? [["artifacts", () => checkArtifacts(artifacts)] as (typeof checks)[number]] : []),
   ];
   const results: DoctorCheck[] = [];
   for (const [name, check] of checks) {
@@ -68,6 +73,35 @@ export async function runDoctor(opts: {
     }
   }
   return results;
+}
+
+/** The shared artifact store answers, and takes, gives back and removes a small object. */
+export async function checkArtifacts(location: string): Promise<Omit<DoctorCheck, "name">> {
+  const fix =
+    "Check --artifacts / MOAT_ARTIFACTS: the directory must be mounted and writable by root, the S3 bucket must exist and AWS_ENDPOINT_URL_S3, AWS_REGION and the credentials must reach it";
+  let store: Awaited<ReturnType<typeof openArtifactStore>>;
+  try {
+    store = await openArtifactStore(location);
+  } catch (err) {
+    return { ok: false, detail: (err as Error).message, fix };
+  }
+  const where = describeArtifactStore(store);
+  const work = await mkdtemp(path.join(tmpdir(), "moat-doctor-artifacts-"));
+  const key = `doctor/${hostname().replace(/[^A-Za-z0-9._-]/g, "_")}-${process.pid}-${Date.now()}.probe`;
+  try {
+    const file = path.join(work, "probe");
+    await writeFile(file, `moat doctor ${new Date().toISOString()}\n`);
+    await store.putFile(key, file);
+    if (!(await store.getFile(key, path.join(work, "back"))))
+      throw new Error("an object just put cannot be read back");
+    await store.delete(key);
+    return { ok: true, detail: `${store.kind} ${where}: reachable and writable` };
+  } catch (err) {
+    await store.delete(key).catch(() => undefined);
+    return { ok: false, detail: `${store.kind} ${where}: ${(err as Error).message}`, fix };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 async function checkRoot(): Promise<Omit<DoctorCheck, "name">> {

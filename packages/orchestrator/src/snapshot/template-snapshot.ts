@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, realpath, rename, rm, stat, utimes } from "node:fs/promises";
 import path from "node:path";
 import { runCommand } from "@moat/shared";
+import { fileDigest } from "../artifacts/checksum.js";
 import { SANDBOX_CAPABILITIES } from "../runtime/oci-spec.js";
 import { imageExists } from "./image.js";
 
@@ -31,9 +32,16 @@ export interface SnapshotKeyInput {
   /** The directory sandboxes mount envd from: every file in it counts. */
   envdDir: string;
   pidsLimit: number;
+  /**
+   * A key every node running the same runtime computes alike (for snapshots in shared storage):
+   * the binaries' contents instead of their paths and times. Sandboxes mount them at fixed paths,
+   * so where a node keeps them does not matter to a restore.
+   */
+  portable?: boolean;
 }
 
 export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
+  if (input.portable) return portableSnapshotKey(input);
   const hash = createHash("sha256");
   // Real paths: data directories that link one shared runtime share its snapshots.
   const [runsc, node, envdDir] = await Promise.all(
@@ -50,6 +58,21 @@ export async function snapshotKey(input: SnapshotKeyInput): Promise<string> {
   }
   for (const file of await filesUnder(envdDir!)) {
     hash.update(`${path.relative(envdDir!, file)}\0`);
+    hash.update(await readFile(file));
+  }
+  return hash.digest("hex").slice(0, 16);
+}
+
+async function portableSnapshotKey(input: SnapshotKeyInput): Promise<string> {
+  const hash = createHash("sha256");
+  hash.update(JSON.stringify({ FORMAT, portable: 1, pidsLimit: input.pidsLimit, v: process.version }));
+  hash.update(JSON.stringify(SANDBOX_CAPABILITIES));
+  for (const file of [input.runscBinary, input.nodeBinary]) {
+    hash.update(await fileDigest(await realpath(file)));
+  }
+  const envdDir = await realpath(input.envdDir);
+  for (const file of await filesUnder(envdDir)) {
+    hash.update(`${path.relative(envdDir, file)}\0`);
     hash.update(await readFile(file));
   }
   return hash.digest("hex").slice(0, 16);

@@ -13,6 +13,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "@moat/shared";
+import type { SharedArtifacts } from "../../artifacts/shared.js";
 import { removeTree } from "../../host/files.js";
 import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
@@ -77,6 +78,11 @@ export interface TemplateBuilderOptions {
   registryAllow?: RegistryAllowList;
   /** Bytes an image may download and unpack to (MOAT_IMAGE_MAX_MB; default 10 GiB). */
   imageMaxBytes?: number;
+  /**
+   * Shared artifacts: a finished build is published (so any node can start it) before the build
+   * answers, and a build from a build this node lacks fetches that one first.
+   */
+  shared?: SharedArtifacts;
 }
 
 /** E2B's default base image (`Template().fromBaseImage()`): here, moat's base template. */
@@ -148,6 +154,9 @@ export class TemplateBuilder {
     this.active.set(req.buildID, new Set());
     try {
       await store.beginBuild(req.buildID);
+      if (req.fromBuildID && this.options.shared && !store.readBuild(req.fromBuildID)) {
+        await this.options.shared.fetchBuild(req.fromBuildID);
+      }
       let stack = await this.base(req, emit, signal);
       this.hold(req, ...stack.layers);
       let forced = req.force ?? false;
@@ -160,6 +169,15 @@ export class TemplateBuilder {
       signal.throwIfAborted();
       if (stack.ctx.workdir && !stack.workdirMade) stack = await this.makeWorkdir(req, stack, forced, emit);
       await this.finalize(req, stack, emit);
+      if (this.options.shared) {
+        emit({ level: "info", message: "publishing the build to shared storage", step: "finalize" });
+        await this.options.shared.publishBuild(req.buildID).catch((err: unknown) => {
+          throw new BuildStepError(
+            `finalize: publishing the build to shared storage failed (${(err as Error).message}); check the artifact store (moat doctor) and build again`,
+            "finalize",
+          );
+        });
+      }
       await store.finishBuild(req.buildID);
       log.info({ seconds: Math.round((performance.now() - started) / 100) / 10 }, "template build finished");
       return { defaultUser: stack.ctx.user, defaultWorkdir: stack.ctx.workdir };
