@@ -1,3 +1,5 @@
+export { DirectoryArtifactStore } from "./artifacts/directory.js";
+export type { ArtifactStore } from "./artifacts/store.js";
 export { DEFAULT_DATA_DIR, defaultDataDir, type NodeConfig, readNodeConfig } from "./config.js";
 export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
 export {
@@ -20,6 +22,7 @@ export {
 export { sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
 export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
+export { pausedKeys } from "./sandbox/relocation.js";
 export { NODE_TOKEN_FILE, nodeTokenPath } from "./server/node-token.js";
 export { type DebianMirror, findDebianMirror } from "./setup/apt-sources.js";
 export { BASE_DEFINITION, definitionHash } from "./setup/base-definition.js";

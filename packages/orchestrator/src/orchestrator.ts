@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { CleanupStack, type Logger } from "@moat/shared";
 import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen/orchestrator";
+import type { ArtifactStore } from "./artifacts/store.js";
 import { type NodeConfig, readNodeConfig } from "./config.js";
 import { acquireHostLock } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
@@ -80,6 +81,11 @@ export interface OrchestratorOptions {
   diskSizeMB?: number;
   /** Resolvers the sandboxes' resolver forwards to (default: MOAT_DNS_UPSTREAM, else /etc/resolv.conf). */
   dnsUpstream?: readonly Upstream[];
+  /**
+   * Shared artifact storage (`--artifacts`): pauses publish paused sandboxes there so that any
+   * node can resume them. Unset: nothing is shared.
+   */
+  artifacts?: ArtifactStore;
 }
 
 export interface Orchestrator {
@@ -187,6 +193,7 @@ async function start(
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
     egress,
     volumes,
+    artifacts: options.artifacts,
   });
   await manager.reclaim();
   await options.templates.sweep();

@@ -1,4 +1,7 @@
+import path from "node:path";
 import {
+  type ArtifactStore,
+  DirectoryArtifactStore,
   defaultDataDir,
   type EgressAllowEntry,
   ensureBaseTemplate,
@@ -16,6 +19,7 @@ interface OrchestratorCommandOptions {
   port: number;
   host: string;
   egressAllow?: EgressAllowEntry[];
+  artifacts?: string;
 }
 
 /**
@@ -33,6 +37,11 @@ export function orchestratorCommand(): Command {
       "127.0.0.1",
     )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .option(
+      "--artifacts <dir>",
+      "shared artifact storage (a directory every node mounts): paused sandboxes resume on any node (env MOAT_ARTIFACTS)",
+      process.env.MOAT_ARTIFACTS || undefined,
+    )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
@@ -51,6 +60,7 @@ export function orchestratorCommand(): Command {
         platform: runsc.platform,
         templates: new TemplateStore(opts.dataDir, base.rootfs),
         egressAllow,
+        artifacts: artifactStore(opts.artifacts),
       });
       // Every node has the code-interpreter template: built in the background the first time.
       if (process.env.MOAT_CODE_INTERPRETER !== "off") {
@@ -72,4 +82,16 @@ export function orchestratorCommand(): Command {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+}
+
+/** The shared artifact store `--artifacts` names (a directory; S3 comes with the artifacts backends). */
+function artifactStore(location: string | undefined): ArtifactStore | undefined {
+  if (!location) return undefined;
+  if (!path.isAbsolute(location)) {
+    process.stderr.write(
+      `moat orchestrator: --artifacts must be an absolute directory path, not '${location}'\n`,
+    );
+    process.exit(2);
+  }
+  return new DirectoryArtifactStore(location);
 }

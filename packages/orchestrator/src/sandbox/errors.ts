@@ -94,3 +94,19 @@ export class ResumeFailedError extends Error {
     this.name = "ResumeFailedError";
   }
 }
+
+/**
+ * A resume named a published pause the artifact store does not have (removed after a resume
+ * elsewhere, or unpublished): only the node that paused it can resume it.
+ */
+export class PublishedPauseMissingError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    readonly generation: number,
+  ) {
+    super(
+      `sandbox ${sandboxID}: pause ${generation} is not in the artifact store; only the node that paused it can resume it`,
+    );
+    this.name = "PublishedPauseMissingError";
+  }
+}
