@@ -1,0 +1,15 @@
+/**
+ * Paused sandboxes on any node: the pause (its generation) a node published to the shared artifact
+ * store, so that another node can resume the sandbox when its own is gone. null: not published
+ * (only its node can resume it).
+ */
+// biome-ignore-all lint/suspicious/noExplicitAny: migrations run against the schema of their own time, not today's types.
+import type { Kysely } from "kysely";
+
+export async function up(db: Kysely<any>): Promise<void> {
+  await db.schema.alterTable("sandboxes").addColumn("artifact_generation", "integer").execute();
+}
+
+export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.alterTable("sandboxes").dropColumn("artifact_generation").execute();
+}
