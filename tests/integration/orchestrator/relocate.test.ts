@@ -100,6 +100,13 @@ describe("orchestrator: a paused sandbox resumes on another node", { timeout: 60
     assert.equal(paused.artifactGeneration, 1, "the pause is published as generation 1");
     const gen1 = pausedKeys(id, 1);
     assert.deepEqual(await storeKeys(store), [gen1.archive, gen1.manifest].sort());
+    // Egress rules changed while paused go with it (its published record is published again).
+    await node.client.updateNetwork({
+      sandboxId: id,
+      allowInternetAccess: true,
+      allowOut: [],
+      denyOut: ["203.0.113.0/24"],
+    });
     await stop(node);
 
     // Node 2 has never seen it: only a resume naming the published pause finds it.
@@ -118,6 +125,7 @@ describe("orchestrator: a paused sandbox resumes on another node", { timeout: 60
       .sandbox!;
     assert.equal(info.state, SandboxState.RUNNING);
     assert.equal(info.startKind, "resume", "its memory was restored");
+    assert.deepEqual(info.config?.denyOut, ["203.0.113.0/24"], "the rules set while it was paused hold");
     info.config!.envdAccessToken = "relocate-test-token-0123456789";
     assert.equal(await sdkFor(info).files.read("/home/user/moved.txt"), "written on node 1\n");
     const there = await askCounter(info);

@@ -15,7 +15,7 @@
  * artifacts/ may replace it.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, makePrivateDir, makeTreePrivate, runCommand, writePrivateFile } from "@moat/shared";
 import type { ArtifactStore } from "../artifacts/store.js";
@@ -101,6 +101,8 @@ export class PausedSandboxStore {
         ],
         { timeoutMs: PACK_TIMEOUT_MS },
       );
+      // A directory store copies the mode: memory and files are root's alone there too.
+      await chmod(archive, 0o600);
       await this.options.store.putFile(keys.archive, archive);
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -146,7 +148,9 @@ export class PausedSandboxStore {
         manifest.sandboxID !== sandboxID ||
         manifest.generation !== generation ||
         record?.sandboxID !== sandboxID ||
-        record.pauseGeneration !== generation
+        record.pauseGeneration !== generation ||
+        // Never published (volumes live on their node): one that names some is not a node's.
+        (record.volumeMounts?.length ?? 0) > 0
       ) {
         throw new Error(`published pause ${keys.manifest} describes another sandbox or pause`);
       }
