@@ -103,9 +103,10 @@ export class PublishedPauseMissingError extends Error {
   constructor(
     readonly sandboxID: string,
     readonly generation: number,
+    why = "it is not in the artifact store",
   ) {
     super(
-      `sandbox ${sandboxID}: pause ${generation} is not in the artifact store; only the node that paused it can resume it`,
+      `sandbox ${sandboxID}: pause ${generation} cannot be fetched here (${why}); only the node that paused it can resume it`,
     );
     this.name = "PublishedPauseMissingError";
   }

@@ -384,10 +384,9 @@ export class SandboxManager {
     if (local && (local.state !== "paused" || (local.record.pauseGeneration ?? 0) >= generation))
       return false;
     const published = this.published;
-    if (!published) {
-      if (local) return false;
-      throw new SandboxNotFoundError(sandboxID);
-    }
+    // Its own copy, if any, is of an earlier pause: never resumed in place of the published one.
+    if (!published)
+      throw new PublishedPauseMissingError(sandboxID, generation, "this node has no artifact store");
     if (this.fetching.has(sandboxID)) throw new SandboxStateError(sandboxID, "resuming", "resume");
     this.checkCapacity();
     this.fetching.add(sandboxID);
@@ -397,6 +396,8 @@ export class SandboxManager {
       if (local) {
         log.info({ localGeneration: local.record.pauseGeneration }, "dropping an earlier pause of a sandbox");
         await this.discard(local);
+        // Its published pause, if any, is older than the one resumed: never needed again.
+        await this.unpublish(local);
       }
       const dir = sandboxDir(this.options.dataDir, sandboxID);
       const record = await published.fetch(sandboxID, generation, dir);

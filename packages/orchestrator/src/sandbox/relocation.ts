@@ -19,7 +19,7 @@ import { chmod, mkdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, makePrivateDir, makeTreePrivate, runCommand, writePrivateFile } from "@moat/shared";
 import type { ArtifactStore } from "../artifacts/store.js";
-import { diskPaths } from "../storage/disk.js";
+import { diskPaths, loopDevicesUnder } from "../storage/disk.js";
 import { rootfsPaths } from "../storage/overlay.js";
 import { memoryImagePath, type SandboxRecord } from "./record.js";
 
@@ -77,6 +77,7 @@ export class PausedSandboxStore {
    */
   async publish(dir: string, record: SandboxRecord): Promise<void> {
     const keys = pausedKeys(record.sandboxID, generationOf(record));
+    if (record.diskSizeMB > 0) await waitForDetached(dir);
     const work = await this.workDir();
     try {
       const members = await existing(dir, [
@@ -216,6 +217,21 @@ function generationOf(record: SandboxRecord): number {
   if (!Number.isInteger(generation) || generation < 1)
     throw new Error("a published pause needs a generation");
   return generation;
+}
+
+/** How long a pause waits for its disk to be let go of before it is left unpublished. */
+const DETACH_TIMEOUT_MS = 30_000;
+
+/**
+ * Waits until no loop device backs the sandbox's disk image: an unmount that had to be lazy (the
+ * runtime still exiting) lets go of the file system only later, and the image is whole only then.
+ */
+async function waitForDetached(dir: string): Promise<void> {
+  const deadline = Date.now() + DETACH_TIMEOUT_MS;
+  while ((await loopDevicesUnder(dir)).length > 0) {
+    if (Date.now() > deadline) throw new Error("the sandbox's disk is still attached; not publishing it");
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function existing(dir: string, names: string[]): Promise<string[]> {
