@@ -7,9 +7,17 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
+import { createNoopLogger } from "@moat/shared";
 import { SandboxState } from "@moat/shared/gen/orchestrator";
+// First: the API's schemas are made once its zod extensions are in place.
+import "../src/index.js";
+import type { APIContext } from "../src/context.js";
 import type { SandboxRow } from "../src/db/schema.js";
+import { NodeClient } from "../src/orchestrator/node-client.js";
+import { RoundRobinPlacement } from "../src/placement/placement.js";
 import { isStrayCopy, judgeOnNode, nodeStateChanges, stopEventApplies } from "../src/sandbox/reconcile.js";
+import { checkMountsStillReady } from "../src/volume/mounts.js";
+import { moveVolumes, volumeMoveTarget } from "../src/volume/move.js";
 import { type FakeArtifacts, FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 import { backends, createSandbox, eventually, startTestAPI, type TestAPI } from "./helpers.js";
 
@@ -181,6 +189,104 @@ for (const backend of backends) {
       }
       const again = await t.request(`/v2/sandboxes/${id}/connect`, { method: "POST", json: { timeout: 60 } });
       assert.equal(again.status, 201);
+    });
+  });
+}
+
+for (const backend of backends) {
+  describe(`volumes move between nodes (${backend.name})`, () => {
+    let t: TestAPI;
+    const nodes = { "node-1": new FakeOrchestrator(), "node-2": new FakeOrchestrator() };
+    const store = new Map();
+    for (const fake of Object.values(nodes)) fake.volumes.published = store;
+    /** What moveVolumes needs of the API, with clients of its own to the same fake nodes. */
+    let ctx: APIContext;
+    before(async () => {
+      t = await startTestAPI(backend, {
+        orchestrators: Object.entries(nodes).map(([id, fake]) => ({ id, transport: fake.transport() })),
+        quotas: { volumeSizeMB: 64 },
+      });
+      ctx = {
+        db: t.api.db,
+        config: t.api.config,
+        logger: createNoopLogger(),
+        placement: new RoundRobinPlacement(),
+        nodes: new Map(
+          Object.entries(nodes).map(([id, fake]) => [
+            id,
+            new NodeClient({ id, transport: fake.transport() }),
+          ]),
+        ),
+      } as unknown as APIContext;
+    });
+    after(async () => {
+      await t.close();
+      for (const fake of Object.values(nodes)) fake.close();
+    });
+
+    const volumeRow = (id: string) =>
+      t.api.db.selectFrom("volumes").selectAll().where("volume_id", "=", id).executeTakeFirstOrThrow();
+
+    test("an unmounted volume moves with its files; one node holds it at a time; a mounted one stays", async () => {
+      const res = await t.request("/volumes", { method: "POST", json: { name: "moving" } });
+      const v = (await res.json()) as { volumeID: string; token: string };
+      const file = `/volumecontent/${v.volumeID}/file?path=${encodeURIComponent("/a.txt")}`;
+      const auth = { authorization: `Bearer ${v.token}` };
+      const put = await t.request(file, {
+        method: "PUT",
+        body: "kept",
+        key: null,
+        headers: { ...auth, "content-type": "application/octet-stream" },
+      });
+      assert.equal(put.status, 201);
+      const from = (await volumeRow(v.volumeID)).node_id as keyof typeof nodes;
+      const to = from === "node-1" ? "node-2" : "node-1";
+      const key = `${t.teamID}/${v.volumeID}`;
+      const mounts = [{ name: "moving", path: "/mnt/v", volumeID: v.volumeID }];
+
+      await moveVolumes(ctx, t.teamID, mounts, from, ctx.nodes.get(to)!);
+      const moved = await volumeRow(v.volumeID);
+      assert.equal(moved.node_id, to);
+      assert.equal(moved.artifact_generation, 1);
+      assert.equal(nodes[from].volumes.volumes.has(key), false, "the old node no longer holds it");
+      assert.equal(nodes[to].volumes.volumes.has(key), true);
+      assert.equal(store.size, 0, "the new node took it from the store");
+      assert.equal(await (await t.request(file, { key: null, headers: auth })).text(), "kept");
+      // A create that saw the volume on its old node stops under the team's lock.
+      await assert.rejects(checkMountsStillReady(t.api.db, t.teamID, mounts, from), /moved to another node/);
+      await checkMountsStillReady(t.api.db, t.teamID, mounts, to);
+
+      // A sandbox that mounts it starts where it is now; while it lives the volume stays there.
+      const sbx = await createSandbox(t, { volumeMounts: [{ name: "moving", path: "/mnt/v" }] });
+      assert.ok(nodes[to].sandboxes.has(sbx.sandboxID));
+      await assert.rejects(
+        moveVolumes(ctx, t.teamID, mounts, to, ctx.nodes.get(from)!),
+        /mounted by sandbox/,
+      );
+      assert.equal((await volumeRow(v.volumeID)).node_id, to);
+      assert.equal(nodes[to].volumes.calls.filter((c) => c === "release").length, 0);
+
+      // The old node refusing (a sandbox of its own mounts it): it stays, the record says so.
+      await t.request(`/sandboxes/${sbx.sandboxID}`, { method: "DELETE" });
+      nodes[to].volumes.inUse.set(v.volumeID, ["ghost"]);
+      await assert.rejects(moveVolumes(ctx, t.teamID, mounts, to, ctx.nodes.get(from)!), /mounted by ghost/);
+      assert.equal((await volumeRow(v.volumeID)).node_id, to);
+      assert.equal(nodes[to].volumes.volumes.has(key), true);
+      nodes[to].volumes.inUse.delete(v.volumeID);
+    });
+
+    test("where a create's volumes go: to the template's node, away from a draining node, else nowhere", () => {
+      const node = (id: string, status?: string) =>
+        ({ id, ...(status ? { status } : {}) }) as unknown as NodeClient;
+      const view = (list: NodeClient[]) =>
+        ({ nodes: new Map(list.map((n) => [n.id, n])), placement: new RoundRobinPlacement() }) as const;
+      const plain = view([node("a"), node("b")]);
+      assert.equal(volumeMoveTarget(plain, undefined, null), undefined, "no volumes");
+      assert.equal(volumeMoveTarget(plain, "a", null), undefined, "they stay on a node in service");
+      assert.equal(volumeMoveTarget(plain, "a", "a"), undefined);
+      assert.equal(volumeMoveTarget(plain, "a", "b")?.id, "b", "to the node the build is on");
+      assert.equal(volumeMoveTarget(view([node("a", "draining"), node("b")]), "a", null)?.id, "b");
+      assert.equal(volumeMoveTarget(plain, "gone", null), undefined, "a node the API cannot call keeps them");
     });
   });
 }

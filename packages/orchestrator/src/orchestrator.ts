@@ -165,7 +165,7 @@ async function start(
     platform: options.platform,
   });
   const pidsLimit = options.pidsLimit ?? 1024;
-  const volumes = new VolumeStore({ dataDir: options.dataDir, logger });
+  const volumes = new VolumeStore({ dataDir: options.dataDir, logger, artifacts: options.artifacts });
   const snapshots = options.templateSnapshots ?? config.templateSnapshots;
   const manager = new SandboxManager({
     dataDir: options.dataDir,

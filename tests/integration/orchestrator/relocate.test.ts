@@ -3,22 +3,25 @@
  * (publishing memory, disk and record), stops, and node 2 (its own data directory, the same
  * store) resumes it with its files and its processes' memory; the published pause is gone after.
  * Then back: node 2 pauses it again, node 1 returns holding its copy of the earlier pause, and a
- * resume of the newer pause there drops that copy for the published one. One orchestrator runs at
- * a time (one per host): the nodes take turns.
+ * resume of the newer pause there drops that copy for the published one. A volume no sandbox
+ * mounts moves the same way (Release, then Create from that generation). One orchestrator runs at a
+ * time (one per host): the nodes take turns.
  */
 import assert from "node:assert/strict";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { loopDevicesUnder, mountsUnder, pausedKeys } from "@moat/orchestrator";
-import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
+import { type SandboxInfo, SandboxState, VolumeService } from "@moat/shared/gen/orchestrator";
 import { COUNTER_SERVER } from "../helpers/counter.js";
 import {
   createSandbox,
   makeDataDir,
+  newSandboxID,
+  nodeTransport,
   type RunningOrchestrator,
   removeDataDir,
   sdkFor,
@@ -52,6 +55,10 @@ describe("orchestrator: a paused sandbox resumes on another node", { timeout: 60
   const running: RunningOrchestrator[] = [];
   let store = "";
 
+  before(async () => {
+    store = await mkdtemp(path.join(tmpdir(), "moat-test-artifacts-"));
+  });
+
   after(async () => {
     for (const orch of running) await orch.stop().catch(() => undefined);
     for (const dir of dirs) {
@@ -73,7 +80,6 @@ describe("orchestrator: a paused sandbox resumes on another node", { timeout: 60
   };
 
   test("files and memory move with it; the published pause is removed once it runs", async () => {
-    store = await mkdtemp(path.join(tmpdir(), "moat-test-artifacts-"));
     const [dir1, dir2] = [await makeDataDir(), await makeDataDir()];
     dirs.push(dir1, dir2);
 
@@ -180,5 +186,60 @@ describe("orchestrator: a paused sandbox resumes on another node", { timeout: 60
         `nothing left in ${dir}`,
       );
     }
+  });
+  test("a volume no sandbox mounts moves to another node with its files", async () => {
+    const [dir1, dir2] = [await makeDataDir(), await makeDataDir()];
+    dirs.push(dir1, dir2);
+    const volume = { teamId: "team-relocate", volumeId: `v${Date.now().toString(36)}` };
+    const withVolume = async (node: RunningOrchestrator) => {
+      const res = await node.client.create({
+        sandbox: {
+          sandboxId: newSandboxID(),
+          templateId: "base",
+          teamId: volume.teamId,
+          vcpu: 1,
+          memoryMb: 512,
+          allowInternetAccess: true,
+          volumeMounts: [{ volumeId: volume.volumeId, name: "data", path: "/mnt/data" }],
+        },
+        endTime: endIn(300_000),
+      });
+      return res.sandbox!;
+    };
+    const volumes = (node: RunningOrchestrator) =>
+      createClient(VolumeService, nodeTransport(node.port, node.token));
+
+    let node = await start(dir1);
+    await volumes(node).create({ volume, sizeMb: 64 });
+    const sbx = await withVolume(node);
+    await sdkFor(sbx).files.write("/mnt/data/kept.txt", "on the volume\n");
+    assert.equal(
+      await refusal(volumes(node).release({ volume, generation: 1 })),
+      Code.FailedPrecondition,
+      "a volume a sandbox of the node mounts stays",
+    );
+    await node.client.delete({ sandboxId: sbx.config!.sandboxId });
+    await volumes(node).release({ volume, generation: 1 });
+    assert.equal((await storeKeys(store)).length, 1, "its image is in the store");
+    assert.deepEqual(
+      await readdir(path.join(dir1, "volumes", volume.teamId)).catch(() => []),
+      [],
+      "and no longer on node 1",
+    );
+    await stop(node);
+
+    node = await start(dir2);
+    assert.equal(
+      await refusal(volumes(node).create({ volume, sizeMb: 64, fromGeneration: 2 })),
+      Code.FailedPrecondition,
+      "only the generation released can be taken",
+    );
+    await volumes(node).create({ volume, sizeMb: 64, fromGeneration: 1 });
+    assert.deepEqual(await storeKeys(store), [], "taken from the store");
+    const there = await withVolume(node);
+    assert.equal(await sdkFor(there).files.read("/mnt/data/kept.txt"), "on the volume\n");
+    await node.client.delete({ sandboxId: there.config!.sandboxId });
+    await volumes(node).delete(volume);
+    await stop(node);
   });
 });

@@ -127,6 +127,8 @@ export interface VolumesTable {
   name: string;
   /** The node that holds it: sandboxes that mount it start there. */
   node_id: string;
+  /** Its moves between nodes through the artifact store so far (volume/move.ts). */
+  artifact_generation: Generated<number>;
   /** Its size (the team's volume size when it was made). */
   size_mb: number;
   state: VolumeState;

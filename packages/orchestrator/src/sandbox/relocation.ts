@@ -87,23 +87,7 @@ export class PausedSandboxStore {
           : path.relative(dir, rootfsPaths(dir, false).upper),
       ]);
       const archive = path.join(work, "paused.tar.zst");
-      await runCommand(
-        [
-          "tar",
-          "--create",
-          ...TAR_FLAGS,
-          `--use-compress-program=${ZSTD}`,
-          "--file",
-          archive,
-          "-C",
-          dir,
-          "--files-from=/dev/null",
-          ...members,
-        ],
-        { timeoutMs: PACK_TIMEOUT_MS },
-      );
-      // A directory store copies the mode: memory and files are root's alone there too.
-      await chmod(archive, 0o600);
+      await packFiles(dir, members, archive);
       await this.options.store.putFile(keys.archive, archive);
     } finally {
       await rm(work, { recursive: true, force: true });
@@ -160,21 +144,7 @@ export class PausedSandboxStore {
       await mkdir(path.dirname(dir), { recursive: true, mode: 0o700 });
       await mkdir(dir, { mode: 0o700 });
       try {
-        await runCommand(
-          [
-            "tar",
-            "--extract",
-            ...TAR_FLAGS,
-            "--same-owner",
-            "--same-permissions",
-            `--use-compress-program=${ZSTD}`,
-            "--file",
-            archive,
-            "-C",
-            dir,
-          ],
-          { timeoutMs: PACK_TIMEOUT_MS },
-        );
+        await unpackFiles(archive, dir);
         const image = memoryImagePath(dir);
         if (record.memory && (await exists(image))) await makeTreePrivate(image);
         else record.memory = false;
@@ -219,6 +189,48 @@ function generationOf(record: SandboxRecord): number {
   return generation;
 }
 
+/**
+ * Packs `members` of `dir` (sparse files kept sparse; owners, modes and xattrs kept) into the
+ * zstd tar `archive`, readable by root only (a directory store copies the mode).
+ */
+export async function packFiles(dir: string, members: string[], archive: string): Promise<void> {
+  await runCommand(
+    [
+      "tar",
+      "--create",
+      ...TAR_FLAGS,
+      `--use-compress-program=${ZSTD}`,
+      "--file",
+      archive,
+      "-C",
+      dir,
+      "--files-from=/dev/null",
+      ...members,
+    ],
+    { timeoutMs: PACK_TIMEOUT_MS },
+  );
+  await chmod(archive, 0o600);
+}
+
+/** Unpacks a `packFiles` archive into `dir` as it was packed. */
+export async function unpackFiles(archive: string, dir: string): Promise<void> {
+  await runCommand(
+    [
+      "tar",
+      "--extract",
+      ...TAR_FLAGS,
+      "--same-owner",
+      "--same-permissions",
+      `--use-compress-program=${ZSTD}`,
+      "--file",
+      archive,
+      "-C",
+      dir,
+    ],
+    { timeoutMs: PACK_TIMEOUT_MS },
+  );
+}
+
 /** How long a pause waits for its disk to be let go of before it is left unpublished. */
 const DETACH_TIMEOUT_MS = 30_000;
 
@@ -226,7 +238,7 @@ const DETACH_TIMEOUT_MS = 30_000;
  * Waits until no loop device backs the sandbox's disk image: an unmount that had to be lazy (the
  * runtime still exiting) lets go of the file system only later, and the image is whole only then.
  */
-async function waitForDetached(dir: string): Promise<void> {
+export async function waitForDetached(dir: string): Promise<void> {
   const deadline = Date.now() + DETACH_TIMEOUT_MS;
   while ((await loopDevicesUnder(dir)).length > 0) {
     if (Date.now() > deadline) throw new Error("the sandbox's disk is still attached; not publishing it");
