@@ -16,6 +16,7 @@ import { benchEnvd } from "./envd.js";
 import { benchFork } from "./fork.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
+import { benchRelocate } from "./relocate.js";
 import { type Figure, printFigure } from "./report.js";
 import { benchSoak } from "./soak.js";
 import { benchStorage } from "./storage.js";
@@ -45,6 +46,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   fork: benchFork,
   volumes: benchVolumes,
   artifacts: benchArtifacts,
+  relocate: benchRelocate,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -181,6 +181,8 @@ describe("reconcile rules", () => {
       assert.deepEqual(nodeStateChanges(row(state), info(SandboxState.PAUSED)), {
         state: "paused",
         host_address: null,
+        // Not published (the node says generation 0): only its node can resume it.
+        artifact_generation: null,
       });
     }
     assert.equal(nodeStateChanges(row("paused"), info(SandboxState.PAUSED)), undefined);
@@ -192,6 +194,7 @@ describe("reconcile rules", () => {
     assert.deepEqual(nodeStateChanges(row("paused"), info(SandboxState.RUNNING, "h:2", { end, start })), {
       state: "running",
       host_address: "h:2",
+      artifact_generation: null,
       envd_version: "0.2.0",
       end_at: end,
       started_at: start,
@@ -200,6 +203,7 @@ describe("reconcile rules", () => {
     assert.deepEqual(nodeStateChanges(row("running"), info(SandboxState.RUNNING, "h:2", { start })), {
       state: "running",
       host_address: "h:2",
+      artifact_generation: null,
       envd_version: "0.2.0",
     });
     assert.equal(nodeStateChanges(row("running"), info(SandboxState.RUNNING, "10.0.0.2:49983")), undefined);

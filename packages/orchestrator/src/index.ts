@@ -25,6 +25,7 @@ export {
 export { sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
 export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
+export { pausedKeys } from "./sandbox/relocation.js";
 export { NODE_TOKEN_FILE, nodeTokenPath } from "./server/node-token.js";
 export { type DebianMirror, findDebianMirror } from "./setup/apt-sources.js";
 export { BASE_DEFINITION, definitionHash } from "./setup/base-definition.js";

@@ -169,10 +169,10 @@ async function start(
     platform: options.platform,
   });
   const pidsLimit = options.pidsLimit ?? 1024;
-  const volumes = new VolumeStore({ dataDir: options.dataDir, logger });
   const snapshots = options.templateSnapshots ?? config.templateSnapshots;
   const artifacts =
     options.artifacts ?? (config.artifacts ? await openArtifactStore(config.artifacts) : undefined);
+  const volumes = new VolumeStore({ dataDir: options.dataDir, logger, artifacts });
   const key = snapshots
     ? await snapshotKey({
         runscBinary: options.runscBinary,
@@ -222,6 +222,7 @@ async function start(
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,
     egress,
     volumes,
+    artifacts,
   });
   await manager.reclaim();
   await options.templates.sweep();

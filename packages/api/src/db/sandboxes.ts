@@ -30,7 +30,15 @@ export async function getTeamSandbox(
 export type SandboxChanges = Partial<
   Pick<
     SandboxRow,
-    "state" | "host_address" | "envd_version" | "started_at" | "end_at" | "stopped_at" | "stop_reason"
+    | "state"
+    | "host_address"
+    | "envd_version"
+    | "started_at"
+    | "end_at"
+    | "stopped_at"
+    | "stop_reason"
+    | "node_id"
+    | "artifact_generation"
   >
 >;
 

@@ -98,6 +98,11 @@ export interface SandboxesTable {
   stop_reason: string | null;
   /** The volumes it mounts; null: none. */
   volume_mounts: ColumnType<SandboxVolumeMount[] | null, string | null | undefined, string | null>;
+  /**
+   * While paused: the pause its node published to the shared artifact store (any node may resume
+   * it from there); null: not published, only its node can resume it.
+   */
+  artifact_generation: ColumnType<number | null, number | null | undefined, number | null>;
   created_at: CreatedAt;
 }
 
@@ -122,6 +127,8 @@ export interface VolumesTable {
   name: string;
   /** The node that holds it: sandboxes that mount it start there. */
   node_id: string;
+  /** Its moves between nodes through the artifact store so far (volume/move.ts). */
+  artifact_generation: Generated<number>;
   /** Its size (the team's volume size when it was made). */
   size_mb: number;
   state: VolumeState;

@@ -3,7 +3,10 @@ import { sql } from "kysely";
 import type { DB } from "./database.js";
 import type { VolumeRow, VolumeState, VolumesTable } from "./schema.js";
 
-export async function insertVolume(db: DB, row: Omit<VolumesTable, "created_at">): Promise<void> {
+export async function insertVolume(
+  db: DB,
+  row: Omit<VolumesTable, "created_at" | "artifact_generation">,
+): Promise<void> {
   await db.insertInto("volumes").values(row).execute();
 }
 

@@ -196,12 +196,19 @@ export class NodeClient {
 
   /**
    * Resumes a paused sandbox until `endTime`; `reboot` boots it afresh from its files instead of
-   * restoring its memory. The answer carries its new host address.
+   * restoring its memory. `artifactGeneration`: the published pause to fetch from the artifact
+   * store when the node does not hold it (a resume away from its node). The answer carries its new
+   * host address.
    */
-  async resume(sandboxID: string, endTime: Date, reboot: boolean): Promise<SandboxInfo> {
+  async resume(
+    sandboxID: string,
+    endTime: Date,
+    reboot: boolean,
+    artifactGeneration = 0,
+  ): Promise<SandboxInfo> {
     const res = await this.call("resume", () =>
       this.client.resume(
-        { sandboxId: sandboxID, endTime: timestampFromDate(endTime), reboot },
+        { sandboxId: sandboxID, endTime: timestampFromDate(endTime), reboot, artifactGeneration },
         { timeoutMs: this.transitionMs },
       ),
     );

@@ -12,10 +12,12 @@ import { markKilled, recordStateChange } from "../sandbox/lifecycle.js";
 import { applyNodeState } from "../sandbox/node-state.js";
 import {
   isOrphan,
+  isStrayCopy,
   judgeEvent,
   judgeOnNode,
   judgeRecord,
   pausingNeedsRecord,
+  stopEventApplies,
   transitionNeedsNode,
 } from "../sandbox/reconcile.js";
 import { LIVE_STATES } from "../sandbox/states.js";
@@ -80,8 +82,14 @@ export class NodeWatcher {
     }
     for (const sandboxID of onNode.keys()) {
       if (!sandboxID) continue;
-      if (!isOrphan(await getSandbox(ctx.db, sandboxID))) continue;
-      ctx.logger.warn({ sandboxID, nodeID: node.id }, "killing a sandbox whose record is closed");
+      const record = await getSandbox(ctx.db, sandboxID);
+      if (isStrayCopy(record, node.id, ctx.transitions.get(sandboxID) !== undefined)) {
+        ctx.logger.warn(
+          { sandboxID, nodeID: node.id, recordNodeID: record?.node_id },
+          "dropping a copy of a sandbox that lives on another node",
+        );
+      } else if (!isOrphan(record)) continue;
+      else ctx.logger.warn({ sandboxID, nodeID: node.id }, "killing a sandbox whose record is closed");
       await node
         .delete(sandboxID)
         .catch((err: unknown) =>
@@ -123,6 +131,7 @@ export class NodeWatcher {
       } else if (verdict.action === "pausing") {
         await this.applyPausing(event.sandboxId);
       } else if (verdict.action === "close") {
+        if (!stopEventApplies(await getSandbox(this.ctx.db, event.sandboxId), this.node.id)) return;
         await markKilled(this.ctx, event.sandboxId, verdict.reason, verdict.at, verdict.from);
       }
     } catch (err) {

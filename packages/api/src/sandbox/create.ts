@@ -32,6 +32,7 @@ import { checkResources } from "../quotas/check.js";
 import type { TeamLimits } from "../quotas/limits.js";
 import { takeRunningSlot } from "../quotas/reserve.js";
 import { checkMountsStillReady, resolveVolumeMounts } from "../volume/mounts.js";
+import { moveVolumes, volumeMoveTarget } from "../volume/move.js";
 import { newEnvdAccessToken, newSandboxID, newTrafficAccessToken } from "./ids.js";
 import { logSandbox, markKilled } from "./lifecycle.js";
 import { resolveTemplate, type Template } from "./templates.js";
@@ -69,7 +70,13 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   const envdAccessToken = input.secure || template.snapshot ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
   const log = ctx.logger.child({ sandboxID, teamID: input.team.team_id });
-  const nodes = candidateNodes(ctx, template, input.template, volumes.nodeID);
+  let volumeNodeID = volumes.nodeID;
+  const moveTo = volumeMoveTarget(ctx, volumeNodeID, template.nodeID);
+  if (moveTo && volumeNodeID !== undefined) {
+    await moveVolumes(ctx, input.team.team_id, volumes.mounts, volumeNodeID, moveTo);
+    volumeNodeID = moveTo.id;
+  }
+  const nodes = candidateNodes(ctx, template, input.template, volumeNodeID);
   const tried = new Set<string>();
   let lastError: Error | undefined;
 
@@ -105,7 +112,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         volume_mounts: volumes.mounts.length > 0 ? JSON.stringify(volumes.mounts) : null,
       };
       await takeRunningSlot(ctx, input.team.team_id, async (tx) => {
-        await checkMountsStillReady(tx, input.team.team_id, volumes.mounts);
+        await checkMountsStillReady(tx, input.team.team_id, volumes.mounts, volumeNodeID);
         await insertSandbox(tx, record);
       });
     } else {

@@ -5,6 +5,7 @@
  * gives it a new one on resume). A sandbox paused already answers 409 too, which the SDK's
  * `pause()` reads as "already paused" (false).
  */
+import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import { getSandbox, getTeamSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
@@ -56,8 +57,9 @@ async function pauseOnNode(
     throw stateConflict(sandboxID, current.state);
   }
   ctx.catalog.update(sandboxID, claimed);
+  let info: SandboxInfo;
   try {
-    await nodeOf(ctx, row).pause(sandboxID, memory);
+    info = await nodeOf(ctx, row).pause(sandboxID, memory);
   } catch (err) {
     if (err instanceof NodeSandboxNotFoundError) {
       await markKilled(ctx, sandboxID, "missing on node");
@@ -76,6 +78,8 @@ async function pauseOnNode(
   const paused = await updateSandbox(ctx.db, sandboxID, ["pausing", "running"], {
     state: "paused",
     host_address: null,
+    // Published to the artifact store: another node can resume it if this one goes.
+    artifact_generation: info.artifactGeneration || null,
   });
   if (!paused) {
     const current = await getSandbox(ctx.db, sandboxID);

@@ -142,7 +142,11 @@ export function judgeOnNode(
   info: SandboxInfo | undefined,
   now: Date,
 ): Close | { action: "leave" } | { action: "adopt" } {
-  if (!info) return { action: "close", reason: "missing on node", at: now, from: [row.state] };
+  if (!info) {
+    // Being resumed from its published pause: the node may still be fetching it.
+    if (row.state === "resuming" && row.artifact_generation) return { action: "leave" };
+    return { action: "close", reason: "missing on node", at: now, from: [row.state] };
+  }
   return row.state === "killing" ? { action: "leave" } : { action: "adopt" };
 }
 
@@ -152,12 +156,31 @@ export function isOrphan(row: SandboxRow | undefined): boolean {
 }
 
 /**
+ * Whether a sandbox the node has is a stray copy to drop: its record lives on another node, settled
+ * there (resumed there from its published pause while this node was gone, or created there after
+ * this node's create seemed to fail). A record between states is left alone: the move may not be
+ * final yet.
+ */
+export function isStrayCopy(row: SandboxRow | undefined, nodeID: string, inTransition: boolean): boolean {
+  if (inTransition || !row || row.node_id === nodeID) return false;
+  return row.state === "running" || row.state === "paused";
+}
+
+/**
+ * Whether a node's stop event closes the record: only the record's own node speaks for it (a node
+ * dropping a stray copy says KILLED too).
+ */
+export function stopEventApplies(row: SandboxRow | undefined, nodeID: string): boolean {
+  return row === undefined || row.node_id === nodeID;
+}
+
+/**
  * The changes that bring the record in line with the node's RUNNING or PAUSED sandbox; undefined
  * when none (other node states are between states: the record waits for their outcome).
  */
 export function nodeStateChanges(row: SandboxRow, info: SandboxInfo): SandboxChanges | undefined {
   if (info.state === SandboxState.PAUSED && MAY_PAUSE.includes(row.state)) {
-    return { state: "paused", host_address: null };
+    return { state: "paused", host_address: null, artifact_generation: info.artifactGeneration || null };
   }
   if (
     info.state === SandboxState.RUNNING &&
@@ -168,6 +191,7 @@ export function nodeStateChanges(row: SandboxRow, info: SandboxInfo): SandboxCha
     return {
       state: "running",
       host_address: info.hostAddress,
+      artifact_generation: null,
       envd_version: info.envdVersion || row.envd_version,
       ...(info.endTime ? { end_at: timestampDate(info.endTime) } : {}),
       ...(info.startTime && row.state !== "running" ? { started_at: timestampDate(info.startTime) } : {}),

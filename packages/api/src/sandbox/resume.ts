@@ -6,16 +6,24 @@
  *
  * One resume per sandbox: a request that finds a resume in flight here shares its outcome, and
  * one that finds a pause in flight (here, or the node's own auto-pause) waits for it and then
- * resumes. The node restores a sandbox
- * where it was paused, so there is no placement: a busy node answers 429 (retry), as a create
- * that found every node busy.
+ * resumes. The node restores a sandbox where it was paused: a busy node answers 429 (retry), as a
+ * create that found every node busy. When that node is gone (not configured, unhealthy, draining,
+ * or unavailable when called) and it published the pause to the shared artifact store, the resume
+ * is placed on another node, which fetches it (sandbox/relocate.ts); an unpublished one answers
+ * 503 until its node is back.
  */
 import type { CatalogEntry } from "@moat/shared";
 import type { SandboxInfo } from "@moat/shared/gen/orchestrator";
 import type { APIContext } from "../context.js";
 import { getSandbox, updateSandbox } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
-import { CapacityError, QuotaExceededError, SandboxConflictError, SandboxNotFoundError } from "../errors.js";
+import {
+  CapacityError,
+  NodeUnreachableError,
+  QuotaExceededError,
+  SandboxConflictError,
+  SandboxNotFoundError,
+} from "../errors.js";
 import {
   NodeBusyError,
   NodeSandboxNotFoundError,
@@ -25,8 +33,9 @@ import {
 import { takeRunningSlot } from "../quotas/reserve.js";
 import { catalogEntry } from "./catalog.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
-import { awaitTransition, settleFromNode } from "./node-state.js";
-import { nodeOf } from "./nodes.js";
+import { applyNodeState, awaitTransition, settleFromNode } from "./node-state.js";
+import { nodeGone } from "./nodes.js";
+import { homeUnavailable, mayRelocate, relocateResume } from "./relocate.js";
 import { stateConflict } from "./states.js";
 
 export interface ResumeRequest {
@@ -98,18 +107,30 @@ async function resumeOnNode(ctx: APIContext, row: SandboxRow, request: ResumeReq
   }
   ctx.catalog.update(sandboxID, claimed);
   let info: SandboxInfo;
-  try {
-    info = await nodeOf(ctx, row).resume(sandboxID, request.endAt, request.reboot);
-  } catch (err) {
-    return recoverFailedResume(ctx, claimed, err);
+  let nodeID = claimed.node_id;
+  const home = ctx.nodes.get(claimed.node_id);
+  if (!home || nodeGone(home)) {
+    if (!claimed.artifact_generation) throw await homeUnavailable(ctx, claimed);
+    ({ info, nodeID } = await relocateResume(ctx, claimed, request));
+  } else {
+    try {
+      info = await home.resume(sandboxID, request.endAt, request.reboot);
+    } catch (err) {
+      const verdict = await mayRelocate(ctx, home, claimed, err);
+      if (verdict.action === "running") return applyNodeState(ctx, claimed, verdict.info);
+      if (verdict.action === "recover") return recoverFailedResume(ctx, claimed, err);
+      ({ info, nodeID } = await relocateResume(ctx, claimed, request, err as Error));
+    }
   }
   // From paused too: a reconcile may have reverted the record while the call was under way.
   const resumed = await updateSandbox(ctx.db, sandboxID, ["resuming", "paused"], {
     state: "running",
+    node_id: nodeID,
     host_address: info.hostAddress,
     envd_version: info.envdVersion || row.envd_version,
     started_at: new Date(),
     end_at: request.endAt,
+    artifact_generation: null,
   });
   if (!resumed) {
     // A node event or a reconcile recorded the resume first, or the sandbox died right after it.
@@ -117,7 +138,10 @@ async function resumeOnNode(ctx: APIContext, row: SandboxRow, request: ResumeReq
     if (current?.state === "running") return current;
     throw new SandboxNotFoundError(sandboxID);
   }
-  await recordStateChange(ctx, "paused", resumed, request.reboot ? { reboot: "true" } : {});
+  await recordStateChange(ctx, "paused", resumed, {
+    ...(request.reboot ? { reboot: "true" } : {}),
+    ...(nodeID !== claimed.node_id ? { from_node: claimed.node_id, node: nodeID } : {}),
+  });
   return resumed;
 }
 
@@ -142,7 +166,9 @@ async function recoverFailedResume(ctx: APIContext, claimed: SandboxRow, err: un
   if (!settled) throw new SandboxNotFoundError(sandboxID);
   if (settled.state === "running") return settled;
   if (err instanceof NodeUnavailableError) {
-    throw new CapacityError(`the sandbox's node is unavailable (${err.message}); retry in a moment`);
+    throw new CapacityError(
+      `the sandbox's node is unavailable (${err.message}); retry when node '${claimed.node_id}' is back`,
+    );
   }
   if (err instanceof NodeTransitionError) throw stateConflict(sandboxID, settled.state);
   throw err;
@@ -172,6 +198,7 @@ export async function autoResume(ctx: APIContext, sandboxID: string): Promise<Ca
       err instanceof SandboxNotFoundError ||
       err instanceof SandboxConflictError ||
       err instanceof CapacityError ||
+      err instanceof NodeUnreachableError ||
       err instanceof QuotaExceededError
     ) {
       ctx.logger.info({ sandboxID, reason: err.message }, "auto-resume refused");

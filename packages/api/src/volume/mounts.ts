@@ -8,7 +8,7 @@ import { volumeMountsProblem } from "@moat/shared";
 import type { DB } from "../db/database.js";
 import type { SandboxVolumeMount } from "../db/schema.js";
 import { teamVolumesByName } from "../db/volumes.js";
-import { InvalidRequestError } from "../errors.js";
+import { ConflictError, InvalidRequestError } from "../errors.js";
 
 export interface ResolvedMounts {
   mounts: SandboxVolumeMount[];
@@ -51,23 +51,25 @@ export async function resolveVolumeMounts(
 
 /**
  * Under the team's lock, as the sandbox's record is written: its volumes are all still ready (a
- * delete that won the lock first has marked its volume `deleting`, and then the create stops here).
+ * delete that won the lock first has marked its volume `deleting`, and then the create stops here)
+ * and still on `nodeID`, where the sandbox is about to start (a move that won the lock first has
+ * given them to another node: volume/move.ts).
  */
 export async function checkMountsStillReady(
   db: DB,
   teamID: string,
   mounts: SandboxVolumeMount[],
+  nodeID?: string,
 ): Promise<void> {
   if (mounts.length === 0) return;
-  const ready = new Set(
-    (
-      await teamVolumesByName(
-        db,
-        teamID,
-        mounts.map((m) => m.name),
-      )
-    ).map((r) => r.volume_id),
+  const rows = await teamVolumesByName(
+    db,
+    teamID,
+    mounts.map((m) => m.name),
   );
+  const ready = new Map(rows.map((r) => [r.volume_id, r]));
   const gone = mounts.find((m) => !ready.has(m.volumeID));
   if (gone) throw new InvalidRequestError(`volumeMounts: volume '${gone.name}' is being deleted`);
+  const moved = mounts.find((m) => nodeID !== undefined && ready.get(m.volumeID)?.node_id !== nodeID);
+  if (moved) throw new ConflictError(`volume '${moved.name}' moved to another node meanwhile; retry`);
 }

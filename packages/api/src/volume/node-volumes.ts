@@ -53,9 +53,20 @@ export class NodeVolumes {
     return new NodeVolumes(node, volume);
   }
 
-  create(sizeMB: number): Promise<VolumeUsage> {
+  /** Makes the volume; `fromGeneration`: takes it from the artifact store instead (a move). */
+  create(sizeMB: number, fromGeneration = 0): Promise<VolumeUsage> {
     return this.call(() =>
-      this.node.volumes.create({ volume: this.ref, sizeMb: sizeMB }, { timeoutMs: LIFECYCLE_TIMEOUT_MS }),
+      this.node.volumes.create(
+        { volume: this.ref, sizeMb: sizeMB, fromGeneration },
+        { timeoutMs: LIFECYCLE_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  /** Publishes the volume to the artifact store as `generation` and removes it from the node. */
+  async release(generation: number): Promise<void> {
+    await this.call(() =>
+      this.node.volumes.release({ volume: this.ref, generation }, { timeoutMs: LIFECYCLE_TIMEOUT_MS }),
     );
   }
 

@@ -8,7 +8,10 @@
  * Tests steer it with `failNext`, `holdNext`, `stopOutOfBand`, `pauseOutOfBand` (or
  * `beginPauseOutOfBand`, held between PAUSING and its outcome),
  * `resumeOutOfBand` and `calls`. Its TemplateService is `templates` (fake-template-service.ts);
- * creates start from the base template or from a build it finished.
+ * creates start from the base template or from a build it finished. Given a shared
+ * `FakeArtifacts` (several fakes may share one), it publishes every pause there as a real node with
+ * an artifact store does, and a resume naming a published pause it does not hold fetches it; `down`
+ * makes every call fail as unavailable (a node that is gone).
  */
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -34,6 +37,9 @@ import { FakeVolumeService } from "./fake-volume-service.js";
 
 type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
+/** Published pauses, by `<sandbox id>/<generation>`: what the shared artifact store holds. */
+export type FakeArtifacts = Map<string, { config: SandboxConfig; memory: boolean }>;
+
 type FakeState = "running" | "pausing" | "paused" | "resuming";
 
 interface FakeSandbox {
@@ -47,6 +53,9 @@ interface FakeSandbox {
   /** How it was last paused: with its memory, or only its files. */
   pausedWithMemory: boolean | undefined;
   timer: NodeJS.Timeout;
+  /** Its pauses so far, and the one published (0: none). */
+  generation?: number;
+  published?: number;
 }
 
 type Method =
@@ -91,6 +100,12 @@ export class FakeOrchestrator {
     [];
   /** Resumes hand out 127.0.0.2, .3, …: loopback, where nothing answers envd's port. */
   private nextHost = 2;
+  /** Every call fails as unavailable: the node is gone (see goDown). */
+  down = false;
+  /** Bumped to end every open WatchEvents stream. */
+  private streamEpoch = 0;
+
+  constructor(readonly artifacts?: FakeArtifacts) {}
 
   /** The next call of `method` fails with `code`. */
   failNext(method: Method, code: Code, message = "injected"): void {
@@ -180,6 +195,16 @@ export class FakeOrchestrator {
     ).length;
   }
 
+  /**
+   * The node goes away (every call, and its event streams, fail as unavailable) or comes back
+   * (`false`), holding what it held: the API reconnects and reconciles.
+   */
+  goDown(down = true): void {
+    this.down = down;
+    this.streamEpoch++;
+    for (const listener of this.listeners) listener({ sandboxId: "" });
+  }
+
   /** Number of open WatchEvents streams. */
   get watchers(): number {
     return this.listeners.size;
@@ -247,6 +272,7 @@ export class FakeOrchestrator {
         await this.held("delete", req.sandboxId);
         clearTimeout(sandbox.timer);
         this.sandboxes.delete(req.sandboxId);
+        this.unpublish(sandbox);
         this.emit({ sandboxId: req.sandboxId, type: SandboxEventType.KILLED, reason: "request" });
         // A real node's answer can come after its event has reached the API's watcher.
         if (this.deleteAnswerDelayMs) await new Promise((r) => setTimeout(r, this.deleteAnswerDelayMs));
@@ -292,6 +318,7 @@ export class FakeOrchestrator {
       resume: async (req) => {
         this.record("resume", req.sandboxId);
         this.transitions.push({ method: "resume", sandboxID: req.sandboxId, reboot: req.reboot });
+        if (req.artifactGeneration) this.fetchPublished(req.sandboxId, req.artifactGeneration);
         const sandbox = this.find(req.sandboxId);
         if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
         if (sandbox.state !== "paused") {
@@ -366,10 +393,51 @@ export class FakeOrchestrator {
     sandbox.state = "paused";
     sandbox.hostAddress = "";
     sandbox.pausedWithMemory = memory;
+    sandbox.generation = (sandbox.generation ?? 0) + 1;
+    sandbox.published = 0;
+    if (this.artifacts) {
+      this.artifacts.set(`${sandbox.config.sandboxId}/${sandbox.generation}`, {
+        config: sandbox.config,
+        memory,
+      });
+      sandbox.published = sandbox.generation;
+    }
     if (!silently) this.emit({ sandboxId: sandbox.config.sandboxId, type: SandboxEventType.PAUSED, reason });
   }
 
+  /** A published pause this node does not hold (or holds an earlier pause of) becomes its own. */
+  private fetchPublished(sandboxID: string, generation: number): void {
+    const local = this.sandboxes.get(sandboxID);
+    if (local && (local.state !== "paused" || (local.generation ?? 0) >= generation)) return;
+    const published = this.artifacts?.get(`${sandboxID}/${generation}`);
+    if (!published) {
+      throw new ConnectError(
+        `pause ${generation} of '${sandboxID}' is not published`,
+        Code.FailedPrecondition,
+      );
+    }
+    if (local) clearTimeout(local.timer);
+    this.sandboxes.set(sandboxID, {
+      config: { ...published.config },
+      state: "paused",
+      startTime: new Date(),
+      endTime: new Date(),
+      hostAddress: "",
+      startKind: "cold",
+      pausedWithMemory: published.memory,
+      timer: setTimeout(() => undefined, 0),
+      generation,
+      published: generation,
+    });
+  }
+
+  private unpublish(sandbox: FakeSandbox): void {
+    if (sandbox.published) this.artifacts?.delete(`${sandbox.config.sandboxId}/${sandbox.published}`);
+    sandbox.published = 0;
+  }
+
   private resumeNow(sandbox: FakeSandbox, endTime: Date): void {
+    this.unpublish(sandbox);
     sandbox.state = "running";
     sandbox.hostAddress = `127.0.0.${this.nextHost}`;
     this.nextHost = this.nextHost >= 254 ? 2 : this.nextHost + 1;
@@ -381,6 +449,8 @@ export class FakeOrchestrator {
   }
 
   private async *stream(signal: AbortSignal): AsyncGenerator<EventInit> {
+    if (this.down) throw new ConnectError("connect ECONNREFUSED", Code.Unavailable);
+    const epoch = this.streamEpoch;
     const queue: EventInit[] = [];
     let wake: (() => void) | undefined;
     const listener = (event: EventInit) => {
@@ -392,6 +462,7 @@ export class FakeOrchestrator {
     signal.addEventListener("abort", onAbort, { once: true });
     try {
       while (!signal.aborted) {
+        if (this.streamEpoch !== epoch) throw new ConnectError("connection reset", Code.Unavailable);
         const event = queue.shift();
         if (event) {
           yield event;
@@ -410,6 +481,7 @@ export class FakeOrchestrator {
 
   private record(method: Method, sandboxID?: string): void {
     this.calls.push({ method, sandboxID });
+    if (this.down) throw new ConnectError("connect ECONNREFUSED", Code.Unavailable);
     const i = this.failures.findIndex((f) => f.method === method);
     if (i >= 0) {
       const [failure] = this.failures.splice(i, 1);
@@ -460,6 +532,7 @@ export class FakeOrchestrator {
       envdVersion: this.envdVersion,
       lifecycleId: `fake-${sandbox.config.sandboxId}-${sandbox.startTime.getTime()}`,
       startKind: sandbox.startKind,
+      artifactGeneration: sandbox.state === "paused" ? (sandbox.published ?? 0) : 0,
     };
   }
 

@@ -35,12 +35,27 @@ export class FakeVolumeService {
   readonly inUse = new Map<string, string[]>();
   /** Every call by method name, in order. */
   readonly calls: string[] = [];
+  /**
+   * The artifact store's volumes, by `<team>/<volume>/<generation>` (shared by the fakes of a
+   * test's nodes): Release puts there, Create with from_generation takes. Unset: no store.
+   */
+  published: Map<string, FakeVolume> | undefined;
 
   service(): ServiceImpl<typeof VolumeService> {
     return {
       create: (req) => {
         this.calls.push("create");
         const key = keyOf(req.volume);
+        if (req.fromGeneration && !this.volumes.has(key)) {
+          const moved = this.published?.get(`${key}/${req.fromGeneration}`);
+          if (!moved)
+            throw new ConnectError(
+              `volume generation ${req.fromGeneration} not published`,
+              Code.FailedPrecondition,
+            );
+          this.published?.delete(`${key}/${req.fromGeneration}`);
+          this.volumes.set(key, moved);
+        }
         if (!this.volumes.has(key)) {
           this.volumes.set(key, {
             sizeBytes: req.sizeMb * 1024 * 1024,
@@ -56,6 +71,21 @@ export class FakeVolumeService {
           throw new ConnectError(`volume mounted by ${users.join(", ")}`, Code.FailedPrecondition);
         }
         this.volumes.delete(keyOf(req));
+        return {};
+      },
+      release: (req) => {
+        this.calls.push("release");
+        if (!this.published)
+          throw new ConnectError("this node has no artifact store", Code.FailedPrecondition);
+        const users = this.inUse.get(req.volume?.volumeId ?? "") ?? [];
+        if (users.length > 0) {
+          throw new ConnectError(`volume mounted by ${users.join(", ")}`, Code.FailedPrecondition);
+        }
+        const key = keyOf(req.volume);
+        const volume = this.volumes.get(key);
+        if (!volume) throw new ConnectError("volume not on this node", Code.NotFound);
+        this.published.set(`${key}/${req.generation}`, volume);
+        this.volumes.delete(key);
         return {};
       },
       usage: (req) => {

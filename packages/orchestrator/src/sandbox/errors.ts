@@ -94,3 +94,20 @@ export class ResumeFailedError extends Error {
     this.name = "ResumeFailedError";
   }
 }
+
+/**
+ * A resume named a published pause the artifact store does not have (removed after a resume
+ * elsewhere, or unpublished): only the node that paused it can resume it.
+ */
+export class PublishedPauseMissingError extends Error {
+  constructor(
+    readonly sandboxID: string,
+    readonly generation: number,
+    why = "it is not in the artifact store",
+  ) {
+    super(
+      `sandbox ${sandboxID}: pause ${generation} cannot be fetched here (${why}); only the node that paused it can resume it`,
+    );
+    this.name = "PublishedPauseMissingError";
+  }
+}

@@ -9,6 +9,7 @@ import { randomInt } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { CleanupStack, type Logger } from "@moat/shared";
 import { buildKey, type SharedArtifacts } from "../artifacts/shared.js";
+import type { ArtifactStore } from "../artifacts/store.js";
 import { type EgressFields, EgressRegistry } from "../network/egress-rules.js";
 import { NetworkPool } from "../network/network-pool.js";
 import { MAX_SLOTS } from "../network/slot.js";
@@ -19,13 +20,14 @@ import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import type { SandboxSnapshot } from "../snapshot/sandbox-snapshot.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { VolumeStore } from "../storage/volumes.js";
-import type { TemplateBuild, TemplateResolver } from "../template/store.js";
+import { BASE_BUILD_KEY, type TemplateBuild, type TemplateResolver } from "../template/store.js";
 import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
   NodeBusyError,
   PauseFailedError,
+  PublishedPauseMissingError,
   ResumeFailedError,
   SandboxExistsError,
   SandboxNotFoundError,
@@ -39,6 +41,7 @@ import { updateEgress } from "./network-update.js";
 import { errorMessage, phaseTimer } from "./phase-timer.js";
 import { type ReclaimReport, reclaim } from "./reclaim.js";
 import { memoryImagePath, type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
+import { PausedSandboxStore } from "./relocation.js";
 import { Sandbox } from "./sandbox.js";
 import { SandboxSnapshots } from "./sandbox-snapshots.js";
 import { TemplateSnapshots } from "./template-snapshots.js";
@@ -84,6 +87,11 @@ export interface SandboxManagerOptions {
   forkConcurrency?: number;
   /** Shared artifacts: builds and snapshots this node lacks are fetched, what it makes is published. */
   shared?: SharedArtifacts;
+  /**
+   * Shared artifact storage: pauses publish the paused sandbox there, and a resume of one this
+   * node does not hold fetches it (sandbox/relocation.ts). Unset: paused sandboxes stay here.
+   */
+  artifacts?: ArtifactStore;
 }
 
 export type SandboxEventType = "created" | "killed" | "expired" | "failed" | "pausing" | "paused" | "resumed";
@@ -116,6 +124,10 @@ export class SandboxManager {
   private readonly watchdog: NodeJS.Timeout;
   /** Sandboxes adopted mid-pause whose runsc state is being asked (reapDead). */
   private readonly checkingPauses = new Set<string>();
+  /** Paused sandboxes in the artifact store; undefined without one. */
+  private readonly published: PausedSandboxStore | undefined;
+  /** Sandboxes being fetched from the artifact store for a resume. */
+  private readonly fetching = new Set<string>();
 
   constructor(private readonly options: SandboxManagerOptions) {
     const { logger } = options;
@@ -185,6 +197,14 @@ export class SandboxManager {
         await this.sandboxSnapshots.remove(snapshotID, { localOnly: true });
       },
     });
+    this.published = options.artifacts
+      ? new PausedSandboxStore({
+          store: options.artifacts,
+          dataDir: options.dataDir,
+          logger,
+          runtimeKey: options.snapshotKey,
+        })
+      : undefined;
     this.watchdog = setInterval(() => this.reapDead(), WATCHDOG_INTERVAL_MS);
     this.watchdog.unref();
   }
@@ -346,23 +366,104 @@ export class SandboxManager {
    * Resumes a paused sandbox in a fresh network slot: restores its memory image (or boots afresh
    * from its files when it has none, or when `reboot`), then /init again. On failure everything
    * the attempt took is released and the sandbox stays paused with its image (ResumeFailedError).
+   * `generation`: the published pause to resume when this node does not hold it (or holds an
+   * earlier pause of it): fetched from the artifact store first; if its resume fails, the fetched
+   * copy is dropped again (the published one stays).
    */
-  async resume(sandboxID: string, endTime: Date, options: { reboot?: boolean } = {}): Promise<Sandbox> {
+  async resume(
+    sandboxID: string,
+    endTime: Date,
+    options: { reboot?: boolean; generation?: number } = {},
+  ): Promise<Sandbox> {
+    if (Number.isNaN(endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
+    const fetched = options.generation ? await this.fetchPaused(sandboxID, options.generation) : false;
     const sandbox = this.get(sandboxID);
     if (sandbox.state !== "paused") throw new SandboxStateError(sandboxID, sandbox.state, "resume");
-    if (Number.isNaN(endTime.getTime())) throw new InvalidSandboxConfigError("end_time is invalid");
-    this.checkCapacity();
+    try {
+      this.checkCapacity();
+    } catch (err) {
+      if (fetched) await this.discard(sandbox);
+      throw err;
+    }
     sandbox.moveTo("resuming");
     this.starting++;
     const work = this.doResume(sandbox, endTime, options.reboot ?? false);
     sandbox.transition = work;
     try {
       await work;
+    } catch (err) {
+      // Not this node's to keep: the sandbox stays paused where it was published.
+      if (fetched) await this.discard(sandbox);
+      throw err;
     } finally {
       sandbox.transition = undefined;
       this.starting--;
     }
     return sandbox;
+  }
+
+  /**
+   * Makes the published pause `generation` of a sandbox this node's own, paused, for a resume:
+   * fetched from the artifact store unless this node holds that pause (or a later one) already. A
+   * copy of an earlier pause (the sandbox ran elsewhere since) is dropped first. Answers whether
+   * it fetched.
+   */
+  private async fetchPaused(sandboxID: string, generation: number): Promise<boolean> {
+    const local = this.sandboxes.get(sandboxID);
+    if (local && (local.state !== "paused" || (local.record.pauseGeneration ?? 0) >= generation))
+      return false;
+    const published = this.published;
+    // Its own copy, if any, is of an earlier pause: never resumed in place of the published one.
+    if (!published)
+      throw new PublishedPauseMissingError(sandboxID, generation, "this node has no artifact store");
+    if (this.fetching.has(sandboxID)) throw new SandboxStateError(sandboxID, "resuming", "resume");
+    this.checkCapacity();
+    this.fetching.add(sandboxID);
+    const log = this.options.logger.child({ sandboxID, generation });
+    const timer = phaseTimer();
+    try {
+      if (local) {
+        log.info({ localGeneration: local.record.pauseGeneration }, "dropping an earlier pause of a sandbox");
+        await this.discard(local);
+        // Its published pause, if any, is older than the one resumed: never needed again.
+        await this.unpublish(local);
+      }
+      const dir = sandboxDir(this.options.dataDir, sandboxID);
+      const record = await published.fetch(sandboxID, generation, dir);
+      if (!record) throw new PublishedPauseMissingError(sandboxID, generation);
+      timer.lap("fetch");
+      try {
+        // Its layers by this node's paths; its slot and runtime are this node's to give.
+        record.dir = sandboxID;
+        record.lowers = resolveBuild(
+          this.options.templates,
+          record.templateID,
+          record.buildKey && record.buildKey !== BASE_BUILD_KEY ? record.buildKey : undefined,
+        ).lowers;
+        record.slotIndex = 0;
+        record.lifecycleID = newLifecycleID(sandboxID);
+        record.state = "paused";
+        await writeRecord(this.options.dataDir, record);
+      } catch (err) {
+        await this.factory.removeDirectory(dir);
+        throw err;
+      }
+      this.register(record, dir, "paused");
+      log.info({ memory: record.memory, ...timer.done() }, "published paused sandbox fetched");
+      return true;
+    } finally {
+      this.fetching.delete(sandboxID);
+    }
+  }
+
+  /** Forgets a paused sandbox this node does not own (any more) without a lifecycle event. */
+  private async discard(sandbox: Sandbox): Promise<void> {
+    this.sandboxes.delete(sandbox.id);
+    await this.factory
+      .release(sandbox)
+      .catch((err: unknown) =>
+        this.options.logger.error({ err, sandboxID: sandbox.id }, "releasing a dropped paused sandbox"),
+      );
   }
 
   /**
@@ -443,6 +544,7 @@ export class SandboxManager {
       timer.lap("release");
       await this.factory.settled();
       timer.lap("deletions");
+      await this.unpublish(sandbox);
     } finally {
       this.sandboxes.delete(sandboxID);
       this.options.logger.info({ sandboxID, type, reason, ...timer.done() }, "sandbox stopped");
@@ -450,11 +552,41 @@ export class SandboxManager {
     }
   }
 
-  /** Replaces a sandbox's egress rules (sandbox/network-update.ts). */
+  /**
+   * Replaces a sandbox's egress rules (sandbox/network-update.ts). A published paused sandbox's
+   * record is published again, so that a resume on another node applies the new rules; if that
+   * fails it is unpublished rather than left with the old ones.
+   */
   async updateNetwork(sandboxID: string, fields: EgressFields): Promise<Sandbox> {
     const sandbox = this.get(sandboxID);
     await updateEgress(sandbox, fields, { ...this.options, factory: this.factory });
+    const r = sandbox.record;
+    if (sandbox.state === "paused" && r.published && this.published) {
+      await this.published.publishRecord(r).catch(async (err: unknown) => {
+        this.options.logger.warn(
+          { err, sandboxID },
+          "republishing a paused sandbox's rules failed; unpublishing it",
+        );
+        await this.unpublish(sandbox);
+        await writeRecord(this.options.dataDir, r);
+      });
+    }
     return sandbox;
+  }
+
+  /** Removes the sandbox's published pause, if any, from the artifact store (a failure only logs). */
+  private async unpublish(sandbox: Sandbox): Promise<void> {
+    const generation = sandbox.record.published;
+    if (!generation || !this.published) return;
+    sandbox.record.published = undefined;
+    await this.published
+      .remove(sandbox.id, generation)
+      .catch((err: unknown) =>
+        this.options.logger.warn(
+          { err, sandboxID: sandbox.id, generation },
+          "removing a published pause failed",
+        ),
+      );
   }
 
   updateEndTime(sandboxID: string, endTime: Date): void {
@@ -474,6 +606,7 @@ export class SandboxManager {
 
   /** Startup: takes back what the node's previous process left (sandbox/reclaim.ts). */
   async reclaim(): Promise<ReclaimReport> {
+    await this.published?.clearScratch();
     const report = await reclaim({
       dataDir: this.options.dataDir,
       runsc: this.options.runsc,
@@ -638,8 +771,7 @@ export class SandboxManager {
         "pause failed after the runtime stopped; paused with what was saved",
       );
     }
-    await this.settlePaused(sandbox, memory && saved, log);
-    timer.lap("release");
+    await this.settlePaused(sandbox, memory && saved, log, timer.lap);
     log.info({ memory: r.memory, reason, ...timer.done() }, "sandbox paused");
     this.emit({ sandboxID: r.sandboxID, type: "paused", reason });
   }
@@ -665,7 +797,10 @@ export class SandboxManager {
       r.endTime = endTime.toISOString();
       r.memory = undefined;
       r.startKind = restore ? "resume" : "cold";
+      const published = r.published;
+      r.published = undefined;
       await writeRecord(options.dataDir, r);
+      r.published = published;
     } catch (err) {
       await factory
         .releaseRuntime(sandbox)
@@ -677,8 +812,9 @@ export class SandboxManager {
     }
     sandbox.moveTo("running");
     this.armEnd(sandbox);
-    // The record says running: the image has served.
+    // The record says running: the image, and the published pause, have served.
     await removeImage(image).catch((err: unknown) => log.error({ err }, "removing a used memory image"));
+    await this.unpublish(sandbox);
     log.info(
       { slot: r.slotIndex, hostAddress: sandbox.hostAddress, restored: restore, ...timer.done() },
       "sandbox resumed",
@@ -721,15 +857,47 @@ export class SandboxManager {
     }
   }
 
-  /** Records the sandbox paused (with its memory image or only its files) and releases its runtime. */
-  private async settlePaused(sandbox: Sandbox, memory: boolean, log: Logger): Promise<void> {
-    sandbox.record.state = "paused";
-    sandbox.record.memory = memory;
-    await writeRecord(this.options.dataDir, sandbox.record);
-    await this.factory.releaseRuntime(sandbox).catch((err: unknown) =>
-      // Named after the slot and container: the next start reaps whatever is left.
-      log.error({ err }, "releasing a paused sandbox's runtime"),
-    );
+  /**
+   * Records the sandbox paused (with its memory image or only its files) and releases its
+   * runtime. `lap` (a pause on request or at the end time): with an artifact store, the paused
+   * sandbox is published first, after the release (its disk must be unmounted to be copied) and
+   * before the record says paused; a crash in between leaves it pausing, which a restart settles
+   * as paused (sandbox/reclaim.ts). A failed publish leaves it paused here only.
+   */
+  private async settlePaused(
+    sandbox: Sandbox,
+    memory: boolean,
+    log: Logger,
+    lap?: (phase: string) => void,
+  ): Promise<void> {
+    const r = sandbox.record;
+    r.memory = memory;
+    r.pauseGeneration = (r.pauseGeneration ?? 0) + 1;
+    r.published = undefined;
+    const release = () =>
+      this.factory.releaseRuntime(sandbox).catch((err: unknown) =>
+        // Named after the slot and container: the next start reaps whatever is left.
+        log.error({ err }, "releasing a paused sandbox's runtime"),
+      );
+    // A sandbox with volumes needs them where it resumes: they live on this node.
+    const publish = lap && this.published && !r.volumeMounts?.length ? this.published : undefined;
+    if (publish) {
+      await release();
+      lap?.("release");
+      try {
+        await publish.publish(sandbox.dir, r);
+        r.published = r.pauseGeneration;
+        lap?.("publish");
+      } catch (err) {
+        log.warn({ err }, "publishing the paused sandbox failed; only this node can resume it");
+      }
+    }
+    r.state = "paused";
+    await writeRecord(this.options.dataDir, r);
+    if (!publish) {
+      await release();
+      lap?.("release");
+    }
     sandbox.moveTo("paused");
   }
 

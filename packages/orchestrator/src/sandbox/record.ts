@@ -34,6 +34,10 @@ export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
   lowers?: string[];
   /** Its template build's key ("base" or the build id). */
   buildKey?: string;
+  /** Its pauses so far, counted from 1 across every node it ran on (sandbox/relocation.ts). */
+  pauseGeneration?: number;
+  /** While paused: the generation of the pause published to the artifact store (any node may resume it). */
+  published?: number;
 }
 
 export type StartKind = "cold" | "snapshot" | "pool" | "resume";

@@ -17,6 +17,7 @@ import {
   InvalidSandboxConfigError,
   NodeBusyError,
   PauseFailedError,
+  PublishedPauseMissingError,
   ResumeFailedError,
   SandboxExistsError,
   SandboxNotFoundError,
@@ -108,7 +109,12 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
     async resume(req) {
       if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
       const endTime = timestampDate(req.endTime);
-      const sandbox = await mapErrors(() => manager.resume(req.sandboxId, endTime, { reboot: req.reboot }));
+      const sandbox = await mapErrors(() =>
+        manager.resume(req.sandboxId, endTime, {
+          reboot: req.reboot,
+          generation: req.artifactGeneration || undefined,
+        }),
+      );
       return { sandbox: info(sandbox) };
     },
     async updateNetwork(req) {
@@ -197,6 +203,7 @@ function info(sandbox: Sandbox): MessageInitShape<typeof SandboxInfoSchema> {
     envdVersion: ENVD_VERSION,
     lifecycleId: r.lifecycleID,
     startKind: r.startKind ?? "cold",
+    artifactGeneration: sandbox.state === "paused" ? (r.published ?? 0) : 0,
   };
 }
 
@@ -241,6 +248,8 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
     if (err instanceof SandboxStateError) throw new ConnectError(err.message, Code.FailedPrecondition);
+    if (err instanceof PublishedPauseMissingError)
+      throw new ConnectError(err.message, Code.FailedPrecondition);
     // A volume deleted behind the API's back (its own checks keep creates off deleted ones).
     if (err instanceof VolumeNotFoundError) throw new ConnectError(err.message, Code.InvalidArgument);
     // The sandbox is whole (still running, or still paused): the caller may try again.

@@ -17,6 +17,7 @@ import { type Ownership, readChunks, type VolumeEntry, VolumeFileError } from ".
 import {
   InvalidVolumeError,
   type VolumeInUseError,
+  VolumeMoveError,
   VolumeNotFoundError,
   type VolumeRef,
   type VolumeStore,
@@ -38,7 +39,14 @@ export function volumeService(
       .map((s) => s.id);
   return {
     async create(req) {
-      return usageOf(await mapErrors(() => volumes.create(refOf(req.volume), req.sizeMb)));
+      return usageOf(
+        await mapErrors(() => volumes.create(refOf(req.volume), req.sizeMb, req.fromGeneration)),
+      );
+    },
+    async release(req) {
+      const ref = refOf(req.volume);
+      await mapErrors(() => volumes.release(ref, () => usersOf(ref), req.generation));
+      return {};
     },
     async delete(req) {
       const ref = refOf(req);
@@ -170,6 +178,7 @@ function mapError(err: unknown): ConnectError {
   }
   if (err instanceof VolumeNotFoundError) return new ConnectError(err.message, Code.NotFound);
   if (err instanceof InvalidVolumeError) return new ConnectError(err.message, Code.InvalidArgument);
+  if (err instanceof VolumeMoveError) return new ConnectError(err.message, Code.FailedPrecondition);
   if ((err as VolumeInUseError).name === "VolumeInUseError") {
     return new ConnectError((err as Error).message, Code.FailedPrecondition);
   }

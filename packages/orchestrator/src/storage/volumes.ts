@@ -11,11 +11,18 @@
  * The data directory is root's alone (0700), so no host user reaches a volume's files. Volumes stay
  * mounted on the node once used (sandboxes that started with one keep their own mount of it in
  * runsc's namespace); `close` unmounts them all when the node stops.
+ *
+ * With a shared artifact store a volume moves between nodes: `release` (no sandbox of this node
+ * mounts it) publishes its image, compressed, as a generation the API counts, and removes it here;
+ * `create` with that generation on another node takes it from the store. The API decides the move
+ * under the team's lock, so one node at a time holds (and mounts) a volume's image.
  */
 import { constants } from "node:fs";
 import { open, rm, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { type Logger, makePrivateDir, runCommand } from "@moat/shared";
+import type { ArtifactStore } from "../artifacts/store.js";
+import { packFiles, unpackFiles, waitForDetached } from "../sandbox/relocation.js";
 import { isMountPoint, MOUNT_OPTIONS, makeImage, unmount } from "./disk.js";
 import { mountsUnder } from "./overlay.js";
 import { VolumeFiles } from "./volume-files.js";
@@ -75,6 +82,21 @@ export interface VolumeStoreOptions {
   logger: Logger;
   /** Owner of volume roots and of what the content calls make without one (tests: themselves). */
   owner?: { uid: number; gid: number };
+  /** Shared artifact storage, through which volumes move between nodes; unset: they stay here. */
+  artifacts?: ArtifactStore;
+}
+
+/** Where generation `generation` of a released volume is published. */
+export function volumeKey(ref: VolumeRef, generation: number): string {
+  return `volumes/${ref.teamID}/${ref.volumeID}/volume-${generation}.tar.zst`;
+}
+
+/** A move that cannot be done here: no artifact store, or no such published volume. */
+export class VolumeMoveError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VolumeMoveError";
+  }
 }
 
 export class VolumeStore {
@@ -94,8 +116,12 @@ export class VolumeStore {
     return { dir, image: path.join(dir, "volume.img"), mountPoint: path.join(dir, "fs") };
   }
 
-  /** Makes the volume (an image of `sizeMB`, its root `user`'s) and mounts it; an existing one is kept. */
-  async create(ref: VolumeRef, sizeMB: number): Promise<VolumeUsage> {
+  /**
+   * Makes the volume (an image of `sizeMB`, its root `user`'s) and mounts it; an existing one is
+   * kept. `fromGeneration`: the volume moves here: its image is taken from the artifact store (as
+   * `release` published it on its previous node), and the published copy removed once mounted.
+   */
+  async create(ref: VolumeRef, sizeMB: number, fromGeneration = 0): Promise<VolumeUsage> {
     if (!Number.isInteger(sizeMB) || sizeMB < MIN_VOLUME_SIZE_MB || sizeMB > MAX_VOLUME_SIZE_MB) {
       throw new InvalidVolumeError(
         `a volume's size must be from ${MIN_VOLUME_SIZE_MB} to ${MAX_VOLUME_SIZE_MB} MiB, got ${sizeMB}`,
@@ -108,6 +134,10 @@ export class VolumeStore {
       await makePrivateDir(path.dirname(dir));
       await makePrivateDir(dir);
       await rm(`${image}.partial`, { force: true });
+      if (fromGeneration > 0) {
+        await this.fetch(ref, fromGeneration);
+        return;
+      }
       await makeImage(image, sizeMB, { label: "moat-volume", rootOwner: this.owner });
       try {
         const mountPoint = await this.mount(ref);
@@ -134,6 +164,67 @@ export class VolumeStore {
       await unmount(mountPoint);
       await rm(dir, { recursive: true, force: true });
     });
+  }
+
+  /**
+   * Publishes the volume's image to the artifact store as `generation` and removes it from this
+   * node, so that another node takes it (`create` with that generation). `inUse` as for `remove`:
+   * a volume a sandbox here mounts (running, paused, starting) stays.
+   */
+  async release(ref: VolumeRef, inUse: () => string[], generation: number): Promise<void> {
+    const store = this.options.artifacts;
+    if (!store) throw new VolumeMoveError("this node has no artifact store; its volumes stay on it");
+    if (!Number.isInteger(generation) || generation < 1)
+      throw new InvalidVolumeError("a release needs a generation");
+    const { dir, image, mountPoint } = this.paths(ref);
+    await this.locked(ref, async () => {
+      const users = inUse();
+      if (users.length > 0) throw new VolumeInUseError(ref, users);
+      if (!(await exists(image))) throw new VolumeNotFoundError(ref);
+      await unmount(mountPoint);
+      await waitForDetached(dir);
+      const archive = path.join(dir, `volume-${generation}.tar.zst`);
+      try {
+        await packFiles(dir, [path.basename(image)], archive);
+        await store.putFile(volumeKey(ref, generation), archive);
+      } catch (err) {
+        await rm(archive, { force: true });
+        throw err;
+      }
+      await rm(dir, { recursive: true, force: true });
+    });
+    this.options.logger.info({ ...ref, generation }, "volume released to the artifact store");
+  }
+
+  /** Takes a released volume from the store into its directory (made, empty) and mounts it. */
+  private async fetch(ref: VolumeRef, generation: number): Promise<void> {
+    const store = this.options.artifacts;
+    const { dir } = this.paths(ref);
+    if (!store) throw new VolumeMoveError("this node has no artifact store; a volume cannot move to it");
+    const archive = path.join(dir, `volume-${generation}.tar.zst`);
+    try {
+      if (!(await store.getFile(volumeKey(ref, generation), archive))) {
+        throw new VolumeMoveError(
+          `volume '${ref.volumeID}' generation ${generation} is not in the artifact store`,
+        );
+      }
+      await unpackFiles(archive, dir);
+      await rm(archive, { force: true });
+      await this.mount(ref);
+    } catch (err) {
+      await unmount(this.paths(ref).mountPoint).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    await store
+      .delete(volumeKey(ref, generation))
+      .catch((err: unknown) =>
+        this.options.logger.warn(
+          { err, ...ref, generation },
+          "removing a taken volume from the store failed",
+        ),
+      );
+    this.options.logger.info({ ...ref, generation }, "volume taken from the artifact store");
   }
 
   /** The volume's mount point on the node, mounted now if it was not (a sandbox's boot). */
