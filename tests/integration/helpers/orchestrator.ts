@@ -33,6 +33,8 @@ export const CACHE_DIR = process.env.MOAT_DATA_DIR ?? "/var/lib/moat";
 export interface RunningOrchestrator {
   readonly dataDir: string;
   readonly port: number;
+  /** The node proxy's port (on loopback; every request needs the node token). */
+  readonly proxyPort: number;
   /** The node token every RPC carries (made by the orchestrator in its data directory). */
   readonly token: string;
   readonly client: Client<typeof SandboxService>;
@@ -139,12 +141,13 @@ export async function startOrchestrator(
 ): Promise<RunningOrchestrator> {
   const dir = dataDir ?? (await makeDataDir());
   const port = await freePort();
+  const proxyPort = await freePort();
   let output = "";
   const launch = async (env: Record<string, string> = options.env ?? {}) => {
     const logStart = output.length;
     const child = spawn(
       process.execPath,
-      [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
+      [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port), "--proxy-port", String(proxyPort)],
       {
         stdio: ["ignore", "ignore", "pipe"],
         // No warm pools unless a test asks: their sandboxes and networks would be in every leak
@@ -191,6 +194,7 @@ export async function startOrchestrator(
   const handle: RunningOrchestrator = {
     dataDir: dir,
     port,
+    proxyPort,
     token,
     client: createClient(SandboxService, nodeTransport(port, token)),
     child,
