@@ -98,6 +98,7 @@ export class RedisCatalog implements SandboxCatalog {
       if (this.#subscribed)
         this.#log.warn("lost the routing catalog's change messages; reading Redis uncached");
       this.#subscribed = false;
+      this.#cache.clear();
       this.#epoch++;
     });
     this.#sub.on("message", (_channel: string, sandboxID: string) => this.#changed(sandboxID));
@@ -118,7 +119,7 @@ export class RedisCatalog implements SandboxCatalog {
   }
 
   async lookup(sandboxID: string): Promise<CatalogEntry | undefined> {
-    const cached = this.#cache.get(sandboxID);
+    const cached = this.#subscribed ? this.#cache.get(sandboxID) : undefined;
     if (cached && cached.expires > Date.now()) return cached.entry;
     const epoch = this.#epoch;
     const text = await this.#command(() => this.#redis.get(REDIS_SANDBOX_KEY_PREFIX + sandboxID));
