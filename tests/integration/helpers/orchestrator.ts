@@ -85,10 +85,10 @@ export async function readNodeToken(dataDir: string): Promise<string> {
   return (await readFile(nodeTokenPath(dataDir), "utf8")).trim();
 }
 
-/** A gRPC transport to an orchestrator on loopback that sends its node token with every call. */
-export function nodeTransport(port: number, token: string): Transport {
+/** A gRPC transport to an orchestrator (on loopback by default) that sends its node token with every call. */
+export function nodeTransport(port: number, token: string, host = "127.0.0.1"): Transport {
   return createGrpcTransport({
-    baseUrl: `http://127.0.0.1:${port}`,
+    baseUrl: `http://${host}:${port}`,
     interceptors: [
       (next) => (req) => {
         req.header.set("authorization", `Bearer ${token}`);
@@ -133,6 +133,8 @@ export async function freePort(): Promise<number> {
 /** `env` reaches the orchestrator process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …). */
 export interface StartOrchestratorOptions {
   env?: Record<string, string>;
+  /** The address the RPC and the node proxy listen on (`--host`); default 127.0.0.1. */
+  host?: string;
 }
 
 export async function startOrchestrator(
@@ -147,7 +149,17 @@ export async function startOrchestrator(
     const logStart = output.length;
     const child = spawn(
       process.execPath,
-      [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port), "--proxy-port", String(proxyPort)],
+      [
+        moatBin,
+        "orchestrator",
+        "--data-dir",
+        dir,
+        "--port",
+        String(port),
+        "--proxy-port",
+        String(proxyPort),
+        ...(options.host ? ["--host", options.host] : []),
+      ],
       {
         stdio: ["ignore", "ignore", "pipe"],
         // No warm pools unless a test asks: their sandboxes and networks would be in every leak
@@ -196,7 +208,7 @@ export async function startOrchestrator(
     port,
     proxyPort,
     token,
-    client: createClient(SandboxService, nodeTransport(port, token)),
+    client: createClient(SandboxService, nodeTransport(port, token, options.host)),
     child,
     log: () => output,
     async stop(signal = "SIGTERM") {
