@@ -13,6 +13,7 @@ import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
 import { benchFork } from "./fork.js";
+import { benchNodeProxy } from "./node-proxy.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { type Figure, printFigure } from "./report.js";
@@ -42,6 +43,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   "code-interpreter": benchCodeInterpreter,
   egress: benchEgress,
   fork: benchFork,
+  "node-proxy": benchNodeProxy,
   volumes: benchVolumes,
   soak: () => benchSoak(),
 };
