@@ -14,6 +14,7 @@ import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
 import { benchFork } from "./fork.js";
+import { benchNodeProxy } from "./node-proxy.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
 import { benchRelocate } from "./relocate.js";
@@ -44,6 +45,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   "code-interpreter": benchCodeInterpreter,
   egress: benchEgress,
   fork: benchFork,
+  "node-proxy": benchNodeProxy,
   volumes: benchVolumes,
   artifacts: benchArtifacts,
   relocate: benchRelocate,

@@ -18,6 +18,7 @@ import {
 import { type APIConfig, type APIOptions, ownsDatabase, parseConfig } from "./config.js";
 import type { APIContext } from "./context.js";
 import { type DB, openDatabase } from "./db/database.js";
+import { listSandboxesInStates } from "./db/sandboxes.js";
 import type { App } from "./http/env.js";
 import { APIMetrics } from "./http/metrics.js";
 import { createAPIServer } from "./http/node-server.js";
@@ -26,8 +27,10 @@ import { NodeWatcher } from "./orchestrator/node-watcher.js";
 import { RoundRobinPlacement } from "./placement/placement.js";
 import type { TeamLimitOverrides } from "./quotas/limits.js";
 import { PAUSED_SWEEP_INTERVAL_MS, type SweepResult, sweepPausedSandboxes } from "./quotas/paused-sweep.js";
-import { APICatalog } from "./sandbox/catalog.js";
+import { APICatalog, CATALOG_STATES } from "./sandbox/catalog.js";
+import { RedisCatalogWriter } from "./sandbox/catalog-redis.js";
 import { KeyedLock } from "./sandbox/keyed-lock.js";
+import { nodeProxyURL } from "./sandbox/nodes.js";
 import { autoResume } from "./sandbox/resume.js";
 import { SandboxTransitions } from "./sandbox/transitions.js";
 import { sweepUnfinishedSnapshots } from "./snapshot/sweep.js";
@@ -97,7 +100,21 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     ownsDatabase: ownsDatabase(config.database),
   });
   // The catalog resumes through the context it is part of (only ever called once it is built).
-  const catalog = new APICatalog(db, { resume: (sandboxID) => autoResume(ctx, sandboxID) });
+  const catalog = new APICatalog(db, {
+    resume: (sandboxID) => autoResume(ctx, sandboxID),
+    nodeProxyURL: (nodeID) => nodeProxyURL(nodes, nodeID),
+  });
+  // A fleet: proxies in other processes read the catalog from Redis, refilled from the database.
+  const redisCatalog = config.redisURL
+    ? new RedisCatalogWriter({
+        redisURL: config.redisURL,
+        logger,
+        readAll: async () =>
+          (await listSandboxesInStates(db, CATALOG_STATES)).map((row) =>
+            catalog.redisRecord(row.sandbox_id, row),
+          ),
+      })
+    : undefined;
   const ctx: APIContext = {
     config,
     db,
@@ -113,6 +130,10 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     volumeTokens: new VolumeTokens(db),
   };
   await ctx.templateFiles.makePrivate();
+  if (redisCatalog) {
+    catalog.publishTo(redisCatalog);
+    await redisCatalog.start();
+  }
   // Builds an API process left unfinished are recorded as interrupted before any request.
   await builds.start();
   // So are snapshots (all of them when the database is this process's alone).
@@ -170,6 +191,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
               for (const node of nodes.values()) node.close();
             },
           ],
+          ["routing catalog in Redis", () => redisCatalog?.close()],
           ["database", () => db.destroy()],
         ]);
       })();

@@ -10,6 +10,7 @@ import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
 import { registerAdminTeamsLimits } from "./handlers/admin-teams-limits.js";
 import { registerHealth } from "./handlers/health.js";
 import { registerInternalCatalog } from "./handlers/internal-catalog.js";
+import { registerInternalSandboxResume } from "./handlers/internal-sandbox-resume.js";
 import { registerSandboxConnect } from "./handlers/sandbox-connect.js";
 import { registerSandboxCreate } from "./handlers/sandbox-create.js";
 import { registerSandboxFork } from "./handlers/sandbox-fork.js";
@@ -181,6 +182,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTemplateUpdate(app, ctx);
   registerTemplateDelete(app, ctx);
   registerInternalCatalog(app, ctx);
+  registerInternalSandboxResume(app, ctx);
   registerVolumeCreate(app, ctx);
   registerVolumesList(app, ctx);
   registerVolumeGet(app, ctx);

@@ -23,6 +23,12 @@ export interface OrchestratorNodeOptions {
   /** A ready transport instead of `url` (tests use an in-memory one). */
   transport?: Transport;
   /**
+   * Base URL of the node's proxy (`moat orchestrator --proxy-port`), e.g. "http://10.0.0.5:5007":
+   * written into the routing catalog with each of its sandboxes, so that client proxies on other
+   * machines reach them through it. Unset: proxies reach sandbox addresses directly (one box).
+   */
+  proxyURL?: string;
+  /**
    * Deadlines of the node's calls in ms (tests shorten them): `transition` (90 s) for creates,
    * pauses, resumes and kills, `call` (15 s) for the rest.
    */
@@ -80,6 +86,17 @@ export interface APIOptions {
    * Default false.
    */
   sharedArtifacts?: boolean;
+  /**
+   * A fleet's routing catalog (`redis://…`; the CLI's `--redis-url` / MOAT_REDIS_URL): every
+   * change of a sandbox is also written there for client proxies in other processes. Unset: the
+   * catalog lives in this process only (`moat up`).
+   */
+  redisURL?: string;
+  /**
+   * The deployment's node token, which the internal routes for components require (default: env
+   * MOAT_NODE_TOKEN; nodes without a token of their own use it too).
+   */
+  nodeToken?: string;
   logger?: Logger;
 }
 
@@ -114,6 +131,12 @@ export interface APIConfig {
   diskSizeMB: number;
   /** Creates of a build may go to any node (the nodes share artifacts). */
   sharedArtifacts: boolean;
+  redisURL: string | undefined;
+  /**
+   * The deployment's node token (MOAT_NODE_TOKEN): the internal routes other components call
+   * (the client proxy's auto-resume) require it. Undefined: they answer 401.
+   */
+  nodeToken: string | undefined;
   logger: Logger;
 }
 
@@ -152,6 +175,9 @@ const optionsSchema = z.object({
             .regex(/^[\x21-\x7e]{32,}$/, "the node token is at least 32 printable characters without spaces")
             .optional(),
           transport: z.custom<Transport>((v) => typeof v === "object" && v !== null).optional(),
+          proxyURL: z
+            .url({ protocol: /^http$/, error: "proxyURL must be an http:// URL (the node proxy)" })
+            .optional(),
           deadlines: z
             .object({
               call: z.number().int().positive().optional(),
@@ -201,14 +227,28 @@ const optionsSchema = z.object({
   sharedArtifacts: z
     .boolean({ error: "must be true or false (MOAT_SHARED_ARTIFACTS: 1 or 0)" })
     .default(false),
+  nodeToken: z
+    .string()
+    .regex(
+      /^[\x21-\x7e]{32,}$/,
+      "the node token (MOAT_NODE_TOKEN) is at least 32 printable characters without spaces",
+    )
+    .optional(),
+  redisURL: z
+    .string()
+    .refine((url) => /^rediss?:\/\/./.test(url), {
+      message: "redisURL must start with redis:// or rediss://",
+    })
+    .optional(),
 });
 
 export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = process.env): APIConfig {
   const { logger, ...rest } = options;
-  const nodeToken = env.MOAT_NODE_TOKEN?.trim() || undefined;
+  const nodeToken = rest.nodeToken ?? (env.MOAT_NODE_TOKEN?.trim() || undefined);
   const parsed = optionsSchema.safeParse({
     ...rest,
     orchestrators: rest.orchestrators?.map((node) => ({ ...node, token: node.token ?? nodeToken })),
+    nodeToken,
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
@@ -249,6 +289,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
       token: n.token,
       transport: n.transport,
       deadlines: n.deadlines,
+      ...(n.proxyURL ? { proxyURL: n.proxyURL.replace(/\/+$/, "") } : {}),
     })),
     domain: o.domain ?? null,
     adminToken: o.adminToken,
@@ -259,6 +300,8 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     metricsToken: o.metricsToken,
     diskSizeMB: o.diskSizeMB,
     sharedArtifacts: o.sharedArtifacts,
+    redisURL: o.redisURL,
+    nodeToken: o.nodeToken,
     logger: logger ?? createLogger("api"),
   };
 }

@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { doctorCommand } from "./commands/doctor.js";
 import { envdCommand } from "./commands/envd.js";
 import { orchestratorCommand } from "./commands/orchestrator.js";
+import { proxyCommand } from "./commands/proxy.js";
 import { setupCommand } from "./commands/setup.js";
 import { upCommand } from "./commands/up.js";
 
@@ -11,4 +12,5 @@ program.addCommand(envdCommand());
 program.addCommand(setupCommand());
 program.addCommand(doctorCommand());
 program.addCommand(orchestratorCommand());
+program.addCommand(proxyCommand());
 await program.parseAsync(process.argv);

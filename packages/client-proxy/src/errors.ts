@@ -220,6 +220,36 @@ export class TooManyConnectionsError extends ProxyError {
   }
 }
 
+/** A request to a node proxy without the node token, or with a wrong one. */
+export class NodeTokenError extends ProxyError {
+  readonly status = 401;
+  readonly title = "Unauthorized";
+
+  constructor(presented: boolean) {
+    super(
+      `${presented ? "Wrong" : "Missing"} node token: the node proxy serves only moat's own components, which send X-Moat-Node-Token with the deployment's MOAT_NODE_TOKEN`,
+    );
+  }
+
+  body(): JSONBody {
+    return { message: this.message, code: this.status };
+  }
+}
+
+/** The routing catalog (Redis) cannot be read now; the proxy reconnects by itself. */
+export class CatalogUnavailableError extends ProxyError {
+  readonly status = 503;
+  readonly title = "Routing Catalog Unavailable";
+
+  constructor(detail: string) {
+    super(`The proxy cannot read the routing catalog (${detail}); try again in a moment`);
+  }
+
+  body(): JSONBody {
+    return { message: this.message, code: this.status };
+  }
+}
+
 /** Anything unexpected (a catalog failure, a bug). The cause is logged, never sent. */
 export class InternalProxyError extends ProxyError {
   readonly status = 500;

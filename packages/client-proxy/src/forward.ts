@@ -33,7 +33,31 @@ export interface Upstream {
   /** The sandbox's host address, e.g. "10.11.0.7". */
   address: string;
   port: number;
+  /**
+   * In a fleet: the proxy of the sandbox's node, which alone reaches `address`. The request goes
+   * there with the node token and the routing headers, and the node proxy forwards it.
+   */
+  node?: NodeRoute;
 }
+
+/** A node proxy: where it listens and the token it requires. */
+export interface NodeRoute {
+  /** The node proxy's base URL as the catalog holds it (the key of its connection pool). */
+  url: string;
+  host: string;
+  port: number;
+  token: string;
+}
+
+/** The header carrying the node token from a client proxy to a node proxy. */
+export const NODE_TOKEN_HEADER = "x-moat-node-token";
+
+/**
+ * Set by a node proxy on its own 502s, so that the client proxy can tell "the node could not reach
+ * the sandbox" (`unreachable`: it may have just paused or moved; `not-found`: not on that node now)
+ * from the sandbox's own 502. Never relayed to clients.
+ */
+export const NODE_PROXY_ERROR_HEADER = "x-moat-node-proxy-error";
 
 /** How one forwarded exchange ended, for logs and metrics. */
 export interface ForwardOutcome {
@@ -69,7 +93,12 @@ const HOP_BY_HOP = new Set([
 ]);
 
 /** Headers the proxy consumes: routing and its own credential stay at the edge. */
-const CONSUMED = new Set([SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, TRAFFIC_ACCESS_TOKEN_HEADER]);
+const CONSUMED = new Set([
+  SANDBOX_ID_HEADER,
+  SANDBOX_PORT_HEADER,
+  TRAFFIC_ACCESS_TOKEN_HEADER,
+  NODE_TOKEN_HEADER,
+]);
 
 /**
  * Keep-alive connections to sandboxes, one pool per sandbox, so that a sandbox that stops, pauses or
@@ -78,6 +107,11 @@ const CONSUMED = new Set([SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, TRAFFIC_ACCESS
  */
 export class UpstreamPool {
   readonly #pools = new Map<string, { address: string; agent: http.Agent }>();
+  /**
+   * One pool per node proxy, shared by all its sandboxes: the node proxy stays up while sandboxes
+   * come and go, and it answers for a vanished sandbox itself.
+   */
+  readonly #nodes = new Map<string, http.Agent>();
   readonly #sweeper: NodeJS.Timeout;
 
   constructor() {
@@ -92,6 +126,16 @@ export class UpstreamPool {
     pool?.agent.destroy();
     const agent = createUpstreamAgent();
     this.#pools.set(sandboxID, { address, agent });
+    return agent;
+  }
+
+  /** The keep-alive pool of a node proxy. */
+  nodeAgent(node: NodeRoute): http.Agent {
+    let agent = this.#nodes.get(node.url);
+    if (!agent) {
+      agent = createUpstreamAgent();
+      this.#nodes.set(node.url, agent);
+    }
     return agent;
   }
 
@@ -121,6 +165,8 @@ export class UpstreamPool {
   close(): void {
     clearInterval(this.#sweeper);
     for (const sandboxID of [...this.#pools.keys()]) this.forget(sandboxID);
+    for (const agent of this.#nodes.values()) agent.destroy();
+    this.#nodes.clear();
   }
 }
 
@@ -167,7 +213,20 @@ export function upstreamRequestHeaders(req: IncomingMessage, upstream: Upstream)
     out.connection = "Upgrade";
     out.upgrade = req.headers.upgrade;
   }
+  if (upstream.node) {
+    // Set from the routing decision: whatever the client sent under these names was dropped above.
+    out[NODE_TOKEN_HEADER] = upstream.node.token;
+    out[SANDBOX_ID_HEADER] = upstream.sandboxID;
+    out[SANDBOX_PORT_HEADER] = String(upstream.port);
+  }
   return out;
+}
+
+/** Where the request is sent: the node proxy in a fleet, else the sandbox itself. */
+function target(upstream: Upstream): { host: string; port: number } {
+  return upstream.node
+    ? { host: upstream.node.host, port: upstream.node.port }
+    : { host: upstream.address, port: upstream.port };
 }
 
 /** The sandbox's response headers, less the hop-by-hop ones. */
@@ -175,7 +234,8 @@ export function downstreamResponseHeaders(headers: IncomingHttpHeaders): Outgoin
   const named = connectionTokens(headers);
   const out: OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name) || name === NODE_PROXY_ERROR_HEADER)
+      continue;
     out[name] = value;
   }
   return out;
@@ -215,6 +275,8 @@ function limitConnectTime(request: http.ClientRequest, socket: Socket, ms: numbe
 
 /** The proxy's own answer when the sandbox side fails before any response byte. */
 function upstreamFailure(upstream: Upstream, error: NodeJS.ErrnoException): ProxyError {
+  // Refused by the node proxy's address: the node is down, not the sandbox's port closed.
+  if (upstream.node) return new UpstreamUnreachableError(upstream.sandboxID, upstream.port);
   if (error.code === "ECONNREFUSED") return new PortClosedError(upstream.sandboxID, upstream.port);
   return new UpstreamUnreachableError(upstream.sandboxID, upstream.port);
 }
@@ -249,12 +311,13 @@ export function forwardHTTP(
       return;
     }
     const upstreamReq = http.request({
-      host: upstream.address,
-      port: upstream.port,
+      ...target(upstream),
       method: req.method,
       path: originForm(req.url),
       headers: upstreamRequestHeaders(req, upstream),
-      agent: options.pool.agentFor(upstream.sandboxID, upstream.address),
+      agent: upstream.node
+        ? options.pool.nodeAgent(upstream.node)
+        : options.pool.agentFor(upstream.sandboxID, upstream.address),
     });
     upstreamReq.on("socket", (socket) => {
       socket.setNoDelay(true);
@@ -273,6 +336,16 @@ export function forwardHTTP(
 
     upstreamReq.on("response", (upstreamRes) => {
       outcome.status = upstreamRes.statusCode ?? 502;
+      const nodeError = upstream.node ? upstreamRes.headers[NODE_PROXY_ERROR_HEADER] : undefined;
+      if (options.handBack && (nodeError === "unreachable" || nodeError === "not-found")) {
+        // The node could not reach the sandbox: the same as failing to reach it from here.
+        upstreamRes.resume();
+        handedBack = true;
+        outcome.upstreamError = nodeError === "unreachable" ? "ENODEUNREACHABLE" : "ENODENOTFOUND";
+        outcome.unanswered = new UpstreamUnreachableError(upstream.sandboxID, upstream.port);
+        resolve(outcome);
+        return;
+      }
       try {
         res.writeHead(
           outcome.status,
@@ -350,8 +423,7 @@ export function forwardUpgrade(
     const outcome: ForwardOutcome = { status: 0 };
     let answered = false;
     const upstreamReq = http.request({
-      host: upstream.address,
-      port: upstream.port,
+      ...target(upstream),
       method: req.method,
       path: originForm(req.url),
       headers: upstreamRequestHeaders(req, upstream),

@@ -97,14 +97,14 @@ export function resolveRoute(input: RouteInput, domain: string): Route {
   };
 }
 
-function validSandboxID(id: string): string {
+export function validSandboxID(id: string): string {
   if (!SANDBOX_ID_PATTERN.test(id)) {
     throw new InvalidRouteError(`Invalid sandbox ID '${id}': it must match ^[a-z0-9]+$`);
   }
   return id;
 }
 
-function validPort(text: string): number {
+export function validPort(text: string): number {
   const port = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
   if (!(port >= 1 && port <= 65535)) {
     throw new InvalidRouteError(`Invalid sandbox port '${text}': it must be a number from 1 to 65535`);

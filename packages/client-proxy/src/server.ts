@@ -26,6 +26,7 @@ import {
   type SandboxCatalog,
 } from "@moat/shared";
 import { checkResumeAllowed, checkTrafficToken, headerValue } from "./access.js";
+import { RedisCatalog } from "./catalog/redis-catalog.js";
 import { limitClientConnections } from "./client-connections.js";
 import {
   InternalProxyError,
@@ -48,6 +49,7 @@ import {
   type ForwardOutcome,
   forwardHTTP,
   forwardUpgrade,
+  type NodeRoute,
   type Upstream,
   UpstreamPool,
 } from "./forward.js";
@@ -72,8 +74,27 @@ export interface ClientProxyOptions {
    * `sandbox.<domain>` is a shared host on which the routing headers are honoured.
    */
   domain: string;
-  /** Where sandboxes are and whether they run; the API owns it, the proxy only reads it. */
-  catalog: SandboxCatalog;
+  /**
+   * Where sandboxes are and whether they run; the API owns it, the proxy only reads it. Required
+   * unless `redisURL` is set (then the proxy reads the catalog the API writes to Redis).
+   */
+  catalog?: SandboxCatalog;
+  /**
+   * A fleet's routing catalog in Redis (`redis://…`), kept by the API processes: entries are
+   * cached here and dropped on the API's change messages. Ignored when `catalog` is given.
+   */
+  redisURL?: string;
+  /**
+   * The API's base URL, for auto-resume when the catalog is read from Redis
+   * (`POST /internal/sandboxes/{id}/resume` with the node token). Unset: paused sandboxes are
+   * not resumed by traffic (502).
+   */
+  apiURL?: string;
+  /**
+   * The deployment's node token (MOAT_NODE_TOKEN): sent to node proxies, for sandboxes whose entry
+   * names one (`nodeProxyURL`), and to the API's resume route. Without it such sandboxes get 500.
+   */
+  nodeToken?: string;
   /** Default: createLogger("client-proxy"). */
   logger?: Logger;
   /**
@@ -152,8 +173,26 @@ interface Admitted {
 }
 
 export async function startClientProxy(options: ClientProxyOptions): Promise<ClientProxy> {
-  const { catalog, domain } = options;
+  const { domain } = options;
   const log = options.logger ?? createLogger("client-proxy");
+  let catalog: SandboxCatalog;
+  let ownCatalog: RedisCatalog | undefined;
+  if (options.catalog) catalog = options.catalog;
+  else if (options.redisURL) {
+    if (options.apiURL && !options.nodeToken) {
+      throw new Error(
+        "auto-resume through the API (apiURL) needs the node token: set nodeToken (MOAT_NODE_TOKEN)",
+      );
+    }
+    ownCatalog = await RedisCatalog.open({
+      redisURL: options.redisURL,
+      ...(options.apiURL ? { apiURL: options.apiURL } : {}),
+      ...(options.nodeToken ? { nodeToken: options.nodeToken } : {}),
+      logger: log,
+    });
+    catalog = ownCatalog;
+  } else throw new Error("the client proxy needs a catalog, or a redisURL to read one from");
+  const nodeRoutes = new NodeRoutes(options.nodeToken);
   const maxTotal = options.maxConnections ?? defaultMaxConnections();
   const maxConnections =
     options.maxConnectionsPerSandbox ??
@@ -191,6 +230,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     try {
       return await catalog.lookup(sandboxID);
     } catch (error) {
+      if (error instanceof ProxyError) throw error;
       throw new InternalProxyError(error);
     }
   }
@@ -295,8 +335,11 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     active.set(sandboxID, count + 1);
     metrics.active++;
     let released = false;
+    const node = entry.nodeProxyURL ? nodeRoutes.of(entry.nodeProxyURL) : undefined;
     return {
-      upstream: { sandboxID, address: entry.hostAddress, port },
+      upstream: node
+        ? { sandboxID, address: entry.hostAddress, port, node }
+        : { sandboxID, address: entry.hostAddress, port },
       release() {
         if (released) return;
         released = true;
@@ -543,10 +586,47 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         for (const socket of tunnels) socket.destroy();
         server.closeAllConnections();
         pool.close();
-      });
+      }).then(() => ownCatalog?.close());
       return closing;
     },
   };
+}
+
+/** The node proxies the catalog names, parsed once each. */
+class NodeRoutes {
+  readonly #routes = new Map<string, NodeRoute>();
+
+  constructor(private readonly token: string | undefined) {}
+
+  of(url: string): NodeRoute {
+    let route = this.#routes.get(url);
+    if (route) return route;
+    if (!this.token) {
+      throw new InternalProxyError(
+        new Error(
+          `the sandbox's node has a proxy (${url}) but this proxy has no node token: set MOAT_NODE_TOKEN`,
+        ),
+      );
+    }
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (error) {
+      throw new InternalProxyError(error);
+    }
+    if (parsed.protocol !== "http:") {
+      throw new InternalProxyError(new Error(`a node proxy URL must be http://host:port, not ${url}`));
+    }
+    route = {
+      url,
+      host: parsed.hostname.replace(/^\[|\]$/g, ""),
+      port: Number(parsed.port || 80),
+      token: this.token,
+    };
+    if (this.#routes.size > 10_000) this.#routes.clear();
+    this.#routes.set(url, route);
+    return route;
+  }
 }
 
 /** Whether the request can be sent to the sandbox again: a method that may repeat, no body. */

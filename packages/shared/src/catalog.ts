@@ -38,3 +38,31 @@ export interface SandboxCatalog {
    */
   findByAccessToken?(verifies: (envdAccessToken: string) => boolean): Promise<CatalogEntry | undefined>;
 }
+
+/**
+ * The routing catalog in Redis, for a fleet: the API processes write it on every state change, the
+ * client proxies read it. `moat:sandbox:<id>` holds the JSON `CatalogEntry`, the hash `moat:tokens`
+ * the envd access tokens of live secured sandboxes (sandbox id → token), and the channel
+ * `moat:catalog` carries the id of each sandbox whose entry changed.
+ */
+export const REDIS_SANDBOX_KEY_PREFIX = "moat:sandbox:";
+export const REDIS_TOKENS_KEY = "moat:tokens";
+export const REDIS_CATALOG_CHANNEL = "moat:catalog";
+
+const ENTRY_STATES = new Set<CatalogEntry["state"]>(["running", "paused", "pausing", "starting", "stopping"]);
+
+/** A `CatalogEntry` read back from JSON; throws when the text is not one. */
+export function parseCatalogEntry(text: string): CatalogEntry {
+  const value = JSON.parse(text) as Partial<CatalogEntry> | null;
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    typeof value.sandboxID !== "string" ||
+    typeof value.hostAddress !== "string" ||
+    typeof value.autoResume !== "boolean" ||
+    !ENTRY_STATES.has(value.state as CatalogEntry["state"])
+  ) {
+    throw new Error("not a catalog entry");
+  }
+  return value as CatalogEntry;
+}

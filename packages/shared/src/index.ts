@@ -1,6 +1,12 @@
 export { Channel, type ChannelOptions, type Pulled } from "./async/channel.js";
 export type { CatalogEntry, SandboxCatalog } from "./catalog.js";
 export {
+  parseCatalogEntry,
+  REDIS_CATALOG_CHANNEL,
+  REDIS_SANDBOX_KEY_PREFIX,
+  REDIS_TOKENS_KEY,
+} from "./catalog.js";
+export {
   ALL_TRAFFIC,
   coversAllIPv4,
   domainMatches,

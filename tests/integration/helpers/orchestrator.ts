@@ -33,6 +33,8 @@ export const CACHE_DIR = process.env.MOAT_DATA_DIR ?? "/var/lib/moat";
 export interface RunningOrchestrator {
   readonly dataDir: string;
   readonly port: number;
+  /** The node proxy's port (on loopback; every request needs the node token). */
+  readonly proxyPort: number;
   /** The node token every RPC carries (made by the orchestrator in its data directory). */
   readonly token: string;
   readonly client: Client<typeof SandboxService>;
@@ -83,10 +85,10 @@ export async function readNodeToken(dataDir: string): Promise<string> {
   return (await readFile(nodeTokenPath(dataDir), "utf8")).trim();
 }
 
-/** A gRPC transport to an orchestrator on loopback that sends its node token with every call. */
-export function nodeTransport(port: number, token: string): Transport {
+/** A gRPC transport to an orchestrator (on loopback by default) that sends its node token with every call. */
+export function nodeTransport(port: number, token: string, host = "127.0.0.1"): Transport {
   return createGrpcTransport({
-    baseUrl: `http://127.0.0.1:${port}`,
+    baseUrl: `http://${host}:${port}`,
     interceptors: [
       (next) => (req) => {
         req.header.set("authorization", `Bearer ${token}`);
@@ -131,6 +133,8 @@ export async function freePort(): Promise<number> {
 /** `env` reaches the orchestrator process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …). */
 export interface StartOrchestratorOptions {
   env?: Record<string, string>;
+  /** The address the RPC and the node proxy listen on (`--host`); default 127.0.0.1. */
+  host?: string;
 }
 
 export async function startOrchestrator(
@@ -139,12 +143,23 @@ export async function startOrchestrator(
 ): Promise<RunningOrchestrator> {
   const dir = dataDir ?? (await makeDataDir());
   const port = await freePort();
+  const proxyPort = await freePort();
   let output = "";
   const launch = async (env: Record<string, string> = options.env ?? {}) => {
     const logStart = output.length;
     const child = spawn(
       process.execPath,
-      [moatBin, "orchestrator", "--data-dir", dir, "--port", String(port)],
+      [
+        moatBin,
+        "orchestrator",
+        "--data-dir",
+        dir,
+        "--port",
+        String(port),
+        "--proxy-port",
+        String(proxyPort),
+        ...(options.host ? ["--host", options.host] : []),
+      ],
       {
         stdio: ["ignore", "ignore", "pipe"],
         // No warm pools unless a test asks: their sandboxes and networks would be in every leak
@@ -191,8 +206,9 @@ export async function startOrchestrator(
   const handle: RunningOrchestrator = {
     dataDir: dir,
     port,
+    proxyPort,
     token,
-    client: createClient(SandboxService, nodeTransport(port, token)),
+    client: createClient(SandboxService, nodeTransport(port, token, options.host)),
     child,
     log: () => output,
     async stop(signal = "SIGTERM") {

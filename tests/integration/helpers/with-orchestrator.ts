@@ -90,6 +90,9 @@ export function withOrchestrator(options: WithOrchestratorOptions = {}): Running
     get port() {
       return current().port;
     },
+    get proxyPort() {
+      return current().proxyPort;
+    },
     get token() {
       return current().token;
     },

@@ -178,3 +178,11 @@ export async function countTemplateSandboxes(
     .executeTakeFirstOrThrow();
   return row.count;
 }
+
+/** Every sandbox in `states` (the full resync of the routing catalog in Redis). */
+export async function listSandboxesInStates(
+  db: DB,
+  states: readonly SandboxRowState[],
+): Promise<SandboxRow[]> {
+  return db.selectFrom("sandboxes").selectAll().where("state", "in", states).execute();
+}

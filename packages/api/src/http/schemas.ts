@@ -219,6 +219,8 @@ export const CatalogEntrySchema = z
     envdAccessToken: z.string().optional(),
     trafficAccessToken: z.string().optional(),
     autoResume: z.boolean(),
+    nodeID: z.string().optional(),
+    nodeProxyURL: z.string().optional(),
   })
   .openapi("CatalogEntry");
 

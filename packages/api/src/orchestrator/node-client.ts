@@ -109,8 +109,12 @@ export class NodeClient {
   private readonly callMs: number;
   private readonly transitionMs: number;
 
+  /** Base URL of the node's proxy, when it has one (see `nodeProxyURL` in sandbox/nodes.ts). */
+  proxyURL: string | undefined;
+
   constructor(options: OrchestratorNodeOptions) {
     this.id = options.id;
+    this.proxyURL = options.proxyURL;
     this.callMs = options.deadlines?.call ?? CALL_TIMEOUT_MS;
     this.transitionMs = options.deadlines?.transition ?? TRANSITION_TIMEOUT_MS;
     let transport: Transport;

@@ -9,11 +9,15 @@
  * one whose envd access token their signature covers, among the tokens of live secured sandboxes
  * (kept up to date by this process's changes, and read again from the database on a miss, at
  * most once per `tokenRefreshMs`, for sandboxes other API processes made).
+ *
+ * In a fleet every change also goes to Redis (catalog-redis.ts), where client proxies in other
+ * processes read it; entries then name the sandbox's node and its node proxy.
  */
 import type { CatalogEntry, SandboxCatalog } from "@moat/shared";
 import type { DB } from "../db/database.js";
 import { getSandbox, listAccessTokens } from "../db/sandboxes.js";
 import type { SandboxRow } from "../db/schema.js";
+import type { RedisCatalogRecord, RedisCatalogWriter } from "./catalog-redis.js";
 
 export interface CatalogOptions {
   /** Resumes a paused sandbox for the proxy; without it the catalog cannot resume. */
@@ -26,6 +30,8 @@ export interface CatalogOptions {
   maxEntries?: number;
   /** How often, at most, a signed URL that matches no known token reads the tokens again. */
   tokenRefreshMs?: number;
+  /** The proxy URL of a node (sandbox/nodes.ts `nodeProxyURL`); undefined: none. */
+  nodeProxyURL?: (nodeID: string) => string | undefined;
 }
 
 interface Cached {
@@ -46,6 +52,9 @@ export class APICatalog implements SandboxCatalog {
   private tokensReading: Promise<void> | undefined;
   /** Sandboxes changed while the tokens are being read: their change wins over the read. */
   private changedDuringRead: Set<string> | undefined;
+  private readonly proxyURLOf: (nodeID: string) => string | undefined;
+  /** The copy in Redis, once `publishTo` is called (a fleet). */
+  private redis: RedisCatalogWriter | undefined;
 
   constructor(
     private readonly db: DB,
@@ -56,6 +65,28 @@ export class APICatalog implements SandboxCatalog {
     this.missTTLMs = options.missTTLMs ?? 1_000;
     this.maxEntries = options.maxEntries ?? 100_000;
     this.tokenRefreshMs = options.tokenRefreshMs ?? 1_000;
+    this.proxyURLOf = options.nodeProxyURL ?? (() => undefined);
+  }
+
+  /** From now on every change is also written to Redis. */
+  publishTo(redis: RedisCatalogWriter): void {
+    this.redis = redis;
+  }
+
+  /** The routing entry of a sandbox's record, naming its node proxy when the node has one. */
+  entryOf(row: SandboxRow): CatalogEntry | undefined {
+    return catalogEntry(row, this.proxyURLOf(row.node_id));
+  }
+
+  /** What Redis holds for a sandbox's record (the full resync reads every live one). */
+  redisRecord(sandboxID: string, row: SandboxRow | undefined): RedisCatalogRecord {
+    const entry = row ? this.entryOf(row) : undefined;
+    return {
+      sandboxID,
+      entry: entry && row ? { ...entry, nodeID: row.node_id } : undefined,
+      token:
+        row && entry && TOKEN_STATES.includes(row.state) ? (row.envd_access_token ?? undefined) : undefined,
+    };
   }
 
   async lookup(sandboxID: string): Promise<CatalogEntry | undefined> {
@@ -84,7 +115,8 @@ export class APICatalog implements SandboxCatalog {
 
   /** Records what the database now says of a sandbox (undefined: it has no row). */
   update(sandboxID: string, row: SandboxRow | undefined): CatalogEntry | undefined {
-    const entry = row ? catalogEntry(row) : undefined;
+    const entry = row ? this.entryOf(row) : undefined;
+    this.redis?.write(this.redisRecord(sandboxID, row));
     this.setToken(sandboxID, row && TOKEN_STATES.includes(row.state) ? row.envd_access_token : undefined);
     this.cache.delete(sandboxID);
     if (this.cache.size >= this.maxEntries) {
@@ -96,6 +128,7 @@ export class APICatalog implements SandboxCatalog {
   }
 
   forget(sandboxID: string): void {
+    this.redis?.write({ sandboxID, entry: undefined, token: undefined });
     this.cache.delete(sandboxID);
     this.setToken(sandboxID, undefined);
   }
@@ -141,14 +174,21 @@ const STATES: Record<SandboxRow["state"], CatalogEntry["state"] | undefined> = {
 };
 
 /** The states whose sandboxes a signed URL can reach (every live one but those being killed). */
-const TOKEN_STATES = (Object.keys(STATES) as SandboxRow["state"][]).filter(
+export const TOKEN_STATES = (Object.keys(STATES) as SandboxRow["state"][]).filter(
   (state) => state !== "killing" && STATES[state] !== undefined,
 );
 
-export function catalogEntry(row: SandboxRow): CatalogEntry | undefined {
+/** Record states with a routing entry (killed has none). */
+export const CATALOG_STATES = (Object.keys(STATES) as SandboxRow["state"][]).filter(
+  (state) => STATES[state] !== undefined,
+);
+
+/** A record's routing entry; with the proxy URL of its node, it names the node and that proxy. */
+export function catalogEntry(row: SandboxRow, nodeProxyURL?: string): CatalogEntry | undefined {
   const state = STATES[row.state];
   if (!state) return undefined;
   return {
+    ...(nodeProxyURL ? { nodeID: row.node_id, nodeProxyURL } : {}),
     sandboxID: row.sandbox_id,
     state,
     hostAddress: row.host_address ?? "",

@@ -22,3 +22,11 @@ export function nodeGone(node: NodeClient): boolean {
   const status = (node as { status?: unknown }).status;
   return typeof status === "string" && GONE_STATUSES.has(status);
 }
+
+/**
+ * The proxy URL of a node, for the routing catalog: a static node's configured one, or what the
+ * node last reported. Undefined for an unknown node or one without a proxy.
+ */
+export function nodeProxyURL(nodes: ReadonlyMap<string, NodeClient>, nodeID: string): string | undefined {
+  return nodes.get(nodeID)?.proxyURL;
+}

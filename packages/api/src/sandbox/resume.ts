@@ -31,7 +31,6 @@ import {
   NodeUnavailableError,
 } from "../orchestrator/node-client.js";
 import { takeRunningSlot } from "../quotas/reserve.js";
-import { catalogEntry } from "./catalog.js";
 import { markKilled, recordStateChange } from "./lifecycle.js";
 import { applyNodeState, awaitTransition, settleFromNode } from "./node-state.js";
 import { nodeGone } from "./nodes.js";
@@ -192,7 +191,7 @@ export async function autoResume(ctx: APIContext, sandboxID: string): Promise<Ca
       endAt: new Date(Date.now() + seconds * 1000),
       reboot: false,
     });
-    return catalogEntry(reached.row);
+    return ctx.catalog.entryOf(reached.row);
   } catch (err) {
     if (
       err instanceof SandboxNotFoundError ||

@@ -12,11 +12,13 @@ import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/ar
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
+import { DEFAULT_NODE_PROXY_PORT, startOrchestratorNodeProxy } from "../node-proxy.js";
 
 interface OrchestratorCommandOptions {
   dataDir: string;
   port: number;
   host: string;
+  proxyPort: number;
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
   artifactCacheMb?: number;
@@ -35,6 +37,14 @@ export function orchestratorCommand(): Command {
       "--host <host>",
       "address to listen on (every call needs the token in <data-dir>/node-token)",
       "127.0.0.1",
+    )
+    .option(
+      "--proxy-port <port>",
+      "node proxy port, on --host: a fleet's client proxies reach this node's sandboxes there, with the node token (env MOAT_NODE_PROXY_PORT)",
+      parsePort,
+      process.env.MOAT_NODE_PROXY_PORT
+        ? parsePort(process.env.MOAT_NODE_PROXY_PORT)
+        : DEFAULT_NODE_PROXY_PORT,
     )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
     .option("--artifacts <location>", ARTIFACTS_HELP)
@@ -61,6 +71,21 @@ export function orchestratorCommand(): Command {
         artifacts,
         artifactCacheMB: opts.artifactCacheMb,
       });
+      let nodeProxy: Awaited<ReturnType<typeof startOrchestratorNodeProxy>>;
+      try {
+        nodeProxy = await startOrchestratorNodeProxy(orchestrator, {
+          host: opts.host,
+          port: opts.proxyPort,
+          logger: createLogger("node-proxy"),
+        });
+      } catch (err) {
+        logger.error(
+          { err, port: opts.proxyPort },
+          "the node proxy could not start: choose another --proxy-port",
+        );
+        await orchestrator.close();
+        process.exit(1);
+      }
       // Every node has the code-interpreter template: built in the background the first time.
       if (process.env.MOAT_CODE_INTERPRETER !== "off") {
         orchestrator
@@ -73,7 +98,7 @@ export function orchestratorCommand(): Command {
       }
       const stop = (signal: string) => {
         logger.info({ signal }, "orchestrator stopping; sandboxes keep running");
-        orchestrator.close().then(
+        Promise.all([nodeProxy.close(), orchestrator.close()]).then(
           () => process.exit(0),
           () => process.exit(1),
         );

@@ -25,6 +25,7 @@ import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
+import { startOrchestratorNodeProxy } from "../node-proxy.js";
 
 interface UpOptions {
   dataDir: string;
@@ -32,6 +33,7 @@ interface UpOptions {
   apiPort: number;
   proxyPort: number;
   orchestratorPort: number;
+  nodeProxyPort?: number;
   domain: string;
   poolSize?: number;
   egressAllow?: EgressAllowEntry[];
@@ -46,6 +48,11 @@ export function upCommand(): Command {
     .option("--api-port <port>", "API port (E2B_API_URL)", parsePort, 3000)
     .option("--proxy-port <port>", "client proxy port (E2B_SANDBOX_URL)", parsePort, 3002)
     .option("--orchestrator-port <port>", "orchestrator gRPC port (loopback only)", parsePort, 5008)
+    .option(
+      "--node-proxy-port <port>",
+      "also serve the node proxy (loopback, node token): not needed on one box, the client proxy reaches sandboxes directly",
+      parsePort,
+    )
     .option("--domain <domain>", "domain of sandbox hosts: <port>-<sandboxID>.<domain>", "moat.local")
     .option(
       "--pool-size <n>",
@@ -100,6 +107,14 @@ async function up(opts: UpOptions): Promise<void> {
     egressAllow,
     artifacts,
   });
+  const nodeProxy =
+    opts.nodeProxyPort === undefined
+      ? undefined
+      : await startOrchestratorNodeProxy(orchestrator, {
+          host: "127.0.0.1",
+          port: opts.nodeProxyPort,
+          logger: logger.child({ component: "node-proxy" }),
+        });
   // The code-interpreter template (`@e2b/code-interpreter`'s default): built here on the first
   // start, a few minutes; a failure leaves the rest of moat up and creates of it failing.
   if (process.env.MOAT_CODE_INTERPRETER !== "off") {
@@ -177,6 +192,7 @@ async function up(opts: UpOptions): Promise<void> {
     stopping = true;
     progress(`${signal}: stopping (killing running sandboxes; paused ones are kept for the next start)`);
     await proxy.close().catch((err: unknown) => logger.error({ err }, "proxy close"));
+    await nodeProxy?.close();
     await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
     await orchestrator.manager.killAll({ keepPaused: true });
     await orchestrator.close();
