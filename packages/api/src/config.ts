@@ -23,6 +23,10 @@ export interface OrchestratorNodeOptions {
   /** A ready transport instead of `url` (tests use an in-memory one). */
   transport?: Transport;
   /**
+   * Base URL of the node's proxy, e.g. "http://10.0.0.5:5007"; a registered node reports its own.
+   */
+  proxyURL?: string;
+  /**
    * Deadlines of the node's calls in ms (tests shorten them): `transition` (90 s) for creates,
    * pauses, resumes and kills, `call` (15 s) for the rest.
    */
@@ -41,7 +45,19 @@ export interface APIOptions {
    * `postgres://…` or `postgresql://…` → PostgreSQL; `memory://` → an in-memory PGlite (tests).
    */
   databaseURL?: string;
+  /** Static nodes; may be empty when nodes register themselves (needs `nodeToken`). */
   orchestrators: OrchestratorNodeOptions[];
+  /**
+   * The component secret (env `MOAT_NODE_TOKEN`): static nodes' default token, the token of every
+   * registered node's RPC, and what nodes present to the `/internal/nodes/*` routes. Unset: nodes
+   * cannot register.
+   */
+  nodeToken?: string;
+  /**
+   * A registered node whose last heartbeat is older than this is unhealthy (env
+   * `MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS`). Default 10.
+   */
+  nodeHeartbeatTimeoutSeconds?: number;
   /** Sandbox domain returned to SDKs (`domain` in Sandbox responses); null when unset. */
   domain?: string;
   /** Guards the internal routes (`/internal/...`, header `X-Admin-Token`); env `MOAT_ADMIN_TOKEN`. Unset disables them. */
@@ -96,6 +112,8 @@ export interface APIConfig {
   host: string;
   database: DatabaseConfig;
   orchestrators: OrchestratorNodeOptions[];
+  nodeToken: string | undefined;
+  nodeHeartbeatTimeoutMs: number;
   domain: string | null;
   adminToken: string | undefined;
   maxBodyBytes: number;
@@ -159,10 +177,18 @@ const optionsSchema = z.object({
             "a node reached by url needs its token (the file node-token in that orchestrator's data directory): set token, or MOAT_NODE_TOKEN",
         }),
     )
-    .min(1, "at least one orchestrator is required")
     .refine((nodes) => new Set(nodes.map((n) => n.id)).size === nodes.length, {
       message: "orchestrator ids must be unique",
     }),
+  nodeToken: z
+    .string()
+    .regex(/^[\x21-\x7e]{32,}$/, "MOAT_NODE_TOKEN must be at least 32 printable characters without spaces")
+    .optional(),
+  nodeHeartbeatTimeoutSeconds: z.coerce
+    .number({ error: "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be a number of seconds" })
+    .min(1, "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be at least 1")
+    .max(3600, "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be at most 3600")
+    .default(10),
   domain: z.string().min(1).optional(),
   adminToken: z.string().min(16, "adminToken must be at least 16 characters").optional(),
   maxBodyBytes: z
@@ -197,7 +223,13 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
   const nodeToken = env.MOAT_NODE_TOKEN?.trim() || undefined;
   const parsed = optionsSchema.safeParse({
     ...rest,
-    orchestrators: rest.orchestrators?.map((node) => ({ ...node, token: node.token ?? nodeToken })),
+    orchestrators: rest.orchestrators?.map((node) => ({
+      ...node,
+      token: node.token ?? rest.nodeToken ?? nodeToken,
+    })),
+    nodeToken: rest.nodeToken ?? nodeToken,
+    nodeHeartbeatTimeoutSeconds:
+      rest.nodeHeartbeatTimeoutSeconds ?? (env.MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS?.trim() || undefined),
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
@@ -221,6 +253,11 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     );
   }
   const o = parsed.data;
+  if (o.orchestrators.length === 0 && o.nodeToken === undefined) {
+    throw new ConfigError([
+      "orchestrators: at least one orchestrator is required, or set MOAT_NODE_TOKEN so that nodes register themselves",
+    ]);
+  }
   // Options before the environment: `maxUploadBytes` (older) is the same setting as the quota.
   const maxUploadBytes =
     rest.quotas?.maxUploadBytes === undefined && rest.maxUploadBytes !== undefined
@@ -238,6 +275,8 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
       transport: n.transport,
       deadlines: n.deadlines,
     })),
+    nodeToken: o.nodeToken,
+    nodeHeartbeatTimeoutMs: o.nodeHeartbeatTimeoutSeconds * 1000,
     domain: o.domain ?? null,
     adminToken: o.adminToken,
     maxBodyBytes: o.maxBodyBytes,

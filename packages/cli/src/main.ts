@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { doctorCommand } from "./commands/doctor.js";
 import { envdCommand } from "./commands/envd.js";
+import { nodeCommand } from "./commands/node.js";
 import { orchestratorCommand } from "./commands/orchestrator.js";
 import { setupCommand } from "./commands/setup.js";
 import { upCommand } from "./commands/up.js";
@@ -11,4 +12,5 @@ program.addCommand(envdCommand());
 program.addCommand(setupCommand());
 program.addCommand(doctorCommand());
 program.addCommand(orchestratorCommand());
+program.addCommand(nodeCommand());
 await program.parseAsync(process.argv);

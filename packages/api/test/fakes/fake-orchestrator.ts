@@ -34,6 +34,9 @@ import { FakeVolumeService } from "./fake-volume-service.js";
 
 type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
+/** Not an event type of the protocol: tells the fake's open streams that the node went down. */
+const DOWN_EVENT = -1 as SandboxEventType;
+
 type FakeState = "running" | "pausing" | "paused" | "resuming";
 
 interface FakeSandbox {
@@ -91,6 +94,19 @@ export class FakeOrchestrator {
     [];
   /** Resumes hand out 127.0.0.2, .3, …: loopback, where nothing answers envd's port. */
   private nextHost = 2;
+
+  /**
+   * The node is down (unreachable): every call fails with unavailable and the event streams end,
+   * until `setDown(false)`. Its sandboxes stay as they were (a node whose network broke).
+   */
+  get down(): boolean {
+    return this.isDown;
+  }
+  setDown(down: boolean): void {
+    this.isDown = down;
+    if (down) for (const listener of [...this.listeners]) listener({ sandboxId: "", type: DOWN_EVENT });
+  }
+  private isDown = false;
 
   /** The next call of `method` fails with `code`. */
   failNext(method: Method, code: Code, message = "injected"): void {
@@ -357,7 +373,10 @@ export class FakeOrchestrator {
         this.failForks.clear();
         return { results };
       },
-      watchEvents: (_req, ctx) => this.stream(ctx.signal),
+      watchEvents: (_req, ctx) => {
+        if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
+        return this.stream(ctx.signal);
+      },
     };
   }
 
@@ -393,6 +412,7 @@ export class FakeOrchestrator {
     try {
       while (!signal.aborted) {
         const event = queue.shift();
+        if (event?.type === DOWN_EVENT) throw new ConnectError("fake node went down", Code.Unavailable);
         if (event) {
           yield event;
           continue;
@@ -409,6 +429,7 @@ export class FakeOrchestrator {
   }
 
   private record(method: Method, sandboxID?: string): void {
+    if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
     this.calls.push({ method, sandboxID });
     const i = this.failures.findIndex((f) => f.method === method);
     if (i >= 0) {

@@ -7,8 +7,9 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
+import { parseAddress, parseHTTPURL, parseLabels } from "../args/fleet.js";
 import { parsePort } from "../args/port.js";
 
 interface OrchestratorCommandOptions {
@@ -16,6 +17,9 @@ interface OrchestratorCommandOptions {
   port: number;
   host: string;
   egressAllow?: EgressAllowEntry[];
+  advertiseAddress?: string;
+  apiUrl?: string;
+  labels?: string[];
 }
 
 /**
@@ -33,6 +37,27 @@ export function orchestratorCommand(): Command {
       "127.0.0.1",
     )
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .addOption(
+      new Option(
+        "--advertise-address <addr>",
+        "where the API and proxies reach this node (default: --host, or the first non-loopback address for 0.0.0.0)",
+      )
+        .env("MOAT_NODE_ADDRESS")
+        .argParser(parseAddress),
+    )
+    .addOption(
+      new Option(
+        "--api-url <url>",
+        "the API to register with and heartbeat to every 2 s (needs MOAT_NODE_TOKEN, the same as the API's); unset: the API lists this node statically",
+      )
+        .env("MOAT_API_URL")
+        .argParser(parseHTTPURL),
+    )
+    .addOption(
+      new Option("--labels <a,b>", "labels the node registers with (e.g. build)")
+        .env("MOAT_NODE_LABELS")
+        .argParser(parseLabels),
+    )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
@@ -51,6 +76,9 @@ export function orchestratorCommand(): Command {
         platform: runsc.platform,
         templates: new TemplateStore(opts.dataDir, base.rootfs),
         egressAllow,
+        advertiseAddress: opts.advertiseAddress,
+        apiURL: opts.apiUrl,
+        labels: opts.labels,
       });
       // Every node has the code-interpreter template: built in the background the first time.
       if (process.env.MOAT_CODE_INTERPRETER !== "off") {

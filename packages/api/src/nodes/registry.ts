@@ -1,0 +1,199 @@
+/**
+ * The nodes of this API process (`ctx.nodes`): the static ones from configuration, and those that
+ * registered by heartbeat (the `nodes` table, written by PUT /internal/nodes/{nodeID} in any API
+ * process). Every REFRESH_MS it reads the table and the records and:
+ * - adds a client (and its watcher) for a registered node that heartbeats, and replaces it when
+ *   the node comes back at another address;
+ * - keeps each client's `info` (status, proxy, labels, capacity, load, builds, allocation);
+ * - a node whose last heartbeat is older than the timeout is unhealthy: its running, starting and
+ *   pausing sandboxes are recorded killed as lost (conditional updates: one API process records
+ *   each); creates skip it. When it heartbeats again it is ready (unless draining) and its watcher
+ *   reconciles: what the records closed is killed on it, what they keep is adopted.
+ * An API process judges heartbeats only once it has run for the timeout itself: after an outage
+ * of every API, the nodes get that long to heartbeat again before anything is lost.
+ */
+import type { Transport } from "@connectrpc/connect";
+import type { APIContext } from "../context.js";
+import { listNodes, markNodeUnhealthy, type NodeRow, nodeAllocations } from "../db/nodes.js";
+import { NodeClient } from "../orchestrator/node-client.js";
+import { NodeWatcher } from "../orchestrator/node-watcher.js";
+import { markKilled } from "../sandbox/lifecycle.js";
+import { judgeLost, LOST_STATES } from "../sandbox/reconcile.js";
+import type { NodeInfo } from "./info.js";
+
+export const REFRESH_MS = 1_000;
+
+export interface NodeRegistryOptions {
+  /** Watch every node's events (false: tests of the app alone). */
+  watch: boolean;
+  /** The clock (tests). */
+  now?: () => number;
+  /** The transport to a registered node instead of its rpcURL (tests: in-memory fakes). */
+  transport?: (nodeID: string, rpcURL: string) => Transport | undefined;
+}
+
+export class NodeRegistry {
+  private readonly watchers = new Map<string, NodeWatcher>();
+  private timer: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private readonly startedAt: number;
+  private closed = false;
+  private loggedFailure = false;
+
+  constructor(
+    private readonly ctx: APIContext,
+    /** The same map as ctx.nodes, which this registry alone changes. */
+    private readonly nodes: Map<string, NodeClient>,
+    private readonly options: NodeRegistryOptions,
+  ) {
+    this.startedAt = this.now();
+  }
+
+  /** Reads the table once, then keeps reading it every REFRESH_MS. */
+  async start(): Promise<void> {
+    if (this.options.watch) for (const node of this.nodes.values()) this.watch(node);
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
+    this.timer.unref();
+  }
+
+  /** One read of the table and the records (at most one at a time; tests call it directly). */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.refreshOnce()
+      .then(
+        () => {
+          if (this.loggedFailure) this.ctx.logger.info("reading the nodes works again");
+          this.loggedFailure = false;
+        },
+        (err: unknown) => {
+          if (!this.loggedFailure && !this.closed) this.ctx.logger.warn({ err }, "could not read the nodes");
+          this.loggedFailure = true;
+        },
+      )
+      .finally(() => {
+        this.refreshing = undefined;
+      });
+    return this.refreshing;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.refreshing;
+    await Promise.all([...this.watchers.values()].map((w) => w.stop()));
+    this.watchers.clear();
+    for (const node of this.nodes.values()) node.close();
+  }
+
+  private now(): number {
+    return this.options.now?.() ?? Date.now();
+  }
+
+  private async refreshOnce(): Promise<void> {
+    if (this.closed) return;
+    const { ctx } = this;
+    const timeoutMs = ctx.config.nodeHeartbeatTimeoutMs;
+    const judging = this.now() - this.startedAt >= timeoutMs;
+    const [{ rows, now }, allocations] = await Promise.all([listNodes(ctx.db), nodeAllocations(ctx.db)]);
+    const unhealthy: string[] = [];
+    for (const row of rows) {
+      if (this.closed) return;
+      const stale = judging && now.getTime() - new Date(row.last_heartbeat).getTime() > timeoutMs;
+      let node = this.nodes.get(row.id);
+      const before = node?.info.status;
+      if (!node?.info.static && !stale && ctx.config.nodeToken !== undefined) {
+        if (!node || node.info.rpcURL !== row.rpc_url) node = await this.register(row, node);
+      }
+      if (node) {
+        node.info = infoOf(row, node.info, stale);
+        if (!node.info.static || node.proxyURL === undefined) node.proxyURL = row.proxy_url;
+      }
+      if (stale) {
+        unhealthy.push(row.id);
+        // One process turns a ready node unhealthy (and says so); all close its records.
+        const changed = row.status === "ready" && (await markNodeUnhealthy(ctx.db, row.id, timeoutMs));
+        if (changed) {
+          ctx.logger.warn(
+            { nodeID: row.id, lastHeartbeat: row.last_heartbeat },
+            "node missed its heartbeats",
+          );
+        }
+      } else if (node && before === "unhealthy") {
+        ctx.logger.info({ nodeID: row.id }, "node is back; reconciling");
+        void this.watchers.get(row.id)?.reconcileNow();
+      }
+    }
+    // Every round: a record may reach a lost state later (a failed pause settles back to running).
+    if (unhealthy.length > 0) await this.reportLost(unhealthy);
+    const allocatedAt = new Date();
+    for (const node of this.nodes.values()) {
+      node.info = {
+        ...node.info,
+        allocated: allocations.get(node.id) ?? { cpus: 0, memoryMB: 0, sandboxes: 0 },
+        allocatedAt,
+      };
+    }
+  }
+
+  /** A client for a registered node (replacing `previous`, at an address the node left). */
+  private async register(row: NodeRow, previous: NodeClient | undefined): Promise<NodeClient> {
+    const { ctx } = this;
+    if (previous) {
+      await this.watchers.get(row.id)?.stop();
+      this.watchers.delete(row.id);
+      previous.close();
+    }
+    const transport = this.options.transport?.(row.id, row.rpc_url);
+    const node = new NodeClient(
+      transport ? { id: row.id, transport } : { id: row.id, url: row.rpc_url, token: ctx.config.nodeToken },
+      infoOf(row, undefined, false),
+    );
+    this.nodes.set(row.id, node);
+    ctx.logger.info({ nodeID: row.id, rpcURL: row.rpc_url, labels: row.labels }, "node registered");
+    if (this.options.watch) this.watch(node);
+    return node;
+  }
+
+  private watch(node: NodeClient): void {
+    const watcher = new NodeWatcher(this.ctx, node);
+    this.watchers.set(node.id, watcher);
+    watcher.start();
+  }
+
+  /** Records the sandboxes of unhealthy nodes as lost (paused ones stay paused). */
+  private async reportLost(nodeIDs: readonly string[]): Promise<void> {
+    const { ctx } = this;
+    const rows = await ctx.db
+      .selectFrom("sandboxes")
+      .select(["sandbox_id", "node_id"])
+      .where("node_id", "in", nodeIDs)
+      .where("state", "in", LOST_STATES)
+      .execute();
+    for (const row of rows) {
+      if (this.closed) return;
+      const verdict = judgeLost(row.node_id, new Date());
+      if (await markKilled(ctx, row.sandbox_id, verdict.reason, verdict.at, verdict.from)) {
+        ctx.logger.warn({ nodeID: row.node_id, sandboxID: row.sandbox_id }, "sandbox lost with its node");
+      }
+    }
+  }
+}
+
+/** A node's info from its row: its heartbeat's word, and unhealthy when that is too old. */
+function infoOf(row: NodeRow, previous: NodeInfo | undefined, stale: boolean): NodeInfo {
+  return {
+    status: stale ? "unhealthy" : row.status === "unhealthy" ? "ready" : row.status,
+    static: previous?.static ?? false,
+    rpcURL: previous?.static ? previous.rpcURL : row.rpc_url,
+    proxyURL: row.proxy_url,
+    version: row.version,
+    runtime: row.runtime,
+    labels: row.labels,
+    capacity: row.capacity,
+    load: row.load,
+    builds: new Set(row.builds),
+    lastHeartbeat: new Date(row.last_heartbeat),
+    allocated: previous?.allocated ?? { cpus: 0, memoryMB: 0, sandboxes: 0 },
+    allocatedAt: previous?.allocatedAt,
+  };
+}
