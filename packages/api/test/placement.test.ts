@@ -152,44 +152,39 @@ describe("best-of-K placement", () => {
     assert.equal(placeSandbox(new BestOfKPlacement(), [nodes[1]!, nodes[2]!], new Set(), request), undefined);
   });
 
-  test("30 creates over 3 equal nodes spread within 1.5x, as their load updates", async () => {
+  test("30 creates over 3 equal nodes spread within 1.5x, as their load updates", () => {
     let clock = 0;
     const p = new BestOfKPlacement(3, Math.random, () => clock);
-    const nodes = ["a", "b", "c"].map((id) => node(id));
+    // Equal nodes, but what they report is never exactly equal.
+    const nodes = ["a", "b", "c"].map((id, i) =>
+      node(id, info({ load: { cpuPercent: 1 + i, memoryUsedMB: 0, sandboxes: 0, starting: 0, poolReady: 0 } })),
+    );
     const placed = new Map<string, number>(nodes.map((n) => [n.id, 0]));
     // What the registry does every second: the records' allocation and the heartbeats' load.
     const refresh = () => {
-      for (const n of nodes) {
+      for (const [i, n] of nodes.entries()) {
         const count = placed.get(n.id)!;
         n.info = {
           ...n.info,
           allocated: { cpus: count * request.cpuCount, memoryMB: count * request.memoryMB, sandboxes: count },
-          allocatedAt: new Date(clock + 1),
-          load: {
-            cpuPercent: Math.min(100, count * 3),
-            memoryUsedMB: count * 200,
-            sandboxes: count,
-            starting: 0,
-            poolReady: 0,
-          },
+          allocatedAt: new Date(clock),
+          load: { cpuPercent: 1 + i + count, memoryUsedMB: count * 200, sandboxes: count, starting: 0, poolReady: 0 },
         };
       }
     };
-    // Bursts of concurrent creates (placed before any of them ends), then sequential ones.
-    const inFlight: Array<{ node: string; req: PlacementRequest }> = [];
-    for (let i = 0; i < 30; i++) {
-      const req = { ...request };
-      const chosen = p.choose(nodes, req)!;
-      placed.set(chosen.id, placed.get(chosen.id)! + 1);
-      inFlight.push({ node: chosen.id, req });
-      if (i % 10 === 9 || i >= 20) {
-        clock += 100;
-        for (const f of inFlight.splice(0)) p.finished(f.node, f.req, true);
-        if (i % 3 === 0) {
-          clock += 1000;
-          refresh();
-        }
+    // Two bursts of 15 concurrent creates: each placed before any of them ends or is read back.
+    for (let burst = 0; burst < 2; burst++) {
+      const inFlight: Array<{ node: string; req: PlacementRequest }> = [];
+      for (let i = 0; i < 15; i++) {
+        const req = { ...request };
+        const chosen = p.choose(nodes, req)!;
+        placed.set(chosen.id, placed.get(chosen.id)! + 1);
+        inFlight.push({ node: chosen.id, req });
       }
+      clock += 500;
+      for (const f of inFlight) p.finished(f.node, f.req, true);
+      clock += 1000;
+      refresh();
     }
     const counts = [...placed.values()];
     const most = Math.max(...counts);

@@ -116,7 +116,7 @@ export class FakeOrchestrator {
   /** How long a delete waits to answer after its KILLED event went out. */
   deleteAnswerDelayMs = 0;
 
-  /** The next call of `method` ("create", "delete", "pause", "resume") waits for `release()`. */
+  /** The next call of `method` ("create", "delete", "pause", "resume", "updateEndTime", …) waits for `release()`. */
   holdNext(method: Method): Hold {
     let reach!: (sandboxID: string) => void;
     let release!: () => void;
@@ -268,8 +268,9 @@ export class FakeOrchestrator {
         if (this.deleteAnswerDelayMs) await new Promise((r) => setTimeout(r, this.deleteAnswerDelayMs));
         return {};
       },
-      updateEndTime: (req) => {
+      updateEndTime: async (req) => {
         this.record("updateEndTime", req.sandboxId);
+        await this.held("updateEndTime", req.sandboxId);
         const sandbox = this.find(req.sandboxId);
         if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
         if (sandbox.state !== "running") {

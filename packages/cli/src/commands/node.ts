@@ -20,11 +20,28 @@ interface NodeView {
   lastHeartbeat: string | null;
 }
 
+/** Where the command writes, and how it ends on an error (tests collect them). */
+export interface CommandIO {
+  out(text: string): void;
+  err(text: string): void;
+  exit(code: number): never;
+}
+
+const processIO: CommandIO = {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  exit: (code) => process.exit(code),
+};
+
 /**
  * `moat node list | drain <id> | ready <id>`: the API's admin routes for nodes (GET /nodes, POST
  * /nodes/{id}), with the admin token. A drained node takes no new sandboxes; those it has finish.
  */
-export function nodeCommand(): Command {
+export function nodeCommand(io: CommandIO = processIO): Command {
+  const fail = (message: string): never => {
+    io.err(`moat node: ${message}\n`);
+    return io.exit(1);
+  };
   const withAPI = (cmd: Command) =>
     cmd
       .addOption(
@@ -43,12 +60,12 @@ export function nodeCommand(): Command {
     withAPI(new Command("list").description("the nodes, their status and load"))
       .option("--json", "print the API's answer as JSON")
       .action(async (opts: NodeCommandOptions) => {
-        const nodes = (await call(opts, "GET", "/nodes")) as NodeView[];
+        const nodes = (await call(opts, "GET", "/nodes", fail)) as NodeView[];
         if (opts.json) {
-          process.stdout.write(`${JSON.stringify(nodes, null, 2)}\n`);
+          io.out(`${JSON.stringify(nodes, null, 2)}\n`);
           return;
         }
-        process.stdout.write(`${table(nodes)}\n`);
+        io.out(`${table(nodes)}\n`);
       }),
   );
   for (const [name, status, what] of [
@@ -59,10 +76,10 @@ export function nodeCommand(): Command {
       withAPI(
         new Command(name).description(what).argument("<nodeID>", "the node's id (moat node list)"),
       ).action(async (nodeID: string, opts: NodeCommandOptions) => {
-        const view = (await call(opts, "POST", `/nodes/${encodeURIComponent(nodeID)}`, {
+        const view = (await call(opts, "POST", `/nodes/${encodeURIComponent(nodeID)}`, fail, {
           status,
         })) as NodeView;
-        process.stdout.write(`node ${view.nodeID}: ${view.status} (${view.sandboxCount} sandboxes)\n`);
+        io.out(`node ${view.nodeID}: ${view.status} (${view.sandboxCount} sandboxes)\n`);
       }),
     );
   }
@@ -73,6 +90,7 @@ async function call(
   opts: NodeCommandOptions,
   method: string,
   path: string,
+  fail: (message: string) => never,
   body?: unknown,
 ): Promise<unknown> {
   if (!opts.adminToken) {
@@ -133,9 +151,4 @@ function table(nodes: NodeView[]): string {
         .trimEnd(),
     )
     .join("\n");
-}
-
-function fail(message: string): never {
-  process.stderr.write(`moat node: ${message}\n`);
-  process.exit(1);
 }
