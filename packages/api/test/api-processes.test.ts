@@ -9,7 +9,7 @@ import { createNoopLogger } from "@moat/shared";
 import { type API, openAPI } from "../src/index.js";
 import { MemoryLocks, PostgresLocks, type SandboxLocks } from "../src/sandbox/locks.js";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
-import { backends, eventually, POSTGRES_OFF } from "./helpers.js";
+import { backends, POSTGRES_OFF } from "./helpers.js";
 
 const postgres = backends.find((b) => b.name === "postgres");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

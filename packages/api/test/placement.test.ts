@@ -157,7 +157,10 @@ describe("best-of-K placement", () => {
     const p = new BestOfKPlacement(3, Math.random, () => clock);
     // Equal nodes, but what they report is never exactly equal.
     const nodes = ["a", "b", "c"].map((id, i) =>
-      node(id, info({ load: { cpuPercent: 1 + i, memoryUsedMB: 0, sandboxes: 0, starting: 0, poolReady: 0 } })),
+      node(
+        id,
+        info({ load: { cpuPercent: 1 + i, memoryUsedMB: 0, sandboxes: 0, starting: 0, poolReady: 0 } }),
+      ),
     );
     const placed = new Map<string, number>(nodes.map((n) => [n.id, 0]));
     // What the registry does every second: the records' allocation and the heartbeats' load.
@@ -168,7 +171,13 @@ describe("best-of-K placement", () => {
           ...n.info,
           allocated: { cpus: count * request.cpuCount, memoryMB: count * request.memoryMB, sandboxes: count },
           allocatedAt: new Date(clock),
-          load: { cpuPercent: 1 + i + count, memoryUsedMB: count * 200, sandboxes: count, starting: 0, poolReady: 0 },
+          load: {
+            cpuPercent: 1 + i + count,
+            memoryUsedMB: count * 200,
+            sandboxes: count,
+            starting: 0,
+            poolReady: 0,
+          },
         };
       }
     };

@@ -110,7 +110,15 @@ describe("a node's heartbeat and moat node", () => {
     assert.deepEqual(logger.warns, []);
     assert.deepEqual(logger.infos, ["registered with the API"], "logged once");
     const res = await fetch(`${api.url}/nodes/n1`, { headers: { "X-Admin-Token": ADMIN_TOKEN } });
-    const node = (await res.json()) as Record<string, any>;
+    const node = (await res.json()) as {
+      status: string;
+      rpcURL: string;
+      proxyURL: string;
+      labels: string[];
+      builds: number;
+      capacity: { cpus: number; memoryMB: number };
+      load: { cpuPercent: number; sandboxes: number; starting: number; poolReady: number };
+    };
     assert.equal(node.status, "ready");
     assert.equal(node.rpcURL, "http://127.0.0.1:5008");
     assert.equal(node.proxyURL, "http://127.0.0.1:5007");
