@@ -8,6 +8,7 @@ import { describe, test } from "node:test";
 import type { NodeInfo } from "../src/nodes/info.js";
 import {
   BestOfKPlacement,
+  buildNodes,
   eligibleNodes,
   type PlacementNode,
   type PlacementRequest,
@@ -199,6 +200,21 @@ describe("best-of-K placement", () => {
     const most = Math.max(...counts);
     const fewest = Math.min(...counts);
     assert.ok(fewest > 0 && most / fewest <= 1.5, `spread ${counts.join("/")}`);
+  });
+
+  test("template builds go to the ready nodes labelled build, else anywhere", () => {
+    const plain = node("plain");
+    const builder = node("builder", info({ labels: ["build"] }));
+    const drainingBuilder = node("old-builder", info({ labels: ["build"], status: "draining" }));
+    assert.deepEqual(
+      buildNodes([plain, builder, drainingBuilder]).map((n) => n.id),
+      ["builder"],
+    );
+    assert.deepEqual(
+      buildNodes([plain, drainingBuilder]).map((n) => n.id),
+      ["plain", "old-builder"],
+      "no ready builder: every node (placement then skips the draining one)",
+    );
   });
 
   test("a create that failed no longer counts on its node", () => {

@@ -143,6 +143,15 @@ export function placeSandbox<N extends PlacementNode>(
   return candidates.length > 0 ? strategy.choose(candidates, request) : undefined;
 }
 
+/** The label of nodes meant for template builds: builds go to them when any is ready. */
+export const BUILD_LABEL = "build";
+
+/** Where a template build may go: the ready nodes labelled `build`, else every node. */
+export function buildNodes<N extends PlacementNode>(nodes: readonly N[]): readonly N[] {
+  const builders = eligibleNodes(nodes, new Set(), [BUILD_LABEL]);
+  return builders.length > 0 ? builders : nodes;
+}
+
 /** Ready nodes not tried yet that carry every label in `labels`. */
 export function eligibleNodes<N extends PlacementNode>(
   nodes: readonly N[],
