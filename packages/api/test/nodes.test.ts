@@ -35,7 +35,11 @@ interface Fleet {
   drop(): Promise<void>;
 }
 
-async function openFleet(url: string, count: number, timeoutSeconds = 2): Promise<Omit<Fleet, "drop">> {
+async function openFleet(
+  url: string,
+  count: number,
+  timeoutSeconds = TIMEOUT_SECONDS,
+): Promise<Omit<Fleet, "drop">> {
   const fakes = new Map<string, FakeOrchestrator>();
   const apis: API[] = [];
   for (let i = 0; i < count; i++) {
@@ -115,13 +119,23 @@ async function ageHeartbeat(api: API, nodeID: string, seconds: number): Promise<
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The heartbeat timeout of the test APIs: long enough for a busy machine between beats. */
+const TIMEOUT_SECONDS = 5;
+
+/** Waits until an API opened at `openedAt` judges heartbeats (it has run for the timeout). */
+async function untilJudging(openedAt: number): Promise<void> {
+  await sleep(Math.max(0, openedAt + TIMEOUT_SECONDS * 1000 + 100 - Date.now()));
+}
+
 for (const backend of backends) {
   describe(`nodes (${backend.name})`, { skip: backend.name === "postgres" && POSTGRES_OFF }, () => {
     let fleet: Omit<Fleet, "drop">;
     let database: { url: string; drop(): Promise<void> };
+    let openedAt = 0;
     before(async () => {
       database = await backend.database();
       fleet = await openFleet(database.url, 1);
+      openedAt = Date.now();
     });
     after(async () => {
       for (const api of fleet.apis) await api.close();
@@ -218,9 +232,9 @@ for (const backend of backends) {
       assert.equal(pause.status, 204);
       const fake = fleet.fakes.get("n3")!;
       fake.setDown(true);
-      // The API has run past the timeout itself (2 s), and the node's last beat is older.
-      await sleep(2100);
-      await ageHeartbeat(api, "n3", 5);
+      // The API has run past the timeout itself, and the node's last beat is older.
+      await untilJudging(openedAt);
+      await ageHeartbeat(api, "n3", 60);
       await api.refreshNodes();
       const lost = await rowOf(api, running.sandboxID);
       assert.equal(lost.state, "killed");
@@ -257,9 +271,11 @@ describe("two API processes on one database (postgres)", { skip: POSTGRES_OFF },
   const postgres = backends.find((b) => b.name === "postgres");
   let fleet: Omit<Fleet, "drop">;
   let database: { url: string; drop(): Promise<void> };
+  let openedAt = 0;
   before(async () => {
     database = await postgres!.database();
     fleet = await openFleet(database.url, 2);
+    openedAt = Date.now();
   });
   after(async () => {
     for (const api of fleet.apis) await api.close();
@@ -274,8 +290,8 @@ describe("two API processes on one database (postgres)", { skip: POSTGRES_OFF },
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push((await create(i % 2 ? a : b, fleet.apiKey)).sandboxID);
     fleet.fakes.get("n1")!.setDown(true);
-    await sleep(2100);
-    await ageHeartbeat(a, "n1", 5);
+    await untilJudging(openedAt);
+    await ageHeartbeat(a, "n1", 60);
     await Promise.all([a.refreshNodes(), b.refreshNodes(), a.refreshNodes()]);
     for (const id of ids) {
       assert.equal((await rowOf(a, id)).state, "killed");

@@ -98,14 +98,16 @@ export class NodeRegistry {
     const unhealthy: string[] = [];
     for (const row of rows) {
       if (this.closed) return;
-      const stale = judging && now.getTime() - new Date(row.last_heartbeat).getTime() > timeoutMs;
+      // Old: no creates go there. Stale: old, and judged so (its sandboxes are lost).
+      const old = now.getTime() - new Date(row.last_heartbeat).getTime() > timeoutMs;
+      const stale = judging && old;
       let node = this.nodes.get(row.id);
       const before = node?.info.status;
-      if (!node?.info.static && !stale && ctx.config.nodeToken !== undefined) {
+      if (!node?.info.static && !old && ctx.config.nodeToken !== undefined) {
         if (!node || node.info.rpcURL !== row.rpc_url) node = await this.register(row, node);
       }
       if (node) {
-        node.info = infoOf(row, node.info, stale);
+        node.info = infoOf(row, node.info, old);
         if (!node.info.static || node.proxyURL === undefined) node.proxyURL = row.proxy_url;
       }
       if (stale) {
@@ -118,9 +120,15 @@ export class NodeRegistry {
             "node missed its heartbeats",
           );
         }
-      } else if (node && before === "unhealthy") {
-        ctx.logger.info({ nodeID: row.id }, "node is back; reconciling");
-        void this.watchers.get(row.id)?.reconcileNow();
+      }
+      if (old && node && !node.info.static) {
+        // No watcher keeps calling a node that is gone; a new one reconciles when it is back.
+        const watcher = this.watchers.get(row.id);
+        this.watchers.delete(row.id);
+        await watcher?.stop();
+      } else if (!old && node && this.options.watch && !this.watchers.has(row.id)) {
+        if (before === "unhealthy") ctx.logger.info({ nodeID: row.id }, "node is back; reconciling");
+        this.watch(node);
       }
     }
     // Every round: a record may reach a lost state later (a failed pause settles back to running).
@@ -150,7 +158,6 @@ export class NodeRegistry {
     );
     this.nodes.set(row.id, node);
     ctx.logger.info({ nodeID: row.id, rpcURL: row.rpc_url, labels: row.labels }, "node registered");
-    if (this.options.watch) this.watch(node);
     return node;
   }
 

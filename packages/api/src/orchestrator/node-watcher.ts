@@ -53,11 +53,6 @@ export class NodeWatcher {
     await this.reconciled;
   }
 
-  /** A reconcile now (a node back from unhealthy), logged rather than thrown. */
-  reconcileNow(): Promise<void> {
-    return this.reconcileLogged();
-  }
-
   /** Closes records the node no longer has and kills sandboxes whose record is closed. */
   async reconcile(): Promise<void> {
     const { ctx, node } = this;
