@@ -35,7 +35,10 @@ export interface NodeRegistryOptions {
 export class NodeRegistry {
   private readonly watchers = new Map<string, NodeWatcher>();
   private timer: NodeJS.Timeout | undefined;
-  private refreshing: Promise<void> | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  /** Watchers of gone nodes still stopping (close waits for them). */
+  private readonly stopping = new Set<Promise<void>>();
+  private queued = 0;
   private readonly startedAt: number;
   private closed = false;
   private loggedFailure = false;
@@ -53,13 +56,21 @@ export class NodeRegistry {
   async start(): Promise<void> {
     if (this.options.watch) for (const node of this.nodes.values()) this.watch(node);
     await this.refresh();
-    this.timer = setInterval(() => void this.refresh(), REFRESH_MS);
+    // A slow database never piles reads up: the timer skips while one is under way.
+    this.timer = setInterval(() => {
+      if (this.queued === 0) void this.refresh();
+    }, REFRESH_MS);
     this.timer.unref();
   }
 
-  /** One read of the table and the records (at most one at a time; tests call it directly). */
+  /**
+   * One read of the table and the records, begun after the ones asked for before it (one at a
+   * time: what a caller wrote before asking is seen). Tests call it directly.
+   */
   refresh(): Promise<void> {
-    this.refreshing ??= this.refreshOnce()
+    this.queued++;
+    this.chain = this.chain
+      .then(() => this.refreshOnce())
       .then(
         () => {
           if (this.loggedFailure) this.ctx.logger.info("reading the nodes works again");
@@ -71,16 +82,17 @@ export class NodeRegistry {
         },
       )
       .finally(() => {
-        this.refreshing = undefined;
+        this.queued--;
       });
-    return this.refreshing;
+    return this.chain;
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    await this.refreshing;
+    await this.chain;
     await Promise.all([...this.watchers.values()].map((w) => w.stop()));
+    await Promise.all(this.stopping);
     this.watchers.clear();
     for (const node of this.nodes.values()) node.close();
   }
@@ -125,7 +137,11 @@ export class NodeRegistry {
         // No watcher keeps calling a node that is gone; a new one reconciles when it is back.
         const watcher = this.watchers.get(row.id);
         this.watchers.delete(row.id);
-        await watcher?.stop();
+        // Not waited for here (a reconcile against a gone node takes its calls' deadlines).
+        if (watcher) {
+          const stopped: Promise<void> = watcher.stop().finally(() => this.stopping.delete(stopped));
+          this.stopping.add(stopped);
+        }
       } else if (!old && node && this.options.watch && !this.watchers.has(row.id)) {
         if (before === "unhealthy") ctx.logger.info({ nodeID: row.id }, "node is back; reconciling");
         this.watch(node);

@@ -29,7 +29,7 @@ export class MemoryLocks implements SandboxLocks {
 /** The first int4 of moat's advisory locks ('moat'), so that they never meet other users' keys. */
 const LOCK_CLASS = 0x6d6f6174;
 /** Connections held for locks at once, per process; more keys wait for one. */
-const LOCK_CONNECTIONS = 4;
+const LOCK_CONNECTIONS = 10;
 /** A lock not had by then fails the request rather than hanging it. */
 const LOCK_TIMEOUT = "120s";
 
