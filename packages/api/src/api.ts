@@ -5,7 +5,9 @@
  * process runs (recorded as interrupted), stop watching nodes, close the node connections, close
  * the database.
  */
+import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import type { Transport } from "@connectrpc/connect";
 import type { Logger, SandboxCatalog } from "@moat/shared";
 import { createApp } from "./app.js";
 import {
@@ -22,14 +24,15 @@ import { listSandboxesInStates } from "./db/sandboxes.js";
 import type { App } from "./http/env.js";
 import { APIMetrics } from "./http/metrics.js";
 import { createAPIServer } from "./http/node-server.js";
+import { NodeRegistry } from "./nodes/registry.js";
 import { NodeClient } from "./orchestrator/node-client.js";
-import { NodeWatcher } from "./orchestrator/node-watcher.js";
-import { RoundRobinPlacement } from "./placement/placement.js";
+import { BestOfKPlacement } from "./placement/placement.js";
 import type { TeamLimitOverrides } from "./quotas/limits.js";
 import { PAUSED_SWEEP_INTERVAL_MS, type SweepResult, sweepPausedSandboxes } from "./quotas/paused-sweep.js";
+import { ABANDONED_AFTER_MS, APIInstance, sweepAbandonedCreates } from "./sandbox/abandoned-creates.js";
 import { APICatalog, CATALOG_STATES } from "./sandbox/catalog.js";
 import { RedisCatalogWriter } from "./sandbox/catalog-redis.js";
-import { KeyedLock } from "./sandbox/keyed-lock.js";
+import { MemoryLocks, PostgresLocks } from "./sandbox/locks.js";
 import { nodeProxyURL } from "./sandbox/nodes.js";
 import { autoResume } from "./sandbox/resume.js";
 import { SandboxTransitions } from "./sandbox/transitions.js";
@@ -60,6 +63,13 @@ export interface API {
   createAccessToken(teamID: string, name?: string): Promise<string>;
   /** Deletes paused sandboxes past their team's retention or paused-sandbox limit (every minute by itself). */
   sweepPausedSandboxes(): Promise<SweepResult>;
+  /**
+   * Reads the nodes table and the records once (the registry does it every second): new nodes,
+   * status changes, unhealthy nodes' sandboxes recorded lost.
+   */
+  refreshNodes(): Promise<void>;
+  /** Closes creates of API processes that stopped heartbeating (every 5 s by itself; PostgreSQL only). */
+  sweepAbandonedCreates(): Promise<string[]>;
   /** Stops watching nodes and closes the node connections and the database. */
   close(): Promise<void>;
 }
@@ -77,6 +87,8 @@ export interface OpenAPIOptions extends APIOptions {
   watchNodes?: boolean;
   /** Collect Node process metrics into /metrics (default true for startAPI, false for openAPI). */
   processMetrics?: boolean;
+  /** Tests: the transport to a registered node instead of its rpcURL (in-memory fakes). */
+  nodeTransport?: (nodeID: string, rpcURL: string) => Transport | undefined;
 }
 
 /** Builds the API without listening. */
@@ -91,7 +103,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   const db = await openDatabase(config.database, logger);
   const nodes = new Map(config.orchestrators.map((o) => [o.id, new NodeClient(o)]));
   let publicURL = config.publicURL ?? listenURL(config.host, config.port);
-  const placement = new RoundRobinPlacement();
+  const placement = new BestOfKPlacement();
   const builds = new TemplateBuilds({
     db,
     nodes,
@@ -117,12 +129,13 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     : undefined;
   const ctx: APIContext = {
     config,
+    instanceID: randomUUID(),
     db,
     nodes,
     placement,
     catalog,
     logger,
-    locks: new KeyedLock(),
+    locks: config.database.kind === "postgres" ? new PostgresLocks(config.database.url) : new MemoryLocks(),
     transitions: new SandboxTransitions(),
     builds,
     templateFiles: new TemplateFileStore(config.dataDir, config.maxUploadBytes),
@@ -144,9 +157,14 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   await sweepSnapshots(ownsDatabase(config.database) ? new Date() : undefined);
   const metrics = new APIMetrics(db, { processMetrics: options.processMetrics ?? false });
   const app = createApp(ctx, metrics);
-  const watchers =
-    options.watchNodes === false ? [] : [...nodes.values()].map((n) => new NodeWatcher(ctx, n));
-  for (const watcher of watchers) watcher.start();
+  // Every process on a shared database heartbeats, and closes creates of processes that stopped.
+  const instance = ownsDatabase(config.database) ? undefined : new APIInstance(ctx);
+  await instance?.start();
+  const registry = new NodeRegistry(ctx, nodes, {
+    watch: options.watchNodes !== false,
+    transport: options.nodeTransport,
+  });
+  await registry.start();
   const fileSweep = setInterval(
     () =>
       void removeUnusedFiles(ctx).catch((err: unknown) =>
@@ -163,7 +181,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
   }, PAUSED_SWEEP_INTERVAL_MS);
   pausedSweep.unref();
   logger.info(
-    { database: config.database.kind, nodes: [...nodes.keys()], watching: watchers.length > 0 },
+    { database: config.database.kind, nodes: [...nodes.keys()], watching: options.watchNodes !== false },
     "API ready",
   );
 
@@ -178,19 +196,18 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     createAPIKey: (teamID, name) => createAPIKey(db, teamID, name),
     createAccessToken: (teamID, name) => createAccessToken(db, teamID, name),
     sweepPausedSandboxes: () => sweepPausedSandboxes(ctx),
+    refreshNodes: () => registry.refresh(),
+    sweepAbandonedCreates: () =>
+      instance ? sweepAbandonedCreates(ctx, ABANDONED_AFTER_MS) : Promise.resolve([]),
     close() {
       closing ??= (async () => {
         await closeAll(logger, [
           ["template builds", () => builds.close()],
           ["template file sweep", () => clearInterval(fileSweep)],
           ["paused sandbox sweep", () => clearInterval(pausedSweep)],
-          ["node watchers", () => Promise.all(watchers.map((w) => w.stop()))],
-          [
-            "node connections",
-            () => {
-              for (const node of nodes.values()) node.close();
-            },
-          ],
+          ["nodes (watchers and connections)", () => registry.close()],
+          ["API heartbeat", () => instance?.stop()],
+          ["sandbox locks", () => ctx.locks.close()],
           ["routing catalog in Redis", () => redisCatalog?.close()],
           ["database", () => db.destroy()],
         ]);

@@ -6,10 +6,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { cors } from "hono/cors";
 import type { APIContext } from "./context.js";
+import { registerAdminNodes } from "./handlers/admin-nodes.js";
 import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
 import { registerAdminTeamsLimits } from "./handlers/admin-teams-limits.js";
 import { registerHealth } from "./handlers/health.js";
 import { registerInternalCatalog } from "./handlers/internal-catalog.js";
+import { registerInternalNodes } from "./handlers/internal-nodes.js";
 import { registerInternalSandboxResume } from "./handlers/internal-sandbox-resume.js";
 import { registerSandboxConnect } from "./handlers/sandbox-connect.js";
 import { registerSandboxCreate } from "./handlers/sandbox-create.js";
@@ -183,6 +185,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTemplateDelete(app, ctx);
   registerInternalCatalog(app, ctx);
   registerInternalSandboxResume(app, ctx);
+  registerInternalNodes(app, ctx);
   registerVolumeCreate(app, ctx);
   registerVolumesList(app, ctx);
   registerVolumeGet(app, ctx);
@@ -192,6 +195,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerVolumeContentFiles(app, ctx, volumeContentRate);
   registerAdminTeamsCreate(app, ctx);
   registerAdminTeamsLimits(app, ctx);
+  registerAdminNodes(app, ctx);
 
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.method} ${c.req.path}`));
   app.onError(onError(logger));

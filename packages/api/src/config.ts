@@ -47,7 +47,19 @@ export interface APIOptions {
    * `postgres://…` or `postgresql://…` → PostgreSQL; `memory://` → an in-memory PGlite (tests).
    */
   databaseURL?: string;
+  /** Static nodes; may be empty when nodes register themselves (needs `nodeToken`). */
   orchestrators: OrchestratorNodeOptions[];
+  /**
+   * The component secret (env `MOAT_NODE_TOKEN`): static nodes' default token, the token of every
+   * registered node's RPC, and what nodes present to the `/internal/nodes/*` routes. Unset: nodes
+   * cannot register.
+   */
+  nodeToken?: string;
+  /**
+   * A registered node whose last heartbeat is older than this is unhealthy (env
+   * `MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS`). Default 10.
+   */
+  nodeHeartbeatTimeoutSeconds?: number;
   /** Sandbox domain returned to SDKs (`domain` in Sandbox responses); null when unset. */
   domain?: string;
   /** Guards the internal routes (`/internal/...`, header `X-Admin-Token`); env `MOAT_ADMIN_TOKEN`. Unset disables them. */
@@ -92,11 +104,6 @@ export interface APIOptions {
    * catalog lives in this process only (`moat up`).
    */
   redisURL?: string;
-  /**
-   * The deployment's node token, which the internal routes for components require (default: env
-   * MOAT_NODE_TOKEN; nodes without a token of their own use it too).
-   */
-  nodeToken?: string;
   logger?: Logger;
 }
 
@@ -119,6 +126,8 @@ export interface APIConfig {
   host: string;
   database: DatabaseConfig;
   orchestrators: OrchestratorNodeOptions[];
+  nodeToken: string | undefined;
+  nodeHeartbeatTimeoutMs: number;
   domain: string | null;
   adminToken: string | undefined;
   maxBodyBytes: number;
@@ -132,11 +141,6 @@ export interface APIConfig {
   /** Creates of a build may go to any node (the nodes share artifacts). */
   sharedArtifacts: boolean;
   redisURL: string | undefined;
-  /**
-   * The deployment's node token (MOAT_NODE_TOKEN): the internal routes other components call
-   * (the client proxy's auto-resume) require it. Undefined: they answer 401.
-   */
-  nodeToken: string | undefined;
   logger: Logger;
 }
 
@@ -193,10 +197,18 @@ const optionsSchema = z.object({
             "a node reached by url needs its token (the file node-token in that orchestrator's data directory): set token, or MOAT_NODE_TOKEN",
         }),
     )
-    .min(1, "at least one orchestrator is required")
     .refine((nodes) => new Set(nodes.map((n) => n.id)).size === nodes.length, {
       message: "orchestrator ids must be unique",
     }),
+  nodeToken: z
+    .string()
+    .regex(/^[\x21-\x7e]{32,}$/, "MOAT_NODE_TOKEN must be at least 32 printable characters without spaces")
+    .optional(),
+  nodeHeartbeatTimeoutSeconds: z.coerce
+    .number({ error: "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be a number of seconds" })
+    .min(1, "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be at least 1")
+    .max(3600, "MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be at most 3600")
+    .default(10),
   domain: z.string().min(1).optional(),
   adminToken: z.string().min(16, "adminToken must be at least 16 characters").optional(),
   maxBodyBytes: z
@@ -227,13 +239,6 @@ const optionsSchema = z.object({
   sharedArtifacts: z
     .boolean({ error: "must be true or false (MOAT_SHARED_ARTIFACTS: 1 or 0)" })
     .default(false),
-  nodeToken: z
-    .string()
-    .regex(
-      /^[\x21-\x7e]{32,}$/,
-      "the node token (MOAT_NODE_TOKEN) is at least 32 printable characters without spaces",
-    )
-    .optional(),
   redisURL: z
     .string()
     .refine((url) => /^rediss?:\/\/./.test(url), {
@@ -247,8 +252,13 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
   const nodeToken = rest.nodeToken ?? (env.MOAT_NODE_TOKEN?.trim() || undefined);
   const parsed = optionsSchema.safeParse({
     ...rest,
-    orchestrators: rest.orchestrators?.map((node) => ({ ...node, token: node.token ?? nodeToken })),
-    nodeToken,
+    orchestrators: rest.orchestrators?.map((node) => ({
+      ...node,
+      token: node.token ?? rest.nodeToken ?? nodeToken,
+    })),
+    nodeToken: rest.nodeToken ?? nodeToken,
+    nodeHeartbeatTimeoutSeconds:
+      rest.nodeHeartbeatTimeoutSeconds ?? (env.MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS?.trim() || undefined),
     databaseURL: rest.databaseURL ?? (env.DATABASE_URL || undefined),
     adminToken: rest.adminToken ?? (env.MOAT_ADMIN_TOKEN || undefined),
     publicURL: rest.publicURL ?? (env.MOAT_API_PUBLIC_URL || undefined),
@@ -273,6 +283,11 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     );
   }
   const o = parsed.data;
+  if (o.orchestrators.length === 0 && o.nodeToken === undefined) {
+    throw new ConfigError([
+      "orchestrators: at least one orchestrator is required, or set MOAT_NODE_TOKEN so that nodes register themselves",
+    ]);
+  }
   // Options before the environment: `maxUploadBytes` (older) is the same setting as the quota.
   const maxUploadBytes =
     rest.quotas?.maxUploadBytes === undefined && rest.maxUploadBytes !== undefined
@@ -291,6 +306,8 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
       deadlines: n.deadlines,
       ...(n.proxyURL ? { proxyURL: n.proxyURL.replace(/\/+$/, "") } : {}),
     })),
+    nodeToken: o.nodeToken,
+    nodeHeartbeatTimeoutMs: o.nodeHeartbeatTimeoutSeconds * 1000,
     domain: o.domain ?? null,
     adminToken: o.adminToken,
     maxBodyBytes: o.maxBodyBytes,
@@ -301,7 +318,6 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
     diskSizeMB: o.diskSizeMB,
     sharedArtifacts: o.sharedArtifacts,
     redisURL: o.redisURL,
-    nodeToken: o.nodeToken,
     logger: logger ?? createLogger("api"),
   };
 }

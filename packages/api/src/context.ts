@@ -9,7 +9,7 @@ import type { DB } from "./db/database.js";
 import type { NodeClient } from "./orchestrator/node-client.js";
 import type { PlacementStrategy } from "./placement/placement.js";
 import type { APICatalog } from "./sandbox/catalog.js";
-import type { KeyedLock } from "./sandbox/keyed-lock.js";
+import type { SandboxLocks } from "./sandbox/locks.js";
 import type { SandboxTransitions } from "./sandbox/transitions.js";
 import type { TemplateBuilds } from "./template/build-runner.js";
 import type { TemplateFileStore } from "./template/file-store.js";
@@ -18,13 +18,18 @@ import type { VolumeTokens } from "./volume/tokens.js";
 
 export interface APIContext {
   readonly config: APIConfig;
+  /** This API process's id (api_instances): recorded with the creates it runs. */
+  readonly instanceID: string;
   readonly db: DB;
   readonly nodes: ReadonlyMap<string, NodeClient>;
   readonly placement: PlacementStrategy;
   readonly catalog: APICatalog;
   readonly logger: Logger;
-  /** Serialises end-time changes per sandbox. */
-  readonly locks: KeyedLock;
+  /**
+   * Serialises end-time and network changes per sandbox: in this process (KeyedLock), and across
+   * API processes on PostgreSQL (advisory locks, locks.ts).
+   */
+  readonly locks: SandboxLocks;
   /** The pauses and resumes in flight in this process, one per sandbox. */
   readonly transitions: SandboxTransitions;
   /** The template builds this process runs. */

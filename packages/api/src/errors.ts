@@ -173,6 +173,13 @@ export class NodeUnreachableError extends Error {
 }
 
 /** No team has that id (404; admin routes only). */
+export class NodeNotFoundError extends Error {
+  constructor(readonly nodeID: string) {
+    super(`node '${nodeID}' not found: see GET /nodes (moat node list) for the nodes this API knows`);
+    this.name = "NodeNotFoundError";
+  }
+}
+
 export class TeamNotFoundError extends Error {
   constructor(readonly teamID: string) {
     super(`team '${teamID}' not found`);

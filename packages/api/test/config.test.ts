@@ -100,7 +100,37 @@ describe("config", () => {
     );
     assert.throws(
       () => parseConfig({ dataDir: "/d", orchestrators: [], logger }, {}),
-      /at least one orchestrator/,
+      /at least one orchestrator is required, or set MOAT_NODE_TOKEN/,
+    );
+    // Nodes may register instead: then none need be configured.
+    const token = "t".repeat(32);
+    const fleet = parseConfig({ dataDir: "/d", orchestrators: [], logger }, { MOAT_NODE_TOKEN: token });
+    assert.equal(fleet.nodeToken, token);
+    assert.equal(fleet.nodeHeartbeatTimeoutMs, 10_000, "default 10 s");
+    assert.equal(
+      parseConfig(
+        { dataDir: "/d", orchestrators: [], logger },
+        {
+          MOAT_NODE_TOKEN: token,
+          MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS: "30",
+        },
+      ).nodeHeartbeatTimeoutMs,
+      30_000,
+    );
+    assert.throws(
+      () =>
+        parseConfig(
+          { dataDir: "/d", orchestrators: [], logger },
+          {
+            MOAT_NODE_TOKEN: token,
+            MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS: "soon",
+          },
+        ),
+      /MOAT_NODE_HEARTBEAT_TIMEOUT_SECONDS must be a number of seconds/,
+    );
+    assert.throws(
+      () => parseConfig({ dataDir: "/d", orchestrators: [], logger }, { MOAT_NODE_TOKEN: "short" }),
+      /MOAT_NODE_TOKEN must be at least 32 printable characters/,
     );
     assert.throws(
       () => parseConfig({ dataDir: "/d", orchestrators: [node, node], logger }, {}),

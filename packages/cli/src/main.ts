@@ -1,6 +1,7 @@
 import { Command } from "commander";
 import { doctorCommand } from "./commands/doctor.js";
 import { envdCommand } from "./commands/envd.js";
+import { nodeCommand } from "./commands/node.js";
 import { orchestratorCommand } from "./commands/orchestrator.js";
 import { proxyCommand } from "./commands/proxy.js";
 import { setupCommand } from "./commands/setup.js";
@@ -13,4 +14,5 @@ program.addCommand(setupCommand());
 program.addCommand(doctorCommand());
 program.addCommand(orchestratorCommand());
 program.addCommand(proxyCommand());
+program.addCommand(nodeCommand());
 await program.parseAsync(process.argv);

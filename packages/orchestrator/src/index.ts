@@ -16,6 +16,14 @@ export { listLinks, listNamespaces } from "./network/netns.js";
 export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
 export { Slot } from "./network/slot.js";
 export {
+  advertisedAddress,
+  Heartbeat,
+  type HeartbeatBody,
+  type HeartbeatOptions,
+  httpURL,
+} from "./node/heartbeat.js";
+export { cpuPercent, LoadSampler, parseMeminfo, parseProcStat } from "./node/load.js";
+export {
   APP_DIR,
   ENVD_DIR,
   type Orchestrator,

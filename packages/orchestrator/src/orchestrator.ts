@@ -2,9 +2,10 @@
  * The node agent: sets up the node's network rules, adopts or reaps what a previous run left,
  * then serves orchestrator.SandboxService (gRPC and Connect over h2c).
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -19,12 +20,15 @@ import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolve
 import type { EgressAllowEntry } from "./network/egress.js";
 import { EgressRegistry } from "./network/egress-rules.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
+import { advertisedAddress, Heartbeat, httpURL } from "./node/heartbeat.js";
+import { LoadSampler } from "./node/load.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { volumeService } from "./server/volume-service.js";
+import { runscVersion } from "./setup/runsc-install.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { VolumeStore } from "./storage/volumes.js";
@@ -90,6 +94,22 @@ export interface OrchestratorOptions {
   artifacts?: ArtifactStore;
   /** What the node keeps of fetched artifacts, in MiB (default: MOAT_ARTIFACT_CACHE_MB, else 20480). */
   artifactCacheMB?: number;
+  /** The node's name in the fleet, with which it registers (default: MOAT_NODE_ID, else `local`). */
+  nodeID?: string;
+  /**
+   * Where others reach this node (its RPC and its proxy): default `host`, or for 0.0.0.0/:: the
+   * first non-loopback IPv4 address.
+   */
+  advertiseAddress?: string;
+  /**
+   * The API the node registers with and heartbeats to every 2 s (PUT /internal/nodes/<nodeID>);
+   * unset: no registration (the API lists the node statically).
+   */
+  apiURL?: string;
+  /** Labels the node registers with (e.g. `build`), which placement may require. */
+  labels?: readonly string[];
+  /** The port of the node's proxy, advertised in the heartbeat (default 5007). */
+  proxyPort?: number;
 }
 
 export interface Orchestrator {
@@ -108,6 +128,55 @@ export interface Orchestrator {
   ): Promise<BuiltinTemplateResult>;
   /** Stops serving; running sandboxes stay up for the next orchestrator to adopt. */
   close(): Promise<void>;
+}
+
+/** Registers the node with the API and keeps it registered (node/heartbeat.ts). */
+async function startHeartbeat(
+  options: OrchestratorOptions,
+  port: number,
+  token: string,
+  manager: SandboxManager,
+): Promise<Heartbeat> {
+  const address = advertisedAddress(options.host, options.advertiseAddress, os.networkInterfaces());
+  const runsc = await runscVersion(options.runscBinary);
+  let builds: { at: number; ids: string[] } | undefined;
+  const heartbeat = new Heartbeat({
+    apiURL: options.apiURL!,
+    nodeID: options.nodeID ?? (process.env.MOAT_NODE_ID?.trim() || "local"),
+    token,
+    rpcURL: httpURL(address, port),
+    proxyURL: httpURL(address, options.proxyPort ?? DEFAULT_NODE_PROXY_PORT),
+    version: moatVersion(),
+    runtime: runsc ? `runsc ${runsc.raw}` : "runsc",
+    labels: [...(options.labels ?? [])],
+    sampler: new LoadSampler(),
+    counts: () => manager.loadCounts(),
+    // The builds' manifests are files: read again every half minute, not every beat.
+    builds: () => {
+      if (!builds || Date.now() - builds.at > BUILDS_REFRESH_MS) {
+        builds = { at: Date.now(), ids: options.templates.manifests().map((m) => m.buildID) };
+      }
+      return builds.ids;
+    },
+    logger: options.logger,
+  });
+  heartbeat.start();
+  return heartbeat;
+}
+
+const DEFAULT_NODE_PROXY_PORT = 5007;
+const BUILDS_REFRESH_MS = 30_000;
+
+/** moat's version (the orchestrator package's). */
+function moatVersion(): string {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(path.join(APP_DIR, "packages", "orchestrator", "package.json"), "utf8"),
+    );
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
 }
 
 /** The moat checkout. */
@@ -277,6 +346,7 @@ async function start(
   });
   const port = (server.address() as AddressInfo).port;
   logger.info({ port, dataDir: options.dataDir }, "orchestrator listening");
+  const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;
   return {
     port,
     nodeToken,
@@ -299,6 +369,7 @@ async function start(
       return result;
     },
     async close() {
+      await heartbeat?.stop();
       await manager.close();
       await resolver.close();
       await new Promise<void>((resolve) => {

@@ -103,6 +103,8 @@ export interface SandboxesTable {
    * it from there); null: not published, only its node can resume it.
    */
   artifact_generation: ColumnType<number | null, number | null | undefined, number | null>;
+  /** The API process running its create (api_instances), so another can close it if that one dies. */
+  api_instance_id: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: CreatedAt;
 }
 
@@ -277,7 +279,51 @@ export interface SigningKeysTable {
   created_at: CreatedAt;
 }
 
+/** ready: takes new sandboxes; draining: keeps its sandboxes, takes no new ones; unhealthy: missed heartbeats. */
+export type NodeStatus = "ready" | "draining" | "unhealthy";
+
+export interface NodeCapacity {
+  cpus: number;
+  memoryMB: number;
+}
+
+export interface NodeLoad {
+  /** CPU busy over the last interval, percent of the whole node (0-100). */
+  cpuPercent: number;
+  memoryUsedMB: number;
+  sandboxes: number;
+  starting: number;
+  /** Warm pool entries ready to be claimed, all templates together. */
+  poolReady: number;
+}
+
+/** A node that registered by heartbeat (PUT /internal/nodes/{nodeID}). */
+export interface NodesTable {
+  id: string;
+  rpc_url: string;
+  proxy_url: string;
+  version: string;
+  runtime: string;
+  labels: ColumnType<string[], string, string>;
+  capacity: ColumnType<NodeCapacity, string, string>;
+  load: ColumnType<NodeLoad, string, string>;
+  /** Template build ids the node holds locally. */
+  builds: ColumnType<string[], string, string>;
+  status: NodeStatus;
+  last_heartbeat: Date;
+  first_seen: CreatedAt;
+}
+
+/** One API process, alive while its heartbeat is recent. */
+export interface APIInstancesTable {
+  id: string;
+  started_at: CreatedAt;
+  heartbeat_at: ColumnType<Date, Date | undefined, Date>;
+}
+
 export interface Database {
+  nodes: NodesTable;
+  api_instances: APIInstancesTable;
   teams: TeamsTable;
   api_keys: APIKeysTable;
   access_tokens: AccessTokensTable;

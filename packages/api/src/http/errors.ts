@@ -15,6 +15,7 @@ import {
   ConflictError,
   ForbiddenError,
   InvalidRequestError,
+  NodeNotFoundError,
   NodeUnreachableError,
   NotSupportedError,
   QuotaExceededError,
@@ -51,6 +52,7 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
   if (err instanceof BuildNotFoundError) return { status: 404, message: err.message };
   if (err instanceof TeamNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof NodeNotFoundError) return { status: 404, message: err.message };
   if (err instanceof VolumeNotFoundError) return { status: 404, message: err.message };
   if (err instanceof VolumeFullError) return { status: 507, message: err.message };
   if (err instanceof NodeUnreachableError) return { status: 503, message: err.message };

@@ -20,6 +20,7 @@ import {
   VolumeService,
 } from "@moat/shared/gen/orchestrator";
 import type { OrchestratorNodeOptions } from "../config.js";
+import { type NodeInfo, staticNodeInfo } from "../nodes/info.js";
 
 /** The node does not have the sandbox (it was killed, expired, or never placed there). */
 export class NodeSandboxNotFoundError extends Error {
@@ -101,6 +102,8 @@ const CALL_TIMEOUT_MS = 15_000;
 
 export class NodeClient {
   readonly id: string;
+  /** Status, proxy, labels, capacity and load (nodes/registry.ts keeps it up to date). */
+  info: NodeInfo;
   private readonly client: Client<typeof SandboxService>;
   private readonly templates: Client<typeof TemplateService>;
   /** The node's volumes and their files (volume/node-volumes.ts wraps it with its own errors). */
@@ -109,12 +112,13 @@ export class NodeClient {
   private readonly callMs: number;
   private readonly transitionMs: number;
 
-  /** Base URL of the node's proxy, when it has one (see `nodeProxyURL` in sandbox/nodes.ts). */
+  /** Base URL of the node's proxy, when it has one (a registered node reports it). */
   proxyURL: string | undefined;
 
-  constructor(options: OrchestratorNodeOptions) {
+  constructor(options: OrchestratorNodeOptions, info: NodeInfo = staticNodeInfo()) {
     this.id = options.id;
     this.proxyURL = options.proxyURL;
+    this.info = { ...info, proxyURL: info.proxyURL ?? options.proxyURL, rpcURL: info.rpcURL ?? options.url };
     this.callMs = options.deadlines?.call ?? CALL_TIMEOUT_MS;
     this.transitionMs = options.deadlines?.transition ?? TRANSITION_TIMEOUT_MS;
     let transport: Transport;

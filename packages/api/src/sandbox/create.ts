@@ -21,13 +21,14 @@ import type {
 } from "../db/schema.js";
 import { recordSpawn } from "../db/templates.js";
 import { CapacityError, InvalidRequestError, TemplateNotFoundError } from "../errors.js";
+import { takesPlacements } from "../nodes/info.js";
 import {
   NodeBusyError,
   type NodeClient,
   NodeRejectedError,
   NodeUnavailableError,
 } from "../orchestrator/node-client.js";
-import { MAX_PLACEMENT_ATTEMPTS, placeSandbox } from "../placement/placement.js";
+import { MAX_PLACEMENT_ATTEMPTS, type PlacementRequest, placeSandbox } from "../placement/placement.js";
 import { checkResources } from "../quotas/check.js";
 import type { TeamLimits } from "../quotas/limits.js";
 import { takeRunningSlot } from "../quotas/reserve.js";
@@ -79,11 +80,17 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   const nodes = candidateNodes(ctx, template, input.template, volumeNodeID);
   const tried = new Set<string>();
   let lastError: Error | undefined;
+  const placement: PlacementRequest = {
+    cpuCount: template.cpuCount,
+    memoryMB: template.memoryMB,
+    ...(template.buildID ? { buildID: template.buildID } : {}),
+  };
 
   for (let attempt = 0; attempt < MAX_PLACEMENT_ATTEMPTS; attempt++) {
-    const node = placeSandbox(ctx.placement, nodes, tried);
+    const node = placeSandbox(ctx.placement, nodes, tried, placement);
     if (!node) break;
     tried.add(node.id);
+    let started = false;
     const now = new Date();
     const endAt = new Date(now.getTime() + input.timeoutSeconds * 1000);
     if (attempt === 0) {
@@ -110,11 +117,17 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         started_at: now,
         end_at: endAt,
         volume_mounts: volumes.mounts.length > 0 ? JSON.stringify(volumes.mounts) : null,
+        api_instance_id: ctx.instanceID,
       };
-      await takeRunningSlot(ctx, input.team.team_id, async (tx) => {
-        await checkMountsStillReady(tx, input.team.team_id, volumes.mounts, volumeNodeID);
-        await insertSandbox(tx, record);
-      });
+      try {
+        await takeRunningSlot(ctx, input.team.team_id, async (tx) => {
+          await checkMountsStillReady(tx, input.team.team_id, volumes.mounts, volumeNodeID);
+          await insertSandbox(tx, record);
+        });
+      } catch (err) {
+        ctx.placement.finished?.(node.id, placement, false);
+        throw err;
+      }
     } else {
       await ctx.db
         .updateTable("sandboxes")
@@ -133,6 +146,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         endAt,
         volumes.mounts,
       );
+      started = true;
       log.info({ nodeID: node.id, attempt }, "sandbox created");
       if (template.buildID) await countSpawn(ctx, template);
       await logSandbox(ctx, row, "info", "sandbox created", {
@@ -152,6 +166,8 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         throw new InvalidRequestError(err.message);
       }
       throw err;
+    } finally {
+      ctx.placement.finished?.(node.id, placement, started);
     }
   }
   if (tried.size > 0) await markKilled(ctx, sandboxID, `create failed: ${lastError?.message ?? "no node"}`);
@@ -182,7 +198,7 @@ function candidateNodes(
     }
     const node = ctx.nodes.get(volumeNodeID);
     if (!node) throw new CapacityError(`node '${volumeNodeID}', which holds the volumes, is not configured`);
-    return [node];
+    return [requireReady(node, "holds the volumes")];
   }
   if (template.nodeID === null || shared) return [...ctx.nodes.values()];
   const node = ctx.nodes.get(template.nodeID);
@@ -191,7 +207,15 @@ function candidateNodes(
       `node '${template.nodeID}', which has template '${reference}', is not configured`,
     );
   }
-  return [node];
+  return [requireReady(node, `has template '${reference}'`)];
+}
+
+/** The one node a create must go to, when it takes sandboxes (else 503 with its status). */
+function requireReady(node: NodeClient, why: string): NodeClient {
+  if (takesPlacements(node.info)) return node;
+  throw new CapacityError(
+    `node '${node.id}', which ${why}, is ${node.info.status} and takes no new sandboxes; retry once it is ready`,
+  );
 }
 
 /** A template's spawn count and last spawn time; they inform, so a failure only logs. */

@@ -199,3 +199,20 @@ export function nodeStateChanges(row: SandboxRow, info: SandboxInfo): SandboxCha
   }
   return undefined;
 }
+
+/**
+ * The records a node that stopped heartbeating loses: what ran, was starting or was pausing on it.
+ * Paused sandboxes keep their state (their files and memory are saved; they may resume elsewhere),
+ * and a resume in flight settles back to paused when its node does not answer.
+ */
+export const LOST_STATES: readonly SandboxRowState[] = ["starting", "running", "pausing"];
+
+/** How a record of an unhealthy node is closed; conditional, so that one API process does it. */
+export function judgeLost(nodeID: string, now: Date): Close {
+  return {
+    action: "close",
+    reason: `lost: node '${nodeID}' stopped sending heartbeats`,
+    at: now,
+    from: LOST_STATES,
+  };
+}

@@ -28,7 +28,12 @@ import {
 } from "../db/template-builds.js";
 import { applyReadyBuild } from "../db/templates.js";
 import { NodeBusyError, type NodeClient, NodeUnavailableError } from "../orchestrator/node-client.js";
-import { MAX_PLACEMENT_ATTEMPTS, type PlacementStrategy, placeSandbox } from "../placement/placement.js";
+import {
+  buildNodes,
+  MAX_PLACEMENT_ATTEMPTS,
+  type PlacementStrategy,
+  placeSandbox,
+} from "../placement/placement.js";
 import { RETIRE_AFTER_MS, retireSupersededBuilds } from "./retire.js";
 
 const HEARTBEAT_INTERVAL_MS = 10_000;
@@ -194,7 +199,7 @@ async function runBuild(deps: BuildRunnerDeps, job: BuildJob, signal: AbortSigna
     const retryable = error instanceof NodeBusyError || error instanceof NodeUnavailableError;
     const next =
       !began && !job.pinned && retryable && attempt < MAX_PLACEMENT_ATTEMPTS
-        ? placeSandbox(deps.placement, [...deps.nodes.values()], tried)
+        ? placeSandbox(deps.placement, buildNodes([...deps.nodes.values()]), tried)
         : undefined;
     if (next) {
       log.warn({ err: error, nodeID: node.id }, "node could not take the template build; trying another");

@@ -13,7 +13,7 @@ import { claimBuild, getBuild } from "../db/template-builds.js";
 import { getTemplateFile, touchTemplateFile } from "../db/template-files.js";
 import { CapacityError, ConflictError, InvalidRequestError } from "../errors.js";
 import type { NodeClient } from "../orchestrator/node-client.js";
-import { placeSandbox } from "../placement/placement.js";
+import { buildNodes, placeSandbox } from "../placement/placement.js";
 import { checkResources } from "../quotas/check.js";
 import { teamLimits } from "../quotas/limits.js";
 import { takeBuildSlot } from "../quotas/reserve.js";
@@ -234,7 +234,7 @@ function chooseNode(ctx: APIContext, nodeID: string | null): { node: NodeClient;
       throw new CapacityError(`node '${nodeID}', which has the base template's build, is not configured`);
     return { node, pinned: true };
   }
-  const node = placeSandbox(ctx.placement, [...ctx.nodes.values()], new Set());
+  const node = placeSandbox(ctx.placement, buildNodes([...ctx.nodes.values()]), new Set());
   if (!node) throw new CapacityError("no node is available to build the template");
   return { node, pinned: false };
 }

@@ -39,6 +39,8 @@ type EventInit = MessageInitShape<typeof SandboxEventSchema>;
 
 /** Published pauses, by `<sandbox id>/<generation>`: what the shared artifact store holds. */
 export type FakeArtifacts = Map<string, { config: SandboxConfig; memory: boolean }>;
+/** Not an event type of the protocol: tells the fake's open streams that the node went down. */
+const DOWN_EVENT = -1 as SandboxEventType;
 
 type FakeState = "running" | "pausing" | "paused" | "resuming";
 
@@ -100,12 +102,23 @@ export class FakeOrchestrator {
     [];
   /** Resumes hand out 127.0.0.2, .3, …: loopback, where nothing answers envd's port. */
   private nextHost = 2;
-  /** Every call fails as unavailable: the node is gone (see goDown). */
-  down = false;
   /** Bumped to end every open WatchEvents stream. */
   private streamEpoch = 0;
 
   constructor(readonly artifacts?: FakeArtifacts) {}
+
+  /**
+   * The node is down (unreachable): every call fails with unavailable and the event streams end,
+   * until `setDown(false)`. Its sandboxes stay as they were (a node whose network broke).
+   */
+  get down(): boolean {
+    return this.isDown;
+  }
+  setDown(down: boolean): void {
+    this.isDown = down;
+    if (down) for (const listener of [...this.listeners]) listener({ sandboxId: "", type: DOWN_EVENT });
+  }
+  private isDown = false;
 
   /** The next call of `method` fails with `code`. */
   failNext(method: Method, code: Code, message = "injected"): void {
@@ -115,7 +128,7 @@ export class FakeOrchestrator {
   /** How long a delete waits to answer after its KILLED event went out. */
   deleteAnswerDelayMs = 0;
 
-  /** The next call of `method` ("create", "delete", "pause", "resume") waits for `release()`. */
+  /** The next call of `method` ("create", "delete", "pause", "resume", "updateEndTime", …) waits for `release()`. */
   holdNext(method: Method): Hold {
     let reach!: (sandboxID: string) => void;
     let release!: () => void;
@@ -200,7 +213,7 @@ export class FakeOrchestrator {
    * (`false`), holding what it held: the API reconnects and reconciles.
    */
   goDown(down = true): void {
-    this.down = down;
+    this.setDown(down);
     this.streamEpoch++;
     for (const listener of this.listeners) listener({ sandboxId: "" });
   }
@@ -278,8 +291,9 @@ export class FakeOrchestrator {
         if (this.deleteAnswerDelayMs) await new Promise((r) => setTimeout(r, this.deleteAnswerDelayMs));
         return {};
       },
-      updateEndTime: (req) => {
+      updateEndTime: async (req) => {
         this.record("updateEndTime", req.sandboxId);
+        await this.held("updateEndTime", req.sandboxId);
         const sandbox = this.find(req.sandboxId);
         if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
         if (sandbox.state !== "running") {
@@ -384,7 +398,10 @@ export class FakeOrchestrator {
         this.failForks.clear();
         return { results };
       },
-      watchEvents: (_req, ctx) => this.stream(ctx.signal),
+      watchEvents: (_req, ctx) => {
+        if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
+        return this.stream(ctx.signal);
+      },
     };
   }
 
@@ -464,6 +481,7 @@ export class FakeOrchestrator {
       while (!signal.aborted) {
         if (this.streamEpoch !== epoch) throw new ConnectError("connection reset", Code.Unavailable);
         const event = queue.shift();
+        if (event?.type === DOWN_EVENT) throw new ConnectError("fake node went down", Code.Unavailable);
         if (event) {
           yield event;
           continue;
@@ -480,8 +498,8 @@ export class FakeOrchestrator {
   }
 
   private record(method: Method, sandboxID?: string): void {
+    if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
     this.calls.push({ method, sandboxID });
-    if (this.down) throw new ConnectError("connect ECONNREFUSED", Code.Unavailable);
     const i = this.failures.findIndex((f) => f.method === method);
     if (i >= 0) {
       const [failure] = this.failures.splice(i, 1);

@@ -7,10 +7,11 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
+import { parseAddress, parseHTTPURL, parseLabels } from "../args/fleet.js";
 import { parsePort } from "../args/port.js";
 import { DEFAULT_NODE_PROXY_PORT, startOrchestratorNodeProxy } from "../node-proxy.js";
 
@@ -22,6 +23,9 @@ interface OrchestratorCommandOptions {
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
   artifactCacheMb?: number;
+  advertiseAddress?: string;
+  apiUrl?: string;
+  labels?: string[];
 }
 
 /**
@@ -49,6 +53,27 @@ export function orchestratorCommand(): Command {
     .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
     .option("--artifacts <location>", ARTIFACTS_HELP)
     .option("--artifact-cache-mb <mb>", ARTIFACT_CACHE_HELP, parseCount)
+    .addOption(
+      new Option(
+        "--advertise-address <addr>",
+        "where the API and proxies reach this node (default: --host, or the first non-loopback address for 0.0.0.0)",
+      )
+        .env("MOAT_NODE_ADDRESS")
+        .argParser(parseAddress),
+    )
+    .addOption(
+      new Option(
+        "--api-url <url>",
+        "the API to register with and heartbeat to every 2 s (needs MOAT_NODE_TOKEN, the same as the API's); unset: the API lists this node statically",
+      )
+        .env("MOAT_API_URL")
+        .argParser(parseHTTPURL),
+    )
+    .addOption(
+      new Option("--labels <a,b>", "labels the node registers with (e.g. build)")
+        .env("MOAT_NODE_LABELS")
+        .argParser(parseLabels),
+    )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
@@ -70,6 +95,10 @@ export function orchestratorCommand(): Command {
         egressAllow,
         artifacts,
         artifactCacheMB: opts.artifactCacheMb,
+        advertiseAddress: opts.advertiseAddress,
+        apiURL: opts.apiUrl,
+        labels: opts.labels,
+        proxyPort: opts.proxyPort,
       });
       let nodeProxy: Awaited<ReturnType<typeof startOrchestratorNodeProxy>>;
       try {

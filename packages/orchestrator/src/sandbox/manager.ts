@@ -219,6 +219,13 @@ export class SandboxManager {
     return [...this.sandboxes.values()];
   }
 
+  /** What the node's heartbeat reports: sandboxes not paused, creates and resumes under way, pool entries. */
+  loadCounts(): { sandboxes: number; starting: number; poolReady: number } {
+    let sandboxes = 0;
+    for (const sandbox of this.sandboxes.values()) if (sandbox.state !== "paused") sandboxes++;
+    return { sandboxes, starting: this.starting, poolReady: this.pool.entries().length };
+  }
+
   /** Calls `listener` with every lifecycle event from now on; returns the unsubscribe function. */
   subscribe(listener: (event: SandboxEvent) => void): () => void {
     this.listeners.add(listener);

@@ -11,6 +11,7 @@ import * as m0005 from "./0005-template-file-hashes.js";
 import * as m0006 from "./0006-team-limits.js";
 import * as m0007 from "./0007-snapshots.js";
 import * as m0008 from "./0008-volumes.js";
+import * as m0009 from "./0009-nodes.js";
 import * as m0010 from "./0010-relocate.js";
 
 export const migrations: Record<string, Migration> = {
@@ -23,4 +24,5 @@ export const migrations: Record<string, Migration> = {
   "0007-snapshots": m0007,
   "0008-volumes": m0008,
   "0010-relocate": m0010,
+  "0009-nodes": m0009,
 };
