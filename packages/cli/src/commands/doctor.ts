@@ -1,11 +1,13 @@
 import { type DoctorCheck, defaultDataDir, runDoctor } from "@moat/orchestrator";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 
 /** `moat doctor`: checks the host's prerequisites and says how to fix each one that fails. */
 export function doctorCommand(): Command {
   return new Command("doctor")
     .description("check that this host can run sandboxes, and say how to fix what it cannot")
-    .option("--data-dir <dir>", "moat's data directory (default: $MOAT_DATA_DIR or /var/lib/moat)")
+    .addOption(
+      new Option("--data-dir <dir>", "moat's data directory (default: /var/lib/moat)").env("MOAT_DATA_DIR"),
+    )
     .action(async (opts: { dataDir?: string }) => {
       const checks = await runDoctor({ dataDir: opts.dataDir ?? defaultDataDir() });
       process.stdout.write(formatChecks(checks));

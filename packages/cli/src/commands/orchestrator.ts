@@ -1,14 +1,17 @@
 import {
-  defaultDataDir,
+  DEFAULT_DATA_DIR,
+  DEFAULT_NODE_ID,
   type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
+  NAME_PREFIX,
   startOrchestrator,
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
+import { parseNamePrefix, parseNodeID } from "../args/node.js";
 import { parsePort } from "../args/port.js";
 
 interface OrchestratorCommandOptions {
@@ -16,6 +19,8 @@ interface OrchestratorCommandOptions {
   port: number;
   host: string;
   egressAllow?: EgressAllowEntry[];
+  nodeId: string;
+  namePrefix: string;
 }
 
 /**
@@ -25,17 +30,45 @@ interface OrchestratorCommandOptions {
 export function orchestratorCommand(): Command {
   return new Command("orchestrator")
     .description("run the node agent: gVisor sandboxes served over gRPC/Connect")
-    .option("--data-dir <dir>", "where runtime, templates and sandboxes live", defaultDataDir())
+    .addOption(
+      new Option("--data-dir <dir>", "where runtime, templates and sandboxes live")
+        .env("MOAT_DATA_DIR")
+        .default(DEFAULT_DATA_DIR),
+    )
     .option("--port <port>", "gRPC/Connect port", parsePort, 5008)
     .option(
       "--host <host>",
-      "address to listen on (every call needs the token in <data-dir>/node-token)",
+      "address to listen on (every call needs the node token: MOAT_NODE_TOKEN, else the file <data-dir>/node-token)",
       "127.0.0.1",
     )
-    .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
+    .addOption(
+      new Option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP)
+        .env("MOAT_EGRESS_ALLOW")
+        .argParser(parseEgressAllowOption),
+    )
+    .addOption(
+      new Option("--node-id <id>", "the node's name in the fleet (letters, digits, '.', '_', '-')")
+        .env("MOAT_NODE_ID")
+        .default(DEFAULT_NODE_ID)
+        .argParser(parseNodeID),
+    )
+    .addOption(
+      new Option(
+        "--name-prefix <prefix>",
+        "prefix of the node's host-global names (network namespaces, host lock): one per node sharing a kernel, each node in a network namespace of its own",
+      )
+        .env("MOAT_NAME_PREFIX")
+        .default(NAME_PREFIX)
+        .argParser(parseNamePrefix),
+    )
+    .addHelpText(
+      "after",
+      "\nEnvironment: MOAT_NODE_TOKEN (the token every call needs, ≥ 32 printable characters, the same on every component; unset: <data-dir>/node-token), MOAT_CODE_INTERPRETER=off (no code-interpreter template), and the node settings in docs/configuration.md (MOAT_POOL_SIZE, MOAT_DISK_SIZE_MB, …).",
+    )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
+      opts.dataDir ||= DEFAULT_DATA_DIR;
       const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger });
       const base = await ensureBaseTemplate({
         dataDir: opts.dataDir,
@@ -51,6 +84,8 @@ export function orchestratorCommand(): Command {
         platform: runsc.platform,
         templates: new TemplateStore(opts.dataDir, base.rootfs),
         egressAllow,
+        nodeID: opts.nodeId,
+        namePrefix: opts.namePrefix,
       });
       // Every node has the code-interpreter template: built in the background the first time.
       if (process.env.MOAT_CODE_INTERPRETER !== "off") {
