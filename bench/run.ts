@@ -12,6 +12,7 @@ import path from "node:path";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
+import { benchFleet } from "./fleet.js";
 import { benchFork } from "./fork.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
@@ -43,6 +44,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   egress: benchEgress,
   fork: benchFork,
   volumes: benchVolumes,
+  fleet: benchFleet,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -179,6 +179,17 @@ async function commandFlags(command: string): Promise<string> {
   return stdout;
 }
 
+/** What the fleet parts on this branch offer, from `moat orchestrator --help`. */
+export async function fleetFeatures(): Promise<Fleet["features"]> {
+  const help = await commandFlags("orchestrator");
+  return {
+    registration: help.includes("--api-url"),
+    // The node proxy is what lets a proxy in the root namespace reach sandboxes in a host.
+    routing: help.includes("--proxy-port"),
+    artifacts: help.includes("--artifacts"),
+  };
+}
+
 /** Runs `work` on every item, at most `limit` at once; answers the results in order. */
 export async function mapLimit<T, R>(
   items: T[],
@@ -238,13 +249,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   };
 
   try {
-    const orchestratorHelp = await commandFlags("orchestrator");
-    const features = {
-      registration: orchestratorHelp.includes("--api-url"),
-      // The node proxy is what lets a proxy in the root namespace reach sandboxes in a host.
-      routing: orchestratorHelp.includes("--proxy-port"),
-      artifacts: orchestratorHelp.includes("--artifacts"),
-    };
+    const features = await fleetFeatures();
     const artifactsDir = path.join(tmp, "artifacts");
     await mkdir(artifactsDir, { mode: 0o700 });
 
