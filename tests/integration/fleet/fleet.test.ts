@@ -35,9 +35,9 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
     assert.deepEqual(await fleetLeftovers(), [], "the fleet left something behind");
   });
 
-  /** Creates through API `api`, alternating unless told. */
-  const create = async (api: number, opts: Record<string, unknown> = {}) => {
-    const sbx = await Sandbox.create({ ...fleet.sdk(api, api), timeoutMs: 300_000, ...opts });
+  /** Creates (of `template`, default base) through API `api` and the proxy of the same number. */
+  const create = async (api: number, template = "base") => {
+    const sbx = await Sandbox.create(template, { ...fleet.sdk(api, api), timeoutMs: 300_000 });
     made.add(sbx.sandboxId);
     return sbx;
   };
@@ -70,6 +70,19 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
     for (const node of fleet.nodes) {
       assert.match(node.process.output, new RegExp(`"nodeID":"${node.id}"`));
       assert.match(node.process.output, /"namePrefix":"moat-\d-"/);
+    }
+    // The node-wide network setup happened in each host: its egress rules, forwarding on there, the
+    // resolver's address on its lo.
+    for (const node of fleet.nodes) {
+      const inHost = (argv: string[]) =>
+        runCommand(["nsenter", `--net=/run/netns/${node.namespace}`, ...argv]).then((r) => r.stdout);
+      // (nft folds the host's 10.98.<n>.0/24 into the denied 10.0.0.0/8 it lies in.)
+      assert.match(
+        await inHost(["nft", "list", "table", "inet", "moat"]),
+        /ip daddr \{ 0\.0\.0\.0\/8, 10\.0\.0\.0\/8,/,
+      );
+      assert.equal((await inHost(["sysctl", "-n", "net.ipv4.ip_forward"])).trim(), "1");
+      assert.match(await inHost(["ip", "-o", "addr", "show", "dev", "lo"]), /10\.12\.0\.1\/32/);
     }
     const locks = await readdir("/run/moat");
     for (const node of fleet.nodes) assert.ok(locks.includes(`${node.namePrefix}orchestrator.pid`), node.id);
@@ -166,9 +179,7 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
       return t.skip(`${NEEDS_ROUTING}; ${NEEDS_ARTIFACTS}`);
     const template = Template().fromBaseImage().runCmd("echo built-once > /home/user/built.txt");
     await Template.build(template, "fleet-once", { ...fleet.sdk(0), cpuCount: 1, memoryMB: 512 });
-    const sandboxes = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => create(i % 2, { template: "fleet-once" } as never)),
-    );
+    const sandboxes = await Promise.all(Array.from({ length: 6 }, (_, i) => create(i % 2, "fleet-once")));
     const where = await placement();
     assert.equal(new Set(sandboxes.map((s) => where.get(s.sandboxId))).size, 3, "on every node");
     for (const sbx of sandboxes) {
@@ -249,7 +260,7 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
     const sbx = await create(0);
     await sbx.files.write("/home/user/kept.txt", "kept across nodes");
     const nodeA = (await placement()).get(sbx.sandboxId)!;
-    await sbx.betaPause();
+    await sbx.pause();
     const a = fleet.nodes.find((n) => n.id === nodeA)!;
     await fleet.killNode(a.index, "SIGKILL");
     try {
