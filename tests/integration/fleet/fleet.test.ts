@@ -12,7 +12,7 @@ import { readdir, rm } from "node:fs/promises";
 import http from "node:http";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "@moat/shared";
-import { Sandbox, Template } from "e2b";
+import { RateLimitError, Sandbox, Template } from "e2b";
 import { type Fleet, fleetLeftovers, makeNodeDataDir, mapLimit, startFleet } from "../helpers/fleet.js";
 
 const NEEDS_ROUTING = "needs the routing part (Redis catalog, node proxies, moat proxy)";
@@ -37,9 +37,18 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
 
   /** Creates (of `template`, default base) through API `api` and the proxy of the same number. */
   const create = async (api: number, template = "base") => {
-    const sbx = await Sandbox.create(template, { ...fleet.sdk(api, api), timeoutMs: 300_000 });
-    made.add(sbx.sandboxId);
-    return sbx;
+    // A 429 (no node can start one now: busy, or slow to answer on two shared cores) is retried
+    // after a moment, as the API asks and as a client would.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const sbx = await Sandbox.create(template, { ...fleet.sdk(api, api), timeoutMs: 300_000 });
+        made.add(sbx.sandboxId);
+        return sbx;
+      } catch (err) {
+        if (!(err instanceof RateLimitError) || attempt >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   };
 
   /** Which node runs each sandbox, asked of the nodes. */
