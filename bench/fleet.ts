@@ -31,6 +31,8 @@ interface Side {
   roundTrips: number[];
   /** Sandboxes per node after the concurrent creates (the fleet only). */
   spread?: number[];
+  /** Concurrent creates that failed. */
+  failures: string[];
 }
 
 /** One TTI: create, then (with `command`) the first command; the sandbox is killed after. */
@@ -62,7 +64,12 @@ async function measure(
     sequential.push(ms);
     await sandbox.kill();
   }
-  const results = await Promise.all(Array.from({ length: CONCURRENT }, (_, i) => tti(optsFor(i), command)));
+  // A create that fails (not a 429) is counted and left out, so one does not lose the run.
+  const settled = await Promise.allSettled(
+    Array.from({ length: CONCURRENT }, (_, i) => tti(optsFor(i), command)),
+  );
+  const results = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failures = settled.flatMap((r) => (r.status === "rejected" ? [errorLine(r.reason)] : []));
   const counts = spread ? await spread() : undefined;
   let roundTrips: number[] = [];
   if (command) {
@@ -70,7 +77,11 @@ async function measure(
     roundTrips = await sample(ROUND_TRIPS, () => sandbox.commands.run("true"), 5);
   }
   await Promise.all(results.map((r) => r.sandbox.kill().catch(() => undefined)));
-  return { sequential, concurrent: results.map((r) => r.ms), roundTrips, spread: counts };
+  return { sequential, concurrent: results.map((r) => r.ms), roundTrips, spread: counts, failures };
+}
+
+function errorLine(err: unknown): string {
+  return (err instanceof Error ? `${err.name}: ${err.message}` : String(err)).slice(0, 200);
 }
 
 export async function benchFleet(): Promise<Figure[]> {
@@ -123,6 +134,10 @@ export async function benchFleet(): Promise<Figure[]> {
       baseline: { name: "moat up", value: summarize(single.concurrent) },
       notes: [
         `spread of the ${CONCURRENT}: ${spread.join(" / ")} per node (most/fewest ${(most / fewest).toFixed(2)}; target ≤ 1.5)`,
+        ...[
+          ...many.failures.map((f) => `fleet: failed: ${f}`),
+          ...single.failures.map((f) => `moat up: failed: ${f}`),
+        ],
         SHARED_CORES,
       ],
     },
