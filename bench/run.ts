@@ -13,6 +13,7 @@ import { benchArtifacts } from "./artifacts.js";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
+import { benchFleet } from "./fleet.js";
 import { benchFork } from "./fork.js";
 import { benchNodeProxy } from "./node-proxy.js";
 import { benchOrchestrator } from "./orchestrator.js";
@@ -49,6 +50,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   volumes: benchVolumes,
   artifacts: benchArtifacts,
   relocate: benchRelocate,
+  fleet: benchFleet,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -1,18 +1,3 @@
-import { Command } from "commander";
-import { doctorCommand } from "./commands/doctor.js";
-import { envdCommand } from "./commands/envd.js";
-import { nodeCommand } from "./commands/node.js";
-import { orchestratorCommand } from "./commands/orchestrator.js";
-import { proxyCommand } from "./commands/proxy.js";
-import { setupCommand } from "./commands/setup.js";
-import { upCommand } from "./commands/up.js";
+import { moatProgram } from "./program.js";
 
-const program = new Command("moat").description("Sandbox infrastructure for AI agents, compatible with E2B");
-program.addCommand(upCommand());
-program.addCommand(envdCommand());
-program.addCommand(setupCommand());
-program.addCommand(doctorCommand());
-program.addCommand(orchestratorCommand());
-program.addCommand(proxyCommand());
-program.addCommand(nodeCommand());
-await program.parseAsync(process.argv);
+await moatProgram().parseAsync(process.argv);

@@ -14,6 +14,7 @@ import { parseArtifactLocation } from "./artifacts/open.js";
 import { parseUpstreams, type Upstream } from "./network/dns-resolver.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
+import { checkNamePrefix, NAME_PREFIX } from "./network/slot.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import { DEFAULT_IMAGE_MAX_BYTES } from "./template/oci/layers.js";
@@ -53,7 +54,23 @@ export interface NodeConfig {
   artifacts: string | undefined;
   /** MOAT_ARTIFACT_CACHE_MB: what the node keeps of fetched artifacts, in MiB (default 20480). */
   artifactCacheMB: number;
+  /** MOAT_NODE_ID: the node's name in the fleet, logged and reported (default `local`). */
+  nodeID: string;
+  /**
+   * MOAT_NAME_PREFIX: prefix of the node's host-global names (named network namespaces, host
+   * lock), so that several nodes share one kernel (default `moat-`).
+   */
+  namePrefix: string;
+  /**
+   * MOAT_NODE_TOKEN: the token every RPC must carry, set alike on every component at deploy time
+   * (≥ 32 printable characters); unset, the node's own `<data-dir>/node-token`.
+   */
+  nodeToken: string | undefined;
 }
+
+export const DEFAULT_NODE_ID = "local";
+const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NODE_TOKEN_PATTERN = /^[\x21-\x7e]{32,}$/;
 
 export const DEFAULT_DATA_DIR = "/var/lib/moat";
 
@@ -100,6 +117,14 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
       () => parseCount(env, "MOAT_ARTIFACT_CACHE_MB", DEFAULT_ARTIFACT_CACHE_MB),
       DEFAULT_ARTIFACT_CACHE_MB,
     ),
+    nodeID: parse(() => checkNodeID(env.MOAT_NODE_ID || DEFAULT_NODE_ID, "MOAT_NODE_ID"), DEFAULT_NODE_ID),
+    namePrefix: parse(
+      () => checkNamePrefix(env.MOAT_NAME_PREFIX || NAME_PREFIX, "MOAT_NAME_PREFIX"),
+      NAME_PREFIX,
+    ),
+    nodeToken: env.MOAT_NODE_TOKEN
+      ? parse(() => checkNodeToken(env.MOAT_NODE_TOKEN!, "MOAT_NODE_TOKEN"), undefined)
+      : undefined,
   };
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) {
@@ -147,6 +172,26 @@ function checkArtifacts(value: string): string {
     throw new Error(`MOAT_ARTIFACTS: ${(err as Error).message}`);
   }
   return value;
+}
+
+/** A node id: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit (as the API accepts). */
+export function checkNodeID(id: string, name = "nodeID"): string {
+  if (!NODE_ID_PATTERN.test(id)) {
+    throw new Error(
+      `${name} must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit, got '${id}'`,
+    );
+  }
+  return id;
+}
+
+/** A node token set at deploy time: at least 32 printable characters, no spaces (not echoed). */
+export function checkNodeToken(token: string, name = "nodeToken"): string {
+  if (!NODE_TOKEN_PATTERN.test(token)) {
+    throw new Error(
+      `${name} must be at least 32 printable characters without spaces (e.g. openssl rand -hex 32)`,
+    );
+  }
+  return token;
 }
 
 /** MOAT_FAULTS: `pause:frozen=error,resume:restored=crash` → a map of step → kind (`=error` if left out). */

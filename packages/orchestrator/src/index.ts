@@ -3,8 +3,16 @@ export { DirectoryArtifactStore } from "./artifacts/directory.js";
 export { describeArtifactStore, openArtifactStore, parseArtifactLocation } from "./artifacts/open.js";
 export { S3ArtifactStore } from "./artifacts/s3.js";
 export type { ArtifactStore } from "./artifacts/store.js";
-export { DEFAULT_DATA_DIR, defaultDataDir, type NodeConfig, readNodeConfig } from "./config.js";
-export { acquireHostLock, HOST_LOCK_PATH, HostLockedError } from "./host/lock.js";
+export {
+  checkNodeID,
+  checkNodeToken,
+  DEFAULT_DATA_DIR,
+  DEFAULT_NODE_ID,
+  defaultDataDir,
+  type NodeConfig,
+  readNodeConfig,
+} from "./config.js";
+export { acquireHostLock, HOST_LOCK_PATH, HostLockedError, hostLockPath } from "./host/lock.js";
 export {
   DENIED_EGRESS_CIDRS,
   type EgressAllowEntry,
@@ -14,7 +22,7 @@ export {
 } from "./network/egress.js";
 export { listLinks, listNamespaces } from "./network/netns.js";
 export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
-export { Slot } from "./network/slot.js";
+export { checkNamePrefix, NAME_PREFIX, Slot } from "./network/slot.js";
 export {
   advertisedAddress,
   Heartbeat,

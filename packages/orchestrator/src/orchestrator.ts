@@ -14,12 +14,13 @@ import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen
 import { describeArtifactStore, openArtifactStore } from "./artifacts/open.js";
 import { SharedArtifacts } from "./artifacts/shared.js";
 import type { ArtifactStore } from "./artifacts/store.js";
-import { type NodeConfig, readNodeConfig } from "./config.js";
-import { acquireHostLock } from "./host/lock.js";
+import { checkNodeID, checkNodeToken, type NodeConfig, readNodeConfig } from "./config.js";
+import { acquireNodeLocks } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
 import type { EgressAllowEntry } from "./network/egress.js";
 import { EgressRegistry } from "./network/egress-rules.js";
 import { setupHostNetwork } from "./network/sandbox-network.js";
+import { checkNamePrefix } from "./network/slot.js";
 import { advertisedAddress, Heartbeat, httpURL } from "./node/heartbeat.js";
 import { LoadSampler } from "./node/load.js";
 import { Runsc } from "./runtime/runsc.js";
@@ -94,8 +95,6 @@ export interface OrchestratorOptions {
   artifacts?: ArtifactStore;
   /** What the node keeps of fetched artifacts, in MiB (default: MOAT_ARTIFACT_CACHE_MB, else 20480). */
   artifactCacheMB?: number;
-  /** The node's name in the fleet, with which it registers (default: MOAT_NODE_ID, else `local`). */
-  nodeID?: string;
   /**
    * Where others reach this node (its RPC and its proxy): default `host`, or for 0.0.0.0/:: the
    * first non-loopback IPv4 address.
@@ -110,10 +109,27 @@ export interface OrchestratorOptions {
   labels?: readonly string[];
   /** The port of the node's proxy, advertised in the heartbeat (default 5007). */
   proxyPort?: number;
+  /** The node's name in the fleet, logged and reported (default: MOAT_NODE_ID, else `local`). */
+  nodeID?: string;
+  /**
+   * Prefix of the node's host-global names: named network namespaces and the host lock (default:
+   * MOAT_NAME_PREFIX, else `moat-`). Nodes sharing a kernel each need their own, and each its own
+   * network namespace (`nsenter --net=/run/netns/<host> moat orchestrator …`).
+   */
+  namePrefix?: string;
+  /**
+   * The token every RPC must carry (default: MOAT_NODE_TOKEN, else the node's own
+   * `<data-dir>/node-token`, made on first start).
+   */
+  nodeToken?: string;
 }
 
 export interface Orchestrator {
   readonly port: number;
+  /** The node's name in the fleet. */
+  readonly nodeID: string;
+  /** Prefix of its host-global names. */
+  readonly namePrefix: string;
   /** What every RPC must carry as `authorization: Bearer <token>` (kept in <data-dir>/node-token). */
   readonly nodeToken: string;
   readonly manager: SandboxManager;
@@ -185,11 +201,18 @@ export const APP_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 export const ENVD_DIR = path.join(APP_DIR, "packages", "envd", "dist", "sandbox");
 
 export async function startOrchestrator(options: OrchestratorOptions): Promise<Orchestrator> {
-  const releaseLock = await acquireHostLock();
+  // Before anything is set up: a malformed variable or option stops the start with its message.
+  const config = options.config ?? readNodeConfig();
+  const identity = {
+    nodeID: options.nodeID !== undefined ? checkNodeID(options.nodeID) : config.nodeID,
+    namePrefix: options.namePrefix !== undefined ? checkNamePrefix(options.namePrefix) : config.namePrefix,
+    nodeToken: options.nodeToken !== undefined ? checkNodeToken(options.nodeToken) : config.nodeToken,
+  };
+  const releaseLock = await acquireNodeLocks(identity.namePrefix);
   // What the start has set up by then, released if it fails later.
   const started = new CleanupStack();
   try {
-    return await start(options, releaseLock, started);
+    return await start({ ...options, ...identity, config }, releaseLock, started);
   } catch (err) {
     await started.run().catch(() => undefined);
     await releaseLock();
@@ -198,16 +221,15 @@ export async function startOrchestrator(options: OrchestratorOptions): Promise<O
 }
 
 async function start(
-  options: OrchestratorOptions,
+  options: OrchestratorOptions & { config: NodeConfig; nodeID: string; namePrefix: string },
   releaseLock: () => Promise<void>,
   started: CleanupStack,
 ): Promise<Orchestrator> {
-  const { logger } = options;
+  const { config, nodeID, namePrefix } = options;
+  const logger = options.logger.child({ nodeID });
   if (!existsSync(path.join(ENVD_DIR, "envd.mjs"))) {
     throw new Error(`envd's sandbox directory ${ENVD_DIR} is missing or incomplete: run npm run build`);
   }
-  // Before anything is set up: a malformed variable stops the start with its message.
-  const config = options.config ?? readNodeConfig();
   const registryAllow =
     options.registryAllow !== undefined ? new RegistryAllowList(options.registryAllow) : config.registryAllow;
   if (registryAllow.size > 0)
@@ -231,7 +253,7 @@ async function start(
   const resolver = new DnsResolver({ sandboxes: egress, upstreams, logger });
   await resolver.start();
   started.push("sandbox resolver", () => resolver.close());
-  const nodeToken = await ensureNodeToken(options.dataDir, logger);
+  const nodeToken = options.nodeToken ?? (await ensureNodeToken(options.dataDir, logger));
   const runsc = new Runsc({
     binary: options.runscBinary,
     stateDir: path.join(options.dataDir, "runsc"),
@@ -292,6 +314,7 @@ async function start(
     egress,
     volumes,
     artifacts,
+    namePrefix,
   });
   await manager.reclaim();
   await options.templates.sweep();
@@ -345,10 +368,12 @@ async function start(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info({ port, dataDir: options.dataDir }, "orchestrator listening");
+  logger.info({ port, dataDir: options.dataDir, nodeID, namePrefix }, "orchestrator listening");
   const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;
   return {
     port,
+    nodeID,
+    namePrefix,
     nodeToken,
     manager,
     async ensureCodeInterpreter(onProgress, opts = {}) {

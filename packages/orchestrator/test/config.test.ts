@@ -16,6 +16,21 @@ describe("readNodeConfig", () => {
     assert.equal(config.imageMaxBytes, 10 * 2 ** 30);
     assert.deepEqual(config.egressAllow, []);
     assert.equal(config.diskSizeMB, 10240);
+    assert.equal(config.nodeID, "local");
+    assert.equal(config.namePrefix, "moat-");
+    assert.equal(config.nodeToken, undefined);
+  });
+
+  test("a fleet node's identity: MOAT_NODE_ID, MOAT_NAME_PREFIX, MOAT_NODE_TOKEN", () => {
+    const token = "t".repeat(32);
+    const config = readNodeConfig({
+      MOAT_NODE_ID: "node-1",
+      MOAT_NAME_PREFIX: "moat-1-",
+      MOAT_NODE_TOKEN: token,
+    });
+    assert.equal(config.nodeID, "node-1");
+    assert.equal(config.namePrefix, "moat-1-");
+    assert.equal(config.nodeToken, token);
   });
 
   test("valid values are parsed", () => {
@@ -64,6 +79,10 @@ describe("readNodeConfig", () => {
         /MOAT_EGRESS_ALLOW: 'example\.com' is not an IPv4 address or CIDR/,
       ],
       ["MOAT_DISK_SIZE_MB", "63", /MOAT_DISK_SIZE_MB must be 0 \(no limit\) or a whole number of MiB/],
+      ["MOAT_NODE_ID", "node 1", /MOAT_NODE_ID must be 1 to 63 letters, digits/],
+      ["MOAT_NAME_PREFIX", "../x-", /MOAT_NAME_PREFIX must be 2 to 20 lowercase letters/],
+      ["MOAT_NAME_PREFIX", "moat", /MOAT_NAME_PREFIX must be .* ending in '-'/],
+      ["MOAT_NODE_TOKEN", "short", /MOAT_NODE_TOKEN must be at least 32 printable characters/],
     ];
     for (const [name, value, message] of cases) {
       assert.throws(() => readNodeConfig({ [name]: value }), message, name);

@@ -4,7 +4,13 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, test } from "node:test";
-import { acquireHostLock, HostLockedError } from "../src/host/lock.js";
+import {
+  acquireHostLock,
+  HOST_LOCK_PATH,
+  HostLockedError,
+  hostLockPath,
+  netnsLockPath,
+} from "../src/host/lock.js";
 
 describe("host lock (one orchestrator per host)", () => {
   test("a second holder is refused while the first lives; release frees it", async () => {
@@ -24,5 +30,11 @@ describe("host lock (one orchestrator per host)", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test("each name prefix has its own lock (the default keeps its path); so does each network namespace", async () => {
+    assert.equal(hostLockPath("moat-"), HOST_LOCK_PATH);
+    assert.equal(hostLockPath("moat-2-"), "/run/moat/moat-2-orchestrator.pid");
+    assert.match(await netnsLockPath(), /^\/run\/moat\/netns-\d+\.pid$/);
   });
 });

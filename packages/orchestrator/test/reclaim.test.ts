@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { type ReclaimFacts, reclaimDecision } from "../src/sandbox/reclaim.js";
+import {
+  type ReclaimFacts,
+  reclaimDecision,
+  unownedLinks,
+  unownedNamespaces,
+} from "../src/sandbox/reclaim.js";
 import type { SandboxRecord } from "../src/sandbox/record.js";
 
 const record = (state: SandboxRecord["state"], slotIndex = 7) => ({ state, slotIndex }) as SandboxRecord;
@@ -55,5 +60,33 @@ describe("reclaim decisions after a restart", () => {
       assert.deepEqual(reclaimDecision(record(state), alive), { action: "release" }, state);
     }
     assert.deepEqual(reclaimDecision(undefined, alive), { action: "release" });
+  });
+});
+
+describe("reclaim reaps only its own prefix's names", () => {
+  const host = [
+    "moat-n3",
+    "moat-g3",
+    "moat-n4",
+    "moat-a-n3",
+    "moat-a-g3",
+    "moat-a-n9",
+    "moat-probe-12-1",
+    "moattest-x",
+  ];
+
+  test("a node `moat-` never reaps `moat-a-n3` (another node on the same kernel)", () => {
+    assert.deepEqual(unownedNamespaces(host, "moat-", new Set([4])), ["moat-n3", "moat-g3"]);
+  });
+
+  test("a node `moat-a-` reaps its own unkept namespaces, nothing of `moat-`", () => {
+    assert.deepEqual(unownedNamespaces(host, "moat-a-", new Set([3])), ["moat-a-n9"]);
+  });
+
+  test("links (in the node's own netns) are known by their fixed veth name", () => {
+    assert.deepEqual(
+      unownedLinks(["lo", "eth0", "moat-v3", "moat-v4", "moat-vx", "moatfleet-1"], new Set([4])),
+      ["moat-v3"],
+    );
   });
 });

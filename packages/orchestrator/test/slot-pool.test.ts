@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { Slot, slotIndexOf } from "../src/network/slot.js";
+import { checkNamePrefix, Slot, slotIndexOfLink, slotIndexOfNamespace } from "../src/network/slot.js";
 import { SlotPool } from "../src/network/slot-pool.js";
 
 describe("slot pool", () => {
@@ -43,9 +43,39 @@ describe("slot names and addresses", () => {
     assert.equal(slot.hostVeth, "moat-v258");
     assert.equal(slot.transferHostIP, "10.12.4.9");
     assert.equal(slot.transferPeerIP, "10.12.4.10");
-    assert.equal(slotIndexOf("moat-v258"), 258);
-    assert.equal(slotIndexOf("moat-dev-a"), undefined);
+    assert.equal(slotIndexOfLink("moat-v258"), 258);
+    assert.equal(slotIndexOfLink("moat-dev-a"), undefined);
+    assert.equal(slotIndexOfNamespace("moat-n258"), 258);
+    assert.equal(slotIndexOfNamespace("moat-v258"), undefined);
     assert.throws(() => new Slot(0));
+  });
+
+  test("a node's name prefix names its namespaces; its veths keep their names (they live in its own netns)", () => {
+    const slot = new Slot(7, "moat-a-");
+    assert.equal(slot.outerNamespace, "moat-a-n7");
+    assert.equal(slot.guestNamespace, "moat-a-g7");
+    assert.equal(slot.guestNamespacePath, "/var/run/netns/moat-a-g7");
+    assert.equal(slot.hostVeth, "moat-v7");
+    assert.equal(slotIndexOfNamespace("moat-a-n7", "moat-a-"), 7);
+    assert.equal(slotIndexOfNamespace("moat-a-n7"), undefined);
+    assert.equal(slotIndexOfNamespace("moat-n7", "moat-a-"), undefined);
+  });
+
+  test("name prefixes are short, lowercase and end in '-'", () => {
+    for (const ok of ["moat-", "moat-1-", "moat-a-", "x-"]) assert.equal(checkNamePrefix(ok), ok);
+    for (const bad of [
+      "",
+      "moat",
+      "-",
+      "1-",
+      "Moat-",
+      "moat/..-",
+      "moat a-",
+      `${"a".repeat(20)}-`,
+      "moat-\n-",
+    ]) {
+      assert.throws(() => checkNamePrefix(bad, "--name-prefix"), /--name-prefix must be/, bad);
+    }
   });
 });
 

@@ -12,7 +12,7 @@ export function parseEgressAllowOption(value: string): EgressAllowEntry[] {
 }
 
 export const EGRESS_ALLOW_HELP =
-  "private/link-local destinations sandboxes may reach, e.g. 10.0.0.0/8,10.1.2.3:53 (default: MOAT_EGRESS_ALLOW; none)";
+  "private/link-local destinations sandboxes may reach, e.g. 10.0.0.0/8,10.1.2.3:53 (default: none)";
 
 /** The flag's list, else MOAT_EGRESS_ALLOW's; a bad variable ends the command with its message. */
 export function egressAllowOrExit(option: EgressAllowEntry[] | undefined): EgressAllowEntry[] {

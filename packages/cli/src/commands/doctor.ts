@@ -1,12 +1,16 @@
 import { type DoctorCheck, defaultDataDir, runDoctor } from "@moat/orchestrator";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 
 /** `moat doctor`: checks the host's prerequisites and says how to fix each one that fails. */
 export function doctorCommand(): Command {
   return new Command("doctor")
     .description("check that this host can run sandboxes, and say how to fix what it cannot")
-    .option("--data-dir <dir>", "moat's data directory (default: $MOAT_DATA_DIR or /var/lib/moat)")
-    .option("--artifacts <location>", "also check this shared artifact storage (default: MOAT_ARTIFACTS)")
+    .addOption(
+      new Option("--data-dir <dir>", "moat's data directory (default: /var/lib/moat)").env("MOAT_DATA_DIR"),
+    )
+    .addOption(
+      new Option("--artifacts <location>", "also check this shared artifact storage").env("MOAT_ARTIFACTS"),
+    )
     .action(async (opts: { dataDir?: string; artifacts?: string }) => {
       const checks = await runDoctor({
         dataDir: opts.dataDir ?? defaultDataDir(),

@@ -1,8 +1,10 @@
 import {
-  defaultDataDir,
+  DEFAULT_DATA_DIR,
+  DEFAULT_NODE_ID,
   type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
+  NAME_PREFIX,
   startOrchestrator,
   TemplateStore,
 } from "@moat/orchestrator";
@@ -12,6 +14,7 @@ import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/ar
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parseAddress, parseHTTPURL, parseLabels } from "../args/fleet.js";
+import { parseNamePrefix, parseNodeID } from "../args/node.js";
 import { parsePort } from "../args/port.js";
 import { DEFAULT_NODE_PROXY_PORT, startOrchestratorNodeProxy } from "../node-proxy.js";
 
@@ -26,6 +29,8 @@ interface OrchestratorCommandOptions {
   advertiseAddress?: string;
   apiUrl?: string;
   labels?: string[];
+  nodeId: string;
+  namePrefix: string;
 }
 
 /**
@@ -35,24 +40,32 @@ interface OrchestratorCommandOptions {
 export function orchestratorCommand(): Command {
   return new Command("orchestrator")
     .description("run the node agent: gVisor sandboxes served over gRPC/Connect")
-    .option("--data-dir <dir>", "where runtime, templates and sandboxes live", defaultDataDir())
+    .addOption(
+      new Option("--data-dir <dir>", "where runtime, templates and sandboxes live")
+        .env("MOAT_DATA_DIR")
+        .default(DEFAULT_DATA_DIR),
+    )
     .option("--port <port>", "gRPC/Connect port", parsePort, 5008)
     .option(
       "--host <host>",
-      "address to listen on (every call needs the token in <data-dir>/node-token)",
+      "address to listen on (every call needs the node token: MOAT_NODE_TOKEN, else the file <data-dir>/node-token)",
       "127.0.0.1",
     )
-    .option(
-      "--proxy-port <port>",
-      "node proxy port, on --host: a fleet's client proxies reach this node's sandboxes there, with the node token (env MOAT_NODE_PROXY_PORT)",
-      parsePort,
-      process.env.MOAT_NODE_PROXY_PORT
-        ? parsePort(process.env.MOAT_NODE_PROXY_PORT)
-        : DEFAULT_NODE_PROXY_PORT,
+    .addOption(
+      new Option(
+        "--proxy-port <port>",
+        "node proxy port, on --host: a fleet's client proxies reach this node's sandboxes there, with the node token",
+      )
+        .env("MOAT_NODE_PROXY_PORT")
+        .default(DEFAULT_NODE_PROXY_PORT)
+        .argParser(parsePort),
     )
-    .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
-    .option("--artifacts <location>", ARTIFACTS_HELP)
-    .option("--artifact-cache-mb <mb>", ARTIFACT_CACHE_HELP, parseCount)
+    .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
+    .addOption(
+      new Option("--artifact-cache-mb <mb>", ARTIFACT_CACHE_HELP)
+        .env("MOAT_ARTIFACT_CACHE_MB")
+        .argParser(parseCount),
+    )
     .addOption(
       new Option(
         "--advertise-address <addr>",
@@ -74,10 +87,35 @@ export function orchestratorCommand(): Command {
         .env("MOAT_NODE_LABELS")
         .argParser(parseLabels),
     )
+    .addOption(
+      new Option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP)
+        .env("MOAT_EGRESS_ALLOW")
+        .argParser(parseEgressAllowOption),
+    )
+    .addOption(
+      new Option("--node-id <id>", "the node's name in the fleet (letters, digits, '.', '_', '-')")
+        .env("MOAT_NODE_ID")
+        .default(DEFAULT_NODE_ID)
+        .argParser(parseNodeID),
+    )
+    .addOption(
+      new Option(
+        "--name-prefix <prefix>",
+        "prefix of the node's host-global names (network namespaces, host lock): one per node sharing a kernel, each node in a network namespace of its own",
+      )
+        .env("MOAT_NAME_PREFIX")
+        .default(NAME_PREFIX)
+        .argParser(parseNamePrefix),
+    )
+    .addHelpText(
+      "after",
+      "\nEnvironment: MOAT_NODE_TOKEN (the token every call needs, ≥ 32 printable characters, the same on every component; unset: <data-dir>/node-token), MOAT_CODE_INTERPRETER=off (no code-interpreter template), and the node settings in docs/configuration.md (MOAT_POOL_SIZE, MOAT_DISK_SIZE_MB, …).",
+    )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
       const egressAllow = egressAllowOrExit(opts.egressAllow);
       const artifacts = await artifactsOrExit(opts.artifacts);
+      opts.dataDir ||= DEFAULT_DATA_DIR;
       const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger });
       const base = await ensureBaseTemplate({
         dataDir: opts.dataDir,
@@ -99,6 +137,8 @@ export function orchestratorCommand(): Command {
         apiURL: opts.apiUrl,
         labels: opts.labels,
         proxyPort: opts.proxyPort,
+        nodeID: opts.nodeId,
+        namePrefix: opts.namePrefix,
       });
       let nodeProxy: Awaited<ReturnType<typeof startOrchestratorNodeProxy>>;
       try {

@@ -13,7 +13,7 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger, type Logger, makeDataDirPrivate } from "@moat/shared";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 
 /**
  * `moat setup`: installs what sandboxes need under the data dir (runsc, the base template, the
@@ -26,7 +26,9 @@ export function setupCommand(): Command {
     .description(
       "install runsc and build the base and code-interpreter templates (cached; minutes the first time)",
     )
-    .option("--data-dir <dir>", "moat's data directory (default: $MOAT_DATA_DIR or /var/lib/moat)")
+    .addOption(
+      new Option("--data-dir <dir>", "moat's data directory (default: /var/lib/moat)").env("MOAT_DATA_DIR"),
+    )
     .action(async (opts: { dataDir?: string }) => {
       const dataDir = opts.dataDir ?? defaultDataDir();
       // Progress lines say what happens; JSON logs only for problems unless MOAT_LOG_LEVEL asks.

@@ -11,7 +11,7 @@ import path from "node:path";
 import { startAPI } from "@moat/api";
 import { startClientProxy } from "@moat/client-proxy";
 import {
-  defaultDataDir,
+  DEFAULT_DATA_DIR,
   type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
@@ -20,7 +20,7 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
@@ -43,7 +43,11 @@ interface UpOptions {
 export function upCommand(): Command {
   return new Command("up")
     .description("start moat on this machine: orchestrator, API and client proxy")
-    .option("--data-dir <dir>", "where state, runtime, templates and sandboxes live", defaultDataDir())
+    .addOption(
+      new Option("--data-dir <dir>", "where state, runtime, templates and sandboxes live")
+        .env("MOAT_DATA_DIR")
+        .default(DEFAULT_DATA_DIR),
+    )
     .option("--host <host>", "address the API and proxy listen on", "127.0.0.1")
     .option("--api-port <port>", "API port (E2B_API_URL)", parsePort, 3000)
     .option("--proxy-port <port>", "client proxy port (E2B_SANDBOX_URL)", parsePort, 3002)
@@ -54,18 +58,23 @@ export function upCommand(): Command {
       parsePort,
     )
     .option("--domain <domain>", "domain of sandbox hosts: <port>-<sandboxID>.<domain>", "moat.local")
-    .option(
-      "--pool-size <n>",
-      "ready sandboxes kept per template for instant creates (default: MOAT_POOL_SIZE or 2)",
-      parseCount,
+    .addOption(
+      new Option("--pool-size <n>", "ready sandboxes kept per template for instant creates (default 2)")
+        .env("MOAT_POOL_SIZE")
+        .argParser(parseCount),
     )
-    .option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP, parseEgressAllowOption)
-    .option("--artifacts <location>", ARTIFACTS_HELP)
+    .addOption(
+      new Option("--egress-allow <cidrs>", EGRESS_ALLOW_HELP)
+        .env("MOAT_EGRESS_ALLOW")
+        .argParser(parseEgressAllowOption),
+    )
+    .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
     .action((opts: UpOptions) => up(opts));
 }
 
 async function up(opts: UpOptions): Promise<void> {
   const logger = createLogger("moat");
+  opts.dataDir ||= DEFAULT_DATA_DIR;
   const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);
   if (process.getuid?.() !== 0) {
     progress(

@@ -200,7 +200,11 @@ ${forward.map((rule) => `    ${rule}\n`).join("")}  }
 `;
 }
 
-/** Applies the node-wide rules and routes (see hostRuleset). */
+/**
+ * Applies the node-wide rules and routes (see hostRuleset) in the network namespace this process
+ * is in: the host's root one, or a node's own (several nodes on one kernel). Everything here is
+ * per network namespace (the sysctl, routes, addresses, nftables tables).
+ */
 export async function setupHostNetwork(options: HostNetworkOptions = {}): Promise<void> {
   await runCommand(["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
   // Addresses of sandboxes that are gone must fail at once on this host, never follow the default
@@ -208,7 +212,9 @@ export async function setupHostNetwork(options: HostNetworkOptions = {}): Promis
   for (const cidr of [HOST_ADDRESS_CIDR, TRANSFER_CIDR]) {
     await runCommand(["ip", "route", "replace", "unreachable", cidr]);
   }
-  // The sandboxes' resolver listens here (a local address wins over the unreachable route).
+  // The sandboxes' resolver listens here (a local address wins over the unreachable route). A node
+  // started in a network namespace of its own may find its loopback down: the resolver needs it.
+  await runCommand(["ip", "link", "set", "lo", "up"]);
   await runCommand(["ip", "addr", "replace", `${RESOLVER_ADDRESS}/32`, "dev", "lo"]);
   const networks =
     options.hostNetworks ??

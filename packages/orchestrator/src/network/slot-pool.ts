@@ -1,4 +1,4 @@
-import { MAX_SLOTS, Slot } from "./slot.js";
+import { MAX_SLOTS, NAME_PREFIX, Slot } from "./slot.js";
 
 /**
  * How long a freed slot rests before reuse. Clients keep pooled keep-alive connections to a
@@ -25,6 +25,7 @@ export class SlotPool {
     private readonly reuseDelayMs = SLOT_REUSE_DELAY_MS,
     private readonly now = () => Date.now(),
     first = 1,
+    private readonly namePrefix = NAME_PREFIX,
   ) {
     this.next = Math.min(Math.max(1, first), capacity);
   }
@@ -36,7 +37,7 @@ export class SlotPool {
     else index = this.takeNeverUsed() ?? this.takeFreed();
     if (index === undefined) throw new Error("no free network slot: the node is full");
     this.inUse.add(index);
-    return new Slot(index);
+    return new Slot(index, this.namePrefix);
   }
 
   private takeNeverUsed(): number | undefined {
@@ -60,7 +61,7 @@ export class SlotPool {
     const i = this.free.findIndex((f) => f.index === index);
     if (i !== -1) this.free.splice(i, 1);
     this.freed.delete(index);
-    return new Slot(index);
+    return new Slot(index, this.namePrefix);
   }
 
   release(slot: Slot): void {

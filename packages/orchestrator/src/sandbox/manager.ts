@@ -12,7 +12,7 @@ import { buildKey, type SharedArtifacts } from "../artifacts/shared.js";
 import type { ArtifactStore } from "../artifacts/store.js";
 import { type EgressFields, EgressRegistry } from "../network/egress-rules.js";
 import { NetworkPool } from "../network/network-pool.js";
-import { MAX_SLOTS } from "../network/slot.js";
+import { MAX_SLOTS, NAME_PREFIX } from "../network/slot.js";
 import { SLOT_REUSE_DELAY_MS, SlotPool } from "../network/slot-pool.js";
 import { raiseCpuPriority } from "../runtime/cpu-priority.js";
 import type { Runsc } from "../runtime/runsc.js";
@@ -79,6 +79,8 @@ export interface SandboxManagerOptions {
   maxConnectionsPerSandbox?: number;
   /** The node's volumes (sandboxes with volume mounts mount them). */
   volumes?: VolumeStore;
+  /** Prefix of the node's named network namespaces (network/slot.ts; default NAME_PREFIX). */
+  namePrefix?: string;
   /** The runtime; default the real one (runsc, the host's network). Unit tests pass fakes. */
   factory?: SandboxFactory;
   /** Sandboxes' egress rules by slot, which the node's resolver reads (default: a registry of its own). */
@@ -137,7 +139,13 @@ export class SandboxManager {
     else {
       this.networks = new NetworkPool({
         // Never-used slots from a random place on: see SlotPool.
-        slots: new SlotPool(MAX_SLOTS, SLOT_REUSE_DELAY_MS, Date.now, 1 + randomInt(MAX_SLOTS)),
+        slots: new SlotPool(
+          MAX_SLOTS,
+          SLOT_REUSE_DELAY_MS,
+          Date.now,
+          1 + randomInt(MAX_SLOTS),
+          options.namePrefix,
+        ),
         size: options.networkPoolSize ?? 0,
         logger,
         busy,
@@ -618,6 +626,7 @@ export class SandboxManager {
       dataDir: this.options.dataDir,
       runsc: this.options.runsc,
       logger: this.options.logger,
+      namePrefix: this.options.namePrefix ?? NAME_PREFIX,
       adopt: (record, dir, pid, pauseInterrupted) => this.adopt(record, dir, pid, pauseInterrupted),
       loadSnapshots: () => this.sandboxSnapshots.load(),
       keepPaused: (record, dir) => this.register(record, dir, "paused"),

@@ -10,7 +10,7 @@ import type { Logger } from "@moat/shared";
 import { processAlive } from "../host/process.js";
 import { deleteLink, deleteNamespace, listLinks, listNamespaces } from "../network/netns.js";
 import { destroySandboxNetwork, openIngress } from "../network/sandbox-network.js";
-import { Slot, slotIndexOf } from "../network/slot.js";
+import { Slot, slotIndexOfLink, slotIndexOfNamespace } from "../network/slot.js";
 import type { ContainerState, Runsc } from "../runtime/runsc.js";
 import { imageExists, prepareImage, removeImage } from "../snapshot/image.js";
 import { detachLoop, diskPaths, loopDevicesUnder, mountedDevices } from "../storage/disk.js";
@@ -58,6 +58,8 @@ export interface ReclaimHost {
   dataDir: string;
   runsc: Runsc;
   logger: Logger;
+  /** The node's prefix of named namespaces: only those are its own to adopt or reap (network/slot.ts). */
+  namePrefix: string;
   /** Registers a sandbox that runs on; its runtime is adopted as it is. */
   adopt(record: SandboxRecord, dir: string, runtimePID: number, pauseInterrupted: boolean): void;
   /** Registers a paused sandbox. */
@@ -89,7 +91,7 @@ export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
     let container = record ? containers.get(record.lifecycleID) : undefined;
     if (record?.state === "snapshotting" && container)
       container = await resumeCutSnapshot(runsc, dir, container);
-    const slot = record?.slotIndex ? new Slot(record.slotIndex) : undefined;
+    const slot = record?.slotIndex ? new Slot(record.slotIndex, host.namePrefix) : undefined;
     const decision = reclaimDecision(record, {
       containerRunning: container?.status === "running" && (await processAlive(container.pid)),
       networkPresent:
@@ -148,6 +150,29 @@ async function resumeCutSnapshot(
   return (await runsc.state(container.id).catch(() => undefined)) ?? container;
 }
 
+/**
+ * The named namespaces of this node's prefix that no kept sandbox owns. Names of other prefixes
+ * belong to other nodes sharing the kernel (or to anything else) and are never touched.
+ */
+export function unownedNamespaces(
+  names: string[],
+  namePrefix: string,
+  keptSlots: ReadonlySet<number>,
+): string[] {
+  return names.filter((name) => {
+    const index = slotIndexOfNamespace(name, namePrefix);
+    return index !== undefined && !keptSlots.has(index);
+  });
+}
+
+/** Sandbox links of the node's own network namespace that no kept sandbox owns. */
+export function unownedLinks(names: string[], keptSlots: ReadonlySet<number>): string[] {
+  return names.filter((name) => {
+    const index = slotIndexOfLink(name);
+    return index !== undefined && !keptSlots.has(index);
+  });
+}
+
 /** Containers, namespaces, links, mounts and loop devices no kept sandbox owns. */
 async function reapUnowned(
   host: ReclaimHost,
@@ -161,15 +186,11 @@ async function reapUnowned(
     await host.runsc.destroy(id);
     reaped.push(`container ${id}`);
   }
-  for (const name of await listNamespaces()) {
-    const index = slotIndexOf(name);
-    if (index === undefined || keptSlots.has(index)) continue;
+  for (const name of unownedNamespaces(await listNamespaces(), host.namePrefix, keptSlots)) {
     await deleteNamespace(name);
     reaped.push(`netns ${name}`);
   }
-  for (const name of await listLinks()) {
-    const index = slotIndexOf(name);
-    if (index === undefined || keptSlots.has(index)) continue;
+  for (const name of unownedLinks(await listLinks(), keptSlots)) {
     await deleteLink(name);
     reaped.push(`link ${name}`);
   }
