@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { apiCommand } from "./commands/api.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { envdCommand } from "./commands/envd.js";
+import { nodeCommand } from "./commands/node.js";
 import { orchestratorCommand } from "./commands/orchestrator.js";
 import { proxyCommand } from "./commands/proxy.js";
 import { setupCommand } from "./commands/setup.js";
@@ -20,5 +21,6 @@ export function moatProgram(): Command {
   program.addCommand(orchestratorCommand());
   program.addCommand(apiCommand());
   program.addCommand(proxyCommand());
+  program.addCommand(nodeCommand());
   return withConfigFiles(program);
 }
