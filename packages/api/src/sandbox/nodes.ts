@@ -10,17 +10,13 @@ export function nodeOf(ctx: APIContext, row: Pick<SandboxRow, "node_id">): NodeC
   return node;
 }
 
-/** What a node's registry may say of a node that takes no new work (see nodeGone). */
-const GONE_STATUSES = new Set(["unhealthy", "draining", "dead", "down", "lost", "unavailable"]);
-
 /**
  * Whether the node is out of service by its registry's word (missed heartbeats, or drained): a
- * paused sandbox it published resumes elsewhere instead. Nodes without a status (static ones) are
- * judged by their calls alone.
+ * paused sandbox it published resumes elsewhere instead. Static nodes stay ready and are judged by
+ * their calls alone.
  */
 export function nodeGone(node: NodeClient): boolean {
-  const status = (node as { status?: unknown }).status;
-  return typeof status === "string" && GONE_STATUSES.has(status);
+  return node.info.status === "unhealthy" || node.info.status === "draining";
 }
 
 /**
