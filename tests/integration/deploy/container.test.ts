@@ -2,9 +2,10 @@
  * The container image (deploy/container/Containerfile), built and run with podman as an operator
  * would: `deploy/container/build.sh` over this built checkout (the Debian 12 base is made once with
  * debootstrap and kept as localhost/moat-base:bookworm-<hash>, the only image this test leaves, so
- * a second run skips the minute of debootstrap), then every component's `--help`, and `moat api`
- * started in a container as a non-root user with its PGlite data in a volume, answering
- * `GET /health` on the host's loopback. The image built here and its containers are removed after.
+ * a second run skips the minute of debootstrap), then every component's `--help`, `moat doctor` in a
+ * privileged host-network container as the orchestrator runs (every host prerequisite present in
+ * the image), and `moat api` started in a container as a non-root user with its PGlite data in a
+ * volume, answering `GET /health` on the host's loopback. The image built here and its containers are removed after.
  *
  * podman runs with runc, cgroupfs and explicit ulimits: crun refuses this machine's hybrid
  * cgroups and rlimits.
@@ -92,6 +93,37 @@ describe("container image: built with podman, every component a subcommand", { t
     const major = Number(/^v(\d+)\./m.exec(out)?.[1]);
     assert.ok(major >= 20, `node in the image: ${out}`);
     assert.doesNotMatch(out, /missing|present/);
+  });
+
+  test("moat doctor in a privileged host-network container: every host prerequisite of the orchestrator", async () => {
+    // As the DaemonSet runs it (runsc and the base template come at its first start, not checked).
+    const nodeData = await mkdtemp(path.join(os.tmpdir(), "moattest-node-data-"));
+    try {
+      const r = podman([
+        ...RUN,
+        "--rm",
+        "--privileged",
+        "--network=host",
+        "-v",
+        `${nodeData}:/var/lib/moat`,
+        IMAGE,
+        "doctor",
+      ]);
+      const lines = r.stdout.split("\n").filter((l) => /^(ok|warn|FIX) /.test(l));
+      const checks = new Map(lines.map((l) => [l.slice(5, l.indexOf(":")), l.slice(0, 4).trim()]));
+      for (const name of [
+        "root",
+        "netns",
+        "nftables",
+        "cgroups",
+        "debootstrap",
+        "bubblewrap",
+        "sandbox-disks",
+      ])
+        assert.equal(checks.get(name), "ok", `doctor in the image, ${name}:\n${r.stdout}${r.stderr}`);
+    } finally {
+      await rm(nodeData, { recursive: true, force: true });
+    }
   });
 
   test("moat api runs as non-root with PGlite in a volume and answers /health on the host", async () => {
