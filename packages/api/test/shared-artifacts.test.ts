@@ -8,7 +8,13 @@ import { after, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { FakeOrchestrator } from "./fakes/fake-orchestrator.js";
 import { backends } from "./helpers.js";
-import { buildTemplate, startTemplateTestAPI, type TemplateTestAPI } from "./template-helpers.js";
+import {
+  requestBuild,
+  startBuild,
+  startTemplateTestAPI,
+  type TemplateTestAPI,
+  waitForBuild,
+} from "./template-helpers.js";
 
 const backend = backends[0]!;
 
@@ -29,7 +35,11 @@ describe("creates of a build with shared artifacts", () => {
       sharedArtifacts,
     });
     opened.push(t);
-    const built = await buildTemplate(t, "everywhere");
+    const built = await requestBuild(t, { name: "everywhere" });
+    const started = await startBuild(t, built, { fromImage: "e2bdev/base", steps: [] });
+    assert.equal(started.status, 202, await started.text());
+    // Generous: a loaded machine (the unit tests run side by side) slows the fake's build.
+    await waitForBuild(t, built, 60_000);
     const [builder, other] = a.templates.ready.has(built.buildID) ? [a, b] : [b, a];
     // What the shared store gives every node: the other node can start the build too.
     other.templates.ready.add(built.buildID);

@@ -25,7 +25,7 @@ import {
   snapshotPath,
   snapshotsRoot,
 } from "../snapshot/sandbox-snapshot.js";
-import { snapshotDir } from "../snapshot/template-snapshot.js";
+import { snapshotDir, snapshotPaths } from "../snapshot/template-snapshot.js";
 import type { BuildManifest, TemplateStore } from "../template/store.js";
 import { ArtifactCache, artifactsDir } from "./cache.js";
 import { packDirectory, unpackArchive } from "./pack.js";
@@ -116,7 +116,7 @@ export class SharedArtifacts {
     const { snapshotKey, templates } = this.options;
     if (!snapshotKey || !BUILD_ID.test(buildID) || buildID === "base") return false;
     const dir = snapshotDir(templates.buildDir(buildID), snapshotKey);
-    if (!(await isDir(snapshotParts(dir).image))) return false;
+    if (!(await isDir(snapshotPaths(dir).image))) return false;
     await this.putDirectory(buildSnapshotKey(buildID, snapshotKey), dir);
     return true;
   }
