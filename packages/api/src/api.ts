@@ -116,17 +116,6 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     resume: (sandboxID) => autoResume(ctx, sandboxID),
     nodeProxyURL: (nodeID) => nodeProxyURL(nodes, nodeID),
   });
-  // A fleet: proxies in other processes read the catalog from Redis, refilled from the database.
-  const redisCatalog = config.redisURL
-    ? new RedisCatalogWriter({
-        redisURL: config.redisURL,
-        logger,
-        readAll: async () =>
-          (await listSandboxesInStates(db, CATALOG_STATES)).map((row) =>
-            catalog.redisRecord(row.sandbox_id, row),
-          ),
-      })
-    : undefined;
   const ctx: APIContext = {
     config,
     instanceID: randomUUID(),
@@ -143,6 +132,17 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     volumeTokens: new VolumeTokens(db),
   };
   await ctx.templateFiles.makePrivate();
+  // A fleet: proxies in other processes read the catalog from Redis, refilled from the database.
+  const redisCatalog = config.redisURL
+    ? new RedisCatalogWriter({
+        redisURL: config.redisURL,
+        logger,
+        readAll: async () =>
+          (await listSandboxesInStates(db, CATALOG_STATES)).map((row) =>
+            catalog.redisRecord(row.sandbox_id, row),
+          ),
+      })
+    : undefined;
   if (redisCatalog) {
     catalog.publishTo(redisCatalog);
     await redisCatalog.start();
