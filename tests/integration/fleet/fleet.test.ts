@@ -228,6 +228,11 @@ describe("a fleet: three nodes in their own namespaces, two APIs, two proxies", 
 
   test("a node killed and restarted rejoins and is reconciled: its sandboxes adopted, creates placed on it again", async () => {
     const node = fleet.nodes[2]!;
+    // Sandboxes of its own (not the earlier tests'): made until one is on the node.
+    for (let i = 0; i < 6; i++) {
+      const sbx = await create(i % 2);
+      if ((await placement()).get(sbx.sandboxId) === node.id) break;
+    }
     // Those the API lists as running (a create the API gave up on may have left one it kills).
     const running = new Set((await Sandbox.list(fleet.sdk(0)).nextItems()).map((s) => s.sandboxId));
     const onNode = ((await fleet.sandboxesByNode()).get(node.id) ?? []).filter((id) => running.has(id));
