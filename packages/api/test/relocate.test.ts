@@ -277,7 +277,7 @@ for (const backend of backends) {
 
     test("where a create's volumes go: to the template's node, away from a draining node, else nowhere", () => {
       const node = (id: string, status?: string) =>
-        ({ id, ...(status ? { status } : {}) }) as unknown as NodeClient;
+        ({ id, info: { status: status ?? "ready" } }) as unknown as NodeClient;
       const view = (list: NodeClient[]) =>
         ({ nodes: new Map(list.map((n) => [n.id, n])), placement: new RoundRobinPlacement() }) as const;
       const plain = view([node("a"), node("b")]);

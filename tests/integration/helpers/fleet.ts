@@ -350,6 +350,8 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
       MOAT_ADMIN_TOKEN: adminToken,
       MOAT_TEAM_MAX_SANDBOXES: "100",
       MOAT_TEAM_REQUESTS_PER_SECOND: "0",
+      // The nodes share one artifacts directory: a build's sandboxes may start on any of them.
+      ...(features.artifacts ? { MOAT_SHARED_ARTIFACTS: "1" } : {}),
       ...options.apiEnv,
     };
     for (let i = 0; i < apiCount; i++) {

@@ -498,8 +498,9 @@ export class FakeOrchestrator {
   }
 
   private record(method: Method, sandboxID?: string): void {
-    if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
+    // A call to a node that is down was still made (and counted): it fails as a refused connection.
     this.calls.push({ method, sandboxID });
+    if (this.isDown) throw new ConnectError("fake node is down", Code.Unavailable);
     const i = this.failures.findIndex((f) => f.method === method);
     if (i >= 0) {
       const [failure] = this.failures.splice(i, 1);
