@@ -251,14 +251,16 @@ for (const backend of backends) {
       assert.equal(elsewhere.status, 201, JSON.stringify(elsewhere));
       assert.equal((await rowOf(api, elsewhere.sandboxID)).node_id, "n2");
 
-      // Back: ready, its watcher reconnects and reconciles: the lost sandbox is killed on the
-      // node, the paused one adopted (kept).
+      // Back: ready, its watcher reconnects and reconciles: the lost sandbox, which survived, runs
+      // again (its end time has not come), the paused one is adopted (kept).
       fake.setDown(false);
       assert.deepEqual(await (await heartbeat(api, "n3", beat({ rpcURL: "http://10.98.0.3:5008" }))).json(), {
         status: "ready",
       });
       await api.refreshNodes();
-      await eventually(async () => !fake.sandboxes.has(running.sandboxID), 10_000);
+      await eventually(async () => (await rowOf(api, running.sandboxID)).state === "running", 10_000);
+      assert.ok(fake.sandboxes.has(running.sandboxID), "the survivor is not killed");
+      assert.equal((await rowOf(api, running.sandboxID)).stop_reason, null);
       assert.ok(fake.sandboxes.has(paused.sandboxID));
       assert.equal((await rowOf(api, paused.sandboxID)).state, "paused");
       const after = (await (await admin(api, "GET", "/nodes/n3")).json()) as { status: string };

@@ -16,7 +16,9 @@ import {
 import type { SandboxRow, SandboxRowState } from "../src/db/schema.js";
 import {
   isOrphan,
+  isSurvivor,
   judgeEvent,
+  judgeLost,
   judgeOnNode,
   judgeRecord,
   nodeStateChanges,
@@ -174,6 +176,23 @@ describe("reconcile rules", () => {
     assert.ok(!isOrphan(undefined));
     for (const state of ["starting", "running", "paused", "killing"] as const)
       assert.ok(!isOrphan(row(state)));
+  });
+
+  test("a sandbox recorded lost with its silent node, still running there before its end, survives; nothing else does", () => {
+    const lost = judgeLost("node-1", NOW).reason;
+    const running = info(SandboxState.RUNNING, "10.0.0.3");
+    const closed = (over: Partial<SandboxRow>) =>
+      row("killed", { node_id: "node-1", stop_reason: lost, ...over });
+    assert.ok(isSurvivor(closed({}), "node-1", running, NOW));
+    assert.ok(!isSurvivor(closed({}), "node-2", running, NOW), "another node's word");
+    assert.ok(!isSurvivor(closed({ stop_reason: "killed" }), "node-1", running, NOW), "killed by a user");
+    assert.ok(
+      !isSurvivor(closed({ end_at: new Date(NOW.getTime() - 1) }), "node-1", running, NOW),
+      "past its end",
+    );
+    assert.ok(!isSurvivor(closed({}), "node-1", info(SandboxState.PAUSED), NOW), "not running");
+    assert.ok(!isSurvivor(closed({}), "node-1", undefined, NOW));
+    assert.ok(!isSurvivor(row("running", { node_id: "node-1" }), "node-1", running, NOW), "not closed");
   });
 
   test("adopting: PAUSED pauses running and in-between rows", () => {

@@ -13,6 +13,7 @@ import { applyNodeState } from "../sandbox/node-state.js";
 import {
   isOrphan,
   isStrayCopy,
+  isSurvivor,
   judgeEvent,
   judgeOnNode,
   judgeRecord,
@@ -83,6 +84,25 @@ export class NodeWatcher {
     for (const sandboxID of onNode.keys()) {
       if (!sandboxID) continue;
       const record = await getSandbox(ctx.db, sandboxID);
+      const info = onNode.get(sandboxID);
+      if (isSurvivor(record, node.id, info, new Date())) {
+        // Recorded lost while its node was silent, yet alive: it runs again (a user's kill since
+        // then would have left another reason).
+        const revived = await updateSandbox(ctx.db, sandboxID, ["killed"], {
+          state: "running",
+          stop_reason: null,
+          stopped_at: null,
+          host_address: info!.hostAddress,
+        });
+        if (revived) {
+          ctx.logger.info(
+            { sandboxID, nodeID: node.id },
+            "a sandbox recorded lost survived its node: running again",
+          );
+          await recordStateChange(ctx, "killed", revived);
+          continue;
+        }
+      }
       if (isStrayCopy(record, node.id, ctx.transitions.get(sandboxID) !== undefined)) {
         ctx.logger.warn(
           { sandboxID, nodeID: node.id, recordNodeID: record?.node_id },

@@ -150,6 +150,27 @@ export function judgeOnNode(
   return row.state === "killing" ? { action: "leave" } : { action: "adopt" };
 }
 
+/**
+ * Whether a sandbox the node has, whose record was closed only because its node stopped
+ * heartbeating, survived and is taken back: the node (restarted, or back on the network) still
+ * runs it, and its end time has not come. Any other closed record is final (see isOrphan).
+ */
+export function isSurvivor(
+  row: SandboxRow | undefined,
+  nodeID: string,
+  info: SandboxInfo | undefined,
+  now: Date,
+): row is SandboxRow {
+  return (
+    row?.state === "killed" &&
+    row.node_id === nodeID &&
+    row.stop_reason === judgeLost(nodeID, now).reason &&
+    row.end_at > now &&
+    info?.state === SandboxState.RUNNING &&
+    info.hostAddress !== ""
+  );
+}
+
 /** Whether a sandbox the node has must be killed: its record is closed. */
 export function isOrphan(row: SandboxRow | undefined): boolean {
   return row?.state === "killed";
