@@ -16,7 +16,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, mkdirSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -39,6 +39,7 @@ const NODE_RPC_PORT = 5008;
 const NODE_PROXY_PORT = 5007;
 /** MOAT_FLEET_LOG_DIR: where each process's output is copied as it comes (to read after a failure). */
 const LOG_DIR = process.env.MOAT_FLEET_LOG_DIR;
+if (LOG_DIR) mkdirSync(LOG_DIR, { recursive: true });
 
 export interface FleetOptions {
   /** Orchestrator nodes (default 3). */
