@@ -71,12 +71,20 @@ async function measure(
   const results = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const failures = settled.flatMap((r) => (r.status === "rejected" ? [errorLine(r.reason)] : []));
   const counts = spread ? await spread() : undefined;
+  await Promise.all(results.map((r) => r.sandbox.kill().catch(() => undefined)));
+  // The round trips on a sandbox of their own, made once the burst has settled: one of the burst
+  // may be killed by a reconcile (a create retried elsewhere leaves a copy that is reaped).
   let roundTrips: number[] = [];
   if (command) {
-    const sandbox = results[0]!.sandbox;
-    roundTrips = await sample(ROUND_TRIPS, () => sandbox.commands.run("true"), 5);
+    const { sandbox } = await tti(optsFor(0), command);
+    try {
+      roundTrips = await sample(ROUND_TRIPS, () => sandbox.commands.run("true"), 5);
+    } catch (err) {
+      failures.push(`round trips: ${errorLine(err)}`);
+    } finally {
+      await sandbox.kill().catch(() => undefined);
+    }
   }
-  await Promise.all(results.map((r) => r.sandbox.kill().catch(() => undefined)));
   return { sequential, concurrent: results.map((r) => r.ms), roundTrips, spread: counts, failures };
 }
 
