@@ -25,6 +25,12 @@ export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.j
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";
 export { createLogger, createNoopLogger, type Logger } from "./logger.js";
 export {
+  MAX_HEARTBEAT_BUILDS,
+  type NodeCapacity,
+  type NodeHeartbeat,
+  type NodeLoad,
+} from "./node-heartbeat.js";
+export {
   BUILTIN_TEMPLATES,
   type BuiltinTemplate,
   CODE_INTERPRETER_PORT,

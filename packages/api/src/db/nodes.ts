@@ -1,22 +1,14 @@
 /** Typed queries on registered nodes and on the heartbeats of API processes. */
 
+import type { NodeHeartbeat } from "@moat/shared";
 import type { Selectable } from "kysely";
 import { sql } from "kysely";
 import type { DB } from "./database.js";
-import type { NodeCapacity, NodeLoad, NodeStatus, NodesTable } from "./schema.js";
+import type { NodeStatus, NodesTable } from "./schema.js";
 
 export type NodeRow = Selectable<NodesTable>;
 
-export interface NodeHeartbeat {
-  rpcURL: string;
-  proxyURL: string;
-  version: string;
-  runtime: string;
-  labels: string[];
-  capacity: NodeCapacity;
-  load: NodeLoad;
-  builds: string[];
-}
+export type { NodeHeartbeat };
 
 /**
  * Records a node's heartbeat (registering it the first time) at the database's clock. A draining

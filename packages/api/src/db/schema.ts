@@ -2,6 +2,7 @@
  * The tables as Kysely sees them. The migrations in ./migrations create exactly these; a change to
  * one is a new migration plus a change here.
  */
+import type { NodeCapacity, NodeLoad } from "@moat/shared";
 import type { ColumnType, Generated, Insertable, JSONColumnType, Selectable } from "kysely";
 import type { TeamLimitOverrides } from "../quotas/limits.js";
 
@@ -282,20 +283,7 @@ export interface SigningKeysTable {
 /** ready: takes new sandboxes; draining: keeps its sandboxes, takes no new ones; unhealthy: missed heartbeats. */
 export type NodeStatus = "ready" | "draining" | "unhealthy";
 
-export interface NodeCapacity {
-  cpus: number;
-  memoryMB: number;
-}
-
-export interface NodeLoad {
-  /** CPU busy over the last interval, percent of the whole node (0-100). */
-  cpuPercent: number;
-  memoryUsedMB: number;
-  sandboxes: number;
-  starting: number;
-  /** Warm pool entries ready to be claimed, all templates together. */
-  poolReady: number;
-}
+export type { NodeCapacity, NodeLoad };
 
 /** A node that registered by heartbeat (PUT /internal/nodes/{nodeID}). */
 export interface NodesTable {

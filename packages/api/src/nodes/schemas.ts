@@ -1,11 +1,12 @@
 /** The heartbeat a node sends (PUT /internal/nodes/{nodeID}) and the node view of the admin routes. */
 import { z } from "@hono/zod-openapi";
+import { MAX_HEARTBEAT_BUILDS } from "@moat/shared";
 
 /** As OrchestratorNodeOptions.id: what node ids may be. */
 export const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Template build ids a heartbeat may list. */
-export const MAX_BUILDS = 1000;
+export const MAX_BUILDS = MAX_HEARTBEAT_BUILDS;
 
 const httpURL = z
   .url({ protocol: /^https?$/, error: "must be an http:// or https:// URL" })

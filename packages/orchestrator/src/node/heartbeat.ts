@@ -6,25 +6,14 @@
  * heartbeats stop; an API that cannot be reached is logged once per change (failing, working
  * again), never fatal: the node runs on, and registers again once the API answers.
  */
-import type { Logger } from "@moat/shared";
-import type { LoadSampler, ManagerCounts, NodeCapacity, NodeLoad } from "./load.js";
+import { type Logger, MAX_HEARTBEAT_BUILDS, type NodeHeartbeat } from "@moat/shared";
+import type { LoadSampler, ManagerCounts } from "./load.js";
 
 export const HEARTBEAT_MS = 2_000;
 /** An API slower than this counts as not reached for this beat. */
 const REQUEST_TIMEOUT_MS = 5_000;
-/** As the API accepts. */
-export const MAX_BUILDS = 1000;
-
-export interface HeartbeatBody {
-  rpcURL: string;
-  proxyURL: string;
-  version: string;
-  runtime: string;
-  labels: string[];
-  capacity: NodeCapacity;
-  load: NodeLoad;
-  builds: string[];
-}
+/** The body of a heartbeat (the API's `PUT /internal/nodes/{nodeID}`). */
+export type HeartbeatBody = NodeHeartbeat;
 
 export interface HeartbeatOptions {
   apiURL: string;
@@ -87,7 +76,7 @@ export class Heartbeat {
       labels: o.labels,
       capacity,
       load,
-      builds: o.builds().slice(0, MAX_BUILDS),
+      builds: o.builds().slice(0, MAX_HEARTBEAT_BUILDS),
     };
   }
 

@@ -6,18 +6,9 @@
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 
-export interface NodeCapacity {
-  cpus: number;
-  memoryMB: number;
-}
+import type { NodeCapacity, NodeLoad } from "@moat/shared";
 
-export interface NodeLoad {
-  cpuPercent: number;
-  memoryUsedMB: number;
-  sandboxes: number;
-  starting: number;
-  poolReady: number;
-}
+export type { NodeCapacity, NodeLoad };
 
 /** The counts the manager knows (sandbox/manager.ts `loadCounts`). */
 export interface ManagerCounts {
