@@ -33,11 +33,15 @@ async function askCounter(info: SandboxInfo): Promise<{ pid: number; count: numb
   return (await res.json()) as { pid: number; count: number };
 }
 
+// The store's objects; each one's checksum sidecar (<key>.sha256) goes and comes with it.
 async function storeKeys(store: string): Promise<string[]> {
   const entries = await readdir(store, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((e) => e.isFile())
-    .map((e) => path.relative(store, path.join(e.parentPath, e.name)))
+  const files = entries.filter((e) => e.isFile()).map((e) => path.join(e.parentPath, e.name));
+  for (const file of files.filter((f) => !f.endsWith(".sha256")))
+    assert.ok(files.includes(`${file}.sha256`), `${file} has its checksum beside it`);
+  return files
+    .filter((f) => !f.endsWith(".sha256"))
+    .map((f) => path.relative(store, f))
     .sort();
 }
 

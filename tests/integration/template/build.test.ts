@@ -266,7 +266,11 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
     const layers = async () => {
       const names = (await readdir(layersDir)).filter((n) => !n.startsWith("."));
       const own = await Promise.all(
-        names.map(async (n) => ((await lstat(path.join(layersDir, n))).isSymbolicLink() ? undefined : n)),
+        // A layer may go between the readdir and its lstat: the sweep runs after a delete.
+        names.map(async (n) => {
+          const st = await lstat(path.join(layersDir, n)).catch(() => undefined);
+          return !st || st.isSymbolicLink() ? undefined : n;
+        }),
       );
       return own.filter((n): n is string => n !== undefined).sort();
     };
