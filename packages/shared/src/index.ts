@@ -23,7 +23,7 @@ export { type FileOperation, fileSignature } from "./file-signature.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
 export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";
-export { createLogger, createNoopLogger, type Logger } from "./logger.js";
+export { createLogger, createNoopLogger, type Logger, logContext } from "./logger.js";
 export {
   MAX_HEARTBEAT_BUILDS,
   type NodeCapacity,
