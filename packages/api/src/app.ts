@@ -8,6 +8,7 @@ import { cors } from "hono/cors";
 import type { APIContext } from "./context.js";
 import { registerAccessTokens } from "./handlers/access-tokens.js";
 import { registerAdminNodes } from "./handlers/admin-nodes.js";
+import { registerAdminOperations } from "./handlers/admin-operations.js";
 import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
 import { registerAdminTeamsLimits } from "./handlers/admin-teams-limits.js";
 import { registerAPIKeys } from "./handlers/api-keys.js";
@@ -204,6 +205,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerAdminTeamsCreate(app, ctx);
   registerAdminTeamsLimits(app, ctx);
   registerAdminNodes(app, ctx);
+  registerAdminOperations(app, ctx);
 
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.method} ${c.req.path}`));
   app.onError(onError(logger));
