@@ -66,16 +66,6 @@ export async function renameTeamAPIKey(
     .executeTakeFirst();
 }
 
-/** Deletes the team's key; answers whether there was one. */
-export async function deleteTeamAPIKey(db: DB, teamID: string, apiKeyID: string): Promise<boolean> {
-  const result = await db
-    .deleteFrom("api_keys")
-    .where("team_id", "=", teamID)
-    .where("api_key_id", "=", apiKeyID)
-    .executeTakeFirst();
-  return (result.numDeletedRows ?? 0n) > 0n;
-}
-
 /** Deletes the team's access token (and the key derived from it); answers whether there was one. */
 export async function deleteTeamAccessToken(db: DB, teamID: string, accessTokenID: string): Promise<boolean> {
   const result = await db
