@@ -16,7 +16,11 @@ import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
 import { checkNamePrefix, NAME_PREFIX } from "./network/slot.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
-import { DEFAULT_LOGS_MAX_MB, DEFAULT_LOGS_RETENTION_HOURS } from "./telemetry/logs/store.js";
+import {
+  DEFAULT_LOGS_MAX_MB,
+  DEFAULT_LOGS_RETENTION_HOURS,
+  DEFAULT_LOGS_TOTAL_MB,
+} from "./telemetry/logs/store.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import { DEFAULT_IMAGE_MAX_BYTES } from "./template/oci/layers.js";
 
@@ -71,6 +75,8 @@ export interface NodeConfig {
   logsRetentionHours: number;
   /** MOAT_LOGS_MAX_MB: MiB one sandbox's log may hold, its oldest entries dropped past it (default 10). */
   logsMaxMB: number;
+  /** MOAT_LOGS_TOTAL_MB: MiB all sandbox logs may hold; the least recently written of ended sandboxes go first (default 10240). */
+  logsTotalMB: number;
 }
 
 export const DEFAULT_NODE_ID = "local";
@@ -135,6 +141,10 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
       DEFAULT_LOGS_RETENTION_HOURS,
     ),
     logsMaxMB: parse(() => parsePositive(env, "MOAT_LOGS_MAX_MB", DEFAULT_LOGS_MAX_MB), DEFAULT_LOGS_MAX_MB),
+    logsTotalMB: parse(
+      () => parsePositive(env, "MOAT_LOGS_TOTAL_MB", DEFAULT_LOGS_TOTAL_MB),
+      DEFAULT_LOGS_TOTAL_MB,
+    ),
   };
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) {

@@ -327,6 +327,7 @@ async function start(
     dataDir: options.dataDir,
     retentionHours: options.logsRetentionHours ?? config.logsRetentionHours,
     maxBytes: (options.logsMaxMB ?? config.logsMaxMB) * 2 ** 20,
+    maxTotalBytes: config.logsTotalMB * 2 ** 20,
     logger,
     isLive: (sandboxID) => manager.list().some((s) => s.id === sandboxID),
   });

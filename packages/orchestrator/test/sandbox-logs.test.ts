@@ -128,6 +128,35 @@ describe("sandbox log store and collector", () => {
     store.stop();
   });
 
+  test("past the node-wide budget the least recently written logs of ended sandboxes go first", async () => {
+    const own = await mkdtemp(path.join(tmpdir(), "moat-logs-total-"));
+    try {
+      const store = new SandboxLogStore({
+        dataDir: own,
+        retentionHours: 24,
+        maxBytes: 2 ** 20,
+        maxTotalBytes: 3000,
+        logger,
+        isLive: (id) => id === "live",
+      });
+      await store.start();
+      const line = "z".repeat(900);
+      for (const id of ["oldest", "live", "older", "newest"]) {
+        await store.append(id, [{ t: 1, l: "info", m: line, s: "envd" }]);
+      }
+      const at = Date.now() / 1000;
+      await utimes(path.join(store.dir, "oldest.jsonl"), at - 300, at - 300);
+      await utimes(path.join(store.dir, "live.jsonl"), at - 400, at - 400);
+      await utimes(path.join(store.dir, "older.jsonl"), at - 200, at - 200);
+      await store.sweep();
+      const left = (await readdir(store.dir)).sort();
+      assert.deepEqual(left, ["live.jsonl", "newest.jsonl", "older.jsonl"]);
+      store.stop();
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
+
   test("collector: reads new output once, keeps partial lines, empties the runtime log past its threshold", async () => {
     const store = new SandboxLogStore({ dataDir: dir, retentionHours: 1, maxBytes: 50 * 2 ** 20, logger });
     await store.start();

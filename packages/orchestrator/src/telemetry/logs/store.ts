@@ -11,6 +11,7 @@ import { LOG_LEVELS, type LogEntry, type LogLevel } from "./entry.js";
 
 export const DEFAULT_LOGS_RETENTION_HOURS = 168;
 export const DEFAULT_LOGS_MAX_MB = 10;
+export const DEFAULT_LOGS_TOTAL_MB = 10240;
 export const MAX_QUERY_ENTRIES = 1000;
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
 const SWEEP_INTERVAL_MS = 10 * 60_000;
@@ -28,6 +29,8 @@ export interface SandboxLogStoreOptions {
   dataDir: string;
   retentionHours: number;
   maxBytes: number;
+  /** What all sandboxes' logs may hold together (default: no bound): ended sandboxes' go first. */
+  maxTotalBytes?: number;
   logger: Logger;
   /** Sandboxes the node still has (running or paused): their logs are not swept. */
   isLive?: (sandboxID: string) => boolean;
@@ -144,18 +147,40 @@ export class SandboxLogStore {
     return entries.slice(0, limit);
   }
 
-  /** Removes the logs untouched for the retention time, but for sandboxes the node still has. */
+  /**
+   * Removes the logs untouched for the retention time, then, while all of them hold more than
+   * `maxTotalBytes`, the least recently written: never those of sandboxes the node still has.
+   */
   async sweep(): Promise<void> {
     const cutoff = Date.now() - this.options.retentionHours * 3_600_000;
     const names = await readdir(this.dir).catch(() => [] as string[]);
+    const kept: Array<{ file: string; sandboxID: string; size: number; mtimeMs: number }> = [];
+    let total = 0;
     for (const name of names) {
       const sandboxID = name.split(".")[0]!;
-      if (this.options.isLive?.(sandboxID) || this.queues.has(sandboxID)) continue;
       const file = path.join(this.dir, name);
       const info = await stat(file).catch(() => undefined);
-      if (!info || info.mtimeMs >= cutoff) continue;
-      await rm(file, { force: true }).catch(() => undefined);
-      this.sizes.delete(sandboxID);
+      if (!info) continue;
+      total += info.size;
+      if (this.options.isLive?.(sandboxID) || this.queues.has(sandboxID)) continue;
+      if (info.mtimeMs >= cutoff) {
+        kept.push({ file, sandboxID, size: info.size, mtimeMs: info.mtimeMs });
+        continue;
+      }
+      await this.remove(file, sandboxID);
+      total -= info.size;
     }
+    const budget = this.options.maxTotalBytes ?? Number.POSITIVE_INFINITY;
+    kept.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const entry of kept) {
+      if (total <= budget) break;
+      await this.remove(entry.file, entry.sandboxID);
+      total -= entry.size;
+    }
+  }
+
+  private async remove(file: string, sandboxID: string): Promise<void> {
+    await rm(file, { force: true }).catch(() => undefined);
+    this.sizes.delete(sandboxID);
   }
 }

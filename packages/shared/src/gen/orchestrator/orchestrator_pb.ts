@@ -1643,7 +1643,8 @@ export type SandboxLogEntry = Message<"orchestrator.SandboxLogEntry"> & {
   fields: { [key: string]: string };
 
   /**
-   * Who wrote it: "start" (the start command's stdout and stderr), "envd" or "node".
+   * Who wrote it: "start" (the start command's stdout and stderr), "envd", "runtime" (other lines
+   * of the sandbox's container output) or "node" (the node's notes, e.g. what it dropped).
    *
    * @generated from field: string source = 5;
    */
