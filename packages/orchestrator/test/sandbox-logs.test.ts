@@ -83,7 +83,7 @@ describe("sandbox log store and collector", () => {
     assert.deepEqual(await msgs({ search: "%" }), ["two%"]);
     assert.deepEqual(await msgs({ limit: 2, direction: "backward" }), ["four", "three"]);
     assert.deepEqual(await msgs({}, "bbbb"), [], "another sandbox's log is its own");
-    assert.deepEqual(await msgs({}, "../aaaa"), [], "ids are never paths");
+    assert.deepEqual(await msgs({}, "../logs/aaaa"), [], "ids are never paths");
     store.stop();
   });
 
