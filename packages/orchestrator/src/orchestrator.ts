@@ -329,7 +329,14 @@ async function start(
     maxBytes: (options.logsMaxMB ?? config.logsMaxMB) * 2 ** 20,
     maxTotalBytes: config.logsTotalMB * 2 ** 20,
     logger,
-    isLive: (sandboxID) => manager.list().some((s) => s.id === sandboxID),
+    isLive: (sandboxID) => {
+      try {
+        manager.get(sandboxID);
+        return true;
+      } catch {
+        return false;
+      }
+    },
   });
   await sandboxLogs.start();
   started.push("sandbox logs", () => sandboxLogs.stop());
