@@ -87,6 +87,30 @@ describe("sandbox log store and collector", () => {
     store.stop();
   });
 
+  test("a forward cursor in a large log finds the first entry of its millisecond", async () => {
+    const store = new SandboxLogStore({ dataDir: dir, retentionHours: 1, maxBytes: 50 * 2 ** 20, logger });
+    await store.start();
+    // Three entries per millisecond, about 2 MiB in all: many probes of the bisection.
+    const entries = Array.from({ length: 24_000 }, (_, i) => ({
+      t: 1000 + Math.floor(i / 3),
+      l: "info" as const,
+      m: `entry ${i} ${"p".repeat(60)}`,
+      s: "start" as const,
+    }));
+    await store.append("large", entries);
+    for (const at of [1000, 1001, 4000, 8998, 8999]) {
+      const page = await store.query("large", { ...query, cursor: at, limit: 4 });
+      const first = (at - 1000) * 3;
+      assert.deepEqual(
+        page.map((e) => e.m.split(" ")[1]),
+        [first, first + 1, first + 2, first + 3].filter((i) => i < 24_000).map(String),
+        `cursor ${at}`,
+      );
+    }
+    assert.deepEqual(await store.query("large", { ...query, cursor: 9000 }), []);
+    store.stop();
+  });
+
   test("capped: past the cap the oldest entries go, said once", async () => {
     const store = new SandboxLogStore({ dataDir: dir, retentionHours: 1, maxBytes: 4096, logger });
     await store.start();

@@ -4,7 +4,7 @@
  * at most `maxBytes`: past half of it the file becomes `<id>.1.jsonl` (replacing the one before,
  * whose entries are dropped, which the log says once) and a new one starts.
  */
-import { appendFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "@moat/shared";
 import { LOG_LEVELS, type LogEntry, type LogLevel } from "./entry.js";
@@ -15,6 +15,8 @@ export const DEFAULT_LOGS_TOTAL_MB = 10240;
 export const MAX_QUERY_ENTRIES = 1000;
 const SANDBOX_ID = /^[a-z0-9]{1,63}$/;
 const SWEEP_INTERVAL_MS = 10 * 60_000;
+/** The start of every line the store writes: its time and level. */
+const HEAD = /^\{"t":(\d+),"l":"([a-z]+)"/;
 
 export interface LogQuery {
   /** Unix ms, inclusive: the first (forward) or last (backward) time answered; 0: no bound. */
@@ -116,18 +118,38 @@ export class SandboxLogStore {
     this.sizes.set(sandboxID, size + Buffer.byteLength(data));
   }
 
-  /** Entries of a sandbox's log for `query`; a sandbox without a log has none. */
+  /**
+   * Entries of a sandbox's log for `query`; a sandbox without a log has none. Files are in time
+   * order: the walk goes the query's way and stops at `limit`, and each line's time and level are
+   * read from its start (the writer puts them first) before the line is parsed at all.
+   */
   async query(sandboxID: string, query: LogQuery): Promise<LogEntry[]> {
     if (!SANDBOX_ID.test(sandboxID)) return [];
     await this.queues.get(sandboxID);
     const levels = LOG_LEVELS.slice(LOG_LEVELS.indexOf(query.level));
     const forward = query.direction === "forward";
     const limit = Math.min(query.limit || MAX_QUERY_ENTRIES, MAX_QUERY_ENTRIES);
+    // JSON escapes character by character: a message holding `search` holds its escaped form.
+    const escaped = query.search ? JSON.stringify(query.search).slice(1, -1) : "";
     const entries: LogEntry[] = [];
-    for (const older of [true, false]) {
-      const text = await readFile(this.file(sandboxID, older), "utf8").catch(() => "");
-      for (const line of text.split("\n")) {
+    for (const older of forward ? [true, false] : [false, true]) {
+      const file = this.file(sandboxID, older);
+      // A dashboard tails with a recent cursor: only the end of the file is read for it.
+      const text =
+        forward && query.cursor > 0
+          ? await readFrom(file, query.cursor)
+          : await readFile(file, "utf8").catch(() => "");
+      const lines = text.split("\n");
+      if (!forward) lines.reverse();
+      for (const line of lines) {
         if (!line) continue;
+        const head = HEAD.exec(line);
+        if (head) {
+          const t = Number(head[1]);
+          if (query.cursor > 0 && (forward ? t < query.cursor : t > query.cursor)) continue;
+          if (!levels.includes(head[2] as LogLevel)) continue;
+        }
+        if (escaped && !line.includes(escaped)) continue;
         let entry: LogEntry;
         try {
           entry = JSON.parse(line) as LogEntry;
@@ -138,13 +160,13 @@ export class SandboxLogStore {
         if (query.cursor > 0 && (forward ? entry.t < query.cursor : entry.t > query.cursor)) continue;
         if (query.search && !entry.m.includes(query.search)) continue;
         entries.push(entry);
+        if (entries.length >= limit) break;
       }
+      if (entries.length >= limit) break;
     }
-    // Stable: entries of the same millisecond keep the order they were written in (reversed when
-    // newest first).
-    entries.sort((a, b) => a.t - b.t);
-    if (!forward) entries.reverse();
-    return entries.slice(0, limit);
+    // Stable, for the rare entries written out of order (a node restart resets the time floor).
+    entries.sort((a, b) => (forward ? a.t - b.t : b.t - a.t));
+    return entries;
   }
 
   /**
@@ -182,5 +204,39 @@ export class SandboxLogStore {
   private async remove(file: string, sandboxID: string): Promise<void> {
     await rm(file, { force: true }).catch(() => undefined);
     this.sizes.delete(sandboxID);
+  }
+}
+
+const SEEK_CHUNK = 64 * 1024;
+
+/**
+ * A log file from its first line at or after `cursor` on, found by bisecting byte offsets (its
+ * lines are in time order); from the start when a line is longer than a probe.
+ */
+async function readFrom(file: string, cursor: number): Promise<string> {
+  const handle = await open(file, "r").catch(() => undefined);
+  if (!handle) return "";
+  try {
+    const { size } = await handle.stat();
+    // The first line at or after `cursor` starts in [lo, hi]; both are line starts (or the end).
+    let lo = 0;
+    let hi = size;
+    const probe = Buffer.alloc(SEEK_CHUNK);
+    while (hi - lo > SEEK_CHUNK) {
+      const mid = Math.floor((lo + hi) / 2);
+      const { bytesRead } = await handle.read(probe, 0, SEEK_CHUNK, mid);
+      const newline = probe.subarray(0, bytesRead).indexOf(10);
+      if (newline < 0) break;
+      const start = mid + newline + 1;
+      const head = HEAD.exec(probe.subarray(newline + 1, bytesRead).toString("utf8"));
+      if (!head || start >= hi) break;
+      if (Number(head[1]) < cursor) lo = start;
+      else hi = start;
+    }
+    const rest = Buffer.alloc(size - lo);
+    const { bytesRead } = await handle.read(rest, 0, rest.length, lo);
+    return rest.subarray(0, bytesRead).toString("utf8");
+  } finally {
+    await handle.close();
   }
 }
