@@ -21,6 +21,25 @@ describe("readNodeConfig", () => {
     assert.equal(config.nodeToken, undefined);
   });
 
+  test("sandbox logs: MOAT_LOGS_RETENTION_HOURS, MOAT_LOGS_MAX_MB, MOAT_LOGS_TOTAL_MB", () => {
+    const defaults = readNodeConfig({});
+    assert.deepEqual(
+      [defaults.logsRetentionHours, defaults.logsMaxMB, defaults.logsTotalMB],
+      [168, 10, 10240],
+    );
+    const set = readNodeConfig({
+      MOAT_LOGS_RETENTION_HOURS: "0",
+      MOAT_LOGS_MAX_MB: "2",
+      MOAT_LOGS_TOTAL_MB: "100",
+    });
+    assert.deepEqual([set.logsRetentionHours, set.logsMaxMB, set.logsTotalMB], [0, 2, 100]);
+    assert.throws(
+      () => readNodeConfig({ MOAT_LOGS_MAX_MB: "0" }),
+      /MOAT_LOGS_MAX_MB must be a whole number ≥ 1/,
+    );
+    assert.throws(() => readNodeConfig({ MOAT_LOGS_RETENTION_HOURS: "-1" }), /MOAT_LOGS_RETENTION_HOURS/);
+  });
+
   test("a fleet node's identity: MOAT_NODE_ID, MOAT_NAME_PREFIX, MOAT_NODE_TOKEN", () => {
     const token = "t".repeat(32);
     const config = readNodeConfig({
