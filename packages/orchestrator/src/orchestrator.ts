@@ -33,6 +33,7 @@ import { runscVersion } from "./setup/runsc-install.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { VolumeStore } from "./storage/volumes.js";
+import { startSandboxMetrics } from "./telemetry/metrics/index.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -122,6 +123,10 @@ export interface OrchestratorOptions {
    * `<data-dir>/node-token`, made on first start).
    */
   nodeToken?: string;
+  /** Seconds between samples of each running sandbox's metrics (default: MOAT_METRICS_INTERVAL, else 5; 0: off). */
+  metricsIntervalSeconds?: number;
+  /** Hours the samples are kept, also after the sandbox ends (default: MOAT_METRICS_RETENTION_HOURS, else 24). */
+  metricsRetentionHours?: number;
 }
 
 export interface Orchestrator {
@@ -350,10 +355,18 @@ async function start(
   manager.subscribe((event) => {
     if (event.type === "killed" || event.type === "expired" || event.type === "failed") void prune();
   });
+  const metrics = await startSandboxMetrics({
+    dataDir: options.dataDir,
+    sandboxes: () => manager.list(),
+    intervalSeconds: options.metricsIntervalSeconds ?? config.metricsIntervalSeconds,
+    retentionHours: options.metricsRetentionHours ?? config.metricsRetentionHours,
+    logger,
+  });
+  started.push("sandbox metrics", () => metrics.close());
   const server = http2.createServer(
     connectNodeAdapter({
       routes: (router) => {
-        router.service(SandboxService, sandboxService(manager));
+        router.service(SandboxService, sandboxService(manager, metrics.store));
         router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
@@ -395,6 +408,7 @@ async function start(
     },
     async close() {
       await heartbeat?.stop();
+      await metrics.close();
       await manager.close();
       await resolver.close();
       await new Promise<void>((resolve) => {
