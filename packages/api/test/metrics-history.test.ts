@@ -55,7 +55,7 @@ test("team series: the most sandboxes alive at once per step and starts per seco
   assert.equal(teamMax(points, "sandbox_start_rate").value, 0.4);
   assert.equal(teamMax([], "concurrent_sandboxes").value, 0);
   // A year at most 10 000 points, whatever the step table says.
-  assert.ok(teamSeries([], 0, 365 * 86_400).length <= 10_000);
+  assert.ok(teamSeries([], 0, 365 * 86_400).length <= 10_000, "a year's points are capped");
 });
 
 for (const backend of backends) {
@@ -87,8 +87,8 @@ for (const backend of backends) {
       assert.equal(all[0]!.timestampUnix, created);
       assert.equal(all[0]!.memTotal, 512 * 2 ** 20);
       // Defaults: from the sandbox's creation to now, every sample (step 0).
-      assert.ok(Math.abs(t.fake.lastMetricsRequest!.start! - created) <= 1);
-      assert.ok(t.fake.lastMetricsRequest!.end! >= created);
+      assert.ok(Math.abs(t.fake.lastMetricsRequest!.start! - created) <= 1, "start defaults to the creation");
+      assert.ok(t.fake.lastMetricsRequest!.end! >= created, "end defaults to now");
       assert.equal(t.fake.lastMetricsRequest?.stepSeconds, 0);
       const some = (await (
         await t.request(`/sandboxes/${sbx.sandboxID}/metrics?start=${created + 100}&end=${created + 200}`)
@@ -109,7 +109,7 @@ for (const backend of backends) {
       const afterKillLatest = (await (
         await t.request(`/sandboxes/metrics?sandbox_ids=${sbx.sandboxID}`)
       ).json()) as { sandboxes: Record<string, Metric> };
-      assert.ok(afterKillLatest.sandboxes[sbx.sandboxID]);
+      assert.ok(afterKillLatest.sandboxes[sbx.sandboxID], "the latest of a killed sandbox");
     });
 
     test("another team's sandbox is 404, and the node is asked for the caller's team only", async () => {
@@ -130,7 +130,7 @@ for (const backend of backends) {
         assert.equal(res.status, 400, query);
         const body = (await res.json()) as { code: number; message: string };
         assert.equal(body.code, 400);
-        assert.ok(body.message.length > 0);
+        assert.ok(body.message.length > 0, "a message");
       }
       const res = await t.request(`/sandboxes/${sbx.sandboxID}/metrics?start=10&end=5`);
       assert.match(((await res.json()) as { message: string }).message, /start \(10\) is after end \(5\)/);
@@ -152,7 +152,7 @@ for (const backend of backends) {
       const own = await t.request(`/teams/${t.teamID}/metrics`);
       assert.equal(own.status, 200);
       const series = (await own.json()) as Array<{ timestampUnix: number; concurrentSandboxes: number }>;
-      assert.ok(series.length > 0);
+      assert.ok(series.length > 0, "points");
       assert.ok(
         series.some((p) => p.concurrentSandboxes >= 1),
         "sandboxes made by the tests above count",
@@ -160,7 +160,7 @@ for (const backend of backends) {
       const max = await t.request(`/teams/${t.teamID}/metrics/max?metric=concurrent_sandboxes`);
       assert.equal(max.status, 200);
       const maxBody = (await max.json()) as { value: number; timestampUnix: number; timestamp: string };
-      assert.ok(maxBody.value >= 1);
+      assert.ok(maxBody.value >= 1, `max ${maxBody.value}`);
       assert.equal(typeof maxBody.timestamp, "string");
 
       const other = await t.newTeam("team-metrics-other");

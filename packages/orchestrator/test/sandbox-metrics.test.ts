@@ -86,8 +86,11 @@ test("samples in a range, oldest first; the latest; averaged over a step", async
     [90],
   );
   const stepped = await s.read("sbx1", "team-a", { stepSeconds: 5, start: t0, end: t0 + 9 });
-  assert.ok(stepped.length >= 2 && stepped.length <= 3);
-  assert.equal(stepped.reduce((n, x) => n + (x.time % 5 === 0 ? 1 : 0), 0), stepped.length);
+  assert.ok(stepped.length >= 2 && stepped.length <= 3, `${stepped.length} buckets`);
+  assert.equal(
+    stepped.reduce((n, x) => n + (x.time % 5 === 0 ? 1 : 0), 0),
+    stepped.length,
+  );
   assert.deepEqual(await s.read("nosuch", "team-a"), []);
 });
 
@@ -165,7 +168,10 @@ test("a file found damaged or another team's is started afresh on the next appen
   await writeFile(path.join(dir, "..", "placeholder"), "");
   const { store: first } = { store: s };
   await first.append("sbx6", "team-a", sample(nowSeconds()));
-  await writeFile(path.join(dir, "sbx6.metrics"), "garbage that is not a metrics file at all, long enough....");
+  await writeFile(
+    path.join(dir, "sbx6.metrics"),
+    "garbage that is not a metrics file at all, long enough....",
+  );
   const fresh = new MetricsStore({ dir, retentionMs: HOUR });
   await fresh.append("sbx6", "team-b", sample(nowSeconds()));
   assert.equal((await fresh.read("sbx6", "team-b")).length, 1);
@@ -177,8 +183,14 @@ test("retention and interval settings: defaults, bounds, clear errors", () => {
   assert.equal(readNodeConfig({}).metricsRetentionHours, 24);
   assert.equal(readNodeConfig({ MOAT_METRICS_INTERVAL: "0" }).metricsIntervalSeconds, 0);
   assert.equal(readNodeConfig({ MOAT_METRICS_RETENTION_HOURS: "0.5" }).metricsRetentionHours, 0.5);
-  assert.throws(() => readNodeConfig({ MOAT_METRICS_INTERVAL: "-1" }), /MOAT_METRICS_INTERVAL must be a whole number/);
-  assert.throws(() => readNodeConfig({ MOAT_METRICS_RETENTION_HOURS: "0" }), /MOAT_METRICS_RETENTION_HOURS must be/);
+  assert.throws(
+    () => readNodeConfig({ MOAT_METRICS_INTERVAL: "-1" }),
+    /MOAT_METRICS_INTERVAL must be a whole number/,
+  );
+  assert.throws(
+    () => readNodeConfig({ MOAT_METRICS_RETENTION_HOURS: "0" }),
+    /MOAT_METRICS_RETENTION_HOURS must be/,
+  );
   assert.throws(() => checkRetentionHours("forever"), /must be a number of hours/);
 });
 
@@ -247,9 +259,9 @@ test("the sampler reads running user sandboxes only (with their token), stamped 
     assert.equal(envd.calls(), 1, "paused, pausing, pool and build sandboxes are not sampled");
     assert.deepEqual(tokens, ["tok"]);
     const [got] = await s.read("run1", "team-a");
-    assert.ok(got);
+    assert.ok(got, "a sample was kept");
     // envd said ts: 1; the node's clock stamps the sample.
-    assert.ok(got.time >= before && got.time <= nowSeconds());
+    assert.ok(got.time >= before && got.time <= nowSeconds(), `stamped ${got.time}, not by the node`);
     assert.equal(got.cpuUsedPct, 42.5);
     assert.equal(got.memUsed, 64 * 2 ** 20);
     assert.equal(got.diskTotal, 10 * 2 ** 30);
@@ -286,17 +298,14 @@ test("a hostile envd: a huge body, a slow answer, not JSON, an error status: no 
     }
   }
   // Fields of the wrong type or sign read as 0; unknown ones are dropped.
-  assert.deepEqual(
-    toSample({ cpu_count: "2", cpu_used_pct: -3, mem_used: 1e3, evil: { a: 1 } }, 7),
-    {
-      time: 7,
-      cpuCount: 0,
-      cpuUsedPct: 0,
-      memUsed: 1e3,
-      memTotal: 0,
-      memCache: 0,
-      diskUsed: 0,
-      diskTotal: 0,
-    },
-  );
+  assert.deepEqual(toSample({ cpu_count: "2", cpu_used_pct: -3, mem_used: 1e3, evil: { a: 1 } }, 7), {
+    time: 7,
+    cpuCount: 0,
+    cpuUsedPct: 0,
+    memUsed: 1e3,
+    memTotal: 0,
+    memCache: 0,
+    diskUsed: 0,
+    diskTotal: 0,
+  });
 });
