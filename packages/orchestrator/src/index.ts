@@ -6,6 +6,7 @@ export type { ArtifactStore } from "./artifacts/store.js";
 export {
   checkNodeID,
   checkNodeToken,
+  checkRetentionHours,
   DEFAULT_DATA_DIR,
   DEFAULT_NODE_ID,
   defaultDataDir,

@@ -24,6 +24,7 @@ import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
+import { metricsIntervalOption, metricsRetentionOption } from "../args/metrics.js";
 import { parsePort } from "../args/port.js";
 import { startOrchestratorNodeProxy } from "../node-proxy.js";
 
@@ -38,6 +39,8 @@ interface UpOptions {
   poolSize?: number;
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
+  metricsInterval?: number;
+  metricsRetention?: number;
 }
 
 export function upCommand(): Command {
@@ -69,6 +72,8 @@ export function upCommand(): Command {
         .argParser(parseEgressAllowOption),
     )
     .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
+    .addOption(metricsIntervalOption())
+    .addOption(metricsRetentionOption())
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -115,6 +120,8 @@ async function up(opts: UpOptions): Promise<void> {
     poolSize: opts.poolSize,
     egressAllow,
     artifacts,
+    metricsIntervalSeconds: opts.metricsInterval,
+    metricsRetentionHours: opts.metricsRetention,
   });
   const nodeProxy =
     opts.nodeProxyPort === undefined
