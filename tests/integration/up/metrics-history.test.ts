@@ -55,9 +55,17 @@ describe("moat up: sandbox metrics history", { timeout: 240_000 }, () => {
   });
 
   test("several samples over time through sbx.getMetrics, the sandbox's own view", async () => {
-    const metrics = await metricsUntil(() => sbx.getMetrics(), (m) => m.length >= 3, "three samples");
+    const metrics = await metricsUntil(
+      () => sbx.getMetrics(),
+      (m) => m.length >= 3,
+      "three samples",
+    );
     const times = metrics.map((m) => m.timestamp.getTime());
-    assert.deepEqual(times, [...times].sort((a, b) => a - b), "oldest first");
+    assert.deepEqual(
+      times,
+      [...times].sort((a, b) => a - b),
+      "oldest first",
+    );
     assert.equal(new Set(times).size, times.length, "one sample per second at most");
     for (const m of metrics) {
       assert.ok(m.cpuCount >= 1, `cpuCount ${m.cpuCount}`);
@@ -125,7 +133,9 @@ describe("moat up: sandbox metrics history", { timeout: 240_000 }, () => {
   test("team metrics: the team's concurrent sandboxes and start rate, and their maximum", async () => {
     const headers = { "x-api-key": team.apiKey };
     const since = Math.floor(Date.now() / 1000) - 600;
-    const res = await fetch(`${moat.env.E2B_API_URL}/teams/${team.teamID}/metrics?start=${since}`, { headers });
+    const res = await fetch(`${moat.env.E2B_API_URL}/teams/${team.teamID}/metrics?start=${since}`, {
+      headers,
+    });
     assert.equal(res.status, 200);
     const series = (await res.json()) as Array<{
       timestampUnix: number;
