@@ -133,7 +133,7 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
       ? parse(() => checkNodeToken(env.MOAT_NODE_TOKEN!, "MOAT_NODE_TOKEN"), undefined)
       : undefined,
     metricsIntervalSeconds: parse(
-      () => parseCount(env, "MOAT_METRICS_INTERVAL", DEFAULT_METRICS_INTERVAL_SECONDS),
+      () => checkMetricsInterval(env.MOAT_METRICS_INTERVAL, "MOAT_METRICS_INTERVAL"),
       DEFAULT_METRICS_INTERVAL_SECONDS,
     ),
     metricsRetentionHours: parse(
@@ -207,6 +207,19 @@ export function checkNodeToken(token: string, name = "nodeToken"): string {
     );
   }
   return token;
+}
+
+/** Seconds between metrics samples: a whole number from 0 (off) to 3600; unset or empty is the default. */
+export function checkMetricsInterval(
+  value: string | number | undefined,
+  name = "metricsIntervalSeconds",
+): number {
+  if (value === undefined || value === "") return DEFAULT_METRICS_INTERVAL_SECONDS;
+  const seconds = Number(value);
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > 3600) {
+    throw new Error(`${name} must be a whole number of seconds from 0 (off) to 3600, got '${value}'`);
+  }
+  return seconds;
 }
 
 /** Hours of metrics kept: a number > 0 (fractions allowed, at most a year); unset or empty is the default. */

@@ -4,6 +4,7 @@ export { describeArtifactStore, openArtifactStore, parseArtifactLocation } from 
 export { S3ArtifactStore } from "./artifacts/s3.js";
 export type { ArtifactStore } from "./artifacts/store.js";
 export {
+  checkMetricsInterval,
   checkNodeID,
   checkNodeToken,
   checkRetentionHours,

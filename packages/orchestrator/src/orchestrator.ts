@@ -14,7 +14,14 @@ import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen
 import { describeArtifactStore, openArtifactStore } from "./artifacts/open.js";
 import { SharedArtifacts } from "./artifacts/shared.js";
 import type { ArtifactStore } from "./artifacts/store.js";
-import { checkNodeID, checkNodeToken, type NodeConfig, readNodeConfig } from "./config.js";
+import {
+  checkMetricsInterval,
+  checkNodeID,
+  checkNodeToken,
+  checkRetentionHours,
+  type NodeConfig,
+  readNodeConfig,
+} from "./config.js";
 import { acquireNodeLocks } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
 import type { EgressAllowEntry } from "./network/egress.js";
@@ -358,8 +365,14 @@ async function start(
   const metrics = await startSandboxMetrics({
     dataDir: options.dataDir,
     sandboxes: () => manager.list(),
-    intervalSeconds: options.metricsIntervalSeconds ?? config.metricsIntervalSeconds,
-    retentionHours: options.metricsRetentionHours ?? config.metricsRetentionHours,
+    intervalSeconds:
+      options.metricsIntervalSeconds !== undefined
+        ? checkMetricsInterval(options.metricsIntervalSeconds)
+        : config.metricsIntervalSeconds,
+    retentionHours:
+      options.metricsRetentionHours !== undefined
+        ? checkRetentionHours(options.metricsRetentionHours)
+        : config.metricsRetentionHours,
     logger,
   });
   started.push("sandbox metrics", () => metrics.close());

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
-import { checkRetentionHours, readNodeConfig } from "../src/config.js";
+import { checkMetricsInterval, checkRetentionHours, readNodeConfig } from "../src/config.js";
 import {
   MAX_METRICS_BODY_BYTES,
   MetricsSampler,
@@ -185,13 +185,16 @@ test("retention and interval settings: defaults, bounds, clear errors", () => {
   assert.equal(readNodeConfig({ MOAT_METRICS_RETENTION_HOURS: "0.5" }).metricsRetentionHours, 0.5);
   assert.throws(
     () => readNodeConfig({ MOAT_METRICS_INTERVAL: "-1" }),
-    /MOAT_METRICS_INTERVAL must be a whole number/,
+    /MOAT_METRICS_INTERVAL must be a whole number of seconds/,
   );
   assert.throws(
     () => readNodeConfig({ MOAT_METRICS_RETENTION_HOURS: "0" }),
     /MOAT_METRICS_RETENTION_HOURS must be/,
   );
   assert.throws(() => checkRetentionHours("forever"), /must be a number of hours/);
+  // Past 2^31 ms a timer fires at once: an interval that long is refused, not run every millisecond.
+  assert.throws(() => readNodeConfig({ MOAT_METRICS_INTERVAL: "3000000" }), /from 0 \(off\) to 3600/);
+  assert.throws(() => checkMetricsInterval(1.5), /whole number of seconds/);
 });
 
 /** An envd stand-in on loopback answering /metrics with `answer`. */

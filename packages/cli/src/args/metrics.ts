@@ -1,6 +1,5 @@
-import { checkRetentionHours } from "@moat/orchestrator";
+import { checkMetricsInterval, checkRetentionHours } from "@moat/orchestrator";
 import { InvalidArgumentError, Option } from "commander";
-import { parseCount } from "./count.js";
 
 /** `--metrics-interval`: how often the node samples each running sandbox's metrics. */
 export function metricsIntervalOption(): Option {
@@ -9,7 +8,7 @@ export function metricsIntervalOption(): Option {
     "seconds between samples of each running sandbox's CPU, memory and disk (default 5; 0: off)",
   )
     .env("MOAT_METRICS_INTERVAL")
-    .argParser(parseCount);
+    .argParser(parseInterval);
 }
 
 /** `--metrics-retention`: how long the node keeps the samples. */
@@ -20,6 +19,14 @@ export function metricsRetentionOption(): Option {
   )
     .env("MOAT_METRICS_RETENTION_HOURS")
     .argParser(parseRetention);
+}
+
+function parseInterval(value: string): number {
+  try {
+    return checkMetricsInterval(value, "--metrics-interval");
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 function parseRetention(value: string): number {
