@@ -32,6 +32,7 @@ import { registerSandboxesList } from "./handlers/sandboxes-list.js";
 import { registerSandboxesListV1 } from "./handlers/sandboxes-list-v1.js";
 import { registerSnapshotCreate } from "./handlers/snapshot-create.js";
 import { registerSnapshotsList } from "./handlers/snapshots-list.js";
+import { registerTeamMetrics } from "./handlers/team-metrics.js";
 import { registerTeamsList } from "./handlers/teams-list.js";
 import { registerTemplateAlias } from "./handlers/template-alias.js";
 import { registerTemplateBuildLogs } from "./handlers/template-build-logs.js";
@@ -75,6 +76,7 @@ const TEAM_ROUTES = [
   "/v2/*",
   "/v3/*",
   "/teams",
+  "/teams/*",
   "/templates",
   "/templates/*",
   "/snapshots",
@@ -175,6 +177,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerTeamsList(app, ctx);
   registerAPIKeys(app, ctx);
   registerAccessTokens(app, ctx);
+  registerTeamMetrics(app, ctx);
   registerTemplateRequestBuild(app, ctx);
   registerTemplateFilesLink(app, ctx);
   registerTemplateFilesUpload(app, ctx);

@@ -77,7 +77,14 @@ export interface NodeConfig {
   logsMaxMB: number;
   /** MOAT_LOGS_TOTAL_MB: MiB all sandbox logs may hold; the least recently written of ended sandboxes go first (default 10240). */
   logsTotalMB: number;
+  /** MOAT_METRICS_INTERVAL: seconds between samples of each running sandbox's metrics (default 5; 0: off). */
+  metricsIntervalSeconds: number;
+  /** MOAT_METRICS_RETENTION_HOURS: how long the samples are kept, also after the sandbox ends (default 24). */
+  metricsRetentionHours: number;
 }
+
+export const DEFAULT_METRICS_INTERVAL_SECONDS = 5;
+export const DEFAULT_METRICS_RETENTION_HOURS = 24;
 
 export const DEFAULT_NODE_ID = "local";
 const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -144,6 +151,14 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     logsTotalMB: parse(
       () => parsePositive(env, "MOAT_LOGS_TOTAL_MB", DEFAULT_LOGS_TOTAL_MB),
       DEFAULT_LOGS_TOTAL_MB,
+    ),
+    metricsIntervalSeconds: parse(
+      () => checkMetricsInterval(env.MOAT_METRICS_INTERVAL, "MOAT_METRICS_INTERVAL"),
+      DEFAULT_METRICS_INTERVAL_SECONDS,
+    ),
+    metricsRetentionHours: parse(
+      () => checkRetentionHours(env.MOAT_METRICS_RETENTION_HOURS, "MOAT_METRICS_RETENTION_HOURS"),
+      DEFAULT_METRICS_RETENTION_HOURS,
     ),
   };
   if (errors.length === 1) throw errors[0];
@@ -212,6 +227,32 @@ export function checkNodeToken(token: string, name = "nodeToken"): string {
     );
   }
   return token;
+}
+
+/** Seconds between metrics samples: a whole number from 0 (off) to 3600; unset or empty is the default. */
+export function checkMetricsInterval(
+  value: string | number | undefined,
+  name = "metricsIntervalSeconds",
+): number {
+  if (value === undefined || value === "") return DEFAULT_METRICS_INTERVAL_SECONDS;
+  const seconds = Number(value);
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > 3600) {
+    throw new Error(`${name} must be a whole number of seconds from 0 (off) to 3600, got '${value}'`);
+  }
+  return seconds;
+}
+
+/** Hours of metrics kept: a number > 0 (fractions allowed, at most a year); unset or empty is the default. */
+export function checkRetentionHours(
+  value: string | number | undefined,
+  name = "metricsRetentionHours",
+): number {
+  if (value === undefined || value === "") return DEFAULT_METRICS_RETENTION_HOURS;
+  const hours = Number(value);
+  if (!Number.isFinite(hours) || hours <= 0 || hours > 24 * 366) {
+    throw new Error(`${name} must be a number of hours > 0 and at most ${24 * 366}, got '${value}'`);
+  }
+  return hours;
 }
 
 /** MOAT_FAULTS: `pause:frozen=error,resume:restored=crash` → a map of step → kind (`=error` if left out). */

@@ -4,8 +4,10 @@ export { describeArtifactStore, openArtifactStore, parseArtifactLocation } from 
 export { S3ArtifactStore } from "./artifacts/s3.js";
 export type { ArtifactStore } from "./artifacts/store.js";
 export {
+  checkMetricsInterval,
   checkNodeID,
   checkNodeToken,
+  checkRetentionHours,
   DEFAULT_DATA_DIR,
   DEFAULT_NODE_ID,
   defaultDataDir,

@@ -14,7 +14,14 @@ import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen
 import { describeArtifactStore, openArtifactStore } from "./artifacts/open.js";
 import { SharedArtifacts } from "./artifacts/shared.js";
 import type { ArtifactStore } from "./artifacts/store.js";
-import { checkNodeID, checkNodeToken, type NodeConfig, readNodeConfig } from "./config.js";
+import {
+  checkMetricsInterval,
+  checkNodeID,
+  checkNodeToken,
+  checkRetentionHours,
+  type NodeConfig,
+  readNodeConfig,
+} from "./config.js";
 import { acquireNodeLocks } from "./host/lock.js";
 import { DnsResolver, hostUpstreams, type Upstream } from "./network/dns-resolver.js";
 import type { EgressAllowEntry } from "./network/egress.js";
@@ -35,6 +42,7 @@ import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { VolumeStore } from "./storage/volumes.js";
 import { SandboxLogCollector } from "./telemetry/logs/collector.js";
 import { SandboxLogStore } from "./telemetry/logs/store.js";
+import { startSandboxMetrics } from "./telemetry/metrics/index.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -128,6 +136,10 @@ export interface OrchestratorOptions {
   logsRetentionHours?: number;
   /** MiB a sandbox's log may hold, its oldest entries dropped past it (default: MOAT_LOGS_MAX_MB, else 10). */
   logsMaxMB?: number;
+  /** Seconds between samples of each running sandbox's metrics (default: MOAT_METRICS_INTERVAL, else 5; 0: off). */
+  metricsIntervalSeconds?: number;
+  /** Hours the samples are kept, also after the sandbox ends (default: MOAT_METRICS_RETENTION_HOURS, else 24). */
+  metricsRetentionHours?: number;
 }
 
 export interface Orchestrator {
@@ -384,10 +396,24 @@ async function start(
   manager.subscribe((event) => {
     if (event.type === "killed" || event.type === "expired" || event.type === "failed") void prune();
   });
+  const metrics = await startSandboxMetrics({
+    dataDir: options.dataDir,
+    sandboxes: () => manager.list(),
+    intervalSeconds:
+      options.metricsIntervalSeconds !== undefined
+        ? checkMetricsInterval(options.metricsIntervalSeconds)
+        : config.metricsIntervalSeconds,
+    retentionHours:
+      options.metricsRetentionHours !== undefined
+        ? checkRetentionHours(options.metricsRetentionHours)
+        : config.metricsRetentionHours,
+    logger,
+  });
+  started.push("sandbox metrics", () => metrics.close());
   const server = http2.createServer(
     connectNodeAdapter({
       routes: (router) => {
-        router.service(SandboxService, sandboxService(manager, sandboxLogs));
+        router.service(SandboxService, sandboxService(manager, sandboxLogs, metrics.store));
         router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
@@ -429,6 +455,7 @@ async function start(
     },
     async close() {
       await heartbeat?.stop();
+      await metrics.close();
       await manager.close();
       await logCollector.stop();
       sandboxLogs.stop();

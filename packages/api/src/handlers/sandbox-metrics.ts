@@ -1,7 +1,8 @@
 /**
- * GET /sandboxes/{id}/metrics and GET /sandboxes/metrics?sandbox_ids=a,b: resource usage read
- * from the sandboxes' envd (see sandbox/metrics.ts). A sandbox whose envd does not answer has no
- * reading (an empty list, or no key in the map).
+ * GET /sandboxes/{id}/metrics?start&end and GET /sandboxes/metrics?sandbox_ids=a,b (the latest
+ * sample of each): the history its node keeps of each sandbox's resource usage (see
+ * sandbox/metrics.ts), also for a sandbox killed within the node's retention. Another team's
+ * sandbox reads as a missing one.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import type { APIContext } from "../context.js";
@@ -16,11 +17,15 @@ import {
   SandboxIDParamsSchema,
   SandboxMetricSchema,
 } from "../http/schemas.js";
-import { readSandboxMetric, type SandboxMetric } from "../sandbox/metrics.js";
-import { VISIBLE_STATES } from "../sandbox/states.js";
+import { metricsRange, readSandboxMetrics, type SandboxMetric } from "../sandbox/metrics.js";
+import { LIVE_STATES } from "../sandbox/states.js";
 import { SECURITY } from "./shared.js";
 
-const UnixSeconds = z.coerce.number().int().min(0);
+/** Unix seconds up to 2^32 − 1 (the year 2106), as the node keeps them. */
+export const UnixSeconds = z.coerce.number().int().min(0).max(0xffff_ffff);
+
+/** States whose metrics can be read: every sandbox the team has or had. */
+const READABLE = [...LIVE_STATES, "killed"] as const;
 
 const one = createRoute({
   method: "get",
@@ -31,12 +36,14 @@ const one = createRoute({
   request: {
     params: SandboxIDParamsSchema,
     query: z.object({
-      start: UnixSeconds.optional().openapi({ description: "Unix seconds" }),
-      end: UnixSeconds.optional().openapi({ description: "Unix seconds" }),
+      start: UnixSeconds.optional().openapi({
+        description: "Unix seconds (default: the sandbox's creation)",
+      }),
+      end: UnixSeconds.optional().openapi({ description: "Unix seconds (default: now)" }),
     }),
   },
   responses: {
-    200: jsonResponse(z.array(SandboxMetricSchema), "Readings"),
+    200: jsonResponse(z.array(SandboxMetricSchema), "Samples, oldest first"),
     ...errorResponses,
     ...notFoundResponse,
   },
@@ -54,7 +61,7 @@ const many = createRoute({
     }),
   },
   responses: {
-    200: jsonResponse(SandboxesWithMetricsSchema, "Latest reading per sandbox"),
+    200: jsonResponse(SandboxesWithMetricsSchema, "Latest sample per sandbox"),
     ...errorResponses,
   },
 });
@@ -79,8 +86,10 @@ export function registerSandboxMetrics(app: App, ctx: APIContext): void {
     }
     const readings = await Promise.all(
       ids.map(async (id) => {
-        const row = await getTeamSandbox(ctx.db, teamID, id, ["running"]);
-        return [id, row ? await readSandboxMetric(row) : undefined] as const;
+        const row = await getTeamSandbox(ctx.db, teamID, id, READABLE);
+        // One sandbox whose node does not answer leaves it out, not the others.
+        const latest = row ? await readSandboxMetrics(ctx, row, { latest: true }).catch(() => []) : [];
+        return [id, latest[0]] as const;
       }),
     );
     const sandboxes: Record<string, SandboxMetric> = {};
@@ -89,14 +98,9 @@ export function registerSandboxMetrics(app: App, ctx: APIContext): void {
   });
   app.openapi(one, async (c) => {
     const { sandboxID } = c.req.valid("param");
-    const { start, end } = c.req.valid("query");
-    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, VISIBLE_STATES);
+    const row = await getTeamSandbox(ctx.db, c.get("caller").team.team_id, sandboxID, READABLE);
     if (!row) throw new SandboxNotFoundError(sandboxID);
-    const metric = row.state === "running" ? await readSandboxMetric(row) : undefined;
-    const inRange =
-      metric !== undefined &&
-      (start === undefined || metric.timestampUnix >= start) &&
-      (end === undefined || metric.timestampUnix <= end);
-    return c.json(inRange ? [metric] : [], 200);
+    const range = metricsRange(c.req.valid("query"), Math.floor(row.created_at.getTime() / 1000));
+    return c.json(await readSandboxMetrics(ctx, row, range), 200);
   });
 }

@@ -15,6 +15,7 @@ import {
   type SandboxEvent,
   type SandboxInfo,
   type SandboxLogEntry,
+  type SandboxMetricSample,
   SandboxService,
   type SnapshotInfo,
   TemplateService,
@@ -177,6 +178,29 @@ export class NodeClient {
     await this.call("delete", () =>
       this.client.delete({ sandboxId: sandboxID }, { timeoutMs: this.transitionMs }),
     );
+  }
+
+  /** The samples of a sandbox's metrics the node kept (none for another team's sandbox). */
+  async metrics(query: {
+    sandboxId: string;
+    teamId: string;
+    start?: Date;
+    end?: Date;
+    stepSeconds?: number;
+    latest?: boolean;
+  }): Promise<SandboxMetricSample[]> {
+    const { start, end, ...rest } = query;
+    const res = await this.call("metrics", () =>
+      this.client.metrics(
+        {
+          ...rest,
+          start: start ? timestampFromDate(start) : undefined,
+          end: end ? timestampFromDate(end) : undefined,
+        },
+        { timeoutMs: this.callMs },
+      ),
+    );
+    return res.samples;
   }
 
   async updateEndTime(sandboxID: string, endTime: Date): Promise<void> {

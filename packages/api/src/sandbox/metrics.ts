@@ -1,10 +1,16 @@
 /**
- * A sandbox's resource usage, read from its envd's /metrics on the node's host address (the API
- * runs on the node in `moat up`). One reading per call: there is no history yet, so a request
- * for a time range answers the current reading when "now" is in it, and nothing otherwise.
+ * A sandbox's resource usage over time: its node samples the sandbox's envd every few seconds and
+ * keeps the samples for its retention, also after the sandbox ends (the node's
+ * SandboxService.Metrics). Ranges are unix seconds, as E2B's API takes them; a long range is
+ * averaged over wider steps, as E2B's is.
  */
-import { ENVD_PORT } from "@moat/shared";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { SandboxMetricSample } from "@moat/shared/gen/orchestrator";
+import type { APIContext } from "../context.js";
 import type { SandboxRow } from "../db/schema.js";
+import { InvalidRequestError, NodeUnreachableError } from "../errors.js";
+import { NodeSandboxNotFoundError, NodeUnavailableError } from "../orchestrator/node-client.js";
+import { nodeOf } from "./nodes.js";
 
 export interface SandboxMetric {
   timestamp: string;
@@ -18,52 +24,75 @@ export interface SandboxMetric {
   diskTotal: number;
 }
 
-/** envd's /metrics body (snake_case, as E2B's envd). */
-interface EnvdMetrics {
-  ts?: number;
-  cpu_count?: number;
-  cpu_used_pct?: number;
-  mem_total?: number;
-  mem_used?: number;
-  mem_cache?: number;
-  disk_used?: number;
-  disk_total?: number;
+/** E2B's steps for a range (its CalculateStep), in seconds; under an hour every sample is kept. */
+export function stepFor(start: number, end: number): number {
+  const span = end - start;
+  if (span < 3600) return 0;
+  if (span < 6 * 3600) return 30;
+  if (span < 12 * 3600) return 60;
+  if (span < 24 * 3600) return 120;
+  if (span < 7 * 86_400) return 300;
+  return 900;
 }
 
-const READ_TIMEOUT_MS = 2_000;
+/** The range of a request: E2B's defaults (from `defaultStart` to now), start after end refused. */
+export function metricsRange(
+  query: { start?: number; end?: number },
+  defaultStart: number,
+  now = Math.floor(Date.now() / 1000),
+): { start: number; end: number } {
+  const start = query.start ?? Math.min(defaultStart, query.end ?? now);
+  const end = query.end ?? Math.max(now, start);
+  if (start > end) {
+    throw new InvalidRequestError(
+      `start (${start}) is after end (${end}): give start ≤ end, in unix seconds`,
+    );
+  }
+  return { start, end };
+}
 
-/** The current reading, or undefined when envd cannot be reached or answers nonsense. */
-export async function readSandboxMetric(
-  row: Pick<SandboxRow, "host_address" | "envd_access_token">,
-): Promise<SandboxMetric | undefined> {
-  if (!row.host_address) return undefined;
+/**
+ * The samples its node kept for the sandbox in the range. A sandbox that ended on a node no longer
+ * there has none; a live sandbox's node that does not answer fails the request (503).
+ */
+export async function readSandboxMetrics(
+  ctx: APIContext,
+  row: Pick<SandboxRow, "sandbox_id" | "team_id" | "node_id" | "state">,
+  query: { start?: number; end?: number; latest?: boolean },
+): Promise<SandboxMetric[]> {
   try {
-    const res = await fetch(`http://${row.host_address}:${ENVD_PORT}/metrics`, {
-      headers: row.envd_access_token ? { "X-Access-Token": row.envd_access_token } : {},
-      signal: AbortSignal.timeout(READ_TIMEOUT_MS),
+    const samples = await nodeOf(ctx, row).metrics({
+      sandboxId: row.sandbox_id,
+      teamId: row.team_id,
+      start: query.start === undefined ? undefined : new Date(query.start * 1000),
+      end: query.end === undefined ? undefined : new Date(query.end * 1000),
+      stepSeconds: query.start !== undefined && query.end !== undefined ? stepFor(query.start, query.end) : 0,
+      latest: query.latest ?? false,
     });
-    if (!res.ok) {
-      await res.body?.cancel();
-      return undefined;
+    return samples.map(toMetric);
+  } catch (err) {
+    if (err instanceof NodeSandboxNotFoundError) return [];
+    if (err instanceof NodeUnavailableError) {
+      if (row.state === "killed") return [];
+      throw new NodeUnreachableError(
+        `the metrics of sandbox '${row.sandbox_id}' are on node '${row.node_id}', which does not answer; try again shortly`,
+      );
     }
-    const m = (await res.json()) as EnvdMetrics;
-    const ts = typeof m.ts === "number" ? m.ts : Math.floor(Date.now() / 1000);
-    return {
-      timestamp: new Date(ts * 1000).toISOString(),
-      timestampUnix: ts,
-      cpuCount: num(m.cpu_count),
-      cpuUsedPct: num(m.cpu_used_pct),
-      memUsed: num(m.mem_used),
-      memTotal: num(m.mem_total),
-      memCache: num(m.mem_cache),
-      diskUsed: num(m.disk_used),
-      diskTotal: num(m.disk_total),
-    };
-  } catch {
-    return undefined;
+    throw err;
   }
 }
 
-function num(value: unknown): number {
-  return typeof value === "number" && Number.isFinite(value) ? value : 0;
+function toMetric(s: SandboxMetricSample): SandboxMetric {
+  const time = s.time ? timestampDate(s.time) : new Date(0);
+  return {
+    timestamp: time.toISOString(),
+    timestampUnix: Math.floor(time.getTime() / 1000),
+    cpuCount: s.cpuCount,
+    cpuUsedPct: s.cpuUsedPct,
+    memUsed: Number(s.memUsed),
+    memTotal: Number(s.memTotal),
+    memCache: Number(s.memCache),
+    diskUsed: Number(s.diskUsed),
+    diskTotal: Number(s.diskTotal),
+  };
 }

@@ -73,7 +73,8 @@ type Method =
   | "snapshot"
   | "deleteSnapshot"
   | "fork"
-  | "logs";
+  | "logs"
+  | "metrics";
 
 /** A call stopped half-way (after its checks and state change, before its effect) until released. */
 export interface Hold {
@@ -100,6 +101,13 @@ export class FakeOrchestrator {
   readonly nodeLogs = new Map<string, MessageInitShape<typeof SandboxLogEntrySchema>[]>();
   /** Forks of the next Fork that fail, by position (0-based), with this error code and message. */
   readonly failForks = new Map<number, { code: string; message: string }>();
+  /** What Metrics answers per sandbox (the node's samples: unix seconds and CPU %), and for which team. */
+  readonly metricSamples = new Map<
+    string,
+    { teamID: string; samples: Array<{ time: number; cpuUsedPct: number }> }
+  >();
+  /** The last Metrics request (its step and range, as the API computed them). */
+  lastMetricsRequest: { start?: number; end?: number; stepSeconds: number; latest: boolean } | undefined;
   private readonly listeners = new Set<(event: EventInit) => void>();
   private readonly failures: Array<{ method: Method; error: ConnectError }> = [];
   private readonly holds: Array<{ method: Method; reach(sandboxID: string): void; released: Promise<void> }> =
@@ -298,6 +306,27 @@ export class FakeOrchestrator {
         // A real node's answer can come after its event has reached the API's watcher.
         if (this.deleteAnswerDelayMs) await new Promise((r) => setTimeout(r, this.deleteAnswerDelayMs));
         return {};
+      },
+      metrics: async (req) => {
+        this.record("metrics", req.sandboxId);
+        const start = req.start ? Number(req.start.seconds) : undefined;
+        const end = req.end ? Number(req.end.seconds) : undefined;
+        this.lastMetricsRequest = { start, end, stepSeconds: req.stepSeconds, latest: req.latest };
+        const kept = this.metricSamples.get(req.sandboxId);
+        if (!kept || kept.teamID !== req.teamId) return { samples: [] };
+        const samples = kept.samples
+          .filter((s) => (start === undefined || s.time >= start) && (end === undefined || s.time <= end))
+          .map((s) => ({
+            time: { seconds: BigInt(s.time), nanos: 0 },
+            cpuCount: 2,
+            cpuUsedPct: s.cpuUsedPct,
+            memUsed: 100n * 2n ** 20n,
+            memTotal: 512n * 2n ** 20n,
+            memCache: 0n,
+            diskUsed: 2n ** 30n,
+            diskTotal: 10n * 2n ** 30n,
+          }));
+        return { samples: req.latest ? samples.slice(-1) : samples };
       },
       updateEndTime: async (req) => {
         this.record("updateEndTime", req.sandboxId);

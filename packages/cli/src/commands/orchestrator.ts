@@ -14,6 +14,7 @@ import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/ar
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parseAddress, parseHTTPURL, parseLabels } from "../args/fleet.js";
+import { metricsIntervalOption, metricsRetentionOption } from "../args/metrics.js";
 import { parseNamePrefix, parseNodeID } from "../args/node.js";
 import { parsePort } from "../args/port.js";
 import { sandboxLogsOptions } from "../args/sandbox-logs.js";
@@ -34,6 +35,8 @@ interface OrchestratorCommandOptions {
   labels?: string[];
   nodeId: string;
   namePrefix: string;
+  metricsInterval?: number;
+  metricsRetention?: number;
 }
 
 /**
@@ -112,6 +115,8 @@ export function orchestratorCommand(): Command {
         .default(NAME_PREFIX)
         .argParser(parseNamePrefix),
     )
+    .addOption(metricsIntervalOption())
+    .addOption(metricsRetentionOption())
     .addHelpText(
       "after",
       "\nEnvironment: MOAT_NODE_TOKEN (the token every call needs, ≥ 32 printable characters, the same on every component; unset: <data-dir>/node-token), MOAT_CODE_INTERPRETER=off (no code-interpreter template), and the node settings in docs/configuration.md (MOAT_POOL_SIZE, MOAT_DISK_SIZE_MB, …).",
@@ -146,6 +151,8 @@ export function orchestratorCommand(): Command {
         proxyPort: opts.proxyPort,
         nodeID: opts.nodeId,
         namePrefix: opts.namePrefix,
+        metricsIntervalSeconds: opts.metricsInterval,
+        metricsRetentionHours: opts.metricsRetention,
       });
       let nodeProxy: Awaited<ReturnType<typeof startOrchestratorNodeProxy>>;
       try {

@@ -25,6 +25,7 @@ import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
+import { metricsIntervalOption, metricsRetentionOption } from "../args/metrics.js";
 import { parsePort } from "../args/port.js";
 import { sandboxLogsOptions } from "../args/sandbox-logs.js";
 import { startOrchestratorNodeProxy } from "../node-proxy.js";
@@ -42,6 +43,8 @@ interface UpOptions {
   artifacts?: string;
   logsRetention?: number;
   logsMaxMb?: number;
+  metricsInterval?: number;
+  metricsRetention?: number;
 }
 
 export function upCommand(): Command {
@@ -75,6 +78,8 @@ export function upCommand(): Command {
     .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
     .addOption(sandboxLogsOptions()[0]!)
     .addOption(sandboxLogsOptions()[1]!)
+    .addOption(metricsIntervalOption())
+    .addOption(metricsRetentionOption())
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -123,6 +128,8 @@ async function up(opts: UpOptions): Promise<void> {
     artifacts,
     logsRetentionHours: opts.logsRetention,
     logsMaxMB: opts.logsMaxMb,
+    metricsIntervalSeconds: opts.metricsInterval,
+    metricsRetentionHours: opts.metricsRetention,
   });
   const nodeProxy =
     opts.nodeProxyPort === undefined

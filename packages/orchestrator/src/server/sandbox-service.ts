@@ -34,6 +34,7 @@ import type { snapshotConfigOf } from "../snapshot/sandbox-snapshot.js";
 import { VolumeNotFoundError } from "../storage/volumes.js";
 import { LOG_LEVELS, type LogLevel } from "../telemetry/logs/entry.js";
 import type { SandboxLogStore } from "../telemetry/logs/store.js";
+import { InvalidMetricsQueryError, type MetricsStore } from "../telemetry/metrics/index.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
   // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
@@ -60,6 +61,7 @@ const EVENT_TYPES: Record<SandboxEvent["type"], SandboxEventType> = {
 export function sandboxService(
   manager: SandboxManager,
   logs?: SandboxLogStore,
+  metrics?: MetricsStore,
 ): ServiceImpl<typeof SandboxService> {
   return {
     async create(req) {
@@ -204,6 +206,35 @@ export function sandboxService(
         })),
       };
     },
+    async metrics(req) {
+      if (!req.teamId) throw new ConnectError("team_id is required", Code.InvalidArgument);
+      if (req.stepSeconds > MAX_STEP_SECONDS) {
+        throw new ConnectError(`step_seconds must be at most ${MAX_STEP_SECONDS}`, Code.InvalidArgument);
+      }
+      const seconds = (t: typeof req.start) => (t ? Number(t.seconds) : undefined);
+      const samples = await mapErrors(async () =>
+        metrics
+          ? metrics.read(req.sandboxId, req.teamId, {
+              start: seconds(req.start),
+              end: seconds(req.end),
+              stepSeconds: req.stepSeconds,
+              latest: req.latest,
+            })
+          : [],
+      );
+      return {
+        samples: samples.map((s) => ({
+          time: { seconds: BigInt(s.time), nanos: 0 },
+          cpuCount: s.cpuCount,
+          cpuUsedPct: s.cpuUsedPct,
+          memUsed: BigInt(s.memUsed),
+          memTotal: BigInt(s.memTotal),
+          memCache: BigInt(s.memCache),
+          diskUsed: BigInt(s.diskUsed),
+          diskTotal: BigInt(s.diskTotal),
+        })),
+      };
+    },
     async updateEndTime(req) {
       if (!req.endTime) throw new ConnectError("end_time is required", Code.InvalidArgument);
       const endTime = timestampDate(req.endTime);
@@ -271,6 +302,8 @@ function configMessage(
   };
 }
 
+const MAX_STEP_SECONDS = 7 * 86_400;
+
 async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -285,6 +318,7 @@ async function mapErrors<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof SandboxExistsError) throw new ConnectError(err.message, Code.AlreadyExists);
     if (err instanceof NodeBusyError) throw new ConnectError(err.message, Code.ResourceExhausted);
     if (err instanceof InvalidSandboxConfigError) throw new ConnectError(err.message, Code.InvalidArgument);
+    if (err instanceof InvalidMetricsQueryError) throw new ConnectError(err.message, Code.InvalidArgument);
     if (err instanceof SandboxStateError) throw new ConnectError(err.message, Code.FailedPrecondition);
     if (err instanceof PublishedPauseMissingError)
       throw new ConnectError(err.message, Code.FailedPrecondition);

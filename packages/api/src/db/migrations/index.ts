@@ -14,6 +14,7 @@ import * as m0008 from "./0008-volumes.js";
 import * as m0009 from "./0009-nodes.js";
 import * as m0010 from "./0010-relocate.js";
 import * as m0011 from "./0011-api-keys.js";
+import * as m0012 from "./0012-team-metrics.js";
 
 export const migrations: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -27,4 +28,5 @@ export const migrations: Record<string, Migration> = {
   "0010-relocate": m0010,
   "0009-nodes": m0009,
   "0011-api-keys": m0011,
+  "0012-team-metrics": m0012,
 };
