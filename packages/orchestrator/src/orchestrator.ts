@@ -33,6 +33,7 @@ import { runscVersion } from "./setup/runsc-install.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { VolumeStore } from "./storage/volumes.js";
+import { NodeMetrics, serveNodeMetrics } from "./telemetry/prometheus.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -122,6 +123,16 @@ export interface OrchestratorOptions {
    * `<data-dir>/node-token`, made on first start).
    */
   nodeToken?: string;
+  /**
+   * Port of the node's Prometheus endpoint, GET /metrics over HTTP/1.1 on `host` (the RPC port
+   * speaks h2c only, which Prometheus does not); 0 picks a free one. Served only with a metrics
+   * token; unset: not served.
+   */
+  metricsPort?: number;
+  /** Address of GET /metrics (default: `host`). */
+  metricsHost?: string;
+  /** Bearer token of GET /metrics (default: MOAT_METRICS_TOKEN); without one no port is opened. */
+  metricsToken?: string;
 }
 
 export interface Orchestrator {
@@ -133,6 +144,8 @@ export interface Orchestrator {
   /** What every RPC must carry as `authorization: Bearer <token>` (kept in <data-dir>/node-token). */
   readonly nodeToken: string;
   readonly manager: SandboxManager;
+  /** The port of GET /metrics; undefined when not served. */
+  readonly metricsPort: number | undefined;
   /**
    * Builds the code-interpreter template when its current definition is not built yet (progress
    * through `onProgress`), makes creates of `code-interpreter-v1` use it, and prepares its
@@ -181,6 +194,35 @@ async function startHeartbeat(
 }
 
 const DEFAULT_NODE_PROXY_PORT = 5007;
+
+/** GET /metrics for the operator's Prometheus, when a port and a token are given. */
+async function startMetricsServer(
+  options: OrchestratorOptions,
+  metrics: NodeMetrics,
+  logger: Logger,
+): Promise<{ port: number; close(): Promise<void> } | undefined> {
+  const token = options.metricsToken ?? (process.env.MOAT_METRICS_TOKEN || undefined);
+  if (options.metricsPort === undefined) return undefined;
+  if (!token) {
+    logger.info("no metrics token (MOAT_METRICS_TOKEN): the node's /metrics is not served");
+    return undefined;
+  }
+  if (token.length < 16)
+    throw new Error("the metrics token (MOAT_METRICS_TOKEN) must be at least 16 characters");
+  try {
+    return await serveNodeMetrics(metrics, {
+      host: options.metricsHost ?? options.host,
+      port: options.metricsPort,
+      token,
+      logger,
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+    throw new Error(
+      `the node's metrics port ${options.metricsPort} is in use: choose another with --metrics-port (moat up: --orchestrator-metrics-port)`,
+    );
+  }
+}
 const BUILDS_REFRESH_MS = 30_000;
 
 /** moat's version (the orchestrator package's). */
@@ -316,6 +358,8 @@ async function start(
     artifacts,
     namePrefix,
   });
+  const metrics = new NodeMetrics({ manager, dataDir: options.dataDir });
+  manager.observe = metrics.observe;
   await manager.reclaim();
   await options.templates.sweep();
   // In the background: creates boot cold until a template's snapshot is there.
@@ -336,6 +380,7 @@ async function start(
     imageMaxBytes: options.imageMaxBytes ?? config.imageMaxBytes,
     shared,
   });
+  builder.observe = metrics.observe;
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>
     builder.pruneLayers().catch((err: unknown) => logger.warn({ err }, "pruning template layers failed"));
@@ -368,7 +413,13 @@ async function start(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info({ port, dataDir: options.dataDir, nodeID, namePrefix }, "orchestrator listening");
+  started.push("RPC server", () => new Promise<void>((resolve) => server.close(() => resolve())));
+  const metricsServer = await startMetricsServer(options, metrics, logger);
+  if (metricsServer) started.push("metrics server", () => metricsServer.close());
+  logger.info(
+    { port, metricsPort: metricsServer?.port, dataDir: options.dataDir, nodeID, namePrefix },
+    "orchestrator listening",
+  );
   const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;
   return {
     port,
@@ -376,6 +427,7 @@ async function start(
     namePrefix,
     nodeToken,
     manager,
+    metricsPort: metricsServer?.port,
     async ensureCodeInterpreter(onProgress, opts = {}) {
       const result = await ensureCodeInterpreterTemplate({
         builder,
@@ -395,6 +447,7 @@ async function start(
     },
     async close() {
       await heartbeat?.stop();
+      await metricsServer?.close();
       await manager.close();
       await resolver.close();
       await new Promise<void>((resolve) => {
