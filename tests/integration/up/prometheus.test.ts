@@ -243,6 +243,7 @@ print(json.dumps(out))
     assert.match(control.stdout, /"127\.0\.0\.1:49983": "(status|read) /, control.stdout);
     const r = await sbx.commands.run(`python3 /tmp/scrape.py ${targets.join(" ")}`, { timeoutMs: 120_000 });
     const results = JSON.parse(r.stdout) as Record<string, string>;
+    t.diagnostic(`from inside the sandbox: ${JSON.stringify(results)}`);
     for (const target of targets)
       assert.match(results[target] ?? "", /^error /, `${target}: ${results[target]}`);
     await sbx.kill();
