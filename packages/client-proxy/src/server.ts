@@ -388,22 +388,24 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     }
   }
 
-  function serveSelf(req: IncomingMessage, res: ServerResponse): void {
+  async function serveSelf(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = pathOf(req.url);
-    let body: unknown;
-    if ((req.method === "GET" || req.method === "HEAD") && path === "/health") body = { status: "ok" };
-    else if (req.method === "GET" && path === "/metrics") {
+    let body: Buffer;
+    let contentType = "application/json; charset=utf-8";
+    if ((req.method === "GET" || req.method === "HEAD") && path === "/health") {
+      body = Buffer.from(JSON.stringify({ status: "ok" }));
+    } else if (req.method === "GET" && path === "/metrics") {
       checkMetricsToken(req, options.metricsToken);
-      body = metrics.snapshot();
+      body = Buffer.from(await metrics.text());
+      contentType = metrics.registry.contentType;
     } else {
       throw new InvalidRouteError(
         `This request names no sandbox: send E2b-Sandbox-Id and E2b-Sandbox-Port, or use a <port>-<sandboxID>.${domain} host`,
       );
     }
-    const bytes = Buffer.from(JSON.stringify(body));
     metrics.recordStatus(200);
-    res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": bytes.length });
-    res.end(req.method === "HEAD" ? undefined : bytes);
+    res.writeHead(200, { "content-type": contentType, "content-length": body.length });
+    res.end(req.method === "HEAD" ? undefined : body);
   }
 
   async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -415,7 +417,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       if (route.kind === "proxy") {
         const signedQuery = filesQuery(req.method, req.url);
         if (!signedQuery) {
-          serveSelf(req, res);
+          await serveSelf(req, res);
           return;
         }
         const { sandboxID } = await findSignedSandbox(catalog, req.method ?? "", signedQuery);

@@ -1043,8 +1043,16 @@ describe("client proxy", { timeout: 60_000 }, () => {
       assert.ok(metrics.tunnelsTotal >= 2);
       assert.ok((metrics.upstreamErrors.ECONNREFUSED ?? 0) >= 1);
       assert.ok(metrics.clientAborts >= 2);
-      const served = json(await send("/metrics", { headers: { authorization: `Bearer ${METRICS_TOKEN}` } }));
-      assert.equal(typeof served.requestsTotal, "number");
+      // Served in Prometheus's text format, with the same numbers.
+      const served = await send("/metrics", { headers: { authorization: `Bearer ${METRICS_TOKEN}` } });
+      assert.equal(served.status, 200);
+      assert.match(String(served.headers["content-type"]), /^text\/plain; version=0\.0\.4/);
+      const text = served.body.toString();
+      const tunnels = /^moat_proxy_tunnels_total (\d+)$/m.exec(text);
+      assert.equal(Number(tunnels?.[1]), proxy.metrics().tunnelsTotal, text);
+      assert.match(text, /^moat_proxy_requests_total\{status="502"\} \d+$/m);
+      assert.match(text, /^moat_proxy_upstream_errors_total\{code="ECONNREFUSED"\} \d+$/m);
+      assert.match(text, /^moat_proxy_active_connections \d+$/m);
     });
 
     test("the proxy's own /metrics needs the metrics token; nobody else reads every tenant's traffic", async () => {

@@ -43,6 +43,7 @@ import { VolumeStore } from "./storage/volumes.js";
 import { SandboxLogCollector } from "./telemetry/logs/collector.js";
 import { SandboxLogStore } from "./telemetry/logs/store.js";
 import { startSandboxMetrics } from "./telemetry/metrics/index.js";
+import { NodeMetrics, serveNodeMetrics } from "./telemetry/prometheus.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -140,6 +141,16 @@ export interface OrchestratorOptions {
   metricsIntervalSeconds?: number;
   /** Hours the samples are kept, also after the sandbox ends (default: MOAT_METRICS_RETENTION_HOURS, else 24). */
   metricsRetentionHours?: number;
+  /**
+   * Port of the node's Prometheus endpoint, GET /metrics over HTTP/1.1 on `host` (the RPC port
+   * speaks h2c only, which Prometheus does not); 0 picks a free one. Served only with a metrics
+   * token; unset: not served.
+   */
+  metricsPort?: number;
+  /** Address of GET /metrics (default: `host`). */
+  metricsHost?: string;
+  /** Bearer token of GET /metrics (default: MOAT_METRICS_TOKEN); without one no port is opened. */
+  metricsToken?: string;
 }
 
 export interface Orchestrator {
@@ -151,6 +162,8 @@ export interface Orchestrator {
   /** What every RPC must carry as `authorization: Bearer <token>` (kept in <data-dir>/node-token). */
   readonly nodeToken: string;
   readonly manager: SandboxManager;
+  /** The port of GET /metrics; undefined when not served. */
+  readonly metricsPort: number | undefined;
   /**
    * Builds the code-interpreter template when its current definition is not built yet (progress
    * through `onProgress`), makes creates of `code-interpreter-v1` use it, and prepares its
@@ -199,6 +212,35 @@ async function startHeartbeat(
 }
 
 const DEFAULT_NODE_PROXY_PORT = 5007;
+
+/** GET /metrics for the operator's Prometheus, when a port and a token are given. */
+async function startMetricsServer(
+  options: OrchestratorOptions,
+  metrics: NodeMetrics,
+  logger: Logger,
+): Promise<{ port: number; close(): Promise<void> } | undefined> {
+  const token = options.metricsToken ?? (process.env.MOAT_METRICS_TOKEN || undefined);
+  if (options.metricsPort === undefined) return undefined;
+  if (!token) {
+    logger.info("no metrics token (MOAT_METRICS_TOKEN): the node's /metrics is not served");
+    return undefined;
+  }
+  if (token.length < 16)
+    throw new Error("the metrics token (MOAT_METRICS_TOKEN) must be at least 16 characters");
+  try {
+    return await serveNodeMetrics(metrics, {
+      host: options.metricsHost ?? options.host,
+      port: options.metricsPort,
+      token,
+      logger,
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
+    throw new Error(
+      `the node's metrics port ${options.metricsPort} is in use: choose another with --metrics-port (moat up: --orchestrator-metrics-port)`,
+    );
+  }
+}
 const BUILDS_REFRESH_MS = 30_000;
 
 /** moat's version (the orchestrator package's). */
@@ -334,6 +376,8 @@ async function start(
     artifacts,
     namePrefix,
   });
+  const metrics = new NodeMetrics({ manager, dataDir: options.dataDir });
+  manager.observe = metrics.observe;
   await manager.reclaim();
   const sandboxLogs = new SandboxLogStore({
     dataDir: options.dataDir,
@@ -382,6 +426,7 @@ async function start(
     imageMaxBytes: options.imageMaxBytes ?? config.imageMaxBytes,
     shared,
   });
+  builder.observe = metrics.observe;
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>
     builder.pruneLayers().catch((err: unknown) => logger.warn({ err }, "pruning template layers failed"));
@@ -428,7 +473,13 @@ async function start(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info({ port, dataDir: options.dataDir, nodeID, namePrefix }, "orchestrator listening");
+  started.push("RPC server", () => new Promise<void>((resolve) => server.close(() => resolve())));
+  const metricsServer = await startMetricsServer(options, metrics, logger);
+  if (metricsServer) started.push("metrics server", () => metricsServer.close());
+  logger.info(
+    { port, metricsPort: metricsServer?.port, dataDir: options.dataDir, nodeID, namePrefix },
+    "orchestrator listening",
+  );
   const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;
   return {
     port,
@@ -436,6 +487,7 @@ async function start(
     namePrefix,
     nodeToken,
     manager,
+    metricsPort: metricsServer?.port,
     async ensureCodeInterpreter(onProgress, opts = {}) {
       const result = await ensureCodeInterpreterTemplate({
         builder,
@@ -456,6 +508,7 @@ async function start(
     async close() {
       await heartbeat?.stop();
       await metrics.close();
+      await metricsServer?.close();
       await manager.close();
       await logCollector.stop();
       sandboxLogs.stop();

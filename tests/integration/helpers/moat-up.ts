@@ -21,6 +21,8 @@ export interface RunningMoat {
   readonly env: Record<string, string>;
   /** The node's orchestrator gRPC/Connect port on 127.0.0.1 (Get, List, … for checks behind the API). */
   readonly orchestratorPort: number;
+  /** The orchestrator's Prometheus GET /metrics port (on 127.0.0.1, with the metrics token). */
+  readonly orchestratorMetricsPort: number;
   /** The node token its orchestrator RPC needs (see nodeTransport). */
   readonly nodeToken: string;
   child: ChildProcess;
@@ -43,7 +45,12 @@ export async function startMoat(
 ): Promise<RunningMoat> {
   if (options.codeInterpreter) await setupCache();
   const dataDir = await makeDataDir();
-  const ports = { api: await freePort(), proxy: await freePort(), orchestrator: await freePort() };
+  const ports = {
+    api: await freePort(),
+    proxy: await freePort(),
+    orchestrator: await freePort(),
+    orchestratorMetrics: await freePort(),
+  };
   let output = "";
   const launch = async (extraEnv: Record<string, string> = {}) => {
     const from = output.length;
@@ -59,6 +66,8 @@ export async function startMoat(
       String(ports.proxy),
       "--orchestrator-port",
       String(ports.orchestrator),
+      "--orchestrator-metrics-port",
+      String(ports.orchestratorMetrics),
     ];
     const limited = options.openFiles
       ? ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, "--", ...argv]
@@ -119,6 +128,7 @@ export async function startMoat(
     dataDir,
     env: await readEnv(),
     orchestratorPort: ports.orchestrator,
+    orchestratorMetricsPort: ports.orchestratorMetrics,
     nodeToken: await readNodeToken(dataDir),
     child,
     log: () => output,

@@ -20,11 +20,15 @@ import { parsePort } from "../args/port.js";
 import { sandboxLogsOptions } from "../args/sandbox-logs.js";
 import { DEFAULT_NODE_PROXY_PORT, startOrchestratorNodeProxy } from "../node-proxy.js";
 
+/** The node's Prometheus endpoint (next to the RPC's 5008). */
+export const DEFAULT_NODE_METRICS_PORT = 5009;
+
 interface OrchestratorCommandOptions {
   dataDir: string;
   port: number;
   host: string;
   proxyPort: number;
+  metricsPort: number;
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
   artifactCacheMb?: number;
@@ -64,6 +68,15 @@ export function orchestratorCommand(): Command {
       )
         .env("MOAT_NODE_PROXY_PORT")
         .default(DEFAULT_NODE_PROXY_PORT)
+        .argParser(parsePort),
+    )
+    .addOption(
+      new Option(
+        "--metrics-port <port>",
+        "Prometheus GET /metrics port, on --host, with Authorization: Bearer $MOAT_METRICS_TOKEN (not served without that token)",
+      )
+        .env("MOAT_NODE_METRICS_PORT")
+        .default(DEFAULT_NODE_METRICS_PORT)
         .argParser(parsePort),
     )
     .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
@@ -119,7 +132,7 @@ export function orchestratorCommand(): Command {
     .addOption(metricsRetentionOption())
     .addHelpText(
       "after",
-      "\nEnvironment: MOAT_NODE_TOKEN (the token every call needs, ≥ 32 printable characters, the same on every component; unset: <data-dir>/node-token), MOAT_CODE_INTERPRETER=off (no code-interpreter template), and the node settings in docs/configuration.md (MOAT_POOL_SIZE, MOAT_DISK_SIZE_MB, …).",
+      "\nEnvironment: MOAT_NODE_TOKEN (the token every call needs, ≥ 32 printable characters, the same on every component; unset: <data-dir>/node-token), MOAT_METRICS_TOKEN (reads GET /metrics on --metrics-port; unset: not served), MOAT_CODE_INTERPRETER=off (no code-interpreter template), and the node settings in docs/configuration.md (MOAT_POOL_SIZE, MOAT_DISK_SIZE_MB, …).",
     )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
@@ -149,6 +162,7 @@ export function orchestratorCommand(): Command {
         apiURL: opts.apiUrl,
         labels: opts.labels,
         proxyPort: opts.proxyPort,
+        metricsPort: opts.metricsPort,
         nodeID: opts.nodeId,
         namePrefix: opts.namePrefix,
         metricsIntervalSeconds: opts.metricsInterval,

@@ -29,6 +29,7 @@ import { metricsIntervalOption, metricsRetentionOption } from "../args/metrics.j
 import { parsePort } from "../args/port.js";
 import { sandboxLogsOptions } from "../args/sandbox-logs.js";
 import { startOrchestratorNodeProxy } from "../node-proxy.js";
+import { DEFAULT_NODE_METRICS_PORT } from "./orchestrator.js";
 
 interface UpOptions {
   dataDir: string;
@@ -36,6 +37,7 @@ interface UpOptions {
   apiPort: number;
   proxyPort: number;
   orchestratorPort: number;
+  orchestratorMetricsPort: number;
   nodeProxyPort?: number;
   domain: string;
   poolSize?: number;
@@ -59,6 +61,12 @@ export function upCommand(): Command {
     .option("--api-port <port>", "API port (E2B_API_URL)", parsePort, 3000)
     .option("--proxy-port <port>", "client proxy port (E2B_SANDBOX_URL)", parsePort, 3002)
     .option("--orchestrator-port <port>", "orchestrator gRPC port (loopback only)", parsePort, 5008)
+    .option(
+      "--orchestrator-metrics-port <port>",
+      "orchestrator's Prometheus GET /metrics port, on --host (with the metrics token)",
+      parsePort,
+      DEFAULT_NODE_METRICS_PORT,
+    )
     .option(
       "--node-proxy-port <port>",
       "also serve the node proxy (loopback, node token): not needed on one box, the client proxy reaches sandboxes directly",
@@ -115,10 +123,19 @@ async function up(opts: UpOptions): Promise<void> {
     onProgress: (ev) => progress(`[${ev.phase}] ${ev.message}`),
   });
 
+  const envFile = path.join(opts.dataDir, ".env");
+  const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
+  // The operator's token for admin routes (POST /admin/teams), kept across restarts.
+  const adminToken = previous.MOAT_ADMIN_TOKEN || randomBytes(24).toString("hex");
+  // Prometheus scrapes the three /metrics with this token (the API also takes the admin token).
+  const metricsToken = process.env.MOAT_METRICS_TOKEN || adminToken;
   const orchestrator = await startOrchestrator({
     dataDir: opts.dataDir,
     port: opts.orchestratorPort,
     host: "127.0.0.1",
+    metricsPort: opts.orchestratorMetricsPort,
+    metricsHost: opts.host,
+    metricsToken,
     logger: logger.child({ component: "orchestrator" }),
     runscBinary: runsc.path,
     platform: runsc.platform,
@@ -153,10 +170,6 @@ async function up(opts: UpOptions): Promise<void> {
       );
     }
   }
-  const envFile = path.join(opts.dataDir, ".env");
-  const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
-  // The operator's token for admin routes (POST /admin/teams), kept across restarts.
-  const adminToken = previous.MOAT_ADMIN_TOKEN || randomBytes(24).toString("hex");
   const loadSampler = new LoadSampler();
   const api = await startAPI({
     dataDir: opts.dataDir,
@@ -181,8 +194,7 @@ async function up(opts: UpOptions): Promise<void> {
     domain: opts.domain,
     catalog: api.catalog,
     logger: logger.child({ component: "client-proxy" }),
-    // Prometheus scrapes both /metrics with this token (the API also takes the admin token).
-    metricsToken: process.env.MOAT_METRICS_TOKEN || adminToken,
+    metricsToken,
     // Default: a quarter of this process's open-file limit.
     maxConnections: envCount("MOAT_PROXY_MAX_CONNECTIONS"),
     // Default: half of maxConnections; 0 behind a load balancer (every client has its address).
@@ -213,7 +225,8 @@ async function up(opts: UpOptions): Promise<void> {
   );
   process.stdout.write(
     `moat is up. Use it with the E2B SDK:\n\nexport E2B_API_KEY=${env.E2B_API_KEY}\nexport E2B_API_URL=${env.E2B_API_URL}\nexport E2B_SANDBOX_URL=${env.E2B_SANDBOX_URL}\nexport E2B_VOLUME_API_URL=${env.E2B_VOLUME_API_URL}\n\n(also written to ${envFile})\n` +
-      `Prometheus: ${api.url}/metrics and ${env.E2B_SANDBOX_URL}/metrics with Authorization: Bearer ` +
+      `Prometheus: ${api.url}/metrics, ${env.E2B_SANDBOX_URL}/metrics and ` +
+      `http://${opts.host}:${orchestrator.metricsPort}/metrics with Authorization: Bearer ` +
       `${process.env.MOAT_METRICS_TOKEN ? "$MOAT_METRICS_TOKEN" : `$MOAT_ADMIN_TOKEN (in ${envFile})`}\n`,
   );
 

@@ -20,6 +20,7 @@ import { commitImage, imageExists, removeImage } from "../snapshot/image.js";
 import type { SandboxSnapshot } from "../snapshot/sandbox-snapshot.js";
 import { seedUpper, type TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import type { VolumeStore } from "../storage/volumes.js";
+import type { OperationObserver } from "../telemetry/prometheus.js";
 import { BASE_BUILD_KEY, type TemplateBuild, type TemplateResolver } from "../template/store.js";
 import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
 import type { OutputLine } from "./envd-process.js";
@@ -112,6 +113,8 @@ const COLD_READY_TIMEOUT_MS = 30_000;
 const AUTO_PAUSE_RETRY_MS = 5000;
 
 export class SandboxManager {
+  /** Told each operation's duration (the node's Prometheus metrics, telemetry/prometheus.ts). */
+  observe: OperationObserver | undefined;
   readonly factory: SandboxFactory;
   readonly faults: Faults;
   readonly snapshots: TemplateSnapshots;
@@ -328,15 +331,14 @@ export class SandboxManager {
       this.faults.at("create:running");
       created.moveTo("running");
       this.armEnd(created);
+      const timings = timer.done();
       log.info(
-        {
-          slot: record.slotIndex,
-          hostAddress: created.hostAddress,
-          startKind: record.startKind,
-          ...timer.done(),
-        },
+        { slot: record.slotIndex, hostAddress: created.hostAddress, startKind: record.startKind, ...timings },
         "sandbox created",
       );
+      this.observe?.("create", timings.totalMs / 1000, { start: record.startKind ?? "cold" });
+      if (record.startKind === "snapshot" && timings.runtime !== undefined)
+        this.observe?.("restore", timings.runtime / 1000, { for: "create" });
       this.emit({ sandboxID: input.sandboxID, type: "created", reason: "" });
       return created;
     } catch (err) {
@@ -514,7 +516,10 @@ export class SandboxManager {
     const taken = targets.find((t) => this.sandboxes.has(t.sandboxID));
     if (taken) throw new SandboxExistsError(taken.sandboxID);
     const concurrency = this.options.forkConcurrency ?? availableParallelism();
-    return forkSandbox(this, sandboxID, targets, concurrency);
+    const started = performance.now();
+    const outcomes = await forkSandbox(this, sandboxID, targets, concurrency);
+    this.observe?.("fork", (performance.now() - started) / 1000);
+    return outcomes;
   }
 
   /** Removes a snapshot; sandboxes started from it have copies of its files and carry on. */
@@ -563,7 +568,9 @@ export class SandboxManager {
       await this.unpublish(sandbox);
     } finally {
       this.sandboxes.delete(sandboxID);
-      this.options.logger.info({ sandboxID, type, reason, ...timer.done() }, "sandbox stopped");
+      const timings = timer.done();
+      this.options.logger.info({ sandboxID, type, reason, ...timings }, "sandbox stopped");
+      this.observe?.("kill", timings.totalMs / 1000);
       this.emit({ sandboxID, type, reason });
     }
   }
@@ -792,7 +799,9 @@ export class SandboxManager {
       );
     }
     await this.settlePaused(sandbox, memory && saved, log, timer.lap);
-    log.info({ memory: r.memory, reason, ...timer.done() }, "sandbox paused");
+    const timings = timer.done();
+    log.info({ memory: r.memory, reason, ...timings }, "sandbox paused");
+    this.observe?.("pause", timings.totalMs / 1000);
     this.emit({ sandboxID: r.sandboxID, type: "paused", reason });
   }
 
@@ -835,10 +844,14 @@ export class SandboxManager {
     // The record says running: the image, and the published pause, have served.
     await removeImage(image).catch((err: unknown) => log.error({ err }, "removing a used memory image"));
     await this.unpublish(sandbox);
+    const timings = timer.done();
     log.info(
-      { slot: r.slotIndex, hostAddress: sandbox.hostAddress, restored: restore, ...timer.done() },
+      { slot: r.slotIndex, hostAddress: sandbox.hostAddress, restored: restore, ...timings },
       "sandbox resumed",
     );
+    this.observe?.("resume", timings.totalMs / 1000, { from: restore ? "memory" : "files" });
+    if (restore && timings.runtime !== undefined)
+      this.observe?.("restore", timings.runtime / 1000, { for: "resume" });
     this.emit({ sandboxID: r.sandboxID, type: "resumed", reason: restore ? "memory" : "files" });
   }
 
@@ -856,7 +869,9 @@ export class SandboxManager {
       r.state = "snapshotting";
       await writeRecord(this.options.dataDir, r);
       const snapshot = await this.sandboxSnapshots.take(sandbox, snapshotID, ephemeral);
-      log.info({ ephemeral, ...timer.done() }, "sandbox snapshotted");
+      const timings = timer.done();
+      log.info({ ephemeral, ...timings }, "sandbox snapshotted");
+      this.observe?.("snapshot", timings.totalMs / 1000);
       return snapshot;
     } catch (err) {
       failure = err;

@@ -1,5 +1,8 @@
 /** Per-phase durations of a create, pause, resume or kill, for the log line that ends it. */
-export function phaseTimer(): { lap: (phase: string) => void; done: () => Record<string, number> } {
+export function phaseTimer(): {
+  lap: (phase: string) => void;
+  done: () => { totalMs: number; [phase: string]: number };
+} {
   const started = performance.now();
   const timings: Record<string, number> = {};
   let mark = started;

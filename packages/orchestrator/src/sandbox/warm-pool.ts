@@ -78,6 +78,11 @@ export class WarmPool {
     return this.pools.get(buildKey)?.length ?? 0;
   }
 
+  /** Entries wanted over every build with a pool: the size per build times the builds. */
+  target(): number {
+    return this.options.size > 0 ? this.options.size * this.pools.size : 0;
+  }
+
   /** Every entry of every build (their layers are in use). */
   entries(): Sandbox[] {
     return [...this.pools.values()].flat();

@@ -17,6 +17,7 @@ import type { SharedArtifacts } from "../../artifacts/shared.js";
 import { removeTree } from "../../host/files.js";
 import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
 import type { Sandbox } from "../../sandbox/sandbox.js";
+import type { OperationObserver } from "../../telemetry/prometheus.js";
 import type { RegistryAllowList } from "../oci/address-policy.js";
 import { applyLayers } from "../oci/layers.js";
 import { parseImageReference } from "../oci/reference.js";
@@ -109,6 +110,8 @@ interface Stack {
 }
 
 export class TemplateBuilder {
+  /** Told each build's duration (the node's Prometheus metrics, telemetry/prometheus.ts). */
+  observe: OperationObserver | undefined;
   /** The layers each build under way stacks on so far (kept from pruning). */
   private readonly active = new Map<string, Set<string>>();
 
@@ -179,12 +182,15 @@ export class TemplateBuilder {
         });
       }
       await store.finishBuild(req.buildID);
-      log.info({ seconds: Math.round((performance.now() - started) / 100) / 10 }, "template build finished");
+      const seconds = (performance.now() - started) / 1000;
+      log.info({ seconds: Math.round(seconds * 10) / 10 }, "template build finished");
+      this.observe?.("build", seconds, { outcome: "ok" });
       return { defaultUser: stack.ctx.user, defaultWorkdir: stack.ctx.workdir };
     } catch (err) {
       await store.deleteBuild(req.buildID).catch(() => undefined);
       await this.options.manager.forgetBuild(req.buildID).catch(() => undefined);
       log.warn({ err }, "template build failed");
+      this.observe?.("build", (performance.now() - started) / 1000, { outcome: "failed" });
       if (signal.aborted) throw new BuildStepError("the build was cancelled", "finalize");
       throw err;
     } finally {
