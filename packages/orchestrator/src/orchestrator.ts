@@ -26,6 +26,7 @@ import { LoadSampler } from "./node/load.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
+import { requestContext } from "./server/request-context.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { volumeService } from "./server/volume-service.js";
@@ -357,7 +358,7 @@ async function start(
         router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
-      interceptors: [requireNodeToken(nodeToken)],
+      interceptors: [requireNodeToken(nodeToken), requestContext()],
     }),
   );
   await new Promise<void>((resolve, reject) => {

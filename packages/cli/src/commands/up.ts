@@ -20,6 +20,7 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
+import { startTelemetry } from "@moat/shared/telemetry";
 import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
@@ -74,6 +75,8 @@ export function upCommand(): Command {
 
 async function up(opts: UpOptions): Promise<void> {
   const logger = createLogger("moat");
+  // OTEL_* variables (docs/observability.md); off unless set.
+  const telemetry = startTelemetry({ serviceName: "moat", logger });
   opts.dataDir ||= DEFAULT_DATA_DIR;
   const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);
   if (process.getuid?.() !== 0) {
@@ -205,6 +208,7 @@ async function up(opts: UpOptions): Promise<void> {
     await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
     await orchestrator.manager.killAll({ keepPaused: true });
     await orchestrator.close();
+    await telemetry.shutdown();
     progress("stopped");
     process.exit(0);
   };
