@@ -107,6 +107,8 @@ describe("moat up: OpenTelemetry traces and request ids", { timeout: 300_000 }, 
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
         OTEL_SERVICE_NAME: "moat-under-test",
+        // The collector's credentials: moat's to send with, never a sandbox's to read.
+        OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer moattest-otel-secret",
         // Spans sent within a moment instead of every 5 s.
         OTEL_BSP_SCHEDULE_DELAY: "100",
       },
@@ -183,6 +185,12 @@ describe("moat up: OpenTelemetry traces and request ids", { timeout: 300_000 }, 
     assertHop(await traceOf("POST /sandboxes", "phase.init"), "Create", ["init"]);
     const out = await sbx.commands.run("echo traced");
     assert.equal(out.stdout.trim(), "traced");
+    const env = await sbx.commands.run("env; tr '\\0' '\\n' < /proc/1/environ", { user: "root" });
+    assert.doesNotMatch(
+      env.stdout,
+      /OTEL_|moattest-otel-secret/,
+      "moat's OTEL_* variables reached the sandbox",
+    );
 
     await sbx.pause();
     assertHop(

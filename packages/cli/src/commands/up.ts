@@ -75,7 +75,7 @@ export function upCommand(): Command {
 
 async function up(opts: UpOptions): Promise<void> {
   const logger = createLogger("moat");
-  // OTEL_* variables (docs/observability.md); off unless set.
+  // The OTEL_* variables (docs/tracing.md); off unless set.
   const telemetry = startTelemetry({ serviceName: "moat", logger });
   opts.dataDir ||= DEFAULT_DATA_DIR;
   const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);

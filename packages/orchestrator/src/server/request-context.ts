@@ -26,7 +26,14 @@ export function requestContext(): Interceptor {
       "orchestrator",
       `${req.service.typeName}/${req.method.name}`,
       () => logContext.run(callLogFields(req.header), () => next(req)),
-      { kind: SpanKind.SERVER, parent },
+      { kind: SpanKind.SERVER, parent, attributes: sandboxAttribute(req.message) },
     );
   };
+}
+
+/** The sandbox a call is about, when its request names one (most do, as `sandbox_id`). */
+function sandboxAttribute(message: unknown): Record<string, string> {
+  const named = message as { sandboxId?: unknown; sandbox?: { sandboxId?: unknown } };
+  const id = named.sandboxId ?? named.sandbox?.sandboxId;
+  return typeof id === "string" && id ? { "moat.sandbox_id": id } : {};
 }
