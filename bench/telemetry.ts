@@ -7,6 +7,7 @@
  * on, off, so a drift of the machine over the run weighs on both alike. Target: ≤ 3% each.
  */
 import { once } from "node:events";
+import { readFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { RateLimitError, Sandbox } from "e2b";
@@ -100,19 +101,41 @@ async function tti(): Promise<{ ms: number; sandbox: Sandbox }> {
 interface Round {
   tti: number[];
   run: number[];
+  /** moat up's own CPU time (user + system) per create and per round trip, in ms. */
+  cpuPerCreate: number;
+  cpuPerRun: number;
 }
 
-async function round(): Promise<Round> {
+/**
+ * CPU time a process has used, in ms: less bent by other work on a busy machine than wall time,
+ * and what tracing and metrics add to moat's process.
+ */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces), from the 3rd: utime is the 14th, stime the 15th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+
+async function round(moat: RunningMoat): Promise<Round> {
+  const pid = moat.child.pid!;
   const ttis: number[] = [];
+  let cpu = 0;
   for (let i = -1; i < CREATES; i++) {
+    if (i === 0) cpu = await cpuMs(pid);
     const { ms, sandbox } = await tti();
     if (i >= 0) ttis.push(ms);
     await sandbox.kill();
   }
+  const cpuPerCreate = ((await cpuMs(pid)) - cpu) / CREATES;
   const sbx = await Sandbox.create("base");
   try {
-    const run = await sample(ROUND_TRIPS, () => sbx.commands.run("true"), 5);
-    return { tti: ttis, run };
+    for (let i = 0; i < 5; i++) await sbx.commands.run("true");
+    cpu = await cpuMs(pid);
+    const run = await sample(ROUND_TRIPS, () => sbx.commands.run("true"), 0);
+    const cpuPerRun = ((await cpuMs(pid)) - cpu) / ROUND_TRIPS;
+    return { tti: ttis, run, cpuPerCreate, cpuPerRun };
   } finally {
     await sbx.kill();
   }
@@ -120,8 +143,18 @@ async function round(): Promise<Round> {
 
 export async function benchTelemetry(): Promise<Figure[]> {
   const sink = await startSink();
-  const off = { tti: [] as number[], run: [] as number[] };
-  const on = { tti: [] as number[], run: [] as number[] };
+  const off = {
+    tti: [] as number[],
+    run: [] as number[],
+    cpuPerCreate: [] as number[],
+    cpuPerRun: [] as number[],
+  };
+  const on = {
+    tti: [] as number[],
+    run: [] as number[],
+    cpuPerCreate: [] as number[],
+    cpuPerRun: [] as number[],
+  };
   const notes: string[] = [];
   try {
     for (const tracing of [false, true, true, false]) {
@@ -132,10 +165,12 @@ export async function benchTelemetry(): Promise<Figure[]> {
       await withMoat({ MOAT_POOL_SIZE: "0", ...env }, async (moat) => {
         const scraper = tracing ? scrapeEverySecond(moat) : undefined;
         try {
-          const r = await round();
+          const r = await round(moat);
           const into = tracing ? on : off;
           into.tti.push(...r.tti);
           into.run.push(...r.run);
+          into.cpuPerCreate.push(r.cpuPerCreate);
+          into.cpuPerRun.push(r.cpuPerRun);
         } finally {
           const scraped = scraper?.stop();
           if (scraped) {
@@ -157,6 +192,9 @@ export async function benchTelemetry(): Promise<Figure[]> {
     await sink.close();
   }
   const offName = "off (no OTEL_*, MOAT_METRICS_INTERVAL=0)";
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const cpu = (what: string, key: "cpuPerCreate" | "cpuPerRun") =>
+    `moat up's CPU per ${what}: on ${mean(on[key]).toFixed(1)} ms, off ${mean(off[key]).toFixed(1)} ms (ratio ${(mean(on[key]) / mean(off[key])).toFixed(2)}x; rounds on ${on[key].map((x) => x.toFixed(1)).join(", ")}, off ${off[key].map((x) => x.toFixed(1)).join(", ")})`;
   return [
     {
       name: "TTI with tracing + metrics on",
@@ -164,7 +202,7 @@ export async function benchTelemetry(): Promise<Figure[]> {
       value: summarize(on.tti),
       baseline: { name: offName, value: summarize(off.tti) },
       target: { ratio: TARGET_RATIO },
-      notes,
+      notes: [cpu("create", "cpuPerCreate"), ...notes],
     },
     {
       name: "commands.run round trip with tracing + metrics on",
@@ -172,6 +210,7 @@ export async function benchTelemetry(): Promise<Figure[]> {
       value: summarize(on.run),
       baseline: { name: offName, value: summarize(off.run) },
       target: { ratio: TARGET_RATIO },
+      notes: [cpu("round trip", "cpuPerRun")],
     },
   ];
 }

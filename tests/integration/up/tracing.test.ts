@@ -182,7 +182,16 @@ describe("moat up: OpenTelemetry traces and request ids", { timeout: 300_000 }, 
 
   test("create, commands.run, pause, connect and kill: one trace each, API to orchestrator", async () => {
     const sbx = await Sandbox.create("base");
-    assertHop(await traceOf("POST /sandboxes", "phase.init"), "Create", ["init"]);
+    const create = await traceOf("POST /sandboxes", "phase.init");
+    assertHop(create, "Create", ["init"]);
+    const root = create.trace.find((s) => s.name === create.name)!;
+    assert.equal(root.attributes["moat.sandbox_id"], sbx.sandboxId);
+    for (const phase of ["create.template", "create.reserve", "node.create"]) {
+      assert.ok(
+        create.trace.some((s) => s.name === phase && s.parentSpanId === root.spanId),
+        `no ${phase} under the create's span`,
+      );
+    }
     const out = await sbx.commands.run("echo traced");
     assert.equal(out.stdout.trim(), "traced");
     const env = await sbx.commands.run("env; tr '\\0' '\\n' < /proc/1/environ", { user: "root" });
