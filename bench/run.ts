@@ -22,6 +22,7 @@ import { benchRelocate } from "./relocate.js";
 import { type Figure, printFigure } from "./report.js";
 import { benchSoak } from "./soak.js";
 import { benchStorage } from "./storage.js";
+import { benchTelemetry } from "./telemetry.js";
 import { benchTemplates } from "./templates.js";
 import { benchVolumes } from "./volumes.js";
 
@@ -51,6 +52,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   artifacts: benchArtifacts,
   relocate: benchRelocate,
   fleet: benchFleet,
+  telemetry: benchTelemetry,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -64,6 +64,7 @@ import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
 import { refuseNUL } from "./http/no-nul.js";
 import { rateLimit } from "./http/rate-limit.js";
+import { requestContext } from "./http/request-context.js";
 import { RateLimiter } from "./quotas/rate-limit.js";
 
 /**
@@ -96,6 +97,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
     },
   });
 
+  app.use(requestContext());
   app.use(metrics.middleware());
   app.use(async (c, next) => {
     const started = performance.now();
@@ -114,8 +116,16 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   app.use(
     cors({
       origin: "*",
-      allowHeaders: ["Content-Type", "X-API-Key", "Authorization", "X-Team-ID"],
-      exposeHeaders: ["X-Next-Token", "X-Total-Running"],
+      allowHeaders: [
+        "Content-Type",
+        "X-API-Key",
+        "Authorization",
+        "X-Team-ID",
+        "X-Request-Id",
+        "traceparent",
+        "tracestate",
+      ],
+      exposeHeaders: ["X-Next-Token", "X-Total-Running", "X-Request-Id"],
     }),
   );
   // Template file uploads stream to disk under their own cap (maxUploadBytes), volume file uploads

@@ -147,3 +147,15 @@ export async function eventually(check: () => Promise<boolean>, timeoutMs = 5_00
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * An error answer's body without its `requestId`, which is checked to be the X-Request-Id the
+ * API answered (every error body carries one): what is left compares with deepEqual.
+ */
+export async function errorBody(res: Response): Promise<Record<string, unknown>> {
+  const { requestId, ...rest } = (await res.json()) as Record<string, unknown>;
+  if (typeof requestId !== "string" || requestId !== res.headers.get("x-request-id")) {
+    throw new Error(`error body's requestId ${String(requestId)} is not the X-Request-Id answered`);
+  }
+  return rest;
+}

@@ -10,7 +10,7 @@ async function expectError(res: Response, status: number, message?: RegExp): Pro
   const body = (await res.json()) as { code: number; message: string };
   assert.equal(res.status, status, `status: ${JSON.stringify(body)}`);
   assert.equal(body.code, status, "body.code equals the status");
-  assert.deepEqual(Object.keys(body).sort(), ["code", "message"]);
+  assert.deepEqual(Object.keys(body).sort(), ["code", "message", "requestId"]);
   if (message) assert.match(body.message, message);
   return body.message;
 }

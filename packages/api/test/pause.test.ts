@@ -13,6 +13,7 @@ import {
   type Backend,
   backends,
   createSandbox,
+  errorBody,
   eventually,
   METRICS_TOKEN,
   POSTGRES_OFF,
@@ -89,7 +90,7 @@ for (const backend of backends) {
 
       const again = await pause(id);
       assert.equal(again.status, 409);
-      assert.deepEqual(await again.json(), { code: 409, message: `sandbox '${id}' is already paused` });
+      assert.deepEqual(await errorBody(again), { code: 409, message: `sandbox '${id}' is already paused` });
       assert.equal(t.fake.count("pause", id), 1);
       assert.ok((await logMessages(id)).includes("sandbox paused"));
     });

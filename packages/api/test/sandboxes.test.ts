@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { SandboxEventType } from "@moat/shared/gen/orchestrator";
-import { backends, createSandbox, eventually, startTestAPI, type TestAPI } from "./helpers.js";
+import { backends, createSandbox, errorBody, eventually, startTestAPI, type TestAPI } from "./helpers.js";
 
 for (const backend of backends) {
   describe(`sandbox lifecycle (${backend.name})`, () => {
@@ -83,7 +83,10 @@ for (const backend of backends) {
       assert.equal(t.fake.sandboxes.has(sbx.sandboxID), false);
       const again = await t.request(`/sandboxes/${sbx.sandboxID}`, { method: "DELETE" });
       assert.equal(again.status, 404);
-      assert.deepEqual(await again.json(), { code: 404, message: `sandbox '${sbx.sandboxID}' not found` });
+      assert.deepEqual(await errorBody(again), {
+        code: 404,
+        message: `sandbox '${sbx.sandboxID}' not found`,
+      });
       assert.equal((await t.request(`/sandboxes/${sbx.sandboxID}`)).status, 404);
       assert.equal(await t.api.catalog.lookup(sbx.sandboxID), undefined);
     });
@@ -234,7 +237,7 @@ for (const backend of backends) {
 
       const missing = await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "nosuch" } });
       assert.equal(missing.status, 404);
-      assert.deepEqual(await missing.json(), { code: 404, message: "template 'nosuch' not found" });
+      assert.deepEqual(await errorBody(missing), { code: 404, message: "template 'nosuch' not found" });
       assert.equal(
         (await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "base:default" } })).status,
         201,
@@ -243,7 +246,7 @@ for (const backend of backends) {
       t.fake.failNext("create", Code.Internal, "disk full");
       const internal = await t.request("/v2/sandboxes", { method: "POST", json: { templateID: "base" } });
       assert.equal(internal.status, 500);
-      assert.deepEqual(await internal.json(), { code: 500, message: "internal error" });
+      assert.deepEqual(await errorBody(internal), { code: 500, message: "internal error" });
 
       t.fake.failNext("delete", Code.Internal, "runsc hung");
       const sbx = await createSandbox(t);

@@ -7,7 +7,7 @@ async function expectError(res: Response, status: number, message?: RegExp): Pro
   assert.equal(res.status, status, `status: ${JSON.stringify(body)}`);
   assert.equal(body.code, status, "body.code equals the status");
   assert.equal(typeof body.message, "string");
-  assert.deepEqual(Object.keys(body).sort(), ["code", "message"]);
+  assert.deepEqual(Object.keys(body).sort(), ["code", "message", "requestId"]);
   if (message) assert.match(body.message, message);
   return body.message;
 }

@@ -6,7 +6,8 @@
  * The JSON bodies are the ones E2B's proxy sends (e2b-protocol.md §6.4): the SDK reads a 502 from
  * envd's `/health` as "sandbox not running", so the status codes are part of the wire contract.
  */
-import { STATUS_CODES } from "node:http";
+import { type IncomingMessage, STATUS_CODES } from "node:http";
+import { REQUEST_ID_HEADER, requestIdFrom } from "@moat/shared";
 
 /** The header carrying a sandbox's traffic access token on non-envd ports. */
 export const TRAFFIC_ACCESS_TOKEN_HEADER = "e2b-traffic-access-token";
@@ -276,14 +277,34 @@ export function wantsHTML(accept: string | undefined): boolean {
   return accept !== undefined && /\btext\/html\b/i.test(accept);
 }
 
-export function renderError(error: ProxyError, html: boolean): RenderedError {
-  const body = html ? Buffer.from(htmlPage(error)) : Buffer.from(JSON.stringify(error.body()));
+/**
+ * A request's id: its client's well-formed X-Request-Id, else one made for it; the same for the
+ * error body and the proxy's log line about it.
+ */
+export function requestIdOf(req: IncomingMessage | undefined): string {
+  if (!req) return requestIdFrom(undefined);
+  let id = requestIds.get(req);
+  if (id === undefined) {
+    const presented = req.headers[REQUEST_ID_HEADER];
+    id = requestIdFrom(typeof presented === "string" ? presented : undefined);
+    requestIds.set(req, id);
+  }
+  return id;
+}
+
+const requestIds = new WeakMap<IncomingMessage, string>();
+
+/** The error's answer; `requestId` (see requestIdOf) goes in its body and X-Request-Id header. */
+export function renderError(error: ProxyError, html: boolean, requestId?: string): RenderedError {
+  const fields = requestId === undefined ? error.body() : { ...error.body(), requestId };
+  const body = html ? Buffer.from(htmlPage(error, fields)) : Buffer.from(JSON.stringify(fields));
   return {
     status: error.status,
     headers: {
       "content-type": html ? "text/html; charset=utf-8" : "application/json; charset=utf-8",
       "content-length": body.length,
       "cache-control": "no-store",
+      ...(requestId === undefined ? {} : { [REQUEST_ID_HEADER]: requestId }),
     },
     body,
   };
@@ -305,8 +326,8 @@ function escapeHTML(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function htmlPage(error: ProxyError): string {
-  const details = Object.entries(error.body())
+function htmlPage(error: ProxyError, fields: JSONBody): string {
+  const details = Object.entries(fields)
     .filter(([key]) => key !== "message")
     .map(([key, value]) => `<dt>${escapeHTML(key)}</dt><dd>${escapeHTML(String(value))}</dd>`)
     .join("");

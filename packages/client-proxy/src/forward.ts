@@ -21,6 +21,7 @@ import {
   type ProxyError,
   rawHTTPResponse,
   renderError,
+  requestIdOf,
   TRAFFIC_ACCESS_TOKEN_HEADER,
   UpstreamUnreachableError,
   wantsHTML,
@@ -386,7 +387,7 @@ export function forwardHTTP(
       // Drain what the client still sends so its connection stays usable for the next request.
       req.unpipe(upstreamReq);
       req.resume();
-      const rendered = renderError(failure, wantsHTML(req.headers.accept));
+      const rendered = renderError(failure, wantsHTML(req.headers.accept), requestIdOf(req));
       outcome.status = rendered.status;
       res.writeHead(rendered.status, rendered.headers).end(rendered.body);
     });
@@ -487,7 +488,11 @@ export function forwardUpgrade(
       if (answered || socket.destroyed) return;
       answered = true;
       outcome.upstreamError = error.code ?? "ERR_UPSTREAM";
-      const rendered = renderError(upstreamFailure(upstream, error), wantsHTML(req.headers.accept));
+      const rendered = renderError(
+        upstreamFailure(upstream, error),
+        wantsHTML(req.headers.accept),
+        requestIdOf(req),
+      );
       outcome.status = rendered.status;
       socket.end(rawHTTPResponse(rendered, req.method));
     });

@@ -37,6 +37,7 @@ import {
   ReservedPathError,
   rawHTTPResponse,
   renderError,
+  requestIdOf,
   SandboxNotFoundError,
   SandboxTransitioningError,
   TooManyConnectionsError,
@@ -362,6 +363,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       method: req.method,
       path: pathOf(req.url),
       status: error.status,
+      requestId: requestIdOf(req),
     };
     if (error instanceof InternalProxyError) log.error({ ...fields, err: error.cause }, error.message);
     else log.debug({ ...fields, reason: error.message }, "refused");
@@ -450,7 +452,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         res.destroy();
         return;
       }
-      const rendered = renderError(proxyError, wantsHTML(req.headers.accept));
+      const rendered = renderError(proxyError, wantsHTML(req.headers.accept), requestIdOf(req));
       // A client over its sandbox's cap keeps no idle connection here to come back on.
       if (proxyError instanceof TooManyConnectionsError) res.shouldKeepAlive = false;
       res.writeHead(rendered.status, rendered.headers).end(rendered.body);
@@ -492,7 +494,12 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
       logRefusal(req, route, proxyError);
       metrics.recordStatus(proxyError.status);
       if (!socket.destroyed) {
-        socket.end(rawHTTPResponse(renderError(proxyError, wantsHTML(req.headers.accept)), req.method));
+        socket.end(
+          rawHTTPResponse(
+            renderError(proxyError, wantsHTML(req.headers.accept), requestIdOf(req)),
+            req.method,
+          ),
+        );
       }
     } finally {
       admitted?.release();
@@ -534,7 +541,7 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
   const refuseRaw = (socket: Socket, refusal: MalformedRequestError, method: string | undefined) => {
     metrics.recordStatus(refusal.status);
     log.debug({ status: refusal.status, reason: refusal.message }, "refused");
-    socket.end(rawHTTPResponse(renderError(refusal, false), method));
+    socket.end(rawHTTPResponse(renderError(refusal, false, requestIdOf(undefined)), method));
     socket.destroySoon();
   };
   // What Node's parser rejects is answered as JSON too (Node's own answer has no body), unless

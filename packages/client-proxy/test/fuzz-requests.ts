@@ -34,7 +34,16 @@ const DOCUMENTED_502 = new Set([
   "The sandbox is not reachable",
 ]);
 /** Keys the proxy's JSON errors may carry beside code and message. */
-const PROXY_KEYS = new Set(["code", "message", "sandboxId", "port", "path", "connectionLimit", "details"]);
+const PROXY_KEYS = new Set([
+  "code",
+  "message",
+  "sandboxId",
+  "port",
+  "path",
+  "connectionLimit",
+  "details",
+  "requestId",
+]);
 
 export type ProxyRequest = RawRequest & { how: string };
 

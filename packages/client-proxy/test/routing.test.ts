@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import type { IncomingMessage } from "node:http";
 import { describe, test } from "node:test";
 import type { CatalogEntry } from "@moat/shared";
 import { checkResumeAllowed, checkTrafficToken, tokensEqual } from "../src/access.js";
@@ -7,6 +8,7 @@ import {
   PortClosedError,
   ReservedPathError,
   renderError,
+  requestIdOf,
   SandboxNotFoundError,
   TrafficTokenInvalidError,
   TrafficTokenMissingError,
@@ -269,5 +271,28 @@ describe("error bodies", () => {
     assert.equal(page.headers["content-type"], "text/html; charset=utf-8");
     assert.match(page.body.toString(), /&#60;script&#62;/);
     assert.doesNotMatch(page.body.toString(), /<script>/);
+  });
+
+  test("an error carries the request's id: the client's well-formed one, else one made for it", () => {
+    const error = new InvalidRouteError("bad route");
+    const request = (id?: string) =>
+      ({ headers: id === undefined ? {} : { "x-request-id": id } }) as IncomingMessage;
+    const kept = renderError(error, false, requestIdOf(request("client-7")));
+    assert.equal(kept.headers["x-request-id"], "client-7");
+    assert.deepEqual(JSON.parse(kept.body.toString()), {
+      message: "bad route",
+      code: 400,
+      requestId: "client-7",
+    });
+    for (const bad of [undefined, "has space", "<script>", "x".repeat(200)]) {
+      const made = renderError(error, true, requestIdOf(request(bad)));
+      const id = String(made.headers["x-request-id"]);
+      assert.match(id, /^[0-9a-f-]{36}$/, String(bad));
+      assert.match(made.body.toString(), new RegExp(`<dd>${id}</dd>`));
+      assert.doesNotMatch(made.body.toString(), /<script>/);
+    }
+    // One request, one id: its log line and its answer say the same.
+    const req = request();
+    assert.equal(requestIdOf(req), requestIdOf(req));
   });
 });

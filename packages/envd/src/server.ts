@@ -10,7 +10,7 @@ import {
 } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { getRequestListener } from "@hono/node-server";
-import { createNoopLogger, type Logger } from "@moat/shared";
+import { createNoopLogger, type Logger, logContext, traceIdOf } from "@moat/shared";
 import { Filesystem } from "@moat/shared/gen/envd/filesystem";
 import { Process } from "@moat/shared/gen/envd/process";
 import { presentsToken, tokenMatches } from "./auth/access-token.js";
@@ -94,10 +94,17 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
   // CORS preflights for RPC paths go to the REST app, which answers them; the Connect adapter
   // would refuse OPTIONS.
   const sockets = new Set<Socket>();
-  const server = http.createServer((req, res) => {
+  const route = (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (req.method === "POST" && req.url === "/freeze") freeze(req, res, context, sockets);
     else if (req.method === "OPTIONS") void restListener(req, res);
     else handler(req, res);
+  };
+  const server = http.createServer((req, res) => {
+    // envd cannot export spans from inside the sandbox: the node's trace id goes in its log lines.
+    const header = req.headers.traceparent;
+    const traceId = traceIdOf(typeof header === "string" ? header : undefined);
+    if (traceId) logContext.run({ traceId }, route, req, res);
+    else route(req, res);
   });
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);

@@ -33,6 +33,7 @@ import { LoadSampler } from "./node/load.js";
 import { Runsc } from "./runtime/runsc.js";
 import { SandboxManager } from "./sandbox/manager.js";
 import { ensureNodeToken, requireNodeToken } from "./server/node-token.js";
+import { requestContext } from "./server/request-context.js";
 import { sandboxService } from "./server/sandbox-service.js";
 import { templateService } from "./server/template-service.js";
 import { volumeService } from "./server/volume-service.js";
@@ -376,8 +377,8 @@ async function start(
     artifacts,
     namePrefix,
   });
-  const metrics = new NodeMetrics({ manager, dataDir: options.dataDir });
-  manager.observe = metrics.observe;
+  const nodeMetrics = new NodeMetrics({ manager, dataDir: options.dataDir });
+  manager.observe = nodeMetrics.observe;
   await manager.reclaim();
   const sandboxLogs = new SandboxLogStore({
     dataDir: options.dataDir,
@@ -426,7 +427,7 @@ async function start(
     imageMaxBytes: options.imageMaxBytes ?? config.imageMaxBytes,
     shared,
   });
-  builder.observe = metrics.observe;
+  builder.observe = nodeMetrics.observe;
   // Layers of deleted templates that sandboxes were still on go when the last of those does.
   const prune = () =>
     builder.pruneLayers().catch((err: unknown) => logger.warn({ err }, "pruning template layers failed"));
@@ -462,7 +463,7 @@ async function start(
         router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
-      interceptors: [requireNodeToken(nodeToken)],
+      interceptors: [requireNodeToken(nodeToken), requestContext()],
     }),
   );
   await new Promise<void>((resolve, reject) => {
@@ -474,7 +475,7 @@ async function start(
   });
   const port = (server.address() as AddressInfo).port;
   started.push("RPC server", () => new Promise<void>((resolve) => server.close(() => resolve())));
-  const metricsServer = await startMetricsServer(options, metrics, logger);
+  const metricsServer = await startMetricsServer(options, nodeMetrics, logger);
   if (metricsServer) started.push("metrics server", () => metricsServer.close());
   logger.info(
     { port, metricsPort: metricsServer?.port, dataDir: options.dataDir, nodeID, namePrefix },

@@ -30,6 +30,7 @@ export {
   type NodeHeartbeat,
   type NodeLoad,
 } from "./node-heartbeat.js";
+export { REQUEST_ID_HEADER, requestIdFrom, traceIdOf } from "./telemetry/ids.js";
 export {
   BUILTIN_TEMPLATES,
   type BuiltinTemplate,

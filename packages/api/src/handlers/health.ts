@@ -22,7 +22,7 @@ export function registerHealth(app: App, ctx: APIContext): void {
       await sql`select 1`.execute(ctx.db);
     } catch (err) {
       ctx.logger.warn({ err }, "health check: database unreachable");
-      return c.json({ code: 503, message: "database unreachable" }, 503);
+      return c.json({ code: 503, message: "database unreachable", requestId: c.get("requestId") }, 503);
     }
     return c.text("Health check successful", 200);
   });

@@ -82,7 +82,10 @@ export function registerSandboxMetrics(app: App, ctx: APIContext): void {
       ),
     ];
     if (ids.length > MAX_IDS) {
-      return c.json({ code: 400, message: `sandbox_ids: at most ${MAX_IDS} ids` }, 400);
+      return c.json(
+        { code: 400, message: `sandbox_ids: at most ${MAX_IDS} ids`, requestId: c.get("requestId") },
+        400,
+      );
     }
     const readings = await Promise.all(
       ids.map(async (id) => {

@@ -6,6 +6,8 @@ export interface AppEnv {
   Variables: {
     /** Set on every authenticated route by the auth middleware, with the team's limits. */
     caller: TeamCaller;
+    /** The request's id (http/request-context.ts), in error bodies and log lines. */
+    requestId: string;
   };
 }
 

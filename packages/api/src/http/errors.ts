@@ -38,10 +38,13 @@ const CAPACITY_RETRY_AFTER_SECONDS = 1;
 export interface ErrorBody {
   code: number;
   message: string;
+  /** The request's id, as in the X-Request-Id header: what to quote to the operator. */
+  requestId?: string;
 }
 
 export function errorResponse(c: Context, status: ContentfulStatusCode, message: string): Response {
-  return c.json({ code: status, message } satisfies ErrorBody, status);
+  const requestId: string | undefined = c.get("requestId");
+  return c.json({ code: status, message, requestId } satisfies ErrorBody, status);
 }
 
 /** The status and client message of a thrown error; undefined for an unexpected one. */

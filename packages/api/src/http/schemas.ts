@@ -11,6 +11,10 @@ export const ErrorSchema = z
   .object({
     code: z.number().int().openapi({ description: "Same as the HTTP status" }),
     message: z.string(),
+    requestId: z
+      .string()
+      .optional()
+      .openapi({ description: "The request's id, as in the X-Request-Id header" }),
   })
   .openapi("Error");
 

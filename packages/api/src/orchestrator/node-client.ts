@@ -7,6 +7,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { logContext, REQUEST_ID_HEADER } from "@moat/shared";
 import {
   type BuildTemplateEvent,
   type BuildTemplateRequestSchema,
@@ -21,6 +22,7 @@ import {
   TemplateService,
   VolumeService,
 } from "@moat/shared/gen/orchestrator";
+import { injectTraceHeaders, inSpan, SpanKind } from "@moat/shared/telemetry";
 import type { OrchestratorNodeOptions } from "../config.js";
 import { type NodeInfo, staticNodeInfo } from "../nodes/info.js";
 
@@ -140,6 +142,10 @@ export class NodeClient {
         interceptors: [
           (next) => (req) => {
             req.header.set("authorization", authorization);
+            // The request's id and trace go on to the node, whose log lines and spans carry them.
+            const requestId = logContext.getStore()?.requestId;
+            if (requestId) req.header.set(REQUEST_ID_HEADER, requestId);
+            injectTraceHeaders((name, value) => req.header.set(name, value));
             return next(req);
           },
         ],
@@ -369,11 +375,18 @@ export class NodeClient {
   }
 
   private async call<T>(method: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw this.mapError(err, method);
-    }
+    return inSpan(
+      "api",
+      `node.${method}`,
+      async () => {
+        try {
+          return await fn();
+        } catch (err) {
+          throw this.mapError(err, method);
+        }
+      },
+      { kind: SpanKind.CLIENT, attributes: { "moat.node_id": this.id } },
+    );
   }
 
   private mapError(err: unknown, method = "watchEvents"): Error {

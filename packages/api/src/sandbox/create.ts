@@ -10,6 +10,7 @@
  * written under the team's lock after counting its running sandboxes (quotas/reserve.ts): the
  * team's maxSandboxes holds however many creates race, in however many API processes.
  */
+import { annotateActiveSpan, inSpan } from "@moat/shared/telemetry";
 import type { APIContext } from "../context.js";
 import { insertSandbox, updateSandbox } from "../db/sandboxes.js";
 import type {
@@ -63,10 +64,13 @@ export interface CreateSandboxInput {
 }
 
 export async function createSandbox(ctx: APIContext, input: CreateSandboxInput): Promise<SandboxRow> {
-  const template = await resolveTemplate(ctx.db, input.team, input.template, ctx.config.diskSizeMB);
+  const template = await inSpan("api", "create.template", () =>
+    resolveTemplate(ctx.db, input.team, input.template, ctx.config.diskSizeMB),
+  );
   checkResources(input.limits, template.cpuCount, template.memoryMB, `template '${input.template}'`);
   const volumes = await resolveVolumeMounts(ctx.db, input.team.team_id, input.volumeMounts ?? []);
   const sandboxID = newSandboxID();
+  annotateActiveSpan({ "moat.sandbox_id": sandboxID, "moat.team_id": input.team.team_id });
   // A snapshot's envd holds its source's token: a sandbox from it always gets one of its own.
   const envdAccessToken = input.secure || template.snapshot ? newEnvdAccessToken() : null;
   const trafficAccessToken = input.network?.allowPublicTraffic === false ? newTrafficAccessToken() : null;
@@ -120,10 +124,13 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         api_instance_id: ctx.instanceID,
       };
       try {
-        await takeRunningSlot(ctx, input.team.team_id, async (tx) => {
-          await checkMountsStillReady(tx, input.team.team_id, volumes.mounts, volumeNodeID);
-          await insertSandbox(tx, record);
-        });
+        // The team's quota checked and the sandbox recorded, in one transaction.
+        await inSpan("api", "create.reserve", () =>
+          takeRunningSlot(ctx, input.team.team_id, async (tx) => {
+            await checkMountsStillReady(tx, input.team.team_id, volumes.mounts, volumeNodeID);
+            await insertSandbox(tx, record);
+          }),
+        );
       } catch (err) {
         ctx.placement.finished?.(node.id, placement, false);
         throw err;

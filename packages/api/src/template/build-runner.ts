@@ -12,10 +12,12 @@
  * closes marks its own builds so at once. Each later sweep also retires the builds newer ones
  * superseded (retire.ts).
  */
+
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "@moat/shared";
 import type { BuildLogEntry, BuildResult, BuildTemplateRequestSchema } from "@moat/shared/gen/orchestrator";
+import { inSpan, SpanKind } from "@moat/shared/telemetry";
 import type { DB } from "../db/database.js";
 import type { BuildReason, TemplateBuildLogsTable } from "../db/schema.js";
 import {
@@ -100,7 +102,8 @@ export class TemplateBuilds {
   run(job: BuildJob): void {
     const abort = new AbortController();
     if (this.closed) abort.abort("api stopped" satisfies CancelReason);
-    const done = runBuild(this.deps, job, abort.signal)
+    const attributes = { "moat.template_id": job.templateID, "moat.build_id": job.buildID };
+    const done = inSpan("api", "template.build", () => runBuild(this.deps, job, abort.signal), { attributes })
       .catch((err: unknown) => {
         this.deps.logger.error({ err, buildID: job.buildID }, "template build runner failed");
       })
@@ -244,14 +247,21 @@ async function streamBuild(
   let began = false;
   let result: BuildResult | undefined;
   try {
-    for await (const event of node.build(job.request, signal)) {
-      began = true;
-      if (event.event.case === "log") {
-        await insertBuildLog(db, logRow(job.buildID, entries.next++, event.event.value));
-      } else if (event.event.case === "result") {
-        result ??= event.event.value;
-      }
-    }
+    await inSpan(
+      "api",
+      "node.build",
+      async () => {
+        for await (const event of node.build(job.request, signal)) {
+          began = true;
+          if (event.event.case === "log") {
+            await insertBuildLog(db, logRow(job.buildID, entries.next++, event.event.value));
+          } else if (event.event.case === "result") {
+            result ??= event.event.value;
+          }
+        }
+      },
+      { kind: SpanKind.CLIENT, attributes: { "moat.node_id": node.id } },
+    );
     return { began, result };
   } catch (error) {
     return { began, result, error };

@@ -23,7 +23,7 @@ export function apiAnswerProblems(
   if (status >= 500 && (status === 500 || !documented5xx.has(status)))
     problems.push(`server error ${status}`);
   if (status >= 400 && method !== "HEAD")
-    problems.push(...errorBodyProblems(answer, (body) => body.code === status));
+    problems.push(...errorBodyProblems(answer, (body) => body.code === status, ["requestId"]));
   return problems;
 }
 

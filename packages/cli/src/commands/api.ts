@@ -6,6 +6,7 @@
 import { type APIOptions, ConfigError, startAPI } from "@moat/api";
 import { DEFAULT_DATA_DIR } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
+import { startTelemetry } from "@moat/shared/telemetry";
 import { Command, Option } from "commander";
 import { parseStaticNode, type StaticNode } from "../args/node.js";
 import { parsePort } from "../args/port.js";
@@ -74,6 +75,7 @@ export function apiCommand(): Command {
 
 async function runAPI(opts: APICommandOptions): Promise<void> {
   const logger = createLogger("api");
+  const telemetry = startTelemetry({ serviceName: "moat-api", logger });
   const options: APIOptions = {
     dataDir: opts.dataDir || DEFAULT_DATA_DIR,
     port: opts.port,
@@ -102,7 +104,7 @@ async function runAPI(opts: APICommandOptions): Promise<void> {
     stopping = true;
     logger.info({ signal }, "API stopping");
     api.close().then(
-      () => process.exit(0),
+      () => telemetry.shutdown().then(() => process.exit(0)),
       (err: unknown) => {
         logger.error({ err }, "API close");
         process.exit(1);

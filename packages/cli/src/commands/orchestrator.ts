@@ -9,6 +9,7 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger } from "@moat/shared";
+import { startTelemetry } from "@moat/shared/telemetry";
 import { Command, Option } from "commander";
 import { ARTIFACT_CACHE_HELP, ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
@@ -136,6 +137,7 @@ export function orchestratorCommand(): Command {
     )
     .action(async (opts: OrchestratorCommandOptions) => {
       const logger = createLogger("orchestrator");
+      const telemetry = startTelemetry({ serviceName: "moat-orchestrator", logger });
       const egressAllow = egressAllowOrExit(opts.egressAllow);
       const artifacts = await artifactsOrExit(opts.artifacts);
       opts.dataDir ||= DEFAULT_DATA_DIR;
@@ -196,7 +198,7 @@ export function orchestratorCommand(): Command {
       const stop = (signal: string) => {
         logger.info({ signal }, "orchestrator stopping; sandboxes keep running");
         Promise.all([nodeProxy.close(), orchestrator.close()]).then(
-          () => process.exit(0),
+          () => telemetry.shutdown().then(() => process.exit(0)),
           () => process.exit(1),
         );
       };

@@ -21,6 +21,7 @@ import {
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
+import { startTelemetry } from "@moat/shared/telemetry";
 import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
@@ -93,6 +94,8 @@ export function upCommand(): Command {
 
 async function up(opts: UpOptions): Promise<void> {
   const logger = createLogger("moat");
+  // The OTEL_* variables (docs/tracing.md); off unless set.
+  const telemetry = startTelemetry({ serviceName: "moat", logger });
   opts.dataDir ||= DEFAULT_DATA_DIR;
   const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);
   if (process.getuid?.() !== 0) {
@@ -240,6 +243,7 @@ async function up(opts: UpOptions): Promise<void> {
     await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
     await orchestrator.manager.killAll({ keepPaused: true });
     await orchestrator.close();
+    await telemetry.shutdown();
     progress("stopped");
     process.exit(0);
   };

@@ -65,7 +65,8 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
     if (body.accessToken !== undefined) state.accessToken = body.accessToken;
     if (body.defaultUser !== undefined) state.defaultUser = body.defaultUser;
     if (body.defaultWorkdir !== undefined) state.defaultWorkdir = body.defaultWorkdir;
-    logger.debug(
+    // At info: with the node's trace id (server.ts), the line that ties a create or resume to envd.
+    logger.info(
       {
         envVars: Object.keys(body.envVars ?? {}).length,
         secured: state.accessToken !== undefined,

@@ -1,5 +1,6 @@
 import http from "node:http";
 import { ENVD_PORT } from "@moat/shared";
+import { injectTraceHeaders } from "@moat/shared/telemetry";
 
 export interface EnvdInit {
   envVars: Record<string, string>;
@@ -49,7 +50,7 @@ export async function initEnvd(hostAddress: string, init: EnvdInit, presentToken
     try {
       res = await fetch(`http://${hostAddress}:${ENVD_PORT}/init`, {
         method: "POST",
-        headers: { "content-type": "application/json", ...tokenHeader(proof) },
+        headers: { "content-type": "application/json", ...tokenHeader(proof), ...traceHeaders() },
         body: JSON.stringify({ ...init, timestamp: new Date().toISOString() }),
         signal: AbortSignal.timeout(10_000),
       });
@@ -77,6 +78,15 @@ const INIT_ATTEMPTS = 3;
 function connectionReset(err: unknown): boolean {
   const cause = err instanceof Error ? (err.cause as { code?: string } | undefined) : undefined;
   return cause?.code === "ECONNRESET" || cause?.code === "UND_ERR_SOCKET";
+}
+
+/** The active trace's `traceparent` for envd, which logs its trace id (nothing when tracing is off). */
+function traceHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {};
+  injectTraceHeaders((name, value) => {
+    headers[name] = value;
+  });
+  return headers;
 }
 
 /** X-Access-Token for a secured sandbox; nothing for one without a token. */

@@ -1,4 +1,9 @@
-/** Per-phase durations of a create, pause, resume or kill, for the log line that ends it. */
+import { recordSpan } from "@moat/shared/telemetry";
+
+/**
+ * Per-phase durations of a create, pause, resume or kill, for the log line that ends it; with
+ * tracing on, each phase is a span too (`phase.<name>`, a child of the operation's).
+ */
 export function phaseTimer(): {
   lap: (phase: string) => void;
   done: () => { totalMs: number; [phase: string]: number };
@@ -9,6 +14,7 @@ export function phaseTimer(): {
   return {
     lap(phase) {
       const now = performance.now();
+      recordSpan("orchestrator", `phase.${phase}`, mark, now);
       timings[phase] = Math.round(now - mark);
       mark = now;
     },

@@ -2,17 +2,20 @@
  * orchestrator.TemplateService: template builds over RPC. A build's log entries stream as they
  * happen; the stream ends with one result. Cancelling the call cancels the build.
  */
+
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { Channel, ENVD_VERSION } from "@moat/shared";
+import { Channel, ENVD_VERSION, logContext } from "@moat/shared";
 import type { BuildTemplateEventSchema, TemplateService } from "@moat/shared/gen/orchestrator";
+import { activeTraceId, extractTraceContext, inSpan, SpanKind } from "@moat/shared/telemetry";
 import type { SharedArtifacts } from "../artifacts/shared.js";
 import type { SandboxManager } from "../sandbox/manager.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "../storage/disk.js";
-import type { BuildLog, TemplateBuilder } from "../template/build/builder.js";
+import type { BuildLog, BuildRequest, TemplateBuilder } from "../template/build/builder.js";
 import { BuildStepError } from "../template/build/steps.js";
 import type { TemplateStore } from "../template/store.js";
+import { callLogFields } from "./request-context.js";
 
 type Event = MessageInitShape<typeof BuildTemplateEventSchema>;
 
@@ -55,32 +58,42 @@ export function templateService(
             },
           },
         });
-      const work = builder
-        .build(
+      // A stream runs after the interceptors' call: its trace and log fields are set here.
+      const parent = extractTraceContext((name) => ctx.requestHeader.get(name));
+      const fields = callLogFields(ctx.requestHeader);
+      const build = (request: BuildRequest) =>
+        inSpan(
+          "orchestrator",
+          "template.build",
+          () =>
+            logContext.run({ ...fields, ...traceField() }, () => builder.build(request, emit, ctx.signal)),
           {
-            teamID: req.teamId,
-            templateID: req.templateId,
-            buildID: req.buildId,
-            vcpu: req.vcpu || 2,
-            memoryMB: req.memoryMb || 1024,
-            diskSizeMB: req.diskSizeMb,
-            fromImage: req.fromImage || undefined,
-            fromBuildID: req.fromBuildId || undefined,
-            registryAuth: req.fromImageRegistry?.username ? req.fromImageRegistry : undefined,
-            force: req.force,
-            startCmd: req.startCmd || undefined,
-            readyCmd: req.readyCmd || undefined,
-            steps: req.steps.map((s) => ({
-              type: s.type,
-              args: s.args,
-              force: s.force,
-              filesHash: s.filesHash || undefined,
-              filesURL: s.filesUrl || undefined,
-            })),
+            kind: SpanKind.SERVER,
+            parent,
+            attributes: { "moat.template_id": req.templateId, "moat.build_id": req.buildId },
           },
-          emit,
-          ctx.signal,
-        )
+        );
+      const work = build({
+        teamID: req.teamId,
+        templateID: req.templateId,
+        buildID: req.buildId,
+        vcpu: req.vcpu || 2,
+        memoryMB: req.memoryMb || 1024,
+        diskSizeMB: req.diskSizeMb,
+        fromImage: req.fromImage || undefined,
+        fromBuildID: req.fromBuildId || undefined,
+        registryAuth: req.fromImageRegistry?.username ? req.fromImageRegistry : undefined,
+        force: req.force,
+        startCmd: req.startCmd || undefined,
+        readyCmd: req.readyCmd || undefined,
+        steps: req.steps.map((s) => ({
+          type: s.type,
+          args: s.args,
+          force: s.force,
+          filesHash: s.filesHash || undefined,
+          filesURL: s.filesUrl || undefined,
+        })),
+      })
         .then(
           (outcome) =>
             push({
@@ -121,4 +134,10 @@ export function templateService(
       return {};
     },
   };
+}
+
+/** The active span's trace id as a log field (the build's own span, once it runs). */
+function traceField(): Record<string, string> {
+  const traceId = activeTraceId();
+  return traceId ? { traceId } : {};
 }

@@ -6,6 +6,7 @@
  * command running and the ready command satisfied. A failed build leaves no build behind and keeps
  * the layers it finished.
  */
+
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
 import { copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
@@ -13,6 +14,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "@moat/shared";
+import { inSpan } from "@moat/shared/telemetry";
 import type { SharedArtifacts } from "../../artifacts/shared.js";
 import { removeTree } from "../../host/files.js";
 import { type OutputLine, runInSandbox } from "../../sandbox/envd-process.js";
@@ -160,18 +162,25 @@ export class TemplateBuilder {
       if (req.fromBuildID && this.options.shared && !store.readBuild(req.fromBuildID)) {
         await this.options.shared.fetchBuild(req.fromBuildID);
       }
-      let stack = await this.base(req, emit, signal);
+      let stack = await inSpan("orchestrator", "build.base", () => this.base(req, emit, signal));
       this.hold(req, ...stack.layers);
       let forced = req.force ?? false;
       for (const [index, step] of steps.entries()) {
         signal.throwIfAborted();
         const label = stepLabel(index);
         forced ||= req.steps[index]?.force ?? false;
-        stack = await this.step(req, stack, step, label, forced, emit, signal);
+        const from = stack;
+        stack = await inSpan(
+          "orchestrator",
+          "build.step",
+          () => this.step(req, from, step, label, forced, emit, signal),
+          { attributes: { "moat.build_step": label, "moat.build_step_kind": step.kind } },
+        );
       }
       signal.throwIfAborted();
       if (stack.ctx.workdir && !stack.workdirMade) stack = await this.makeWorkdir(req, stack, forced, emit);
-      await this.finalize(req, stack, emit);
+      const built = stack;
+      await inSpan("orchestrator", "build.finalize", () => this.finalize(req, built, emit));
       if (this.options.shared) {
         emit({ level: "info", message: "publishing the build to shared storage", step: "finalize" });
         await this.options.shared.publishBuild(req.buildID).catch((err: unknown) => {
