@@ -8,8 +8,9 @@ import { proxyCommand } from "./commands/proxy.js";
 import { setupCommand } from "./commands/setup.js";
 import { upCommand } from "./commands/up.js";
 import { withConfigFiles } from "./config/file.js";
+import { withConsoleOptions } from "./console/options.js";
 
-/** Every `moat` command, each with `--config`. */
+/** Every `moat` command, each with `--config` and `--log-format`; `moat --version`. */
 export function moatProgram(): Command {
   const program = new Command("moat").description(
     "Sandbox infrastructure for AI agents, compatible with E2B",
@@ -22,5 +23,5 @@ export function moatProgram(): Command {
   program.addCommand(apiCommand());
   program.addCommand(proxyCommand());
   program.addCommand(nodeCommand());
-  return withConfigFiles(program);
+  return withConsoleOptions(withConfigFiles(program));
 }

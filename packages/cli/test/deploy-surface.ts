@@ -20,6 +20,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   orchestrator: {
     flags: [
       "--config",
+      "--log-format",
       "--data-dir",
       "--host",
       "--port",
@@ -37,6 +38,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "MOAT_CONFIG",
       "MOAT_DATA_DIR",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "MOAT_EGRESS_ALLOW",
       "MOAT_NODE_ID",
       "MOAT_NAME_PREFIX",
@@ -61,6 +63,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   api: {
     flags: [
       "--config",
+      "--log-format",
       "--port",
       "--host",
       "--data-dir",
@@ -74,6 +77,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "MOAT_CONFIG",
       "MOAT_DATA_DIR",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "DATABASE_URL",
       "MOAT_REDIS_URL",
       "MOAT_API_PUBLIC_URL",
@@ -85,6 +89,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   proxy: {
     flags: [
       "--config",
+      "--log-format",
       "--port",
       "--host",
       "--redis-url",
@@ -96,6 +101,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
     env: [
       "MOAT_CONFIG",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "MOAT_REDIS_URL",
       "MOAT_API_URL",
       "MOAT_NODE_TOKEN",
@@ -106,6 +112,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   up: {
     flags: [
       "--config",
+      "--log-format",
       "--data-dir",
       "--host",
       "--api-port",
@@ -115,7 +122,14 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "--pool-size",
       "--egress-allow",
     ],
-    env: ["MOAT_CONFIG", "MOAT_DATA_DIR", "MOAT_LOG_LEVEL", "MOAT_POOL_SIZE", "MOAT_CODE_INTERPRETER"],
+    env: [
+      "MOAT_CONFIG",
+      "MOAT_DATA_DIR",
+      "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
+      "MOAT_POOL_SIZE",
+      "MOAT_CODE_INTERPRETER",
+    ],
   },
 };
 
