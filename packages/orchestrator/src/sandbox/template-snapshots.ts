@@ -99,7 +99,7 @@ export class TemplateSnapshots {
       (await findSnapshot(templateID, dir, build)) ?? (await this.make(build, dir, opts.onOutput));
     this.known.set(build.key, snapshot);
     const pruned = await pruneSnapshots(dir);
-    if (pruned.length > 0) options.logger.info({ templateID, pruned }, "old template snapshots removed");
+    if (pruned.length > 0) options.logger.debug({ templateID, pruned }, "old template snapshots removed");
     return { build, snapshot };
   }
 
