@@ -368,7 +368,7 @@ async function start(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info({ port, dataDir: options.dataDir, nodeID, namePrefix }, "orchestrator listening");
+  logger.info({ port, dataDir: options.dataDir, namePrefix }, "orchestrator listening");
   const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;
   return {
     port,

@@ -151,7 +151,8 @@ export class TemplateSnapshots {
       await saveUpper(writableLayer(sandbox).upper, dir);
       await commitImage(image);
       timer.lap("checkpoint");
-      logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
+      // "template prepared" follows: the build's timings are detail.
+      logger.debug({ templateID, dir, ...timer.done() }, "template snapshot built");
       if (build.key !== "base") this.options.onMade?.(build);
       return (await findSnapshot(templateID, dir, build))!;
     } finally {
