@@ -90,7 +90,7 @@ function prettyStream(): DestinationStream | undefined {
     translateTime: "SYS:HH:MM:ss",
     hideObject: true,
     messageFormat: (log, messageKey, _level, { colors }) => {
-      const component = typeof log.component === "string" ? `${colors.cyan(log.component)} ` : "";
+      const component = typeof log.component === "string" ? `${colors.magenta(log.component)} ` : "";
       const fields = Object.entries(log)
         .filter(([key, value]) => !HIDDEN.has(key) && key !== messageKey && value !== undefined)
         .map(([key, value]) => colors.gray(`${key}=${formatValue(value)}`));

@@ -284,6 +284,8 @@ async function serve(
   };
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
+  // Its terminal closed (ssh dropped, window closed): stop as cleanly, not leave sandboxes behind.
+  process.once("SIGHUP", () => void stop("SIGHUP"));
 }
 
 /** A whole-number setting from the environment; unset is undefined (the default applies). */
