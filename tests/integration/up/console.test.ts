@@ -2,7 +2,8 @@
  * moat up's console, read the way an operator's terminal or log shipper reads it: JSON lines with
  * `component` once when not on a terminal, pretty lines when asked, one line per event (a sandbox's
  * create and stop said once, the warm pool's state once per change, not per refill), and a start
- * that cannot succeed ending at once with one line saying what to change.
+ * that cannot succeed ending at once with one line saying what to change, a closed terminal
+ * stopping it as cleanly as Ctrl-C.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -113,9 +114,10 @@ describe("moat up's console", { timeout: 300_000 }, () => {
     assert.equal(output, "moat: MOAT_PROXY_MAX_CONNECTIONS must be a whole number ≥ 0, got 'lots'\n");
   });
 
-  test("MOAT_LOG_FORMAT=pretty: plain lines with the component, no JSON, on a pipe too", async () => {
+  test("SIGHUP (the terminal closed) stops moat up cleanly; MOAT_LOG_FORMAT=pretty: plain lines with the component, on a pipe too", async () => {
     const from = moat.log().length;
-    await moat.restart({ env: { MOAT_LOG_FORMAT: "pretty" } });
+    await moat.restart({ signal: "SIGHUP", env: { MOAT_LOG_FORMAT: "pretty" } });
+    assert.match(moat.log().slice(from), /^moat: SIGHUP: stopping [^\n]*\n(.*\n)*moat: stopped\n/m);
     const lines = moat
       .log()
       .slice(from)
