@@ -180,7 +180,8 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     void sweepSnapshots();
   }, PAUSED_SWEEP_INTERVAL_MS);
   pausedSweep.unref();
-  logger.info(
+  // "API listening" follows at once: this one is detail.
+  logger.debug(
     { database: config.database.kind, nodes: [...nodes.keys()], watching: options.watchNodes !== false },
     "API ready",
   );

@@ -1,3 +1,6 @@
+import { exitWithError } from "./console/errors.js";
 import { moatProgram } from "./program.js";
 
-await moatProgram().parseAsync(process.argv);
+await moatProgram()
+  .parseAsync(process.argv)
+  .catch((err: unknown) => exitWithError(err));

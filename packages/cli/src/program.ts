@@ -12,8 +12,9 @@ import { statusCommand } from "./commands/status.js";
 import { teamsCommand } from "./commands/teams.js";
 import { upCommand } from "./commands/up.js";
 import { withConfigFiles } from "./config/file.js";
+import { withConsoleOptions } from "./console/options.js";
 
-/** Every `moat` command, each with `--config`. */
+/** Every `moat` command, each with `--config` and `--log-format`; `moat --version`. */
 export function moatProgram(): Command {
   const program = new Command("moat").description(
     "Sandbox infrastructure for AI agents, compatible with E2B",
@@ -30,5 +31,5 @@ export function moatProgram(): Command {
   program.addCommand(sandboxesCommand());
   program.addCommand(keysCommand());
   program.addCommand(teamsCommand());
-  return withConfigFiles(program);
+  return withConsoleOptions(withConfigFiles(program));
 }

@@ -20,6 +20,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   orchestrator: {
     flags: [
       "--config",
+      "--log-format",
       "--data-dir",
       "--host",
       "--port",
@@ -40,6 +41,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "MOAT_CONFIG",
       "MOAT_DATA_DIR",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "MOAT_EGRESS_ALLOW",
       "MOAT_NODE_ID",
       "MOAT_NAME_PREFIX",
@@ -69,6 +71,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   api: {
     flags: [
       "--config",
+      "--log-format",
       "--port",
       "--host",
       "--data-dir",
@@ -82,6 +85,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "MOAT_CONFIG",
       "MOAT_DATA_DIR",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "DATABASE_URL",
       "MOAT_REDIS_URL",
       "MOAT_API_PUBLIC_URL",
@@ -93,6 +97,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   proxy: {
     flags: [
       "--config",
+      "--log-format",
       "--port",
       "--host",
       "--redis-url",
@@ -104,6 +109,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
     env: [
       "MOAT_CONFIG",
       "MOAT_LOG_LEVEL",
+      "MOAT_LOG_FORMAT",
       "MOAT_REDIS_URL",
       "MOAT_API_URL",
       "MOAT_NODE_TOKEN",
@@ -115,6 +121,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
   up: {
     flags: [
       "--config",
+      "--log-format",
       "--data-dir",
       "--host",
       "--api-port",
@@ -136,6 +143,7 @@ export const SURFACE: Record<Component, { flags: string[]; env: string[] }> = {
       "MOAT_LOGS_RETENTION_HOURS",
       "MOAT_LOGS_MAX_MB",
       "MOAT_LOGS_TOTAL_MB",
+      "MOAT_LOG_FORMAT",
     ],
   },
 };

@@ -478,7 +478,7 @@ async function start(
   const metricsServer = await startMetricsServer(options, nodeMetrics, logger);
   if (metricsServer) started.push("metrics server", () => metricsServer.close());
   logger.info(
-    { port, metricsPort: metricsServer?.port, dataDir: options.dataDir, nodeID, namePrefix },
+    { port, metricsPort: metricsServer?.port, dataDir: options.dataDir, namePrefix },
     "orchestrator listening",
   );
   const heartbeat = options.apiURL ? await startHeartbeat(options, port, nodeToken, manager) : undefined;

@@ -23,7 +23,16 @@ export { type FileOperation, fileSignature } from "./file-signature.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
 export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";
 export { CleanupStack } from "./lifecycle/cleanup-stack.js";
-export { createLogger, createNoopLogger, type Logger, logContext } from "./logger.js";
+export {
+  beforeLogLine,
+  createLogger,
+  createNoopLogger,
+  LOG_FORMATS,
+  type LogFormat,
+  type Logger,
+  logContext,
+  logFormat,
+} from "./logger.js";
 export {
   MAX_HEARTBEAT_BUILDS,
   type NodeCapacity,

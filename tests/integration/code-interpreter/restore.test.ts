@@ -27,10 +27,11 @@ async function withLog<T>(sbx: Sandbox, fn: () => Promise<T>): Promise<T> {
 
 describe("code interpreter across snapshots, the warm pool and pause/resume", { timeout: 900_000 }, () => {
   let moat: RunningMoat;
+  // Every fill, refills included (those are said at debug).
   const poolFills = () => moat.log().split("warm pool full").length - 1;
 
   before(async () => {
-    moat = await startMoat({ codeInterpreter: true, env: { MOAT_POOL_SIZE: "1" } });
+    moat = await startMoat({ codeInterpreter: true, env: { MOAT_POOL_SIZE: "1", MOAT_LOG_LEVEL: "debug" } });
     useMoat(moat);
     await waitFor(() => poolFills() >= 2, "the base and code-interpreter pools", 300_000);
   });

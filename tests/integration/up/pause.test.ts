@@ -16,10 +16,11 @@ async function askCounter(moat: RunningMoat, sandboxID: string): Promise<{ pid: 
 
 describe("moat up: pause, resume, snapshots and the warm pool", { timeout: 900_000 }, () => {
   let moat: RunningMoat;
+  // Every fill, refills included (those are said at debug).
   const poolFills = () => moat.log().split("warm pool full").length - 1;
 
   before(async () => {
-    moat = await startMoat({ env: { MOAT_POOL_SIZE: "1" } });
+    moat = await startMoat({ env: { MOAT_POOL_SIZE: "1", MOAT_LOG_LEVEL: "debug" } });
     useMoat(moat);
     await waitFor(() => poolFills() >= 1, "the warm pool");
   });

@@ -136,9 +136,11 @@ export async function migrate(db: DB, logger: Logger): Promise<void> {
     migrationTableSchema: schema,
   });
   const { error, results } = await migrator.migrateToLatest();
-  for (const result of results ?? []) {
-    if (result.status === "Success") logger.info({ migration: result.migrationName }, "database migrated");
-  }
+  // One line for the lot (a fresh database applies every migration): each one at debug.
+  const applied = (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName);
+  for (const migration of applied) logger.debug({ migration }, "database migration applied");
+  if (applied.length > 0)
+    logger.info({ migrations: applied.length, latest: applied.at(-1) }, "database migrated");
   if (error) {
     const failed = results?.find((r) => r.status === "Error")?.migrationName;
     throw new MigrationError(failed, error);

@@ -154,7 +154,8 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         volumes.mounts,
       );
       started = true;
-      log.info({ nodeID: node.id, attempt }, "sandbox created");
+      // The node logs the event with its timings; the team's view is the sandbox's log below.
+      log.debug({ nodeID: node.id, attempt }, "sandbox created");
       if (template.buildID) await countSpawn(ctx, template);
       await logSandbox(ctx, row, "info", "sandbox created", {
         templateID: template.templateID,

@@ -48,7 +48,8 @@ export async function markKilled(
   });
   ctx.catalog.forget(sandboxID);
   if (row) {
-    ctx.logger.info({ sandboxID, reason }, "sandbox stopped");
+    // The node logs the stop; the team's view is the sandbox's log below.
+    ctx.logger.debug({ sandboxID, reason }, "sandbox stopped");
     await logSandbox(ctx, row, "info", "sandbox stopped", { reason });
   }
   return row;

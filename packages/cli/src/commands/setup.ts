@@ -9,11 +9,11 @@ import {
   type RunscInstall,
   SetupError,
   startOrchestrator,
-  type TemplateProgress,
   TemplateStore,
 } from "@moat/orchestrator";
 import { createLogger, type Logger, makeDataDirPrivate } from "@moat/shared";
 import { Command, Option } from "commander";
+import { StatusLine } from "../console/status-line.js";
 
 /**
  * `moat setup`: installs what sandboxes need under the data dir (runsc, the base template, the
@@ -63,8 +63,9 @@ export function setupCommand(): Command {
           // Sandboxes of every other template work without it: a failure is reported, not fatal.
           try {
             const ci = await ensureCodeInterpreter(dataDir, runsc, template, logger, (m) =>
-              status.line(`code-interpreter: ${m}`),
+              status.transient(`code-interpreter: ${m}`),
             );
+            status.done();
             process.stdout.write(`code-interpreter template ${ci.buildID} ${ci.how} [${seconds(started)}]\n`);
           } catch (err) {
             status.done();
@@ -133,44 +134,4 @@ async function ensureCodeInterpreter(
 
 function seconds(since: number): string {
   return `${((performance.now() - since) / 1000).toFixed(1)} s`;
-}
-
-/** debootstrap's lines about one package (`I: Retrieving bash 5.2.15-2`, `I: Unpacking libc6:amd64...`). */
-const PER_PACKAGE =
-  /^I: (?:(?:Retrieving|Validating) \S+ \S*\d\S*|(?:Extracting|Unpacking|Configuring) \S+\.\.\.)$/;
-
-/**
- * Progress on stderr. debootstrap says several lines per package: on a terminal its lines overwrite
- * one status line; in a log (CI) the per-package ones are counted instead of printed.
- */
-class StatusLine {
-  private open = false;
-  private skipped = 0;
-
-  constructor(private readonly out: NodeJS.WriteStream) {}
-
-  line(text: string): void {
-    this.done();
-    this.out.write(`${text}\n`);
-  }
-
-  template(ev: TemplateProgress): void {
-    const text = `template: ${ev.message}`;
-    if (ev.phase === "debootstrap" && this.out.isTTY) {
-      this.out.write(`\r\x1b[K${text.slice(0, (this.out.columns || 100) - 1)}`);
-      this.open = true;
-    } else if (ev.phase === "debootstrap" && PER_PACKAGE.test(ev.message)) {
-      this.skipped++;
-    } else {
-      this.line(text);
-    }
-  }
-
-  /** Ends an open status line and counts the lines left out since the last one printed. */
-  done(): void {
-    if (this.open) this.out.write("\n");
-    this.open = false;
-    if (this.skipped > 0) this.out.write(`template:   (${this.skipped} package steps)\n`);
-    this.skipped = 0;
-  }
 }

@@ -6,7 +6,9 @@
  * sandboxes; teams, keys and templates stay for the next `moat up`.
  */
 import { randomBytes } from "node:crypto";
+import { realpathSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { startAPI } from "@moat/api";
 import { startClientProxy } from "@moat/client-proxy";
@@ -16,12 +18,13 @@ import {
   ensureBaseTemplate,
   ensureRunsc,
   LoadSampler,
+  type Orchestrator,
   runDoctor,
   startOrchestrator,
   TemplateStore,
 } from "@moat/orchestrator";
-import { createLogger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
-import { startTelemetry } from "@moat/shared/telemetry";
+import { createLogger, type Logger, makeDataDirPrivate, writePrivateFile } from "@moat/shared";
+import { startTelemetry, type Telemetry } from "@moat/shared/telemetry";
 import { Command, Option } from "commander";
 import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
@@ -29,6 +32,9 @@ import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "..
 import { metricsIntervalOption, metricsRetentionOption } from "../args/metrics.js";
 import { parsePort } from "../args/port.js";
 import { sandboxLogsOptions } from "../args/sandbox-logs.js";
+import { UsageError } from "../console/errors.js";
+import { StatusLine } from "../console/status-line.js";
+import { unitArgs, upUnit } from "../console/systemd-unit.js";
 import { startOrchestratorNodeProxy } from "../node-proxy.js";
 import { DEFAULT_NODE_METRICS_PORT } from "./orchestrator.js";
 
@@ -48,6 +54,7 @@ interface UpOptions {
   logsMaxMb?: number;
   metricsInterval?: number;
   metricsRetention?: number;
+  printSystemdUnit?: boolean;
 }
 
 export function upCommand(): Command {
@@ -89,23 +96,50 @@ export function upCommand(): Command {
     .addOption(sandboxLogsOptions()[1]!)
     .addOption(metricsIntervalOption())
     .addOption(metricsRetentionOption())
+    .option(
+      "--print-systemd-unit",
+      "print a systemd unit running moat up with this data directory and these flags, and exit",
+    )
     .action((opts: UpOptions) => up(opts));
 }
 
 async function up(opts: UpOptions): Promise<void> {
+  opts.dataDir ||= DEFAULT_DATA_DIR;
+  if (opts.printSystemdUnit) {
+    const at = process.argv.indexOf("up", 2);
+    process.stdout.write(
+      upUnit({
+        command: [process.execPath, realpathSync(process.argv[1]!)],
+        dataDir: path.resolve(opts.dataDir),
+        args: unitArgs(process.argv.slice(at + 1)),
+      }),
+    );
+    return;
+  }
   const logger = createLogger("moat");
   // The OTEL_* variables (docs/tracing.md); off unless set.
   const telemetry = startTelemetry({ serviceName: "moat", logger });
-  opts.dataDir ||= DEFAULT_DATA_DIR;
-  const progress = (line: string) => process.stderr.write(`moat: ${line}\n`);
+  const status = new StatusLine(process.stderr, "moat: ");
+  const progress = (line: string) => status.line(line);
   if (process.getuid?.() !== 0) {
-    progress(
+    throw new UsageError(
       "moat up must run as root (it creates network namespaces and runs gVisor). Try: sudo npx moat up",
     );
-    process.exit(1);
   }
   const egressAllow = egressAllowOrExit(opts.egressAllow);
   const artifacts = await artifactsOrExit(opts.artifacts);
+  // Default: a quarter of this process's open-file limit.
+  const maxConnections = envCount("MOAT_PROXY_MAX_CONNECTIONS");
+  // Default: half of maxConnections; 0 behind a load balancer (every client has its address).
+  const maxConnectionsPerClient = envCount("MOAT_PROXY_MAX_CONNECTIONS_PER_CLIENT");
+  // Said now, not after minutes of setup.
+  await portsFree([
+    { flag: "--orchestrator-port", host: "127.0.0.1", port: opts.orchestratorPort },
+    { flag: "--orchestrator-metrics-port", host: opts.host, port: opts.orchestratorMetricsPort },
+    { flag: "--api-port", host: opts.host, port: opts.apiPort },
+    { flag: "--proxy-port", host: opts.host, port: opts.proxyPort },
+    { flag: "--node-proxy-port", host: "127.0.0.1", port: opts.nodeProxyPort },
+  ]);
   // Tenant data lives there (tokens, env vars, memory images, the database): root only.
   await makeDataDirPrivate(opts.dataDir);
 
@@ -114,17 +148,21 @@ async function up(opts: UpOptions): Promise<void> {
   );
   for (const check of failing)
     progress(`prerequisite missing: ${check.name}: ${check.detail}${check.fix ? ` → ${check.fix}` : ""}`);
-  if (failing.length > 0) process.exit(1);
+  if (failing.length > 0)
+    throw new UsageError(
+      `${failing.length} prerequisite(s) missing (above); \`moat doctor\` checks them again`,
+    );
 
   progress("checking the gVisor runtime");
-  const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger, onProgress: (m) => progress(m) });
+  const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger, onProgress: (m) => status.transient(m) });
   progress(`runsc ${runsc.version} (${runsc.platform}, netns fix: ${runsc.netnsFix})`);
   progress("checking the base template (the first build takes about a minute)");
   const base = await ensureBaseTemplate({
     dataDir: opts.dataDir,
     logger,
-    onProgress: (ev) => progress(`[${ev.phase}] ${ev.message}`),
+    onProgress: (ev) => status.template(ev, `[${ev.phase}] `),
   });
+  status.done();
 
   const envFile = path.join(opts.dataDir, ".env");
   const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
@@ -139,7 +177,7 @@ async function up(opts: UpOptions): Promise<void> {
     metricsPort: opts.orchestratorMetricsPort,
     metricsHost: opts.host,
     metricsToken,
-    logger: logger.child({ component: "orchestrator" }),
+    logger: createLogger("orchestrator"),
     runscBinary: runsc.path,
     platform: runsc.platform,
     templates: new TemplateStore(opts.dataDir, base.rootfs),
@@ -151,20 +189,67 @@ async function up(opts: UpOptions): Promise<void> {
     metricsIntervalSeconds: opts.metricsInterval,
     metricsRetentionHours: opts.metricsRetention,
   });
+  // What started so far, stopped again when a later step fails (its sandboxes too).
+  const started: Array<() => Promise<unknown>> = [
+    () => orchestrator.close(),
+    () => orchestrator.manager.killAll({ keepPaused: true }),
+  ];
+  try {
+    await serve(opts, {
+      logger,
+      telemetry,
+      progress,
+      status,
+      orchestrator,
+      started,
+      envFile,
+      previous,
+      adminToken,
+      metricsToken,
+      maxConnections,
+      maxConnectionsPerClient,
+    });
+  } catch (err) {
+    status.done();
+    for (const stop of started.reverse()) await stop().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The API, the proxies and the code-interpreter template around a started orchestrator. */
+async function serve(
+  opts: UpOptions,
+  ctx: {
+    logger: Logger;
+    telemetry: Telemetry;
+    progress: (line: string) => void;
+    status: StatusLine;
+    orchestrator: Orchestrator;
+    started: Array<() => Promise<unknown>>;
+    envFile: string;
+    previous: Record<string, string>;
+    adminToken: string;
+    metricsToken: string;
+    maxConnections?: number;
+    maxConnectionsPerClient?: number;
+  },
+): Promise<void> {
+  const { logger, progress, status, orchestrator, envFile, previous, adminToken, metricsToken } = ctx;
   const nodeProxy =
     opts.nodeProxyPort === undefined
       ? undefined
       : await startOrchestratorNodeProxy(orchestrator, {
           host: "127.0.0.1",
           port: opts.nodeProxyPort,
-          logger: logger.child({ component: "node-proxy" }),
+          logger: createLogger("node-proxy"),
         });
+  if (nodeProxy) ctx.started.push(() => nodeProxy.close());
   // The code-interpreter template (`@e2b/code-interpreter`'s default): built here on the first
   // start, a few minutes; a failure leaves the rest of moat up and creates of it failing.
   if (process.env.MOAT_CODE_INTERPRETER !== "off") {
     progress("checking the code-interpreter template (the first build takes a few minutes)");
     try {
-      const ci = await orchestrator.ensureCodeInterpreter((m) => progress(`[code-interpreter] ${m}`));
+      const ci = await orchestrator.ensureCodeInterpreter((m) => status.transient(`[code-interpreter] ${m}`));
       progress(`code-interpreter template ${ci.buildID} ${ci.reused ? "reused" : "built"}`);
     } catch (err) {
       progress(
@@ -189,20 +274,20 @@ async function up(opts: UpOptions): Promise<void> {
         sampleLoad: () => loadSampler.sample(orchestrator.manager.loadCounts()),
       },
     ],
-    logger: logger.child({ component: "api" }),
+    logger: createLogger("api"),
   });
+  ctx.started.push(() => api.close());
   const proxy = await startClientProxy({
     port: opts.proxyPort,
     host: opts.host,
     domain: opts.domain,
     catalog: api.catalog,
-    logger: logger.child({ component: "client-proxy" }),
+    logger: createLogger("client-proxy"),
     metricsToken,
-    // Default: a quarter of this process's open-file limit.
-    maxConnections: envCount("MOAT_PROXY_MAX_CONNECTIONS"),
-    // Default: half of maxConnections; 0 behind a load balancer (every client has its address).
-    maxConnectionsPerClient: envCount("MOAT_PROXY_MAX_CONNECTIONS_PER_CLIENT"),
+    maxConnections: ctx.maxConnections,
+    maxConnectionsPerClient: ctx.maxConnectionsPerClient,
   });
+  ctx.started.push(() => proxy.close());
 
   const team = await api.bootstrap();
   const apiKey = team.apiKey ?? previous.E2B_API_KEY;
@@ -243,12 +328,14 @@ async function up(opts: UpOptions): Promise<void> {
     await api.close().catch((err: unknown) => logger.error({ err }, "api close"));
     await orchestrator.manager.killAll({ keepPaused: true });
     await orchestrator.close();
-    await telemetry.shutdown();
+    await ctx.telemetry.shutdown();
     progress("stopped");
     process.exit(0);
   };
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
+  // Its terminal closed (ssh dropped, window closed): stop as cleanly, not leave sandboxes behind.
+  process.once("SIGHUP", () => void stop("SIGHUP"));
 }
 
 /** A whole-number setting from the environment; unset is undefined (the default applies). */
@@ -258,7 +345,7 @@ function envCount(name: string): number | undefined {
   try {
     return parseCount(value);
   } catch {
-    throw new Error(`${name} must be a whole number ≥ 0, got '${value}'`);
+    throw new UsageError(`${name} must be a whole number ≥ 0, got '${value}'`);
   }
 }
 
@@ -269,4 +356,23 @@ function parseEnv(text: string): Record<string, string> {
     if (eq > 0) out[line.slice(0, eq).trim()] = line.slice(eq + 1).trim();
   }
   return out;
+}
+
+/** Fails with the flag to change when one of these ports is taken (checked before the slow steps). */
+async function portsFree(ports: Array<{ flag: string; host: string; port?: number }>): Promise<void> {
+  for (const { flag, host, port } of ports) {
+    if (!port) continue;
+    const server = net.createServer();
+    const problem = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once("error", resolve);
+      server.listen({ port, host, exclusive: true }, () => resolve(undefined));
+    });
+    await new Promise((resolve) => server.close(resolve));
+    if (problem?.code === "EADDRINUSE") {
+      throw new UsageError(
+        `port ${port} on ${host} is in use (another moat up?): stop what listens there (ss -ltnp 'sport = :${port}') or choose another port with ${flag}`,
+      );
+    }
+    if (problem) throw new UsageError(`cannot listen on ${host}:${port} (${flag}): ${problem.message}`);
+  }
 }

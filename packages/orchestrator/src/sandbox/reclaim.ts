@@ -132,7 +132,8 @@ export async function reclaim(host: ReclaimHost): Promise<ReclaimReport> {
   }
 
   await reapUnowned(host, keptContainers, keptSlots, [...containers.keys()], report.reaped);
-  host.logger.info(report, "reclaim finished");
+  const found = Object.values(report).some((ids) => Array.isArray(ids) && ids.length > 0);
+  host.logger[found ? "info" : "debug"](report, "reclaim finished");
   return report;
 }
 

@@ -99,7 +99,7 @@ export class TemplateSnapshots {
       (await findSnapshot(templateID, dir, build)) ?? (await this.make(build, dir, opts.onOutput));
     this.known.set(build.key, snapshot);
     const pruned = await pruneSnapshots(dir);
-    if (pruned.length > 0) options.logger.info({ templateID, pruned }, "old template snapshots removed");
+    if (pruned.length > 0) options.logger.debug({ templateID, pruned }, "old template snapshots removed");
     return { build, snapshot };
   }
 
@@ -151,7 +151,8 @@ export class TemplateSnapshots {
       await saveUpper(writableLayer(sandbox).upper, dir);
       await commitImage(image);
       timer.lap("checkpoint");
-      logger.info({ templateID, dir, ...timer.done() }, "template snapshot built");
+      // "template prepared" follows: the build's timings are detail.
+      logger.debug({ templateID, dir, ...timer.done() }, "template snapshot built");
       if (build.key !== "base") this.options.onMade?.(build);
       return (await findSnapshot(templateID, dir, build))!;
     } finally {

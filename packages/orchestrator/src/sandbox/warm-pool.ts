@@ -60,6 +60,8 @@ export class WarmPool {
   /** Restored sandboxes nobody has claimed yet, per build key (not in the registry). */
   private readonly pools = new Map<string, Sandbox[]>();
   private readonly filling = new Set<string>();
+  /** Builds whose pool was said full at info; a refill after a claim is said at debug. */
+  private readonly announced = new Set<string>();
   private closed = false;
 
   constructor(private readonly options: WarmPoolOptions) {}
@@ -110,8 +112,12 @@ export class WarmPool {
           if (this.closed) await options.factory.release(entry);
           else pool.push(entry);
         }
-        options.logger.info({ templateID: build.templateID, ready: pool.length }, "warm pool full");
+        // Said once per change (first fill, recovered after a failure), not after every claim.
+        const level = this.announced.has(buildKey) ? "debug" : "info";
+        this.announced.add(buildKey);
+        options.logger[level]({ templateID: build.templateID, ready: pool.length }, "warm pool full");
       } catch (err) {
+        this.announced.delete(buildKey);
         options.logger.warn({ err, templateID: build.templateID }, "warm pool refill failed; retrying later");
         setTimeout(() => this.fill(buildKey), POOL_RETRY_MS).unref();
       } finally {
@@ -124,6 +130,7 @@ export class WarmPool {
   async forget(buildKey: string): Promise<void> {
     const entries = this.pools.get(buildKey) ?? [];
     this.pools.delete(buildKey);
+    this.announced.delete(buildKey);
     await Promise.allSettled(entries.map((entry) => this.options.factory.release(entry)));
   }
 
