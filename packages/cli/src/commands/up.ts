@@ -161,6 +161,8 @@ async function up(opts: UpOptions): Promise<void> {
     logger: logger.child({ component: "client-proxy" }),
     // Prometheus scrapes both /metrics with this token (the API also takes the admin token).
     metricsToken: process.env.MOAT_METRICS_TOKEN || adminToken,
+    // The E2B CLI's links to https://<domain>/dashboard/… land on the API's dashboard.
+    dashboardURL: `${api.publicURL}/dashboard`,
     // Default: a quarter of this process's open-file limit.
     maxConnections: envCount("MOAT_PROXY_MAX_CONNECTIONS"),
     // Default: half of maxConnections; 0 behind a load balancer (every client has its address).
@@ -194,6 +196,7 @@ async function up(opts: UpOptions): Promise<void> {
       `Prometheus: ${api.url}/metrics and ${env.E2B_SANDBOX_URL}/metrics with Authorization: Bearer ` +
       `${process.env.MOAT_METRICS_TOKEN ? "$MOAT_METRICS_TOKEN" : `$MOAT_ADMIN_TOKEN (in ${envFile})`}\n`,
   );
+  process.stdout.write(`Dashboard: ${api.publicURL}/dashboard (sign in with E2B_API_KEY)\n`);
 
   let stopping = false;
   const stop = async (signal: string) => {
