@@ -19,9 +19,11 @@ fi
 # an ext4 image), docker-registry (a real OCI registry on loopback for the image-pull tests) and
 # python3-zmq (libzmq as the peer of the code interpreter's ZMTP client in its unit tests),
 # redis-server (the fleet's routing catalog in the fleet tests), podman and runc (the container
-# image is built and run in a test) and systemd (systemd-analyze checks the units in deploy/systemd).
+# image is built and run in a test), systemd (systemd-analyze checks the units in deploy/systemd) and
+# chromium (the dashboard's browser test drives it with playwright-core).
 packages=(python3 make g++ procps iproute2 util-linux passwd ca-certificates debootstrap debian-archive-keyring
-  nftables postgresql zstd bubblewrap e2fsprogs docker-registry python3-zmq redis-server podman runc systemd)
+  nftables postgresql zstd bubblewrap e2fsprogs docker-registry python3-zmq redis-server podman runc systemd
+  chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
