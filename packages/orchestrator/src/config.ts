@@ -16,6 +16,7 @@ import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
 import { checkNamePrefix, NAME_PREFIX } from "./network/slot.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
+import { DEFAULT_LOGS_MAX_MB, DEFAULT_LOGS_RETENTION_HOURS } from "./telemetry/logs/store.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
 import { DEFAULT_IMAGE_MAX_BYTES } from "./template/oci/layers.js";
 
@@ -66,6 +67,10 @@ export interface NodeConfig {
    * (≥ 32 printable characters); unset, the node's own `<data-dir>/node-token`.
    */
   nodeToken: string | undefined;
+  /** MOAT_LOGS_RETENTION_HOURS: hours a sandbox's log is kept after its last line (default 168). */
+  logsRetentionHours: number;
+  /** MOAT_LOGS_MAX_MB: MiB one sandbox's log may hold, its oldest entries dropped past it (default 10). */
+  logsMaxMB: number;
 }
 
 export const DEFAULT_NODE_ID = "local";
@@ -125,6 +130,11 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     nodeToken: env.MOAT_NODE_TOKEN
       ? parse(() => checkNodeToken(env.MOAT_NODE_TOKEN!, "MOAT_NODE_TOKEN"), undefined)
       : undefined,
+    logsRetentionHours: parse(
+      () => parseCount(env, "MOAT_LOGS_RETENTION_HOURS", DEFAULT_LOGS_RETENTION_HOURS),
+      DEFAULT_LOGS_RETENTION_HOURS,
+    ),
+    logsMaxMB: parse(() => parsePositive(env, "MOAT_LOGS_MAX_MB", DEFAULT_LOGS_MAX_MB), DEFAULT_LOGS_MAX_MB),
   };
   if (errors.length === 1) throw errors[0];
   if (errors.length > 1) {
@@ -213,5 +223,13 @@ function parseCount(env: Env, name: string, fallback: number): number {
   if (!Number.isInteger(value) || value < 0) {
     throw new Error(`${name} must be a whole number ≥ 0, got '${raw}'`);
   }
+  return value;
+}
+
+function parsePositive(env: Env, name: string, fallback: number): number {
+  const raw = env[name];
+  const value = Number(raw || fallback);
+  if (!Number.isInteger(value) || value < 1)
+    throw new Error(`${name} must be a whole number ≥ 1, got '${raw}'`);
   return value;
 }

@@ -33,6 +33,8 @@ import { runscVersion } from "./setup/runsc-install.js";
 import { snapshotKey } from "./snapshot/template-snapshot.js";
 import { makeNodeDataPrivate } from "./storage/data-dir.js";
 import { VolumeStore } from "./storage/volumes.js";
+import { SandboxLogCollector } from "./telemetry/logs/collector.js";
+import { SandboxLogStore } from "./telemetry/logs/store.js";
 import { TemplateBuilder } from "./template/build/builder.js";
 import { type BuiltinTemplateResult, ensureCodeInterpreterTemplate } from "./template/code-interpreter.js";
 import { RegistryAllowList } from "./template/oci/address-policy.js";
@@ -122,6 +124,10 @@ export interface OrchestratorOptions {
    * `<data-dir>/node-token`, made on first start).
    */
   nodeToken?: string;
+  /** Hours a sandbox's log is kept after its last line (default: MOAT_LOGS_RETENTION_HOURS, else 168). */
+  logsRetentionHours?: number;
+  /** MiB a sandbox's log may hold, its oldest entries dropped past it (default: MOAT_LOGS_MAX_MB, else 10). */
+  logsMaxMB?: number;
 }
 
 export interface Orchestrator {
@@ -317,6 +323,26 @@ async function start(
     namePrefix,
   });
   await manager.reclaim();
+  const sandboxLogs = new SandboxLogStore({
+    dataDir: options.dataDir,
+    retentionHours: options.logsRetentionHours ?? config.logsRetentionHours,
+    maxBytes: (options.logsMaxMB ?? config.logsMaxMB) * 2 ** 20,
+    logger,
+    isLive: (sandboxID) => manager.list().some((s) => s.id === sandboxID),
+  });
+  await sandboxLogs.start();
+  started.push("sandbox logs", () => sandboxLogs.stop());
+  const logCollector = new SandboxLogCollector({
+    store: sandboxLogs,
+    sandboxes: () => manager.list().map((s) => ({ id: s.id, dir: s.dir })),
+    logger,
+  });
+  logCollector.start();
+  started.push("sandbox log collector", () => logCollector.stop());
+  manager.beforeRelease = async (sandbox) => {
+    await logCollector.collect(sandbox.id, sandbox.dir);
+    logCollector.forget(sandbox.id);
+  };
   await options.templates.sweep();
   // In the background: creates boot cold until a template's snapshot is there.
   for (const templateID of options.prepareTemplates ?? ["base"]) {
@@ -353,7 +379,7 @@ async function start(
   const server = http2.createServer(
     connectNodeAdapter({
       routes: (router) => {
-        router.service(SandboxService, sandboxService(manager));
+        router.service(SandboxService, sandboxService(manager, sandboxLogs));
         router.service(TemplateService, templateService(builder, options.templates, manager, shared));
         router.service(VolumeService, volumeService(volumes, manager));
       },
@@ -396,6 +422,8 @@ async function start(
     async close() {
       await heartbeat?.stop();
       await manager.close();
+      await logCollector.stop();
+      sandboxLogs.stop();
       await resolver.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -36,6 +36,7 @@ export {
   CODE_INTERPRETER_PORT,
   CODE_INTERPRETER_TEMPLATE,
   findBuiltinTemplate,
+  START_COMMAND_TAG,
 } from "./templates.js";
 export { ENVD_PORT, ENVD_VERSION } from "./version.js";
 export {

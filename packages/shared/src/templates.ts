@@ -31,3 +31,9 @@ export function findBuiltinTemplate(reference: string): BuiltinTemplate | undefi
     .replace(/:default$/, "");
   return BUILTIN_TEMPLATES.find((t) => t.aliases.includes(name));
 }
+
+/**
+ * The envd process tag of a template's start command: envd writes the output of a process with it
+ * to its own log, which the node keeps as the sandbox's log.
+ */
+export const START_COMMAND_TAG = "moat-start-command";

@@ -175,19 +175,25 @@ export const ResumedSandboxSchema = z
   })
   .openapi("ResumedSandbox");
 
+export const SandboxLogEntrySchema = z
+  .object({
+    timestamp: z.string().openapi({ format: "date-time" }),
+    level: z.enum(["debug", "info", "warn", "error"]),
+    message: z.string(),
+    fields: StringMap,
+  })
+  .openapi("SandboxLogEntry");
+
 export const SandboxLogsSchema = z
   .object({
     logs: z.array(z.object({ timestamp: z.string(), line: z.string() })),
-    logEntries: z.array(
-      z.object({
-        timestamp: z.string(),
-        level: z.enum(["debug", "info", "warn", "error"]),
-        message: z.string(),
-        fields: StringMap,
-      }),
-    ),
+    logEntries: z.array(SandboxLogEntrySchema),
   })
   .openapi("SandboxLogs");
+
+export const SandboxLogsV2Schema = z
+  .object({ logs: z.array(SandboxLogEntrySchema) })
+  .openapi("SandboxLogsV2Response");
 
 export const SandboxMetricSchema = z
   .object({

@@ -14,6 +14,7 @@ import {
   type SandboxConfigSchema,
   type SandboxEvent,
   type SandboxInfo,
+  type SandboxLogEntry,
   SandboxService,
   type SnapshotInfo,
   TemplateService,
@@ -234,6 +235,31 @@ export class NodeClient {
     );
     if (!res.snapshot) throw new Error(`node '${this.id}' answered Snapshot without a snapshot`);
     return res.snapshot;
+  }
+
+  /** A page of a sandbox's log kept on the node (start command output, envd); see the proto. */
+  async logs(query: {
+    sandboxID: string;
+    cursor?: number;
+    limit: number;
+    direction: "forward" | "backward";
+    level?: string;
+    search?: string;
+  }): Promise<SandboxLogEntry[]> {
+    const res = await this.call("logs", () =>
+      this.client.logs(
+        {
+          sandboxId: query.sandboxID,
+          cursor: BigInt(query.cursor ?? 0),
+          limit: query.limit,
+          direction: query.direction,
+          level: query.level ?? "",
+          search: query.search ?? "",
+        },
+        { timeoutMs: this.callMs },
+      ),
+    );
+    return res.entries;
   }
 
   /** Removes a snapshot; one the node does not have is not an error. */

@@ -27,6 +27,7 @@ import {
   type SandboxEventSchema,
   SandboxEventType,
   type SandboxInfoSchema,
+  type SandboxLogEntrySchema,
   SandboxService,
   SandboxState,
   TemplateService,
@@ -71,7 +72,8 @@ type Method =
   | "resume"
   | "snapshot"
   | "deleteSnapshot"
-  | "fork";
+  | "fork"
+  | "logs";
 
 /** A call stopped half-way (after its checks and state change, before its effect) until released. */
 export interface Hold {
@@ -94,6 +96,8 @@ export class FakeOrchestrator {
   envdVersion = "0.6.13";
   /** Snapshots the node holds: their team and the sandbox each was taken from, by snapshot id. */
   readonly snapshots = new Map<string, { teamID: string; sourceSandboxID: string; config: SandboxConfig }>();
+  /** What Logs answers, by sandbox id (as the node's store would: filters are the test's to apply). */
+  readonly nodeLogs = new Map<string, MessageInitShape<typeof SandboxLogEntrySchema>[]>();
   /** Forks of the next Fork that fail, by position (0-based), with this error code and message. */
   readonly failForks = new Map<number, { code: string; message: string }>();
   private readonly listeners = new Set<(event: EventInit) => void>();
@@ -274,6 +278,10 @@ export class FakeOrchestrator {
       get: (req) => {
         this.record("get", req.sandboxId);
         return { sandbox: this.info(this.find(req.sandboxId)) };
+      },
+      logs: (req) => {
+        this.record("logs", req.sandboxId);
+        return { entries: this.nodeLogs.get(req.sandboxId) ?? [] };
       },
       list: () => {
         this.record("list");

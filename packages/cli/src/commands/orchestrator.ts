@@ -16,6 +16,7 @@ import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "..
 import { parseAddress, parseHTTPURL, parseLabels } from "../args/fleet.js";
 import { parseNamePrefix, parseNodeID } from "../args/node.js";
 import { parsePort } from "../args/port.js";
+import { sandboxLogsOptions } from "../args/sandbox-logs.js";
 import { DEFAULT_NODE_PROXY_PORT, startOrchestratorNodeProxy } from "../node-proxy.js";
 
 interface OrchestratorCommandOptions {
@@ -26,6 +27,8 @@ interface OrchestratorCommandOptions {
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
   artifactCacheMb?: number;
+  logsRetention?: number;
+  logsMaxMb?: number;
   advertiseAddress?: string;
   apiUrl?: string;
   labels?: string[];
@@ -61,6 +64,8 @@ export function orchestratorCommand(): Command {
         .argParser(parsePort),
     )
     .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
+    .addOption(sandboxLogsOptions()[0]!)
+    .addOption(sandboxLogsOptions()[1]!)
     .addOption(
       new Option("--artifact-cache-mb <mb>", ARTIFACT_CACHE_HELP)
         .env("MOAT_ARTIFACT_CACHE_MB")
@@ -133,6 +138,8 @@ export function orchestratorCommand(): Command {
         egressAllow,
         artifacts,
         artifactCacheMB: opts.artifactCacheMb,
+        logsRetentionHours: opts.logsRetention,
+        logsMaxMB: opts.logsMaxMb,
         advertiseAddress: opts.advertiseAddress,
         apiURL: opts.apiUrl,
         labels: opts.labels,

@@ -25,6 +25,7 @@ import { ARTIFACTS_HELP, artifactsOrExit } from "../args/artifacts.js";
 import { parseCount } from "../args/count.js";
 import { EGRESS_ALLOW_HELP, egressAllowOrExit, parseEgressAllowOption } from "../args/egress-allow.js";
 import { parsePort } from "../args/port.js";
+import { sandboxLogsOptions } from "../args/sandbox-logs.js";
 import { startOrchestratorNodeProxy } from "../node-proxy.js";
 
 interface UpOptions {
@@ -38,6 +39,8 @@ interface UpOptions {
   poolSize?: number;
   egressAllow?: EgressAllowEntry[];
   artifacts?: string;
+  logsRetention?: number;
+  logsMaxMb?: number;
 }
 
 export function upCommand(): Command {
@@ -69,6 +72,8 @@ export function upCommand(): Command {
         .argParser(parseEgressAllowOption),
     )
     .addOption(new Option("--artifacts <location>", ARTIFACTS_HELP).env("MOAT_ARTIFACTS"))
+    .addOption(sandboxLogsOptions()[0]!)
+    .addOption(sandboxLogsOptions()[1]!)
     .action((opts: UpOptions) => up(opts));
 }
 
@@ -115,6 +120,8 @@ async function up(opts: UpOptions): Promise<void> {
     poolSize: opts.poolSize,
     egressAllow,
     artifacts,
+    logsRetentionHours: opts.logsRetention,
+    logsMaxMB: opts.logsMaxMb,
   });
   const nodeProxy =
     opts.nodeProxyPort === undefined

@@ -4,7 +4,7 @@
  */
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { ENVD_PORT } from "@moat/shared";
+import { ENVD_PORT, START_COMMAND_TAG } from "@moat/shared";
 import { Process } from "@moat/shared/gen/envd/process";
 
 export interface OutputLine {
@@ -42,8 +42,9 @@ function processClient(hostAddress: string) {
   return createClient(Process, transport);
 }
 
-function startRequest(spec: CommandSpec) {
+function startRequest(spec: CommandSpec, tag?: string) {
   return {
+    ...(tag ? { tag } : {}),
     process: {
       cmd: "/bin/sh",
       args: [...SHELL_ARGS, spec.command],
@@ -132,7 +133,8 @@ export async function startInSandbox(
 ): Promise<StartedCommand> {
   const lines = lineSplitter(onOutput);
   const abort = new AbortController();
-  const stream = processClient(hostAddress).start(startRequest(spec), {
+  // Tagged: envd logs its output for as long as it runs (the sandbox's log on the node).
+  const stream = processClient(hostAddress).start(startRequest(spec, START_COMMAND_TAG), {
     headers: authHeaders(spec),
     signal: abort.signal,
   });

@@ -555,6 +555,7 @@ export class SandboxManager {
           this.options.logger.warn({ err, sandboxID }, "could not refuse traffic to a stopping sandbox"),
         );
       timer.lap("ingress");
+      await this.beforeRelease?.(sandbox).catch(() => undefined);
       await this.factory.release(sandbox);
       timer.lap("release");
       await this.factory.settled();
@@ -681,6 +682,9 @@ export class SandboxManager {
 
   /** Removes an evicted build's files and the layers nothing else uses (set by the node: orchestrator.ts). */
   onBuildRemoved: ((buildID: string) => Promise<unknown>) | undefined;
+
+  /** Runs before a stopping sandbox's directory goes (the node collects its last output: orchestrator.ts). */
+  beforeRelease: ((sandbox: Sandbox) => Promise<unknown>) | undefined;
 
   /**
    * With shared artifacts: fetches the build or named snapshot a create names when this node

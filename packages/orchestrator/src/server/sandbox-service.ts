@@ -32,6 +32,8 @@ import type { SandboxRecord } from "../sandbox/record.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { snapshotConfigOf } from "../snapshot/sandbox-snapshot.js";
 import { VolumeNotFoundError } from "../storage/volumes.js";
+import { LOG_LEVELS, type LogLevel } from "../telemetry/logs/entry.js";
+import type { SandboxLogStore } from "../telemetry/logs/store.js";
 
 const STATES: Record<Sandbox["state"], SandboxState> = {
   // Pool entries are never in the registry; were one listed, it is not ready for anyone yet.
@@ -55,7 +57,10 @@ const EVENT_TYPES: Record<SandboxEvent["type"], SandboxEventType> = {
   resumed: SandboxEventType.RESUMED,
 };
 
-export function sandboxService(manager: SandboxManager): ServiceImpl<typeof SandboxService> {
+export function sandboxService(
+  manager: SandboxManager,
+  logs?: SandboxLogStore,
+): ServiceImpl<typeof SandboxService> {
   return {
     async create(req) {
       const config = req.sandbox;
@@ -164,6 +169,39 @@ export function sandboxService(manager: SandboxManager): ServiceImpl<typeof Sand
                 errorCode: o.error instanceof NodeBusyError ? "resource_exhausted" : "internal",
               },
         ),
+      };
+    },
+    async logs(req) {
+      const direction = req.direction || "forward";
+      if (direction !== "forward" && direction !== "backward") {
+        throw new ConnectError(
+          `direction must be forward or backward, got '${req.direction}'`,
+          Code.InvalidArgument,
+        );
+      }
+      const level = (req.level || "debug") as LogLevel;
+      if (!LOG_LEVELS.includes(level)) {
+        throw new ConnectError(
+          `level must be one of ${LOG_LEVELS.join(", ")}, got '${req.level}'`,
+          Code.InvalidArgument,
+        );
+      }
+      if (!logs) return { entries: [] };
+      const entries = await logs.query(req.sandboxId, {
+        cursor: Number(req.cursor),
+        limit: req.limit,
+        direction,
+        level,
+        search: req.search,
+      });
+      return {
+        entries: entries.map((e) => ({
+          timestamp: timestampFromDate(new Date(e.t)),
+          level: e.l,
+          message: e.m,
+          fields: e.f ?? {},
+          source: e.s,
+        })),
       };
     },
     async updateEndTime(req) {

@@ -1,11 +1,13 @@
 import { stat } from "node:fs/promises";
 import type { HandlerContext } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { START_COMMAND_TAG } from "@moat/shared";
 import type { StartRequest } from "@moat/shared/gen/envd/process";
 import { resolvePath } from "../../auth/paths.js";
 import type { User } from "../../auth/users.js";
 import { requestUser } from "../../context.js";
 import { ProcessHandle } from "./handle.js";
+import { logOutput } from "./log-output.js";
 import type { ProcessService } from "./service.js";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -44,6 +46,7 @@ export async function* start(service: ProcessService, req: StartRequest, hctx: H
     pty: req.pty ? { cols: size?.cols || 80, rows: size?.rows || 24 } : undefined,
   });
   service.register(handle);
+  if (req.tag === START_COMMAND_TAG) logOutput(handle, service.ctx.logger);
   // The call's deadline (Connect-Timeout-Ms) bounds the process's life, whether or not the client
   // is still attached when it passes.
   const timeoutMs = hctx.timeoutMs();
