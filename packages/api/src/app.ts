@@ -6,9 +6,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { cors } from "hono/cors";
 import type { APIContext } from "./context.js";
+import { registerAccessTokens } from "./handlers/access-tokens.js";
 import { registerAdminNodes } from "./handlers/admin-nodes.js";
+import { registerAdminOperations } from "./handlers/admin-operations.js";
 import { registerAdminTeamsCreate } from "./handlers/admin-teams-create.js";
 import { registerAdminTeamsLimits } from "./handlers/admin-teams-limits.js";
+import { registerAPIKeys } from "./handlers/api-keys.js";
 import { registerHealth } from "./handlers/health.js";
 import { registerInternalCatalog } from "./handlers/internal-catalog.js";
 import { registerInternalNodes } from "./handlers/internal-nodes.js";
@@ -78,6 +81,10 @@ const TEAM_ROUTES = [
   "/snapshots",
   "/volumes",
   "/volumes/*",
+  "/api-keys",
+  "/api-keys/*",
+  "/access-tokens",
+  "/access-tokens/*",
 ];
 
 export function createApp(ctx: APIContext, metrics: APIMetrics): App {
@@ -169,6 +176,8 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerSnapshotCreate(app, ctx);
   registerSnapshotsList(app, ctx);
   registerTeamsList(app, ctx);
+  registerAPIKeys(app, ctx);
+  registerAccessTokens(app, ctx);
   registerTemplateRequestBuild(app, ctx);
   registerTemplateFilesLink(app, ctx);
   registerTemplateFilesUpload(app, ctx);
@@ -199,6 +208,7 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   registerAdminTeamsCreate(app, ctx);
   registerAdminTeamsLimits(app, ctx);
   registerAdminNodes(app, ctx);
+  registerAdminOperations(app, ctx);
 
   app.notFound((c) => errorResponse(c, 404, `no route for ${c.req.method} ${c.req.path}`));
   app.onError(onError(logger));

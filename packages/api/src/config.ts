@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 import type { Transport } from "@connectrpc/connect";
-import { createLogger, type Logger } from "@moat/shared";
+import { createLogger, type Logger, type NodeCapacity, type NodeLoad } from "@moat/shared";
 import { z } from "zod";
 import { DEFAULT_TEAM_LIMITS, TEAM_LIMIT_ENV, type TeamLimits, TeamLimitsSchema } from "./quotas/limits.js";
 
@@ -33,6 +33,11 @@ export interface OrchestratorNodeOptions {
    * pauses, resumes and kills, `call` (15 s) for the rest.
    */
   deadlines?: { call?: number; transition?: number };
+  /**
+   * A node in this process (`moat up`), which sends no heartbeat: asked for its capacity and load
+   * when the admin routes show the nodes (`moat status`).
+   */
+  sampleLoad?: () => Promise<{ capacity: NodeCapacity; load: NodeLoad }>;
 }
 
 export interface APIOptions {
@@ -179,6 +184,9 @@ const optionsSchema = z.object({
             .regex(/^[\x21-\x7e]{32,}$/, "the node token is at least 32 printable characters without spaces")
             .optional(),
           transport: z.custom<Transport>((v) => typeof v === "object" && v !== null).optional(),
+          sampleLoad: z
+            .custom<NonNullable<OrchestratorNodeOptions["sampleLoad"]>>((v) => typeof v === "function")
+            .optional(),
           proxyURL: z
             .url({ protocol: /^http$/, error: "proxyURL must be an http:// URL (the node proxy)" })
             .optional(),

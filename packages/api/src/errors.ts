@@ -186,3 +186,11 @@ export class TeamNotFoundError extends Error {
     this.name = "TeamNotFoundError";
   }
 }
+
+/** The team has no API key or access token with that id: missing, revoked, or another team's (404). */
+export class CredentialNotFoundError extends Error {
+  constructor(kind: "API key" | "access token", id: string) {
+    super(`${kind} '${id}' not found`);
+    this.name = "CredentialNotFoundError";
+  }
+}

@@ -2,10 +2,14 @@ import { Command } from "commander";
 import { apiCommand } from "./commands/api.js";
 import { doctorCommand } from "./commands/doctor.js";
 import { envdCommand } from "./commands/envd.js";
+import { keysCommand } from "./commands/keys.js";
 import { nodeCommand } from "./commands/node.js";
 import { orchestratorCommand } from "./commands/orchestrator.js";
 import { proxyCommand } from "./commands/proxy.js";
+import { sandboxesCommand } from "./commands/sandboxes.js";
 import { setupCommand } from "./commands/setup.js";
+import { statusCommand } from "./commands/status.js";
+import { teamsCommand } from "./commands/teams.js";
 import { upCommand } from "./commands/up.js";
 import { withConfigFiles } from "./config/file.js";
 
@@ -22,5 +26,9 @@ export function moatProgram(): Command {
   program.addCommand(apiCommand());
   program.addCommand(proxyCommand());
   program.addCommand(nodeCommand());
+  program.addCommand(statusCommand());
+  program.addCommand(sandboxesCommand());
+  program.addCommand(keysCommand());
+  program.addCommand(teamsCommand());
   return withConfigFiles(program);
 }

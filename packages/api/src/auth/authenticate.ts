@@ -4,14 +4,14 @@
  */
 import type { DB } from "../db/database.js";
 import type { TeamRow } from "../db/schema.js";
-import { findAccessToken, findTeamByAPIKeyHash } from "../db/teams.js";
+import { findAccessToken, findTeamByAPIKeyHash, touchAPIKey } from "../db/teams.js";
 import { UnauthenticatedError } from "../errors.js";
 import type { TeamLimits } from "../quotas/limits.js";
 import { hashSecret } from "./secrets.js";
 
 /** `id` names the credential without revealing it (the rate limit counts per id). */
 export type Credential =
-  | { kind: "apiKey"; apiKey: string; id: string }
+  | { kind: "apiKey"; apiKey: string; apiKeyID: string; id: string }
   | { kind: "accessToken"; accessToken: string; accessTokenID: string; id: string };
 
 export interface Caller {
@@ -24,6 +24,9 @@ export interface TeamCaller extends Caller {
   limits: TeamLimits;
 }
 
+/** How stale an API key's `lastUsed` may be. */
+export const LAST_USED_PRECISION_MS = 60_000;
+
 export interface PresentedCredentials {
   apiKey?: string;
   authorization?: string;
@@ -34,12 +37,18 @@ export async function authenticate(db: DB, presented: PresentedCredentials): Pro
   const apiKey = presented.apiKey?.trim();
   if (apiKey) {
     const keyHash = hashSecret(apiKey);
-    const team = await findTeamByAPIKeyHash(db, keyHash);
-    if (!team) throw new UnauthenticatedError("invalid API key");
+    const found = await findTeamByAPIKeyHash(db, keyHash);
+    if (!found) throw new UnauthenticatedError("invalid API key");
+    const { team, apiKeyID, lastUsedAt } = found;
     if (presented.teamID && presented.teamID !== team.team_id) {
       throw new UnauthenticatedError(`the API key does not belong to team '${presented.teamID}'`);
     }
-    return { team, credential: { kind: "apiKey", apiKey, id: `key:${keyHash}` } };
+    // `lastUsed` in the key listing; written at most once a minute per key, not on every request.
+    const now = new Date();
+    if (!lastUsedAt || now.getTime() - lastUsedAt.getTime() >= LAST_USED_PRECISION_MS) {
+      await touchAPIKey(db, apiKeyID, now);
+    }
+    return { team, credential: { kind: "apiKey", apiKey, apiKeyID, id: `key:${keyHash}` } };
   }
   const bearer = /^Bearer\s+(\S+)\s*$/i.exec(presented.authorization ?? "")?.[1];
   if (bearer) {

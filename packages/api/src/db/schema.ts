@@ -29,6 +29,10 @@ export interface APIKeysTable {
   name: string;
   /** Keys derived from an access token (GET /teams) go when the token goes. */
   access_token_id: string | null;
+  /** When a request last authenticated with the key (refreshed at most once a minute); null: never. */
+  last_used_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /** The id of the API key or access token that created it through the API; null: the operator or bootstrap. */
+  created_by: ColumnType<string | null, string | null | undefined, never>;
   created_at: CreatedAt;
 }
 
@@ -327,6 +331,7 @@ export interface Database {
 }
 
 export type TeamRow = Selectable<TeamsTable>;
+export type APIKeyRow = Selectable<APIKeysTable>;
 export type SandboxRow = Selectable<SandboxesTable>;
 export type NewSandboxRow = Insertable<SandboxesTable>;
 export type SandboxLogRow = Selectable<SandboxLogsTable>;

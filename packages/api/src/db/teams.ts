@@ -2,15 +2,102 @@
 
 import type { TeamLimitOverrides } from "../quotas/limits.js";
 import type { DB } from "./database.js";
-import type { TeamRow } from "./schema.js";
+import type { APIKeyRow, TeamRow } from "./schema.js";
 
-export async function findTeamByAPIKeyHash(db: DB, keyHash: string): Promise<TeamRow | undefined> {
-  return db
+/** The team a key belongs to, with the key's id and when it was last used. */
+export async function findTeamByAPIKeyHash(
+  db: DB,
+  keyHash: string,
+): Promise<{ team: TeamRow; apiKeyID: string; lastUsedAt: Date | null } | undefined> {
+  const row = await db
     .selectFrom("api_keys")
     .innerJoin("teams", "teams.team_id", "api_keys.team_id")
     .selectAll("teams")
+    .select(["api_keys.api_key_id", "api_keys.last_used_at"])
     .where("api_keys.key_hash", "=", keyHash)
     .executeTakeFirst();
+  if (!row) return undefined;
+  const { api_key_id, last_used_at, ...team } = row;
+  return { team, apiKeyID: api_key_id, lastUsedAt: last_used_at };
+}
+
+/** Records that the key was just used. */
+export async function touchAPIKey(db: DB, apiKeyID: string, at: Date): Promise<void> {
+  await db.updateTable("api_keys").set({ last_used_at: at }).where("api_key_id", "=", apiKeyID).execute();
+}
+
+/** The team's keys, oldest first. */
+export async function listTeamAPIKeys(db: DB, teamID: string): Promise<APIKeyRow[]> {
+  return db
+    .selectFrom("api_keys")
+    .selectAll()
+    .where("team_id", "=", teamID)
+    .orderBy("created_at")
+    .orderBy("api_key_id")
+    .execute();
+}
+
+/** The key, if it is the team's (another team's key reads as missing). */
+export async function getTeamAPIKey(
+  db: DB,
+  teamID: string,
+  apiKeyID: string,
+): Promise<APIKeyRow | undefined> {
+  return db
+    .selectFrom("api_keys")
+    .selectAll()
+    .where("team_id", "=", teamID)
+    .where("api_key_id", "=", apiKeyID)
+    .executeTakeFirst();
+}
+
+export async function renameTeamAPIKey(
+  db: DB,
+  teamID: string,
+  apiKeyID: string,
+  name: string,
+): Promise<APIKeyRow | undefined> {
+  return db
+    .updateTable("api_keys")
+    .set({ name })
+    .where("team_id", "=", teamID)
+    .where("api_key_id", "=", apiKeyID)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Deletes the team's key; answers whether there was one. */
+export async function deleteTeamAPIKey(db: DB, teamID: string, apiKeyID: string): Promise<boolean> {
+  const result = await db
+    .deleteFrom("api_keys")
+    .where("team_id", "=", teamID)
+    .where("api_key_id", "=", apiKeyID)
+    .executeTakeFirst();
+  return (result.numDeletedRows ?? 0n) > 0n;
+}
+
+/** Deletes the team's access token (and the key derived from it); answers whether there was one. */
+export async function deleteTeamAccessToken(db: DB, teamID: string, accessTokenID: string): Promise<boolean> {
+  const result = await db
+    .deleteFrom("access_tokens")
+    .where("team_id", "=", teamID)
+    .where("access_token_id", "=", accessTokenID)
+    .executeTakeFirst();
+  return (result.numDeletedRows ?? 0n) > 0n;
+}
+
+/** Every team, oldest first, with how many keys each has. */
+export async function listTeams(db: DB): Promise<Array<TeamRow & { api_key_count: number }>> {
+  const rows = await db
+    .selectFrom("teams")
+    .leftJoin("api_keys", "api_keys.team_id", "teams.team_id")
+    .selectAll("teams")
+    .select((eb) => eb.fn.count<string>("api_keys.api_key_id").as("api_key_count"))
+    .groupBy("teams.team_id")
+    .orderBy("teams.created_at")
+    .orderBy("teams.team_id")
+    .execute();
+  return rows.map((r) => ({ ...r, api_key_count: Number(r.api_key_count) }));
 }
 
 export async function findAccessToken(
@@ -62,11 +149,18 @@ export interface NewAPIKey {
   keyMask: string;
   name: string;
   accessTokenID?: string;
+  /** The id of the API key or access token that asked for it. */
+  createdBy?: string;
 }
 
 /** Inserts a key; a key whose hash is already stored is left as it is. */
 export async function insertAPIKey(db: DB, key: NewAPIKey): Promise<void> {
-  await db
+  await insertAPIKeyReturning(db, key);
+}
+
+/** Inserts a key and answers its row; undefined when a key with that hash is already stored. */
+export async function insertAPIKeyReturning(db: DB, key: NewAPIKey): Promise<APIKeyRow | undefined> {
+  return db
     .insertInto("api_keys")
     .values({
       api_key_id: key.apiKeyID,
@@ -75,9 +169,11 @@ export async function insertAPIKey(db: DB, key: NewAPIKey): Promise<void> {
       key_mask: key.keyMask,
       name: key.name,
       access_token_id: key.accessTokenID ?? null,
+      created_by: key.createdBy ?? null,
     })
     .onConflict((oc) => oc.column("key_hash").doNothing())
-    .execute();
+    .returningAll()
+    .executeTakeFirst();
 }
 
 export async function insertAccessToken(

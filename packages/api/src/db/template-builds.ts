@@ -384,3 +384,33 @@ export async function countRunningBuilds(db: DB, teamID: string): Promise<number
     .executeTakeFirstOrThrow();
   return row.count;
 }
+
+/** The team's builds that are requested or running (waiting, building). */
+export async function listTeamUnfinishedBuilds(db: DB, teamID: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom("template_builds")
+    .innerJoin("templates", "templates.template_id", "template_builds.template_id")
+    .select("template_builds.build_id")
+    .where("templates.team_id", "=", teamID)
+    .where("template_builds.status", "in", ["waiting", "building"])
+    .execute();
+  return rows.map((r) => r.build_id);
+}
+
+/** Ends builds still waiting or building as failed with `message`; answers the ids it ended. */
+export async function failUnfinishedBuilds(
+  db: DB,
+  buildIDs: readonly string[],
+  message: string,
+): Promise<string[]> {
+  if (buildIDs.length === 0) return [];
+  const now = new Date();
+  const rows = await db
+    .updateTable("template_builds")
+    .set({ status: "error", reason: JSON.stringify({ message }), finished_at: now, updated_at: now })
+    .where("build_id", "in", buildIDs)
+    .where("status", "in", ["waiting", "building"])
+    .returning("build_id")
+    .execute();
+  return rows.map((r) => r.build_id);
+}

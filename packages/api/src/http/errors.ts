@@ -13,6 +13,7 @@ import {
   BuildNotFoundError,
   CapacityError,
   ConflictError,
+  CredentialNotFoundError,
   ForbiddenError,
   InvalidRequestError,
   NodeNotFoundError,
@@ -52,6 +53,7 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof TemplateNotFoundError) return { status: 404, message: err.message };
   if (err instanceof BuildNotFoundError) return { status: 404, message: err.message };
   if (err instanceof TeamNotFoundError) return { status: 404, message: err.message };
+  if (err instanceof CredentialNotFoundError) return { status: 404, message: err.message };
   if (err instanceof NodeNotFoundError) return { status: 404, message: err.message };
   if (err instanceof VolumeNotFoundError) return { status: 404, message: err.message };
   if (err instanceof VolumeFullError) return { status: 507, message: err.message };

@@ -116,9 +116,13 @@ export class NodeClient {
   /** Base URL of the node's proxy, when it has one (a registered node reports it). */
   proxyURL: string | undefined;
 
+  /** A node in this process: its capacity and load, asked for when shown (config.ts). */
+  readonly sampleLoad: OrchestratorNodeOptions["sampleLoad"];
+
   constructor(options: OrchestratorNodeOptions, info: NodeInfo = staticNodeInfo()) {
     this.id = options.id;
     this.proxyURL = options.proxyURL;
+    this.sampleLoad = options.sampleLoad;
     this.info = { ...info, proxyURL: info.proxyURL ?? options.proxyURL, rpcURL: info.rpcURL ?? options.url };
     this.callMs = options.deadlines?.call ?? CALL_TIMEOUT_MS;
     this.transitionMs = options.deadlines?.transition ?? TRANSITION_TIMEOUT_MS;

@@ -63,11 +63,12 @@ export interface BuildRunnerDeps {
 }
 
 /** Why a build this process ran was stopped (the AbortSignal's reason). */
-export type CancelReason = "api stopped" | "template deleted";
+export type CancelReason = "api stopped" | "template deleted" | "cancelled by the operator";
 
-const CANCEL_MESSAGES: Record<CancelReason, string> = {
+export const CANCEL_MESSAGES: Record<CancelReason, string> = {
   "api stopped": "the build was interrupted: the API process running it stopped",
   "template deleted": "the build was interrupted: its template was deleted",
+  "cancelled by the operator": "the build was cancelled by the operator",
 };
 
 interface Running {
@@ -117,6 +118,17 @@ export class TemplateBuilds {
     const builds = [...this.running.values()].filter((r) => r.templateID === templateID);
     for (const build of builds) build.abort.abort("template deleted" satisfies CancelReason);
     await Promise.all(builds.map((b) => b.done));
+  }
+
+  /**
+   * Stops the builds of `buildIDs` that run here (their nodes cancel them) and waits until each has
+   * recorded its outcome; answers the ids it stopped.
+   */
+  async cancelBuilds(buildIDs: ReadonlySet<string>, reason: CancelReason): Promise<string[]> {
+    const builds = [...this.running.entries()].filter(([id]) => buildIDs.has(id));
+    for (const [, build] of builds) build.abort.abort(reason);
+    await Promise.all(builds.map(([, b]) => b.done));
+    return builds.map(([id]) => id);
   }
 
   /** Stops every build running here, recording each as interrupted. */

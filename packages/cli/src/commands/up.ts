@@ -15,6 +15,7 @@ import {
   type EgressAllowEntry,
   ensureBaseTemplate,
   ensureRunsc,
+  LoadSampler,
   runDoctor,
   startOrchestrator,
   TemplateStore,
@@ -149,6 +150,7 @@ async function up(opts: UpOptions): Promise<void> {
   const previous = parseEnv(await readFile(envFile, "utf8").catch(() => ""));
   // The operator's token for admin routes (POST /admin/teams), kept across restarts.
   const adminToken = previous.MOAT_ADMIN_TOKEN || randomBytes(24).toString("hex");
+  const loadSampler = new LoadSampler();
   const api = await startAPI({
     dataDir: opts.dataDir,
     adminToken,
@@ -156,7 +158,13 @@ async function up(opts: UpOptions): Promise<void> {
     host: opts.host,
     domain: opts.domain,
     orchestrators: [
-      { id: "local", url: `http://127.0.0.1:${orchestrator.port}`, token: orchestrator.nodeToken },
+      {
+        id: "local",
+        url: `http://127.0.0.1:${orchestrator.port}`,
+        token: orchestrator.nodeToken,
+        // moat status and GET /nodes show this node's load and warm pool (it sends no heartbeat).
+        sampleLoad: () => loadSampler.sample(orchestrator.manager.loadCounts()),
+      },
     ],
     logger: logger.child({ component: "api" }),
   });

@@ -13,6 +13,7 @@ import * as m0007 from "./0007-snapshots.js";
 import * as m0008 from "./0008-volumes.js";
 import * as m0009 from "./0009-nodes.js";
 import * as m0010 from "./0010-relocate.js";
+import * as m0011 from "./0011-api-keys.js";
 
 export const migrations: Record<string, Migration> = {
   "0001-initial": m0001,
@@ -25,4 +26,5 @@ export const migrations: Record<string, Migration> = {
   "0008-volumes": m0008,
   "0010-relocate": m0010,
   "0009-nodes": m0009,
+  "0011-api-keys": m0011,
 };
