@@ -126,7 +126,7 @@ export function SandboxPage(props: { id: string }) {
             </button>
           </div>
           <ErrorNote error={actionError} />
-          <Ports id={id} domain={s.domain ?? undefined} />
+          <Ports id={s.sandboxID} domain={s.domain ?? undefined} />
         </>
       )}
       <Metrics id={id} stopped={gone} />

@@ -248,6 +248,17 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
     await row.getByRole("button", { name: "Revoke" }).click();
     await row.waitFor({ state: "detached" });
     assert.equal(await works(made), 401);
+    // The other pages answer too (empty here: this moat has no snapshots or volumes yet).
+    for (const [link, heading] of [
+      ["Snapshots", "Snapshots"],
+      ["Volumes", "Volumes"],
+      ["Templates", "Templates"],
+    ]) {
+      await admin.getByRole("link", { name: link }).click();
+      await admin.getByRole("heading", { name: heading, level: 1 }).waitFor();
+      await admin.locator("main .empty, main table").first().waitFor();
+      assert.equal(await admin.locator("main .error").count(), 0, await textOf(admin.locator("main")));
+    }
     await admin.close();
   });
 
