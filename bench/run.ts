@@ -11,6 +11,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchArtifacts } from "./artifacts.js";
 import { benchCodeInterpreter } from "./code-interpreter.js";
+import { benchDashboard } from "./dashboard.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
 import { benchFleet } from "./fleet.js";
@@ -53,6 +54,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   relocate: benchRelocate,
   fleet: benchFleet,
   telemetry: benchTelemetry,
+  dashboard: benchDashboard,
   soak: () => benchSoak(),
 };
 /** Suites too long for a plain `npm run bench`. */

@@ -21,9 +21,10 @@ fi
 # redis-server (the fleet's routing catalog in the fleet tests), podman and runc (the container
 # image is built and run in a test), systemd (systemd-analyze checks the units in deploy/systemd) and
 # prometheus (a real Prometheus server scrapes moat up's /metrics in a test).
+# chromium (the dashboard's browser test drives it with playwright-core).
 packages=(python3 make g++ procps iproute2 util-linux passwd ca-certificates debootstrap debian-archive-keyring
   nftables postgresql zstd bubblewrap e2fsprogs docker-registry python3-zmq redis-server podman runc systemd
-  prometheus)
+  prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

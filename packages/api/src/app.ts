@@ -59,6 +59,7 @@ import { registerVolumesList } from "./handlers/volumes-list.js";
 import { requireMetricsToken } from "./http/admin.js";
 import { requireTeam } from "./http/auth.js";
 import { bodyLimit } from "./http/body-limit.js";
+import { loadDashboard, registerDashboard } from "./http/dashboard.js";
 import type { App, AppEnv } from "./http/env.js";
 import { errorResponse, onError, validationMessage } from "./http/errors.js";
 import type { APIMetrics } from "./http/metrics.js";
@@ -143,6 +144,8 @@ export function createApp(ctx: APIContext, metrics: APIMetrics): App {
   }
 
   registerHealth(app, ctx);
+  // The web dashboard's static files; it calls the team routes with the user's own key.
+  registerDashboard(app, loadDashboard());
   // The operator's (Prometheus): Authorization: Bearer with the metrics or the admin token.
   app.get("/metrics", async (c) => {
     requireMetricsToken(c, ctx.config);

@@ -157,3 +157,24 @@ export function normalisePath(target: string): string {
   if (path.length > 1 && path.endsWith("/")) path = path.slice(0, -1);
   return path;
 }
+
+/**
+ * Where a browser asking the bare domain for the dashboard goes: the E2B CLI prints
+ * `https://<domain>/dashboard/inspect/sandbox/<id>`, and the dashboard is the API's. Only GET and
+ * HEAD of `/dashboard` and below, on the Host `<domain>` itself (never a sandbox's host), and only
+ * the path and query are carried over onto `dashboardURL`, so the target's origin is always the API's.
+ */
+export function dashboardRedirect(
+  input: { host: string | undefined; method: string | undefined; target: string | undefined },
+  domain: string,
+  dashboardURL: string | undefined,
+): string | undefined {
+  if (!dashboardURL || (input.method !== "GET" && input.method !== "HEAD")) return undefined;
+  if (hostnameOf(input.host) !== domain.toLowerCase()) return undefined;
+  const target = input.target ?? "";
+  const rest = target.slice("/dashboard".length);
+  if (!target.startsWith("/dashboard") || !(rest === "" || rest.startsWith("/") || rest.startsWith("?"))) {
+    return undefined;
+  }
+  return `${dashboardURL.replace(/\/+$/, "")}${rest}`;
+}

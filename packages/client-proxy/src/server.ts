@@ -56,6 +56,7 @@ import {
 } from "./forward.js";
 import { ProxyMetrics, type ProxyMetricsSnapshot } from "./metrics.js";
 import {
+  dashboardRedirect,
   isReservedEnvdPath,
   normalisePath,
   type Route,
@@ -132,6 +133,12 @@ export interface ClientProxyOptions {
    * to everyone, since traffic counts of every tenant are nobody else's business.
    */
   metricsToken?: string;
+  /**
+   * The dashboard's URL (the API's `/dashboard`). GET `/dashboard…` on the bare domain's Host (the
+   * link `e2b sandbox create` prints: `https://<domain>/dashboard/inspect/sandbox/<id>`) is
+   * redirected there. Unset: such requests get the usual "names no sandbox" error.
+   */
+  dashboardURL?: string;
 }
 
 export interface ClientProxy {
@@ -415,6 +422,16 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
     let route: Route | undefined;
     let admitted: Admitted | undefined;
     try {
+      const dashboard = dashboardRedirect(
+        { host: req.headers.host, method: req.method, target: req.url },
+        domain,
+        options.dashboardURL,
+      );
+      if (dashboard) {
+        metrics.recordStatus(302);
+        res.writeHead(302, { location: dashboard, "content-length": 0, "cache-control": "no-store" }).end();
+        return;
+      }
       route = routeOf(req);
       if (route.kind === "proxy") {
         const signedQuery = filesQuery(req.method, req.url);

@@ -14,7 +14,14 @@ import {
   TrafficTokenMissingError,
   wantsHTML,
 } from "../src/errors.js";
-import { hostnameOf, isReservedEnvdPath, isSharedHost, normalisePath, resolveRoute } from "../src/routing.js";
+import {
+  dashboardRedirect,
+  hostnameOf,
+  isReservedEnvdPath,
+  isSharedHost,
+  normalisePath,
+  resolveRoute,
+} from "../src/routing.js";
 
 const DOMAIN = "moat.local";
 
@@ -294,5 +301,48 @@ describe("error bodies", () => {
     // One request, one id: its log line and its answer say the same.
     const req = request();
     assert.equal(requestIdOf(req), requestIdOf(req));
+  });
+});
+
+describe("dashboardRedirect", () => {
+  const api = "http://127.0.0.1:3000/dashboard";
+  const redirect = (host: string, target: string, method = "GET") =>
+    dashboardRedirect({ host, method, target }, "moat.local", api);
+
+  test("the E2B CLI's link on the bare domain goes to the API's dashboard, path and query kept", () => {
+    assert.equal(
+      redirect("moat.local", "/dashboard/inspect/sandbox/abc123"),
+      `${api}/inspect/sandbox/abc123`,
+    );
+    assert.equal(redirect("MOAT.local.:443", "/dashboard"), api);
+    assert.equal(redirect("moat.local", "/dashboard?x=1"), `${api}?x=1`);
+    assert.equal(redirect("moat.local", "/dashboard/", "HEAD"), `${api}/`);
+  });
+
+  test("never on a sandbox's host, another host, another path or method, or without a dashboard", () => {
+    assert.equal(redirect("49983-abc123.moat.local", "/dashboard/inspect/sandbox/abc123"), undefined);
+    assert.equal(redirect("sandbox.moat.local", "/dashboard"), undefined);
+    assert.equal(redirect("evil.example", "/dashboard"), undefined);
+    assert.equal(redirect("moat.local", "/dashboardx"), undefined);
+    assert.equal(redirect("moat.local", "/dashboard@evil.example"), undefined);
+    assert.equal(redirect("moat.local", "//evil.example/dashboard"), undefined);
+    assert.equal(redirect("moat.local", "/files"), undefined);
+    assert.equal(redirect("moat.local", "/dashboard", "POST"), undefined);
+    assert.equal(
+      dashboardRedirect({ host: "moat.local", method: "GET", target: "/dashboard" }, "moat.local", undefined),
+      undefined,
+    );
+  });
+
+  test("the target keeps the API's origin whatever the path holds", () => {
+    for (const target of [
+      "/dashboard/..//evil.example",
+      "/dashboard/%2F%2Fevil.example",
+      "/dashboard/\\evil.example",
+    ]) {
+      const location = redirect("moat.local", target);
+      assert.ok(location);
+      assert.equal(new URL(location).origin, "http://127.0.0.1:3000", target);
+    }
   });
 });

@@ -284,6 +284,8 @@ async function serve(
     catalog: api.catalog,
     logger: createLogger("client-proxy"),
     metricsToken,
+    // The E2B CLI's links to https://<domain>/dashboard/… land on the API's dashboard.
+    dashboardURL: `${api.publicURL}/dashboard`,
     maxConnections: ctx.maxConnections,
     maxConnectionsPerClient: ctx.maxConnectionsPerClient,
   });
@@ -317,6 +319,7 @@ async function serve(
       `http://${opts.host}:${orchestrator.metricsPort}/metrics with Authorization: Bearer ` +
       `${process.env.MOAT_METRICS_TOKEN ? "$MOAT_METRICS_TOKEN" : `$MOAT_ADMIN_TOKEN (in ${envFile})`}\n`,
   );
+  process.stdout.write(`Dashboard: ${api.publicURL}/dashboard (sign in with E2B_API_KEY)\n`);
 
   let stopping = false;
   const stop = async (signal: string) => {
