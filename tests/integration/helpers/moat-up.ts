@@ -36,12 +36,18 @@ export interface RunningMoat {
 
 /**
  * `env` reaches the moat process (MOAT_POOL_SIZE, MOAT_TEMPLATE_SNAPSHOTS, MOAT_FAULTS, …);
- * `openFiles` sets its open-file limit (soft and hard). `codeInterpreter`: with the
+ * `openFiles` sets its open-file limit (soft and hard); `host`: what the API, the proxy and the
+ * orchestrator's metrics listen on (default 127.0.0.1). `codeInterpreter`: with the
  * code-interpreter template (built into the cache by `moat setup` first when it is not there);
  * without it, moat leaves the template out.
  */
 export async function startMoat(
-  options: { env?: Record<string, string>; openFiles?: number; codeInterpreter?: boolean } = {},
+  options: {
+    env?: Record<string, string>;
+    openFiles?: number;
+    codeInterpreter?: boolean;
+    host?: string;
+  } = {},
 ): Promise<RunningMoat> {
   if (options.codeInterpreter) await setupCache();
   const dataDir = await makeDataDir();
@@ -68,6 +74,7 @@ export async function startMoat(
       String(ports.orchestrator),
       "--orchestrator-metrics-port",
       String(ports.orchestratorMetrics),
+      ...(options.host ? ["--host", options.host] : []),
     ];
     const limited = options.openFiles
       ? ["prlimit", `--nofile=${options.openFiles}:${options.openFiles}`, "--", ...argv]

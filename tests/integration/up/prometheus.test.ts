@@ -69,11 +69,12 @@ describe("moat up scraped by Prometheus", { timeout: 300_000 }, () => {
   }
 
   before(async () => {
-    moat = await startMoat({ env: { MOAT_METRICS_TOKEN: TOKEN } });
+    // On every address, as a server scraped from elsewhere runs: the sandboxes' host links too.
+    moat = await startMoat({ env: { MOAT_METRICS_TOKEN: TOKEN }, host: "0.0.0.0" });
     useMoat(moat);
     endpoints = {
-      "moat-api": new URL(moat.env.E2B_API_URL!).host,
-      "moat-proxy": new URL(moat.env.E2B_SANDBOX_URL!).host,
+      "moat-api": `127.0.0.1:${new URL(moat.env.E2B_API_URL!).port}`,
+      "moat-proxy": `127.0.0.1:${new URL(moat.env.E2B_SANDBOX_URL!).port}`,
       "moat-orchestrator": `127.0.0.1:${moat.orchestratorMetricsPort}`,
     };
     workDir = await mkdtemp(path.join(tmpdir(), "moat-prometheus-"));
@@ -129,13 +130,18 @@ describe("moat up scraped by Prometheus", { timeout: 300_000 }, () => {
     await moat?.cleanup();
   });
 
-  test("every component is scraped with the token", async () => {
+  test("every component is scraped with the token", async (t) => {
     for (const job of JOBS) await waitForSample(`up{job="${job}"}`, (v) => v === 1, `${job} up`);
     const targets = (await (await fetch(`${promURL}/api/v1/targets`)).json()) as {
       data: { activeTargets: Array<{ labels: { job: string }; health: string; lastError: string }> };
     };
     for (const target of targets.data.activeTargets)
       assert.equal(target.health, "up", `${target.labels.job}: ${target.lastError}`);
+    // What a scrape costs and how many series each page has, for the record.
+    for (const metric of ["scrape_duration_seconds", "scrape_samples_scraped"]) {
+      const samples = await query(metric);
+      t.diagnostic(`${metric}: ${samples.map((s) => `${s.metric.job}=${s.value[1]}`).join(" ")}`);
+    }
   });
 
   test("sandboxes by state, operation histograms and per-sandbox CPU of a created sandbox", async () => {
@@ -219,6 +225,13 @@ describe("moat up scraped by Prometheus", { timeout: 300_000 }, () => {
     sbx = await Sandbox.create("base", { timeoutMs: 120_000 });
     const hostLinks = await hostLinkAddresses();
     assert.ok(hostLinks.length >= 1, "the sandbox's host-side link has an address");
+    // The endpoints do listen there: what stops the sandbox below is its boundary, not a closed port.
+    for (const address of hostLinks) {
+      const res = await fetch(`http://${address}:${moat.orchestratorMetricsPort}/metrics`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      assert.equal(res.status, 200, `the host reads ${address}`);
+    }
     const ports = Object.values(endpoints).map((e) => Number(e.split(":").at(-1)));
     const targets = ["127.0.0.1", "169.254.0.22", ...hostLinks].flatMap((a) => ports.map((p) => `${a}:${p}`));
     const script = `
