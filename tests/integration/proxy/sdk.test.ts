@@ -160,7 +160,9 @@ describe("client proxy: the official SDK through the proxy to a gVisor sandbox",
     const host = `8000-${sandboxID}.${DOMAIN}`;
     const closed = await getByHost(proxy.port, host, "/");
     assert.equal(closed.status, 502);
-    assert.deepEqual(JSON.parse(closed.body), {
+    const { requestId, ...closedBody } = JSON.parse(closed.body);
+    assert.match(requestId, /^[0-9a-f-]{36}$/, "the proxy's own error carries a request id");
+    assert.deepEqual(closedBody, {
       sandboxId: sandboxID,
       message: "The sandbox is running but port is not open",
       port: 8000,
@@ -247,6 +249,7 @@ describe("client proxy: the official SDK through the proxy to a gVisor sandbox",
       message: "The sandbox was not found",
       sandboxId: sandboxID,
       code: 502,
+      requestId: health.headers.get("x-request-id"),
     });
     assert.ok(proxy.metrics().requestsByStatus["502"]! >= 2);
   });

@@ -200,6 +200,7 @@ describe("moat up: the SDK suite's gaps", { timeout: 300_000 }, () => {
             message: "The sandbox was not found",
             sandboxId: sbx.sandboxId,
             code: 502,
+            requestId: res.headers.get("x-request-id"),
           });
           break;
         }
