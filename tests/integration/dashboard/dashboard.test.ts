@@ -267,8 +267,10 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
       Template()
         .fromBaseImage()
         .runCmd("for i in 1 2 3 4 5 6; do echo dashboard-build-step-$i; sleep 1; done")
+        // The start command runs in the build and goes on in every sandbox made from its snapshot:
+        // a loop, so that its output reaches the new sandbox's logs too.
         .setStartCmd(
-          `echo 'start-output ${HOSTILE.replaceAll('"', "")}'; sleep infinity`,
+          `while true; do echo 'start-output ${HOSTILE.replaceAll('"', "")}'; sleep 1; done`,
           waitForTimeout(500),
         ),
       "dashboard-build",
