@@ -312,6 +312,7 @@ export function parseConfig(options: APIOptions, env: NodeJS.ProcessEnv = proces
       token: n.token,
       transport: n.transport,
       deadlines: n.deadlines,
+      sampleLoad: n.sampleLoad,
       ...(n.proxyURL ? { proxyURL: n.proxyURL.replace(/\/+$/, "") } : {}),
     })),
     nodeToken: o.nodeToken,

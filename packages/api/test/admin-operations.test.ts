@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { backends, createSandbox } from "./helpers.js";
+import { backends, createSandbox, startTestAPI } from "./helpers.js";
 import {
   requestBuild,
   startTemplateTestAPI,
@@ -161,6 +161,44 @@ for (const backend of backends) {
     });
   });
 }
+
+describe("GET /nodes with a node in this process (moat up)", () => {
+  test("its load and warm pool are asked for when shown; a failing sample leaves them out", async () => {
+    let fail = false;
+    const t = await startTestAPI(
+      backends[0]!,
+      { adminToken: ADMIN_TOKEN },
+      {
+        sampleLoad: async () => {
+          if (fail) throw new Error("no /proc");
+          return {
+            capacity: { cpus: 2, memoryMB: 4096 },
+            load: { cpuPercent: 12.5, memoryUsedMB: 1024, sandboxes: 1, starting: 0, poolReady: 2 },
+          };
+        },
+      },
+    );
+    try {
+      await t.api.refreshNodes();
+      const nodes = async () =>
+        (await (
+          await t.request("/nodes", { key: null, headers: { "X-Admin-Token": ADMIN_TOKEN } })
+        ).json()) as Array<{
+          nodeID: string;
+          capacity: unknown;
+          load: { poolReady: number } | null;
+        }>;
+      const [node] = await nodes();
+      assert.equal(node?.nodeID, "node-1");
+      assert.equal(node?.load?.poolReady, 2);
+      fail = true;
+      const [after] = await nodes();
+      assert.equal(after?.nodeID, "node-1");
+    } finally {
+      await t.close();
+    }
+  });
+});
 
 /** waitForBuild with another team's key. */
 async function waitForBuildAs(t: TemplateTestAPI, ids: { templateID: string; buildID: string }, key: string) {

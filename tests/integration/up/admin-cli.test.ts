@@ -15,7 +15,7 @@ import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const moatBin = path.join(repoRoot, "packages/cli/bin/moat.js");
 
-describe("moat up: the operator's CLI and admin routes", { timeout: 240_000 }, () => {
+describe("moat up: the operator's CLI and admin routes", { timeout: 600_000 }, () => {
   let moat: RunningMoat;
   /** `moat <args>` as root on this box: the data directory gives the URL and tokens. */
   const cli = async (args: string[], env: Record<string, string> = {}) => {

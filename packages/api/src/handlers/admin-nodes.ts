@@ -110,15 +110,15 @@ async function nodeViews(ctx: APIContext): Promise<NodeView[]> {
     views.set(row.id, rowView(row, info, allocations.get(row.id)?.sandboxes ?? 0, stale));
   }
   for (const node of ctx.nodes.values()) {
-    if (views.has(node.id)) continue;
-    const view = staticView(node.id, node.info, allocations.get(node.id)?.sandboxes ?? 0);
+    if (!views.has(node.id)) {
+      views.set(node.id, staticView(node.id, node.info, allocations.get(node.id)?.sandboxes ?? 0));
+    }
     // A node in this process (moat up) reports its load when asked; never fails the listing.
     const sampled = await node.sampleLoad?.().catch((err: unknown) => {
       ctx.logger.warn({ err, nodeID: node.id }, "could not read the local node's load");
       return undefined;
     });
-    if (sampled) Object.assign(view, sampled);
-    views.set(node.id, view);
+    if (sampled) Object.assign(views.get(node.id)!, sampled);
   }
   return [...views.values()].sort((a, b) => a.nodeID.localeCompare(b.nodeID));
 }
