@@ -125,12 +125,20 @@ describe("moat up's console", { timeout: 300_000 }, () => {
       .filter((l) => l.trim() !== "");
     assert.ok(!lines.some((l) => l.startsWith("{")), lines.join("\n"));
     assert.ok(
-      lines.some((l) => /^\[\d\d:\d\d:\d\d\] INFO: orchestrator orchestrator listening port=\d+/.test(l)),
+      lines.some((l) =>
+        /^\[\d\d:\d\d:\d\d\] INFO: orchestrator orchestrator listening nodeID=local port=\d+/.test(l),
+      ),
       lines.join("\n"),
     );
     assert.ok(
-      lines.some((l) => /INFO: orchestrator template prepared templateID=base/.test(l)),
+      lines.some((l) => /INFO: orchestrator template prepared nodeID=local templateID=base /.test(l)),
       lines.join("\n"),
+    );
+    // The pool filled before the end (a stop while it fills is not what this test is about).
+    await waitFor(
+      () => /INFO: orchestrator warm pool full/.test(moat.log().slice(from)),
+      "the warm pool",
+      120_000,
     );
   });
 });
