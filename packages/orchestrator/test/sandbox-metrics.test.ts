@@ -1,6 +1,6 @@
 /** The node's sandbox metrics history: the store's files (format, cap, team, retention) and the sampler. */
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
@@ -8,6 +8,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
 import { checkMetricsInterval, checkRetentionHours, readNodeConfig } from "../src/config.js";
+import { cgroupCpuNs, cpuPercentBetween } from "../src/telemetry/metrics/cgroup-cpu.js";
 import {
   MAX_METRICS_BODY_BYTES,
   MetricsSampler,
@@ -232,7 +233,13 @@ const ENVD_BODY = {
 };
 
 function sandbox(id: string, state: string, kind = "user"): SampledSandbox {
-  return { id, state, kind, hostAddress: "127.0.0.1", record: { teamID: "team-a", envdAccessToken: "tok" } };
+  return {
+    id,
+    state,
+    kind,
+    hostAddress: "127.0.0.1",
+    record: { teamID: "team-a", envdAccessToken: "tok", lifecycleID: `${id}-c1`, vcpu: 2 },
+  };
 }
 
 test("the sampler reads running user sandboxes only (with their token), stamped by the node's clock", async () => {
@@ -265,13 +272,59 @@ test("the sampler reads running user sandboxes only (with their token), stamped 
     assert.ok(got, "a sample was kept");
     // envd said ts: 1; the node's clock stamps the sample.
     assert.ok(got.time >= before && got.time <= nowSeconds(), `stamped ${got.time}, not by the node`);
-    assert.equal(got.cpuUsedPct, 42.5);
+    // envd's own CPU figure is not believed (gVisor has none; a sandbox could say anything).
+    assert.equal(got.cpuUsedPct, 0);
     assert.equal(got.memUsed, 64 * 2 ** 20);
     assert.equal(got.diskTotal, 10 * 2 ** 30);
     assert.deepEqual(await s.read("paused1", "team-a"), []);
   } finally {
     await envd.close();
   }
+});
+
+test("CPU use comes from the sandbox's host cgroup (v1 and v2), per container, as a share of its vCPUs", async () => {
+  const cgroups = await mkdtemp(path.join(root, "cgroup-"));
+  const envd = await fakeEnvd((_req, res) => res.end(JSON.stringify(ENVD_BODY)));
+  try {
+    const v1 = path.join(cgroups, "cpuacct", "moat", "run1-c1");
+    const v2 = path.join(cgroups, "moat", "run2-c1");
+    await mkdir(v1, { recursive: true });
+    await mkdir(v2, { recursive: true });
+    await writeFile(path.join(v1, "cpuacct.usage"), "1000000000\n");
+    await writeFile(path.join(v2, "cpu.stat"), "usage_usec 1000000\nuser_usec 900000\n");
+    const { store: s } = store();
+    const sampler = new MetricsSampler({
+      store: s,
+      sandboxes: () => [sandbox("run1", "running"), sandbox("run2", "running")],
+      intervalMs: 1000,
+      logger: createNoopLogger(),
+      port: envd.port,
+      cgroupRoot: cgroups,
+    });
+    await sampler.tick();
+    const started = process.hrtime.bigint();
+    // Both CPUs busy for the time between the samples (and then some: capped at 100).
+    await new Promise((r) => setTimeout(r, 200));
+    await writeFile(path.join(v1, "cpuacct.usage"), String(1e9 + 0.1e9));
+    await writeFile(path.join(v2, "cpu.stat"), `usage_usec ${1e6 + 10e6}\n`);
+    await sampler.tick();
+    const elapsed = Number(process.hrtime.bigint() - started);
+    const [first1, second1] = await s.read("run1", "team-a");
+    const [, second2] = await s.read("run2", "team-a");
+    assert.equal(first1?.cpuUsedPct, 0, "a container's first sample has nothing to compare with");
+    // The sampler's own interval is within the test's: at least this share, never all.
+    const expected = (0.1e9 / (elapsed * 2)) * 100;
+    assert.ok(
+      second1 && second1.cpuUsedPct >= expected * 0.9 && second1.cpuUsedPct < 100,
+      `v1: ${second1?.cpuUsedPct}% for at least ${expected}%`,
+    );
+    assert.equal(second2?.cpuUsedPct, 100, "v2, capped at 100");
+  } finally {
+    await envd.close();
+  }
+  assert.equal(cpuPercentBetween({ cpuNs: 5, atNs: 0 }, { cpuNs: 1, atNs: 10 }, 1), 0, "a counter reset");
+  assert.equal(cpuPercentBetween({ cpuNs: 0, atNs: 0 }, { cpuNs: 10, atNs: 10 }, 2), 50);
+  assert.equal(await cgroupCpuNs("../../etc", root), undefined);
 });
 
 test("a hostile envd: a huge body, a slow answer, not JSON, an error status: no sample, no hang", async () => {

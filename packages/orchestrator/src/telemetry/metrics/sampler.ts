@@ -1,11 +1,13 @@
 /**
- * Samples every running sandbox's envd `/metrics` (the sandbox's own view: CPU, memory, disk)
- * every interval into the node's MetricsStore. What a sandbox answers is its own to choose: the
- * read is bounded in time and size, only the known numeric fields are kept (clamped), and the
- * sample is stamped with the node's clock, never the sandbox's.
+ * Samples every running sandbox every interval into the node's MetricsStore: memory and disk from
+ * its envd `/metrics` (the sandbox's own view), CPU use from its host cgroup (gVisor shows the
+ * sandbox no CPU counters). What a sandbox answers is its own to choose: the read is bounded in
+ * time and size, only the known numeric fields are kept (clamped), and the sample is stamped with
+ * the node's clock, never the sandbox's.
  */
 import http from "node:http";
 import { ENVD_PORT, type Logger } from "@moat/shared";
+import { cgroupCpuNs, cpuPercentBetween } from "./cgroup-cpu.js";
 import type { MetricSample, MetricsStore } from "./store.js";
 
 /** What the sampler needs of a sandbox (sandbox/sandbox.ts). */
@@ -14,7 +16,7 @@ export interface SampledSandbox {
   readonly state: string;
   readonly kind: string;
   readonly hostAddress: string;
-  readonly record: { teamID: string; envdAccessToken?: string };
+  readonly record: { teamID: string; envdAccessToken?: string; lifecycleID: string; vcpu: number };
 }
 
 export interface MetricsSamplerOptions {
@@ -27,6 +29,8 @@ export interface MetricsSamplerOptions {
   port?: number;
   /** Sandboxes read at once. */
   concurrency?: number;
+  /** The host's cgroup root (tests point it elsewhere). */
+  cgroupRoot?: string;
 }
 
 /** envd's body is about 250 bytes; anything past this is not metrics. */
@@ -37,6 +41,8 @@ export class MetricsSampler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly failing = new Set<string>();
+  /** The last CPU reading of each sandbox's current container (a resume makes a new one). */
+  private readonly cpu = new Map<string, { containerID: string; cpuNs: number; atNs: number }>();
 
   constructor(private readonly options: MetricsSamplerOptions) {}
 
@@ -63,7 +69,9 @@ export class MetricsSampler {
       // Paused sandboxes have no envd to ask; pool, build and snapshot sandboxes are nobody's yet.
       (s) => s.state === "running" && s.kind === "user" && s.hostAddress !== "",
     );
-    for (const id of this.failing) if (!targets.some((s) => s.id === id)) this.failing.delete(id);
+    const ids = new Set(targets.map((s) => s.id));
+    for (const id of this.failing) if (!ids.has(id)) this.failing.delete(id);
+    for (const id of this.cpu.keys()) if (!ids.has(id)) this.cpu.delete(id);
     const queue = [...targets];
     const workers = Array.from(
       { length: Math.min(queue.length, this.options.concurrency ?? 16) },
@@ -75,6 +83,7 @@ export class MetricsSampler {
   }
 
   private async sample(sandbox: SampledSandbox): Promise<void> {
+    const cpuUsedPct = await this.cpuPercent(sandbox);
     const timeoutMs = Math.min(READ_TIMEOUT_MS, Math.max(200, this.options.intervalMs - 100));
     const body = await readEnvdMetrics(sandbox.hostAddress, {
       port: this.options.port ?? ENVD_PORT,
@@ -93,10 +102,21 @@ export class MetricsSampler {
       return;
     }
     this.failing.delete(sandbox.id);
-    const sample = toSample(body, Math.floor(Date.now() / 1000));
+    const sample = { ...toSample(body, Math.floor(Date.now() / 1000)), cpuUsedPct };
     await this.options.store.append(sandbox.id, sandbox.record.teamID, sample).catch((err: unknown) => {
       this.options.logger.warn({ err, sandboxID: sandbox.id }, "writing sandbox metrics failed");
     });
+  }
+
+  /** Percent of its vCPUs busy since the last sample, from the host cgroup; 0 for a container's first. */
+  private async cpuPercent(sandbox: SampledSandbox): Promise<number> {
+    const containerID = sandbox.record.lifecycleID;
+    const cpuNs = await cgroupCpuNs(containerID, this.options.cgroupRoot);
+    if (cpuNs === undefined) return 0;
+    const now = { containerID, cpuNs, atNs: Number(process.hrtime.bigint()) };
+    const last = this.cpu.get(sandbox.id);
+    this.cpu.set(sandbox.id, now);
+    return last?.containerID === containerID ? cpuPercentBetween(last, now, sandbox.record.vcpu) : 0;
   }
 }
 
