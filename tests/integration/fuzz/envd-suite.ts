@@ -532,8 +532,10 @@ export function envdFuzzSuite(up: () => RunningMoat): void {
           // 507: an upload out of disk space, envd's documented answer; every other 5xx is a fault.
           if (answer.status >= 500 && answer.status !== 507) problems.push(`server error ${answer.status}`);
           if (answer.status >= 400 && call.request.method !== "HEAD") {
-            // The proxy's refusal of /init and the like names the path too.
-            problems.push(...errorBodyProblems(answer, (b) => b.code === answer.status, ["path"]));
+            // The proxy's refusal of /init and the like names the path and the request's id too.
+            problems.push(
+              ...errorBodyProblems(answer, (b) => b.code === answer.status, ["path", "requestId"]),
+            );
           }
           problems.push(...(await healthy()), ...crashes.take());
           assert.deepEqual(
