@@ -170,11 +170,12 @@ export function dashboardRedirect(
   dashboardURL: string | undefined,
 ): string | undefined {
   if (!dashboardURL || (input.method !== "GET" && input.method !== "HEAD")) return undefined;
-  if (hostnameOf(input.host) !== domain.toLowerCase()) return undefined;
+  // The path first: it is cheap, and every proxied request passes here.
   const target = input.target ?? "";
   const rest = target.slice("/dashboard".length);
   if (!target.startsWith("/dashboard") || !(rest === "" || rest.startsWith("/") || rest.startsWith("?"))) {
     return undefined;
   }
+  if (hostnameOf(input.host) !== domain.toLowerCase()) return undefined;
   return `${dashboardURL.replace(/\/+$/, "")}${rest}`;
 }

@@ -15,6 +15,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { parseMeminfo, parseProcStat } from "../node/load.js";
 import type { SandboxManager } from "../sandbox/manager.js";
 import type { SandboxState } from "../sandbox/sandbox.js";
+import { cgroupCpuNs } from "./metrics/cgroup-cpu.js";
 
 /** What the manager and builder time; each is a histogram of its own. */
 export type Operation = "create" | "pause" | "resume" | "restore" | "fork" | "build" | "kill" | "snapshot";
@@ -256,21 +257,18 @@ export async function readCgroupUsage(
   // The id names a directory: nothing but what runsc container ids are made of.
   if (!/^[A-Za-z0-9_.-]{1,128}$/.test(containerID) || containerID.startsWith(".")) return {};
   const read = (file: string) => readFile(`${root}/${file}`, "utf8").catch(() => undefined);
-  const [cpuStat, current, cpuacct, usage] = await Promise.all([
-    read(`moat/${containerID}/cpu.stat`),
+  // CPU as the metrics history reads it (one parser of cpu.stat and cpuacct.usage).
+  const [cpuNs, current, usage] = await Promise.all([
+    cgroupCpuNs(containerID, root),
     read(`moat/${containerID}/memory.current`),
-    read(`cpuacct/moat/${containerID}/cpuacct.usage`),
     read(`memory/moat/${containerID}/memory.usage_in_bytes`),
   ]);
-  const usec = cpuStat ? /^usage_usec (\d+)$/m.exec(cpuStat)?.[1] : undefined;
   const number = (text: string | undefined) => {
     const n = Number(text?.trim());
     return text !== undefined && Number.isFinite(n) && n >= 0 ? n : undefined;
   };
-  const v2cpu = number(usec);
-  const v1cpu = number(cpuacct);
   return {
-    cpuSeconds: v2cpu !== undefined ? v2cpu / 1e6 : v1cpu !== undefined ? v1cpu / 1e9 : undefined,
+    cpuSeconds: cpuNs !== undefined && cpuNs >= 0 ? cpuNs / 1e9 : undefined,
     memoryBytes: number(current) ?? number(usage),
   };
 }
