@@ -223,6 +223,18 @@ for (const backend of backends) {
       assert.equal((await t.api.catalog.lookup(a.sandboxID))?.state, "running");
       assert.equal((await pause(a.sandboxID)).status, 204);
 
+      // A pause the node tried and gave up on, the sandbox still running (envd's /freeze timed
+      // out): 503 with the node's reason, never a bare 500.
+      const d = await createSandbox(t);
+      t.fake.failNext(
+        "pause",
+        Code.Unavailable,
+        "pausing sandbox failed (envd /freeze timed out); it is still running",
+      );
+      await expectError(await pause(d.sandboxID), 503, /envd \/freeze timed out.*still running/);
+      assert.equal((await detail(d.sandboxID)).state, "running");
+      assert.equal((await pause(d.sandboxID)).status, 204);
+
       const b = await createSandbox(t);
       t.fake.pauseOutOfBand(b.sandboxID, { silently: true });
       await expectError(await pause(b.sandboxID), 409, /already paused/);

@@ -165,9 +165,11 @@ function freeze(
     return;
   }
   forgetInodeNumbers();
+  const started = performance.now();
   execFile("sync", (err) => {
+    const syncMs = Math.round(performance.now() - started);
     if (err) {
-      logger.error({ err }, "sync before a checkpoint failed");
+      logger.error({ err, syncMs }, "sync before a checkpoint failed");
       res.writeHead(500, { "content-type": "application/json" });
       res.end(JSON.stringify({ code: 500, message: `sync failed: ${err.message}` }));
       return;
@@ -183,7 +185,7 @@ function freeze(
       sockets.delete(socket);
       count++;
     }
-    logger.info({ connections: count }, "files synced and connections reset for a checkpoint");
+    logger.info({ connections: count, syncMs }, "files synced and connections reset for a checkpoint");
     res.writeHead(204, { connection: "close" });
     res.end(() => own?.resetAndDestroy());
   });

@@ -149,14 +149,25 @@ describe("moat up: reading files that change while they are read", { timeout: 1_
     let current = sbx;
     const linesBefore = (await current.files.read(LOG)).split("\n").length;
     for (let cycle = 0; cycle < 200; cycle++) {
-      let started = performance.now();
-      assert.equal(await current.pause(), true, `cycle ${cycle}: pause`);
-      pauses.push(performance.now() - started);
-      started = performance.now();
-      current = await Sandbox.connect(current.sandboxId);
-      resumes.push(performance.now() - started);
-      await readChecked(current, RECORD, validRecord, record);
-      await readChecked(current, LOG, validLog, log);
+      const from = moat.log().length;
+      try {
+        let started = performance.now();
+        assert.equal(await current.pause(), true, `cycle ${cycle}: pause`);
+        pauses.push(performance.now() - started);
+        started = performance.now();
+        current = await Sandbox.connect(current.sandboxId);
+        resumes.push(performance.now() - started);
+        await readChecked(current, RECORD, validRecord, record);
+        await readChecked(current, LOG, validLog, log);
+      } catch (err) {
+        // What moat said meanwhile: its warnings and errors since this cycle began.
+        const said = moat
+          .log()
+          .slice(from)
+          .split("\n")
+          .filter((l) => /"level":(40|50|60)|WARN|ERROR/.test(l));
+        throw new Error(`cycle ${cycle}: ${err}\nmoat's warnings:\n${said.join("\n").slice(-8000)}`);
+      }
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!.toFixed(0);
     t.diagnostic(summary("rewritten file across pauses", record));

@@ -31,6 +31,7 @@ import {
   VolumeFullError,
   VolumeNotFoundError,
 } from "../errors.js";
+import { NodeUnavailableError } from "../orchestrator/node-client.js";
 
 /** How long a client should wait before retrying a create that found every node busy. */
 const CAPACITY_RETRY_AFTER_SECONDS = 1;
@@ -61,6 +62,9 @@ export function statusOf(err: unknown): { status: ContentfulStatusCode; message:
   if (err instanceof VolumeNotFoundError) return { status: 404, message: err.message };
   if (err instanceof VolumeFullError) return { status: 507, message: err.message };
   if (err instanceof NodeUnreachableError) return { status: 503, message: err.message };
+  // The node could not do it now (unreachable, or it failed and kept the sandbox as it was): the
+  // client may retry, and the node's reason says what happened.
+  if (err instanceof NodeUnavailableError) return { status: 503, message: err.message };
   if (err instanceof SandboxConflictError) return { status: 409, message: err.message };
   if (err instanceof ConflictError) return { status: 409, message: err.message };
   if (err instanceof TooLargeError) return { status: 413, message: err.message };

@@ -95,6 +95,13 @@ export function tokenHeader(accessToken: string | undefined): Record<string, str
 }
 
 /**
+ * How long /freeze may take. Its sync writes the guest's cached file data to the host and fsyncs
+ * it there; on a host whose disk is busy writing back (earlier pauses' memory images, say) one
+ * fsync can wait seconds for the filesystem's journal. A slow pause beats a failed one.
+ */
+const FREEZE_TIMEOUT_MS = 60_000;
+
+/**
  * Readies a sandbox for a memory checkpoint: opens a connection to envd, runs `closeGate` (no new
  * connections from now on), then sends POST /freeze over that same connection; envd flushes the
  * guest's file cache to disk and resets every connection it holds, this one included.
@@ -105,7 +112,7 @@ export async function freezeEnvd(
   accessToken?: string,
 ): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  const call = (method: string, urlPath: string, untilClosed = false) =>
+  const call = (method: string, urlPath: string, untilClosed = false, timeout = 10_000) =>
     new Promise<number>((resolve, reject) => {
       const req = http.request(
         {
@@ -114,7 +121,7 @@ export async function freezeEnvd(
           method,
           path: urlPath,
           agent,
-          timeout: 10_000,
+          timeout,
           headers: tokenHeader(accessToken),
         },
         (res) => {
@@ -141,7 +148,7 @@ export async function freezeEnvd(
     const health = await call("GET", "/health");
     if (health !== 204) throw new Error(`envd /health answered ${health}`);
     await closeGate();
-    const status = await call("POST", "/freeze", true);
+    const status = await call("POST", "/freeze", true, FREEZE_TIMEOUT_MS);
     if (status !== 204) throw new Error(`envd /freeze answered ${status}`);
   } finally {
     agent.destroy();
