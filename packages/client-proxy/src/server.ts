@@ -455,7 +455,13 @@ export async function startClientProxy(options: ClientProxyOptions): Promise<Cli
         if (outcome.upstreamError) metrics.recordUpstreamError(outcome.upstreamError);
         admitted.release();
         admitted = undefined;
-        if (!(await movedOn(route.sandboxID, address, req))) throw outcome.unanswered;
+        if (!(await movedOn(route.sandboxID, address, req))) {
+          // Still there, at the same address. A reset (a sandbox just restored can drop a first
+          // connection) sends the request, bodyless so it can go again, once more on a fresh
+          // connection; an address that does not answer at all is not waited on twice.
+          if (outcome.upstreamError !== "ECONNRESET") throw outcome.unanswered;
+          pool.forget(route.sandboxID);
+        }
         admitted = await admit(req, route.sandboxID, route.port, signed);
         outcome = await forwardHTTP(req, res, admitted.upstream, forwarding);
       }

@@ -509,6 +509,40 @@ describe("client proxy", { timeout: 60_000 }, () => {
         await new Promise((r) => resumed.close(r));
       }
     });
+    test("a running sandbox that resets a first connection: a GET goes once more on a fresh one, a POST does not", async () => {
+      // 127.0.0.8 resets the first connection of each pair and serves the next (a netstack just
+      // restored dropping one); the sandbox stays running at that address throughout.
+      const app = http.createServer(sandboxApp);
+      let connections = 0;
+      const flaky = net.createServer((socket) => {
+        if (connections++ % 2 === 0) socket.resetAndDestroy();
+        else app.emit("connection", socket);
+      });
+      const port = await new Promise<number>((resolve) =>
+        flaky.listen(0, "127.0.0.8", () => resolve((flaky.address() as AddressInfo).port)),
+      );
+      const own = await startClientProxy({ port: 0, domain: DOMAIN, catalog, logger: createNoopLogger() });
+      try {
+        catalog.put({ sandboxID: "flakyget", state: "running", hostAddress: "127.0.0.8" });
+        const got = await send("/echo", { headers: via("flakyget", port), port: own.port });
+        assert.equal(got.status, 200, got.body);
+        assert.equal(json(got).method, "GET");
+        assert.equal(connections, 2);
+        catalog.put({ sandboxID: "flakypost", state: "running", hostAddress: "127.0.0.8" });
+        const posted = await send("/echo", {
+          method: "POST",
+          body: "sent once",
+          headers: via("flakypost", port),
+          port: own.port,
+        });
+        assert.equal(posted.status, 502);
+        assert.equal(connections, 3);
+      } finally {
+        await own.close();
+        flaky.close();
+        app.closeAllConnections();
+      }
+    });
   });
 
   describe("signed file URLs on the shared address", () => {

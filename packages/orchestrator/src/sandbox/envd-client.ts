@@ -1,4 +1,5 @@
 import http from "node:http";
+import type { Socket } from "node:net";
 import { ENVD_PORT } from "@moat/shared";
 import { injectTraceHeaders } from "@moat/shared/telemetry";
 
@@ -101,17 +102,43 @@ export function tokenHeader(accessToken: string | undefined): Record<string, str
  */
 const FREEZE_TIMEOUT_MS = 60_000;
 
+/** envd's connection closed between /health and /freeze: the gate would drop a new one's SYN. */
+class FreezeConnectionLostError extends Error {}
+
+/** How often a freeze whose connection was lost is tried again (the gate reopened in between). */
+const FREEZE_ATTEMPTS = 3;
+
 /**
  * Readies a sandbox for a memory checkpoint: opens a connection to envd, runs `closeGate` (no new
  * connections from now on), then sends POST /freeze over that same connection; envd flushes the
- * guest's file cache to disk and resets every connection it holds, this one included.
+ * guest's file cache to disk and resets every connection it holds, this one included. A connection
+ * the sandbox closed before /freeze went out fails the attempt at once (a new one would wait on a
+ * SYN the gate drops): the gate reopens (`openGate`) and the freeze is tried again.
  */
 export async function freezeEnvd(
   hostAddress: string,
   closeGate: () => Promise<void>,
   accessToken?: string,
+  openGate?: () => Promise<void>,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await freezeOnce(hostAddress, closeGate, accessToken);
+      return;
+    } catch (err) {
+      if (!(err instanceof FreezeConnectionLostError) || !openGate || attempt >= FREEZE_ATTEMPTS) throw err;
+      await openGate();
+    }
+  }
+}
+
+async function freezeOnce(
+  hostAddress: string,
+  closeGate: () => Promise<void>,
+  accessToken?: string,
 ): Promise<void> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  let healthSocket: Socket | undefined;
   const call = (method: string, urlPath: string, untilClosed = false, timeout = 10_000) =>
     new Promise<number>((resolve, reject) => {
       const req = http.request(
@@ -140,6 +167,12 @@ export async function freezeEnvd(
           });
         },
       );
+      req.once("socket", (socket: Socket) => {
+        if (!untilClosed) healthSocket = socket;
+        else if (socket !== healthSocket) {
+          req.destroy(new FreezeConnectionLostError("envd closed its connection before /freeze"));
+        }
+      });
       req.once("timeout", () => req.destroy(new Error(`envd ${urlPath} timed out`)));
       req.once("error", reject);
       req.end();

@@ -246,7 +246,12 @@ export class RunscSandboxFactory implements SandboxFactory {
   async freeze(sandbox: Sandbox): Promise<void> {
     const slot = sandbox.slot;
     if (!slot) throw new Error("running sandbox without a network slot");
-    await freezeEnvd(slot.hostAddress, () => closeIngress(slot), sandbox.record.envdAccessToken || undefined);
+    await freezeEnvd(
+      slot.hostAddress,
+      () => closeIngress(slot),
+      sandbox.record.envdAccessToken || undefined,
+      () => openIngress(slot),
+    );
   }
 
   async reopen(sandbox: Sandbox): Promise<void> {
