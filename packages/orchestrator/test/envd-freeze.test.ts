@@ -1,7 +1,7 @@
 /**
- * The node's freeze before a checkpoint: /freeze must travel on the connection opened before the
- * gate closed (the gate drops new connections' SYNs, so a new one would wait out the timeout). A
- * connection envd closed in between fails the attempt at once; the gate reopens and it is retried.
+ * The node's freeze before a checkpoint: /freeze must travel on a connection opened before the
+ * gate closed (the gate drops new connections' SYNs, so a new one would wait out the timeout),
+ * even when envd closes the connection its /health answer went over.
  */
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -50,30 +50,16 @@ const gate = {
   },
 };
 
-test("a freeze goes over the connection /health used", async () => {
+test("a freeze goes over a connection opened before the gate closed", async () => {
   freezes.length = 0;
   await freezeEnvd("127.0.0.77", gate.close, undefined, gate.open);
   assert.deepEqual(freezes, [{ throughGate: false }]);
 });
 
-test("envd closing the connection after /health: no /freeze through the closed gate; tried again", async () => {
+test("envd closing the connection after /health: /freeze still goes over one opened before the gate", async () => {
   freezes.length = 0;
   gateClosed = false;
   closeAfterHealth = 1;
   await freezeEnvd("127.0.0.77", gate.close, undefined, gate.open);
   assert.deepEqual(freezes, [{ throughGate: false }]);
-});
-
-test("a connection lost every time: the freeze fails at once with the reason", async () => {
-  freezes.length = 0;
-  gateClosed = false;
-  closeAfterHealth = 10;
-  const started = performance.now();
-  await assert.rejects(
-    freezeEnvd("127.0.0.77", gate.close, undefined, gate.open),
-    /envd closed its connection before \/freeze/,
-  );
-  assert.ok(performance.now() - started < 5000);
-  assert.deepEqual(freezes, []);
-  closeAfterHealth = 0;
 });

@@ -1,5 +1,5 @@
 import http from "node:http";
-import type { Socket } from "node:net";
+import net, { type Socket } from "node:net";
 import { ENVD_PORT } from "@moat/shared";
 import { injectTraceHeaders } from "@moat/shared/telemetry";
 
@@ -102,18 +102,20 @@ export function tokenHeader(accessToken: string | undefined): Record<string, str
  */
 const FREEZE_TIMEOUT_MS = 60_000;
 
-/** envd's connection closed between /health and /freeze: the gate would drop a new one's SYN. */
+/** The connection opened for /freeze closed before /freeze went out: the gate would drop a new one's SYN. */
 class FreezeConnectionLostError extends Error {}
 
 /** How often a freeze whose connection was lost is tried again (the gate reopened in between). */
 const FREEZE_ATTEMPTS = 3;
 
 /**
- * Readies a sandbox for a memory checkpoint: opens a connection to envd, runs `closeGate` (no new
- * connections from now on), then sends POST /freeze over that same connection; envd flushes the
- * guest's file cache to disk and resets every connection it holds, this one included. A connection
- * the sandbox closed before /freeze went out fails the attempt at once (a new one would wait on a
- * SYN the gate drops): the gate reopens (`openGate`) and the freeze is tried again.
+ * Readies a sandbox for a memory checkpoint: asks envd's /health, opens a fresh connection to envd,
+ * runs `closeGate` (no new connections from now on), then sends POST /freeze as that connection's
+ * first request; envd flushes the guest's file cache to disk and resets every connection it holds,
+ * this one included. A fresh connection, not the one /health used: envd was seen closing a
+ * keep-alive connection right after answering, and /freeze would then need a new connection, whose
+ * SYN the gate drops. A connection lost before /freeze went out fails the attempt at once: the gate
+ * reopens (`openGate`) and the freeze is tried again.
  */
 export async function freezeEnvd(
   hostAddress: string,
@@ -137,9 +139,7 @@ async function freezeOnce(
   closeGate: () => Promise<void>,
   accessToken?: string,
 ): Promise<void> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-  let healthSocket: Socket | undefined;
-  const call = (method: string, urlPath: string, untilClosed = false, timeout = 10_000) =>
+  const call = (method: string, urlPath: string, socket?: Socket, timeout = 10_000) =>
     new Promise<number>((resolve, reject) => {
       const req = http.request(
         {
@@ -147,44 +147,57 @@ async function freezeOnce(
           port: ENVD_PORT,
           method,
           path: urlPath,
-          agent,
           timeout,
           headers: tokenHeader(accessToken),
+          // The given connection and no other (no agent): a second one would meet the gate.
+          ...(socket ? { createConnection: () => socket } : { agent: false }),
         },
         (res) => {
           res.resume();
           res.once("error", reject);
           res.once("end", () => {
             const status = res.statusCode ?? 0;
-            const socket = res.socket;
-            if (!untilClosed || !socket || socket.destroyed) return resolve(status);
+            const own = res.socket;
+            if (!socket || !own || own.destroyed) return resolve(status);
             // envd resets this connection once it has answered: when it is gone, envd is done.
             const timer = setTimeout(() => resolve(status), 1000);
-            socket.once("close", () => {
+            own.once("close", () => {
               clearTimeout(timer);
               resolve(status);
             });
           });
         },
       );
-      req.once("socket", (socket: Socket) => {
-        if (!untilClosed) healthSocket = socket;
-        else if (socket !== healthSocket) {
-          req.destroy(new FreezeConnectionLostError("envd closed its connection before /freeze"));
-        }
-      });
       req.once("timeout", () => req.destroy(new Error(`envd ${urlPath} timed out`)));
       req.once("error", reject);
       req.end();
     });
+  const health = await call("GET", "/health");
+  if (health !== 204) throw new Error(`envd /health answered ${health}`);
+  const socket = net.connect({ host: hostAddress, port: ENVD_PORT });
+  // A reset while the gate closes must not go unheard (an unhandled 'error' ends the process): it
+  // shows as a closed socket below.
+  socket.on("error", () => undefined);
   try {
-    const health = await call("GET", "/health");
-    if (health !== 204) throw new Error(`envd /health answered ${health}`);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("connecting to envd timed out")), 10_000);
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
     await closeGate();
-    const status = await call("POST", "/freeze", true, FREEZE_TIMEOUT_MS);
+    if (socket.destroyed || socket.readyState !== "open") {
+      throw new FreezeConnectionLostError("envd closed its connection before /freeze");
+    }
+    const status = await call("POST", "/freeze", socket, FREEZE_TIMEOUT_MS);
     if (status !== 204) throw new Error(`envd /freeze answered ${status}`);
   } finally {
-    agent.destroy();
+    socket.destroy();
   }
 }
 
