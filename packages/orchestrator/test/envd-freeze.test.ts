@@ -16,6 +16,8 @@ let gateClosed = false;
 const afterGate = new WeakSet<Socket>();
 const freezes: Array<{ throughGate: boolean }> = [];
 let closeAfterHealth = 0;
+/** A hostile sandbox: every connection that has sent nothing a moment after it opened is dropped. */
+let dropIdle = false;
 
 before(async () => {
   server = http.createServer((req, res) => {
@@ -33,6 +35,12 @@ before(async () => {
   });
   server.on("connection", (socket: Socket) => {
     if (gateClosed) afterGate.add(socket);
+    if (!dropIdle) return;
+    let spoke = false;
+    socket.once("data", () => {
+      spoke = true;
+    });
+    setTimeout(() => spoke || socket.resetAndDestroy(), 10);
   });
   // envd's port is fixed; the test's envd is a loopback address of its own.
   await new Promise<void>((resolve) => server.listen(ENVD_PORT, "127.0.0.77", resolve));
@@ -62,4 +70,29 @@ test("envd closing the connection after /health: /freeze still goes over one ope
   closeAfterHealth = 1;
   await freezeEnvd("127.0.0.77", gate.close, undefined, gate.open);
   assert.deepEqual(freezes, [{ throughGate: false }]);
+});
+
+test("a sandbox that drops the connection kept for /freeze: a few quick tries, then a clear error", async () => {
+  freezes.length = 0;
+  gateClosed = false;
+  dropIdle = true;
+  let closes = 0;
+  const slowClose = async () => {
+    closes++;
+    await gate.close();
+    // Long enough for the sandbox to drop the idle connection.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  };
+  try {
+    const started = performance.now();
+    await assert.rejects(
+      freezeEnvd("127.0.0.77", slowClose, undefined, gate.open),
+      /envd closed its connection before \/freeze/,
+    );
+    assert.ok(performance.now() - started < 5000);
+    assert.equal(closes, 3);
+    assert.deepEqual(freezes, []);
+  } finally {
+    dropIdle = false;
+  }
 });

@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import http from "node:http";
 import net, { type Socket } from "node:net";
 import { ENVD_PORT } from "@moat/shared";
@@ -179,19 +180,11 @@ async function freezeOnce(
   // shows as a closed socket below.
   socket.on("error", () => undefined);
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("connecting to envd timed out")), 10_000);
-      socket.once("connect", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      socket.once("error", (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
+    await once(socket, "connect", { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+      throw err.name === "AbortError" ? new Error("connecting to envd timed out") : err;
     });
     await closeGate();
-    if (socket.destroyed || socket.readyState !== "open") {
+    if (socket.readyState !== "open") {
       throw new FreezeConnectionLostError("envd closed its connection before /freeze");
     }
     const status = await call("POST", "/freeze", socket, FREEZE_TIMEOUT_MS);
