@@ -250,6 +250,7 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
   };
 
   try {
+    await removeEarlierFleet();
     const features = await fleetFeatures();
     const artifactsDir = path.join(tmp, "artifacts");
     await mkdir(artifactsDir, { mode: 0o700 });
@@ -514,6 +515,26 @@ async function makeHost(namespace: string, n: number): Promise<void> {
   await runCommand(["ip", "-n", namespace, "addr", "add", `10.98.${n}.2/24`, "dev", "eth0"]);
   await runCommand(["ip", "-n", namespace, "link", "set", "eth0", "up"]);
   await runCommand(["ip", "-n", namespace, "route", "add", `${API_ADDRESS}/32`, "via", `10.98.${n}.1`]);
+}
+
+/**
+ * What a fleet run killed before its cleanup (SIGKILL, a timeout of the runner) left on the host:
+ * its namespaces and the APIs' link. The names are the fleet's alone and runs never overlap (they
+ * hold the integration lock), so whatever carries them now is stale and would make this run fail.
+ */
+async function removeEarlierFleet(): Promise<void> {
+  for (const name of await listNamespaces()) {
+    if (!/^moatfleet-\d+$/.test(name)) continue;
+    process.stderr.write(`fleet: removing namespace ${name} left by an earlier run\n`);
+    await deleteHost(name);
+  }
+  const { stdout } = await runCommand(["ip", "-o", "link", "show"]);
+  for (const line of stdout.split("\n")) {
+    const name = line.split(":")[1]?.trim().split("@")[0];
+    if (name !== API_LINK) continue;
+    process.stderr.write(`fleet: removing link ${name} left by an earlier run\n`);
+    await runCommand(["ip", "link", "delete", name]);
+  }
 }
 
 async function deleteHost(namespace: string): Promise<void> {
