@@ -1,6 +1,7 @@
 /** Sandbox metrics history through the API (a fake node keeps the samples) and team metrics. */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { getSandbox } from "../src/db/sandboxes.js";
 import { metricsRange, stepFor } from "../src/sandbox/metrics.js";
 import { teamMax, teamSeries } from "../src/sandbox/team-metrics.js";
 import { backends, createSandbox, startTestAPI, type TestAPI } from "./helpers.js";
@@ -67,8 +68,9 @@ for (const backend of backends) {
     after(() => t.close());
 
     test("a sandbox's samples in a range, with E2B's defaults; still readable after a kill", async () => {
-      const created = Math.floor(Date.now() / 1000);
       const sbx = await createSandbox(t);
+      // The record's creation, not the test's clock: under load the create may take seconds.
+      const created = Math.floor((await getSandbox(t.api.db, sbx.sandboxID))!.created_at.getTime() / 1000);
       // Samples from the sandbox's first second (the default range starts at its creation).
       t.fake.metricSamples.set(sbx.sandboxID, {
         teamID: t.teamID,

@@ -24,6 +24,9 @@ export async function connectSandbox(
   const find = () => getTeamSandbox(ctx.db, teamID, sandboxID, LIVE_STATES);
   for (let round = 0; round < MAX_ROUNDS; round++) {
     const reached = await resumeOrGet(ctx, sandboxID, find, { endAt, reboot: options.reboot });
+    // The resume set this end already: answered as resumed, without reading the record again (a
+    // kill that waited for the resume may be under way by now, and comes after this connect).
+    if (reached.resumed && reached.row.state === "running" && reached.row.end_at >= endAt) return reached;
     const row = await changeEndTime(ctx, teamID, sandboxID, endAt, "extend");
     // Paused again in between (its node auto-paused it at its end time): resume it again.
     if (row.state === "running") return { row, resumed: reached.resumed };
