@@ -40,8 +40,9 @@ export {
   type OrchestratorOptions,
   startOrchestrator,
 } from "./orchestrator.js";
-export { sandboxSpec } from "./runtime/oci-spec.js";
+export { ENVD_ENV, ENVD_NODE_FLAGS, sandboxSpec } from "./runtime/oci-spec.js";
 export { Runsc } from "./runtime/runsc.js";
+export { warmEnvd } from "./sandbox/envd-client.js";
 export type { CreateInput, SandboxEvent, SandboxManager } from "./sandbox/manager.js";
 export { pausedKeys } from "./sandbox/relocation.js";
 export { NODE_TOKEN_FILE, nodeTokenPath } from "./server/node-token.js";

@@ -442,6 +442,8 @@ async function start(
   manager.subscribe((event) => {
     if (event.type === "killed" || event.type === "expired" || event.type === "failed") void prune();
   });
+  // A killed sandbox's root stays mounted on its layers until its release in the background ends.
+  manager.afterRelease = prune;
   const metrics = await startSandboxMetrics({
     dataDir: options.dataDir,
     sandboxes: () => manager.list(),

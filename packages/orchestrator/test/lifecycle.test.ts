@@ -196,6 +196,7 @@ describe("sandbox lifecycle on a fake runtime", () => {
     await assert.rejects(manager.pause("s1"), SandboxStateError);
     await manager.kill("s1");
     assert.throws(() => manager.get("s1"));
+    await manager.releases();
     await assert.rejects(record("s1"), { code: "ENOENT" });
     await manager.create(input("s2"));
     await manager.kill("s2", "expired", "end time reached");
@@ -203,7 +204,80 @@ describe("sandbox lifecycle on a fake runtime", () => {
       events.filter((e) => e.type === "killed" || e.type === "expired").map((e) => e.sandboxID),
       ["s1", "s2"],
     );
+    await manager.releases();
     assert.equal(factory.live.size, 0);
+  });
+
+  test("a kill answers once the runtime is stopped; the release runs on and holds its place until it ends", async () => {
+    manager = start({ maxSandboxes: 2 });
+    await manager.create(input("s1"));
+    await manager.create(input("s2"));
+    let open!: () => void;
+    factory.releaseGate = new Promise((r) => {
+      open = r;
+    });
+    // A second kill of the same sandbox answers with the first.
+    await Promise.all([manager.kill("s1"), manager.kill("s1")]);
+    assert.deepEqual(
+      factory.calls.filter((c) => c.endsWith(":s1") && /^(stop|release)/.test(c)),
+      ["stop:s1", "release:s1"],
+      "stopped once, its release began",
+    );
+    assert.ok(factory.stopped.has("s1"));
+    assert.throws(() => manager.get("s1"), "gone from the registry at once");
+    assert.equal(events.filter((e) => e.type === "killed").length, 1);
+    // Until its release ends: its network is held, its record says stopping (a crash releases
+    // it), the node counts it, and a create of its id waits.
+    assert.ok(factory.live.has("s1"));
+    assert.equal((await record("s1")).state, "stopping");
+    await assert.rejects(manager.create(input("s3")), NodeBusyError);
+    let again = false;
+    const recreate = manager.create(input("s1")).then(() => {
+      again = true;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(again, false, "a create of a killed sandbox's id waits for its release");
+    open();
+    await manager.releases();
+    assert.equal(factory.live.has("s1"), false);
+    await recreate;
+    assert.equal(
+      manager.get("s1").state,
+      "running",
+      "the new sandbox of that id, not touched by the old release",
+    );
+    factory.releaseGate = undefined;
+    await manager.kill("s1");
+    await manager.kill("s2");
+    await manager.releases();
+    assert.equal(factory.live.size, 0);
+    await assert.rejects(record("s1"), { code: "ENOENT" });
+  });
+
+  test("a kill whose stop fails releases everything before it answers", async () => {
+    await manager.create(input("s1"));
+    factory.failNext.add("stop");
+    await manager.kill("s1");
+    assert.equal(factory.live.size, 0, "released before the answer");
+    await assert.rejects(record("s1"), { code: "ENOENT" });
+    assert.deepEqual(
+      events.filter((e) => e.type === "killed").map((e) => e.sandboxID),
+      ["s1"],
+    );
+  });
+
+  test("a paused sandbox's kill answers at once and leaves its record stopping until released", async () => {
+    await manager.create(input("s1"));
+    await manager.pause("s1");
+    let open!: () => void;
+    factory.releaseGate = new Promise((r) => {
+      open = r;
+    });
+    await manager.kill("s1");
+    assert.equal((await record("s1")).state, "stopping", "a restart releases it, not keeps it paused");
+    open();
+    await manager.releases();
+    await assert.rejects(record("s1"), { code: "ENOENT" });
   });
 
   test("the end time kills the sandbox, or pauses it when it asked for auto-pause", async () => {

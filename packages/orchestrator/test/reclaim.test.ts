@@ -26,6 +26,12 @@ describe("reclaim decisions after a restart", () => {
     assert.deepEqual(reclaimDecision(record("running", 0), alive), { action: "release" });
   });
 
+  test("a kill a crash cut is finished, whatever ran or was paused, even with its container alive", () => {
+    for (const facts of [alive, { ...alive, containerRunning: false }, { ...alive, imageCommitted: true }]) {
+      assert.deepEqual(reclaimDecision(record("stopping"), facts), { action: "release" });
+    }
+  });
+
   test("a pause cut before its checkpoint ended: the sandbox runs on, marked", () => {
     assert.deepEqual(reclaimDecision(record("pausing"), alive), { action: "adopt", pauseInterrupted: true });
   });

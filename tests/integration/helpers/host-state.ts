@@ -111,6 +111,21 @@ async function records(dataDir: string): Promise<NodeRecord[]> {
   return out;
 }
 
+/**
+ * Waits until no killed sandbox is still being released: a kill answers once the sandbox is
+ * stopped, and its record says "stopping" until the release in the background removed it.
+ */
+export async function releasesDone(dataDir: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const stopping = (await records(dataDir)).filter((r) => r.state === "stopping");
+    if (stopping.length === 0) return;
+    const ids = stopping.map((r) => r.sandboxID).join(", ");
+    assert.ok(Date.now() < deadline, `killed sandboxes still being released after ${timeoutMs} ms: ${ids}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** The sandbox directory a mount under the data directory is in, or the mount point itself. */
 function mountOwner(dataDir: string, mountPoint: string): string {
   const rel = path.relative(path.join(dataDir, "sandboxes"), mountPoint).split(path.sep);

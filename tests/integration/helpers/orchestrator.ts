@@ -11,6 +11,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -319,6 +320,29 @@ export async function hostResources(orch: { dataDir: string }) {
     loops: (await loopDevicesUnder(orch.dataDir)).map((l) => `${l.device} ${l.backingFile}`),
     dirs: dirs.sort(),
   };
+}
+
+export type HostResources = Awaited<ReturnType<typeof hostResources>>;
+
+/**
+ * hostResources once the fields of `expected` are as it says, or as it is after `timeoutMs`: a
+ * kill answers once the sandbox is stopped, and its release (runsc delete, unmounts, network,
+ * directory) ends in the background a moment later.
+ */
+export async function settledHostResources(
+  orch: { dataDir: string },
+  expected: Partial<HostResources>,
+  timeoutMs = 15_000,
+): Promise<HostResources> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const now = await hostResources(orch);
+    const settled = Object.entries(expected).every(([key, value]) =>
+      isDeepStrictEqual(now[key as keyof HostResources], value),
+    );
+    if (settled || Date.now() > deadline) return now;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export async function removeDataDir(dataDir: string): Promise<void> {

@@ -16,7 +16,13 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runCommand } from "@moat/shared";
 import { Sandbox } from "e2b";
-import { assertNothingOutlives, hostState, moatCgroups, nodeClient } from "../helpers/host-state.js";
+import {
+  assertNothingOutlives,
+  hostState,
+  moatCgroups,
+  nodeClient,
+  releasesDone,
+} from "../helpers/host-state.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 /** moat up runs with this open-file limit, so that a flood reaches it at a size a test can make. */
@@ -127,6 +133,7 @@ describe("hostile tenant: resource attacks are contained", { timeout: 900_000 },
   }
 
   async function noLeaks(): Promise<void> {
+    await releasesDone(moat.dataDir);
     const host = await hostState(moat.dataDir, { foreignCgroups });
     assert.deepEqual(
       host.actual,

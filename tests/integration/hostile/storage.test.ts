@@ -12,8 +12,9 @@ import { chmod, readdir, readFile, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { after, afterEach, before, describe, test } from "node:test";
 import { BuildError, CommandExitError, Sandbox, Template } from "e2b";
+import { releasesDone } from "../helpers/host-state.js";
 import { type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
-import { hostResources } from "../helpers/orchestrator.js";
+import { hostResources, settledHostResources } from "../helpers/orchestrator.js";
 
 /** Small, so that filling it is quick; the node's default is 10 GiB. */
 const DISK_MB = 256;
@@ -217,7 +218,7 @@ describe("hostile: storage", { timeout: 1_200_000 }, () => {
     assert.match(again.stderr, /No space left on device/, "still limited after the resume");
     await Promise.all([resumed.kill(), neighbour.kill()]);
     assert.deepEqual(
-      (await hostResources(moat)).loops,
+      (await settledHostResources(moat, { loops: [] })).loops,
       [],
       "killing them released their disks' loop devices",
     );
@@ -316,6 +317,8 @@ describe("hostile: storage", { timeout: 1_200_000 }, () => {
   });
 
   test("template build sandboxes have the disk size too; a step's files still become a layer", async () => {
+    // The sandbox the test before killed may still be releasing its disk.
+    await releasesDone(moat.dataDir);
     const loopsBefore = (await hostResources(moat)).loops;
     const logs: string[] = [];
     const filling = Template()

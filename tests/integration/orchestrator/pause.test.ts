@@ -9,7 +9,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { type SandboxInfo, SandboxState } from "@moat/shared/gen/orchestrator";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor, settledHostResources } from "../helpers/orchestrator.js";
 import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 async function startCounter(info: SandboxInfo): Promise<void> {
@@ -138,7 +138,11 @@ describe("orchestrator: pause and resume", { timeout: 900_000 }, () => {
       orch.client.get({ sandboxId: id }),
       (err: ConnectError) => err.code === Code.NotFound,
     );
-    assert.deepEqual(await hostResources(orch), baseline, "a killed paused sandbox leaves nothing");
+    assert.deepEqual(
+      await settledHostResources(orch, baseline),
+      baseline,
+      "a killed paused sandbox leaves nothing",
+    );
   });
 
   test("a filesystem-only pause keeps the files and boots afresh", async () => {
@@ -218,6 +222,6 @@ describe("orchestrator: pause and resume", { timeout: 900_000 }, () => {
     info = await resume(id);
     await check(info);
     await orch.client.delete({ sandboxId: id });
-    assert.deepEqual(await hostResources(orch), baseline);
+    assert.deepEqual(await settledHostResources(orch, baseline), baseline);
   });
 });

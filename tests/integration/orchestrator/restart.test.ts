@@ -5,7 +5,7 @@ import { before, describe, test } from "node:test";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { runCommand } from "@moat/shared";
 import { SandboxEventType } from "@moat/shared/gen/orchestrator";
-import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor, settledHostResources } from "../helpers/orchestrator.js";
 import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: end times and restart safety", { timeout: 600_000 }, () => {
@@ -99,7 +99,7 @@ describe("orchestrator: end times and restart safety", { timeout: 600_000 }, () 
     // An adopted sandbox is killed like any other, and leaves nothing behind.
     await orch.client.delete({ sandboxId: a.config!.sandboxId });
     await orch.client.delete({ sandboxId: b.config!.sandboxId });
-    assert.deepEqual(await hostResources(orch), baseline);
+    assert.deepEqual(await settledHostResources(orch, baseline), baseline);
   });
 
   test("bad requests get clear errors", async () => {

@@ -3,7 +3,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { before, describe, test } from "node:test";
 import { SandboxEventType, type SandboxInfo } from "@moat/shared/gen/orchestrator";
-import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor, settledHostResources } from "../helpers/orchestrator.js";
 import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () => {
@@ -183,7 +183,7 @@ describe("orchestrator: gVisor sandboxes on one node", { timeout: 600_000 }, () 
   test("kill returns the host to exactly what it had before", async () => {
     for (const info of sandboxes) await orch.client.delete({ sandboxId: info.config!.sandboxId });
     sandboxes = [];
-    assert.deepEqual(await hostResources(orch), baseline);
+    assert.deepEqual(await settledHostResources(orch, baseline), baseline);
     await assert.rejects(orch.client.get({ sandboxId: "nosuchsandbox" }), /not found/);
   });
 });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { waitFor } from "../helpers/counter.js";
-import { createSandbox, hostResources, sdkFor } from "../helpers/orchestrator.js";
+import { createSandbox, hostResources, sdkFor, settledHostResources } from "../helpers/orchestrator.js";
 import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 describe("orchestrator: template snapshots and the warm pool", { timeout: 600_000 }, () => {
@@ -43,7 +43,7 @@ describe("orchestrator: template snapshots and the warm pool", { timeout: 600_00
     assert.equal(info.startKind, "cold");
     assert.equal((await sdkFor(info).commands.run("echo fell back")).stdout, "fell back\n");
     await orch.client.delete({ sandboxId: info.config!.sandboxId });
-    assert.deepEqual(await hostResources(orch), baseline, "the failed restore left nothing");
+    assert.deepEqual(await settledHostResources(orch, baseline), baseline, "the failed restore left nothing");
   });
 
   test("the warm pool: claimed by a create that fits, refilled, emptied on stop and after a crash", async () => {
@@ -66,7 +66,7 @@ describe("orchestrator: template snapshots and the warm pool", { timeout: 600_00
     assert.match(orch.log(), /"released":\["pool-[0-9a-f]+","pool-[0-9a-f]+"\]/);
     assert.equal((await orch.client.get({ sandboxId: info.config!.sandboxId })).sandbox!.startKind, "pool");
     await orch.client.delete({ sandboxId: info.config!.sandboxId });
-    assert.deepEqual(await hostResources(orch), baseline);
+    assert.deepEqual(await settledHostResources(orch, baseline), baseline);
 
     // A clean stop empties the pool.
     await orch.restart({ MOAT_POOL_SIZE: "1", MOAT_NETWORK_POOL_SIZE: "2" });

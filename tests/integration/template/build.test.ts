@@ -16,7 +16,13 @@ import { createClient } from "@connectrpc/connect";
 import type { BuildResult, TemplateStep } from "@moat/shared/gen/orchestrator";
 import { TemplateService } from "@moat/shared/gen/orchestrator";
 import * as tar from "tar";
-import { createSandbox, hostResources, nodeTransport, sdkFor } from "../helpers/orchestrator.js";
+import {
+  createSandbox,
+  hostResources,
+  nodeTransport,
+  sdkFor,
+  settledHostResources,
+} from "../helpers/orchestrator.js";
 import { withOrchestrator } from "../helpers/with-orchestrator.js";
 
 type StepInit = Partial<TemplateStep> & { type: string; args: string[] };
@@ -303,6 +309,6 @@ describe("template builds on the orchestrator", { timeout: 600_000 }, () => {
   });
 
   test("builds leave no sandbox, network or mount behind", async () => {
-    assert.deepEqual(await hostResources(orch), before0);
+    assert.deepEqual(await settledHostResources(orch, before0), before0);
   });
 });

@@ -38,13 +38,18 @@ describe("moat up: pause, resume, snapshots and the warm pool", { timeout: 900_0
       [a, "a"],
       [b, "b"],
     ] as const) {
+      // The first command after the create: the name set through envd's helper, not an exec.
       const out = await sbx.commands.run(
-        'hostname; echo "$WHO $E2B_SANDBOX_ID"; head -c 16 /dev/urandom | od -An -tx1',
+        'hostname; echo "$WHO $E2B_SANDBOX_ID"; head -c 16 /dev/urandom | od -An -tx1; getent hosts "$(hostname)"',
       );
-      const [hostname, env, random] = out.stdout.trim().split("\n");
+      const [hostname, env, random, hosts] = out.stdout.trim().split("\n");
       assert.equal(hostname, sbx.sandboxId);
       assert.equal(env, `${who} ${sbx.sandboxId}`);
       assert.match(random!, /[0-9a-f]{2}/);
+      assert.match(hosts!, new RegExp(`\\s${sbx.sandboxId}$`), "the name resolves");
+      // The helper that set it is gone: nothing of the create is left running in the sandbox.
+      const comms = await sbx.commands.run("cat /proc/[0-9]*/comm 2>/dev/null | sort -u");
+      assert.doesNotMatch(comms.stdout, /^perl$/m);
     }
     const randoms = await Promise.all(
       [a, b].map((s) => s.commands.run("head -c 16 /dev/urandom | od -An -tx1")),

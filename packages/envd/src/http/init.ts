@@ -9,6 +9,7 @@ import type { EnvdContext } from "../context.js";
 import { type HTTPEnv, nodeRequest } from "./bindings.js";
 import { readJSON } from "./body.js";
 import { HTTPError } from "./errors.js";
+import { HostnameSetter } from "./hostname.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -38,6 +39,11 @@ export interface InitRequest {
  * version, as the orchestrator checks it.
  */
 export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
+  // Armed at envd's start (once it listens: the spawn does not hold up its first answer), so a
+  // template snapshot holds it, as does every sandbox restored from one, ready to set the name
+  // the first /init gives without an exec.
+  const hostnames = options.setHostname ? new HostnameSetter() : undefined;
+  if (hostnames) setImmediate(() => hostnames.arm());
   return async (c) => {
     const { state, logger } = ctx;
     // Once a token is set, only its holder may configure the sandbox again (env vars such as
@@ -53,12 +59,12 @@ export function init(ctx: EnvdContext, options: InitOptions): Handler<HTTPEnv> {
       throw new HTTPError(400, `defaultUser: unknown user '${body.defaultUser}'`);
     }
     if (body.timestamp && options.setClock) await setClock(body.timestamp, ctx);
-    if (body.hostname && options.setHostname) {
-      // An exec under gVisor (~50 ms): it overlaps the client's first round trips instead of
-      // delaying the answer; process starts wait for it (EnvdState.settling).
+    if (body.hostname && hostnames) {
+      // Not awaited: it overlaps the client's first round trips instead of delaying the answer;
+      // process starts wait for it (EnvdState.settling).
       const previous = state.settling;
       state.settling = previous
-        .then(() => setHostname(body.hostname!))
+        .then(() => setHostname(body.hostname!, hostnames))
         .catch((err: unknown) => logger.error({ err }, "setting the hostname failed"));
     }
     for (const [key, value] of Object.entries(body.envVars ?? {})) state.envVars.set(key, value);
@@ -160,13 +166,20 @@ const HOSTNAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /**
  * moat's addition to /init: a sandbox started from a template snapshot (or a warm pool) wakes up
  * with the template sandbox's hostname, so the node names it here. Also makes the name resolve,
- * as in a VM. Idempotent: nothing runs when both are already right.
+ * as in a VM. Idempotent: nothing runs when both are already right. The name and its
+ * /etc/hosts line are set side by side.
  */
-async function setHostname(hostname: string): Promise<void> {
-  if (os.hostname() !== hostname) await execFileAsync("hostname", [hostname], { timeout: 5000 });
-  const hosts = await readFile("/etc/hosts", "utf8").catch(() => "127.0.0.1 localhost\n");
-  const known = hosts.split("\n").some((line) => line.split(/\s+/).slice(1).includes(hostname));
-  if (!known) await appendFile("/etc/hosts", `${hosts.endsWith("\n") ? "" : "\n"}127.0.1.1 ${hostname}\n`);
+async function setHostname(hostname: string, hostnames: HostnameSetter): Promise<void> {
+  const name = async () => {
+    if (os.hostname() !== hostname) await hostnames.set(hostname);
+    else hostnames.dismiss();
+  };
+  const line = async () => {
+    const hosts = await readFile("/etc/hosts", "utf8").catch(() => "127.0.0.1 localhost\n");
+    const known = hosts.split("\n").some((l) => l.split(/\s+/).slice(1).includes(hostname));
+    if (!known) await appendFile("/etc/hosts", `${hosts.endsWith("\n") ? "" : "\n"}127.0.1.1 ${hostname}\n`);
+  };
+  await Promise.all([name(), line()]);
 }
 
 /** Whether the clock (`now`) is behind `timestamp` by a second or more: only then is it set. */

@@ -198,8 +198,8 @@ async function freezeOnce(
  * Runs envd once through the paths every new sandbox uses first (/init, a process start, a file
  * stat), so that a snapshot taken afterwards holds them compiled: each restore skips that warm-up.
  */
-export async function warmEnvd(hostAddress: string): Promise<void> {
-  const base = `http://${hostAddress}:${ENVD_PORT}`;
+export async function warmEnvd(hostAddress: string, port = ENVD_PORT): Promise<void> {
+  const base = `http://${hostAddress}:${port}`;
   const json = { "content-type": "application/json" };
   const calls: Array<[string, RequestInit]> = [
     ["/init", { method: "POST", headers: json, body: "{}" }],

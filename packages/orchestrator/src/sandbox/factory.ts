@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { CleanupStack, ENVD_PORT, type Logger, runCommand } from "@moat/shared";
-import { waitForExit } from "../host/process.js";
+import { childrenOf, killOwnedProcess, processAlive, waitForExit } from "../host/process.js";
 import type { EgressRegistry } from "../network/egress-rules.js";
 import type { NetworkPool } from "../network/network-pool.js";
 import { closeIngress, openIngress, refuseIngress } from "../network/sandbox-network.js";
@@ -66,6 +66,12 @@ export interface SandboxFactory {
   reopen(sandbox: Sandbox): Promise<void>;
   /** Refuses new traffic at once (a sandbox going away). */
   refuse(sandbox: Sandbox): Promise<void>;
+  /**
+   * Stops everything running in the sandbox at once (a kill): once this returns nothing of it
+   * runs and nothing answers at its address. What it holds stays for `release`. Throws when it
+   * cannot say so; a kill then releases it all before answering.
+   */
+  stop(sandbox: Sandbox): Promise<void>;
   /** Applies the record's egress rules to its running network now (network/egress-rules.ts). */
   applyEgress(sandbox: Sandbox): Promise<void>;
   /** Saves memory and processes into `image` (uncommitted); the container stops. */
@@ -139,6 +145,8 @@ export interface RunscSandboxFactoryOptions {
 /** How long a template's ready command may take to succeed before the snapshot (as E2B). */
 export const READY_TIMEOUT_MS = 10 * 60_000;
 const READY_INTERVAL_MS = 2000;
+/** How long a killed sandbox's runsc process may take to exit (it frees its memory first). */
+const STOP_TIMEOUT_MS = 5000;
 /** E2B's ready command when a template has a start command and names none. */
 const DEFAULT_READY_CMD = "sleep 20";
 
@@ -189,32 +197,35 @@ export class RunscSandboxFactory implements SandboxFactory {
     const lowers =
       record.lowers ?? resolveBuild(this.options.templates, record.templateID, record.buildID).lowers;
     const sized = record.diskSizeMB > 0;
-    // Neither needs the other: the network and the disk are made side by side.
-    const [network, disk] = await Promise.allSettled([
-      options.networks.acquire({ allowInternetAccess: record.allowInternetAccess }),
-      sized ? mountDisk(sandbox.dir, record.diskSizeMB) : undefined,
-    ]);
-    if (network.status === "fulfilled") {
-      const lease = network.value;
+    // The network (with its egress rules) and the root filesystem (the disk, the seeded upper
+    // layer, the overlay) need nothing of each other: they are made side by side. Each track puts
+    // what it acquired on the runtime stack as it goes, so a failure of either releases both.
+    const networkTrack = async () => {
+      const lease = await options.networks.acquire({ allowInternetAccess: record.allowInternetAccess });
       runtime.push("network", () => lease.release());
       sandbox.slot = lease.slot;
       record.slotIndex = lease.slot.index;
-    }
-    if (sized && disk.status === "fulfilled") runtime.push("disk mount", () => unmountDisk(sandbox.dir));
-    for (const step of [network, disk]) if (step.status === "rejected") throw step.reason;
-    // Before anything of the sandbox runs: its rules hold from its first packet.
-    const slot = sandbox.slot!;
-    runtime.push("egress rules", () => options.egress.detach(slot));
-    await options.egress.attach(slot, sandbox.id, record, {
-      allowInternetAccess: record.allowInternetAccess,
-    });
-    lap(sized ? "networkDisk" : "network");
-    if (boot.seed) {
-      await boot.seed(writableLayer(sandbox).upper);
-      lap("seed");
-    }
-    const rootfs = await mountRootfs(lowers, sandbox.dir, sized);
-    runtime.push("rootfs mount", () => unmountOverlay(sandbox.dir));
+      // Before anything of the sandbox runs: its rules hold from its first packet.
+      const slot = lease.slot;
+      runtime.push("egress rules", () => options.egress.detach(slot));
+      await options.egress.attach(slot, sandbox.id, record, {
+        allowInternetAccess: record.allowInternetAccess,
+      });
+    };
+    const rootfsTrack = async () => {
+      if (sized) {
+        await mountDisk(sandbox.dir, record.diskSizeMB);
+        runtime.push("disk mount", () => unmountDisk(sandbox.dir));
+      }
+      await boot.seed?.(writableLayer(sandbox).upper);
+      const mounted = await mountRootfs(lowers, sandbox.dir, sized);
+      runtime.push("rootfs mount", () => unmountOverlay(sandbox.dir));
+      return mounted;
+    };
+    const [network, mounted] = await Promise.allSettled([networkTrack(), rootfsTrack()]);
+    if (network.status === "rejected") throw network.reason;
+    if (mounted.status === "rejected") throw mounted.reason;
+    const rootfs = mounted.value;
     const bundle = await this.writeBundle(sandbox, rootfs.merged);
     lap("rootfs");
     const containerID = record.lifecycleID;
@@ -260,6 +271,24 @@ export class RunscSandboxFactory implements SandboxFactory {
 
   async refuse(sandbox: Sandbox): Promise<void> {
     if (sandbox.slot) await refuseIngress(sandbox.slot);
+  }
+
+  /**
+   * SIGKILLs the runsc sandbox process: gVisor's kernel, which every process of the sandbox runs
+   * in and which holds its network stack. Its gofer and the processes it runs die with it. Waits
+   * until it has exited, not until the host reaped it: that is what makes `runsc delete` slow
+   * (over a second on some hosts), and the delete, unmounts and network go after the answer.
+   */
+  async stop(sandbox: Sandbox): Promise<void> {
+    const pid = sandbox.runtimePID;
+    // Paused (or between runs): nothing of it runs.
+    if (sandbox.runtime.size === 0) return;
+    if (pid === undefined) throw new Error("the sandbox's runtime process is not known");
+    // Its children run the sandbox's processes (systrap stubs); they die with it, a moment later.
+    const children = await childrenOf(pid);
+    await killOwnedProcess(pid, sandbox.record.lifecycleID);
+    await Promise.all([pid, ...children].map((p) => waitForExit(p, STOP_TIMEOUT_MS, 2)));
+    if (await processAlive(pid)) throw new Error(`the sandbox process ${pid} outlived SIGKILL`);
   }
 
   async applyEgress(sandbox: Sandbox): Promise<void> {

@@ -4,8 +4,8 @@ export type FaultKind = "error" | "crash";
 
 /**
  * Failure injection for tests (MOAT_FAULTS): a named step throws ("error") or the process dies
- * there ("crash"). Steps: create:<phase> and resume:<phase> once a boot phase is done (network,
- * rootfs, runtime, envdReady), create:init, create:running, pause:frozen, pause:checkpointed,
+ * there ("crash"). Steps: create:<phase> and resume:<phase> once a boot phase is done (rootfs:
+ * the network and the root filesystem, made side by side; runtime; envdReady), create:init, create:running, pause:frozen, pause:checkpointed,
  * pause:committed, resume:restored, snapshot:restored, snapshot:checkpointed, for snapshots of
  * sandboxes (and forks) sandbox-snapshot:stopped (saved, the sandbox still stopped in place),
  * sandbox-snapshot:taken (not yet committed) and sandbox-snapshot:restored, and in template

@@ -133,6 +133,8 @@ export class SandboxManager {
   private readonly published: PausedSandboxStore | undefined;
   /** Sandboxes being fetched from the artifact store for a resume. */
   private readonly fetching = new Set<string>();
+  /** Killed sandboxes whose release runs on after the kill answered, by id. */
+  private readonly releasing = new Map<string, { sandbox: Sandbox; done: Promise<void> }>();
 
   constructor(private readonly options: SandboxManagerOptions) {
     const { logger } = options;
@@ -247,6 +249,9 @@ export class SandboxManager {
     validateCreate(input);
     const { options, factory } = this;
     if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
+    // Its directory would be the killed one's, which is still being removed.
+    await this.released(input.sandboxID);
+    if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
     await this.fetchMissing(input);
     const source = input.snapshotID ? this.sandboxSnapshots.forCreate(input) : undefined;
     const build = source?.build ?? resolveBuild(this.options.templates, input.templateID, input.buildID);
@@ -297,7 +302,7 @@ export class SandboxManager {
       }
       const created = sandbox as Sandbox;
       this.sandboxes.set(input.sandboxID, created);
-      cleanup.push("registry entry", () => this.sandboxes.delete(input.sandboxID));
+      cleanup.push("registry entry", () => this.unregister(created));
       timer.lap("record");
 
       const lap = this.faults.after("create", timer.lap);
@@ -435,6 +440,7 @@ export class SandboxManager {
       throw new PublishedPauseMissingError(sandboxID, generation, "this node has no artifact store");
     if (this.fetching.has(sandboxID)) throw new SandboxStateError(sandboxID, "resuming", "resume");
     this.checkCapacity();
+    await this.released(sandboxID);
     this.fetching.add(sandboxID);
     const log = this.options.logger.child({ sandboxID, generation });
     const timer = phaseTimer();
@@ -527,7 +533,13 @@ export class SandboxManager {
     return this.sandboxSnapshots.remove(snapshotID);
   }
 
-  /** Kills a sandbox (running or paused) and releases everything it holds. */
+  /**
+   * Kills a sandbox (running or paused) and releases everything it holds. It answers once the
+   * sandbox is stopped (sandbox/factory.ts: stop): nothing of it runs or answers any more. The
+   * slow part of the release (runsc delete, unmounts, network, directory) runs on in the
+   * background (`releases`); its slot, mounts and directory are not given to anyone before it
+   * ends, and a crash in it is finished by the next start (its record says "stopping").
+   */
   async kill(
     sandboxID: string,
     type: "killed" | "expired" | "failed" = "killed",
@@ -546,33 +558,97 @@ export class SandboxManager {
       sandbox = this.get(sandboxID);
     }
     if (sandbox.state === "stopping") {
-      await this.factory.release(sandbox);
+      await sandbox.stopping;
       return;
     }
     sandbox.moveTo("stopping");
     sandbox.clearEnd();
+    sandbox.stopping = this.stop(sandbox, type, reason);
+    await sandbox.stopping;
+  }
+
+  private async stop(sandbox: Sandbox, type: SandboxEventType, reason: string): Promise<void> {
+    const { options, factory } = this;
+    const sandboxID = sandbox.id;
+    const log = options.logger.child({ sandboxID });
     const timer = phaseTimer();
+    let stopped = false;
     try {
-      // Clients fail at once instead of waiting on a sandbox that is going away.
-      await this.factory
-        .refuse(sandbox)
-        .catch((err: unknown) =>
-          this.options.logger.warn({ err, sandboxID }, "could not refuse traffic to a stopping sandbox"),
-        );
-      timer.lap("ingress");
-      await this.beforeRelease?.(sandbox).catch(() => undefined);
-      await this.factory.release(sandbox);
-      timer.lap("release");
-      await this.factory.settled();
-      timer.lap("deletions");
-      await this.unpublish(sandbox);
+      try {
+        // On disk before anything stops: from here on, a crash leaves it to the next start to
+        // release. Clients are refused (a reset, not silence) before its network stack dies.
+        sandbox.record.state = "stopping";
+        await Promise.all([writeRecord(options.dataDir, sandbox.record), factory.refuse(sandbox)]);
+        timer.lap("recordIngress");
+        await factory.stop(sandbox);
+        timer.lap("stop");
+        stopped = true;
+        // Before the answer: no node may resume a killed sandbox from the artifact store.
+        await this.unpublish(sandbox);
+      } catch (err) {
+        log.warn({ err }, "stopping the sandbox at once failed; releasing it before answering");
+      }
+      if (!stopped) {
+        // Clients fail at once instead of waiting on a sandbox that is going away.
+        await factory
+          .refuse(sandbox)
+          .catch((err: unknown) => log.warn({ err }, "could not refuse traffic to a stopping sandbox"));
+        timer.lap("ingress");
+        await this.release(sandbox, timer.lap);
+      }
     } finally {
-      this.sandboxes.delete(sandboxID);
+      this.unregister(sandbox);
       const timings = timer.done();
-      this.options.logger.info({ sandboxID, type, reason, ...timings }, "sandbox stopped");
+      log.info({ type, reason, ...timings }, "sandbox stopped");
       this.observe?.("kill", timings.totalMs / 1000);
       this.emit({ sandboxID, type, reason });
     }
+    if (stopped) {
+      const done = this.releaseStopped(sandbox, log).finally(() => this.releasing.delete(sandboxID));
+      this.releasing.set(sandboxID, { sandbox, done });
+    }
+  }
+
+  /** Everything a killed sandbox holds goes, with its last output collected first. */
+  private async release(sandbox: Sandbox, lap: (phase: string) => void): Promise<void> {
+    await this.beforeRelease?.(sandbox).catch(() => undefined);
+    lap("logs");
+    await this.factory.release(sandbox);
+    lap("release");
+    await this.factory.settled();
+    lap("deletions");
+    await this.unpublish(sandbox);
+  }
+
+  /** The background half of a kill that stopped the sandbox; failures are left to the next start. */
+  private async releaseStopped(sandbox: Sandbox, log: Logger): Promise<void> {
+    const timer = phaseTimer();
+    try {
+      await this.release(sandbox, timer.lap);
+      // Debug: the kill said "sandbox stopped" already; one line per event on the console.
+      log.debug(timer.done(), "sandbox released");
+    } catch (err) {
+      // Its record says stopping: the next start releases what is left, and reaps what has no record.
+      log.error({ err }, "releasing a killed sandbox failed");
+    } finally {
+      await this.afterRelease?.(sandbox).catch(() => undefined);
+    }
+  }
+
+  /** Removes a sandbox from the registry, unless its id is another sandbox's by now. */
+  private unregister(sandbox: Sandbox): void {
+    if (this.sandboxes.get(sandbox.id) === sandbox) this.sandboxes.delete(sandbox.id);
+  }
+
+  /** Killed sandboxes' background releases have all ended (and the container deletions with them). */
+  async releases(): Promise<void> {
+    while (this.releasing.size > 0) await Promise.all([...this.releasing.values()].map((r) => r.done));
+    await this.factory.settled();
+  }
+
+  /** A sandbox of this id killed a moment ago has released everything (its directory is the same). */
+  private async released(sandboxID: string): Promise<void> {
+    await this.releasing.get(sandboxID)?.done;
   }
 
   /**
@@ -653,15 +729,16 @@ export class SandboxManager {
     for (const sandbox of this.sandboxes.values()) sandbox.clearEnd();
     this.listeners.clear();
     await this.pool.close();
+    // Killed sandboxes' releases end first: the network pool gives their slots back.
+    await this.releases();
     await this.networks?.close();
-    await this.factory.settled();
   }
 
   /** Kills every sandbox, or every one not paused (node shutdown, and tests). */
   async killAll(options: { keepPaused?: boolean } = {}): Promise<void> {
     const doomed = this.list().filter((s) => !(options.keepPaused && s.state === "paused"));
     await Promise.allSettled(doomed.map((s) => this.kill(s.id, "killed", "node shutdown")));
-    await this.factory.settled();
+    await this.releases();
   }
 
   /**
@@ -680,7 +757,8 @@ export class SandboxManager {
   /** Every lower dir a sandbox of this node (running, paused or pooled) is mounted on. */
   lowersInUse(): Set<string> {
     const lowers = new Set<string>();
-    for (const sandbox of [...this.sandboxes.values(), ...this.pool.entries()]) {
+    const releasing = [...this.releasing.values()].map((r) => r.sandbox);
+    for (const sandbox of [...this.sandboxes.values(), ...releasing, ...this.pool.entries()]) {
       for (const lower of sandbox.record.lowers ?? []) lowers.add(lower);
     }
     for (const lower of this.sandboxSnapshots.lowers()) lowers.add(lower);
@@ -692,6 +770,9 @@ export class SandboxManager {
 
   /** Runs before a stopping sandbox's directory goes (the node collects its last output: orchestrator.ts). */
   beforeRelease: ((sandbox: Sandbox) => Promise<unknown>) | undefined;
+
+  /** Runs once a killed sandbox's release ended, either way (the node prunes template layers: orchestrator.ts). */
+  afterRelease: ((sandbox: Sandbox) => Promise<unknown>) | undefined;
 
   /**
    * With shared artifacts: fetches the build or named snapshot a create names when this node
@@ -958,7 +1039,8 @@ export class SandboxManager {
 
   private checkCapacity(): void {
     const { options } = this;
-    const active = this.list().filter((s) => s.state !== "paused").length;
+    // A killed sandbox holds its slot, mounts and disk until its release ends.
+    const active = this.list().filter((s) => s.state !== "paused").length + this.releasing.size;
     if (active + this.starting >= options.maxSandboxes) {
       throw new NodeBusyError(`${options.maxSandboxes} sandboxes already on this node`);
     }
@@ -1056,8 +1138,8 @@ export class SandboxManager {
   private register(record: SandboxRecord, dir: string, state: "running" | "paused"): Sandbox {
     const cleanup = new CleanupStack();
     cleanup.push("sandbox directory", () => this.factory.removeDirectory(dir));
-    cleanup.push("registry entry", () => this.sandboxes.delete(record.sandboxID));
     const sandbox = new Sandbox(record, dir, cleanup, state);
+    cleanup.push("registry entry", () => this.unregister(sandbox));
     sandbox.markStarted();
     this.sandboxes.set(record.sandboxID, sandbox);
     return sandbox;

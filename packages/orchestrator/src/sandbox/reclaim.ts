@@ -39,6 +39,8 @@ export type ReclaimDecision =
 export function reclaimDecision(record: SandboxRecord | undefined, facts: ReclaimFacts): ReclaimDecision {
   if (!record) return { action: "release" };
   const { state } = record;
+  // A kill began: its sandbox may be half released, and nobody wants it back (paused or not).
+  if (state === "stopping") return { action: "release" };
   // A committed image means the checkpoint finished and the runtime stopped, whatever runsc
   // still says about a process the host has not reaped yet.
   const checkpointed = state === "pausing" && facts.imageCommitted;

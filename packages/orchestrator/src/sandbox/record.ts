@@ -21,7 +21,8 @@ export interface SandboxRecord extends Omit<CreateInput, "endTime"> {
    * "starting" until envd answered /init (released after a crash); "pausing" while a checkpoint
    * is under way (after a crash: running if the container lives, else paused); "paused" once the
    * sandbox holds nothing but its directory; "pooled" for warm pool entries nobody claimed yet;
-   * "snapshotting" while it is stopped in place for a snapshot (after a crash: resumed, adopted).
+   * "snapshotting" while it is stopped in place for a snapshot (after a crash: resumed, adopted);
+   * "stopping" once a kill began (after a crash: released, whatever it was before).
    */
   state: RecordState;
   /** What the sandbox is for; absent in records of users' sandboxes made before it was written. */

@@ -20,6 +20,8 @@ export class Sandbox {
   readonly started: Promise<void>;
   /** The pause or resume in flight; a kill waits for it. */
   transition: Promise<unknown> | undefined;
+  /** The kill under way until it answered; a second kill answers with it. */
+  stopping: Promise<void> | undefined;
   /**
    * The current run's container may be deleted after its release returns: its process stopped
    * with a checkpoint, or a pause released it (a new run gets a new container).

@@ -35,13 +35,17 @@ export type SandboxState =
   | "resuming"
   /** Stopped in place while its memory and files are saved for a snapshot or a fork; runs on after. */
   | "snapshotting"
-  /** Being killed: its runtime and directory are released. */
+  /**
+   * Being killed: its runtime is stopped (the kill answers then), then everything it holds is
+   * released in the background. Written to its record before anything stops: after a crash the
+   * restart releases it, whatever it was before.
+   */
   | "stopping";
 
-/** The states written to a sandbox's record; `resuming` and `stopping` are never written. */
+/** The states written to a sandbox's record; `resuming` is never written. */
 export type RecordState = Extract<
   SandboxState,
-  "starting" | "pooled" | "running" | "pausing" | "paused" | "snapshotting"
+  "starting" | "pooled" | "running" | "pausing" | "paused" | "snapshotting" | "stopping"
 >;
 
 const NEXT: Readonly<Record<SandboxState, readonly SandboxState[]>> = {

@@ -13,7 +13,7 @@ import { SANDBOX_CAPABILITIES } from "../runtime/oci-spec.js";
 import { imageExists } from "./image.js";
 
 /** Bump when what a snapshot sandbox looks like changes (spec, mounts, envd flags). */
-const FORMAT = 3;
+const FORMAT = 4;
 
 export interface TemplateSnapshot {
   templateID: string;

@@ -14,7 +14,7 @@ import {
 import type { Sandbox } from "../../src/sandbox/sandbox.js";
 import { partialPath } from "../../src/snapshot/image.js";
 
-type Operation = "boot" | "init" | "freeze" | "checkpoint" | "snapshot" | "release";
+type Operation = "boot" | "init" | "freeze" | "checkpoint" | "snapshot" | "stop" | "release";
 
 /** A pid that no process has (above the kernel's pid_max). */
 export const DEAD_PID = 2 ** 22 + 1;
@@ -83,6 +83,16 @@ export class FakeFactory implements SandboxFactory {
     this.calls.push(`refuse:${sandbox.id}`);
   }
 
+  /** Sandboxes whose runtime a kill stopped (their release may still be under way). */
+  readonly stopped = new Set<string>();
+  /** When set, releases wait for it (a slow background release). */
+  releaseGate: Promise<void> | undefined;
+
+  async stop(sandbox: Sandbox): Promise<void> {
+    this.step("stop", sandbox);
+    if (sandbox.runtime.size > 0) this.stopped.add(sandbox.id);
+  }
+
   async checkpoint(sandbox: Sandbox, image: string): Promise<void> {
     this.step("checkpoint", sandbox);
     await mkdir(partialPath(image), { recursive: true });
@@ -125,6 +135,7 @@ export class FakeFactory implements SandboxFactory {
 
   async release(sandbox: Sandbox): Promise<void> {
     this.step("release", sandbox);
+    await this.releaseGate;
     try {
       await sandbox.runtime.run();
     } finally {
