@@ -56,7 +56,11 @@ const firstCode = async (sbx: Sandbox) => {
 const firstCommand = (sbx: Sandbox) => sbx.commands.run("true");
 
 export async function benchCodeInterpreter(): Promise<Figure[]> {
-  const moat = await startMoat({ codeInterpreter: true, env: { ...BENCH_QUOTAS, MOAT_POOL_SIZE: "1" } });
+  // Debug: every refill says "warm pool full" (at info only the first does).
+  const moat = await startMoat({
+    codeInterpreter: true,
+    env: { ...BENCH_QUOTAS, MOAT_POOL_SIZE: "1", MOAT_LOG_LEVEL: "debug" },
+  });
   try {
     useMoat(moat);
     // Both pools (base and code-interpreter) full.

@@ -106,6 +106,21 @@ export async function withMoat<T>(
   }
 }
 
+/** The SDK on a sandbox straight at its host address (no proxy), from the API's routing catalog. */
+export async function straightTo(moat: RunningMoat, sandboxId: string): Promise<Sandbox> {
+  const res = await fetch(`${moat.env.E2B_API_URL}/internal/catalog/${sandboxId}`, {
+    headers: { "x-admin-token": moat.env.MOAT_ADMIN_TOKEN! },
+  });
+  const entry = (await res.json()) as { hostAddress: string; envdAccessToken?: string };
+  return new Sandbox({
+    sandboxId,
+    envdVersion: "0.6.13",
+    envdAccessToken: entry.envdAccessToken,
+    sandboxUrl: `http://${entry.hostAddress}:49983`,
+    apiKey: moat.env.E2B_API_KEY,
+  });
+}
+
 export interface Sequential {
   samples: number[];
   kinds: string[];
@@ -172,18 +187,7 @@ export async function benchPlatform(): Promise<Figure[]> {
 
     const sbx = await Sandbox.create("base");
     const proxied = await sample(100, () => sbx.commands.run("true"));
-    // The same sandbox straight at its host address, from the API's routing catalog.
-    const res = await fetch(`${moat.env.E2B_API_URL}/internal/catalog/${sbx.sandboxId}`, {
-      headers: { "x-admin-token": moat.env.MOAT_ADMIN_TOKEN! },
-    });
-    const entry = (await res.json()) as { hostAddress: string; envdAccessToken?: string };
-    const direct = new Sandbox({
-      sandboxId: sbx.sandboxId,
-      envdVersion: "0.6.13",
-      envdAccessToken: entry.envdAccessToken,
-      sandboxUrl: `http://${entry.hostAddress}:49983`,
-      apiKey: moat.env.E2B_API_KEY,
-    });
+    const direct = await straightTo(moat, sbx.sandboxId);
     const directRT = await sample(100, () => direct.commands.run("true"));
 
     // Pause and resume through the API: sbx.pause(), then Sandbox.connect and a first command.
@@ -235,13 +239,17 @@ export async function benchPlatform(): Promise<Figure[]> {
 
   // From the warm pool: each create waits until the pool is full again.
   let refillMisses = 0;
-  const pool = await withMoat({ MOAT_POOL_SIZE: String(POOL_SIZE) }, async (moat) => {
-    let fills = 1;
-    return sequentialTTI(moat, async () => {
-      if (!(await poolFull(moat, fills))) refillMisses++;
-      fills++;
-    });
-  });
+  // Debug: every refill says "warm pool full" (at info only the first does).
+  const pool = await withMoat(
+    { MOAT_POOL_SIZE: String(POOL_SIZE), MOAT_LOG_LEVEL: "debug" },
+    async (moat) => {
+      let fills = 1;
+      return sequentialTTI(moat, async () => {
+        if (!(await poolFull(moat, fills))) refillMisses++;
+        fills++;
+      });
+    },
+  );
 
   const notes = (...lines: (string | undefined)[]) => lines.filter((l): l is string => !!l);
   const fig = (

@@ -2,7 +2,8 @@
  * `npm run bench`: every figure of the targets table in design.md, each beside a baseline measured
  * in the same run. Prints medians, p99s and ratios, and writes them as JSON to .bench/results.json.
  * `npm run bench -- envd` runs only the suites whose name matches; `--name=value` arguments are the
- * suites' options. The soak (20 minutes) runs only when named: `npm run bench -- soak`.
+ * suites' options. The soak (20 minutes) runs only when named: `npm run bench -- soak`, and so does
+ * the density run (`npm run bench -- density --n=200`).
  * Benches hold the host-wide integration-test lock: one orchestrator per host owns the sandbox
  * networks, so a bench waits for a test run (and the other way round).
  */
@@ -10,12 +11,16 @@ import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchArtifacts } from "./artifacts.js";
+import { benchClaim } from "./claim.js";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchDashboard } from "./dashboard.js";
+import { benchDensity } from "./density.js";
 import { benchEgress } from "./egress.js";
 import { benchEnvd } from "./envd.js";
 import { benchFleet } from "./fleet.js";
 import { benchFork } from "./fork.js";
+import { benchIO } from "./io.js";
+import { benchKill } from "./kill.js";
 import { benchNodeProxy } from "./node-proxy.js";
 import { benchOrchestrator } from "./orchestrator.js";
 import { benchPlatform } from "./platform.js";
@@ -55,10 +60,14 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   fleet: benchFleet,
   telemetry: benchTelemetry,
   dashboard: benchDashboard,
+  io: benchIO,
+  kill: benchKill,
   soak: () => benchSoak(),
+  density: () => benchDensity(),
+  claim: benchClaim,
 };
 /** Suites too long for a plain `npm run bench`. */
-const onlyWhenNamed = new Set(["soak"]);
+const onlyWhenNamed = new Set(["soak", "density"]);
 
 const filters = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const results: Figure[] = [];

@@ -58,7 +58,8 @@ async function runMode(env: Record<string, string>): Promise<ModeRun> {
     await Promise.all(idle.map((s) => s.kill()));
     return { snapshot, idleMB: (after.used - before.used) / IDLE_SANDBOXES / 1e6 };
   });
-  const pool = await withMoat({ ...env, MOAT_POOL_SIZE: "2" }, async (moat) => {
+  // Debug: every refill says "warm pool full" (at info only the first does).
+  const pool = await withMoat({ ...env, MOAT_POOL_SIZE: "2", MOAT_LOG_LEVEL: "debug" }, async (moat) => {
     let fills = 1;
     return sequentialTTI(moat, async () => {
       await poolFull(moat, fills);
