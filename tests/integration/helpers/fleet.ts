@@ -23,7 +23,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { listNamespaces, loopDevicesUnder, mountsUnder, removeSandboxDir } from "@moat/orchestrator";
+import {
+  listLinks,
+  listNamespaces,
+  loopDevicesUnder,
+  mountsUnder,
+  removeSandboxDir,
+} from "@moat/orchestrator";
 import { runCommand } from "@moat/shared";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
 import { CACHE_DIR, freePort } from "./orchestrator.js";
@@ -528,12 +534,9 @@ async function removeEarlierFleet(): Promise<void> {
     process.stderr.write(`fleet: removing namespace ${name} left by an earlier run\n`);
     await deleteHost(name);
   }
-  const { stdout } = await runCommand(["ip", "-o", "link", "show"]);
-  for (const line of stdout.split("\n")) {
-    const name = line.split(":")[1]?.trim().split("@")[0];
-    if (name !== API_LINK) continue;
-    process.stderr.write(`fleet: removing link ${name} left by an earlier run\n`);
-    await runCommand(["ip", "link", "delete", name]);
+  if ((await listLinks()).includes(API_LINK)) {
+    process.stderr.write(`fleet: removing link ${API_LINK} left by an earlier run\n`);
+    await runCommand(["ip", "link", "delete", API_LINK]);
   }
 }
 

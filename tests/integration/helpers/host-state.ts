@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { createClient } from "@connectrpc/connect";
 import { listLinks, listNamespaces, Slot } from "@moat/orchestrator";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
@@ -165,4 +166,22 @@ export async function hostState(dataDir: string, options: { foreignCgroups?: rea
     halfMadeLayers: [] as string[],
   };
   return { actual, expected, records: all, processes: await runscProcesses(dataDir) };
+}
+
+/**
+ * hostState once the host holds what the records name (or as it is after `timeoutMs`): a sandbox
+ * that was just killed or paused releases its runtime, mounts and network a moment later.
+ */
+export async function settledHostState(
+  dataDir: string,
+  options: { foreignCgroups?: readonly string[] },
+  timeoutMs: number,
+): Promise<Awaited<ReturnType<typeof hostState>>> {
+  const deadline = Date.now() + timeoutMs;
+  let host = await hostState(dataDir, options);
+  while (!isDeepStrictEqual(host.actual, host.expected) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    host = await hostState(dataDir, options);
+  }
+  return host;
 }

@@ -13,11 +13,10 @@ import { once } from "node:events";
 import { readdir, readFile, readlink } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { isDeepStrictEqual } from "node:util";
 import { SandboxState } from "@moat/shared/gen/orchestrator";
 import { Sandbox, Template } from "e2b";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import { assertNothingOutlives, hostState, moatCgroups, nodeClient } from "../helpers/host-state.js";
+import { assertNothingOutlives, moatCgroups, nodeClient, settledHostState } from "../helpers/host-state.js";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 type Counter = { pid: number; count: number };
@@ -114,12 +113,7 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
     );
     // A sandbox the node just reported paused may still be releasing its runtime (container,
     // mount, network): the host has a few seconds to settle; a leak stays past them.
-    const settle = Date.now() + 10_000;
-    let host = await hostState(moat.dataDir, { foreignCgroups });
-    while (!isDeepStrictEqual(host.actual, host.expected) && Date.now() < settle) {
-      await new Promise((r) => setTimeout(r, 250));
-      host = await hostState(moat.dataDir, { foreignCgroups });
-    }
+    const host = await settledHostState(moat.dataDir, { foreignCgroups }, 10_000);
     assert.deepEqual(
       host.actual,
       host.expected,

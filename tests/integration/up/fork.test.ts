@@ -11,10 +11,9 @@ import { once } from "node:events";
 import { readdir } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { isDeepStrictEqual } from "node:util";
 import { NotFoundError, RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from "e2b";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import { assertNothingOutlives, hostState, moatCgroups } from "../helpers/host-state.js";
+import { assertNothingOutlives, moatCgroups, settledHostState } from "../helpers/host-state.js";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 type Counter = { pid: number; count: number };
@@ -51,12 +50,7 @@ describe("moat up: forks", { timeout: 600_000 }, () => {
   /** Nothing of a fork's snapshot is left, and the host holds what the live sandboxes need. */
   async function hostIsClean(): Promise<void> {
     assert.deepEqual(await readdir(path.join(moat.dataDir, "snapshots")), [], "no fork snapshot left");
-    const settle = Date.now() + 15_000;
-    let host = await hostState(moat.dataDir, { foreignCgroups });
-    while (!isDeepStrictEqual(host.actual, host.expected) && Date.now() < settle) {
-      await new Promise((r) => setTimeout(r, 250));
-      host = await hostState(moat.dataDir, { foreignCgroups });
-    }
+    const host = await settledHostState(moat.dataDir, { foreignCgroups }, 15_000);
     assert.deepEqual(
       host.actual,
       host.expected,

@@ -10,9 +10,8 @@ import assert from "node:assert/strict";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { isDeepStrictEqual } from "node:util";
 import { Sandbox } from "e2b";
-import { assertNothingOutlives, hostState, moatCgroups, nodeClient } from "../helpers/host-state.js";
+import { assertNothingOutlives, moatCgroups, nodeClient, settledHostState } from "../helpers/host-state.js";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 /** A command that appends to a file every 50 ms for as long as it runs. */
@@ -76,12 +75,7 @@ describe("moat up: kills answer at once and leave nothing", { timeout: 600_000 }
 
   /** The host holds what the live sandboxes' records name and nothing else, once releases ended. */
   async function hostSettles(what: string): Promise<void> {
-    const settle = Date.now() + 20_000;
-    let host = await hostState(moat.dataDir, { foreignCgroups });
-    while (!isDeepStrictEqual(host.actual, host.expected) && Date.now() < settle) {
-      await new Promise((r) => setTimeout(r, 250));
-      host = await hostState(moat.dataDir, { foreignCgroups });
-    }
+    const host = await settledHostState(moat.dataDir, { foreignCgroups }, 20_000);
     assert.deepEqual(host.actual, host.expected, what);
   }
 

@@ -286,7 +286,10 @@ export class RunscSandboxFactory implements SandboxFactory {
     if (pid === undefined) throw new Error("the sandbox's runtime process is not known");
     // Its children run the sandbox's processes (systrap stubs); they die with it, a moment later.
     const children = await childrenOf(pid);
-    await killOwnedProcess(pid, sandbox.record.lifecycleID);
+    const killed = await killOwnedProcess(pid, sandbox.record.lifecycleID);
+    // A pid the host gave to another process since: nothing to wait for, the full release runs.
+    if (!killed && (await processAlive(pid)))
+      throw new Error(`process ${pid} is no longer the sandbox's runtime`);
     await Promise.all([pid, ...children].map((p) => waitForExit(p, STOP_TIMEOUT_MS, 2)));
     if (await processAlive(pid)) throw new Error(`the sandbox process ${pid} outlived SIGKILL`);
   }
