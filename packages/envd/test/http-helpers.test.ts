@@ -125,6 +125,12 @@ describe("parseInitRequest", () => {
       assert.throws(() => parseInitRequest(body), httpStatus(400), JSON.stringify(body));
     }
   });
+  test("a hostname is one DNS label: nothing that could carry a second line to the hostname helper", () => {
+    assert.equal(parseInitRequest({ hostname: "abc123-x" }).hostname, "abc123-x");
+    for (const hostname of ["a\nb", "a\n", "a\0b", "a b", "-a", "A", "a.b", "", "a".repeat(64), "$(id)"]) {
+      assert.throws(() => parseInitRequest({ hostname }), httpStatus(400), JSON.stringify(hostname));
+    }
+  });
 });
 
 describe("clockBehind", () => {
