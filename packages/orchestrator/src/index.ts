@@ -57,6 +57,7 @@ export {
 } from "./setup/base-template.js";
 export { readSetupConfig, type SetupConfig } from "./setup/config.js";
 export { type DoctorCheck, runDoctor } from "./setup/doctor.js";
+export { findIdleMonitorSleeps } from "./setup/idle-patch.js";
 export {
   ensureRunsc,
   RUNSC_PLATFORM,

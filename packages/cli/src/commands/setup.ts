@@ -43,7 +43,9 @@ export function setupCommand(): Command {
           onProgress: (msg) => status.line(`runsc: ${msg}`),
         });
         status.done();
-        const fix = runsc.netnsFix === "patched-binary" ? ", root-netns check patched" : "";
+        const fix =
+          (runsc.netnsFix === "patched-binary" ? ", root-netns check patched" : "") +
+          (runsc.idleFix === "patched-binary" ? ", idle wake-ups patched" : "");
         process.stdout.write(
           `runsc ${runsc.version} (${runsc.source}, ${runsc.platform}${fix}) ${runsc.path} [${seconds(started)}]\n`,
         );

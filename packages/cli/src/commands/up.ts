@@ -155,7 +155,9 @@ async function up(opts: UpOptions): Promise<void> {
 
   progress("checking the gVisor runtime");
   const runsc = await ensureRunsc({ dataDir: opts.dataDir, logger, onProgress: (m) => status.transient(m) });
-  progress(`runsc ${runsc.version} (${runsc.platform}, netns fix: ${runsc.netnsFix})`);
+  progress(
+    `runsc ${runsc.version} (${runsc.platform}, netns fix: ${runsc.netnsFix}, idle fix: ${runsc.idleFix})`,
+  );
   progress("checking the base template (the first build takes about a minute)");
   const base = await ensureBaseTemplate({
     dataDir: opts.dataDir,

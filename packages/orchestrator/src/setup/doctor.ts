@@ -127,7 +127,11 @@ async function checkRunsc(dataDir: string): Promise<Omit<DoctorCheck, "name">> {
     install.netnsFix === "patched-binary"
       ? "root-netns misdetection present, fixed by a patched copy"
       : "no root-netns misdetection";
-  const detail = `${install.version} (${origin}), platform ${install.platform}, ${netns}: ${install.path}`;
+  const idle =
+    install.idleFix === "patched-binary"
+      ? "systrap's idle wake-ups slowed by the same copy"
+      : "no systrap idle wake-ups to patch";
+  const detail = `${install.version} (${origin}), platform ${install.platform}, ${netns}, ${idle}: ${install.path}`;
   if (!smoke.ok) {
     return {
       ok: false,

@@ -8,6 +8,7 @@ import { findOnPath, readJSON, writeFileAtomic } from "../host/files.js";
 import { findDebianMirror } from "./apt-sources.js";
 import { readSetupConfig, type SetupConfig } from "./config.js";
 import { DOWNLOADED_RUNSC, downloadDebianRunsc, RUNSC_SUITE } from "./debian-download.js";
+import { findIdleMonitorSleeps, patchIdleMonitor } from "./idle-patch.js";
 import { patchRunscNetnsCheck } from "./netns-patch.js";
 import { probeNetns } from "./netns-probe.js";
 import {
@@ -31,6 +32,11 @@ export interface RunscInstall {
   source: "path" | "debian-trixie";
   /** How the root-netns misdetection of runsc < 20240801 is handled on this host. */
   netnsFix: "not-needed" | "patched-binary";
+  /**
+   * systrap's monitor that wakes every 400 µs even in an idle sandbox (idle-patch.ts): slowed down
+   * in the patched copy, or not found in this binary (another build, or a runsc that fixed it).
+   */
+  idleFix: "patched-binary" | "not-found";
   /** `kvm` hangs on hosts with nested KVM; systrap needs no hardware support. */
   platform: "systrap";
 }
@@ -49,9 +55,12 @@ interface InstallRecord {
   smokeMs: number;
 }
 
-const RECORD_SCHEMA = 1;
+/** 2: the idle monitor patch (copies made under schema 1 lack it). */
+const RECORD_SCHEMA = 2;
 const RECORD_FILE = "runsc.json";
-const PATCHED_PREFIX = "runsc-netns-patched-";
+const PATCHED_PREFIX = "runsc-patched-";
+/** Schema 1's name for the copy, removed once a new one is in place. */
+const OLD_PATCHED_PREFIX = "runsc-netns-patched-";
 
 /** Where runsc, its patched copy and the install record live. */
 export function runtimeDir(dataDir: string): string {
@@ -120,24 +129,38 @@ export async function ensureRunsc(opts: {
 
   opts.onProgress?.("checking how this kernel shows /proc/sys/net in a network namespace");
   const probe = await probeNetns();
-  let binary = candidate.path;
-  let netnsFix: RunscInstall["netnsFix"] = "not-needed";
-  if (probe.rootProbeLeaks && hasNetnsCheckBug(version)) {
+  const original = await readFile(candidate.path);
+  const wanted: Patches = {
+    netns: probe.rootProbeLeaks && hasNetnsCheckBug(version),
+    idle: findIdleMonitorSleeps(original).length === 1,
+  };
+  if (wanted.netns) {
     logger.info(
       { version: version.raw },
       "runsc misdetects every netns as the root one here; patching a copy",
     );
-    binary = await writePatchedCopy(candidate.path, version, dir, probe.patchedProbeWorks);
-    netnsFix = "patched-binary";
   }
+  const copy = (patches: Patches) =>
+    writePatchedCopy({ original, originalPath: candidate.path, version, dir, patches, probe });
 
   opts.onProgress?.(`smoke-testing runsc ${version.raw} (platform ${RUNSC_PLATFORM})`);
+  let binary = await copy(wanted);
   let smoke = await smokeTestRunsc({ binary, runtimeDir: dir, platform: RUNSC_PLATFORM });
-  if (!smoke.ok && smoke.netnsMisdetected && netnsFix === "not-needed") {
+  if (!smoke.ok && smoke.netnsMisdetected && !wanted.netns) {
     // The version or the probe said no fix was needed, but runsc itself says otherwise.
     logger.warn({ version: version.raw }, "runsc refused a fresh netns as the root one; patching a copy");
-    binary = await writePatchedCopy(candidate.path, version, dir, probe.patchedProbeWorks);
-    netnsFix = "patched-binary";
+    wanted.netns = true;
+    binary = await copy(wanted);
+    smoke = await smokeTestRunsc({ binary, runtimeDir: dir, platform: RUNSC_PLATFORM });
+  }
+  if (!smoke.ok && wanted.idle) {
+    // The idle patch changes one constant; should a build ever disagree, run without it.
+    logger.warn(
+      { version: version.raw, error: smoke.message },
+      "runsc failed with the idle patch; trying without",
+    );
+    wanted.idle = false;
+    binary = await copy(wanted);
     smoke = await smokeTestRunsc({ binary, runtimeDir: dir, platform: RUNSC_PLATFORM });
   }
   if (!smoke.ok) {
@@ -151,7 +174,8 @@ export async function ensureRunsc(opts: {
     path: binary,
     version: version.raw,
     source: candidate.source,
-    netnsFix,
+    netnsFix: wanted.netns ? "patched-binary" : "not-needed",
+    idleFix: wanted.idle ? "patched-binary" : "not-found",
     platform: RUNSC_PLATFORM,
   };
   const fresh: InstallRecord = {
@@ -240,41 +264,58 @@ async function chooseCandidate(
   return undefined;
 }
 
+interface Patches {
+  /** The root-netns check (netns-patch.ts). */
+  netns: boolean;
+  /** The idle monitor's period (idle-patch.ts). */
+  idle: boolean;
+}
+
 /**
- * Writes `<runtimeDir>/runsc-netns-patched-<hash of original>` (see netns-patch.ts), reusing it when
- * already there. Throws when the patch cannot work here: the binary has no such check, or the
- * replacement file is not root-netns-only on this kernel.
+ * Writes `<runtimeDir>/runsc-patched-<hash of original>-<patches>`, reusing it when already there,
+ * or returns the original when no patch is wanted. Throws when the netns patch cannot work here:
+ * the binary has no such check, or the replacement file is not root-netns-only on this kernel.
  */
-async function writePatchedCopy(
-  original: string,
-  version: RunscVersion,
-  dir: string,
-  patchedProbeWorks: boolean,
-): Promise<string> {
-  if (!patchedProbeWorks) {
+async function writePatchedCopy(opts: {
+  original: Buffer;
+  originalPath: string;
+  version: RunscVersion;
+  dir: string;
+  patches: Patches;
+  probe: { patchedProbeWorks: boolean };
+}): Promise<string> {
+  const { version, patches } = opts;
+  if (!patches.netns && !patches.idle) return opts.originalPath;
+  if (patches.netns && !opts.probe.patchedProbeWorks) {
     throw new SetupError(
       `runsc ${version.raw} misdetects every netns as the root one on this kernel, and moat's binary patch relies on /proc/sys/net/core/dev_weight being root-netns-only, which it is not here`,
       installHint(),
     );
   }
-  const binary = await readFile(original);
-  const hash = createHash("sha256").update(binary).digest("hex").slice(0, 16);
-  const target = path.join(dir, `${PATCHED_PREFIX}${hash}`);
+  const hash = createHash("sha256").update(opts.original).digest("hex").slice(0, 16);
+  const names = [patches.netns && "netns", patches.idle && "idle"].filter(Boolean).join("-");
+  const target = path.join(opts.dir, `${PATCHED_PREFIX}${hash}-${names}`);
   if (await isExecutable(target)) return target;
-  const { patched, count } = patchRunscNetnsCheck(binary);
-  if (count === 0) {
-    throw new SetupError(
-      `runsc ${version.raw} (${original}) misdetects the root netns but has no check moat knows how to patch`,
-      installHint(),
-    );
+  let patched = opts.original;
+  if (patches.netns) {
+    const netns = patchRunscNetnsCheck(patched);
+    if (netns.count === 0) {
+      throw new SetupError(
+        `runsc ${version.raw} (${opts.originalPath}) misdetects the root netns but has no check moat knows how to patch`,
+        installHint(),
+      );
+    }
+    patched = netns.patched;
   }
+  if (patches.idle) patched = patchIdleMonitor(patched) ?? patched;
   await writeFileAtomic(target, patched, 0o755);
   return target;
 }
 
 async function removeOtherPatchedCopies(dir: string, keep: string): Promise<void> {
   for (const name of await readdir(dir)) {
-    if (name.startsWith(PATCHED_PREFIX) && path.join(dir, name) !== keep) {
+    const patchedCopy = name.startsWith(PATCHED_PREFIX) || name.startsWith(OLD_PATCHED_PREFIX);
+    if (patchedCopy && path.join(dir, name) !== keep) {
       // A running runsc keeps its inode; unlinking the file does not disturb it.
       await rm(path.join(dir, name), { force: true });
     }
