@@ -9,11 +9,15 @@
  * first, envd's idle memory with its sandbox flags beside plain node (bench/envd-memory.ts).
  * Every sandbox is killed at the end, also when the run fails halfway.
  */
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
 import { RateLimitError, Sandbox } from "e2b";
 import type { RunningMoat } from "../tests/integration/helpers/moat-up.js";
+import { CACHE_DIR } from "../tests/integration/helpers/orchestrator.js";
 import { envdMemory } from "./envd-memory.js";
-import { descendants, processes } from "./host-state.js";
+import { descendants, processes, processUsage } from "./host-state.js";
 import { logEntries, phaseNote } from "./phases.js";
 import { withMoat } from "./platform.js";
 import { BENCH_QUOTAS } from "./quotas.js";
@@ -47,6 +51,49 @@ export function densityConfig(argv: string[]): DensityConfig {
     return n;
   };
   return { n: count("n", 200, NODE_MAX_SANDBOXES), concurrency: count("concurrency", 4, 16) };
+}
+
+/** Host CPU time (seconds) of `pids` over `ms`, as a percentage of one core. */
+async function cpuShare(pids: number[], ms: number): Promise<number> {
+  const used = async () => {
+    let sum = 0;
+    for (const pid of pids) sum += (await processUsage(pid))?.cpuSeconds ?? 0;
+    return sum;
+  };
+  const before = await used();
+  const started = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  return (((await used()) - before) / ((performance.now() - started) / 1000)) * 100;
+}
+
+const IDLE_CPU_WINDOW_MS = 10_000;
+
+/**
+ * The baseline of the idle CPU figure: one sandbox sleeping under the runsc binary moat started
+ * from, unpatched (`runsc do`, no network), as a percentage of a core over IDLE_CPU_WINDOW_MS.
+ */
+async function stockIdleCpu(dataDir: string): Promise<{ share: number; binary: string } | undefined> {
+  const runtime = path.join(dataDir, "runtime");
+  const record = JSON.parse(await readFile(path.join(runtime, "runsc.json"), "utf8").catch(() => "{}")) as {
+    origin?: string;
+  };
+  if (!record.origin) return undefined;
+  const binary = path.resolve(runtime, record.origin);
+  const child = spawn(binary, ["--network=none", "--platform=systrap", "do", "sleep", "60"], {
+    stdio: "ignore",
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 3000));
+    const pids = descendants(await processes(), child.pid!)
+      .filter((p) => /^runsc-(sandbox|gofer) /.test(p.cmdline))
+      .map((p) => p.pid);
+    if (pids.length === 0) return undefined;
+    return { share: await cpuShare(pids, IDLE_CPU_WINDOW_MS), binary };
+  } finally {
+    // `runsc do` stops and deletes its sandbox when it is signalled.
+    child.kill("SIGTERM");
+    await once(child, "exit");
+  }
 }
 
 /** /proc/meminfo in bytes. */
@@ -214,6 +261,8 @@ export async function benchDensity(argv: string[] = process.argv.slice(2)): Prom
   const t0 = performance.now();
   const progress = (line: string) =>
     console.error(`  [${((performance.now() - t0) / 1000).toFixed(0)} s] ${line}`);
+  progress("idle CPU of one sandbox under the stock runsc");
+  const stock = await stockIdleCpu(CACHE_DIR);
   const hostBefore = await hostMemory();
   const env = {
     MOAT_POOL_SIZE: "0",
@@ -258,6 +307,10 @@ export async function benchDensity(argv: string[] = process.argv.slice(2)): Prom
       await new Promise((r) => setTimeout(r, SETTLE_MS));
       const idle = await steadyMemory();
       const moatIdle = await moatRSS(moat);
+      const sandboxPids = (await processes())
+        .filter((p) => p.cmdline.includes(moat.dataDir) && /^runsc-(sandbox|gofer) /.test(p.cmdline))
+        .map((p) => p.pid);
+      const idleCpu = await cpuShare(sandboxPids, IDLE_CPU_WINDOW_MS);
       const runsc = await runscPSS(moat.dataDir);
       const cgroups = await cgroupStats();
       const inside = await insideView(sandboxes[0]!);
@@ -299,6 +352,21 @@ export async function benchDensity(argv: string[] = process.argv.slice(2)): Prom
             `after one command in each: ${fmt(per(afterCommand, before, "used"))} MB per sandbox`,
             `host used before moat up ${fmt(mb(hostBefore.used))} MB; with moat up, before the sandboxes ${fmt(mb(before.used))} MB`,
             `${answered} of ${n} answered a command${answered < n ? ` — FAILED: ${commandErrors.length} errors, ${wrong} wrong outputs; first: ${String(commandErrors[0] ?? "wrong output")}` : ""}`,
+          ],
+        },
+        {
+          name: `host CPU per idle sandbox (its runsc processes over ${IDLE_CPU_WINDOW_MS / 1000} s, N=${n})`,
+          unit: "% of a core",
+          value: summarize([idleCpu / n]),
+          ...(stock && {
+            baseline: {
+              name: "one sleeping sandbox under the stock runsc (unpatched)",
+              value: summarize([stock.share]),
+            },
+          }),
+          notes: [
+            `all ${n}: ${fmt(idleCpu)}% of a core`,
+            stock ? `stock binary: ${stock.binary}` : "no stock runsc found for the baseline",
           ],
         },
         {
