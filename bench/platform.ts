@@ -57,7 +57,7 @@ function nodeOf(moat: RunningMoat): Client<typeof SandboxService> {
   return client;
 }
 
-async function startKind(moat: RunningMoat, sandboxId: string): Promise<string> {
+export async function startKind(moat: RunningMoat, sandboxId: string): Promise<string> {
   try {
     const res = await nodeOf(moat).get({ sandboxId });
     return res.sandbox?.startKind ?? "?";

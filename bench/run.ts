@@ -11,6 +11,7 @@ import { spawnSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { benchArtifacts } from "./artifacts.js";
+import { benchBursts } from "./bursts.js";
 import { benchClaim } from "./claim.js";
 import { benchCodeInterpreter } from "./code-interpreter.js";
 import { benchDashboard } from "./dashboard.js";
@@ -62,6 +63,7 @@ const suites: Record<string, () => Promise<Figure[]>> = {
   dashboard: benchDashboard,
   io: benchIO,
   kill: benchKill,
+  bursts: benchBursts,
   soak: () => benchSoak(),
   density: () => benchDensity(),
   claim: benchClaim,

@@ -32,6 +32,7 @@ import { PAUSED_SWEEP_INTERVAL_MS, type SweepResult, sweepPausedSandboxes } from
 import { ABANDONED_AFTER_MS, APIInstance, sweepAbandonedCreates } from "./sandbox/abandoned-creates.js";
 import { APICatalog, CATALOG_STATES } from "./sandbox/catalog.js";
 import { RedisCatalogWriter } from "./sandbox/catalog-redis.js";
+import { CreatesInFlight } from "./sandbox/creates-in-flight.js";
 import { MemoryLocks, PostgresLocks } from "./sandbox/locks.js";
 import { nodeProxyURL } from "./sandbox/nodes.js";
 import { autoResume } from "./sandbox/resume.js";
@@ -126,6 +127,7 @@ async function buildAPI(options: OpenAPIOptions): Promise<{ api: API; setListenU
     logger,
     locks: config.database.kind === "postgres" ? new PostgresLocks(config.database.url) : new MemoryLocks(),
     transitions: new SandboxTransitions(),
+    creates: new CreatesInFlight(),
     builds,
     templateFiles: new TemplateFileStore(config.dataDir, config.maxUploadBytes),
     fileURLs: new FileURLSigner(db, () => publicURL),

@@ -9,6 +9,7 @@ import type { DB } from "./db/database.js";
 import type { NodeClient } from "./orchestrator/node-client.js";
 import type { PlacementStrategy } from "./placement/placement.js";
 import type { APICatalog } from "./sandbox/catalog.js";
+import type { CreatesInFlight } from "./sandbox/creates-in-flight.js";
 import type { SandboxLocks } from "./sandbox/locks.js";
 import type { SandboxTransitions } from "./sandbox/transitions.js";
 import type { TemplateBuilds } from "./template/build-runner.js";
@@ -32,6 +33,8 @@ export interface APIContext {
   readonly locks: SandboxLocks;
   /** The pauses and resumes in flight in this process, one per sandbox. */
   readonly transitions: SandboxTransitions;
+  /** The creates in flight in this process, and the node each is asking now. */
+  readonly creates: CreatesInFlight;
   /** The template builds this process runs. */
   readonly builds: TemplateBuilds;
   /** The files uploaded for COPY steps, and the signed URLs they are uploaded and downloaded at. */

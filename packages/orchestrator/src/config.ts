@@ -9,12 +9,15 @@
  * process (template/oci/layer-child.ts) as `maxBytes` in its job argument, not through its
  * environment.
  */
+import { availableParallelism } from "node:os";
 import { DEFAULT_ARTIFACT_CACHE_MB } from "./artifacts/cache.js";
 import { parseArtifactLocation } from "./artifacts/open.js";
 import { parseUpstreams, type Upstream } from "./network/dns-resolver.js";
 import { type EgressAllowEntry, parseEgressAllow } from "./network/egress.js";
 import { DEFAULT_SANDBOX_CONNECTIONS } from "./network/sandbox-network.js";
 import { checkNamePrefix, NAME_PREFIX } from "./network/slot.js";
+import { DEFAULT_MAX_QUEUED, DEFAULT_QUEUE_TIMEOUT_MS } from "./sandbox/create-queue.js";
+import { POOL_IDLE_MS } from "./sandbox/warm-pool.js";
 import { MAX_DISK_SIZE_MB, MIN_DISK_SIZE_MB } from "./storage/disk.js";
 import {
   DEFAULT_LOGS_MAX_MB,
@@ -26,6 +29,14 @@ import { DEFAULT_IMAGE_MAX_BYTES } from "./template/oci/layers.js";
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
+/** Ready sandboxes a template's pool may grow to after bursts (about 2 GiB of idle sandboxes). */
+const DEFAULT_POOL_MAX = 64;
+/**
+ * Boots at once: a restore waits on the disk and on envd for part of its time, so two per core
+ * keep the cores busy without the pile-up of many at once.
+ */
+const DEFAULT_CREATE_CONCURRENCY = 2 * availableParallelism();
+
 export interface NodeConfig {
   /** MOAT_DATA_DIR: where moat keeps runsc, templates and sandboxes (default /var/lib/moat). */
   dataDir: string;
@@ -35,6 +46,16 @@ export interface NodeConfig {
   templateSnapshots: boolean;
   /** MOAT_POOL_SIZE: ready sandboxes kept per template (default 2; 0 disables the pool). */
   poolSize: number;
+  /** MOAT_POOL_MAX: the most a template's pool grows to under bursts of creates (default 64; ≤ MOAT_POOL_SIZE: no growth). */
+  poolMaxSize: number;
+  /** MOAT_POOL_IDLE_SECONDS: a grown pool shrinks back to MOAT_POOL_SIZE after this long without a burst (default 300). */
+  poolIdleMs: number;
+  /** MOAT_CREATE_CONCURRENCY: creates and resumes booting at once, the rest queue (default: twice the host's cores). */
+  createConcurrency: number;
+  /** MOAT_CREATE_QUEUE_MAX: creates and resumes waiting for a turn at most; more get 429 (default 256). */
+  createQueueMax: number;
+  /** MOAT_CREATE_QUEUE_TIMEOUT_SECONDS: how long one waits for its turn before it fails (default 45). */
+  createQueueTimeoutMs: number;
   /** MOAT_NETWORK_POOL_SIZE: sandbox networks made ahead of time (default 2; 0 disables). */
   networkPoolSize: number;
   /** MOAT_SANDBOX_MAX_CONNECTIONS: outbound connections one sandbox may have open (default 8192; 0: no cap). */
@@ -115,6 +136,23 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     faults: parse(() => parseFaults(env.MOAT_FAULTS), new Map()),
     templateSnapshots: env.MOAT_TEMPLATE_SNAPSHOTS !== "off",
     poolSize: parse(() => parseCount(env, "MOAT_POOL_SIZE", 2), 2),
+    poolMaxSize: parse(() => parseCount(env, "MOAT_POOL_MAX", DEFAULT_POOL_MAX), DEFAULT_POOL_MAX),
+    poolIdleMs: parse(
+      () => parsePositive(env, "MOAT_POOL_IDLE_SECONDS", POOL_IDLE_MS / 1000) * 1000,
+      POOL_IDLE_MS,
+    ),
+    createConcurrency: parse(
+      () => parsePositive(env, "MOAT_CREATE_CONCURRENCY", DEFAULT_CREATE_CONCURRENCY),
+      DEFAULT_CREATE_CONCURRENCY,
+    ),
+    createQueueMax: parse(
+      () => parseCount(env, "MOAT_CREATE_QUEUE_MAX", DEFAULT_MAX_QUEUED),
+      DEFAULT_MAX_QUEUED,
+    ),
+    createQueueTimeoutMs: parse(
+      () => parsePositive(env, "MOAT_CREATE_QUEUE_TIMEOUT_SECONDS", DEFAULT_QUEUE_TIMEOUT_MS / 1000) * 1000,
+      DEFAULT_QUEUE_TIMEOUT_MS,
+    ),
     networkPoolSize: parse(() => parseCount(env, "MOAT_NETWORK_POOL_SIZE", 2), 2),
     maxConnectionsPerSandbox: parse(
       () => parseCount(env, "MOAT_SANDBOX_MAX_CONNECTIONS", DEFAULT_SANDBOX_CONNECTIONS),

@@ -63,6 +63,7 @@ export interface OrchestratorOptions {
   /** The node's settings from the environment (default: readNodeConfig() at start); the options below override them one by one. */
   config?: NodeConfig;
   maxSandboxes?: number;
+  /** Creates and resumes booting at once (default: MOAT_CREATE_CONCURRENCY, else twice the host's cores). */
   maxStarting?: number;
   pidsLimit?: number;
   /** Failure injection for tests; defaults to MOAT_FAULTS (`step=error|crash,…`). */
@@ -362,13 +363,17 @@ async function start(
     envdDir: ENVD_DIR,
     logger,
     maxSandboxes: options.maxSandboxes ?? 1000,
-    maxStarting: options.maxStarting ?? 16,
+    maxStarting: options.maxStarting ?? config.createConcurrency,
+    maxQueued: config.createQueueMax,
+    queueTimeoutMs: config.createQueueTimeoutMs,
     pidsLimit,
     envdReadyTimeoutMs: 20_000,
     faults: options.faults ?? config.faults,
     snapshotKey: key,
     shared,
     poolSize: options.poolSize ?? config.poolSize,
+    poolMaxSize: config.poolMaxSize,
+    poolIdleMs: config.poolIdleMs,
     networkPoolSize: options.networkPoolSize ?? config.networkPoolSize,
     diskSizeMB: options.diskSizeMB ?? config.diskSizeMB,
     maxConnectionsPerSandbox: options.maxConnectionsPerSandbox ?? config.maxConnectionsPerSandbox,

@@ -52,6 +52,29 @@ describe("readNodeConfig", () => {
     assert.equal(config.nodeToken, token);
   });
 
+  test("the pool's growth and the create queue: defaults, values, and what is refused", () => {
+    const defaults = readNodeConfig({});
+    assert.equal(defaults.poolMaxSize, 64);
+    assert.equal(defaults.poolIdleMs, 300_000);
+    assert.ok(defaults.createConcurrency >= 1);
+    assert.equal(defaults.createQueueMax, 256);
+    assert.equal(defaults.createQueueTimeoutMs, 45_000);
+    const config = readNodeConfig({
+      MOAT_POOL_MAX: "8",
+      MOAT_POOL_IDLE_SECONDS: "5",
+      MOAT_CREATE_CONCURRENCY: "3",
+      MOAT_CREATE_QUEUE_MAX: "0",
+      MOAT_CREATE_QUEUE_TIMEOUT_SECONDS: "2",
+    });
+    assert.equal(config.poolMaxSize, 8);
+    assert.equal(config.poolIdleMs, 5000);
+    assert.equal(config.createConcurrency, 3);
+    assert.equal(config.createQueueMax, 0);
+    assert.equal(config.createQueueTimeoutMs, 2000);
+    assert.throws(() => readNodeConfig({ MOAT_CREATE_CONCURRENCY: "0" }), /MOAT_CREATE_CONCURRENCY must be/);
+    assert.throws(() => readNodeConfig({ MOAT_POOL_MAX: "-2" }), /MOAT_POOL_MAX must be/);
+  });
+
   test("valid values are parsed", () => {
     const config = readNodeConfig({
       MOAT_DATA_DIR: "/srv/moat",

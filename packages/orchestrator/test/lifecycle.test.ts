@@ -11,6 +11,7 @@ import { after, beforeEach, describe, test } from "node:test";
 import { createNoopLogger } from "@moat/shared";
 import type { Runsc } from "../src/runtime/runsc.js";
 import {
+  CreateQueueTimeoutError,
   NodeBusyError,
   PauseFailedError,
   ResumeFailedError,
@@ -27,7 +28,14 @@ describe("sandbox lifecycle on a fake runtime", () => {
   let manager: SandboxManager;
   let events: SandboxEvent[];
 
-  function start(options: { maxSandboxes?: number; maxStarting?: number } = {}): SandboxManager {
+  function start(
+    options: {
+      maxSandboxes?: number;
+      maxStarting?: number;
+      maxQueued?: number;
+      queueTimeoutMs?: number;
+    } = {},
+  ): SandboxManager {
     const m = new SandboxManager({
       dataDir,
       runsc: {} as Runsc,
@@ -37,6 +45,8 @@ describe("sandbox lifecycle on a fake runtime", () => {
       logger: createNoopLogger(),
       maxSandboxes: options.maxSandboxes ?? 10,
       maxStarting: options.maxStarting ?? 4,
+      maxQueued: options.maxQueued,
+      queueTimeoutMs: options.queueTimeoutMs,
       pidsLimit: 100,
       envdReadyTimeoutMs: 1000,
       poolSize: 0,
@@ -91,7 +101,7 @@ describe("sandbox lifecycle on a fake runtime", () => {
     );
   });
 
-  test("capacity: at most maxSandboxes not paused, and maxStarting creates at once", async () => {
+  test("capacity: at most maxSandboxes not paused", async () => {
     manager = start({ maxSandboxes: 2, maxStarting: 1 });
     await manager.create(input("s1"));
     await manager.create(input("s2"));
@@ -99,11 +109,67 @@ describe("sandbox lifecycle on a fake runtime", () => {
     await manager.pause("s2");
     await manager.create(input("s3"));
     await assert.rejects(manager.resume("s2", new Date(Date.now() + 60_000)), NodeBusyError);
+  });
 
-    const parallel = start({ maxSandboxes: 10, maxStarting: 1 });
+  test("creates beyond maxStarting wait their turn; beyond maxQueued they are refused", async () => {
+    const parallel = start({ maxSandboxes: 10, maxStarting: 1, maxQueued: 1 });
+    let open!: () => void;
+    factory.bootGate = new Promise((r) => {
+      open = r;
+    });
     const first = parallel.create(input("p1"));
-    await assert.rejects(parallel.create(input("p2")), /1 sandboxes already starting/);
+    const second = parallel.create(input("p2"));
+    await assert.rejects(parallel.create(input("p3")), /1 sandboxes waiting to start/);
+    assert.equal(parallel.queue.waiting, 1);
+    assert.equal(parallel.loadCounts().starting, 2, "the waiting create counts as starting");
+    await assert.rejects(parallel.create(input("p2")), /already exists/, "a waiting create holds its id");
+    open();
+    factory.bootGate = undefined;
+    assert.equal((await first).state, "running");
+    assert.equal((await second).state, "running");
+    assert.equal(parallel.loadCounts().starting, 0);
+    await parallel.close();
+  });
+
+  test("a create that waits too long for its turn fails clearly and takes nothing", async () => {
+    const parallel = start({ maxStarting: 1, queueTimeoutMs: 50 });
+    let open!: () => void;
+    factory.bootGate = new Promise((r) => {
+      open = r;
+    });
+    const first = parallel.create(input("q1"));
+    await assert.rejects(parallel.create(input("q2")), CreateQueueTimeoutError);
+    assert.throws(() => parallel.get("q2"));
+    assert.equal(parallel.queue.waiting, 0);
+    open();
+    factory.bootGate = undefined;
     await first;
+    assert.equal(parallel.loadCounts().starting, 0);
+    assert.deepEqual(
+      events.filter((e) => e.sandboxID === "q2"),
+      [],
+      "no lifecycle event for a create that never started",
+    );
+    await parallel.close();
+  });
+
+  test("a resume waits its turn like a create", async () => {
+    const parallel = start({ maxStarting: 1 });
+    await parallel.create(input("r1"));
+    await parallel.pause("r1");
+    let open!: () => void;
+    factory.bootGate = new Promise((r) => {
+      open = r;
+    });
+    const creating = parallel.create(input("r2"));
+    const resuming = parallel.resume("r1", new Date(Date.now() + 60_000));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(parallel.queue.waiting, 1);
+    assert.equal(parallel.get("r1").state, "resuming");
+    open();
+    factory.bootGate = undefined;
+    await creating;
+    assert.equal((await resuming).state, "running");
     await parallel.close();
   });
 

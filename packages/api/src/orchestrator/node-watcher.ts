@@ -151,7 +151,10 @@ export class NodeWatcher {
       } else if (verdict.action === "pausing") {
         await this.applyPausing(event.sandboxId);
       } else if (verdict.action === "close") {
-        if (!stopEventApplies(await getSandbox(this.ctx.db, event.sandboxId), this.node.id)) return;
+        const row = await getSandbox(this.ctx.db, event.sandboxId);
+        if (!stopEventApplies(row, this.node.id)) return;
+        // A sandbox the node stopped while it was being created: the create tries another node.
+        if (this.ctx.creates.takeStop(row, this.node.id, verdict.reason, this.ctx.instanceID)) return;
         await markKilled(this.ctx, event.sandboxId, verdict.reason, verdict.at, verdict.from);
       }
     } catch (err) {

@@ -1,8 +1,9 @@
 /**
  * Creating a sandbox: resolve the template, record the sandbox as starting, place it on a node and
  * have that node start it with its end time, then record it running. A node that is full or
- * unreachable is skipped for the next one (up to MAX_PLACEMENT_ATTEMPTS); any other failure ends
- * the create, and the record is closed as killed with the reason. A template build lives on the
+ * unreachable, or that stops the sandbox (its FAILED or KILLED event) while it is creating it, is
+ * skipped for the next one (up to MAX_PLACEMENT_ATTEMPTS); any other failure ends the create, and
+ * the record is closed as killed with the reason. A template build lives on the
  * node that built it, so its sandboxes go there only.
  *
  * The record is written before the node is asked, so that a node reconcile never mistakes a
@@ -84,6 +85,12 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
   const nodes = candidateNodes(ctx, template, input.template, volumeNodeID);
   const tried = new Set<string>();
   let lastError: Error | undefined;
+  /** What a node that stopped the sandbox mid-create may still hold of it (StoppedWhileCreatingError). */
+  let leftover: (() => Promise<void>) | undefined;
+  const dropLeftover = async () => {
+    await leftover?.();
+    leftover = undefined;
+  };
   const placement: PlacementRequest = {
     cpuCount: template.cpuCount,
     memoryMB: template.memoryMB,
@@ -141,6 +148,7 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
         .set({ node_id: node.id, started_at: now, end_at: endAt })
         .where("sandbox_id", "=", sandboxID)
         .execute();
+      await dropLeftover();
     }
     try {
       const row = await startOnNode(
@@ -164,11 +172,17 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
       return row;
     } catch (err) {
       lastError = err as Error;
-      if (err instanceof NodeBusyError || err instanceof NodeUnavailableError) {
+      if (err instanceof StoppedWhileCreatingError) leftover = err.leftover;
+      if (
+        err instanceof NodeBusyError ||
+        err instanceof NodeUnavailableError ||
+        err instanceof StoppedWhileCreatingError
+      ) {
         log.warn({ err, nodeID: node.id, attempt }, "node could not take the sandbox; trying another");
         continue;
       }
       await markKilled(ctx, sandboxID, `create failed: ${lastError.message}`);
+      await dropLeftover();
       if (err instanceof NodeRejectedError) {
         if (err.code === "not-found") throw new TemplateNotFoundError(input.template);
         throw new InvalidRequestError(err.message);
@@ -179,6 +193,9 @@ export async function createSandbox(ctx: APIContext, input: CreateSandboxInput):
     }
   }
   if (tried.size > 0) await markKilled(ctx, sandboxID, `create failed: ${lastError?.message ?? "no node"}`);
+  await dropLeftover();
+  // Not a matter of capacity: every node tried stopped it.
+  if (lastError instanceof StoppedWhileCreatingError) throw lastError;
   throw new CapacityError(
     lastError
       ? `no node can start the sandbox now (${lastError.message}); retry in a moment`
@@ -233,6 +250,20 @@ async function countSpawn(ctx: APIContext, template: Template): Promise<void> {
   });
 }
 
+/** The node stopped the sandbox (its FAILED or KILLED event) while it was creating it. */
+class StoppedWhileCreatingError extends Error {
+  constructor(
+    nodeID: string,
+    sandboxID: string,
+    reason: string,
+    /** Deletes what the node may still hold of it; run once the record names another node. */
+    readonly leftover?: () => Promise<void>,
+  ) {
+    super(`node '${nodeID}' stopped sandbox '${sandboxID}' while creating it (${reason})`);
+    this.name = "StoppedWhileCreatingError";
+  }
+}
+
 async function startOnNode(
   ctx: APIContext,
   node: NodeClient,
@@ -243,7 +274,9 @@ async function startOnNode(
   endAt: Date,
   mounts: SandboxVolumeMount[],
 ): Promise<SandboxRow> {
-  const info = await node.create(
+  // A stop event of this node for the sandbox, until it answers, is this create's to handle.
+  ctx.creates.begin(sandboxID, node.id);
+  const created = node.create(
     {
       sandboxId: sandboxID,
       templateId: template.templateID,
@@ -267,6 +300,20 @@ async function startOnNode(
     },
     endAt,
   );
+  const info = await created.catch((err: unknown) => {
+    const stopped = ctx.creates.end(sandboxID);
+    throw stopped === undefined ? err : new StoppedWhileCreatingError(node.id, sandboxID, stopped);
+  });
+  const stopped = ctx.creates.end(sandboxID);
+  if (stopped !== undefined) {
+    // Its delete's KILLED event must find the record on another node (or closed), not close it.
+    throw new StoppedWhileCreatingError(node.id, sandboxID, stopped, () =>
+      node.delete(sandboxID).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+  }
   const row = await updateSandbox(ctx.db, sandboxID, ["starting"], {
     state: "running",
     host_address: info.hostAddress,

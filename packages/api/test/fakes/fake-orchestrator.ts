@@ -154,6 +154,11 @@ export class FakeOrchestrator {
     return { reached, release };
   }
 
+  /** The node says `type` for a sandbox on its event stream, whatever it holds (a create in flight). */
+  announce(sandboxID: string, type: SandboxEventType, reason: string): void {
+    this.emit({ sandboxId: sandboxID, type, reason });
+  }
+
   /** The node stops a sandbox on its own (end time, runtime died) and says so on the event stream. */
   stopOutOfBand(
     sandboxID: string,

@@ -43,6 +43,16 @@ export class NodeBusyError extends Error {
   }
 }
 
+/** A create or resume waited longer than the node lets one wait for its turn (create-queue.ts). */
+export class CreateQueueTimeoutError extends NodeBusyError {
+  constructor(waitedMs: number, running: number, waiting: number) {
+    super(
+      `waited ${Math.round(waitedMs / 1000)} s for a turn to start (${running} starting, ${waiting} more waiting)`,
+    );
+    this.name = "CreateQueueTimeoutError";
+  }
+}
+
 export class InvalidSandboxConfigError extends Error {
   constructor(message: string) {
     super(message);

@@ -23,6 +23,7 @@ import type { VolumeStore } from "../storage/volumes.js";
 import type { OperationObserver } from "../telemetry/prometheus.js";
 import { BASE_BUILD_KEY, type TemplateBuild, type TemplateResolver } from "../template/store.js";
 import { type CreateInput, diskSizeOf, resolveBuild, validateCreate } from "./create-input.js";
+import { CreateQueue, DEFAULT_MAX_QUEUED, DEFAULT_QUEUE_TIMEOUT_MS } from "./create-queue.js";
 import type { OutputLine } from "./envd-process.js";
 import {
   InvalidSandboxConfigError,
@@ -59,8 +60,15 @@ export interface SandboxManagerOptions {
   envdDir: string;
   logger: Logger;
   maxSandboxes: number;
-  /** Creates in flight at once; more are refused with NodeBusyError rather than queued forever. */
+  /**
+   * Creates and resumes booting at once (restores, cold boots; a pool claim needs no turn); more
+   * wait their turn in the node's queue (sandbox/create-queue.ts).
+   */
   maxStarting: number;
+  /** Creates and resumes waiting for a turn at most; more are refused with NodeBusyError (default 256). */
+  maxQueued?: number;
+  /** How long a create or resume waits for its turn before it fails (default 45 s). */
+  queueTimeoutMs?: number;
   pidsLimit: number;
   envdReadyTimeoutMs: number;
   /** Failure injection for tests (MOAT_FAULTS); the steps are listed in sandbox/faults.ts. */
@@ -69,6 +77,10 @@ export interface SandboxManagerOptions {
   snapshotKey?: string;
   /** Ready, never-used sandboxes kept per template, restored from its snapshot; 0 disables. */
   poolSize: number;
+  /** The most a template's pool grows to under bursts of creates (default: poolSize, no growth). */
+  poolMaxSize?: number;
+  /** A pool grown by a burst shrinks back to poolSize after this long without one (warm-pool.ts). */
+  poolIdleMs?: number;
   /** Sandbox networks made ahead of time for creates and resumes; 0 disables. */
   networkPoolSize?: number;
   /**
@@ -124,8 +136,12 @@ export class SandboxManager {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly listeners = new Set<(event: SandboxEvent) => void>();
   private readonly networks: NetworkPool | undefined;
-  /** Creates and resumes in flight (capacity, and background work waits for them). */
+  /** Creates and resumes in flight, waiting for their turn or not (capacity, and background work waits for them). */
   private starting = 0;
+  /** Turns to boot: creates and resumes restore a few at a time, the rest wait, fairly between teams. */
+  readonly queue: CreateQueue;
+  /** Ids of creates under way, registered or still waiting for their turn. */
+  private readonly creating = new Set<string>();
   private readonly watchdog: NodeJS.Timeout;
   /** Sandboxes adopted mid-pause whose runsc state is being asked (reapDead). */
   private readonly checkingPauses = new Set<string>();
@@ -140,6 +156,11 @@ export class SandboxManager {
     const { logger } = options;
     this.faults = new Faults(options.faults, logger);
     const busy = () => this.starting > 0;
+    this.queue = new CreateQueue({
+      concurrency: Math.max(1, options.maxStarting),
+      maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED,
+      maxWaitMs: options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS,
+    });
     if (options.factory) this.factory = options.factory;
     else {
       this.networks = new NetworkPool({
@@ -184,6 +205,10 @@ export class SandboxManager {
     });
     this.pool = new WarmPool({
       size: options.poolSize,
+      maxSize: options.poolMaxSize,
+      idleMs: options.poolIdleMs,
+      // As many refill restores at once as boots of creates.
+      concurrency: Math.max(1, options.maxStarting),
       factory: this.factory,
       snapshots: this.snapshots,
       templates: options.templates,
@@ -232,7 +257,10 @@ export class SandboxManager {
     return [...this.sandboxes.values()];
   }
 
-  /** What the node's heartbeat reports: sandboxes not paused, creates and resumes under way, pool entries. */
+  /**
+   * What the node's heartbeat reports: sandboxes not paused, creates and resumes under way
+   * (waiting for their turn included), pool entries.
+   */
   loadCounts(): { sandboxes: number; starting: number; poolReady: number } {
     let sandboxes = 0;
     for (const sandbox of this.sandboxes.values()) if (sandbox.state !== "paused") sandboxes++;
@@ -248,20 +276,45 @@ export class SandboxManager {
   async create(input: CreateInput): Promise<Sandbox> {
     validateCreate(input);
     const { options, factory } = this;
-    if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
+    const exists = () => this.sandboxes.has(input.sandboxID) || this.creating.has(input.sandboxID);
+    if (exists()) throw new SandboxExistsError(input.sandboxID);
     // Its directory would be the killed one's, which is still being removed.
     await this.released(input.sandboxID);
-    if (this.sandboxes.has(input.sandboxID)) throw new SandboxExistsError(input.sandboxID);
+    if (exists()) throw new SandboxExistsError(input.sandboxID);
     await this.fetchMissing(input);
     const source = input.snapshotID ? this.sandboxSnapshots.forCreate(input) : undefined;
     const build = source?.build ?? resolveBuild(this.options.templates, input.templateID, input.buildID);
     this.checkCapacity();
+    if (exists()) throw new SandboxExistsError(input.sandboxID);
 
     const log = options.logger.child({ sandboxID: input.sandboxID });
     const timer = phaseTimer();
     // Counted as starting before a pool entry is claimed: the refill it triggers waits for this.
     this.starting++;
-    const pooled = source ? undefined : this.pool.claim(input, build);
+    this.creating.add(input.sandboxID);
+    const demandEnded = source ? () => undefined : this.pool.demand(input, build);
+    let pooled: Sandbox | undefined;
+    let endTurn: (() => void) | undefined;
+    try {
+      // Creates waiting for their turn go first: a pool entry goes to the oldest of them.
+      if (!source && this.queue.waiting === 0) pooled = this.pool.claim(input, build);
+      if (!pooled) {
+        endTurn = await this.queue.acquire(input.teamID);
+        timer.lap("queued");
+        // An entry may have been restored while it waited: then it needs no turn.
+        if (!source) pooled = this.pool.claim(input, build);
+        if (pooled) {
+          endTurn();
+          endTurn = undefined;
+        }
+      }
+    } catch (err) {
+      // Refused (the queue is full) or waited too long: nothing was taken.
+      this.starting--;
+      this.creating.delete(input.sandboxID);
+      demandEnded();
+      throw err;
+    }
     pooled?.moveTo("starting");
     const cleanup = pooled?.cleanup ?? new CleanupStack();
     let sandbox: Sandbox | undefined = pooled;
@@ -355,6 +408,9 @@ export class SandboxManager {
       this.emit({ sandboxID: input.sandboxID, type: "failed", reason: errorMessage(err) });
       throw err;
     } finally {
+      endTurn?.();
+      demandEnded();
+      this.creating.delete(input.sandboxID);
       this.starting--;
       sandbox?.markStarted();
     }
@@ -409,7 +465,21 @@ export class SandboxManager {
     }
     sandbox.moveTo("resuming");
     this.starting++;
-    const work = this.doResume(sandbox, endTime, options.reboot ?? false);
+    // Its turn is waited for inside the transition: a kill meanwhile waits for it, as for a boot.
+    const work = this.queue.acquire(sandbox.record.teamID).then(
+      async (endTurn) => {
+        try {
+          await this.doResume(sandbox, endTime, options.reboot ?? false);
+        } finally {
+          endTurn();
+        }
+      },
+      (err: unknown) => {
+        // Refused, or waited too long: it never left paused.
+        sandbox.moveTo("paused");
+        throw err;
+      },
+    );
     sandbox.transition = work;
     try {
       await work;
@@ -1043,9 +1113,6 @@ export class SandboxManager {
     const active = this.list().filter((s) => s.state !== "paused").length + this.releasing.size;
     if (active + this.starting >= options.maxSandboxes) {
       throw new NodeBusyError(`${options.maxSandboxes} sandboxes already on this node`);
-    }
-    if (this.starting >= options.maxStarting) {
-      throw new NodeBusyError(`${options.maxStarting} sandboxes already starting`);
     }
   }
 

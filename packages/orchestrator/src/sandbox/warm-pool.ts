@@ -1,7 +1,10 @@
 /**
  * Warm pools: per template build, a few sandboxes restored from its snapshot ahead of time, envd
  * answering, /init not sent. A create that fits takes one and only sends /init; the pool refills
- * in the background, one restore at a time, after the creates in flight.
+ * in the background, a few restores at a time (the node's cores), after the creates in flight.
+ * A pool grows with demand: to the most creates of its build seen at once (up to `maxSize`), so
+ * that the next burst like it is served from the pool; after `idleMs` without such a burst it
+ * shrinks back to `size`.
  */
 import type { Logger } from "@moat/shared";
 import type { TemplateSnapshot } from "../snapshot/template-snapshot.js";
@@ -20,10 +23,18 @@ import type { TemplateSnapshots } from "./template-snapshots.js";
 export const POOL_REFILL_DELAY_MS = 1_000;
 /** When a refill fails, the next try waits this long. */
 const POOL_RETRY_MS = 5000;
+/** A pool grown by a burst goes back to its size after this long without one (MOAT_POOL_IDLE_SECONDS). */
+export const POOL_IDLE_MS = 5 * 60_000;
 
 export interface WarmPoolOptions {
   /** Ready entries kept per template build; 0 disables the pools. */
   size: number;
+  /** The most a pool grows to under bursts of creates (default: `size`, no growth). */
+  maxSize?: number;
+  /** A grown pool shrinks back to `size` after this long without a burst (default POOL_IDLE_MS). */
+  idleMs?: number;
+  /** Restores of one refill at once (default 1). */
+  concurrency?: number;
   factory: SandboxFactory;
   snapshots: TemplateSnapshots;
   templates: TemplateResolver;
@@ -33,6 +44,15 @@ export interface WarmPoolOptions {
   /** The disk size a create gets (its own, else its template's, else the node's). */
   diskSizeOf: (requested: number, build: Pick<TemplateBuild, "diskSizeMB">) => number;
   refillDelayMs?: number;
+}
+
+/** What a build's pool is asked for: creates of it under way, and the size they call for. */
+interface Demand {
+  inFlight: number;
+  /** Entries wanted: `size`, or more after a burst. */
+  target: number;
+  /** When creates under way last outnumbered `size` (the end of the last burst). */
+  lastBurstAt: number;
 }
 
 /**
@@ -60,11 +80,59 @@ export class WarmPool {
   /** Restored sandboxes nobody has claimed yet, per build key (not in the registry). */
   private readonly pools = new Map<string, Sandbox[]>();
   private readonly filling = new Set<string>();
+  /** Refills under way: a close waits for their restores in flight, which it then releases. */
+  private readonly refills = new Set<Promise<void>>();
   /** Builds whose pool was said full at info; a refill after a claim is said at debug. */
   private readonly announced = new Set<string>();
+  private readonly demands = new Map<string, Demand>();
+  private readonly shrinker: NodeJS.Timeout;
   private closed = false;
 
-  constructor(private readonly options: WarmPoolOptions) {}
+  constructor(private readonly options: WarmPoolOptions) {
+    const idleMs = options.idleMs ?? POOL_IDLE_MS;
+    this.shrinker = setInterval(() => this.shrinkIdle(), Math.max(100, Math.min(idleMs / 4, 10_000)));
+    this.shrinker.unref();
+  }
+
+  /**
+   * Counts a create of `build` that could take a pool entry while it runs (a claim or not): the
+   * pool grows to the most at once. Returns the function that ends it (call it once).
+   */
+  demand(input: CreateInput, build: TemplateBuild): () => void {
+    const { options } = this;
+    const max = Math.max(options.size, options.maxSize ?? options.size);
+    if (options.size <= 0 || !fitsPool(input, build, options.snapshots.get(build.key), options.diskSizeOf)) {
+      return () => undefined;
+    }
+    let demand = this.demands.get(build.key);
+    if (!demand) {
+      demand = { inFlight: 0, target: options.size, lastBurstAt: 0 };
+      this.demands.set(build.key, demand);
+    }
+    const d = demand;
+    d.inFlight++;
+    if (d.inFlight > options.size) {
+      d.lastBurstAt = Date.now();
+      if (d.inFlight > d.target && d.target < max) {
+        d.target = Math.min(max, d.inFlight);
+        options.logger.debug({ templateID: build.templateID, target: d.target }, "warm pool grows");
+        this.fill(build.key, options.refillDelayMs ?? POOL_REFILL_DELAY_MS);
+      }
+    }
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      // The burst lasts until its creates are done: idle time counts from its end.
+      if (d.inFlight > options.size) d.lastBurstAt = Date.now();
+      d.inFlight--;
+    };
+  }
+
+  /** Entries a build's pool is filled to now: its size, or more after a burst. */
+  sizeOf(buildKey: string): number {
+    return this.demands.get(buildKey)?.target ?? this.options.size;
+  }
 
   /** An entry for this create when one is ready and was booted the way it asks; a refill follows. */
   claim(input: CreateInput, build: TemplateBuild): Sandbox | undefined {
@@ -80,9 +148,12 @@ export class WarmPool {
     return this.pools.get(buildKey)?.length ?? 0;
   }
 
-  /** Entries wanted over every build with a pool: the size per build times the builds. */
+  /** Entries wanted over every build with a pool (each its size, or more after a burst). */
   target(): number {
-    return this.options.size > 0 ? this.options.size * this.pools.size : 0;
+    if (this.options.size <= 0) return 0;
+    let sum = 0;
+    for (const key of this.pools.keys()) sum += this.sizeOf(key);
+    return sum;
   }
 
   /** Every entry of every build (their layers are in use). */
@@ -90,7 +161,10 @@ export class WarmPool {
     return [...this.pools.values()].flat();
   }
 
-  /** Refills a build's pool in the background, one sandbox at a time, creates first, after `delayMs`. */
+  /**
+   * Refills a build's pool in the background, `concurrency` restores at a time, creates first,
+   * after `delayMs`.
+   */
   fill(buildKey: string, delayMs = 0): void {
     const { options } = this;
     const snapshot = options.snapshots.get(buildKey);
@@ -100,20 +174,33 @@ export class WarmPool {
     this.filling.add(buildKey);
     const pool = this.pools.get(buildKey) ?? [];
     this.pools.set(buildKey, pool);
-    void (async () => {
+    const refill = (async () => {
       try {
         if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-        while (!this.closed && pool.length < options.size) {
-          if (options.busy()) {
-            await new Promise((r) => setTimeout(r, 50));
-            continue;
+        let restoring = 0;
+        const worker = async () => {
+          while (!this.closed && pool.length + restoring < this.sizeOf(buildKey)) {
+            if (options.busy()) {
+              await new Promise((r) => setTimeout(r, 50));
+              continue;
+            }
+            restoring++;
+            try {
+              const entry = await this.restore(build, snapshot);
+              // Closed, forgotten or shrunk back meanwhile: not wanted any more.
+              const unwanted = this.closed || this.pools.get(buildKey) !== pool;
+              if (unwanted || pool.length >= this.sizeOf(buildKey)) await options.factory.release(entry);
+              else pool.push(entry);
+            } finally {
+              restoring--;
+            }
           }
-          const entry = await this.restore(build, snapshot);
-          if (this.closed) await options.factory.release(entry);
-          else pool.push(entry);
-        }
-        // Said once per change (first fill, recovered after a failure), not after every claim.
-        const level = this.announced.has(buildKey) ? "debug" : "info";
+        };
+        const workers = Array.from({ length: Math.max(1, options.concurrency ?? 1) }, worker);
+        const failed = (await Promise.allSettled(workers)).find((r) => r.status === "rejected");
+        if (failed) throw failed.reason;
+        // Said once per change (first fill, recovered after a failure, grown), not after every claim.
+        const level = this.announced.has(buildKey) && pool.length <= options.size ? "debug" : "info";
         this.announced.add(buildKey);
         options.logger[level]({ templateID: build.templateID, ready: pool.length }, "warm pool full");
       } catch (err) {
@@ -123,7 +210,8 @@ export class WarmPool {
       } finally {
         this.filling.delete(buildKey);
       }
-    })();
+    })().finally(() => this.refills.delete(refill));
+    this.refills.add(refill);
   }
 
   /** Empties a build's pool (the build was deleted). */
@@ -137,9 +225,34 @@ export class WarmPool {
   /** Stops refills and releases every entry (node stop). */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.shrinker);
     const entries = this.entries();
     this.pools.clear();
     await Promise.allSettled(entries.map((entry) => this.options.factory.release(entry)));
+    // A restore in flight ends in a release (the pool is closed): nothing of it stays mounted.
+    await Promise.allSettled([...this.refills]);
+  }
+
+  /**
+   * Pools grown by a burst go back to their size once no burst came for `idleMs`: the entries
+   * beyond it are released (the newest first; a claim takes the oldest).
+   */
+  private shrinkIdle(): void {
+    const { options } = this;
+    const idleMs = options.idleMs ?? POOL_IDLE_MS;
+    const now = Date.now();
+    for (const [buildKey, d] of this.demands) {
+      if (d.target <= options.size || d.inFlight > options.size || now - d.lastBurstAt < idleMs) continue;
+      d.target = options.size;
+      const pool = this.pools.get(buildKey) ?? [];
+      const extra = pool.splice(options.size);
+      options.logger.info({ buildKey, released: extra.length, ready: pool.length }, "warm pool shrinks back");
+      for (const entry of extra) {
+        void options.factory
+          .release(entry)
+          .catch((err: unknown) => options.logger.error({ err, buildKey }, "releasing a pool entry"));
+      }
+    }
   }
 
   /** Restores one entry from the snapshot; /init waits until a create claims it. */

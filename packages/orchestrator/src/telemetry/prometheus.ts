@@ -128,6 +128,16 @@ export class NodeMetrics {
         this.set(manager.pool.target());
       },
     });
+    new Gauge({
+      name: "moat_orchestrator_create_queue",
+      help: "Creates and resumes booting now (booting) and waiting for their turn (waiting)",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        this.set({ state: "booting" }, manager.queue.active);
+        this.set({ state: "waiting" }, manager.queue.waiting);
+      },
+    });
     this.nodeGauges(registers);
     this.sandboxGauges(registers);
   }

@@ -44,7 +44,11 @@ export class FakeFactory implements SandboxFactory {
   /** The memory image each boot restored (undefined: a fresh boot), by sandbox id. */
   readonly bootImages = new Map<string, string | undefined>();
 
+  /** While set, boots wait for it (creates held mid-boot). */
+  bootGate: Promise<void> | undefined;
+
   async boot(sandbox: Sandbox, options: BootOptions = {}): Promise<void> {
+    await this.bootGate;
     this.bootImages.set(sandbox.id, options.image);
     const slot = new Slot(this.nextSlot++);
     sandbox.runtime.push("network", () => {
