@@ -158,6 +158,16 @@ describe("RedisCatalog", { timeout: 60_000 }, () => {
     // A fresh, empty Redis: the entry cached before must not be served.
     await redis.start();
     await until(() => catalog.subscribed, 10_000);
+    // The subscriber and the command connection reconnect each on its own: 503 until both are.
+    const answered = async () =>
+      catalog.lookup("keep1").then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof CatalogUnavailableError) return false;
+          throw err;
+        },
+      );
+    await until(answered, 10_000);
     assert.equal(await catalog.lookup("keep1"), undefined);
     await write(entry("keep1", { hostAddress: "10.11.0.5" }));
     await until(async () => (await catalog.lookup("keep1"))?.hostAddress === "10.11.0.5");
