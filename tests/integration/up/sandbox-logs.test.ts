@@ -153,11 +153,12 @@ describe("moat up: sandbox logs", { timeout: 600_000 }, () => {
   });
 
   test("a sandbox flooding its output: its runtime log on the host stays bounded, its lines go on", async () => {
-    // 6 MiB of output in one go, more than the node reads in a round.
-    await a.commands.run("head -c 6291456 /dev/zero | tr '\\0' 'F' | fold -w 1000 > /proc/1/fd/2", {
-      user: "root",
-      timeoutMs: 60_000,
-    });
+    // 12 MiB of output in one go, three times what the node reads in a round (a second). Made
+    // first and then written by one `cat`, so that its writing does not spread over rounds.
+    await a.commands.run(
+      "head -c 12582912 /dev/zero | tr '\\0' 'F' | fold -w 1000 > /tmp/flood && cat /tmp/flood > /proc/1/fd/2",
+      { user: "root", timeoutMs: 60_000 },
+    );
     const runscLog = await runscLogOf(a.sandboxId);
     await eventually("the flood read", async () => (await stat(runscLog)).size < 2 ** 20 + 65536);
     let last: Entry | undefined;
