@@ -112,6 +112,28 @@ describe("warm pool size under bursts", () => {
     await pool.close();
   });
 
+  test("growth is one budget for the node: a burst on another template cannot add maxSize more", async () => {
+    const { pool } = fakePool({ size: 1, maxSize: 4, idleMs: 60_000 });
+    const other = { ...build, templateID: "other", key: "other" } as unknown as TemplateBuild;
+    const first = Array.from({ length: 4 }, () => pool.demand(create, build));
+    assert.equal(pool.sizeOf("base"), 4);
+    const second = Array.from({ length: 4 }, () => pool.demand(create, other));
+    assert.equal(pool.sizeOf("other"), 1, "the 3 entries of growth are all taken by base");
+    for (const end of [...first, ...second]) end();
+    await pool.close();
+  });
+
+  test("the growth budget left is shared: a later burst grows only into what is left", async () => {
+    const { pool } = fakePool({ size: 1, maxSize: 6, idleMs: 60_000 });
+    const other = { ...build, templateID: "other", key: "other" } as unknown as TemplateBuild;
+    const first = Array.from({ length: 3 }, () => pool.demand(create, build));
+    const second = Array.from({ length: 8 }, () => pool.demand(create, other));
+    assert.equal(pool.sizeOf("base"), 3);
+    assert.equal(pool.sizeOf("other"), 4, "1 + the 3 of growth base left");
+    for (const end of [...first, ...second]) end();
+    await pool.close();
+  });
+
   test("creates no more than the size at once leave it as it is", async () => {
     const { pool } = fakePool({ size: 2, maxSize: 8, idleMs: 300 });
     const ends = [pool.demand(create, build), pool.demand(create, build)];

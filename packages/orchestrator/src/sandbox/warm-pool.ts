@@ -2,9 +2,9 @@
  * Warm pools: per template build, a few sandboxes restored from its snapshot ahead of time, envd
  * answering, /init not sent. A create that fits takes one and only sends /init; the pool refills
  * in the background, a few restores at a time (the node's cores), after the creates in flight.
- * A pool grows with demand: to the most creates of its build seen at once (up to `maxSize`), so
- * that the next burst like it is served from the pool; after `idleMs` without such a burst it
- * shrinks back to `size`.
+ * A pool grows with demand: to the most creates of its build seen at once (up to `maxSize`, the
+ * growth of all pools together bounded by `maxSize - size`), so that the next burst like it is
+ * served from the pool; after `idleMs` without such a burst it shrinks back to `size`.
  */
 import type { Logger } from "@moat/shared";
 import type { TemplateSnapshot } from "../snapshot/template-snapshot.js";
@@ -113,8 +113,14 @@ export class WarmPool {
     d.inFlight++;
     if (d.inFlight > options.size) {
       d.lastBurstAt = Date.now();
-      if (d.inFlight > d.target && d.target < max) {
-        d.target = Math.min(max, d.inFlight);
+      // Growth beyond `size` is one budget for the node, not one per template: a team bursting
+      // on template after template cannot make the node hold maxSize entries of each.
+      let grownElsewhere = 0;
+      for (const other of this.demands.values())
+        if (other !== d) grownElsewhere += other.target - options.size;
+      const cap = max - grownElsewhere;
+      if (d.inFlight > d.target && d.target < cap) {
+        d.target = Math.min(cap, d.inFlight);
         options.logger.debug({ templateID: build.templateID, target: d.target }, "warm pool grows");
         this.fill(build.key, options.refillDelayMs ?? POOL_REFILL_DELAY_MS);
       }
