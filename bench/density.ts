@@ -90,9 +90,12 @@ async function stockIdleCpu(dataDir: string): Promise<{ share: number; binary: s
     if (pids.length === 0) return undefined;
     return { share: await cpuShare(pids, IDLE_CPU_WINDOW_MS), binary };
   } finally {
-    // `runsc do` stops and deletes its sandbox when it is signalled.
-    child.kill("SIGTERM");
-    await once(child, "exit");
+    // `runsc do` stops and deletes its sandbox when it is signalled; one that failed has exited.
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      await exited;
+    }
   }
 }
 

@@ -225,6 +225,8 @@ export class WarmPool {
     const entries = this.pools.get(buildKey) ?? [];
     this.pools.delete(buildKey);
     this.announced.delete(buildKey);
+    // Its growth no longer holds the node's budget (creates of it still in flight count nothing).
+    this.demands.delete(buildKey);
     await Promise.allSettled(entries.map((entry) => this.options.factory.release(entry)));
   }
 
@@ -248,6 +250,11 @@ export class WarmPool {
     const idleMs = options.idleMs ?? POOL_IDLE_MS;
     const now = Date.now();
     for (const [buildKey, d] of this.demands) {
+      // At rest: nothing to remember (sizeOf answers `size`), so the map holds only live builds.
+      if (d.target <= options.size && d.inFlight === 0) {
+        this.demands.delete(buildKey);
+        continue;
+      }
       if (d.target <= options.size || d.inFlight > options.size || now - d.lastBurstAt < idleMs) continue;
       d.target = options.size;
       const pool = this.pools.get(buildKey) ?? [];

@@ -140,8 +140,9 @@ export async function ensureRunsc(opts: {
       "runsc misdetects every netns as the root one here; patching a copy",
     );
   }
+  const hash = createHash("sha256").update(original).digest("hex").slice(0, 16);
   const copy = (patches: Patches) =>
-    writePatchedCopy({ original, originalPath: candidate.path, version, dir, patches, probe });
+    writePatchedCopy({ original, hash, originalPath: candidate.path, version, dir, patches, probe });
 
   opts.onProgress?.(`smoke-testing runsc ${version.raw} (platform ${RUNSC_PLATFORM})`);
   let binary = await copy(wanted);
@@ -278,6 +279,8 @@ interface Patches {
  */
 async function writePatchedCopy(opts: {
   original: Buffer;
+  /** Of the original, naming its copies. */
+  hash: string;
   originalPath: string;
   version: RunscVersion;
   dir: string;
@@ -292,9 +295,8 @@ async function writePatchedCopy(opts: {
       installHint(),
     );
   }
-  const hash = createHash("sha256").update(opts.original).digest("hex").slice(0, 16);
   const names = [patches.netns && "netns", patches.idle && "idle"].filter(Boolean).join("-");
-  const target = path.join(opts.dir, `${PATCHED_PREFIX}${hash}-${names}`);
+  const target = path.join(opts.dir, `${PATCHED_PREFIX}${opts.hash}-${names}`);
   if (await isExecutable(target)) return target;
   let patched = opts.original;
   if (patches.netns) {
