@@ -16,7 +16,13 @@ import { after, before, describe, test } from "node:test";
 import { SandboxState } from "@moat/shared/gen/orchestrator";
 import { Sandbox, Template } from "e2b";
 import { COUNTER_SERVER } from "../helpers/counter.js";
-import { assertNothingOutlives, moatCgroups, nodeClient, settledHostState } from "../helpers/host-state.js";
+import {
+  assertNothingOutlives,
+  moatCgroups,
+  nodeClient,
+  releasesDone,
+  settledHostState,
+} from "../helpers/host-state.js";
 import { getByHost, type RunningMoat, startMoat, useMoat } from "../helpers/moat-up.js";
 
 type Counter = { pid: number; count: number };
@@ -111,6 +117,9 @@ describe("moat up: SIGKILL at injected points, then a restart on the same data d
       [...onNode].sort(),
       "the API lists what the node runs, in the same states",
     );
+    // A sandbox the API just killed (its record was closed by the crash) leaves the node's list at
+    // once but keeps a "stopping" record until its release in the background ends.
+    await releasesDone(moat.dataDir);
     // A sandbox the node just reported paused may still be releasing its runtime (container,
     // mount, network): the host has a few seconds to settle; a leak stays past them.
     const host = await settledHostState(moat.dataDir, { foreignCgroups }, 10_000);
