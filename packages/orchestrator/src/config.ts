@@ -44,6 +44,8 @@ export interface NodeConfig {
   faults: ReadonlyMap<string, "error" | "crash">;
   /** MOAT_TEMPLATE_SNAPSHOTS: `off` boots every create cold instead of restoring (default on). */
   templateSnapshots: boolean;
+  /** MOAT_SPAWN_HELPER: `off` makes the node start its host commands itself (default on: exec/spawn-helper.ts). */
+  spawnHelper: boolean;
   /** MOAT_POOL_SIZE: ready sandboxes kept per template (default 2; 0 disables the pool). */
   poolSize: number;
   /** MOAT_POOL_MAX: the most a template's pool grows to under bursts of creates (default 64; ≤ MOAT_POOL_SIZE: no growth). */
@@ -135,6 +137,7 @@ export function readNodeConfig(env: Env = process.env): NodeConfig {
     dataDir: env.MOAT_DATA_DIR || DEFAULT_DATA_DIR,
     faults: parse(() => parseFaults(env.MOAT_FAULTS), new Map()),
     templateSnapshots: env.MOAT_TEMPLATE_SNAPSHOTS !== "off",
+    spawnHelper: env.MOAT_SPAWN_HELPER !== "off",
     poolSize: parse(() => parseCount(env, "MOAT_POOL_SIZE", 2), 2),
     poolMaxSize: parse(() => parseCount(env, "MOAT_POOL_MAX", DEFAULT_POOL_MAX), DEFAULT_POOL_MAX),
     poolIdleMs: parse(

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { CleanupStack, type Logger } from "@moat/shared";
+import { CleanupStack, type Logger, useSpawnHelper } from "@moat/shared";
 import { SandboxService, TemplateService, VolumeService } from "@moat/shared/gen/orchestrator";
 import { describeArtifactStore, openArtifactStore } from "./artifacts/open.js";
 import { SharedArtifacts } from "./artifacts/shared.js";
@@ -270,7 +270,18 @@ export async function startOrchestrator(options: OrchestratorOptions): Promise<O
     namePrefix: options.namePrefix !== undefined ? checkNamePrefix(options.namePrefix) : config.namePrefix,
     nodeToken: options.nodeToken !== undefined ? checkNodeToken(options.nodeToken) : config.nodeToken,
   };
-  const releaseLock = await acquireNodeLocks(identity.namePrefix);
+  const locked = await acquireNodeLocks(identity.namePrefix);
+  // The node's host commands (nft, ip, runsc…) are started by a small helper process: a fork of a
+  // large process is slow (exec/spawn-helper.ts). Released with the node's locks.
+  const releaseHelper = config.spawnHelper
+    ? useSpawnHelper((why) =>
+        options.logger.warn({ why }, "the spawn helper is gone; the node starts its commands itself"),
+      )
+    : () => undefined;
+  const releaseLock = async () => {
+    releaseHelper();
+    await locked();
+  };
   // What the start has set up by then, released if it fails later.
   const started = new CleanupStack();
   try {

@@ -19,6 +19,7 @@ export {
   parseIPv4,
 } from "./egress-rules.js";
 export { CommandError, type RunOptions, type RunResult, runCommand } from "./exec/run-command.js";
+export { useSpawnHelper } from "./exec/spawn-helper.js";
 export { type FileOperation, fileSignature } from "./file-signature.js";
 export { makeDataDirPrivate, makePrivateDir, makeTreePrivate, writePrivateFile } from "./fs/private-files.js";
 export { type ClientErrorAnswer, clientErrorAnswer } from "./http/client-error.js";

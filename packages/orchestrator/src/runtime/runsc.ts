@@ -1,6 +1,8 @@
-import { spawn } from "node:child_process";
-import { open, readFile, rm } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import { CommandError, runCommand } from "@moat/shared";
+
+/** A boot or restore that has not detached by then is stuck: it is killed and the create fails. */
+const DETACH_TIMEOUT_MS = 120_000;
 
 export interface RunscOptions {
   /** The runsc binary (see setup/runsc-install.ts). */
@@ -86,23 +88,24 @@ export class Runsc {
   private async detached(args: string[], id: string, logFile: string): Promise<number> {
     const pidFile = `${logFile}.pid`;
     await rm(pidFile, { force: true });
-    const log = await open(logFile, "a", 0o600);
     try {
-      const child = spawn(this.options.binary, [...this.globalFlags(), ...args, "--pid-file", pidFile, id], {
-        stdio: ["ignore", log.fd, log.fd],
+      await runCommand([this.options.binary, ...this.globalFlags(), ...args, "--pid-file", pidFile, id], {
+        outputFile: logFile,
+        timeoutMs: DETACH_TIMEOUT_MS,
       });
-      const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
-        child.once("error", reject);
-        child.once("exit", (c, s) => resolve([c, s]));
-      });
-      if (code !== 0) {
-        const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
-        throw new CommandError(["runsc", args[0] ?? "", id], code, signal, tail);
-      }
-      return Number((await readFile(pidFile, "utf8")).trim());
-    } finally {
-      await log.close();
+    } catch (err) {
+      if (!(err instanceof CommandError)) throw err;
+      // Its output went to the log, which says why.
+      const tail = (await readFile(logFile, "utf8").catch(() => "")).slice(-2000);
+      throw new CommandError(
+        ["runsc", args[0] ?? "", id],
+        err.exitCode,
+        err.signal,
+        tail || err.stderrTail,
+        err.timedOut,
+      );
     }
+    return Number((await readFile(pidFile, "utf8")).trim());
   }
 
   async kill(id: string, signal = "KILL"): Promise<void> {

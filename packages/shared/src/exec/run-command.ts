@@ -1,4 +1,5 @@
-import { spawn } from "node:child_process";
+import { runHere, type SpawnRequest } from "./run-here.js";
+import { spawnHelper } from "./spawn-helper.js";
 
 /** A command that failed: its argv, how it ended and the tail of what it wrote to stderr. */
 export class CommandError extends Error {
@@ -27,6 +28,11 @@ export interface RunOptions {
   onOutput?: (chunk: string, stream: "stdout" | "stderr") => void;
   /** Exit codes that count as success besides 0. */
   okCodes?: number[];
+  /**
+   * stdout and stderr appended to this file (created 0600) instead of kept: for a command that
+   * detaches and hands its output to what it leaves running, which a pipe would wait on.
+   */
+  outputFile?: string;
 }
 
 export interface RunResult {
@@ -39,50 +45,30 @@ const STDERR_TAIL_BYTES = 4096;
 
 /**
  * The one way moat runs a host command: an argv (no shell), a timeout, an abort signal, and a
- * CommandError with the stderr tail when it fails. stdout is kept whole (callers parse it).
+ * CommandError with the stderr tail when it fails. stdout is kept whole (callers parse it). Where
+ * a process started the spawn helper (spawn-helper.ts), the helper starts it.
  */
-export function runCommand(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-  const [file, ...args] = argv;
-  if (!file) return Promise.reject(new Error("runCommand: empty argv"));
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-      env: options.env ?? process.env,
-      cwd: options.cwd,
-    });
-    const stdout: Buffer[] = [];
-    let stderr = "";
-    let timedOut = false;
-    child.stdout!.on("data", (chunk: Buffer) => {
-      stdout.push(chunk);
-      options.onOutput?.(chunk.toString(), "stdout");
-    });
-    child.stderr!.on("data", (chunk: Buffer) => {
-      const text = chunk.toString();
-      stderr = (stderr + text).slice(-STDERR_TAIL_BYTES * 4);
-      options.onOutput?.(text, "stderr");
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGKILL");
-    }, options.timeoutMs ?? 60_000);
-    const onAbort = () => child.kill("SIGKILL");
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    if (options.input !== undefined) child.stdin!.end(options.input);
-    child.once("error", (err) => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-      reject(Object.assign(new CommandError(argv, null, null, err.message), { cause: err }));
-    });
-    child.once("close", (code, signal) => {
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", onAbort);
-      const out = Buffer.concat(stdout).toString();
-      if (code === 0 || (code !== null && options.okCodes?.includes(code))) {
-        resolve({ stdout: out, stderr, exitCode: code });
-      } else {
-        reject(new CommandError(argv, code, signal, stderr.slice(-STDERR_TAIL_BYTES), timedOut));
-      }
-    });
-  });
+export async function runCommand(argv: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  if (!argv[0]) throw new Error("runCommand: empty argv");
+  const request: SpawnRequest = {
+    argv,
+    timeoutMs: options.timeoutMs ?? 60_000,
+    input: options.input,
+    env: options.env ?? process.env,
+    cwd: options.cwd,
+    outputFile: options.outputFile,
+  };
+  const helper = spawnHelper();
+  const outcome = helper
+    ? await helper.run(request, options.onOutput, options.signal)
+    : await runHere(request, {
+        onOutput: options.onOutput,
+        onCancel: (cancel) => options.signal?.addEventListener("abort", cancel, { once: true }),
+      });
+  const { exitCode, signal, stderr, timedOut } = outcome;
+  if (outcome.spawnError !== undefined) throw new CommandError(argv, null, null, outcome.spawnError);
+  if (exitCode === 0 || (exitCode !== null && options.okCodes?.includes(exitCode))) {
+    return { stdout: outcome.stdout.toString(), stderr, exitCode };
+  }
+  throw new CommandError(argv, exitCode, signal, stderr.slice(-STDERR_TAIL_BYTES), timedOut);
 }
