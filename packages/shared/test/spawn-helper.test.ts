@@ -36,7 +36,7 @@ describe("runCommand through the spawn helper", () => {
   });
 
   test("output, exit codes, okCodes, input, env and cwd", async () => {
-    const ok = await runCommand(["sh", "-c", "cat; echo \"$MOAT_X\" >&2; pwd"], {
+    const ok = await runCommand(["sh", "-c", 'cat; echo "$MOAT_X" >&2; pwd'], {
       input: "from stdin\n",
       env: { ...process.env, MOAT_X: "the env" },
       cwd: dir,
