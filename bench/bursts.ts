@@ -25,6 +25,8 @@ const REFILL_TIMEOUT_MS = 90_000;
 
 interface Outcome {
   ms: number;
+  /** Of `ms`: until Sandbox.create returned (the rest is the first command). */
+  createMs?: number;
   sandbox?: Sandbox;
   refused?: string;
   failed?: string;
@@ -38,8 +40,9 @@ async function tti(): Promise<Outcome> {
   const started = performance.now();
   try {
     const sandbox = await Sandbox.create("base");
+    const createMs = performance.now() - started;
     await sandbox.commands.run("true");
-    return { ms: performance.now() - started, sandbox };
+    return { ms: performance.now() - started, createMs, sandbox };
   } catch (err) {
     const ms = performance.now() - started;
     const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
@@ -49,6 +52,8 @@ async function tti(): Promise<Outcome> {
 
 interface Burst {
   samples: number[];
+  /** Sandbox.create's part of each sample. */
+  creates: number[];
   refused: number;
   refusal?: string;
   failed: number;
@@ -70,6 +75,7 @@ async function burst(moat: RunningMoat, n: number): Promise<Burst> {
   const failed = outcomes.filter((o) => o.failed);
   return {
     samples: created.map((o) => o.ms),
+    creates: created.map((o) => o.createMs ?? NaN),
     refused: refused.length,
     refusal: refused[0]?.refused,
     failed: failed.length,
@@ -95,6 +101,14 @@ async function sequential(moat: RunningMoat): Promise<{ samples: number[]; kinds
     await new Promise((r) => setTimeout(r, 1500));
   }
   return { samples, kinds };
+}
+
+/** Where a burst's time goes, client side: the create's answer, then the first command. */
+function split(b: Burst): string | undefined {
+  if (b.samples.length === 0) return undefined;
+  const median = (xs: number[]) => Math.round(summarize(xs).median);
+  const commands = b.samples.map((ms, i) => ms - b.creates[i]!);
+  return `split (medians): Sandbox.create ${median(b.creates)} ms, first command ${median(commands)} ms`;
 }
 
 const settle = () => new Promise((r) => setTimeout(r, SETTLE_MS));
@@ -136,6 +150,7 @@ export async function benchBursts(): Promise<Figure[]> {
       [
         `${b.samples.length}/${n} created, ${b.refused} refused${b.refusal ? ` (${b.refusal.slice(0, 160)})` : ""}, ${b.failed} failed${b.failure ? ` (${b.failure.slice(0, 160)})` : ""}; whole burst ${Math.round(b.wallMs)} ms`,
         kindNote(b.kinds),
+        split(b),
         b.phases,
       ].filter((l): l is string => !!l);
     /** A burst's row: every create must succeed, p99 within the target for its size. */
