@@ -195,7 +195,12 @@ describe("hostile: storage", { timeout: 1_200_000 }, () => {
     await neighbour.files.write("/home/user/blob.bin", new Blob([blob]));
     const back = Buffer.from(await neighbour.files.read("/home/user/blob.bin", { format: "bytes" }));
     assert.ok(back.equals(blob), "the neighbour writes and reads 8 MiB");
-    const metrics = (await filler.getMetrics()).at(-1);
+    // The node samples all its sandboxes every MOAT_METRICS_INTERVAL (5 s): a young one may have none yet.
+    let metrics = (await filler.getMetrics()).at(-1);
+    for (const deadline = Date.now() + 15_000; !metrics && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 500));
+      metrics = (await filler.getMetrics()).at(-1);
+    }
     assert.ok(metrics, "the API reads envd's metrics");
     assert.equal(metrics.diskTotal, total, "envd's disk_total is the disk's size");
 
