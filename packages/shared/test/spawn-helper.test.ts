@@ -57,6 +57,16 @@ describe("runCommand through the spawn helper", () => {
       assert.match(err.message, /ENOENT/);
       return true;
     });
+    // What no process can be given is a CommandError, and the helper lives on for the next.
+    const helperPID = await parentOfCommand();
+    for (const bad of [["echo", "a\0b"], ["\0"]]) {
+      await assert.rejects(runCommand(bad), (err: unknown) => err instanceof CommandError);
+    }
+    await assert.rejects(
+      runCommand(["true"], { env: { PATH: process.env.PATH, X: "a\0b" } }),
+      (err: unknown) => err instanceof CommandError,
+    );
+    assert.equal(await parentOfCommand(), helperPID, "the same helper starts the next command");
     // Binary-safe stdout, larger than one pipe read.
     const big = await runCommand(["head", "-c", "3000000", "/dev/zero"]);
     assert.equal(big.stdout.length, 3_000_000);

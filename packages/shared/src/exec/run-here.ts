@@ -46,13 +46,22 @@ export function runHere(
       resolve(failedToStart((err as Error).message));
       return;
     }
-    const child = spawn(file!, args, {
-      stdio: [request.input === undefined ? "ignore" : "pipe", outputFd ?? "pipe", outputFd ?? "pipe"],
-      env: request.env,
-      cwd: request.cwd,
-    });
-    // The child holds its own copy of the file now.
-    if (outputFd !== undefined) closeSync(outputFd);
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(file!, args, {
+        stdio: [request.input === undefined ? "ignore" : "pipe", outputFd ?? "pipe", outputFd ?? "pipe"],
+        env: request.env,
+        cwd: request.cwd,
+      });
+    } catch (err) {
+      // What no process can be given (a NUL in an argument or the environment): an answer, never
+      // a throw, which would take the spawn helper down with every other command it runs.
+      resolve(failedToStart((err as Error).message));
+      return;
+    } finally {
+      // The child holds its own copy of the file now, or there is no child.
+      if (outputFd !== undefined) closeSync(outputFd);
+    }
     const stdout: Buffer[] = [];
     let stderr = "";
     let timedOut = false;
