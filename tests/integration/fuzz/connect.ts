@@ -307,7 +307,8 @@ export function callsFor(method: DescMethod, ctx: CallContext): fc.Arbitrary<Con
           headers["Connect-Protocol-Version"] = contentType ?? "2";
           break;
       }
-      const deadline = timeoutHeader !== undefined && /^\d{1,10}$/.test(timeoutHeader);
+      // HTTP strips a header value's surrounding spaces and tabs before envd sees it: ' 100' is 100 ms.
+      const deadline = timeoutHeader !== undefined && /^[ \t]*\d{1,10}[ \t]*$/.test(timeoutHeader);
       const compressedWithoutEncoding = streaming && (how === "compressed flag" || how === "flags 0xff");
       return {
         method,
