@@ -12,6 +12,7 @@
  */
 import assert from "node:assert/strict";
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { chown, mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -81,7 +82,7 @@ describe("container image: built with podman, every component a subcommand", { t
     assert.match(help("proxy"), /--redis-url/);
   });
 
-  test("the image holds Node 20+, the runtime tools and no sources or dev tools", () => {
+  test("the image holds the checkout's Node (package.json's), the runtime tools and no sources or dev tools", () => {
     const out = inImage(
       [
         "node --version",
@@ -90,8 +91,9 @@ describe("container image: built with podman, every component a subcommand", { t
         "true",
       ].join("; "),
     );
-    const major = Number(/^v(\d+)\./m.exec(out)?.[1]);
-    assert.ok(major >= 20, `node in the image: ${out}`);
+    const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
+    const version = pkg.optionalDependencies[`node-linux-${process.arch}`];
+    assert.match(out, new RegExp(`^v${version.replaceAll(".", "\\.")}$`, "m"), `node in the image: ${out}`);
     assert.doesNotMatch(out, /missing|present/);
   });
 

@@ -74,7 +74,7 @@ function decompressed(blob: string): { stream: Readable; done: Promise<void> } {
     return { stream, done: Promise.resolve() };
   }
   if (magic.readUInt32LE(0) === 0xfd2fb528) {
-    // Node 20 has no zstd; Debian's zstd does it in a stream.
+    // Node 24's zstd is still experimental; Debian's zstd does it in a stream.
     const child = spawn("zstd", ["-dcq", "--", blob], { stdio: ["ignore", "pipe", "pipe"] });
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => {
