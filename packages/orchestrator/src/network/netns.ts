@@ -37,12 +37,21 @@ export async function deleteNamespace(name: string): Promise<void> {
   }
 }
 
+/**
+ * Whether `ip link delete` failed because the link is gone. "Cannot find device" when the name was
+ * not found; "RTNETLINK answers: No such device" when it was, but the link went before the delete
+ * reached the kernel: a veth whose peer's namespace was just deleted is destroyed asynchronously.
+ */
+export function linkWasGone(stderr: string): boolean {
+  return /Cannot find device|does not exist|No such device/i.test(stderr);
+}
+
 /** Deletes a link in the root namespace; one that is already gone is not an error. */
 export async function deleteLink(name: string): Promise<void> {
   try {
     await ip(["link", "delete", name]);
   } catch (err) {
-    if (err instanceof CommandError && /Cannot find device|does not exist/i.test(err.stderrTail)) return;
+    if (err instanceof CommandError && linkWasGone(err.stderrTail)) return;
     throw err;
   }
 }
