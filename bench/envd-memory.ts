@@ -1,13 +1,12 @@
 /**
  * envd's idle memory with the node flags and environment sandboxes start it with
- * (runtime/oci-spec.ts) beside plain `node`, both run on the host, warmed with the calls a template
- * snapshot is warmed with and then frozen: the anonymous memory a snapshot saves for every sandbox. And
+ * (runtime/oci-spec.ts) beside plain `node`, both run on the host and warmed with the calls a
+ * template snapshot is warmed with: the anonymous memory a snapshot saves for every sandbox. And
  * what the flags cost: `commands.run("true")` and a 10 MB write+read, interleaved.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
-import http from "node:http";
 import { ENVD_ENV, ENVD_NODE_FLAGS, warmEnvd } from "@moat/orchestrator";
 import { Sandbox } from "e2b";
 import { makeUserDir } from "../tests/integration/helpers/envd.js";
@@ -49,22 +48,6 @@ async function start(flags: string[], env: string[]): Promise<Variant & { port: 
   return { child, sbx, port, cmd: [], files: [] };
 }
 
-/** POST /freeze on a connection of its own, as the node sends it before a checkpoint. */
-function freeze(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: "127.0.0.1", port, method: "POST", path: "/freeze", agent: false },
-      (res) => {
-        res.resume();
-        if (res.statusCode === 204) resolve();
-        else reject(new Error(`envd /freeze answered ${res.statusCode}`));
-      },
-    );
-    req.once("error", reject);
-    req.end();
-  });
-}
-
 async function anonMB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   return Number(/RssAnon:\s+(\d+) kB/.exec(status)?.[1] ?? NaN) / 1024;
@@ -79,12 +62,9 @@ export async function envdMemory(): Promise<Figure[]> {
     for (let i = 0; i < 3; i++) {
       variants.push(await start([], []), await start(ENVD_NODE_FLAGS, ENVD_ENV));
     }
-    // The calls a template snapshot is warmed with, then /freeze, right before its checkpoint (with
-    // the sandbox flags it collects garbage first).
+    // The calls a template snapshot is warmed with, right before its checkpoint.
     for (const v of variants) await warmEnvd("127.0.0.1", v.port);
     await new Promise((r) => setTimeout(r, 3000));
-    for (const v of variants) await freeze(v.port);
-    await new Promise((r) => setTimeout(r, 500));
     for (const [i, v] of variants.entries()) {
       (i % 2 === 0 ? memory.plain : memory.lean).push(await anonMB(v.child.pid!));
     }
@@ -108,7 +88,7 @@ export async function envdMemory(): Promise<Figure[]> {
     const flags = [...ENVD_NODE_FLAGS, ...ENVD_ENV].join(" ");
     return [
       {
-        name: `envd idle anonymous memory on the host, warmed and frozen as for a template snapshot, with ${flags}`,
+        name: `envd idle anonymous memory on the host, warmed as for a template snapshot, with ${flags}`,
         unit: "MB",
         value: summarize(memory.lean),
         baseline: { name: "plain node", value: summarize(memory.plain) },

@@ -165,7 +165,6 @@ function freeze(
     return;
   }
   forgetInodeNumbers();
-  const gcMs = collectAllGarbage();
   const started = performance.now();
   execFile("sync", (err) => {
     const syncMs = Math.round(performance.now() - started);
@@ -186,25 +185,10 @@ function freeze(
       sockets.delete(socket);
       count++;
     }
-    logger.info({ connections: count, syncMs, gcMs }, "files synced and connections reset for a checkpoint");
+    logger.info({ connections: count, syncMs }, "files synced and connections reset for a checkpoint");
     res.writeHead(204, { connection: "close" });
     res.end(() => own?.resetAndDestroy());
   });
-}
-
-/**
- * A memory-reducing full GC (V8's last resort: repeated until nothing more is freed, pooled pages
- * returned to the system), when envd runs with --expose-gc as sandboxes start it. Every page envd
- * holds is saved in the checkpoint and restored into each sandbox made from it: on Node 24 this
- * frees about 3 MB of a warmed envd's 23 MB (bench/envd-memory.ts), which V8's own memory reducer
- * returns only after seconds of idleness. Milliseconds it took, or undefined without the flag.
- */
-function collectAllGarbage(): number | undefined {
-  const gc = (globalThis as { gc?: (options: object) => void }).gc;
-  if (typeof gc !== "function") return undefined;
-  const started = performance.now();
-  gc({ type: "major", execution: "sync", flavor: "last-resort" });
-  return Math.round(performance.now() - started);
 }
 
 const kRemoteAddress = createContextKey("");

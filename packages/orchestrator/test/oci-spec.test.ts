@@ -22,7 +22,6 @@ test("envd runs with its lean memory flags (node options before the script) and 
   assert.ok(node >= 0 && script > node);
   assert.deepEqual(args.slice(node + 1, script), ENVD_NODE_FLAGS);
   assert.ok(ENVD_NODE_FLAGS.includes("--max-semi-space-size=1"));
-  assert.ok(ENVD_NODE_FLAGS.includes("--expose-gc"));
   for (const entry of ENVD_ENV) assert.ok(env.includes(entry));
   assert.ok(env.includes("MALLOC_ARENA_MAX=1"));
 });

@@ -34,13 +34,11 @@ export const SANDBOX_NODE_PATH = "/opt/moat/node";
  * Node flags of envd. Every page envd touches is saved in the template snapshot and restored into
  * each sandbox's memory, so an idle envd's footprint is paid once per sandbox: a 1 MB young
  * generation (V8 grows it to 16 MB under allocation; envd's large buffers live outside the heap)
- * and one malloc arena (below) take ~2 MB of the ~23 MB (Node 24) of anonymous memory of a warmed envd
+ * and one malloc arena (below) take ~2 MB of the ~19 MB of anonymous memory of a warmed envd
  * (bench/envd-memory.ts). One V8 worker thread (--v8-pool-size=1) saved ~0.3 MB more but cost
- * commands.run ~5-10 % in the same bench: left out. --expose-gc lets /freeze run a memory-reducing
- * collection right before a checkpoint (about 3 MB fewer pages saved on Node 24); `gc` is envd's
- * global only, commands are processes of their own.
+ * commands.run ~5-10 % in the same bench: left out.
  */
-export const ENVD_NODE_FLAGS = ["--max-semi-space-size=1", "--expose-gc"];
+export const ENVD_NODE_FLAGS = ["--max-semi-space-size=1"];
 /** envd's own environment (its commands get theirs from envd): one malloc arena, not one per thread. */
 export const ENVD_ENV = ["MALLOC_ARENA_MAX=1"];
 export const SANDBOX_ENVD_PATH = "/opt/moat/envd";
