@@ -189,6 +189,8 @@ export async function benchPlatform(): Promise<Figure[]> {
     const proxied = await sample(100, () => sbx.commands.run("true"));
     const direct = await straightTo(moat, sbx.sandboxId);
     const directRT = await sample(100, () => direct.commands.run("true"));
+    progress("a command's start inside the sandbox, with and without fork");
+    const spawns = await spawnInside(sbx);
 
     // Pause and resume through the API: sbx.pause(), then Sandbox.connect and a first command.
     progress("pause and resume");
@@ -229,6 +231,7 @@ export async function benchPlatform(): Promise<Figure[]> {
       concurrentRefused: concurrent.reduce((n, c) => n + c.refused, 0),
       proxied,
       directRT,
+      spawns,
       pause,
       resume,
       pauseFailures: failures,
@@ -301,6 +304,13 @@ export async function benchPlatform(): Promise<Figure[]> {
       { name: "same, straight to the sandbox's envd", value: summarize(snap.directRT) },
     ),
     fig(
+      "a command's start inside a sandbox: envd's vfork spawner runs `bash -l -c true` as the user, to its exit",
+      summarize(snap.spawns.vfork),
+      undefined,
+      ["measured inside one sandbox by a script on envd's node, runs interleaved"],
+      { name: "same through Node's child_process (a fork)", value: summarize(snap.spawns.node) },
+    ),
+    fig(
       `pause of an idle sandbox through the API: sbx.pause() (${PAUSE_CYCLES} cycles, one sandbox)`,
       summarizeOrNaN(snap.pause),
       { median: 300 },
@@ -324,4 +334,29 @@ export async function benchPlatform(): Promise<Figure[]> {
       },
     ),
   ];
+}
+
+/**
+ * How long envd takes to start a command and see it end, with its vfork addon and with Node's
+ * child_process, timed inside the sandbox (a script on envd's node, as root switching to the user
+ * as envd does), interleaved so both meet the same load.
+ */
+async function spawnInside(sbx: Sandbox): Promise<{ vfork: number[]; node: number[] }> {
+  const script = `
+const { spawn } = require("node:child_process");
+const addon = require("/opt/moat/envd/native/moat_spawn.node");
+const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/user", USER: "user", LOGNAME: "user", SHELL: "/bin/bash" };
+const argv = ["-l", "-c", "true"];
+const viaNode = () => new Promise((r) => spawn("/bin/bash", argv, { cwd: "/home/user", env, uid: 1000, gid: 1000, detached: true, stdio: ["ignore", "pipe", "pipe"] }).once("close", r));
+const viaVfork = () => new Promise((r) => addon.spawn("/bin/bash", ["/bin/bash", ...argv], Object.entries(env).map(([k, v]) => k + "=" + v), "/home/user", 1000, 1000, true, false, r));
+const time = async (f) => { const t = performance.now(); await f(); return performance.now() - t; };
+(async () => {
+  const out = { vfork: [], node: [] };
+  for (let i = 0; i < 30; i++) { out.vfork.push(await time(viaVfork)); out.node.push(await time(viaNode)); }
+  console.log(JSON.stringify(out));
+})();
+`;
+  await sbx.files.write("/tmp/moat-bench-spawn.js", script, { user: "root" });
+  const result = await sbx.commands.run("/opt/moat/node /tmp/moat-bench-spawn.js", { user: "root" });
+  return JSON.parse(result.stdout) as { vfork: number[]; node: number[] };
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Assembles packages/envd/dist/sandbox/, the one host directory every sandbox mounts (read-only, at
 // /opt/moat/envd): envd bundled into one ESM file (envd.mjs), the sudo stand-in (sudo.mjs and its
-// shell wrapper), the code interpreter's server (code-interpreter.mjs) and the native modules envd loads when first needed (node-pty, @napi-rs/xattr),
+// shell wrapper), the code interpreter's server (code-interpreter.mjs), envd's spawn addon and the
+// native modules envd loads when first needed (node-pty, @napi-rs/xattr),
 // with only their runtime files. Nothing else of the checkout (.git, .env, node_modules, a data
 // directory) is visible to sandboxes. Built beside and renamed into place, so a sandbox starting
 // meanwhile mounts the old directory or the new one, never half of one.
@@ -58,6 +59,14 @@ try {
   // The code-interpreter template's start command.
   await copyFile(path.join(root, "packages/code-interpreter/bin/respawn"), path.join(temp, "respawn"));
   await chmod(path.join(temp, "respawn"), 0o755);
+
+  // envd's own addon that starts processes without fork (packages/envd/native/spawn.c), built by
+  // node-gyp when npm installs the envd package.
+  await mkdir(path.join(temp, "native"));
+  await copyFile(
+    path.join(root, "packages/envd/build/Release/moat_spawn.node"),
+    path.join(temp, "native/moat_spawn.node"),
+  );
 
   // node-pty: its JavaScript (tests and source maps left out) and the addon, compiled or prebuilt.
   const prebuilt = `prebuilds/${process.platform}-${process.arch}/`;

@@ -22,6 +22,7 @@ import { malformedBinaryInterceptor, withMalformedBinaryAsInvalidArgument } from
 import { withNegotiationErrorBodies } from "./negotiation-errors.js";
 import { FilesystemService } from "./services/filesystem/service.js";
 import { ProcessService } from "./services/process/service.js";
+import { vforkSpawner } from "./services/process/vfork-spawn.js";
 import { EnvdState } from "./state.js";
 
 export interface EnvdOptions {
@@ -125,7 +126,9 @@ export async function startEnvd(options: EnvdOptions): Promise<Envd> {
     });
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info({ port, defaultUser }, "envd listening");
+  // How commands start: loaded here, not on the first command, so a template snapshot holds it.
+  const spawner = vforkSpawner() ? "vfork" : "node";
+  logger.info({ port, defaultUser, spawner }, "envd listening");
 
   return {
     server,

@@ -45,12 +45,17 @@ export function makeUserDir(prefix: string): string {
   return dir;
 }
 
-export async function startEnvd(extraArgs: string[] = [], logLevel = "debug"): Promise<RunningEnvd> {
+/** `env` adds to envd's environment (MOAT_ENVD_SPAWN=node: Node's child_process starts commands). */
+export async function startEnvd(
+  extraArgs: string[] = [],
+  logLevel = "debug",
+  env: Record<string, string> = {},
+): Promise<RunningEnvd> {
   ensureTestUser();
   process.env.E2B_DEBUG = "true";
   const child = spawn(process.execPath, [moatBin, "envd", "--port", "49983", ...extraArgs], {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, MOAT_LOG_LEVEL: logLevel },
+    env: { ...process.env, MOAT_LOG_LEVEL: logLevel, ...env },
   });
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => {

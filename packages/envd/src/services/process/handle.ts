@@ -6,7 +6,7 @@
  * Every process runs in a session and process group of its own, so a signal reaches the whole tree
  * the command started (`bash -c "a | b"`), not just the shell.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, spawn } from "node:child_process";
 import { constants as osConstants } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -14,6 +14,10 @@ import { Channel } from "@moat/shared";
 import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
 import type * as pty from "node-pty";
 import type { User } from "../../auth/users.js";
+import { VforkChild, vforkSpawner } from "./vfork-spawn.js";
+
+/** What a process handle holds: Node's child, or one started without fork (vfork-spawn.ts). */
+type Child = ChildProcess | VforkChild;
 
 export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
 export type EndEventInit = { exitCode: number; exited: boolean; status: string; error?: string };
@@ -46,7 +50,7 @@ export class ProcessHandle {
   readonly config: ProcessConfig;
   readonly tag: string | undefined;
   readonly isPTY: boolean;
-  private readonly child: ChildProcess | undefined;
+  private readonly child: Child | undefined;
   private readonly terminal: pty.IPty | undefined;
   private readonly subscribers = new Set<Channel<ProcessEventInit>>();
   private endEvent: EndEventInit | undefined;
@@ -57,11 +61,7 @@ export class ProcessHandle {
   private readonly ended: Promise<void>;
   private markEnded!: () => void;
 
-  private constructor(
-    options: SpawnOptions,
-    child: ChildProcess | undefined,
-    terminal: pty.IPty | undefined,
-  ) {
+  private constructor(options: SpawnOptions, child: Child | undefined, terminal: pty.IPty | undefined) {
     this.config = options.config;
     this.tag = options.tag;
     this.isPTY = terminal !== undefined;
@@ -99,20 +99,31 @@ export class ProcessHandle {
       return handle;
     }
 
-    let child: ChildProcess;
+    let child: Child;
+    const addon = vforkSpawner();
     try {
-      child = spawn(options.config.cmd, options.config.args, {
-        cwd: options.cwd,
-        env: options.env,
-        stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
-        detached: true,
-        ...ids,
-      });
+      if (addon) {
+        child = new VforkChild(addon, options.config.cmd, options.config.args, {
+          cwd: options.cwd,
+          env: options.env,
+          stdin: options.stdin,
+          ...ids,
+        });
+      } else {
+        child = spawn(options.config.cmd, options.config.args, {
+          cwd: options.cwd,
+          env: options.env,
+          stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
+          detached: true,
+          ...ids,
+        });
+      }
     } catch (err) {
-      // What no process can be given (a NUL in the command, an argument or the environment).
+      // What no process can be given: a NUL in the command, an argument or the environment, and
+      // on the vfork path a command or working directory that cannot be executed or entered.
       throw new ConnectError(`failed to start process: ${errorMessage(err)}`, Code.InvalidArgument);
     }
-    if (child.pid === undefined) {
+    if (child instanceof ChildProcess && child.pid === undefined) {
       const err = await new Promise<Error>((resolve) => child.once("error", resolve));
       throw new ConnectError(`failed to start process: ${err.message}`, Code.InvalidArgument);
     }
@@ -251,7 +262,7 @@ export class ProcessHandle {
     this.markEnded();
   }
 
-  private attachChild(child: ChildProcess): void {
+  private attachChild(child: Child): void {
     child.stdout!.on("data", (chunk: Buffer) =>
       this.broadcastOutput(
         { event: { case: "data", value: { output: { case: "stdout", value: chunk } } } },

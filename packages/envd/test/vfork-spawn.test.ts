@@ -1,0 +1,177 @@
+/**
+ * envd's vfork spawner (native/spawn.c) against Node's child_process, the way envd calls each: the
+ * same commands must see the same process (arguments, environment, PATH search, working directory,
+ * stdio, session, signal dispositions) and end the same way (exit code, signal, start error).
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { VforkChild, vforkSpawner } from "../src/services/process/vfork-spawn.js";
+
+interface Outcome {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  signal: string | null;
+  error?: string;
+}
+
+interface Case {
+  cmd: string;
+  args?: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  stdin?: string;
+}
+
+const BASE_ENV = { PATH: "/usr/local/bin:/usr/bin:/bin", LANG: "C" };
+
+function collect(
+  child: {
+    stdout: NodeJS.ReadableStream;
+    stderr: NodeJS.ReadableStream;
+    stdin: NodeJS.WritableStream | null;
+    once(e: "close", f: (c: number | null, s: string | null) => void): unknown;
+  },
+  input: string | undefined,
+): Promise<Outcome> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  if (input !== undefined) child.stdin!.end(input);
+  return new Promise((resolve) =>
+    child.once("close", (code, signal) => resolve({ stdout, stderr, code, signal })),
+  );
+}
+
+async function viaNode(c: Case, cwd: string): Promise<Outcome> {
+  const child = spawn(c.cmd, c.args ?? [], {
+    cwd: c.cwd ?? cwd,
+    env: { ...BASE_ENV, ...c.env },
+    stdio: [c.stdin !== undefined ? "pipe" : "ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  if (child.pid === undefined) {
+    const err = await new Promise<Error>((resolve) => child.once("error", resolve));
+    return { stdout: "", stderr: "", code: null, signal: null, error: err.message };
+  }
+  return collect(child as never, c.stdin);
+}
+
+async function viaVfork(c: Case, cwd: string): Promise<Outcome> {
+  let child: VforkChild;
+  try {
+    child = new VforkChild(vforkSpawner()!, c.cmd, c.args ?? [], {
+      cwd: c.cwd ?? cwd,
+      env: { ...BASE_ENV, ...c.env },
+      stdin: c.stdin !== undefined,
+    });
+  } catch (err) {
+    return { stdout: "", stderr: "", code: null, signal: null, error: (err as Error).message };
+  }
+  return collect(child as never, c.stdin);
+}
+
+describe("envd's vfork spawner starts what Node's spawn starts", () => {
+  let dir: string;
+  before(async () => {
+    assert.ok(vforkSpawner(), "the addon is built (npm install runs node-gyp in packages/envd)");
+    dir = await mkdtemp(path.join(tmpdir(), "moat-test-spawn-"));
+    await writeFile(path.join(dir, "no-shebang"), 'echo "script $0 $1"; exit 7\n');
+    await chmod(path.join(dir, "no-shebang"), 0o755);
+    await writeFile(path.join(dir, "not-executable"), "echo never\n");
+    await mkdir(path.join(dir, "bin"));
+    await writeFile(path.join(dir, "bin", "only-here"), "#!/bin/sh\necho found on the given PATH\n");
+    await chmod(path.join(dir, "bin", "only-here"), 0o755);
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  const cases: Record<string, () => Case> = {
+    "arguments, environment and working directory": () => ({
+      cmd: "/bin/sh",
+      args: ["-c", 'printf "%s|" "$0" "$1" "$FOO" "$(pwd)"', "zero", "one two"],
+      env: { FOO: "b\na r" },
+    }),
+    "output on both streams and an exit code": () => ({
+      cmd: "sh",
+      args: ["-c", "echo out; echo err >&2; exit 42"],
+    }),
+    "stdio: /dev/null without stdin, sockets for the output": () => ({
+      cmd: "/bin/sh",
+      args: ["-c", "readlink /proc/self/fd/0; [ -S /dev/stdout ] && echo socket; [ -t 1 ] || echo no-tty"],
+    }),
+    "stdin: input then EOF": () => ({
+      cmd: "/bin/sh",
+      args: ["-c", "cat; echo eof"],
+      stdin: "line 1\nline 2\n",
+    }),
+    "a session and process group of its own": () => ({
+      cmd: "/bin/sh",
+      args: [
+        "-c",
+        'test "$(ps -o sid= -p $$ | tr -d " ")" = $$ && test "$(ps -o pgid= -p $$ | tr -d " ")" = $$ && echo leader',
+      ],
+    }),
+    "default signal dispositions and an empty mask (envd ignores SIGPIPE)": () => ({
+      cmd: "/bin/sh",
+      args: ["-c", "grep -E '^Sig(Blk|Ign)' /proc/self/status"],
+    }),
+    "killed by a signal": () => ({ cmd: "/bin/sh", args: ["-c", "kill -TERM $$"] }),
+    "a bare name found on the PATH of the command's environment": () => ({
+      cmd: "only-here",
+      env: { PATH: `/nonexistent:${dir}/bin` },
+    }),
+    "a script without #! runs through /bin/sh": () => ({ cmd: path.join(dir, "no-shebang"), args: ["arg"] }),
+    "a bare name that is nowhere on the PATH": () => ({ cmd: "moat-no-such-command" }),
+    "a missing file": () => ({ cmd: path.join(dir, "missing") }),
+    "a file that is not executable": () => ({ cmd: path.join(dir, "not-executable") }),
+    "a directory": () => ({ cmd: dir }),
+    "a missing working directory": () => ({ cmd: "/bin/true", cwd: path.join(dir, "missing") }),
+  };
+  for (const [name, make] of Object.entries(cases)) {
+    test(name, async () => {
+      const c = make();
+      const node = await viaNode(c, dir);
+      const vfork = await viaVfork(c, dir);
+      assert.deepEqual(vfork, node);
+    });
+  }
+
+  test("a NUL in the command, an argument or the environment is refused before any process", () => {
+    for (const c of [
+      { cmd: "a\0b", args: [], env: {} },
+      { cmd: "/bin/echo", args: ["a\0"], env: {} },
+      { cmd: "/bin/echo", args: [], env: { "A\0": "1" } },
+      { cmd: "/bin/echo", args: [], env: { A: "\0" } },
+    ]) {
+      assert.throws(
+        () => new VforkChild(vforkSpawner()!, c.cmd, c.args, { cwd: "/", env: c.env, stdin: false }),
+        /null bytes/,
+      );
+    }
+  });
+
+  test("many at once: each its own output and exit code, and every child reaped", async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        viaVfork({ cmd: "/bin/sh", args: ["-c", `echo ${i}; exit ${i}`] }, dir),
+      ),
+    );
+    for (const [i, r] of runs.entries()) {
+      assert.deepEqual(r, { stdout: `${i}\n`, stderr: "", code: i, signal: null });
+    }
+    const zombies = await viaNode(
+      { cmd: "/bin/sh", args: ["-c", `ps -o stat= --ppid ${process.pid} | grep -c Z || true`] },
+      dir,
+    );
+    assert.equal(zombies.stdout.trim(), "0");
+  });
+});
