@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <node_api.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,9 +27,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #define CHILD_STACK_BYTES (128 * 1024)
-#define WAITER_STACK_BYTES (64 * 1024)
 /* glibc's execvp when PATH is unset (confstr _CS_PATH). */
 #define DEFAULT_PATH "/bin:/usr/bin"
 
@@ -169,43 +168,74 @@ fail:
 
 /* ---- N-API glue ---- */
 
-struct waiter {
+/*
+ * Children are reaped as libuv reaps its own: a SIGCHLD watcher on envd's loop tries each running
+ * child with waitpid(WNOHANG). No thread per child, and the pid is reaped on the main thread just
+ * before JavaScript hears of the exit, so a signal envd sends to the process group before that
+ * cannot reach a process that reused the number.
+ */
+struct child {
   pid_t pid;
+  /* Holds envd's loop open while the child runs, as Node's ChildProcess does. */
   napi_threadsafe_function on_exit;
+  struct child *next;
 };
 
-/*
- * Waits for the child to exit without reaping it (WNOWAIT): the zombie keeps its pid, and with it
- * its process group, until envd's main thread reaps it in call_on_exit, so a signal envd sends
- * before it has seen the exit cannot reach a process that reused the number.
- */
-static void *wait_for_exit(void *arg) {
-  struct waiter *w = arg;
-  siginfo_t info;
-  while (waitid(P_PID, (id_t)w->pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+static struct child *children;
+static uv_signal_t sigchld;
+static int sigchld_started;
+
+static void on_sigchld(uv_signal_t *handle, int signum) {
+  (void)handle;
+  (void)signum;
+  for (struct child **at = &children; *at != NULL;) {
+    struct child *c = *at;
+    int status = 0;
+    pid_t got;
+    do {
+      got = waitpid(c->pid, &status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got == 0) {
+      at = &c->next;
+      continue;
+    }
+    /* ECHILD: nothing to reap (no one else waits for envd's children, so this is not expected). */
+    if (got < 0) status = -1;
+    *at = c->next;
+    int *data = malloc(sizeof *data);
+    if (data != NULL) {
+      *data = status;
+      napi_call_threadsafe_function(c->on_exit, data, napi_tsfn_nonblocking);
+    }
+    napi_release_threadsafe_function(c->on_exit, napi_tsfn_release);
+    free(c);
   }
-  pid_t *pid = malloc(sizeof *pid);
-  if (pid != NULL) {
-    *pid = w->pid;
-    napi_call_threadsafe_function(w->on_exit, pid, napi_tsfn_blocking);
-  }
-  napi_release_threadsafe_function(w->on_exit, napi_tsfn_release);
-  free(w);
-  return NULL;
 }
 
-/* On envd's main thread: reaps the child and hands its wait status (-1: none) to the callback. */
+/* Hands the child's wait status (-1: none) to its callback, on envd's main thread. */
 static void call_on_exit(napi_env env, napi_value callback, void *context, void *data) {
   (void)context;
-  pid_t pid = *(pid_t *)data;
+  int status = *(int *)data;
   free(data);
-  int status = 0;
-  if (waitpid(pid, &status, WNOHANG) <= 0) status = -1;
   if (env == NULL || callback == NULL) return;
   napi_value undefined, arg;
   napi_get_undefined(env, &undefined);
   napi_create_int32(env, status, &arg);
   napi_call_function(env, undefined, callback, 1, &arg, NULL);
+}
+
+/* The watcher, started before the first child so that no SIGCHLD goes unseen. Unreferenced: the
+ * children's thread-safe functions are what keep the loop alive. */
+static int start_sigchld_watcher(napi_env env) {
+  if (sigchld_started) return 0;
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return EINVAL;
+  int err = uv_signal_init(loop, &sigchld);
+  if (err == 0) err = uv_signal_start(&sigchld, on_sigchld, SIGCHLD);
+  if (err != 0) return -err;
+  uv_unref((uv_handle_t *)&sigchld);
+  sigchld_started = 1;
+  return 0;
 }
 
 static char *string_arg(napi_env env, napi_value value) {
@@ -311,6 +341,11 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
   r.stdio[1] = fds[1][1];
   r.stdio[2] = fds[2][1];
 
+  int watch_err = start_sigchld_watcher(env);
+  if (watch_err != 0) {
+    throw_errno(env, watch_err, "uv_signal_start");
+    goto done;
+  }
   stack = mmap(NULL, CHILD_STACK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
                -1, 0);
   if (stack == MAP_FAILED) {
@@ -320,11 +355,11 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
   /* No handler of envd's may run on the child's stack: block everything until it resets them. */
   sigset_t all, old;
   sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
+  sigprocmask(SIG_SETMASK, &all, &old);
   char *arg0 = shell_argv[1];
   pid_t pid = clone(child_main, (char *)stack + CHILD_STACK_BYTES, CLONE_VM | CLONE_VFORK | SIGCHLD, &r);
   int clone_errno = errno;
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  sigprocmask(SIG_SETMASK, &old, NULL);
   /* A script run through /bin/sh left the file in argv[0]'s slot (child_exec). */
   shell_argv[1] = arg0;
   if (pid < 0) {
@@ -339,37 +374,22 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
     goto done;
   }
 
-  struct waiter *w = malloc(sizeof *w);
+  struct child *c = malloc(sizeof *c);
   napi_value name;
   napi_create_string_utf8(env, "moat spawn exit", NAPI_AUTO_LENGTH, &name);
-  if (w == NULL || napi_create_threadsafe_function(env, args[8], NULL, name, 0, 1, NULL, NULL, NULL,
-                                                   call_on_exit, &w->on_exit) != napi_ok) {
-    /* The child runs; without a waiter it could not be reaped, so it must not outlive the call. */
+  if (c == NULL || napi_create_threadsafe_function(env, args[8], NULL, name, 0, 1, NULL, NULL, NULL,
+                                                   call_on_exit, &c->on_exit) != napi_ok) {
+    /* The child runs; nothing would report its end, so it must not outlive the call. */
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    free(w);
-    throw_errno(env, ENOMEM, "waiter");
+    free(c);
+    throw_errno(env, ENOMEM, "spawn");
     goto done;
   }
-  w->pid = pid;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, WAITER_STACK_BYTES);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t thread;
-  /* The waiter inherits a full mask: envd's signal handlers run on its own threads, not this one. */
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  int err = pthread_create(&thread, &attr, wait_for_exit, w);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  pthread_attr_destroy(&attr);
-  if (err != 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    napi_release_threadsafe_function(w->on_exit, napi_tsfn_abort);
-    free(w);
-    throw_errno(env, err, "pthread_create");
-    goto done;
-  }
+  /* Its SIGCHLD, if it already exited, is handled on a later turn of the loop: after this. */
+  c->pid = pid;
+  c->next = children;
+  children = c;
 
   napi_create_array_with_length(env, 4, &result);
   int32_t out[4] = {pid, fds[0][0], fds[1][0], fds[2][0]};

@@ -159,14 +159,20 @@ describe("envd's vfork spawner starts what Node's spawn starts", () => {
     }
   });
 
-  test("many at once: each its own output and exit code, and every child reaped", async () => {
-    const runs = await Promise.all(
-      Array.from({ length: 30 }, (_, i) =>
-        viaVfork({ cmd: "/bin/sh", args: ["-c", `echo ${i}; exit ${i}`] }, dir),
-      ),
-    );
-    for (const [i, r] of runs.entries()) {
+  test("many at once, beside Node's own children: each its own output and exit code, every child reaped", async () => {
+    const script = (i: number) => ({
+      cmd: "/bin/sh",
+      args: ["-c", `sleep 0.0${i % 10}; echo ${i}; exit ${i}`],
+    });
+    const [ours, nodes] = await Promise.all([
+      Promise.all(Array.from({ length: 30 }, (_, i) => viaVfork(script(i), dir))),
+      Promise.all(Array.from({ length: 10 }, (_, i) => viaNode(script(100 + i), dir))),
+    ]);
+    for (const [i, r] of ours.entries()) {
       assert.deepEqual(r, { stdout: `${i}\n`, stderr: "", code: i, signal: null });
+    }
+    for (const [i, r] of nodes.entries()) {
+      assert.deepEqual(r, { stdout: `${100 + i}\n`, stderr: "", code: 100 + i, signal: null });
     }
     const zombies = await viaNode(
       { cmd: "/bin/sh", args: ["-c", `ps -o stat= --ppid ${process.pid} | grep -c Z || true`] },

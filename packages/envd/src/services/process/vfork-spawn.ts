@@ -3,8 +3,8 @@
  * ChildProcess (pid, stdin, stdout, stderr, "exit" and "close"), with the same meaning. Under
  * gVisor a fork costs more than the rest of a short command; this path skips it.
  *
- * Off when MOAT_ENVD_SPAWN=node, and when the addon cannot be loaded (not built, or an image whose
- * C library is older than glibc 2.34): then envd uses Node's child_process as before.
+ * Off when MOAT_ENVD_SPAWN=node, and when the addon cannot be loaded (not built): then envd uses
+ * Node's child_process as before. It asks no more of the image's C library than Node does.
  */
 import { EventEmitter } from "node:events";
 import { createRequire } from "node:module";
