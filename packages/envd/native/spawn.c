@@ -170,23 +170,44 @@ fail:
 
 /*
  * Children are reaped as libuv reaps its own: a SIGCHLD watcher on envd's loop tries each running
- * child with waitpid(WNOHANG). No thread per child, and the pid is reaped on the main thread just
- * before JavaScript hears of the exit, so a signal envd sends to the process group before that
- * cannot reach a process that reused the number.
+ * child with waitpid(WNOHANG) and calls back at once. No thread per child, and the pid stays the
+ * child's until JavaScript hears of the exit, so a signal envd sends to the process group before
+ * that cannot reach a process that reused the number.
  */
 struct child {
   pid_t pid;
-  /* Holds envd's loop open while the child runs, as Node's ChildProcess does. */
-  napi_threadsafe_function on_exit;
+  napi_ref on_exit;
+  napi_async_context async;
   struct child *next;
 };
 
+static napi_env envd_env;
 static struct child *children;
 static uv_signal_t sigchld;
 static int sigchld_started;
 
+/* Calls the child's callback with its wait status (-1: none to reap), and forgets the child. */
+static void report_exit(struct child *c, int status) {
+  napi_env env = envd_env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value callback, recv, arg;
+  napi_get_reference_value(env, c->on_exit, &callback);
+  /* napi_make_callback wants an object for `this`. */
+  napi_get_global(env, &recv);
+  napi_create_int32(env, status, &arg);
+  if (napi_make_callback(env, c->async, recv, callback, 1, &arg, NULL) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+  napi_delete_reference(env, c->on_exit);
+  napi_async_destroy(env, c->async);
+  free(c);
+}
+
 static void on_sigchld(uv_signal_t *handle, int signum) {
-  (void)handle;
   (void)signum;
   for (struct child **at = &children; *at != NULL;) {
     struct child *c = *at;
@@ -202,38 +223,23 @@ static void on_sigchld(uv_signal_t *handle, int signum) {
     /* ECHILD: nothing to reap (no one else waits for envd's children, so this is not expected). */
     if (got < 0) status = -1;
     *at = c->next;
-    int *data = malloc(sizeof *data);
-    if (data != NULL) {
-      *data = status;
-      napi_call_threadsafe_function(c->on_exit, data, napi_tsfn_nonblocking);
-    }
-    napi_release_threadsafe_function(c->on_exit, napi_tsfn_release);
-    free(c);
+    /* Nothing left to wait for: the watcher no longer holds envd's loop open. */
+    if (children == NULL) uv_unref((uv_handle_t *)handle);
+    report_exit(c, status);
   }
 }
 
-/* Hands the child's wait status (-1: none) to its callback, on envd's main thread. */
-static void call_on_exit(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
-  int status = *(int *)data;
-  free(data);
-  if (env == NULL || callback == NULL) return;
-  napi_value undefined, arg;
-  napi_get_undefined(env, &undefined);
-  napi_create_int32(env, status, &arg);
-  napi_call_function(env, undefined, callback, 1, &arg, NULL);
-}
-
-/* The watcher, started before the first child so that no SIGCHLD goes unseen. Unreferenced: the
- * children's thread-safe functions are what keep the loop alive. */
+/* The watcher, started before the first child so that no SIGCHLD goes unseen. It holds envd's
+ * loop open only while a child runs, as Node's ChildProcess does. */
 static int start_sigchld_watcher(napi_env env) {
-  if (sigchld_started) return 0;
+  if (sigchld_started) return envd_env == env ? 0 : EINVAL;
   uv_loop_t *loop;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) return EINVAL;
   int err = uv_signal_init(loop, &sigchld);
   if (err == 0) err = uv_signal_start(&sigchld, on_sigchld, SIGCHLD);
   if (err != 0) return -err;
   uv_unref((uv_handle_t *)&sigchld);
+  envd_env = env;
   sigchld_started = 1;
   return 0;
 }
@@ -374,20 +380,22 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
     goto done;
   }
 
-  struct child *c = malloc(sizeof *c);
+  struct child *c = calloc(1, sizeof *c);
   napi_value name;
-  napi_create_string_utf8(env, "moat spawn exit", NAPI_AUTO_LENGTH, &name);
-  if (c == NULL || napi_create_threadsafe_function(env, args[8], NULL, name, 0, 1, NULL, NULL, NULL,
-                                                   call_on_exit, &c->on_exit) != napi_ok) {
+  napi_create_string_utf8(env, "moat spawn", NAPI_AUTO_LENGTH, &name);
+  if (c == NULL || napi_create_reference(env, args[8], 1, &c->on_exit) != napi_ok ||
+      napi_async_init(env, NULL, name, &c->async) != napi_ok) {
     /* The child runs; nothing would report its end, so it must not outlive the call. */
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    if (c != NULL && c->on_exit != NULL) napi_delete_reference(env, c->on_exit);
     free(c);
     throw_errno(env, ENOMEM, "spawn");
     goto done;
   }
   /* Its SIGCHLD, if it already exited, is handled on a later turn of the loop: after this. */
   c->pid = pid;
+  if (children == NULL) uv_ref((uv_handle_t *)&sigchld);
   c->next = children;
   children = c;
 
