@@ -48,6 +48,15 @@ describe("moat up with the official e2b SDK", { timeout: 900_000 }, () => {
     await assert.rejects(sleeper.wait());
   });
 
+  test("envd starts commands through its spawn addon, from the read-only mount", async () => {
+    // Without it envd falls back to Node's fork silently: right, but 50 ms slower per command.
+    const maps = await sbx.commands.run(
+      "for p in /proc/[0-9]*; do grep -qs envd.mjs $p/cmdline && grep -s moat_spawn $p/maps; done; true",
+      { user: "root" },
+    );
+    assert.match(maps.stdout, / \/opt\/moat\/envd\/native\/moat_spawn\.node\n/);
+  });
+
   test("pty: input and output through a terminal", async () => {
     let text = "";
     const terminal = await sbx.pty.create({
