@@ -105,6 +105,11 @@ describe("envd's vfork spawner starts what Node's spawn starts", { timeout: 60_0
       cmd: "sh",
       args: ["-c", "echo out; echo err >&2; exit 42"],
     }),
+    "no descriptor of envd's reaches the command beyond what Node's spawn passes": () => ({
+      cmd: "/bin/sh",
+      args: ["-c", "ls /proc/$$/fd | sort -n | tr '\\n' ' '"],
+      stdin: "",
+    }),
     "stdio: /dev/null without stdin, sockets for the output": () => ({
       cmd: "/bin/sh",
       args: ["-c", "readlink /proc/self/fd/0; [ -S /dev/stdout ] && echo socket; [ -t 1 ] || echo no-tty"],
