@@ -57,6 +57,14 @@ describe("moat up with the official e2b SDK", { timeout: 900_000 }, () => {
     assert.match(maps.stdout, / \/opt\/moat\/envd\/native\/moat_spawn\.node\n/);
   });
 
+  test("a login shell runs no program of its own before the command, as the user and as root", async () => {
+    // Every SDK command is `bash -l -c`, and each exec costs tens of milliseconds under gVisor.
+    for (const user of ["user", "root"] as const) {
+      const trace = await sbx.commands.run("bash -lxc true 2>&1", { user });
+      assert.doesNotMatch(trace.stdout, /^\++ (id|mesg|tty)\b/m, `${user}: ${trace.stdout}`);
+    }
+  });
+
   test("pty: input and output through a terminal", async () => {
     let text = "";
     const terminal = await sbx.pty.create({

@@ -206,14 +206,19 @@ export async function warmEnvd(hostAddress: string, port = ENVD_PORT): Promise<v
     ["/envs", { method: "GET" }],
     ["/filesystem.Filesystem/Stat", { method: "POST", headers: json, body: JSON.stringify({ path: "/" }) }],
     ["/process.Process/List", { method: "POST", headers: json, body: "{}" }],
-    [
-      "/process.Process/Start",
-      {
-        method: "POST",
-        headers: { "content-type": "application/connect+json" },
-        body: envelope({ process: { cmd: "/bin/true" } }),
-      },
-    ],
+    // The SDK's own command, as the default user and as root: the snapshot then holds bash, its
+    // libraries and the login scripts in memory, and envd's start path compiled, so that the
+    // first command of every sandbox restored from it does not read them in.
+    ...[{}, { authorization: `Basic ${Buffer.from("root:").toString("base64")}` }].map(
+      (auth): [string, RequestInit] => [
+        "/process.Process/Start",
+        {
+          method: "POST",
+          headers: { "content-type": "application/connect+json", ...auth },
+          body: envelope({ process: { cmd: "/bin/bash", args: ["-l", "-c", "true"] } }),
+        },
+      ],
+    ),
   ];
   for (let round = 0; round < 3; round++) {
     for (const [urlPath, init] of calls) {

@@ -77,6 +77,8 @@ echo "sparing login shells a process: bash knows its uid"
 # Every SDK command runs as \`bash -l -c\`, and an exec costs tens of milliseconds under gVisor:
 # /etc/profile would run id(1) on each command only to learn the uid bash already has in $EUID.
 sed -i 's/"$(id -u)"/"\${EUID:-$(id -u)}"/g' /etc/profile
+# And root's ~/.profile would run mesg(1) on each command as root, for a terminal most have not.
+sed -i 's#^mesg n 2> /dev/null || true$#if [ -t 0 ]; then mesg n 2> /dev/null || true; fi#' /root/.profile
 
 echo "writing /etc/hostname, /etc/hosts and /etc/resolv.conf"
 # e2b.local is an E2B sandbox's hostname; listing it in /etc/hosts keeps sudo from stalling on DNS.
