@@ -229,6 +229,22 @@ export async function warmEnvd(hostAddress: string, port = ENVD_PORT): Promise<v
   }
 }
 
+/**
+ * One `bash -l -c true` through envd, right after a pool entry is restored and before any create
+ * claims it: the first process a restored sandbox starts pays for runtime state a checkpoint does
+ * not keep (gVisor's address-space stubs are host processes), and this one is off the claim's path.
+ */
+export async function warmFirstProcess(hostAddress: string, port = ENVD_PORT): Promise<void> {
+  const res = await fetch(`http://${hostAddress}:${port}/process.Process/Start`, {
+    method: "POST",
+    headers: { "content-type": "application/connect+json" },
+    body: envelope({ process: { cmd: "/bin/bash", args: ["-l", "-c", "true"] } }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  await res.arrayBuffer();
+  if (!res.ok) throw new Error(`warming a restored sandbox: envd answered ${res.status}`);
+}
+
 /** One Connect streaming envelope: flags byte, big-endian length, JSON. */
 function envelope(message: unknown): Uint8Array {
   const body = Buffer.from(JSON.stringify(message));

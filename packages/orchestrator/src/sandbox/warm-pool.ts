@@ -6,11 +6,13 @@
  * growth of all pools together bounded by `maxSize - size`), so that the next burst like it is
  * served from the pool; after `idleMs` without such a burst it shrinks back to `size`.
  */
+
 import type { Logger } from "@moat/shared";
 import type { TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import { seedUpper } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import type { CreateInput } from "./create-input.js";
+import { warmFirstProcess } from "./envd-client.js";
 import type { SandboxFactory } from "./factory.js";
 import type { Sandbox } from "./sandbox.js";
 import type { TemplateSnapshots } from "./template-snapshots.js";
@@ -277,6 +279,7 @@ export class WarmPool {
     );
     try {
       await factory.boot(sandbox, { image: snapshot.image, seed: (upper) => seedUpper(snapshot, upper) });
+      await warmFirstProcess(sandbox.hostAddress);
       sandbox.record.startKind = "pool";
       return sandbox;
     } catch (err) {
