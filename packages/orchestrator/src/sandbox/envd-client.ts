@@ -195,6 +195,12 @@ async function freezeOnce(
 }
 
 /**
+ * bash as the SDK runs it, minus the login scripts: a template's own scripts may do anything, and
+ * a warm-up must not run them into a snapshot or into a pool entry before its /init.
+ */
+const WARM_ARGS = ["--noprofile", "--norc", "-c", "true"];
+
+/**
  * Runs envd once through the paths every new sandbox uses first (/init, a process start, a file
  * stat), so that a snapshot taken afterwards holds them compiled: each restore skips that warm-up.
  */
@@ -206,16 +212,16 @@ export async function warmEnvd(hostAddress: string, port = ENVD_PORT): Promise<v
     ["/envs", { method: "GET" }],
     ["/filesystem.Filesystem/Stat", { method: "POST", headers: json, body: JSON.stringify({ path: "/" }) }],
     ["/process.Process/List", { method: "POST", headers: json, body: "{}" }],
-    // The SDK's own command, as the default user and as root: the snapshot then holds bash, its
-    // libraries and the login scripts in memory, and envd's start path compiled, so that the
-    // first command of every sandbox restored from it does not read them in.
+    // bash, as the default user and as root: the snapshot then holds bash and its libraries in
+    // memory, and envd's start path compiled, so that the first command of every sandbox restored
+    // from it does not read them in.
     ...[{}, { authorization: `Basic ${Buffer.from("root:").toString("base64")}` }].map(
       (auth): [string, RequestInit] => [
         "/process.Process/Start",
         {
           method: "POST",
           headers: { "content-type": "application/connect+json", ...auth },
-          body: envelope({ process: { cmd: "/bin/bash", args: ["-l", "-c", "true"] } }),
+          body: envelope({ process: { cmd: "/bin/bash", args: WARM_ARGS } }),
         },
       ],
     ),
@@ -230,7 +236,7 @@ export async function warmEnvd(hostAddress: string, port = ENVD_PORT): Promise<v
 }
 
 /**
- * One `bash -l -c true` through envd, right after a pool entry is restored and before any create
+ * One bash through envd, right after a pool entry is restored and before any create
  * claims it: the first process a restored sandbox starts pays for runtime state a checkpoint does
  * not keep (gVisor's address-space stubs are host processes), and this one is off the claim's path.
  */
@@ -238,7 +244,7 @@ export async function warmFirstProcess(hostAddress: string, port = ENVD_PORT): P
   const res = await fetch(`http://${hostAddress}:${port}/process.Process/Start`, {
     method: "POST",
     headers: { "content-type": "application/connect+json" },
-    body: envelope({ process: { cmd: "/bin/bash", args: ["-l", "-c", "true"] } }),
+    body: envelope({ process: { cmd: "/bin/bash", args: WARM_ARGS } }),
     signal: AbortSignal.timeout(10_000),
   });
   await res.arrayBuffer();
