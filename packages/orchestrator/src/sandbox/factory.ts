@@ -29,7 +29,7 @@ import {
 import type { VolumeStore } from "../storage/volumes.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import { diskSizeOf, resolveBuild } from "./create-input.js";
-import { freezeEnvd, initEnvd, waitForEnvd } from "./envd-client.js";
+import { freezeEnvd, initEnvd, waitForEnvd, warmFirstProcess } from "./envd-client.js";
 import { type OutputLine, runInSandbox, startInSandbox } from "./envd-process.js";
 import { type SandboxRecord, sandboxDir, writeRecord } from "./record.js";
 import { Sandbox } from "./sandbox.js";
@@ -48,6 +48,11 @@ export interface BootOptions {
   lap?: (phase: string) => void;
   /** Fills the empty writable layer before the mount (a template snapshot's files). */
   seed?: (upper: string) => Promise<void>;
+  /**
+   * Runs one process through envd once it answers (warmFirstProcess): for warm-pool entries, so
+   * that what a restored sandbox's first process costs is paid before a create claims it.
+   */
+  warm?: boolean;
 }
 
 /** The runtime operations the lifecycle needs; `RunscSandboxFactory` is the real one. */
@@ -237,6 +242,7 @@ export class RunscSandboxFactory implements SandboxFactory {
     lap("runtime");
     await waitForEnvd(sandbox.hostAddress, options.envdReadyTimeoutMs);
     lap("envdReady");
+    if (boot.warm) await warmFirstProcess(sandbox.hostAddress);
   }
 
   async init(sandbox: Sandbox, presentToken?: string): Promise<void> {

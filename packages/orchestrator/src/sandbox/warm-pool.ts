@@ -12,7 +12,6 @@ import type { TemplateSnapshot } from "../snapshot/template-snapshot.js";
 import { seedUpper } from "../snapshot/template-snapshot.js";
 import type { TemplateBuild, TemplateResolver } from "../template/store.js";
 import type { CreateInput } from "./create-input.js";
-import { warmFirstProcess } from "./envd-client.js";
 import type { SandboxFactory } from "./factory.js";
 import type { Sandbox } from "./sandbox.js";
 import type { TemplateSnapshots } from "./template-snapshots.js";
@@ -278,8 +277,11 @@ export class WarmPool {
       "pool",
     );
     try {
-      await factory.boot(sandbox, { image: snapshot.image, seed: (upper) => seedUpper(snapshot, upper) });
-      await warmFirstProcess(sandbox.hostAddress);
+      await factory.boot(sandbox, {
+        image: snapshot.image,
+        seed: (upper) => seedUpper(snapshot, upper),
+        warm: true,
+      });
       sandbox.record.startKind = "pool";
       return sandbox;
     } catch (err) {

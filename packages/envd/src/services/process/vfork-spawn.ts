@@ -29,14 +29,18 @@ interface Native {
 }
 
 /**
- * Where the addon is: beside the bundled envd.mjs in a sandbox (the read-only mount), or node-gyp's
- * output in a checkout. Only the one for where this code runs: a path the other layout names could
- * be a file of the sandbox's own image, which envd must never load.
+ * Where the addon is: node-gyp's output when this file runs from a checkout (its src or dist),
+ * else beside the bundle that holds this code (envd.mjs in the sandbox's read-only mount). Never a
+ * path outside the bundle's own directory: inside a sandbox that would be a file of its image.
  */
 function addonPath(): string {
   const here = fileURLToPath(import.meta.url);
-  const bundled = path.basename(here) === "envd.mjs";
-  return path.resolve(path.dirname(here), bundled ? "native" : "../../../build/Release", "moat_spawn.node");
+  const inCheckout = /[/\\](src|dist)[/\\]services[/\\]process[/\\]vfork-spawn\.[jt]s$/.test(here);
+  return path.resolve(
+    path.dirname(here),
+    inCheckout ? "../../../build/Release" : "native",
+    "moat_spawn.node",
+  );
 }
 
 let native: Native | null | undefined;
