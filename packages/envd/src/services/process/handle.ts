@@ -7,14 +7,13 @@
  * the command started (`bash -c "a | b"`), not just the shell.
  */
 import { ChildProcess, spawn } from "node:child_process";
-import { constants as osConstants } from "node:os";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Channel } from "@moat/shared";
 import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
 import type * as pty from "node-pty";
 import type { User } from "../../auth/users.js";
-import { VforkChild, vforkSpawner } from "./vfork-spawn.js";
+import { signalName, VforkChild, vforkSpawner } from "./vfork-spawn.js";
 
 /** What a process handle holds: Node's child, or one started without fork (vfork-spawn.ts). */
 type Child = ChildProcess | VforkChild;
@@ -303,13 +302,6 @@ export class ProcessHandle {
       this.finish(endEventFor(name ? null : exitCode, name));
     });
   }
-}
-
-function signalName(signal: number): NodeJS.Signals | null {
-  for (const [name, number] of Object.entries(osConstants.signals)) {
-    if (number === signal) return name as NodeJS.Signals;
-  }
-  return null;
 }
 
 /** Go's wording for a wait status (`os.ProcessState.String()`), which envd reports. */

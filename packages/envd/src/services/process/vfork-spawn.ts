@@ -71,6 +71,11 @@ const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, number]) => [number, name as NodeJS.Signals]),
 );
 
+/** A signal's name from its number (a wait status, node-pty's exit), or null for none known. */
+export function signalName(signal: number): NodeJS.Signals | null {
+  return signalNames.get(signal) ?? null;
+}
+
 /**
  * A started child. Throws as Node's spawn reports a failed start: an Error whose message is
  * `spawn <cmd> <CODE>` (ENOENT for a missing command or working directory, EACCES, …).
@@ -125,7 +130,7 @@ export class VforkChild extends EventEmitter {
     } else if ((status & 0x7f) === 0) {
       this.exitCode = (status >> 8) & 0xff;
     } else {
-      this.signalCode = signalNames.get(status & 0x7f) ?? null;
+      this.signalCode = signalName(status & 0x7f);
     }
     // As Node does: nothing can read the child's stdin any more.
     this.stdin?.destroy();
