@@ -159,20 +159,30 @@ function Ports(props: { id: string; domain: string | undefined }) {
   );
 }
 
+/** What the sandbox chart first reads: under an hour, so that every sample comes back. */
+const HISTORY_SECONDS = 59 * 60;
+
 function Metrics(props: { id: string; stopped: boolean }) {
   const points = useRef(new Map<number, SandboxMetric>());
   const [data, setData] = useState<number[][]>([[], [], []]);
   const { error } = usePoll(
     async () => {
+      // A range under an hour comes back sample by sample; an hour or more, averaged over 30 s
+      // buckets (the API's steps, as E2B's). So the first read takes the last 59 minutes and each
+      // later one only what came since the newest point.
       const end = Math.floor(Date.now() / 1000);
+      const newest = [...points.current.keys()].at(-1);
+      const start = newest ?? end - HISTORY_SECONDS;
       const readings = await call<SandboxMetric[]>(
         "GET",
-        `/sandboxes/${enc(props.id)}/metrics?start=${end - 3600}&end=${end}`,
+        `/sandboxes/${enc(props.id)}/metrics?start=${start}&end=${Math.max(end, start)}`,
       );
       for (const m of readings ?? []) points.current.set(m.timestampUnix, m);
+      // Oldest first, and no more than an hour's worth at the default 5 s interval.
       const sorted = [...points.current.values()]
         .sort((a, b) => a.timestampUnix - b.timestampUnix)
         .slice(-720);
+      points.current = new Map(sorted.map((m) => [m.timestampUnix, m]));
       setData([
         sorted.map((m) => m.timestampUnix),
         sorted.map((m) => m.cpuUsedPct),

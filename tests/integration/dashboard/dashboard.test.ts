@@ -133,15 +133,29 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
     const logs = page.getByRole("list", { name: "Sandbox logs" });
     await logs.locator("li:not(.empty)").first().waitFor({ timeout: 20_000 });
     const chart = page.locator("#metrics-title ~ figure [data-points]");
+    // Every sample the node kept is a point: once it has three (one each 5 s), so has the chart
+    // soon after. (A range of an hour or more would come back in 30 s averages: fewer points.)
+    const samples = async () => {
+      const res = await fetch(`${moat.env.E2B_API_URL}/sandboxes/${sbx.sandboxId}/metrics`, {
+        headers: { "X-API-Key": moat.env.E2B_API_KEY! },
+      });
+      assert.equal(res.status, 200);
+      return ((await res.json()) as unknown[]).length;
+    };
+    const deadline = Date.now() + 40_000;
+    while ((await samples()) < 3) {
+      assert.ok(Date.now() < deadline, "the node keeps a sample of the sandbox every 5 s");
+      await new Promise((r) => setTimeout(r, 500));
+    }
     await page.waitForFunction(
       () =>
         Number(
           document.querySelector("#metrics-title ~ figure [data-points]")?.getAttribute("data-points"),
-        ) >= 2,
+        ) >= 3,
       undefined,
-      { timeout: 30_000 },
+      { timeout: 10_000 },
     );
-    assert.ok(Number(await chart.getAttribute("data-points")) >= 2);
+    assert.ok(Number(await chart.getAttribute("data-points")) >= 3);
     assert.equal((await page.locator("canvas").count()) > 0, true);
     assert.equal(await logs.locator("img, script").count(), 0);
     assert.equal(await page.evaluate(() => (window as { __pwned?: number }).__pwned), undefined);
