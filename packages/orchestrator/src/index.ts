@@ -23,7 +23,7 @@ export {
   parseEgressAllow,
 } from "./network/egress.js";
 export { listLinks, listNamespaces } from "./network/netns.js";
-export { createSandboxNetwork, destroySandboxNetwork } from "./network/sandbox-network.js";
+export { createSandboxNetwork, destroySandboxNetwork, SANDBOX_MTU } from "./network/sandbox-network.js";
 export { checkNamePrefix, NAME_PREFIX, Slot } from "./network/slot.js";
 export {
   advertisedAddress,

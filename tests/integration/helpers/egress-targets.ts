@@ -5,6 +5,7 @@
  *   routed there (a policy rule with its own table, which also holds an unreachable route, so that
  *   nothing ever falls through to the default route); `assertRoutedHere` checks that route for a
  *   sandbox before anything is sent. Every target answers TCP on TARGET_PORT with a line naming it.
+ * - the same targets echo whatever they are sent on ECHO_PORT;
  * - a rogue resolver in that namespace (ROGUE_RESOLVER, UDP and TCP 53, and UDP 5353) that answers
  *   every name with TARGETS.b: what a sandbox that brings its own resolver would ask;
  * - the resolver moat forwards to (MOAT_DNS_UPSTREAM), on 127.0.0.1 in this process, answering
@@ -20,6 +21,8 @@ import { addTargetNamespace, removeTargetNamespace } from "./net-targets.js";
 export const TARGETS = { a: "203.0.113.10", b: "203.0.113.11", c: "203.0.113.12" } as const;
 export const ROGUE_RESOLVER = "203.0.113.53";
 export const TARGET_PORT = 8080;
+/** Every target echoes back whatever it is sent on this port (bulk transfers). */
+export const ECHO_PORT = 8081;
 
 /** What moat's upstream answers (A records, 60 s); anything else is NXDOMAIN. */
 export const NAMES: Record<string, string> = {
@@ -76,6 +79,10 @@ net.createServer((s) => {
   report({ kind: "tcp", local: s.localAddress });
   s.end("moattest " + s.localAddress + "\\n");
 }).listen(${TARGET_PORT}, "0.0.0.0");
+net.createServer((s) => {
+  s.on("error", () => {});
+  s.pipe(s);
+}).listen(${ECHO_PORT}, "0.0.0.0");
 for (const port of [53, 5353]) {
   const udp = dgram.createSocket("udp4");
   udp.on("message", (q, from) => {

@@ -14,9 +14,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
+import { SANDBOX_MTU } from "@moat/orchestrator";
 import { SandboxService } from "@moat/shared/gen/orchestrator";
 import { CommandExitError, Sandbox, SandboxError, SandboxNotFoundError } from "e2b";
 import {
+  ECHO_PORT,
   type EgressTargets,
   ROGUE_RESOLVER,
   startEgressTargets,
@@ -234,6 +236,32 @@ describe("sandbox egress rules: allowOut/denyOut, domains, updateNetwork", { tim
     // Everything left out: cleared, open again.
     await sbx.updateNetwork({});
     assert.deepEqual(await reachable(sbx), ALL);
+  });
+
+  test("the sandbox's link takes 64 KiB frames; bulk data still crosses a 1500-byte link on its way out, both ways", async () => {
+    const sbx = await create({ network: { allowOut: [TARGETS.a], denyOut: ["0.0.0.0/0"] } });
+    assert.match((await asRoot(sbx, "ip -o link show eth0")).stdout, new RegExp(` mtu ${SANDBOX_MTU} `));
+    await targets.assertRoutedHere(await hostAddressOf(sbx.sandboxId));
+    // The targets sit behind the test's veth at the default 1500: TCP's MSS keeps every segment
+    // within it, whatever the sandbox's own link takes.
+    const echo = `
+import hashlib, os, socket, threading
+data = os.urandom(4 << 20)
+s = socket.create_connection(("${TARGETS.a}", ${ECHO_PORT}), timeout=30)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+threading.Thread(target=send).start()
+back = bytearray()
+while len(back) < len(data):
+    chunk = s.recv(1 << 20)
+    if not chunk: break
+    back += chunk
+print(len(back), hashlib.sha256(back).hexdigest() == hashlib.sha256(data).hexdigest())
+`;
+    await sbx.files.write("/tmp/echo.py", echo);
+    const r = await asRoot(sbx, "python3 /tmp/echo.py");
+    assert.equal(r.stdout.trim(), `${4 << 20} True`, r.stderr);
   });
 
   test("rules outlive pause and resume; an update while paused holds on resume", async () => {

@@ -34,6 +34,16 @@ export interface NetworkOptions {
 export const DEFAULT_SANDBOX_CONNECTIONS = 8192;
 
 /**
+ * The MTU of both veth pairs, and so of the sandbox's eth0 (gVisor takes it from the link). Every
+ * frame costs gVisor's network stack about the same whatever its size, so 64 KiB frames move bulk
+ * data between the host and a sandbox (the proxy, files) in a fraction of the work of 1500-byte
+ * ones: a 10 MB download straight from a sandbox took 54 ms at 1500, 32 ms at this. Traffic past
+ * the host is unaffected: TCP sends no segment larger than the peer's MSS allows, and the host
+ * fragments or refuses (ICMP) whatever else is too big for a link on the way, as for any router.
+ */
+export const SANDBOX_MTU = 65_520;
+
+/**
  * Creates the two namespaces, two veth pairs, routes and NAT of a slot (see slot.ts). On failure it
  * removes what it made, so the caller holds either a whole network or nothing.
  */
@@ -46,7 +56,7 @@ export async function createSandboxNetwork(slot: Slot, options: NetworkOptions):
     await ip(
       [],
       [
-        `link add ${slot.hostVeth} type veth peer name vpeer netns ${outer}`,
+        `link add ${slot.hostVeth} mtu ${SANDBOX_MTU} type veth peer name vpeer mtu ${SANDBOX_MTU} netns ${outer}`,
         `addr add ${slot.transferHostIP}/30 dev ${slot.hostVeth}`,
         `link set ${slot.hostVeth} up`,
         `route add ${slot.hostAddress}/32 via ${slot.transferPeerIP} dev ${slot.hostVeth}`,
@@ -59,7 +69,7 @@ export async function createSandboxNetwork(slot: Slot, options: NetworkOptions):
         `addr add ${slot.transferPeerIP}/30 dev vpeer`,
         "link set vpeer up",
         `route add default via ${slot.transferHostIP}`,
-        `link add tap0 address ${GATEWAY_MAC} type veth peer name eth0 address ${INNER_MAC} netns ${guest}`,
+        `link add tap0 mtu ${SANDBOX_MTU} address ${GATEWAY_MAC} type veth peer name eth0 mtu ${SANDBOX_MTU} address ${INNER_MAC} netns ${guest}`,
         `addr add ${INNER_GATEWAY}/${INNER_PREFIX} dev tap0`,
         "link set tap0 up",
       ],
