@@ -7,6 +7,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { Sandbox } from "e2b";
 import { makeUserDir, startEnvd } from "../tests/integration/helpers/envd.js";
@@ -63,9 +65,35 @@ async function inside(sbx: Sandbox, file: string): Promise<{ write: number; read
   return { write: w! / 1000, read: r! / 1000 };
 }
 
+/**
+ * An HTTP server on loopback that takes uploads and answers downloads from memory, as envd's
+ * `/files` does on the wire: what the SDK's own work costs, the floor under every other figure.
+ */
+async function memorySink(data: ArrayBuffer): Promise<{ url: string; close: () => void }> {
+  const bytes = Buffer.from(data);
+  const server = http.createServer((req, res) => {
+    if (req.method === "GET") {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": bytes.length });
+      res.end(bytes);
+      return;
+    }
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify([{ name: "io.bin", type: "file", path: "/io.bin" }]));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => server.close(),
+  };
+}
+
 export async function benchIO(): Promise<Figure[]> {
   const data = new Uint8Array(randomBytes(SIZE)).buffer;
   const dir = makeUserDir("/tmp/moat-bench-io-");
+  const sink = await memorySink(data);
   try {
     return await withMoat({ MOAT_POOL_SIZE: "0" }, async (moat) => {
       const sbx = await Sandbox.create("base");
@@ -82,12 +110,20 @@ export async function benchIO(): Promise<Figure[]> {
             apiKey: moat.env.E2B_API_KEY,
           });
           delete process.env.E2B_DEBUG;
+          const floor = new Sandbox({
+            sandboxId: "sink",
+            envdVersion: "0.6.13",
+            sandboxUrl: sink.url,
+            apiKey: moat.env.E2B_API_KEY,
+          });
+          const sdkAlone = empty();
           const proxied = empty();
           const straight = empty();
           const onHost = empty();
           const gofer = { write: [] as number[], read: [] as number[] };
           // Interleaved, so that the machine's noise hits all of them alike.
           for (let round = 0; round < ROUNDS; round++) {
+            await writeRead(floor, "/io.bin", data, PER_ROUND, sdkAlone);
             await writeRead(host, path.join(dir, "io.bin"), data, PER_ROUND, onHost);
             await writeRead(sbx, "/home/user/io.bin", data, PER_ROUND, proxied);
             await writeRead(direct, "/home/user/io-direct.bin", data, PER_ROUND, straight);
@@ -115,6 +151,7 @@ export async function benchIO(): Promise<Figure[]> {
                 `through the proxy: ${split(proxied)}`,
                 `straight to the sandbox's envd (no proxy): total ${med(straight.total)} ms, ${split(straight)}`,
                 `envd on the host: ${split(onHost)}`,
+                `the SDK alone (a server answering from memory on loopback): total ${med(sdkAlone.total)} ms, ${split(sdkAlone)}`,
                 `a process inside the sandbox, 10 MB to a file with sync and back (no envd): write ${med(gofer.write)} ms, read ${med(gofer.read)} ms`,
               ],
               { median: 150 },
@@ -134,6 +171,7 @@ export async function benchIO(): Promise<Figure[]> {
       }
     });
   } finally {
+    sink.close();
     await rm(dir, { recursive: true, force: true });
   }
 }
