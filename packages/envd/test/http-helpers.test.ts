@@ -1,12 +1,16 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, open, rm, truncate, writeFile } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { Readable } from "node:stream";
 import { describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { decodedBody, isDecompressionError } from "../src/http/body.js";
 import { negotiateEncoding } from "../src/http/encoding.js";
 import { HTTPError } from "../src/http/errors.js";
-import { contentDisposition } from "../src/http/files-download.js";
+import { contentDisposition, fileBody } from "../src/http/files-download.js";
 import { clockBehind, parseInitRequest } from "../src/http/init.js";
 import { parseRange } from "../src/http/range.js";
 import { MAX_METADATA_KEY_BYTES, metadataFromHeaders } from "../src/http/upload-metadata.js";
@@ -179,5 +183,63 @@ describe("decodedBody", () => {
       () => decodedBody(request(Buffer.from("x"), { "content-encoding": "br" })),
       httpStatus(415),
     );
+  });
+});
+
+describe("fileBody", () => {
+  const withFile = async (content: Buffer, fn: (file: string) => Promise<void>) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "moat-filebody-"));
+    try {
+      const file = path.join(dir, "f.bin");
+      await writeFile(file, content);
+      await fn(file);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+  const readAll = async (stream: ReadableStream<Uint8Array>) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(Buffer.from(chunk));
+    return Buffer.concat(chunks);
+  };
+  /** Whether `handle` is closed: a closed FileHandle's stat rejects. */
+  const isClosed = (handle: Awaited<ReturnType<typeof open>>) =>
+    handle.stat().then(
+      () => false,
+      () => true,
+    );
+
+  test("the whole file, or a range, in chunks of their own; the handle is closed at the end", async () => {
+    const content = randomBytes(3 * 1024 * 1024 + 17);
+    await withFile(content, async (file) => {
+      const whole = await open(file);
+      assert.ok((await readAll(fileBody(whole, 0))).equals(content));
+      assert.equal(await isClosed(whole), true);
+      const ranged = await open(file);
+      const body = await readAll(fileBody(ranged, 1000, 2 * 1024 * 1024));
+      assert.ok(body.equals(content.subarray(1000, 1000 + 2 * 1024 * 1024)));
+      assert.equal(await isClosed(ranged), true);
+    });
+  });
+
+  test("a range the file no longer holds fails the stream instead of ending it short", async () => {
+    const content = randomBytes(2 * 1024 * 1024);
+    await withFile(content, async (file) => {
+      const handle = await open(file);
+      const stream = fileBody(handle, 0, content.length);
+      await truncate(file, 1024 * 1024 + 5);
+      await assert.rejects(readAll(stream), /the file shrank while it was read \(1048581 of 2097152 bytes\)/);
+      assert.equal(await isClosed(handle), true);
+    });
+  });
+
+  test("a client that goes away closes the handle", async () => {
+    await withFile(randomBytes(4 * 1024 * 1024), async (file) => {
+      const handle = await open(file);
+      const reader = fileBody(handle, 0).getReader();
+      await reader.read();
+      await reader.cancel();
+      assert.equal(await isClosed(handle), true);
+    });
   });
 });
