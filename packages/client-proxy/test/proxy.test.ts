@@ -965,9 +965,12 @@ describe("client proxy", { timeout: 60_000 }, () => {
           flood.push(socket);
         }
         await Promise.all(flood.map((s) => once(s, "connect").catch(() => undefined)));
-        await sleep(200);
-        const open = flood.filter((s) => !s.destroyed && s.readyState === "open");
-        assert.ok(open.length <= 20, `${open.length} silent connections held`);
+        // The kernel completes every handshake; the proxy closes the ones past the cap as it takes
+        // them, which a loaded machine may take a while to get to.
+        const held = () => flood.filter((s) => !s.destroyed && s.readyState === "open").length;
+        for (let i = 0; i < 100 && (held() > 20 || capped.metrics().droppedConnections < 40); i++)
+          await sleep(50);
+        assert.ok(held() <= 20, `${held()} silent connections held`);
         assert.ok(capped.metrics().droppedConnections >= 40);
         // The idle ones were shed: a client with something to ask gets through.
         let status = 0;

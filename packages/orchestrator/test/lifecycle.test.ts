@@ -349,10 +349,11 @@ describe("sandbox lifecycle on a fake runtime", () => {
   test("the end time kills the sandbox, or pauses it when it asked for auto-pause", async () => {
     await manager.create(input("s1", { endTime: new Date(Date.now() + 50) }));
     await manager.create(input("s2", { endTime: new Date(Date.now() + 50), autoPause: true }));
-    for (let i = 0; i < 100 && events.length < 5; i++) await new Promise((r) => setTimeout(r, 20));
+    // Either may end before the other is even created on a loaded machine: the order is not the point.
+    const ended = () => events.filter((e) => e.type !== "created");
+    for (let i = 0; i < 500 && ended().length < 3; i++) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(
-      events
-        .slice(2)
+      ended()
         .map((e) => [e.sandboxID, e.type])
         .sort(),
       [
