@@ -9,10 +9,10 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Sandbox, Template, waitForTimeout } from "e2b";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
@@ -30,6 +30,9 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
   let page: Page;
   let sbx: Sandbox;
   let artifacts: string;
+  /** Screenshots in a temp dir of the test's own go once every test passed; a failure keeps them. */
+  let ownArtifacts = false;
+  let failed = false;
   let base: string;
   const problems: string[] = [];
 
@@ -56,6 +59,7 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
       existsSync(CHROMIUM),
       `no chromium at ${CHROMIUM}: apt-get install chromium (scripts/prerequisites.sh)`,
     );
+    ownArtifacts = !process.env.MOAT_TEST_ARTIFACTS_DIR;
     artifacts =
       process.env.MOAT_TEST_ARTIFACTS_DIR ??
       (await mkdtemp(path.join(tmpdir(), "moat-dashboard-artifacts-")));
@@ -75,10 +79,15 @@ describe("the dashboard in chromium against moat up", { timeout: 300_000 }, () =
     sbx = await Sandbox.create({ metadata: { purpose: "dashboard-test", note: HOSTILE } });
   });
 
+  afterEach((t) => {
+    if (!t.passed) failed = true;
+  });
+
   after(async () => {
     await sbx?.kill().catch(() => undefined);
     await browser?.close();
     await moat?.cleanup();
+    if (ownArtifacts && !failed) await rm(artifacts, { recursive: true, force: true });
   });
 
   test("a bad key is refused on the sign-in page; the page is keyboard-usable", async () => {
