@@ -311,6 +311,13 @@ export async function benchPlatform(): Promise<Figure[]> {
       { name: "same through Node's child_process (a fork)", value: summarize(snap.spawns.node) },
     ),
     fig(
+      "a terminal's start inside a sandbox: envd's vfork spawner runs `bash -l -c true` on a new terminal as the user, to its exit",
+      summarize(snap.spawns.vforkTerminal),
+      undefined,
+      ["measured inside one sandbox by a script on envd's node, runs interleaved"],
+      { name: "same through node-pty (a fork)", value: summarize(snap.spawns.nodePty) },
+    ),
+    fig(
       `pause of an idle sandbox through the API: sbx.pause() (${PAUSE_CYCLES} cycles, one sandbox)`,
       summarizeOrNaN(snap.pause),
       { median: 300 },
@@ -336,27 +343,46 @@ export async function benchPlatform(): Promise<Figure[]> {
   ];
 }
 
+interface SpawnTimes {
+  vfork: number[];
+  node: number[];
+  vforkTerminal: number[];
+  nodePty: number[];
+}
+
 /**
  * How long envd takes to start a command and see it end, with its vfork addon and with Node's
- * child_process, timed inside the sandbox (a script on envd's node, as root switching to the user
- * as envd does), interleaved so both meet the same load.
+ * child_process, and on a new terminal with the addon and with node-pty, timed inside the sandbox
+ * (a script on envd's node, as root switching to the user as envd does), interleaved so all meet
+ * the same load.
  */
-async function spawnInside(sbx: Sandbox): Promise<{ vfork: number[]; node: number[] }> {
+async function spawnInside(sbx: Sandbox): Promise<SpawnTimes> {
   const script = `
 const { spawn } = require("node:child_process");
+const { closeSync } = require("node:fs");
 const addon = require("/opt/moat/envd/native/moat_spawn.node");
-const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/user", USER: "user", LOGNAME: "user", SHELL: "/bin/bash" };
+const pty = require("/opt/moat/envd/node_modules/node-pty");
+const env = { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/home/user", USER: "user", LOGNAME: "user", SHELL: "/bin/bash", TERM: "xterm-256color" };
+const envp = Object.entries(env).map(([k, v]) => k + "=" + v);
 const argv = ["-l", "-c", "true"];
 const viaNode = () => new Promise((r) => spawn("/bin/bash", argv, { cwd: "/home/user", env, uid: 1000, gid: 1000, detached: true, stdio: ["ignore", "pipe", "pipe"] }).once("close", r));
-const viaVfork = () => new Promise((r) => addon.spawn("/bin/bash", ["/bin/bash", ...argv], Object.entries(env).map(([k, v]) => k + "=" + v), "/home/user", 1000, 1000, true, false, r));
+const viaVfork = () => new Promise((r) => addon.spawn("/bin/bash", ["/bin/bash", ...argv], envp, "/home/user", 1000, 1000, true, false, r, null));
+const viaNodePty = () => new Promise((r) => { const t = pty.spawn("/bin/bash", argv, { cols: 80, rows: 24, cwd: "/home/user", env, uid: 1000, gid: 1000, encoding: null }); t.onExit(r); });
+const viaVforkTerminal = () => new Promise((r) => { const fds = addon.spawn("/bin/bash", ["/bin/bash", ...argv], envp, "/home/user", 1000, 1000, true, false, () => { closeSync(fds[1]); closeSync(fds[2]); r(); }, [80, 24]); });
 const time = async (f) => { const t = performance.now(); await f(); return performance.now() - t; };
 (async () => {
-  const out = { vfork: [], node: [] };
-  for (let i = 0; i < 30; i++) { out.vfork.push(await time(viaVfork)); out.node.push(await time(viaNode)); }
+  const out = { vfork: [], node: [], vforkTerminal: [], nodePty: [] };
+  for (let i = 0; i < 30; i++) {
+    out.vfork.push(await time(viaVfork));
+    out.node.push(await time(viaNode));
+    out.vforkTerminal.push(await time(viaVforkTerminal));
+    out.nodePty.push(await time(viaNodePty));
+  }
   console.log(JSON.stringify(out));
+  process.exit(0);
 })();
 `;
   await sbx.files.write("/tmp/moat-bench-spawn.js", script, { user: "root" });
   const result = await sbx.commands.run("/opt/moat/node /tmp/moat-bench-spawn.js", { user: "root" });
-  return JSON.parse(result.stdout) as { vfork: number[]; node: number[] };
+  return JSON.parse(result.stdout) as SpawnTimes;
 }

@@ -22,10 +22,12 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -45,6 +47,7 @@ struct request {
   uid_t uid;
   gid_t gid;
   int detached;
+  int ctty;     /* stdin is a terminal's slave, to become the session's controlling terminal */
   int stdio[3]; /* the child's 0, 1, 2; -1: /dev/null */
   volatile int err;
 };
@@ -150,6 +153,8 @@ static int child_main(void *arg) {
     if (opened > 2) close(opened);
   }
 
+  /* As login_tty (node-pty's forkpty): the new session's controlling terminal is the slave. */
+  if (r->ctty && ioctl(0, TIOCSCTTY, 0) != 0) goto fail;
   if (r->cwd != NULL && chdir(r->cwd) != 0) goto fail;
   if (r->set_ids) {
     /* As libuv: dropping extra groups is best effort, the gid and uid are not. */
@@ -164,6 +169,57 @@ static int child_main(void *arg) {
 fail:
   r->err = errno != 0 ? errno : EINVAL;
   _exit(127);
+}
+
+/*
+ * A new terminal: the master (envd's end, non-blocking) and the slave (the child's), with
+ * node-pty's settings (its pty.cc), so that a terminal is the same whichever way it was started.
+ */
+static int open_terminal(int cols, int rows, int *master_out, int *slave_out) {
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return errno;
+  char name[64];
+  int slave = -1;
+  if (grantpt(master) != 0 || unlockpt(master) != 0 || ptsname_r(master, name, sizeof name) != 0) goto fail;
+  slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) goto fail;
+  struct termios t;
+  if (tcgetattr(slave, &t) != 0) goto fail;
+  t.c_iflag = ICRNL | IXON | IXANY | IMAXBEL | BRKINT;
+  t.c_oflag = OPOST | ONLCR;
+  t.c_cflag = CREAD | CS8 | HUPCL;
+  t.c_lflag = ICANON | ISIG | IEXTEN | ECHO | ECHOE | ECHOK | ECHOKE | ECHOCTL;
+  t.c_cc[VEOF] = 4;
+  t.c_cc[VEOL] = (cc_t)-1;
+  t.c_cc[VEOL2] = (cc_t)-1;
+  t.c_cc[VERASE] = 0x7f;
+  t.c_cc[VWERASE] = 23;
+  t.c_cc[VKILL] = 21;
+  t.c_cc[VREPRINT] = 18;
+  t.c_cc[VINTR] = 3;
+  t.c_cc[VQUIT] = 0x1c;
+  t.c_cc[VSUSP] = 26;
+  t.c_cc[VSTART] = 17;
+  t.c_cc[VSTOP] = 19;
+  t.c_cc[VLNEXT] = 22;
+  t.c_cc[VDISCARD] = 15;
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  cfsetispeed(&t, B38400);
+  cfsetospeed(&t, B38400);
+  if (tcsetattr(slave, TCSANOW, &t) != 0) goto fail;
+  struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  if (ioctl(master, TIOCSWINSZ, &ws) != 0) goto fail;
+  int flags = fcntl(master, F_GETFL);
+  if (flags < 0 || fcntl(master, F_SETFL, flags | O_NONBLOCK) != 0) goto fail;
+  *master_out = master;
+  *slave_out = slave;
+  return 0;
+fail:;
+  int err = errno != 0 ? errno : EINVAL;
+  if (slave >= 0) close(slave);
+  close(master);
+  return err;
 }
 
 /* ---- N-API glue ---- */
@@ -286,24 +342,38 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall_name) {
 }
 
 /*
- * spawn(file, argv, envp, cwd | null, uid, gid, detached, stdinPipe, onExit(status))
- *   → [pid, stdinFd | -1, stdoutFd, stderrFd]
- * uid and gid are -1 to keep envd's. Throws an Error whose errno is the negative errno of the step
- * that failed (the exec, the chdir, the setuid…), as libuv reports it. onExit gets the raw wait
- * status, or -1 when there was none to reap.
+ * spawn(file, argv, envp, cwd | null, uid, gid, detached, stdinPipe, onExit(status), terminal)
+ *   → [pid, stdinFd | -1, stdoutFd, stderrFd], or with a terminal [pid, masterFd, writerFd, -1]
+ * uid and gid are -1 to keep envd's. `terminal` is null, or [cols, rows] for a process on a new
+ * terminal (a session of its own whose controlling terminal it is, stdin/stdout/stderr its slave);
+ * envd reads the master and writes a duplicate of it.
+ * Throws an Error whose errno is the negative errno of the step that failed (the exec, the chdir,
+ * the setuid…), as libuv reports it. onExit gets the raw wait status, or -1 when there was none
+ * to reap.
  */
 static napi_value spawn(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value args[9];
+  size_t argc = 10;
+  napi_value args[10];
   napi_get_cb_info(env, info, &argc, args, NULL, NULL);
-  if (argc != 9) {
-    napi_throw_type_error(env, NULL, "spawn takes 9 arguments");
+  if (argc != 10) {
+    napi_throw_type_error(env, NULL, "spawn takes 10 arguments");
     return NULL;
   }
   struct request r;
   memset(&r, 0, sizeof r);
   napi_value result = NULL;
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  int master = -1, master_writer = -1, slave = -1;
+  int32_t cols = 0, rows = 0;
+  bool terminal = false;
+  napi_is_array(env, args[9], &terminal);
+  if (terminal) {
+    napi_value v;
+    napi_get_element(env, args[9], 0, &v);
+    napi_get_value_int32(env, v, &cols);
+    napi_get_element(env, args[9], 1, &v);
+    napi_get_value_int32(env, v, &rows);
+  }
   void *stack = MAP_FAILED;
   uint32_t argv_count = 0;
   char *file = string_arg(env, args[0]);
@@ -336,16 +406,37 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
   r.gid = gid >= 0 ? (gid_t)gid : getgid();
   r.detached = detached;
 
-  /* Socketpairs, as libuv gives a child's piped stdio. [0] is envd's end, [1] the child's. */
-  for (int i = stdin_pipe ? 0 : 1; i < 3; i++) {
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds[i]) != 0) {
-      throw_errno(env, errno, "socketpair");
+  if (terminal) {
+    if (cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
+      napi_throw_range_error(env, NULL, "spawn: terminal size out of range");
       goto done;
     }
+    int err = open_terminal(cols, rows, &master, &slave);
+    if (err != 0) {
+      throw_errno(env, err, "openpty");
+      goto done;
+    }
+    /* Writes go through a descriptor of their own: envd's loop watches the master for reads. */
+    master_writer = fcntl(master, F_DUPFD_CLOEXEC, 3);
+    if (master_writer < 0) {
+      throw_errno(env, errno, "dup");
+      goto done;
+    }
+    r.stdio[0] = r.stdio[1] = r.stdio[2] = slave;
+    r.detached = 1;
+    r.ctty = 1;
+  } else {
+    /* Socketpairs, as libuv gives a child's piped stdio. [0] is envd's end, [1] the child's. */
+    for (int i = stdin_pipe ? 0 : 1; i < 3; i++) {
+      if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds[i]) != 0) {
+        throw_errno(env, errno, "socketpair");
+        goto done;
+      }
+    }
+    r.stdio[0] = fds[0][1];
+    r.stdio[1] = fds[1][1];
+    r.stdio[2] = fds[2][1];
   }
-  r.stdio[0] = fds[0][1];
-  r.stdio[1] = fds[1][1];
-  r.stdio[2] = fds[2][1];
 
   int watch_err = start_sigchld_watcher(env);
   if (watch_err != 0) {
@@ -400,7 +491,7 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
   children = c;
 
   napi_create_array_with_length(env, 4, &result);
-  int32_t out[4] = {pid, fds[0][0], fds[1][0], fds[2][0]};
+  int32_t out[4] = {pid, terminal ? master : fds[0][0], terminal ? master_writer : fds[1][0], fds[2][0]};
   for (uint32_t i = 0; i < 4; i++) {
     napi_value v;
     napi_create_int32(env, out[i], &v);
@@ -408,8 +499,12 @@ static napi_value spawn(napi_env env, napi_callback_info info) {
   }
   /* envd keeps its ends; the child's ends are the child's alone now. */
   fds[0][0] = fds[1][0] = fds[2][0] = -1;
+  master = master_writer = -1;
 
 done:
+  if (master >= 0) close(master);
+  if (master_writer >= 0) close(master_writer);
+  if (slave >= 0) close(slave);
   for (int i = 0; i < 3; i++) {
     if (fds[i][0] >= 0) close(fds[i][0]);
     if (fds[i][1] >= 0) close(fds[i][1]);
@@ -422,9 +517,32 @@ done:
   return result;
 }
 
+/* resize(masterFd, cols, rows): the terminal's new size; the kernel signals its foreground group. */
+static napi_value resize(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value args[3];
+  napi_get_cb_info(env, info, &argc, args, NULL, NULL);
+  int32_t fd = -1, cols = 0, rows = 0;
+  if (argc != 3 || napi_get_value_int32(env, args[0], &fd) != napi_ok ||
+      napi_get_value_int32(env, args[1], &cols) != napi_ok ||
+      napi_get_value_int32(env, args[2], &rows) != napi_ok) {
+    napi_throw_type_error(env, NULL, "resize takes (fd, cols, rows)");
+    return NULL;
+  }
+  if (cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
+    napi_throw_range_error(env, NULL, "resize: terminal size out of range");
+    return NULL;
+  }
+  struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+  if (ioctl(fd, TIOCSWINSZ, &ws) != 0) return throw_errno(env, errno, "ioctl");
+  return NULL;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value fn;
   napi_create_function(env, "spawn", NAPI_AUTO_LENGTH, spawn, NULL, &fn);
   napi_set_named_property(env, exports, "spawn", fn);
+  napi_create_function(env, "resize", NAPI_AUTO_LENGTH, resize, NULL, &fn);
+  napi_set_named_property(env, exports, "resize", fn);
   return exports;
 }

@@ -2,6 +2,7 @@
  * envd's vfork spawner (native/spawn.c) against Node's child_process, the way envd calls each: the
  * same commands must see the same process (arguments, environment, PATH search, working directory,
  * stdio, session, signal dispositions) and end the same way (exit code, signal, start error).
+ * Terminals likewise against node-pty: the same terminal settings, size, session and environment.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -9,7 +10,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { VforkChild, vforkSpawner } from "../src/services/process/vfork-spawn.js";
+import { VforkChild, VforkTerminal, vforkSpawner } from "../src/services/process/vfork-spawn.js";
 
 interface Outcome {
   stdout: string;
@@ -191,5 +192,111 @@ describe("envd's vfork spawner starts what Node's spawn starts", { timeout: 60_0
       dir,
     );
     assert.equal(zombies.stdout.trim(), "0");
+  });
+});
+
+/** What a terminal's program saw and how it ended, whichever way it was started. */
+interface TerminalOutcome {
+  output: string;
+  exitCode: number;
+  signal?: number;
+}
+
+interface TerminalLike {
+  onData(listener: (chunk: Buffer) => void): unknown;
+  onExit(listener: (e: { exitCode: number; signal?: number }) => void): unknown;
+  write(data: Buffer): void;
+  resize(cols: number, rows: number): void;
+}
+
+function runTerminal(terminal: TerminalLike, input?: string): Promise<TerminalOutcome> {
+  let output = "";
+  terminal.onData((chunk) => {
+    output += chunk.toString();
+  });
+  if (input !== undefined) terminal.write(Buffer.from(input));
+  return new Promise((resolve) =>
+    terminal.onExit(({ exitCode, signal }) => resolve({ output, exitCode, ...(signal ? { signal } : {}) })),
+  );
+}
+
+describe("envd's vfork terminals are node-pty's terminals", { timeout: 60_000 }, () => {
+  const env = { ...BASE_ENV, TERM: "xterm-256color", HOME: "/" };
+  // Settings, size, which fds are the terminal, the session and foreground group, the environment.
+  const probe = [
+    "stty -a | head -4",
+    "for fd in 0 1 2; do [ -t $fd ] && printf 'tty%s ' $fd; done; echo",
+    'set -- $(ps -o sid= -o pgid= -o tpgid= -p $$); [ "$1" = $$ ] && [ "$2" = $$ ] && [ "$3" = $$ ] && echo leader',
+    'echo "term=$TERM pwd=$PWD cwd=$(pwd)"',
+    'read -r line; echo "got=$line"',
+    "exit 7",
+  ].join("; ");
+  const normalise = (o: TerminalOutcome) => ({ ...o, output: o.output.replaceAll("\r\n", "\n") });
+
+  async function viaNodePty(cmd: string, args: string[], input?: string): Promise<TerminalOutcome> {
+    const { spawn: spawnPTY } = await import("node-pty");
+    const terminal = spawnPTY(cmd, args, {
+      name: "xterm-256color",
+      cols: 91,
+      rows: 37,
+      cwd: "/tmp",
+      env,
+      encoding: null,
+    });
+    return runTerminal(terminal as unknown as TerminalLike, input);
+  }
+
+  function viaVforkTerminal(cmd: string, args: string[], input?: string): Promise<TerminalOutcome> {
+    const terminal = new VforkTerminal(vforkSpawner()!, cmd, args, {
+      cwd: "/tmp",
+      env: { ...env, PWD: "/tmp", TERM: "xterm-256color" },
+      cols: 91,
+      rows: 37,
+    });
+    return runTerminal(terminal, input);
+  }
+
+  test("the same settings, size, session, environment, input and exit code", async () => {
+    const [ours, theirs] = [
+      await viaVforkTerminal("/bin/sh", ["-c", probe], "hello\n"),
+      await viaNodePty("/bin/sh", ["-c", probe], "hello\n"),
+    ];
+    assert.deepEqual(normalise(ours), normalise(theirs));
+    assert.match(ours.output, /rows 37; columns 91/);
+    assert.match(ours.output, /tty0 tty1 tty2/);
+    assert.match(ours.output, /leader/);
+    assert.match(ours.output, /term=xterm-256color pwd=\/tmp cwd=\/tmp/);
+    assert.match(ours.output, /got=hello/);
+    assert.equal(ours.exitCode, 7);
+  });
+
+  test("a resize reaches the program; a signal ends it as a signal", async () => {
+    const terminal = new VforkTerminal(
+      vforkSpawner()!,
+      "/bin/sh",
+      ["-c", "trap 'stty size; exit 0' WINCH; while :; do sleep 0.05; done"],
+      {
+        cwd: "/tmp",
+        env,
+        cols: 80,
+        rows: 24,
+      },
+    );
+    const ended = runTerminal(terminal);
+    await new Promise((r) => setTimeout(r, 300));
+    terminal.resize(120, 40);
+    const { output, exitCode } = await ended;
+    assert.match(output, /40 120/);
+    assert.equal(exitCode, 0);
+
+    const killed = new VforkTerminal(vforkSpawner()!, "/bin/sleep", ["30"], {
+      cwd: "/tmp",
+      env,
+      cols: 80,
+      rows: 24,
+    });
+    const end = runTerminal(killed);
+    process.kill(-killed.pid, "SIGKILL");
+    assert.deepEqual(await end, { output: "", exitCode: 0, signal: 9 });
   });
 });

@@ -11,12 +11,22 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { Channel } from "@moat/shared";
 import type { ProcessConfig, ProcessEventSchema } from "@moat/shared/gen/envd/process";
-import type * as pty from "node-pty";
 import type { User } from "../../auth/users.js";
-import { signalName, VforkChild, vforkSpawner } from "./vfork-spawn.js";
+import { signalName, VforkChild, VforkTerminal, vforkSpawner } from "./vfork-spawn.js";
 
 /** What a process handle holds: Node's child, or one started without fork (vfork-spawn.ts). */
 type Child = ChildProcess | VforkChild;
+
+/** What a process handle uses of a terminal: node-pty's IPty (its output as Buffers), or a VforkTerminal. */
+interface Terminal {
+  readonly pid: number;
+  onData(listener: (chunk: Buffer) => void): unknown;
+  onExit(listener: (e: { exitCode: number; signal?: number }) => void): unknown;
+  write(data: Buffer): void;
+  resize(cols: number, rows: number): void;
+  pause(): void;
+  resume(): void;
+}
 
 export type ProcessEventInit = MessageInitShape<typeof ProcessEventSchema>;
 export type EndEventInit = { exitCode: number; exited: boolean; status: string; error?: string };
@@ -50,7 +60,7 @@ export class ProcessHandle {
   readonly tag: string | undefined;
   readonly isPTY: boolean;
   private readonly child: Child | undefined;
-  private readonly terminal: pty.IPty | undefined;
+  private readonly terminal: Terminal | undefined;
   private readonly subscribers = new Set<Channel<ProcessEventInit>>();
   private endEvent: EndEventInit | undefined;
   /** Output reading is paused for a stream that lags behind. */
@@ -60,7 +70,7 @@ export class ProcessHandle {
   private readonly ended: Promise<void>;
   private markEnded!: () => void;
 
-  private constructor(options: SpawnOptions, child: Child | undefined, terminal: pty.IPty | undefined) {
+  private constructor(options: SpawnOptions, child: Child | undefined, terminal: Terminal | undefined) {
     this.config = options.config;
     this.tag = options.tag;
     this.isPTY = terminal !== undefined;
@@ -75,21 +85,34 @@ export class ProcessHandle {
   /** Starts the process. Fails with invalid_argument when the command cannot be executed. */
   static async spawn(options: SpawnOptions): Promise<ProcessHandle> {
     const ids = options.switchUser ? { uid: options.user.uid, gid: options.user.gid } : {};
+    const addon = vforkSpawner();
     if (options.pty) {
-      // node-pty is loaded on the first terminal only: it is a native module and envd's startup
-      // inside a sandbox is on every create's critical path.
-      const { spawn: spawnPTY } = await import("node-pty");
-      let terminal: pty.IPty;
+      let terminal: Terminal;
       try {
-        terminal = spawnPTY(options.config.cmd, options.config.args, {
-          name: options.env.TERM ?? "xterm-256color",
-          cols: options.pty.cols,
-          rows: options.pty.rows,
-          cwd: options.cwd,
-          env: options.env,
-          encoding: null,
-          ...ids,
-        });
+        if (addon) {
+          // As node-pty sets them.
+          const name = options.env.TERM ?? "xterm-256color";
+          terminal = new VforkTerminal(addon, options.config.cmd, options.config.args, {
+            cwd: options.cwd,
+            env: { ...options.env, PWD: options.cwd, TERM: name },
+            cols: options.pty.cols,
+            rows: options.pty.rows,
+            ...ids,
+          });
+        } else {
+          // node-pty is loaded on the first terminal only: it is a native module and envd's
+          // startup inside a sandbox is on every create's critical path.
+          const { spawn: spawnPTY } = await import("node-pty");
+          terminal = spawnPTY(options.config.cmd, options.config.args, {
+            name: options.env.TERM ?? "xterm-256color",
+            cols: options.pty.cols,
+            rows: options.pty.rows,
+            cwd: options.cwd,
+            env: options.env,
+            encoding: null,
+            ...ids,
+          }) as unknown as Terminal;
+        }
       } catch (err) {
         throw new ConnectError(`failed to start process: ${errorMessage(err)}`, Code.InvalidArgument);
       }
@@ -99,7 +122,6 @@ export class ProcessHandle {
     }
 
     let child: Child;
-    const addon = vforkSpawner();
     try {
       if (addon) {
         child = new VforkChild(addon, options.config.cmd, options.config.args, {
@@ -188,6 +210,7 @@ export class ProcessHandle {
 
   resize(cols: number, rows: number): void {
     if (!this.terminal) throw new ConnectError("process has no pty to resize", Code.FailedPrecondition);
+    if (!this.running) throw new ConnectError("process has exited", Code.NotFound);
     if (cols < 1 || rows < 1 || cols > 65535 || rows > 65535) {
       throw new ConnectError(`invalid pty size ${cols}x${rows}`, Code.InvalidArgument);
     }
@@ -289,10 +312,10 @@ export class ProcessHandle {
     );
   }
 
-  private attachPTY(terminal: pty.IPty): void {
+  private attachPTY(terminal: Terminal): void {
     terminal.onData((chunk) =>
       this.broadcastOutput(
-        { event: { case: "data", value: { output: { case: "pty", value: chunk as unknown as Buffer } } } },
+        { event: { case: "data", value: { output: { case: "pty", value: chunk } } } },
         chunk.length,
       ),
     );

@@ -7,10 +7,12 @@
  * Node's child_process as before. It asks no more of the image's C library than Node does.
  */
 import { EventEmitter } from "node:events";
+import { close, write } from "node:fs";
 import { createRequire } from "node:module";
 import { Socket } from "node:net";
 import { constants as osConstants } from "node:os";
 import path from "node:path";
+import { ReadStream } from "node:tty";
 import { fileURLToPath } from "node:url";
 import { getSystemErrorName } from "node:util";
 
@@ -25,7 +27,9 @@ interface Native {
     detached: boolean,
     stdinPipe: boolean,
     onExit: (status: number) => void,
+    terminal: [cols: number, rows: number] | null,
   ): [number, number, number, number];
+  resize(masterFd: number, cols: number, rows: number): void;
 }
 
 /**
@@ -76,6 +80,28 @@ export function signalName(signal: number): NodeJS.Signals | null {
   return signalNames.get(signal) ?? null;
 }
 
+/** A wait status as Node reports it: [exit code, null] or [null, signal]; -1 (none to reap) is exit code -1. */
+function decodeWaitStatus(status: number): [number | null, NodeJS.Signals | null] {
+  if (status === -1) return [-1, null];
+  if ((status & 0x7f) === 0) return [(status >> 8) & 0xff, null];
+  return [null, signalName(status & 0x7f)];
+}
+
+/** Node's spawn error for a failed start: `spawn <cmd> <CODE>`, or the addon's error as it is. */
+function startError(cmd: string, err: unknown): unknown {
+  const errno = (err as { errno?: number }).errno;
+  if (typeof errno !== "number") return err;
+  const code = getSystemErrorName(errno);
+  return Object.assign(new Error(`spawn ${cmd} ${code}`), { errno, code, syscall: `spawn ${cmd}` });
+}
+
+/** What no process can be given; Node's spawn refuses it the same way. */
+function refuseNulBytes(strings: string[]): void {
+  for (const s of strings) {
+    if (s.includes("\0")) throw new TypeError("The argument must be a string without null bytes");
+  }
+}
+
 /**
  * A started child. Throws as Node's spawn reports a failed start: an Error whose message is
  * `spawn <cmd> <CODE>` (ENOENT for a missing command or working directory, EACCES, …).
@@ -93,10 +119,7 @@ export class VforkChild extends EventEmitter {
   constructor(addon: Native, cmd: string, args: string[], options: VforkSpawnOptions) {
     super();
     const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
-    for (const s of [cmd, ...args, ...envp, options.cwd]) {
-      // What no process can be given; Node's spawn refuses it the same way.
-      if (s.includes("\0")) throw new TypeError("The argument must be a string without null bytes");
-    }
+    refuseNulBytes([cmd, ...args, ...envp, options.cwd]);
     let fds: [number, number, number, number];
     try {
       fds = addon.spawn(
@@ -109,12 +132,10 @@ export class VforkChild extends EventEmitter {
         true,
         options.stdin,
         (status) => this.onExit(status),
+        null,
       );
     } catch (err) {
-      const errno = (err as { errno?: number }).errno;
-      if (typeof errno !== "number") throw err;
-      const code = getSystemErrorName(errno);
-      throw Object.assign(new Error(`spawn ${cmd} ${code}`), { errno, code, syscall: `spawn ${cmd}` });
+      throw startError(cmd, err);
     }
     const [pid, stdinFd, stdoutFd, stderrFd] = fds;
     this.pid = pid;
@@ -125,13 +146,7 @@ export class VforkChild extends EventEmitter {
   }
 
   private onExit(status: number): void {
-    if (status === -1) {
-      this.exitCode = -1;
-    } else if ((status & 0x7f) === 0) {
-      this.exitCode = (status >> 8) & 0xff;
-    } else {
-      this.signalCode = signalName(status & 0x7f);
-    }
+    [this.exitCode, this.signalCode] = decodeWaitStatus(status);
     // As Node does: nothing can read the child's stdin any more.
     this.stdin?.destroy();
     this.emit("exit", this.exitCode, this.signalCode);
@@ -140,5 +155,151 @@ export class VforkChild extends EventEmitter {
 
   private maybeClose(): void {
     if (--this.closesNeeded === 0) this.emit("close", this.exitCode, this.signalCode);
+  }
+}
+
+export interface VforkTerminalOptions {
+  cwd: string;
+  env: Record<string, string>;
+  uid?: number;
+  gid?: number;
+  cols: number;
+  rows: number;
+}
+
+/** node-pty's wait after a terminal's process exited for its output to end (a background job may hold it open). */
+const OUTPUT_END_GRACE_MS = 200;
+
+/**
+ * A process on a new terminal, started without fork: what ProcessHandle uses of node-pty's IPty
+ * (pid, onData, onExit, write, resize, pause, resume), with node-pty's meaning. The exit is reported
+ * once the terminal's output has ended (the last process holding it closed it: EIO on the master),
+ * or OUTPUT_END_GRACE_MS after the process exited when something in the background still holds it.
+ */
+export class VforkTerminal {
+  readonly pid: number;
+  private readonly reader: ReadStream;
+  private readonly writerFd: number;
+  /** Writes waiting for the terminal's input buffer, which the program may not be reading. */
+  private readonly queue: Buffer[] = [];
+  private writing = false;
+  private writerClosed = false;
+  private status: number | undefined;
+  private outputEnded = false;
+  private exitListeners: Array<(e: { exitCode: number; signal?: number }) => void> = [];
+  private reported = false;
+
+  constructor(addon: Native, cmd: string, args: string[], options: VforkTerminalOptions) {
+    const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
+    refuseNulBytes([cmd, ...args, ...envp, options.cwd]);
+    let fds: [number, number, number, number];
+    try {
+      fds = addon.spawn(
+        cmd,
+        [cmd, ...args],
+        envp,
+        options.cwd,
+        options.uid ?? -1,
+        options.gid ?? -1,
+        true,
+        false,
+        (status) => this.onProcessExit(status),
+        [options.cols, options.rows],
+      );
+    } catch (err) {
+      throw startError(cmd, err);
+    }
+    const [pid, masterFd, writerFd] = fds;
+    this.pid = pid;
+    this.writerFd = writerFd;
+    this.resizeTo = (cols, rows) => addon.resize(masterFd, cols, rows);
+    this.reader = new ReadStream(masterFd);
+    // EIO once no process holds the terminal any more: the end of its output, as node-pty takes it.
+    this.reader.on("error", () => this.reader.destroy());
+    this.reader.once("close", () => {
+      this.outputEnded = true;
+      this.maybeReport();
+    });
+  }
+
+  private readonly resizeTo: (cols: number, rows: number) => void;
+
+  onData(listener: (chunk: Buffer) => void): void {
+    this.reader.on("data", listener);
+  }
+
+  onExit(listener: (e: { exitCode: number; signal?: number }) => void): void {
+    this.exitListeners.push(listener);
+  }
+
+  write(data: Buffer): void {
+    if (this.writerClosed || data.length === 0) return;
+    this.queue.push(data);
+    this.flush();
+  }
+
+  resize(cols: number, rows: number): void {
+    this.resizeTo(cols, rows);
+  }
+
+  pause(): void {
+    this.reader.pause();
+  }
+
+  resume(): void {
+    this.reader.resume();
+  }
+
+  private flush(): void {
+    if (this.writing || this.writerClosed) return;
+    const chunk = this.queue[0];
+    if (!chunk) return;
+    this.writing = true;
+    write(this.writerFd, chunk, (err, written) => {
+      this.writing = false;
+      if (this.writerClosed) {
+        // Closed while this write was under way: the descriptor is released only now.
+        close(this.writerFd, () => {});
+        return;
+      }
+      if (err) {
+        // A full input buffer: try again on a later turn. Anything else: the terminal is gone.
+        if (err.code === "EAGAIN") setImmediate(() => this.flush());
+        else this.queue.length = 0;
+        return;
+      }
+      if (written >= chunk.length) this.queue.shift();
+      else this.queue[0] = chunk.subarray(written);
+      this.flush();
+    });
+  }
+
+  private closeWriter(): void {
+    if (this.writerClosed) return;
+    this.writerClosed = true;
+    this.queue.length = 0;
+    if (!this.writing) close(this.writerFd, () => {});
+  }
+
+  private onProcessExit(status: number): void {
+    this.status = status;
+    if (!this.outputEnded) {
+      setTimeout(() => this.reader.destroy(), OUTPUT_END_GRACE_MS).unref();
+    }
+    this.maybeReport();
+  }
+
+  private maybeReport(): void {
+    if (this.reported || this.status === undefined || !this.outputEnded) return;
+    this.reported = true;
+    this.closeWriter();
+    const status = this.status;
+    const event =
+      status === -1
+        ? { exitCode: -1 }
+        : (status & 0x7f) === 0
+          ? { exitCode: (status >> 8) & 0xff }
+          : { exitCode: 0, signal: status & 0x7f };
+    for (const listener of this.exitListeners) listener(event);
   }
 }
