@@ -209,12 +209,17 @@ interface TerminalLike {
   resize(cols: number, rows: number): void;
 }
 
-function runTerminal(terminal: TerminalLike, input?: string): Promise<TerminalOutcome> {
+/** Runs a terminal to its end; `input` is typed once the output shows `prompt` (its echo then has one place). */
+function runTerminal(terminal: TerminalLike, input?: string, prompt = ""): Promise<TerminalOutcome> {
   let output = "";
+  let typed = input === undefined;
   terminal.onData((chunk) => {
     output += chunk.toString();
+    if (!typed && output.includes(prompt)) {
+      typed = true;
+      terminal.write(Buffer.from(input!));
+    }
   });
-  if (input !== undefined) terminal.write(Buffer.from(input));
   return new Promise((resolve) =>
     terminal.onExit(({ exitCode, signal }) => resolve({ output, exitCode, ...(signal ? { signal } : {}) })),
   );
@@ -228,12 +233,17 @@ describe("envd's vfork terminals are node-pty's terminals", { timeout: 60_000 },
     "for fd in 0 1 2; do [ -t $fd ] && printf 'tty%s ' $fd; done; echo",
     'set -- $(ps -o sid= -o pgid= -o tpgid= -p $$); [ "$1" = $$ ] && [ "$2" = $$ ] && [ "$3" = $$ ] && echo leader',
     'echo "term=$TERM pwd=$PWD cwd=$(pwd)"',
-    'read -r line; echo "got=$line"',
+    'echo ready; read -r line; echo "got=$line"',
     "exit 7",
   ].join("; ");
   const normalise = (o: TerminalOutcome) => ({ ...o, output: o.output.replaceAll("\r\n", "\n") });
 
-  async function viaNodePty(cmd: string, args: string[], input?: string): Promise<TerminalOutcome> {
+  async function viaNodePty(
+    cmd: string,
+    args: string[],
+    input?: string,
+    prompt?: string,
+  ): Promise<TerminalOutcome> {
     const { spawn: spawnPTY } = await import("node-pty");
     const terminal = spawnPTY(cmd, args, {
       name: "xterm-256color",
@@ -243,23 +253,28 @@ describe("envd's vfork terminals are node-pty's terminals", { timeout: 60_000 },
       env,
       encoding: null,
     });
-    return runTerminal(terminal as unknown as TerminalLike, input);
+    return runTerminal(terminal as unknown as TerminalLike, input, prompt);
   }
 
-  function viaVforkTerminal(cmd: string, args: string[], input?: string): Promise<TerminalOutcome> {
+  function viaVforkTerminal(
+    cmd: string,
+    args: string[],
+    input?: string,
+    prompt?: string,
+  ): Promise<TerminalOutcome> {
     const terminal = new VforkTerminal(vforkSpawner()!, cmd, args, {
       cwd: "/tmp",
       env: { ...env, PWD: "/tmp", TERM: "xterm-256color" },
       cols: 91,
       rows: 37,
     });
-    return runTerminal(terminal, input);
+    return runTerminal(terminal, input, prompt);
   }
 
   test("the same settings, size, session, environment, input and exit code", async () => {
     const [ours, theirs] = [
-      await viaVforkTerminal("/bin/sh", ["-c", probe], "hello\n"),
-      await viaNodePty("/bin/sh", ["-c", probe], "hello\n"),
+      await viaVforkTerminal("/bin/sh", ["-c", probe], "hello\n", "ready"),
+      await viaNodePty("/bin/sh", ["-c", probe], "hello\n", "ready"),
     ];
     assert.deepEqual(normalise(ours), normalise(theirs));
     assert.match(ours.output, /rows 37; columns 91/);

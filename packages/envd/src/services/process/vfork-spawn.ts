@@ -178,6 +178,8 @@ const OUTPUT_END_GRACE_MS = 200;
  */
 export class VforkTerminal {
   readonly pid: number;
+  private readonly addon: Native;
+  private readonly masterFd: number;
   private readonly reader: ReadStream;
   private readonly writerFd: number;
   /** Writes waiting for the terminal's input buffer, which the program may not be reading. */
@@ -211,8 +213,9 @@ export class VforkTerminal {
     }
     const [pid, masterFd, writerFd] = fds;
     this.pid = pid;
+    this.addon = addon;
+    this.masterFd = masterFd;
     this.writerFd = writerFd;
-    this.resizeTo = (cols, rows) => addon.resize(masterFd, cols, rows);
     this.reader = new ReadStream(masterFd);
     // EIO once no process holds the terminal any more: the end of its output, as node-pty takes it.
     this.reader.on("error", () => this.reader.destroy());
@@ -221,8 +224,6 @@ export class VforkTerminal {
       this.maybeReport();
     });
   }
-
-  private readonly resizeTo: (cols: number, rows: number) => void;
 
   onData(listener: (chunk: Buffer) => void): void {
     this.reader.on("data", listener);
@@ -239,7 +240,9 @@ export class VforkTerminal {
   }
 
   resize(cols: number, rows: number): void {
-    this.resizeTo(cols, rows);
+    // Not once the master is closed: its number may be another file's by then.
+    if (this.reader.destroyed) throw new Error("the terminal is closed");
+    this.addon.resize(this.masterFd, cols, rows);
   }
 
   pause(): void {
@@ -293,13 +296,11 @@ export class VforkTerminal {
     if (this.reported || this.status === undefined || !this.outputEnded) return;
     this.reported = true;
     this.closeWriter();
-    const status = this.status;
-    const event =
-      status === -1
-        ? { exitCode: -1 }
-        : (status & 0x7f) === 0
-          ? { exitCode: (status >> 8) & 0xff }
-          : { exitCode: 0, signal: status & 0x7f };
+    // node-pty's shape: a signal by number, with exit code 0.
+    const [exitCode, signal] = decodeWaitStatus(this.status);
+    const event = signal
+      ? { exitCode: 0, signal: osConstants.signals[signal] }
+      : { exitCode: exitCode ?? -1 };
     for (const listener of this.exitListeners) listener(event);
   }
 }
