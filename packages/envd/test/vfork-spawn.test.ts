@@ -285,6 +285,27 @@ describe("envd's vfork terminals are node-pty's terminals", { timeout: 60_000 },
     assert.equal(ours.exitCode, 7);
   });
 
+  test("a NUL anywhere, or a size no terminal has, is refused before any process", () => {
+    const start = (cmd: string, args: string[], extra: Record<string, string>, cols = 80, rows = 24) =>
+      new VforkTerminal(vforkSpawner()!, cmd, args, { cwd: "/tmp", env: { ...env, ...extra }, cols, rows });
+    assert.throws(() => start("/bin/sh\0x", [], {}), /null bytes/);
+    assert.throws(() => start("/bin/sh", ["-c", "true\0"], {}), /null bytes/);
+    assert.throws(() => start("/bin/sh", [], { X: "a\0b" }), /null bytes/);
+    for (const [cols, rows] of [
+      [0, 24],
+      [80, 0],
+      [65_536, 24],
+      [80, 70_000],
+      [-1, 24],
+    ]) {
+      assert.throws(
+        () => start("/bin/sh", [], {}, cols, rows),
+        /terminal size out of range/,
+        `${cols}x${rows}`,
+      );
+    }
+  });
+
   test("a resize reaches the program; a signal ends it as a signal", async () => {
     const terminal = new VforkTerminal(
       vforkSpawner()!,

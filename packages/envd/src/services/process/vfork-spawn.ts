@@ -62,11 +62,7 @@ export function vforkSpawner(): Native | null {
   return native;
 }
 
-export interface VforkSpawnOptions {
-  cwd: string;
-  env: Record<string, string>;
-  uid?: number;
-  gid?: number;
+export interface VforkSpawnOptions extends StartOptions {
   /** A stdin pipe; otherwise stdin is /dev/null. */
   stdin: boolean;
 }
@@ -87,18 +83,49 @@ function decodeWaitStatus(status: number): [number | null, NodeJS.Signals | null
   return [null, signalName(status & 0x7f)];
 }
 
-/** Node's spawn error for a failed start: `spawn <cmd> <CODE>`, or the addon's error as it is. */
-function startError(cmd: string, err: unknown): unknown {
-  const errno = (err as { errno?: number }).errno;
-  if (typeof errno !== "number") return err;
-  const code = getSystemErrorName(errno);
-  return Object.assign(new Error(`spawn ${cmd} ${code}`), { errno, code, syscall: `spawn ${cmd}` });
+/** What both kinds of child pass to the addon beside the command. */
+interface StartOptions {
+  cwd: string;
+  env: Record<string, string>;
+  uid?: number;
+  gid?: number;
 }
 
-/** What no process can be given; Node's spawn refuses it the same way. */
-function refuseNulBytes(strings: string[]): void {
-  for (const s of strings) {
+/**
+ * The addon's spawn, with what Node's spawn does around it: a NUL in the command, an argument,
+ * the environment or the cwd is refused before any process (as Node refuses it), and a failed
+ * start throws `spawn <cmd> <CODE>`.
+ */
+function startChild(
+  addon: Native,
+  cmd: string,
+  args: string[],
+  options: StartOptions,
+  stdio: { stdinPipe: boolean; terminal: [cols: number, rows: number] | null },
+  onExit: (status: number) => void,
+): [number, number, number, number] {
+  const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
+  for (const s of [cmd, ...args, ...envp, options.cwd]) {
     if (s.includes("\0")) throw new TypeError("The argument must be a string without null bytes");
+  }
+  try {
+    return addon.spawn(
+      cmd,
+      [cmd, ...args],
+      envp,
+      options.cwd,
+      options.uid ?? -1,
+      options.gid ?? -1,
+      true,
+      stdio.stdinPipe,
+      onExit,
+      stdio.terminal,
+    );
+  } catch (err) {
+    const errno = (err as { errno?: number }).errno;
+    if (typeof errno !== "number") throw err;
+    const code = getSystemErrorName(errno);
+    throw Object.assign(new Error(`spawn ${cmd} ${code}`), { errno, code, syscall: `spawn ${cmd}` });
   }
 }
 
@@ -118,26 +145,14 @@ export class VforkChild extends EventEmitter {
 
   constructor(addon: Native, cmd: string, args: string[], options: VforkSpawnOptions) {
     super();
-    const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
-    refuseNulBytes([cmd, ...args, ...envp, options.cwd]);
-    let fds: [number, number, number, number];
-    try {
-      fds = addon.spawn(
-        cmd,
-        [cmd, ...args],
-        envp,
-        options.cwd,
-        options.uid ?? -1,
-        options.gid ?? -1,
-        true,
-        options.stdin,
-        (status) => this.onExit(status),
-        null,
-      );
-    } catch (err) {
-      throw startError(cmd, err);
-    }
-    const [pid, stdinFd, stdoutFd, stderrFd] = fds;
+    const [pid, stdinFd, stdoutFd, stderrFd] = startChild(
+      addon,
+      cmd,
+      args,
+      options,
+      { stdinPipe: options.stdin, terminal: null },
+      (status) => this.onExit(status),
+    );
     this.pid = pid;
     this.stdin = stdinFd >= 0 ? new Socket({ fd: stdinFd, readable: false, writable: true }) : null;
     this.stdout = new Socket({ fd: stdoutFd, readable: true, writable: false });
@@ -158,11 +173,7 @@ export class VforkChild extends EventEmitter {
   }
 }
 
-export interface VforkTerminalOptions {
-  cwd: string;
-  env: Record<string, string>;
-  uid?: number;
-  gid?: number;
+export interface VforkTerminalOptions extends StartOptions {
   cols: number;
   rows: number;
 }
@@ -190,28 +201,17 @@ export class VforkTerminal {
   private outputEnded = false;
   private exitListeners: Array<(e: { exitCode: number; signal?: number }) => void> = [];
   private reported = false;
+  private graceTimer: NodeJS.Timeout | undefined;
 
   constructor(addon: Native, cmd: string, args: string[], options: VforkTerminalOptions) {
-    const envp = Object.entries(options.env).map(([k, v]) => `${k}=${v}`);
-    refuseNulBytes([cmd, ...args, ...envp, options.cwd]);
-    let fds: [number, number, number, number];
-    try {
-      fds = addon.spawn(
-        cmd,
-        [cmd, ...args],
-        envp,
-        options.cwd,
-        options.uid ?? -1,
-        options.gid ?? -1,
-        true,
-        false,
-        (status) => this.onProcessExit(status),
-        [options.cols, options.rows],
-      );
-    } catch (err) {
-      throw startError(cmd, err);
-    }
-    const [pid, masterFd, writerFd] = fds;
+    const [pid, masterFd, writerFd] = startChild(
+      addon,
+      cmd,
+      args,
+      options,
+      { stdinPipe: false, terminal: [options.cols, options.rows] },
+      (status) => this.onProcessExit(status),
+    );
     this.pid = pid;
     this.addon = addon;
     this.masterFd = masterFd;
@@ -287,7 +287,7 @@ export class VforkTerminal {
   private onProcessExit(status: number): void {
     this.status = status;
     if (!this.outputEnded) {
-      setTimeout(() => this.reader.destroy(), OUTPUT_END_GRACE_MS).unref();
+      this.graceTimer = setTimeout(() => this.reader.destroy(), OUTPUT_END_GRACE_MS).unref();
     }
     this.maybeReport();
   }
@@ -295,6 +295,7 @@ export class VforkTerminal {
   private maybeReport(): void {
     if (this.reported || this.status === undefined || !this.outputEnded) return;
     this.reported = true;
+    clearTimeout(this.graceTimer);
     this.closeWriter();
     // node-pty's shape: a signal by number, with exit code 0.
     const [exitCode, signal] = decodeWaitStatus(this.status);
