@@ -72,17 +72,20 @@ export class MetricsSampler {
     const ids = new Set(targets.map((s) => s.id));
     for (const id of this.failing) if (!ids.has(id)) this.failing.delete(id);
     for (const id of this.cpu.keys()) if (!ids.has(id)) this.cpu.delete(id);
+    // Stamped with the tick's start, not each answer's arrival: ticks are an interval apart, while
+    // a slow answer followed by a fast one could land two samples in the same second.
+    const time = Math.floor(Date.now() / 1000);
     const queue = [...targets];
     const workers = Array.from(
       { length: Math.min(queue.length, this.options.concurrency ?? 16) },
       async () => {
-        for (let s = queue.shift(); s; s = queue.shift()) await this.sample(s);
+        for (let s = queue.shift(); s; s = queue.shift()) await this.sample(s, time);
       },
     );
     await Promise.all(workers);
   }
 
-  private async sample(sandbox: SampledSandbox): Promise<void> {
+  private async sample(sandbox: SampledSandbox, time: number): Promise<void> {
     const cpuUsedPct = await this.cpuPercent(sandbox);
     const timeoutMs = Math.min(READ_TIMEOUT_MS, Math.max(200, this.options.intervalMs - 100));
     const body = await readEnvdMetrics(sandbox.hostAddress, {
@@ -102,7 +105,7 @@ export class MetricsSampler {
       return;
     }
     this.failing.delete(sandbox.id);
-    const sample = { ...toSample(body, Math.floor(Date.now() / 1000)), cpuUsedPct };
+    const sample = { ...toSample(body, time), cpuUsedPct };
     await this.options.store.append(sandbox.id, sandbox.record.teamID, sample).catch((err: unknown) => {
       this.options.logger.warn({ err, sandboxID: sandbox.id }, "writing sandbox metrics failed");
     });
